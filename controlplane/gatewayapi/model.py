@@ -1,0 +1,292 @@
+"""Typed models for the Kubernetes objects mirrorplane reads.
+
+Objects arrive as dicts (YAML or the API server), are validated and defaulted against the
+upstream CRD schemas (``schema.py``), and are then wrapped here. The spec shapes are TypedDicts
+rather than classes: after schema defaulting every required key is present, so the translator
+reads plain dicts at dict speed while type checkers still know the field names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+# (apiVersion, kind) pairs mirrorplane understands.
+GATEWAY_API_KINDS = {"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"}
+CORE_KINDS = {("v1", "Service"), ("discovery.k8s.io/v1", "EndpointSlice"), ("v1", "Secret"), ("v1", "Namespace")}
+
+
+# --- shared ------------------------------------------------------------------------------------
+
+
+class ParentReference(TypedDict):
+    group: str
+    kind: str
+    name: str
+    namespace: NotRequired[str]
+    sectionName: NotRequired[str]
+    port: NotRequired[int]
+
+
+class BackendObjectReference(TypedDict):
+    group: str
+    kind: str
+    name: str
+    namespace: NotRequired[str]
+    port: NotRequired[int]
+
+
+# --- GatewayClass / Gateway --------------------------------------------------------------------
+
+
+class GatewayClassSpec(TypedDict):
+    controllerName: str
+    description: NotRequired[str]
+
+
+class RouteGroupKind(TypedDict):
+    group: str
+    kind: str
+
+
+class RouteNamespaces(TypedDict):
+    # "All" | "Same" | "Selector"
+    from_: NotRequired[str]  # the real key is "from" (a Python keyword): read it with .get("from")
+    selector: NotRequired[dict[str, Any]]
+
+
+class AllowedRoutes(TypedDict):
+    namespaces: dict[str, Any]
+    kinds: NotRequired[list[RouteGroupKind]]
+
+
+class GatewayTLSConfig(TypedDict):
+    mode: NotRequired[str]
+    certificateRefs: NotRequired[list[dict[str, Any]]]
+
+
+class Listener(TypedDict):
+    name: str
+    hostname: NotRequired[str]
+    port: int
+    protocol: str
+    tls: NotRequired[GatewayTLSConfig]
+    allowedRoutes: AllowedRoutes
+
+
+class GatewaySpec(TypedDict):
+    gatewayClassName: str
+    listeners: list[Listener]
+    addresses: NotRequired[list[dict[str, Any]]]
+
+
+# --- HTTPRoute ---------------------------------------------------------------------------------
+
+
+class HTTPPathMatch(TypedDict):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"]
+    value: str
+
+
+class HTTPHeaderMatch(TypedDict):
+    type: Literal["Exact", "RegularExpression"]
+    name: str
+    value: str
+
+
+class HTTPQueryParamMatch(TypedDict):
+    type: Literal["Exact", "RegularExpression"]
+    name: str
+    value: str
+
+
+class HTTPRouteMatch(TypedDict):
+    path: NotRequired[HTTPPathMatch]
+    headers: NotRequired[list[HTTPHeaderMatch]]
+    queryParams: NotRequired[list[HTTPQueryParamMatch]]
+    method: NotRequired[str]
+
+
+class Fraction(TypedDict):
+    numerator: int
+    denominator: int  # CRD default 100
+
+
+class HTTPRequestMirrorFilter(TypedDict):
+    backendRef: BackendObjectReference
+    percent: NotRequired[int]
+    fraction: NotRequired[Fraction]
+
+
+class HTTPRouteFilter(TypedDict):
+    type: str
+    requestMirror: NotRequired[HTTPRequestMirrorFilter]
+    requestHeaderModifier: NotRequired[dict[str, Any]]
+    responseHeaderModifier: NotRequired[dict[str, Any]]
+    requestRedirect: NotRequired[dict[str, Any]]
+    urlRewrite: NotRequired[dict[str, Any]]
+    cors: NotRequired[dict[str, Any]]
+    extensionRef: NotRequired[dict[str, Any]]
+
+
+class HTTPBackendRef(BackendObjectReference):
+    weight: int  # CRD default 1
+    filters: NotRequired[list[HTTPRouteFilter]]
+
+
+class HTTPRouteRule(TypedDict):
+    name: NotRequired[str]
+    matches: list[HTTPRouteMatch]  # CRD default [{path: {type: PathPrefix, value: /}}]
+    filters: NotRequired[list[HTTPRouteFilter]]
+    backendRefs: NotRequired[list[HTTPBackendRef]]
+    timeouts: NotRequired[dict[str, str]]
+
+
+class HTTPRouteSpec(TypedDict):
+    parentRefs: NotRequired[list[ParentReference]]
+    hostnames: NotRequired[list[str]]
+    rules: list[HTTPRouteRule]
+
+
+# --- ReferenceGrant ----------------------------------------------------------------------------
+
+
+class ReferenceGrantFrom(TypedDict):
+    group: str
+    kind: str
+    namespace: str
+
+
+class ReferenceGrantTo(TypedDict):
+    group: str
+    kind: str
+    name: NotRequired[str]
+
+
+class ReferenceGrantSpec(TypedDict):
+    # "from" is a keyword in Python: read it with spec["from"] / spec.get("from").
+    to: list[ReferenceGrantTo]
+
+
+# --- core --------------------------------------------------------------------------------------
+
+
+class ServicePort(TypedDict):
+    port: int
+    name: NotRequired[str]
+    protocol: NotRequired[str]
+    appProtocol: NotRequired[str]
+    targetPort: NotRequired[int | str]
+
+
+class ServiceSpec(TypedDict):
+    ports: NotRequired[list[ServicePort]]
+    type: NotRequired[str]
+    externalName: NotRequired[str]
+    selector: NotRequired[dict[str, str]]
+
+
+class EndpointSliceBody(TypedDict):
+    """An EndpointSlice has no ``spec``: its top-level fields (addressType, endpoints, ports) live here."""
+
+    addressType: Literal["IPv4", "IPv6", "FQDN"]
+    endpoints: list[dict[str, Any]]
+    ports: NotRequired[list[dict[str, Any]]]
+
+
+# --- the wrapper -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    name: str
+    namespace: str = ""
+    generation: int = 1
+    uid: str = ""
+    resource_version: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+SpecT = TypeVar("SpecT")
+
+
+@dataclass(frozen=True)
+class K8sObject(Generic[SpecT]):
+    """One validated, defaulted object.
+
+    ``spec`` holds the object's spec (or, for kinds with no spec such as EndpointSlice and
+    Secret, the top-level body minus apiVersion/kind/metadata/status). ``source`` names where it
+    came from (a file path, or ``kubernetes``) so that errors can point at it.
+    """
+
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: SpecT
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def generation(self) -> int:
+        return self.metadata.generation
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.metadata.namespace, self.metadata.name)
+
+    def describe(self) -> str:
+        ns = f"{self.metadata.namespace}/" if self.metadata.namespace else ""
+        return f"{self.kind} {ns}{self.metadata.name}"
+
+
+GatewayClass = K8sObject[GatewayClassSpec]
+Gateway = K8sObject[GatewaySpec]
+HTTPRoute = K8sObject[HTTPRouteSpec]
+ReferenceGrant = K8sObject[dict[str, Any]]
+Service = K8sObject[ServiceSpec]
+EndpointSlice = K8sObject[EndpointSliceBody]
+Secret = K8sObject[dict[str, Any]]
+Namespace = K8sObject[dict[str, Any]]
+
+_NO_SPEC_KINDS = {"EndpointSlice", "Secret", "Namespace"}
+_CLUSTER_SCOPED = {"GatewayClass", "Namespace"}
+
+
+def from_dict(body: dict[str, Any], *, source: str = "", default_namespace: str = "default") -> K8sObject[Any]:
+    """Wrap an already validated and defaulted object body.
+
+    Namespaced objects without ``metadata.namespace`` land in ``default_namespace``, as
+    ``kubectl apply`` would put them in the current namespace.
+    """
+    meta = body.get("metadata") or {}
+    kind = body["kind"]
+    namespace = "" if kind in _CLUSTER_SCOPED else (meta.get("namespace") or default_namespace)
+    if kind in _NO_SPEC_KINDS:
+        spec = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    else:
+        spec = body.get("spec") or {}
+    return K8sObject(
+        api_version=body["apiVersion"],
+        kind=kind,
+        metadata=ObjectMeta(
+            name=meta["name"],
+            namespace=namespace,
+            generation=int(meta.get("generation") or 1),
+            uid=meta.get("uid", ""),
+            resource_version=str(meta.get("resourceVersion", "")),
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+        ),
+        spec=spec,
+        source=source,
+    )

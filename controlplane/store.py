@@ -1,0 +1,87 @@
+"""The store: every object the providers currently hold, indexed by kind and name.
+
+Providers build a new ``Store`` on every change and hand it to the translator; the translator
+only reads it. Keeping it immutable is what lets translation be a pure function of its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .gatewayapi.model import (
+    EndpointSlice,
+    Gateway,
+    GatewayClass,
+    HTTPRoute,
+    K8sObject,
+    Namespace,
+    ReferenceGrant,
+    Secret,
+    Service,
+)
+
+NsName = tuple[str, str]
+
+_FIELD_BY_KIND = {
+    "GatewayClass": "gatewayclasses",
+    "Gateway": "gateways",
+    "HTTPRoute": "httproutes",
+    "ReferenceGrant": "referencegrants",
+    "Service": "services",
+    "EndpointSlice": "endpointslices",
+    "Secret": "secrets",
+    "Namespace": "namespaces",
+}
+
+
+def _frozen() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Store:
+    gatewayclasses: Mapping[str, GatewayClass] = field(default_factory=_frozen)
+    gateways: Mapping[NsName, Gateway] = field(default_factory=_frozen)
+    httproutes: Mapping[NsName, HTTPRoute] = field(default_factory=_frozen)
+    referencegrants: Mapping[NsName, ReferenceGrant] = field(default_factory=_frozen)
+    services: Mapping[NsName, Service] = field(default_factory=_frozen)
+    endpointslices: Mapping[NsName, EndpointSlice] = field(default_factory=_frozen)
+    secrets: Mapping[NsName, Secret] = field(default_factory=_frozen)
+    namespaces: Mapping[str, Namespace] = field(default_factory=_frozen)
+
+    @classmethod
+    def from_objects(cls, objects: Iterable[K8sObject[Any]]) -> "Store":
+        """Index objects; a later object with the same kind/namespace/name replaces an earlier one."""
+        buckets: dict[str, dict[Any, K8sObject[Any]]] = {f: {} for f in _FIELD_BY_KIND.values()}
+        for obj in objects:
+            fname = _FIELD_BY_KIND.get(obj.kind)
+            if fname is None:
+                continue
+            key: Any = obj.name if obj.kind in ("GatewayClass", "Namespace") else (obj.namespace, obj.name)
+            buckets[fname][key] = obj
+        return cls(**{f: MappingProxyType(b) for f, b in buckets.items()})
+
+    def objects(self) -> Iterable[K8sObject[Any]]:
+        for fname in _FIELD_BY_KIND.values():
+            yield from getattr(self, fname).values()
+
+    def endpointslices_for(self, namespace: str, service: str) -> list[EndpointSlice]:
+        """EndpointSlices labelled ``kubernetes.io/service-name`` for a Service, sorted by name for determinism."""
+        return sorted(
+            (
+                s
+                for (ns, _), s in self.endpointslices.items()
+                if ns == namespace and s.metadata.labels.get("kubernetes.io/service-name") == service
+            ),
+            key=lambda s: s.name,
+        )
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        """Labels of a Namespace object; a namespace never declared has only the automatic name label."""
+        ns = self.namespaces.get(namespace)
+        labels = dict(ns.metadata.labels) if ns else {}
+        labels.setdefault("kubernetes.io/metadata.name", namespace)
+        return labels
