@@ -206,6 +206,7 @@ class ObjectMeta:
     generation: int = 1
     uid: str = ""
     resource_version: str = ""
+    creation_timestamp: str = ""  # RFC 3339; orders route precedence ties (oldest first)
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
 
@@ -284,6 +285,7 @@ def from_dict(body: dict[str, Any], *, source: str = "", default_namespace: str 
             generation=int(meta.get("generation") or 1),
             uid=meta.get("uid", ""),
             resource_version=str(meta.get("resourceVersion", "")),
+            creation_timestamp=str(meta.get("creationTimestamp") or ""),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
         ),

@@ -1,0 +1,117 @@
+"""Resolving backend references: kind, ReferenceGrant, Service, port, endpoints.
+
+Primary backends and mirror backends go through the same checks (peers forgot the
+ReferenceGrant on the mirror path); only the cluster name differs, so that Envoy's per-cluster
+stats count mirrored traffic apart from primary traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from ..ir import Backend, Endpoint
+from ..store import Store
+from .model import GATEWAY_GROUP, K8sObject
+
+
+@dataclass(frozen=True)
+class RefProblem:
+    """Why a reference cannot be used: a ResolvedRefs reason and a message for the user."""
+
+    reason: str
+    message: str
+
+
+def cluster_name(namespace: str, service: str, port: int, *, mirror: bool = False) -> str:
+    """``ns/svc/port`` for primary traffic, ``mirror/ns/svc/port`` for mirrored copies."""
+    base = f"{namespace}/{service}/{port}"
+    return f"mirror/{base}" if mirror else base
+
+
+def reference_granted(store: Store, *, from_kind: str, from_namespace: str, to_namespace: str, to_kind: str, to_name: str, to_group: str = "") -> bool:
+    """Does a ReferenceGrant in ``to_namespace`` let ``from_kind`` objects in ``from_namespace``
+    refer to the target? Same-namespace references need no grant."""
+    if from_namespace == to_namespace:
+        return True
+    for (ns, _), grant in store.referencegrants.items():
+        if ns != to_namespace:
+            continue
+        spec: dict[str, Any] = grant.spec
+        if not any(
+            f.get("group") == GATEWAY_GROUP and f.get("kind") == from_kind and f.get("namespace") == from_namespace
+            for f in spec.get("from", [])
+        ):
+            continue
+        for t in spec.get("to", []):
+            if (t.get("group") or "") == to_group and t.get("kind") == to_kind and t.get("name", to_name) == to_name:
+                return True
+    return False
+
+
+def resolve_backend(
+    store: Store, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False
+) -> tuple[Backend | None, RefProblem | None]:
+    """Turn a BackendObjectReference into a cluster, or say why it cannot be one."""
+    group = ref.get("group", "")
+    kind = ref.get("kind", "Service")
+    name = ref["name"]
+    namespace = ref.get("namespace") or route.namespace
+    port = ref.get("port")
+    what = "mirror backendRef" if mirror else "backendRef"
+    if group != "" or kind != "Service":
+        shown = f"{group}/{kind}" if group else kind
+        return None, RefProblem("InvalidKind", f"{what} {namespace}/{name}: kind {shown} is not supported; only core Services are")
+    if not reference_granted(
+        store, from_kind=route.kind, from_namespace=route.namespace, to_namespace=namespace, to_kind="Service", to_name=name
+    ):
+        return None, RefProblem(
+            "RefNotPermitted",
+            f"{what} to Service {namespace}/{name} is not permitted: no ReferenceGrant in namespace {namespace} "
+            f"allows {route.kind}s from namespace {route.namespace}",
+        )
+    service = store.services.get((namespace, name))
+    if service is None:
+        return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} not found")
+    if port is None:
+        return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} needs a port")
+    spec: dict[str, Any] = service.spec  # type: ignore[assignment]
+    service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
+    if spec.get("type") == "ExternalName" and spec.get("externalName"):
+        endpoints = (Endpoint(spec["externalName"], port),)
+        return Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, "dns"), None
+    if service_port is None:
+        return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} has no port {port}")
+    endpoints, discovery = _endpoints(store, namespace, name, service_port)
+    return Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, discovery), None
+
+
+def _endpoints(store: Store, namespace: str, service: str, service_port: dict[str, Any]) -> tuple[tuple[Endpoint, ...], str]:
+    """Ready endpoints of a Service port from its EndpointSlices.
+
+    A slice port is matched by the Service port's name (both empty for a single unnamed port).
+    IP slices win over FQDN slices; a Service with only FQDN slices becomes a DNS cluster.
+    """
+    port_name = service_port.get("name") or ""
+    ip_eps: set[Endpoint] = set()
+    dns_eps: set[Endpoint] = set()
+    for slice_ in store.endpointslices_for(namespace, service):
+        body: dict[str, Any] = slice_.spec  # type: ignore[assignment]
+        target = next((p.get("port") for p in body.get("ports") or [] if (p.get("name") or "") == port_name), None)
+        if target is None:
+            continue
+        for ep in body.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready") is False or not ep.get("addresses"):
+                continue
+            address = ep["addresses"][0]
+            if body.get("addressType") == "FQDN":
+                dns_eps.add(Endpoint(address, target))
+                continue
+            try:
+                ip_eps.add(Endpoint(str(ipaddress.ip_address(address)), target))
+            except ValueError:
+                continue  # not an IP: the API server would have refused it; never let it break translation
+    if ip_eps or not dns_eps:
+        return tuple(sorted(ip_eps, key=lambda e: (e.host, e.port))), "eds"
+    return tuple(sorted(dns_eps, key=lambda e: (e.host, e.port))), "dns"

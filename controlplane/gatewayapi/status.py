@@ -1,0 +1,88 @@
+"""Gateway API status: conditions and the status bodies of each kind.
+
+The translator produces status bodies without ``lastTransitionTime`` so that translation stays a
+pure, repeatable function; whoever writes status (the Kubernetes writer, or the admin API in file
+mode) stamps the time, keeping the old one when a condition did not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+StatusKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool | str  # True/False, or "Unknown"
+    reason: str
+    message: str
+    observed_generation: int
+
+    def to_dict(self) -> dict[str, Any]:
+        status = self.status if isinstance(self.status, str) else ("True" if self.status else "False")
+        return {
+            "type": self.type,
+            "status": status,
+            "reason": self.reason,
+            "message": self.message,
+            "observedGeneration": self.observed_generation,
+        }
+
+
+def conditions(*conds: Condition) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in conds]
+
+
+def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str, Any]:
+    """Add lastTransitionTime to every condition in a status body, keeping the old time when a
+    condition's status did not change (the Kubernetes convention)."""
+    old_times = {}
+    for path, cond in _walk_conditions(old or {}):
+        old_times[(path, cond["type"])] = (cond.get("status"), cond.get("lastTransitionTime"))
+
+    def visit(node: Any, path: str) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                if k == "conditions" and isinstance(v, list):
+                    out[k] = [_stamped(c, path, old_times, now) for c in v]
+                else:
+                    out[k] = visit(v, f"{path}/{k}")
+            return out
+        if isinstance(node, list):
+            return [visit(v, f"{path}/{_identity(v, i)}") for i, v in enumerate(node)]
+        return node
+
+    return visit(new, "")
+
+
+def _stamped(cond: dict[str, Any], path: str, old_times: dict[Any, Any], now: str) -> dict[str, Any]:
+    prev_status, prev_time = old_times.get((path, cond["type"]), (None, None))
+    time = prev_time if prev_status == cond["status"] and prev_time else now
+    return {**cond, "lastTransitionTime": time}
+
+
+def _identity(item: Any, index: int) -> str:
+    if isinstance(item, dict):
+        if "name" in item:
+            return str(item["name"])
+        if "parentRef" in item:
+            ref = item["parentRef"]
+            return f"{ref.get('namespace', '')}/{ref.get('name')}/{ref.get('sectionName', '')}/{ref.get('port', '')}"
+    return str(index)
+
+
+def _walk_conditions(node: Any, path: str = "") -> Any:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "conditions" and isinstance(v, list):
+                for c in v:
+                    yield path, c
+            else:
+                yield from _walk_conditions(v, f"{path}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk_conditions(v, f"{path}/{_identity(v, i)}")

@@ -1,0 +1,233 @@
+"""IR → Envoy resources (listeners, routes, clusters, endpoints) for one Gateway.
+
+A pure function: the same IR always gives byte-identical messages, which is what makes versions
+content hashes and restarts churn-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from .. import ir
+from .resources import Resources
+
+# Requests to a backendRef that could not be resolved go to this cluster, which is never served;
+# the route's cluster_not_found_response_code turns them into the 500 the spec asks for.
+INVALID_BACKEND_CLUSTER = "invalid-backend-ref"
+
+_FP = percent_pb2.FractionalPercent
+
+
+@dataclass(frozen=True)
+class XdsOptions:
+    bind_address: str = "0.0.0.0"
+    # Gateway listener port → the port Envoy actually binds (tests and local runs remap ports).
+    port_map: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    connect_timeout_seconds: int = 5
+
+
+def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -> Resources:
+    clusters, endpoints = {}, {}
+    for backend in gateway.backends:
+        clusters[backend.name] = _cluster(backend, options)
+        if backend.discovery == "eds":
+            endpoints[backend.name] = _load_assignment(backend)
+    listeners, routes = {}, {}
+    for listener in gateway.listeners:
+        listeners[listener.name] = _listener(listener, options)
+        routes[listener.name] = _route_configuration(listener)
+    return Resources(
+        clusters=MappingProxyType(clusters),
+        endpoints=MappingProxyType(endpoints),
+        listeners=MappingProxyType(listeners),
+        routes=MappingProxyType(routes),
+    )
+
+
+def fractional_percent(numerator: int, denominator: int) -> _FP | None:
+    """An exact Gateway API fraction as Envoy's FractionalPercent; None means 100 %.
+
+    Integer math only: a denominator dividing 100, 10⁴ or 10⁶ is exact (25/50 → 50/HUNDRED);
+    anything else is rounded to the nearest millionth (1/3 → 333333/MILLION).
+    """
+    if numerator >= denominator:
+        return None
+    for scale, kind in ((100, _FP.HUNDRED), (10_000, _FP.TEN_THOUSAND), (1_000_000, _FP.MILLION)):
+        if scale % denominator == 0:
+            return _FP(numerator=numerator * (scale // denominator), denominator=kind)
+    return _FP(numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=_FP.MILLION)
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def _any(msg: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)  # type: ignore[arg-type]
+    return packed
+
+
+def _socket(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
+
+
+# --- clusters and endpoints --------------------------------------------------------------------
+
+
+def _cluster(backend: ir.Backend, options: XdsOptions) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=backend.name,
+        connect_timeout=duration_pb2.Duration(seconds=options.connect_timeout_seconds),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+    )
+    if backend.discovery == "eds":
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.eds_config.CopyFrom(_ads())
+    else:
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
+        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+        cluster.load_assignment.CopyFrom(_load_assignment(backend))
+    return cluster
+
+
+def _load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
+    lb_endpoints = [
+        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=_socket(e.host, e.port)))
+        for e in backend.endpoints
+    ]
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=backend.name)
+    if lb_endpoints:
+        cla.endpoints.append(endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints))
+    return cla
+
+
+# --- listeners ---------------------------------------------------------------------------------
+
+
+def _listener(listener: ir.HTTPListener, options: XdsOptions) -> listener_pb2.Listener:
+    manager = hcm.HttpConnectionManager(
+        stat_prefix=listener.name,
+        rds=hcm.Rds(config_source=_ads(), route_config_name=listener.name),
+        http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))],
+        # Gateway API matches hostnames without the port ("very.specific.com:1234").
+        strip_any_host_port=True,
+        use_remote_address=wrappers_pb2.BoolValue(value=True),
+    )
+    port = options.port_map.get(listener.port, listener.port)
+    return listener_pb2.Listener(
+        name=listener.name,
+        address=_socket(options.bind_address, port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
+                    )
+                ]
+            )
+        ],
+    )
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def _route_configuration(listener: ir.HTTPListener) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=listener.name,
+        # Invalid backendRefs deliberately name a cluster that does not exist (→ 500).
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        virtual_hosts=[
+            rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[_route(r) for r in vh.routes])
+            for vh in listener.virtual_hosts
+        ],
+    )
+
+
+def _route(route: ir.Route) -> rc.Route:
+    out = rc.Route(name=route.name, match=_match(route.match))
+    if route.direct_status is not None:
+        out.direct_response.status = route.direct_status
+    else:
+        out.route.CopyFrom(_action(route))
+    out.request_headers_to_add.extend(_header_options(route.request_headers))
+    out.request_headers_to_remove.extend(route.request_headers.remove)
+    out.response_headers_to_add.extend(_header_options(route.response_headers))
+    out.response_headers_to_remove.extend(route.response_headers.remove)
+    return out
+
+
+def _string_match(value: str, regex: bool) -> string_pb2.StringMatcher:
+    if regex:
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=value))
+    return string_pb2.StringMatcher(exact=value)
+
+
+def _match(match: ir.Match) -> rc.RouteMatch:
+    out = rc.RouteMatch()
+    if match.path_type == "Exact":
+        out.path = match.path
+    elif match.path_type == "RegularExpression":
+        out.safe_regex.regex = match.path
+    elif match.path.rstrip("/") == "":
+        out.prefix = "/"
+    else:
+        # "/v2" and "/v2/" both match /v2 and /v2/..., but not /v2example.
+        out.path_separated_prefix = match.path.rstrip("/")
+    for h in match.headers:
+        out.headers.append(rc.HeaderMatcher(name=h.name, string_match=_string_match(h.value, h.regex)))
+    if match.method:
+        out.headers.append(rc.HeaderMatcher(name=":method", string_match=_string_match(match.method, False)))
+    for q in match.query_params:
+        out.query_parameters.append(rc.QueryParameterMatcher(name=q.name, string_match=_string_match(q.value, q.regex)))
+    return out
+
+
+def _action(route: ir.Route) -> rc.RouteAction:
+    action = rc.RouteAction(cluster_not_found_response_code=rc.RouteAction.INTERNAL_SERVER_ERROR)
+    if len(route.backends) == 1:
+        action.cluster = route.backends[0].backend or INVALID_BACKEND_CLUSTER
+    else:
+        action.weighted_clusters.clusters.extend(
+            rc.WeightedCluster.ClusterWeight(
+                name=b.backend or INVALID_BACKEND_CLUSTER, weight=wrappers_pb2.UInt32Value(value=b.weight)
+            )
+            for b in route.backends
+        )
+    for m in route.mirrors:
+        policy = rc.RouteAction.RequestMirrorPolicy(
+            cluster=m.backend, disable_shadow_host_suffix_append=not m.shadow_host_suffix
+        )
+        fraction = fractional_percent(m.numerator, m.denominator)
+        if fraction is not None:
+            policy.runtime_fraction.default_value.CopyFrom(fraction)
+        action.request_mirror_policies.append(policy)
+    return action
+
+
+def _header_options(mods: ir.HeaderMods) -> list[base_pb2.HeaderValueOption]:
+    opt = base_pb2.HeaderValueOption
+    return [
+        opt(header=base_pb2.HeaderValue(key=k, value=v), append_action=opt.OVERWRITE_IF_EXISTS_OR_ADD)
+        for k, v in mods.set
+    ] + [
+        opt(header=base_pb2.HeaderValue(key=k, value=v), append_action=opt.APPEND_IF_EXISTS_OR_ADD)
+        for k, v in mods.add
+    ]
