@@ -247,7 +247,8 @@ def _attach_route(
     rules, problems, dropped = _rules(store, route, backends)
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
-        resolved = Condition("ResolvedRefs", False, problems[0].reason, "; ".join(p.message for p in problems), gen)
+        messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
+        resolved = Condition("ResolvedRefs", False, problems[0].reason, "; ".join(messages), gen)
     usable = [r for r in rules if r.index not in dropped]
 
     parents, attachments = [], []

@@ -156,14 +156,20 @@ class FileProvider:
         except (OSError, UnicodeDecodeError) as exc:
             log.error("file.unreadable source=%s error=%r (keeping its last good objects)", path, str(exc))
             return
-        objects, errors = parse_text(text, str(path), previous=self._files.get(path))
+        previous = self._files.get(path) or {}
+        objects, errors = parse_text(text, str(path), previous=previous)
         self._files[path] = objects
         self.errors[path] = errors
+        kept_names = {o.describe() for o in previous.values() if previous.get(o.key) is objects.get(o.key)}
         for err in errors:
-            kept = " (keeping its last good version)" if err.object == "file" or any(
-                o.describe() == err.object for o in objects.values()
-            ) else ""
-            log.error("file.invalid source=%s object=%r error=%r%s", err.source, err.object, err.message, kept)
+            kept = err.object in kept_names or (err.object == "file" and bool(previous))
+            log.error(
+                "file.invalid source=%s object=%r error=%r%s",
+                err.source,
+                err.object,
+                err.message,
+                " (serving its last good version until fixed)" if kept else "",
+            )
 
     async def watch(self, on_change: Callable[[Store], Awaitable[None] | None], *, debounce_ms: int = 10) -> None:
         """Watch the folder and call ``on_change`` with a new store after every batch of changes.

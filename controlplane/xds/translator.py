@@ -126,8 +126,6 @@ def _listener(listener: ir.HTTPListener, options: XdsOptions) -> listener_pb2.Li
         stat_prefix=listener.name,
         rds=hcm.Rds(config_source=_ads(), route_config_name=listener.name),
         http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))],
-        # Gateway API matches hostnames without the port ("very.specific.com:1234").
-        strip_any_host_port=True,
         use_remote_address=wrappers_pb2.BoolValue(value=True),
     )
     port = options.port_map.get(listener.port, listener.port)
@@ -154,6 +152,9 @@ def _route_configuration(listener: ir.HTTPListener) -> route_pb2.RouteConfigurat
         name=listener.name,
         # Invalid backendRefs deliberately name a cluster that does not exist (→ 500).
         validate_clusters=wrappers_pb2.BoolValue(value=False),
+        # Gateway API matches hostnames without the port ("very.specific.com:1234") while the
+        # backend still sees the Host header the client sent.
+        ignore_port_in_host_matching=True,
         virtual_hosts=[
             rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[_route(r) for r in vh.routes])
             for vh in listener.virtual_hosts

@@ -1,0 +1,157 @@
+"""The ``mirrorplane`` command: serve, run (serve + a local Envoy), echo, translate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import echo, logs
+from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
+from .localenvoy import LocalEnvoy
+from .serve import ControlPlane
+
+log = logging.getLogger("mirrorplane")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+
+
+def _add_serving(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="folder (or file) of Gateway API and Service/EndpointSlice YAML, watched")
+    p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, health, reflection (default 18000)")
+    p.add_argument("--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)")
+    p.add_argument("--controller-name", default=DEFAULT_CONTROLLER, help="GatewayClass controllerName to serve")
+    _add_common(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mirrorplane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a folder of YAML to Envoys over ADS")
+    _add_serving(serve)
+
+    run = sub.add_parser("run", help="serve + a local Envoy per Gateway (the quick start)")
+    _add_serving(run)
+    run.add_argument("--admin-port", type=int, default=19000, help="the (first) Envoy's admin port (default 19000)")
+    run.add_argument("--envoy-log-level", default="warning", help="Envoy's log level (default warning)")
+    run.add_argument(
+        "--echo",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="also start an echo backend NAME on 127.0.0.1:PORT (repeatable)",
+    )
+
+    echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
+    echo.add_arguments(echo_p)
+
+    tr = sub.add_parser("translate", help="offline: YAML in, Envoy JSON and Gateway API status out")
+    tr.add_argument("dir", type=Path)
+    tr.add_argument("--controller-name", default=DEFAULT_CONTROLLER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "echo":
+        return echo.main_from_args(args)
+    if args.command == "translate":
+        return _translate(args)
+    logs.setup(args.log_level, args.log_format)
+    try:
+        return asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"mirrorplane: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from .offline import translate_folder
+
+    if not args.dir.exists():
+        print(f"mirrorplane: error: {args.dir} does not exist", file=sys.stderr)
+        return 1
+    out = translate_folder(args.dir, options=Options(controller_name=args.controller_name))
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    for err in out["errors"]:
+        print(f"mirrorplane: {err['source']}: {err['object']}: {err['message']}", file=sys.stderr)
+    return 1 if out["errors"] else 0
+
+
+def _parse_echo(spec: str) -> tuple[str, int]:
+    name, _, port = spec.partition("=")
+    if not name or not port.isdigit():
+        raise ValueError(f"--echo {spec!r}: expected NAME=PORT, e.g. pipy=8081")
+    return name, int(port)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    echos = [_parse_echo(s) for s in getattr(args, "echo", [])]
+    plane = ControlPlane(
+        args.dir, xds_port=args.xds_port, http_port=args.http_port, options=Options(controller_name=args.controller_name)
+    )
+    await plane.start()
+    tasks = [asyncio.create_task(echo.run_echo(port, name)) for name, port in echos]
+    envoys = []
+    try:
+        if args.command == "run":
+            envoys = await _start_envoys(plane, args)
+            if not envoys:
+                return 1
+        await stop.wait()
+        log.info("serve.stopping")
+        return 0
+    finally:
+        for envoy in envoys:
+            await envoy.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await plane.stop()
+
+
+async def _start_envoys(plane: ControlPlane, args: argparse.Namespace) -> list[LocalEnvoy]:
+
+    gateways = plane.cache.gateways()
+    if not gateways:
+        print(
+            f"mirrorplane: error: no Gateway in {args.dir} uses a GatewayClass with controllerName "
+            f"{args.controller_name!r}; nothing for Envoy to serve",
+            file=sys.stderr,
+        )
+        return []
+    envoys = []
+    for i, gateway in enumerate(gateways):
+        envoy = LocalEnvoy(
+            node_id=f"local-{gateway.replace('/', '-')}",
+            gateway=gateway,
+            xds_port=args.xds_port,
+            admin_port=args.admin_port if i == 0 else 0,
+            log_level=args.envoy_log_level,
+            log_prefix=f"envoy {gateway}",
+        )
+        await envoy.start()
+        envoys.append(envoy)
+        ports = [lst.port for lst in plane.controller.gateways[gateway].listeners]
+        log.info("envoy.started gateway=%s admin=%s listener_ports=%s", gateway, envoy.admin_url, ports)
+    return envoys
+
+
+if __name__ == "__main__":
+    sys.exit(main())

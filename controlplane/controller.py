@@ -1,0 +1,95 @@
+"""Store → Gateway API translator → xDS translator → snapshot cache, and the status it yields.
+
+The controller is the one place where the pure layers meet the serving state: it hands each
+Gateway's resources to the cache (which decides whether anything changed) and keeps the latest
+Gateway API status, stamped with transition times, for the admin API and the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from .gatewayapi.status import StatusKey, stamp
+from .gatewayapi.translator import Options, Translation, translate
+from .ir import GatewayIR
+from .store import Store
+from .xds.cache import SnapshotCache
+from .xds.translator import XdsOptions, build_resources
+
+log = logging.getLogger("mirrorplane.controller")
+
+# Conditions whose "good" value is False.
+_NEGATIVE_POLARITY = {"Conflicted", "PartiallyInvalid"}
+
+
+class Controller:
+    def __init__(self, cache: SnapshotCache, *, options: Options = Options(), xds_options: XdsOptions = XdsOptions()) -> None:
+        self.cache = cache
+        self.options = options
+        self.xds_options = xds_options
+        self.statuses: dict[StatusKey, dict[str, Any]] = {}
+        self.gateways: dict[str, GatewayIR] = {}
+        self.translations = 0
+
+    def update(self, store: Store) -> Translation:
+        started = time.perf_counter()
+        result = translate(store, self.options)
+        for key, gateway in result.gateways.items():
+            self.cache.set(key, build_resources(gateway, self.xds_options))
+        for gone in set(self.cache.gateways()) - set(result.gateways):
+            self.cache.remove(gone)
+            log.info("gateway.removed gateway=%s", gone)
+        self._record_statuses(result.statuses)
+        self.gateways = result.gateways
+        self.translations += 1
+        log.info(
+            "translate.done gateways=%d routes=%d seconds=%.3f",
+            len(result.gateways),
+            len(store.httproutes),
+            time.perf_counter() - started,
+        )
+        return result
+
+    def _record_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> None:
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fresh = {}
+        for key, body in statuses.items():
+            old = self.statuses.get(key)
+            fresh[key] = stamp(body, old, now)
+            if old is None or _summary(old) != _summary(body):
+                _log_status(key, body)
+        self.statuses = fresh
+
+
+def _conditions(body: Any, where: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every condition in a status body, with where it sits (listener or parent)."""
+    out = []
+    if isinstance(body, dict):
+        for c in body.get("conditions") or []:
+            out.append((where, c))
+        for lst in body.get("listeners") or []:
+            out += _conditions(lst, f"listener {lst.get('name')}: ")
+        for parent in body.get("parents") or []:
+            out += _conditions(parent, f"parent {parent['parentRef'].get('name')}: ")
+    return out
+
+
+def _summary(body: dict[str, Any]) -> list[tuple[str, str, str, str, Any]]:
+    return [(w, c["type"], c["status"], c["reason"], c.get("observedGeneration")) for w, c in _conditions(body)]
+
+
+def _log_status(key: StatusKey, body: dict[str, Any]) -> None:
+    kind, ns, name = key
+    bad = [
+        f"{w}{c['type']}={c['status']} ({c['reason']}: {c['message']})"
+        for w, c in _conditions(body)
+        if (c["status"] == "True") == (c["type"] in _NEGATIVE_POLARITY)
+    ]
+    obj = f"{kind} {ns + '/' if ns else ''}{name}"
+    if bad:
+        log.warning("status.changed object=%r problems=%r", obj, "; ".join(bad))
+    else:
+        log.info("status.changed object=%r ok=True", obj)

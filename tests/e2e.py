@@ -1,0 +1,193 @@
+"""An end-to-end stack for tests: echo backends, the control plane serving a folder, and a real
+Envoy, all on free loopback ports. The folder starts as a copy of manifests/local (the README's
+quick start) with the echo ports substituted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from controlplane.echo import build_app
+from controlplane.gatewayapi.translator import Options
+from controlplane.localenvoy import LocalEnvoy
+from controlplane.serve import ControlPlane
+from controlplane.xds.translator import XdsOptions
+from support import free_port, wait_until
+
+LOCAL = Path(__file__).resolve().parent.parent / "manifests" / "local"
+GATEWAY = "server/simple-gateway"
+
+
+class EchoLog:
+    """Collects an echo server's log lines (it writes whole lines and flushes)."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def heads(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self._buf.splitlines():
+            _, _, rest = line.partition("] ")
+            if rest.startswith("{"):
+                out.append(json.loads(rest))
+        return out
+
+    def paths(self) -> list[str]:
+        return [h["path"] for h in self.heads()]
+
+    def echoed(self, uri: str) -> bool:
+        return re.search(f"Echoing back request made to {re.escape(uri)} to client", self._buf) is not None
+
+
+@dataclass
+class Echo:
+    name: str
+    port: int
+    log: EchoLog
+    runner: web.AppRunner
+
+
+@dataclass
+class Stack:
+    dir: Path
+    plane: ControlPlane
+    envoy: LocalEnvoy
+    port: int  # where Envoy serves the Gateway's port 8000
+    echos: dict[str, Echo]
+    session: aiohttp.ClientSession
+    exits: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write(self, name: str, text: str) -> None:
+        """Replace a file atomically, as editors and `kubectl apply` users expect."""
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(self.dir / name)
+
+    async def request(self, path: str = "/", data: bytes | None = None, **kw: Any) -> tuple[int, bytes]:
+        method = "POST" if data is not None else "GET"
+        async with self.session.request(method, self.url + path, data=data, **kw) as resp:
+            return resp.status, await resp.read()
+
+    async def mirror_policies(self) -> list[dict[str, Any]]:
+        """The request_mirror_policies Envoy holds right now, from its own config dump."""
+        dump = await self.envoy.config_dump()
+        found = []
+        for cfg in dump.get("configs", []):
+            for rc in cfg.get("dynamic_route_configs", []):
+                for vh in rc.get("route_config", {}).get("virtual_hosts", []):
+                    for r in vh.get("routes", []):
+                        found += r.get("route", {}).get("request_mirror_policies", [])
+        return found
+
+    async def add_echo(self, name: str, **options: Any) -> Echo:
+        log = EchoLog()
+        runner = web.AppRunner(build_app(name=name, out=log, **options), access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        self.exits.push_async_callback(runner.cleanup)
+        self.echos[name] = Echo(name, port, log, runner)
+        return self.echos[name]
+
+
+def service_yaml(name: str, port: int, namespace: str = "server") -> str:
+    """A Service on port 8080 whose EndpointSlice points at 127.0.0.1:port."""
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ports: [{{port: 8080, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-local
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [127.0.0.1]}}]
+ports: [{{port: {port}}}]
+"""
+
+
+def digest(body: bytes) -> dict[str, Any]:
+    return {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+async def start_stack(tmp: Path, *, mirror_options: dict[str, Any] | None = None) -> Stack:
+    """The seed scenario, live: `pipy` primary, `pipy-mirror` mirror, Envoy on a free port."""
+    folder = tmp / "config"
+    folder.mkdir()
+    for f in LOCAL.glob("*.yaml"):
+        shutil.copy(f, folder / f.name)
+    exits = AsyncExitStack()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    exits.push_async_callback(session.close)
+    gateway_port, xds_port = free_port(), free_port()
+    stack = Stack(folder, None, None, gateway_port, {}, session, exits)  # type: ignore[arg-type]
+    primary = await stack.add_echo("pipy")
+    mirror = await stack.add_echo("pipy-mirror", **(mirror_options or {}))
+    text = (folder / "services.yaml").read_text()
+    text = text.replace("port: 8081", f"port: {primary.port}").replace("port: 8082", f"port: {mirror.port}")
+    (folder / "services.yaml").write_text(text)
+
+    stack.plane = ControlPlane(
+        folder,
+        xds_host="127.0.0.1",
+        xds_port=xds_port,
+        http_port=None,
+        options=Options(),
+        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port}),
+    )
+    await stack.plane.start()
+    exits.push_async_callback(stack.plane.stop)
+    lines: list[str] = []
+    stack.envoy = LocalEnvoy(
+        node_id="e2e", gateway=GATEWAY, xds_port=xds_port, admin_port=0, log_sink=lines.append, log_level="warning"
+    )
+    await stack.envoy.start()
+    exits.push_async_callback(stack.envoy.stop)
+    await wait_until(lambda: _serves(stack), timeout=15, message="Envoy serving the seed route")
+    return stack
+
+
+async def _serves(stack: Stack) -> bool:
+    try:
+        status, _ = await stack.request("/")
+    except aiohttp.ClientError:
+        return False
+    return status == 200
+
+
+async def fire(stack: Stack, paths: list[str], concurrency: int = 10) -> list[int]:
+    """Send GETs with bounded concurrency; return the status codes."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(p: str) -> int:
+        async with sem:
+            status, _ = await stack.request(p)
+            return status
+
+    return await asyncio.gather(*(one(p) for p in paths))
