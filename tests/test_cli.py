@@ -1,0 +1,150 @@
+"""The `mirrorplane` command as users run it: real processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from e2e import LOCAL
+from support import free_port, wait_until
+
+MIRRORPLANE = [sys.executable, "-m", "controlplane.cli"]
+
+
+class Proc:
+    """A subprocess whose combined output is collected line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    async def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), 15)
+        await self._reader
+        return code
+
+
+async def spawn(*args: str) -> Proc:
+    proc = await asyncio.create_subprocess_exec(
+        *MIRRORPLANE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    return Proc(proc)
+
+
+@pytest.fixture
+async def quickstart(tmp_path: Path) -> AsyncIterator[tuple[Proc, dict[str, int]]]:
+    """`mirrorplane run manifests/local --echo ...`, with every fixed port moved to a free one."""
+    ports = {name: free_port() for name in ("gateway", "pipy", "mirror", "xds", "http", "admin")}
+    folder = tmp_path / "local"
+    shutil.copytree(LOCAL, folder)
+    gw = folder / "gateway.yaml"
+    gw.write_text(gw.read_text().replace("port: 8000", f"port: {ports['gateway']}"))
+    route = folder / "route.yaml"
+    route.write_text(route.read_text().replace("port: 8000", f"port: {ports['gateway']}"))
+    svc = folder / "services.yaml"
+    svc.write_text(
+        svc.read_text()
+        .replace("8081", str(ports["pipy"]))
+        .replace("8082", str(ports["mirror"]))
+    )
+    proc = await spawn(
+        "run",
+        str(folder),
+        "--xds-port", str(ports["xds"]),
+        "--http-port", str(ports["http"]),
+        "--admin-port", str(ports["admin"]),
+        "--echo", f"pipy={ports['pipy']}",
+        "--echo", f"pipy-mirror={ports['mirror']}",
+    )  # fmt: skip
+    try:
+        yield proc, ports
+    finally:
+        await proc.stop(signal.SIGKILL)
+
+
+async def test_run_quickstart_mirrors_and_stops_cleanly(quickstart: tuple[Proc, dict[str, int]]) -> None:
+    proc, ports = quickstart
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+
+        async def hello() -> bool:
+            try:
+                async with session.post(f"http://127.0.0.1:{ports['gateway']}/", data=b"Hello world") as resp:
+                    return resp.status == 200 and await resp.read() == b"Hello world"
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(hello, timeout=20, message="curl -d 'Hello world' answered through Envoy")
+        await wait_until(lambda: proc.saw("[pipy] {") and proc.saw("[pipy-mirror] {"), message="both echo logs")
+        async with session.get(f"http://127.0.0.1:{ports['http']}/readyz") as resp:
+            assert resp.status == 200
+        async with session.get(f"http://127.0.0.1:{ports['http']}/metrics") as resp:
+            assert resp.status == 200 and "process_" in await resp.text()
+        async with session.get(f"http://127.0.0.1:{ports['admin']}/ready") as resp:
+            assert resp.status == 200  # Envoy's admin is where the README says
+    assert await proc.stop() == 0
+    assert not proc.saw("Traceback"), "\n".join(proc.lines)
+
+
+async def test_serve_missing_folder_exits_nonzero_with_one_line_cause(tmp_path: Path) -> None:
+    proc = await spawn("serve", str(tmp_path / "nope"), "--xds-port", str(free_port()), "--http-port", str(free_port()))
+    code = await asyncio.wait_for(proc.proc.wait(), 30)
+    await proc._reader
+    assert code == 1
+    assert proc.lines[-1].startswith("mirrorplane: error:") and "does not exist" in proc.lines[-1]
+    assert not proc.saw("Traceback")
+
+
+async def test_serve_port_in_use_exits_nonzero(tmp_path: Path) -> None:
+    port = free_port()
+    blocker = await asyncio.start_server(lambda r, w: None, "0.0.0.0", port)
+    try:
+        proc = await spawn("serve", str(LOCAL), "--xds-port", str(port), "--http-port", str(free_port()))
+        code = await asyncio.wait_for(proc.proc.wait(), 30)
+        await proc._reader
+    finally:
+        blocker.close()
+    assert code == 1, proc.lines
+    assert proc.lines[-1].startswith("mirrorplane: error:"), proc.lines
+    assert not proc.saw("Traceback")
+
+
+async def test_translate_prints_envoy_json_and_fails_on_invalid_input(tmp_path: Path) -> None:
+    ok = await asyncio.create_subprocess_exec(
+        *MIRRORPLANE, "translate", str(LOCAL), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await ok.communicate()
+    assert ok.returncode == 0, err.decode()
+    doc = json.loads(out)
+    routes = doc["gateways"]["server/simple-gateway"]["routes"]
+    policies = routes[0]["virtual_hosts"][0]["routes"][0]["route"]["request_mirror_policies"]
+    assert policies == [{"cluster": "mirror/server/pipy-mirror/8080", "disable_shadow_host_suffix_append": True}]
+
+    shutil.copytree(LOCAL, tmp_path / "bad")
+    (tmp_path / "bad" / "oops.yaml").write_text("kind: [\n")
+    bad = await asyncio.create_subprocess_exec(
+        *MIRRORPLANE, "translate", str(tmp_path / "bad"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await bad.communicate()
+    assert bad.returncode == 1
+    assert "oops.yaml" in err.decode() and "YAML does not parse" in err.decode()
+    assert json.loads(out)["gateways"], "the valid files are still translated"
