@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .gatewayapi.status import StatusKey, stamp
+from .gcpause import paused_gc
 from .gatewayapi.translator import Options, Translation, translate
 from .ir import GatewayIR
 from .store import Store
@@ -36,9 +37,11 @@ class Controller:
 
     def update(self, store: Store) -> Translation:
         started = time.perf_counter()
-        result = translate(store, self.options)
-        for key, gateway in result.gateways.items():
-            self.cache.set(key, build_resources(gateway, self.xds_options))
+        with paused_gc():
+            result = translate(store, self.options)
+            built = {key: build_resources(gateway, self.xds_options) for key, gateway in result.gateways.items()}
+        for key, resources in built.items():
+            self.cache.set(key, resources)
         for gone in set(self.cache.gateways()) - set(result.gateways):
             self.cache.remove(gone)
             log.info("gateway.removed gateway=%s", gone)

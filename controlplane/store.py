@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -70,14 +71,16 @@ class Store:
 
     def endpointslices_for(self, namespace: str, service: str) -> list[EndpointSlice]:
         """EndpointSlices labelled ``kubernetes.io/service-name`` for a Service, sorted by name for determinism."""
-        return sorted(
-            (
-                s
-                for (ns, _), s in self.endpointslices.items()
-                if ns == namespace and s.metadata.labels.get("kubernetes.io/service-name") == service
-            ),
-            key=lambda s: s.name,
-        )
+        return self._slices_by_service.get((namespace, service), [])
+
+    @cached_property
+    def _slices_by_service(self) -> dict[NsName, list[EndpointSlice]]:
+        index: dict[NsName, list[EndpointSlice]] = {}
+        for (ns, _), s in sorted(self.endpointslices.items()):
+            service = s.metadata.labels.get("kubernetes.io/service-name")
+            if service:
+                index.setdefault((ns, service), []).append(s)
+        return index
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         """Labels of a Namespace object; a namespace never declared has only the automatic name label."""

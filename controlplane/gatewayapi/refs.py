@@ -50,6 +50,28 @@ def reference_granted(store: Store, *, from_kind: str, from_namespace: str, to_n
     return False
 
 
+class BackendResolver:
+    """Resolves references for one translation, remembering each answer and every backend used.
+
+    Thousands of routes name the same few Services; an answer depends only on the referring
+    namespace and the reference itself, so it is computed once.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.backends: dict[str, Backend] = {}
+        self._memo: dict[tuple[Any, ...], tuple[Backend | None, RefProblem | None]] = {}
+
+    def resolve(self, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False) -> tuple[Backend | None, RefProblem | None]:
+        key = (route.kind, route.namespace, ref.get("group", ""), ref.get("kind", "Service"), ref["name"], ref.get("namespace"), ref.get("port"), mirror)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = resolve_backend(self.store, route, ref, mirror=mirror)
+            if found[0] is not None:
+                self.backends[found[0].name] = found[0]
+        return found
+
+
 def resolve_backend(
     store: Store, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False
 ) -> tuple[Backend | None, RefProblem | None]:

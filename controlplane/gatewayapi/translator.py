@@ -15,7 +15,7 @@ from .. import ir
 from ..store import Store
 from . import hostnames
 from .model import GATEWAY_GROUP, Gateway, HTTPRoute
-from .refs import RefProblem, resolve_backend
+from .refs import BackendResolver, RefProblem
 from .status import Condition, StatusKey, conditions
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
@@ -92,15 +92,16 @@ def translate(store: Store, options: Options = Options()) -> Translation:
         if gw.spec.get("gatewayClassName") in ours:
             listeners[f"{ns}/{name}"] = _listeners(gw)
 
-    backends: dict[str, ir.Backend] = {}
-    attachments: list[_Attachment] = []
+    resolver = BackendResolver(store)
+    attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for _, route in sorted(store.httproutes.items()):
-        attachments.extend(_attach_route(store, route, listeners, backends, options, statuses))
+        for a in _attach_route(store, route, listeners, resolver, options, statuses):
+            attachments[a.listener.gateway].append(a)
 
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
         gw = store.gateways[tuple(key.split("/", 1))]  # type: ignore[index]
-        gateways[key] = _gateway_ir(key, gw_listeners, [a for a in attachments if a.listener.gateway == key], backends)
+        gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends)
         statuses[("Gateway", gw.namespace, gw.name)] = _gateway_status(gw, gw_listeners, options)
     return Translation(gateways, statuses)
 
@@ -230,7 +231,7 @@ def _attach_route(
     store: Store,
     route: HTTPRoute,
     listeners: dict[str, list[_Listener]],
-    backends: dict[str, ir.Backend],
+    resolver: BackendResolver,
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
 ) -> list[_Attachment]:
@@ -244,7 +245,7 @@ def _attach_route(
     if not ours:
         return []
 
-    rules, problems, dropped = _rules(store, route, backends)
+    rules, problems, dropped = _rules(resolver, route)
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
@@ -347,9 +348,7 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 # --- rules, filters, backends ------------------------------------------------------------------
 
 
-def _rules(
-    store: Store, route: HTTPRoute, backends: dict[str, ir.Backend]
-) -> tuple[list[_Rule], list[RefProblem], dict[int, str]]:
+def _rules(resolver: BackendResolver, route: HTTPRoute) -> tuple[list[_Rule], list[RefProblem], dict[int, str]]:
     """Every rule of a route, the reference problems found, and the rules dropped (index → why)."""
     rules, problems, dropped = [], [], {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
@@ -370,7 +369,7 @@ def _rules(
                         "(Envoy mirrors per route, not per weighted backend); move it to the rule's filters"
                     )
                     continue
-                mirror, problem = _mirror(store, route, f["requestMirror"], shadow_suffix, backends)
+                mirror, problem = _mirror(resolver, route, f["requestMirror"], shadow_suffix)
                 if problem:
                     problems.append(problem)
                 elif mirror:
@@ -384,12 +383,11 @@ def _rules(
 
         weighted = []
         for bref in backend_refs:
-            backend, problem = resolve_backend(store, route, bref)
+            backend, problem = resolver.resolve(route, bref)
             if problem:
                 problems.append(problem)
                 weighted.append(ir.WeightedBackend(None, bref.get("weight", 1)))
             elif backend:
-                backends[backend.name] = backend
                 weighted.append(ir.WeightedBackend(backend.name, bref.get("weight", 1)))
         weighted = [w for w in weighted if w.weight > 0]
 
@@ -414,7 +412,7 @@ def _rules(
 
 
 def _mirror(
-    store: Store, route: HTTPRoute, spec: dict[str, Any], shadow_suffix: bool, backends: dict[str, ir.Backend]
+    resolver: BackendResolver, route: HTTPRoute, spec: dict[str, Any], shadow_suffix: bool
 ) -> tuple[ir.Mirror | None, RefProblem | None]:
     """A RequestMirror filter; (None, None) when it mirrors nothing (percent 0 / numerator 0)."""
     if "percent" in spec:
@@ -425,10 +423,9 @@ def _mirror(
         numerator, denominator = 100, 100
     if numerator <= 0:
         return None, None
-    backend, problem = resolve_backend(store, route, spec["backendRef"], mirror=True)
+    backend, problem = resolver.resolve(route, spec["backendRef"], mirror=True)
     if problem or backend is None:
         return None, problem
-    backends[backend.name] = backend
     return ir.Mirror(backend.name, numerator, denominator, shadow_suffix), None
 
 
@@ -507,8 +504,11 @@ def _gateway_ir(
         for host in sorted(vhosts):
             routes = tuple(r for _, r in sorted(vhosts[host].values(), key=lambda kv: kv[0]))
             for r in routes:
-                used.update(b.backend for b in r.backends if b.backend)
-                used.update(m.backend for m in r.mirrors)
+                for b in r.backends:
+                    if b.backend:
+                        used.add(b.backend)
+                for m in r.mirrors:
+                    used.add(m.backend)
             vhost_list.append(ir.VirtualHost(name=f"{port}/{host}", domains=(host,), routes=routes))
         out_listeners.append(ir.HTTPListener(name=f"http-{port}", port=port, virtual_hosts=tuple(vhost_list)))
     return ir.GatewayIR(
