@@ -26,6 +26,7 @@ from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.translator import translate
 from controlplane.localenvoy import LocalEnvoy
+from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.store import Store
 from controlplane.xds.translator import XdsOptions, build_resources
@@ -62,7 +63,7 @@ async def run(n_routes: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "base.yaml").write_text(yaml.safe_dump_all(base))
-        plane = ControlPlane(folder, xds_host="127.0.0.1", xds_port=xds_port, http_port=None, xds_options=xds_options)
+        plane = ControlPlane(FileProvider(folder), xds_host="127.0.0.1", xds_port=xds_port, http_port=None, xds_options=xds_options)
         await plane.start()
         envoy = LocalEnvoy(node_id="bench", gateway=GATEWAY, xds_port=xds_port, admin_port=0, log_sink=lambda _: None)
         await envoy.start()

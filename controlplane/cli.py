@@ -13,6 +13,7 @@ from pathlib import Path
 from . import echo, logs
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy
+from .providers.files import FileProvider
 from .serve import ControlPlane
 
 log = logging.getLogger("mirrorplane")
@@ -104,7 +105,10 @@ async def _serve(args: argparse.Namespace) -> int:
 
     echos = [_parse_echo(s) for s in getattr(args, "echo", [])]
     plane = ControlPlane(
-        args.dir, xds_port=args.xds_port, http_port=args.http_port, options=Options(controller_name=args.controller_name)
+        FileProvider(args.dir),
+        xds_port=args.xds_port,
+        http_port=args.http_port,
+        options=Options(controller_name=args.controller_name),
     )
     await plane.start()
     tasks = [asyncio.create_task(echo.run_echo(port, name)) for name, port in echos]

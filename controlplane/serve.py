@@ -1,4 +1,4 @@
-"""The running control plane: file provider → controller → snapshot cache → ADS server.
+"""The running control plane: provider → controller → snapshot cache → ADS server.
 
 One object owns the lifecycle so that the CLI, local mode and the end-to-end tests start
 exactly the same thing.
@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
+import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .controller import Controller
 from .gatewayapi.translator import Options
-from .providers.files import FileProvider
+from .providers.base import Provider
 from .xds.cache import SnapshotCache
 from .xds.server import build_server
 from .xds.tracking import NodeRegistry
@@ -26,11 +26,11 @@ log = logging.getLogger("mirrorplane.serve")
 
 
 class ControlPlane:
-    """Serve a folder of Gateway API YAML over ADS until stopped."""
+    """Serve the objects of a provider (a folder, a cluster) over ADS until stopped."""
 
     def __init__(
         self,
-        root: Path,
+        provider: Provider,
         *,
         xds_host: str = "0.0.0.0",
         xds_port: int = 18000,
@@ -38,44 +38,39 @@ class ControlPlane:
         http_port: int | None = 19001,
         options: Options = Options(),
         xds_options: XdsOptions = XdsOptions(),
-        debounce_ms: int = 10,
     ) -> None:
-        self.root = Path(root)
-        self.provider = FileProvider(self.root)
+        self.provider = provider
         self.cache = SnapshotCache()
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
         self.xds_address = f"{xds_host}:{xds_port}"
         self.http_host, self.http_port = http_host, http_port
-        self.debounce_ms = debounce_ms
-        self._grpc = None
+        self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if not self.root.exists():
-            raise FileNotFoundError(f"{self.root} does not exist: give a folder (or file) of Gateway API YAML")
-        self.controller.update(self.provider.load())
+        self.controller.update(await self.provider.start())
         self._grpc = build_server(self.cache, self.registry, address=self.xds_address)
         await self._grpc.start()
         if self.http_port is not None:
             await self._start_http()
-        self._watch = asyncio.create_task(self._watch_files(), name="file-watch")
+        self._watch = asyncio.create_task(self._watch_provider(), name="provider-watch")
         log.info(
             "serve.started source=%s xds=%s http=%s gateways=%s",
-            self.root,
+            self.provider.describe(),
             self.xds_address,
             f"{self.http_host}:{self.http_port}" if self.http_port is not None else "off",
             ",".join(self.cache.gateways()) or "(none yet)",
         )
 
-    async def _watch_files(self) -> None:
+    async def _watch_provider(self) -> None:
         try:
-            await self.provider.watch(self.controller.update, debounce_ms=self.debounce_ms)
+            await self.provider.watch(self.controller.update)
         except asyncio.CancelledError:
             raise
         except Exception:  # the watcher dying must be loud, but must not take ADS down
-            log.exception("files.watch_failed source=%s (config is frozen at its last good state)", self.root)
+            log.exception("provider.watch_failed source=%s (config is frozen at its last good state)", self.provider.describe())
 
     async def _start_http(self) -> None:
         app = web.Application()

@@ -20,6 +20,7 @@ from aiohttp import web
 from controlplane.echo import build_app
 from controlplane.gatewayapi.translator import Options
 from controlplane.localenvoy import LocalEnvoy
+from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.translator import XdsOptions
 from support import free_port, wait_until
@@ -154,7 +155,7 @@ async def start_stack(tmp: Path, *, mirror_options: dict[str, Any] | None = None
     (folder / "services.yaml").write_text(text)
 
     stack.plane = ControlPlane(
-        folder,
+        FileProvider(folder),
         xds_host="127.0.0.1",
         xds_port=xds_port,
         http_port=None,

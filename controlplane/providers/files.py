@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from watchfiles import awatch
 from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
 from ..store import Store
+from .base import OnChange
 
 log = logging.getLogger("mirrorplane.files")
 
@@ -115,10 +116,19 @@ def yaml_files(root: Path) -> list[Path]:
 class FileProvider:
     """Holds the last good objects of every file under a folder and rebuilds the store on change."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, debounce_ms: int = 10) -> None:
         self.root = Path(root)
+        self.debounce_ms = debounce_ms
         self._files: dict[Path, dict[ObjKey, K8sObject[Any]]] = {}
         self.errors: dict[Path, list[LoadError]] = {}
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    async def start(self) -> Store:
+        if not self.root.exists():
+            raise FileNotFoundError(f"{self.root} does not exist: give a folder (or file) of Gateway API YAML")
+        return self.load()
 
     def load(self, paths: Iterable[Path] | None = None) -> Store:
         """(Re)load the given files (all when None; a missing file is a deletion) and return the store."""
@@ -171,13 +181,13 @@ class FileProvider:
                 " (serving its last good version until fixed)" if kept else "",
             )
 
-    async def watch(self, on_change: Callable[[Store], Awaitable[None] | None], *, debounce_ms: int = 10) -> None:
+    async def watch(self, on_change: OnChange) -> None:
         """Watch the folder and call ``on_change`` with a new store after every batch of changes.
 
         watchfiles debounces for 1.6 s by default; a few milliseconds keep save-to-Envoy latency low
         while still grouping the several events an editor's save produces.
         """
-        async for changes in awatch(self.root, debounce=debounce_ms, step=5, recursive=True):
+        async for changes in awatch(self.root, debounce=self.debounce_ms, step=5, recursive=True):
             paths = sorted({Path(p) for _, p in changes if Path(p).suffix in SUFFIXES})
             if not paths:
                 continue
