@@ -11,7 +11,7 @@ import pytest
 
 from e2e import Stack, start_stack
 from support import wait_until
-from test_e2e_mirror import ROUTE_HEAD, mirror_filter, rule
+from test_e2e_mirror import ROUTE_HEAD, rule
 
 OTHER_ROUTE = """apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute

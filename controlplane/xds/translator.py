@@ -80,7 +80,8 @@ def _ads() -> config_source_pb2.ConfigSource:
 
 def _any(msg: object) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(msg)  # type: ignore[arg-type]
+    # Deterministic, so that map order inside typed_config never changes a version (cache.py).
+    packed.Pack(msg, deterministic=True)  # type: ignore[arg-type]
     return packed
 
 
