@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
 from . import echo, logs
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
-from .localenvoy import LocalEnvoy
+from .localenvoy import LocalEnvoy, render_bootstrap
 from .providers.files import FileProvider
 from .serve import ControlPlane
 
@@ -54,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
     echo.add_arguments(echo_p)
 
+    boot = sub.add_parser(
+        "bootstrap",
+        help="print the Envoy bootstrap for one Envoy (envoy/bootstrap.yaml rendered), e.g. from an init container",
+    )
+    boot.add_argument("--gateway", required=True, help="the Gateway this Envoy serves, NAMESPACE/NAME (node.cluster)")
+    boot.add_argument(
+        "--node-id",
+        default=os.environ.get("POD_NAME") or socket.gethostname(),
+        help="unique id of this Envoy (default: $POD_NAME, else the host name)",
+    )
+    boot.add_argument("--xds-host", default="127.0.0.1", help="where mirrorplane's xDS port is reachable")
+    boot.add_argument("--xds-port", type=int, default=18000)
+    boot.add_argument("--admin-port", type=int, default=19000)
+    boot.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+
     tr = sub.add_parser("translate", help="offline: YAML in, Envoy JSON and Gateway API status out")
     tr.add_argument("dir", type=Path)
     tr.add_argument("--controller-name", default=DEFAULT_CONTROLLER)
@@ -66,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return echo.main_from_args(args)
     if args.command == "translate":
         return _translate(args)
+    if args.command == "bootstrap":
+        return _bootstrap(args)
     logs.setup(args.log_level, args.log_format)
     try:
         return asyncio.run(_serve(args))
@@ -88,6 +107,24 @@ def _translate(args: argparse.Namespace) -> int:
     for err in out["errors"]:
         print(f"mirrorplane: {err['source']}: {err['object']}: {err['message']}", file=sys.stderr)
     return 1 if out["errors"] else 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    if "/" not in args.gateway:
+        print(f"mirrorplane: error: --gateway {args.gateway!r}: expected NAMESPACE/NAME", file=sys.stderr)
+        return 1
+    text = render_bootstrap(
+        node_id=args.node_id,
+        node_cluster=args.gateway,
+        xds_host=args.xds_host,
+        xds_port=args.xds_port,
+        admin_port=args.admin_port,
+    )
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def _parse_echo(spec: str) -> tuple[str, int]:

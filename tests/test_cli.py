@@ -13,7 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
+from controlplane.localenvoy import envoy_binary
 from e2e import LOCAL
 from support import free_port, wait_until
 
@@ -148,3 +150,20 @@ async def test_translate_prints_envoy_json_and_fails_on_invalid_input(tmp_path: 
     assert bad.returncode == 1
     assert "oops.yaml" in err.decode() and "YAML does not parse" in err.decode()
     assert json.loads(out)["gateways"], "the valid files are still translated"
+
+
+async def test_bootstrap_renders_a_bootstrap_envoy_accepts(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    proc = await asyncio.create_subprocess_exec(
+        *MIRRORPLANE, "bootstrap", "--gateway", "server/simple-gateway", "--node-id", "envoy-0",
+        "--xds-host", "controlplane", "--output", str(out),
+    )  # fmt: skip
+    assert await proc.wait() == 0
+    doc = yaml.safe_load(out.read_text())
+    assert doc["node"] == {"id": "envoy-0", "cluster": "server/simple-gateway"}
+    validate = await asyncio.create_subprocess_exec(
+        envoy_binary(), "--mode", "validate", "-c", str(out), "--disable-hot-restart",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await validate.communicate()
+    assert validate.returncode == 0, output.decode()
