@@ -14,9 +14,10 @@ from pathlib import Path
 
 from . import echo, logs
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
-from .localenvoy import LocalEnvoy, render_bootstrap
+from .localenvoy import LocalEnvoy, XdsTls, render_bootstrap
 from .providers.files import FileProvider
 from .serve import ControlPlane
+from .tls import TlsFiles
 
 log = logging.getLogger("mirrorplane")
 
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve a folder of YAML to Envoys over ADS")
     _add_serving(serve)
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate: the xDS port speaks TLS only")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    serve.add_argument("--client-ca", type=Path, help="PEM CA: require client certificates signed by it (mutual TLS)")
 
     run = sub.add_parser("run", help="serve + a local Envoy per Gateway (the quick start)")
     _add_serving(run)
@@ -70,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-port", type=int, default=18000)
     boot.add_argument("--admin-port", type=int, default=19000)
     boot.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    boot.add_argument("--xds-ca", help="TLS to the xDS port: the CA file (as Envoy sees it) that signed its certificate")
+    boot.add_argument("--xds-cert", help="mutual TLS: this Envoy's certificate file")
+    boot.add_argument("--xds-key", help="mutual TLS: this Envoy's private key file")
+    boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
 
     tr = sub.add_parser("translate", help="offline: YAML in, Envoy JSON and Gateway API status out")
     tr.add_argument("dir", type=Path)
@@ -119,6 +127,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_host=args.xds_host,
         xds_port=args.xds_port,
         admin_port=args.admin_port,
+        xds_tls=XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None,
     )
     if args.output:
         args.output.write_text(text)
@@ -141,11 +150,19 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     echos = [_parse_echo(s) for s in getattr(args, "echo", [])]
+    tls = None
+    if getattr(args, "tls_cert", None) or getattr(args, "tls_key", None):
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
+    elif getattr(args, "client_ca", None):
+        raise ValueError("--client-ca needs --tls-cert and --tls-key")
     plane = ControlPlane(
         FileProvider(args.dir),
         xds_port=args.xds_port,
         http_port=args.http_port,
         options=Options(controller_name=args.controller_name),
+        tls=tls,
     )
     await plane.start()
     tasks = [asyncio.create_task(echo.run_echo(port, name)) for name, port in echos]

@@ -30,12 +30,14 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 __all__ = [
     "EnvoyError",
@@ -45,6 +47,7 @@ __all__ = [
     "bootstrap_template",
     "envoy_binary",
     "render_bootstrap",
+    "XdsTls",
 ]
 
 BOOTSTRAP_PACKAGE = "controlplane.bootstrap"
@@ -116,6 +119,18 @@ def _port(name: str, value: int, *, allow_zero: bool = False) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class XdsTls:
+    """How an Envoy reaches mirrorplane's xDS port over TLS: the CA that signed the control
+    plane's certificate, and for mutual TLS the Envoy's own certificate and key (file paths as
+    Envoy sees them, e.g. a mounted Secret)."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+    sni: str | None = None
+
+
 def render_bootstrap(
     *,
     node_id: str,
@@ -123,22 +138,51 @@ def render_bootstrap(
     xds_host: str = "127.0.0.1",
     xds_port: int = 18000,
     admin_port: int = 19000,
+    xds_tls: XdsTls | None = None,
 ) -> str:
     """Render the bootstrap template to YAML text.
 
     ``node_cluster`` is the Gateway this Envoy serves, ``namespace/name``.
     ``admin_port`` 0 lets Envoy pick a free port (see ``--admin-address-path``).
+    ``xds_tls`` adds a TLS transport socket to the xds_cluster (the template itself stays
+    plaintext so that ``envsubst`` alone can render it).
     """
     for name, value in (("node_id", node_id), ("node_cluster", node_cluster), ("xds_host", xds_host)):
         if not isinstance(value, str) or not value:
             raise ValueError(f"{name} must be a non-empty string")
-    return string.Template(bootstrap_template()).substitute(
+    text = string.Template(bootstrap_template()).substitute(
         NODE_ID=_yaml_dq(node_id),
         NODE_CLUSTER=_yaml_dq(node_cluster),
         XDS_HOST=_yaml_dq(xds_host),
         XDS_PORT=_port("xds_port", xds_port),
         ADMIN_PORT=_port("admin_port", admin_port, allow_zero=True),
     )
+    return text if xds_tls is None else _with_xds_tls(text, xds_tls)
+
+
+def _with_xds_tls(text: str, tls: XdsTls) -> str:
+    """The rendered bootstrap with the xds_cluster speaking TLS (HTTP/2 via ALPN, as gRPC needs)."""
+    if (tls.cert is None) != (tls.key is None):
+        raise ValueError("xds TLS: give both a client certificate and key, or neither")
+    doc = yaml.safe_load(text)
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {"trusted_ca": {"filename": tls.ca}},
+    }
+    if tls.cert and tls.key:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+        ]
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    if tls.sni:
+        context["sni"] = tls.sni
+    for cluster in doc["static_resources"]["clusters"]:
+        if cluster["name"] == "xds_cluster":
+            cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
+    return "# Rendered from envoy/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
 # --------------------------------------------------------------------------
@@ -228,6 +272,7 @@ class LocalEnvoy:
         workdir: Path | None = None,
         concurrency: int = 1,
         extra_args: Sequence[str] = (),
+        xds_tls: XdsTls | None = None,
     ) -> None:
         self.node_id = node_id
         self.gateway = gateway
@@ -255,6 +300,7 @@ class LocalEnvoy:
             xds_host=xds_host,
             xds_port=xds_port,
             admin_port=admin_port,
+            xds_tls=xds_tls,
         )
 
     # -- properties ---------------------------------------------------------

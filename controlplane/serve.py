@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .controller import Controller
 from .gatewayapi.translator import Options
 from .providers.base import Provider
+from .tls import TlsFiles, server_credentials
 from .xds.cache import SnapshotCache
 from .xds.server import build_server
 from .xds.tracking import NodeRegistry
@@ -38,8 +39,10 @@ class ControlPlane:
         http_port: int | None = 19001,
         options: Options = Options(),
         xds_options: XdsOptions = XdsOptions(),
+        tls: TlsFiles | None = None,
     ) -> None:
         self.provider = provider
+        self.tls = tls
         self.cache = SnapshotCache()
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
@@ -51,7 +54,8 @@ class ControlPlane:
 
     async def start(self) -> None:
         self.controller.update(await self.provider.start())
-        self._grpc = build_server(self.cache, self.registry, address=self.xds_address)
+        credentials = server_credentials(self.tls) if self.tls else None
+        self._grpc = build_server(self.cache, self.registry, address=self.xds_address, credentials=credentials)
         await self._grpc.start()
         if self.http_port is not None:
             await self._start_http()
@@ -86,7 +90,11 @@ class ControlPlane:
             return web.Response(status=503, text="not translated yet\n")
         return web.Response(text="ready\n")
 
-    async def stop(self, grace: float = 1.0) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop serving. ADS streams never end by themselves, so waiting for them would only delay
+        each Envoy's reconnect to another replica: by default they are closed at once (Envoy keeps
+        serving its config meanwhile and reconnects after its short retry backoff)."""
+        log.info("serve.stopping streams=%d", len(self.registry.streams()))
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -112,6 +112,17 @@ class Stack:
         return self.echos[name]
 
 
+def copy_local(folder: Path, *, gateway_port: int, pipy_port: int, mirror_port: int) -> Path:
+    """manifests/local (the quick start) copied with its fixed ports moved to the given ones."""
+    shutil.copytree(LOCAL, folder)
+    for name in ("gateway.yaml", "route.yaml"):
+        f = folder / name
+        f.write_text(f.read_text().replace("port: 8000", f"port: {gateway_port}"))
+    svc = folder / "services.yaml"
+    svc.write_text(svc.read_text().replace("8081", str(pipy_port)).replace("8082", str(mirror_port)))
+    return folder
+
+
 def service_yaml(name: str, port: int, namespace: str = "server") -> str:
     """A Service on port 8080 whose EndpointSlice points at 127.0.0.1:port."""
     return f"""---
@@ -137,8 +148,16 @@ def digest(body: bytes) -> dict[str, Any]:
     return {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
-async def start_stack(tmp: Path, *, mirror_options: dict[str, Any] | None = None) -> Stack:
-    """The seed scenario, live: `pipy` primary, `pipy-mirror` mirror, Envoy on a free port."""
+async def start_stack(
+    tmp: Path,
+    *,
+    mirror_options: dict[str, Any] | None = None,
+    plane_options: dict[str, Any] | None = None,
+    envoy_options: dict[str, Any] | None = None,
+) -> Stack:
+    """The seed scenario, live: `pipy` primary, `pipy-mirror` mirror, Envoy on a free port.
+
+    ``plane_options`` and ``envoy_options`` go to ControlPlane and LocalEnvoy (e.g. TLS)."""
     folder = tmp / "config"
     folder.mkdir()
     for f in LOCAL.glob("*.yaml"):
@@ -161,12 +180,19 @@ async def start_stack(tmp: Path, *, mirror_options: dict[str, Any] | None = None
         http_port=None,
         options=Options(),
         xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port}),
+        **(plane_options or {}),
     )
     await stack.plane.start()
     exits.push_async_callback(stack.plane.stop)
     lines: list[str] = []
     stack.envoy = LocalEnvoy(
-        node_id="e2e", gateway=GATEWAY, xds_port=xds_port, admin_port=0, log_sink=lines.append, log_level="warning"
+        node_id="e2e",
+        gateway=GATEWAY,
+        xds_port=xds_port,
+        admin_port=0,
+        log_sink=lines.append,
+        log_level="warning",
+        **(envoy_options or {}),
     )
     await stack.envoy.start()
     exits.push_async_callback(stack.envoy.stop)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from controlplane.localenvoy import envoy_binary
-from e2e import LOCAL
+from e2e import LOCAL, copy_local
 from support import free_port, wait_until
 
 MIRRORPLANE = [sys.executable, "-m", "controlplane.cli"]
@@ -57,18 +57,7 @@ async def spawn(*args: str) -> Proc:
 async def quickstart(tmp_path: Path) -> AsyncIterator[tuple[Proc, dict[str, int]]]:
     """`mirrorplane run manifests/local --echo ...`, with every fixed port moved to a free one."""
     ports = {name: free_port() for name in ("gateway", "pipy", "mirror", "xds", "http", "admin")}
-    folder = tmp_path / "local"
-    shutil.copytree(LOCAL, folder)
-    gw = folder / "gateway.yaml"
-    gw.write_text(gw.read_text().replace("port: 8000", f"port: {ports['gateway']}"))
-    route = folder / "route.yaml"
-    route.write_text(route.read_text().replace("port: 8000", f"port: {ports['gateway']}"))
-    svc = folder / "services.yaml"
-    svc.write_text(
-        svc.read_text()
-        .replace("8081", str(ports["pipy"]))
-        .replace("8082", str(ports["mirror"]))
-    )
+    folder = copy_local(tmp_path / "local", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"])
     proc = await spawn(
         "run",
         str(folder),

@@ -513,11 +513,13 @@ def build_server(
     *,
     address: str = "0.0.0.0:18000",
     control_plane_id: str | None = CONTROL_PLANE_ID,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server with ADS, health (overall SERVING) and reflection; not started.
 
     Create it inside the running event loop. ``SO_REUSEPORT`` is off, so binding a port that is in
-    use fails instead of silently sharing it with another process.
+    use fails instead of silently sharing it with another process. With ``credentials`` the port
+    speaks TLS (mutual TLS when they require client certificates) and nothing else.
     """
     server = grpc.aio.server(
         options=[
@@ -536,5 +538,8 @@ def build_server(
     reflection.enable_server_reflection(
         (ADS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    server.add_insecure_port(address)
+    if credentials is not None:
+        server.add_secure_port(address, credentials)
+    else:
+        server.add_insecure_port(address)
     return server
