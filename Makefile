@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test golden bench clean
+.PHONY: run test conformance golden bench protos manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,33 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Gateway API v1.6.1 conformance against real Envoys (conformance/); writes conformance-report.yaml.
+# `make test` runs it too (tests/test_conformance.py::test_full_conformance_run).
+conformance: $(STAMP)
+	$(PY) -m conformance
+
 # Rewrite the golden translator outputs after an intended change; review with `git diff tests/golden`.
 golden: $(STAMP)
 	MIRRORPLANE_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_golden.py
 
+# Regenerate the admin API's Python code (controlplane/admin/v1/) from protos/ after editing a
+# .proto; tests/test_admin_protos.py fails while the committed code is not current.
+PROTOS_OUT ?= .
+protos: | $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTOS_OUT) --pyi_out=$(PROTOS_OUT) \
+		--grpc_python_out=$(PROTOS_OUT) protos/controlplane/admin/v1/admin.proto
+
+# Regenerate manifests/install.yaml from manifests/src/ (tests/test_kubernetes_manifests.py checks it).
+manifests: $(STAMP)
+	$(PY) manifests/generate.py
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.translate
 	$(PY) -m benchmarks.push_latency
+	$(PY) -m benchmarks.fleet latency
+	$(PY) -m benchmarks.fleet latency --delta
+	$(PY) -m benchmarks.fleet memory
+	$(PY) -m benchmarks.conformance
 
 clean:
 	rm -rf $(VENV) build *.egg-info

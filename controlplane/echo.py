@@ -185,6 +185,30 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def echo_set_headers(values: list[str]) -> list[tuple[str, str]]:
+    """Parse ``X-Echo-Set-Header: Name:val,Name2:val2`` like echo-basic.
+
+    Names keep their case; a repeated name gets its values joined with
+    ``,`` (echo-basic appends to the first value).
+    """
+    collected: dict[str, str] = {}
+    for header_list in values:
+        for kv in header_list.split(","):
+            name, _, value = kv.strip().partition(":")
+            if not name:
+                continue
+            if name in collected:
+                collected[name] += "," + value.strip()
+            else:
+                collected[name] = value
+    return list(collected.items())
+
+
+def echoing_line(raw_path: str, remote: str) -> str:
+    """echo-basic's exact line; conformance greps "Echoing back request made to <path> to client"."""
+    return f"Echoing back request made to {raw_path} to client ({remote})"
+
+
 def _default_pod_name(name: str) -> str:
     """Pod-like default name (``pipy-x7kq2``): logs and JSON look like a Deployment pod's."""
     suffix = "".join(random.choice(_K8S_SUFFIX_ALPHABET) for _ in range(5))
@@ -210,6 +234,7 @@ class _EchoConfig:
 
 
 _CONFIG_KEY = web.AppKey("mirrorplane_echo_config", _EchoConfig)
+_SERVER_KEY = web.AppKey("mirrorplane_echo_server", object)
 
 
 class _EchoServer:
@@ -221,7 +246,7 @@ class _EchoServer:
 
     # -- output -----------------------------------------------------------
 
-    def _emit(self, *lines: str) -> None:
+    def emit(self, *lines: str) -> None:
         """Write whole lines to stdout and flush at once.
 
         Why flush: stdout is often a pipe (subprocess, ``kubectl logs``-style
@@ -264,12 +289,7 @@ class _EchoServer:
         return json.dumps(head)
 
     def _echoing_line(self, request: web.BaseRequest) -> str:
-        # Exact echo-basic format; conformance greps
-        # "Echoing back request made to <path> to client".
-        return (
-            f"Echoing back request made to {request.raw_path} "
-            f"to client ({_format_remote_addr(request)})"
-        )
+        return echoing_line(request.raw_path, _format_remote_addr(request))
 
     # -- responses --------------------------------------------------------
 
@@ -283,43 +303,40 @@ class _EchoServer:
 
     @staticmethod
     def _echo_set_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
-        """Parse ``X-Echo-Set-Header: Name:val,Name2:val2`` like echo-basic.
-
-        Names keep their case; a repeated name gets its values joined with
-        ``,`` (echo-basic appends to the first value).
-        """
-        collected: dict[str, str] = {}
-        for header_list in request.headers.getall("X-Echo-Set-Header", []):
-            for kv in header_list.split(","):
-                name, _, value = kv.strip().partition(":")
-                if not name:
-                    continue
-                if name in collected:
-                    collected[name] += "," + value.strip()
-                else:
-                    collected[name] = value
-        return list(collected.items())
+        return echo_set_headers(request.headers.getall("X-Echo-Set-Header", []))
 
     def _assertions(self, request: web.BaseRequest) -> dict[str, Any]:
         """echo-basic's RequestAssertions JSON (plus ``httpPort``)."""
-        headers: dict[str, list[str]] = {}
-        for raw_name, raw_value in request.raw_headers:
-            name = _decode(raw_name)
-            if name.lower() in _GO_HIDDEN_REQUEST_HEADERS:
+        return self.assertions(
+            method=request.method,
+            raw_path=request.raw_path,
+            host=request.headers.get("Host", ""),
+            proto=f"HTTP/{request.version.major}.{request.version.minor}",
+            headers=[(_decode(n), _decode(v)) for n, v in request.raw_headers],
+            port=self.config.http_port or _local_port(request),
+        )
+
+    def assertions(
+        self, *, method: str, raw_path: str, host: str, proto: str, headers: list[tuple[str, str]], port: int
+    ) -> dict[str, Any]:
+        """The JSON body for any transport (HTTP/1.1 here, h2c in ``echoh2c``)."""
+        grouped: dict[str, list[str]] = {}
+        for name, value in headers:
+            if name.lower() in _GO_HIDDEN_REQUEST_HEADERS or name.startswith(":"):
                 continue
-            headers.setdefault(canonical_header_key(name), []).append(_decode(raw_value))
+            grouped.setdefault(canonical_header_key(name), []).append(value)
         cfg = self.config
         return {
-            "path": request.raw_path,
-            "host": request.headers.get("Host", ""),
-            "method": request.method,
-            "proto": f"HTTP/{request.version.major}.{request.version.minor}",
-            "headers": dict(sorted(headers.items())),  # Go marshals maps sorted
+            "path": raw_path,
+            "host": host,
+            "method": method,
+            "proto": proto,
+            "headers": dict(sorted(grouped.items())),  # Go marshals maps sorted
             "namespace": cfg.namespace,
             "ingress": cfg.ingress,
             "service": cfg.service,
             "pod": cfg.pod,
-            "httpPort": str(cfg.http_port or _local_port(request)),
+            "httpPort": str(port),
         }
 
     # -- handlers ---------------------------------------------------------
@@ -332,23 +349,38 @@ class _EchoServer:
         head_line = self._head_line(request)
         try:
             if path == "/health":
-                self._emit(head_line)
+                self.emit(head_line)
                 return web.Response(status=200, text="OK", content_type="text/plain")
             if path == "/ready":
-                self._emit(head_line)
+                self.emit(head_line)
                 return web.Response(status=200)
             if path.startswith("/status/"):
-                self._emit(head_line)
+                self.emit(head_line)
                 return await self._status(path)
+            if path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
+                self.emit(head_line)
+                return await self._websocket(request)
             # content.read() rather than request.read(): no client_max_size cap,
             # an echo server must hand back whatever it was sent.
             body = await request.content.read()
-            self._emit(self._head_line(request, body), self._echoing_line(request))
+            self.emit(self._head_line(request, body), self._echoing_line(request))
             return await self._echo(request, body)
         except (asyncio.CancelledError, web.HTTPException):
             raise
         except Exception as exc:  # noqa: BLE001 - echo-basic turns any error into a JSON 500
             return self._error(str(exc) or type(exc).__name__)
+
+    @staticmethod
+    async def _websocket(request: web.Request) -> web.WebSocketResponse:
+        """``/ws`` echoes every frame back with its type (text stays text, binary stays binary)."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == web.WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type == web.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
 
     async def _status(self, path: str) -> web.Response:
         """``/status/NNN`` answers NNN (400 when NNN is not a 3-digit code)."""
@@ -439,6 +471,7 @@ def build_app(
     server = _EchoServer(config)
     app = web.Application()
     app[_CONFIG_KEY] = config
+    app[_SERVER_KEY] = server
     # One catch-all route: routing happens on the "//"-collapsed path inside
     # the handler, which aiohttp's router cannot do.
     app.router.add_route("*", "/{tail:.*}", server.handle)
@@ -449,20 +482,32 @@ def _format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def run_echo(port: int, name: str, *, host: str = "127.0.0.1", **app_options: Any) -> None:
+async def run_echo(
+    port: int, name: str, *, host: str = "127.0.0.1", h2c_port: int | None = None, **app_options: Any
+) -> None:
     """Serve the echo app on ``host:port`` until cancelled.
 
     Prints ``[NAME] listening on HOST:PORT`` once the socket is bound (IPv6
     hosts are bracketed, e.g. ``[::1]:8081``).  ``port=0`` binds a free port
     and the ready line reports the real one, which lets harnesses avoid
-    port races.  ``app_options`` go to :func:`build_app`.
+    port races.  With ``h2c_port`` (0 = any) the same answers are also served
+    as HTTP/2 cleartext (prior knowledge), announced first as
+    ``[NAME] listening h2c on HOST:PORT``.  ``app_options`` go to :func:`build_app`.
     """
     out: TextIO | None = app_options.get("out")
     app_options.setdefault("http_port", port)
     app = build_app(name=name, **app_options)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
+    h2c: asyncio.Server | None = None
     try:
+        stream = out if out is not None else sys.stdout
+        if h2c_port is not None:
+            from .echoh2c import serve_h2c
+
+            h2c = await serve_h2c(app[_SERVER_KEY], host, h2c_port)  # type: ignore[arg-type]
+            h2c_bound = h2c.sockets[0].getsockname()[1]
+            stream.write(f"[{name}] listening h2c on {_format_hostport(host, h2c_bound)}\n")
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_port = port
@@ -470,11 +515,12 @@ async def run_echo(port: int, name: str, *, host: str = "127.0.0.1", **app_optio
             if isinstance(addr, (tuple, list)) and len(addr) >= 2:
                 bound_port = int(addr[1])
                 break
-        stream = out if out is not None else sys.stdout
         stream.write(f"[{name}] listening on {_format_hostport(host, bound_port)}\n")
         stream.flush()
         await asyncio.Future()  # serve until cancelled
     finally:
+        if h2c is not None:
+            h2c.close()
         await runner.cleanup()
 
 
@@ -518,6 +564,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any free port)")
     parser.add_argument("--name", required=True, help="server name, used as log prefix (e.g. pipy)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; ::1 works)")
+    parser.add_argument(
+        "--h2c-port", type=int, default=int(env["H2C_PORT"]) if env.get("H2C_PORT") else None,
+        help="also serve HTTP/2 cleartext (prior knowledge) on this port (env H2C_PORT; 0 = any free port)",
+    )
     parser.add_argument("--namespace", default=env.get("NAMESPACE", ""), help="reported namespace (env NAMESPACE)")
     parser.add_argument("--pod", default=env.get("POD_NAME", ""), help="reported pod name (env POD_NAME; default NAME-<random>)")
     parser.add_argument("--service", default=env.get("SERVICE_NAME", ""), help="reported service (env SERVICE_NAME; default NAME)")
@@ -539,6 +589,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
             args.port,
             args.name,
             host=args.host,
+            h2c_port=args.h2c_port,
             namespace=args.namespace,
             pod=args.pod,
             service=args.service,

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import time
 from collections.abc import Awaitable, Callable
 
-_handed_out: set[int] = set()
+from controlplane.ports import free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago.
-
-    Never the same port twice in one test process, so several ports taken in
-    a row for one test do not collide.
-    """
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no fresh free port found")
-
+__all__ = ["free_port", "wait_until"]
 
 async def wait_until(
     predicate: Callable[[], bool | Awaitable[bool]],

@@ -554,3 +554,79 @@ def test_main_from_args_reports_bind_error(capsys: pytest.CaptureFixture[str]) -
         rc = echo.main_from_args(parser.parse_args(["--port", str(port), "--name", "busy"]))
     assert rc == 1
     assert "[busy] error:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# WebSocket (/ws) and h2c (HTTP/2 cleartext, echo-basic's H2C_PORT)
+# ---------------------------------------------------------------------------
+
+
+async def test_websocket_echoes_text_and_binary_frames(server: Server, session: aiohttp.ClientSession) -> None:
+    async with session.ws_connect(server.u("/ws")) as ws:
+        await ws.send_str("Websocket Support!")
+        reply = await ws.receive(timeout=5)
+        assert (reply.type, reply.data) == (aiohttp.WSMsgType.TEXT, "Websocket Support!")
+        await ws.send_bytes(bytes([1, 2, 3, 4, 5, 6, 7]))
+        reply = await ws.receive(timeout=5)
+        assert (reply.type, reply.data) == (aiohttp.WSMsgType.BINARY, bytes([1, 2, 3, 4, 5, 6, 7]))
+    # A plain GET on /ws is an ordinary echo, as with echo-basic's mux fallthrough for non-upgrades.
+    async with session.get(server.u("/ws")) as resp:
+        assert resp.status == 200
+
+
+async def _h2c_echo(out: LineSink, **options) -> tuple[asyncio.Task[None], int, int]:
+    task = asyncio.create_task(run_echo(0, "infra-backend-v1", h2c_port=0, out=out, **options))
+    lines = await out.wait_for(lambda ls: any(" listening on " in line for line in ls))
+    h2c = int(re.search(r"listening h2c on 127\.0\.0\.1:(\d+)", "\n".join(lines)).group(1))
+    http = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", "\n".join(lines)).group(1))
+    return task, http, h2c
+
+
+async def test_h2c_prior_knowledge_answers_like_http1() -> None:
+    import httpx
+
+    out = LineSink()
+    task, _, port = await _h2c_echo(out, namespace="ns", pod="infra-backend-v1-abc-def", service="infra-backend-v1")
+    try:
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            resp = await client.get(
+                f"http://127.0.0.1:{port}/h2?x=1", headers={"X-Echo-Set-Header": "X-Back:yes", "X-Mine": "a"}
+            )
+            slow = await client.get(f"http://127.0.0.1:{port}/slow?delay=100ms")
+        assert resp.http_version == "HTTP/2"
+        assert resp.status_code == 200 and resp.headers["x-back"] == "yes"
+        data = resp.json()
+        assert (data["path"], data["method"], data["proto"]) == ("/h2?x=1", "GET", "HTTP/2.0")
+        assert (data["namespace"], data["pod"], data["service"]) == ("ns", "infra-backend-v1-abc-def", "infra-backend-v1")
+        assert data["host"] == f"127.0.0.1:{port}" and data["headers"]["X-Mine"] == ["a"]
+        assert slow.status_code == 200
+        assert any(re.search(r"Echoing back request made to /h2\?x=1 to client \(127\.0\.0\.1:\d+\)", line) for line in out.lines())
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_h2c_port_refuses_http1(session: aiohttp.ClientSession) -> None:
+    out = LineSink()
+    task, http_port, h2c_port = await _h2c_echo(out)
+    try:
+        async with session.get(f"http://127.0.0.1:{h2c_port}/") as resp:
+            assert resp.status == 400
+        async with session.get(f"http://127.0.0.1:{http_port}/") as resp:  # the HTTP/1.1 port is unchanged
+            assert (await resp.json())["proto"] == "HTTP/1.1"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_h2c_port_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--port", "1", "--name", "n"]).h2c_port is None
+    assert parser.parse_args(["--port", "1", "--name", "n", "--h2c-port", "3001"]).h2c_port == 3001
+    monkeypatch.setenv("H2C_PORT", "3001")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--port", "1", "--name", "n"]).h2c_port == 3001
