@@ -8,7 +8,7 @@ the IR read the decisions, not the protobuf plumbing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 
@@ -25,6 +25,8 @@ class Backend:
     name: str
     endpoints: tuple[Endpoint, ...]
     discovery: Literal["eds", "dns"] = "eds"
+    # "h2c": HTTP/2 over cleartext to the upstream (Service appProtocol kubernetes.io/h2c).
+    protocol: Literal["http1", "h2c"] = "http1"
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,25 @@ class Mirror:
 
 
 @dataclass(frozen=True)
+class HeaderMods:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+
+NO_HEADER_MODS = HeaderMods()
+
+
+@dataclass(frozen=True)
 class WeightedBackend:
     backend: str | None  # None: the reference is invalid and its share of requests gets a 500
     weight: int
+    # A backendRef's own filters (HTTPBackendRef.filters), applied only to requests sent to it.
+    request_headers: HeaderMods = NO_HEADER_MODS
+    response_headers: HeaderMods = NO_HEADER_MODS
 
 
 @dataclass(frozen=True)
@@ -64,13 +82,39 @@ class Match:
 
 
 @dataclass(frozen=True)
-class HeaderMods:
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
+class Redirect:
+    """A RequestRedirect, resolved against its listener and match.
 
-    def __bool__(self) -> bool:
-        return bool(self.set or self.add or self.remove)
+    ``port`` None: the Location carries no port (the scheme's well-known one). ``hostname`` or
+    ``scheme`` None: the request's. The path is either replaced whole (``full_path``) or
+    rewritten by an RE2 ``(pattern, substitution)`` on the path without its query.
+    """
+
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    full_path: str | None = None
+    path_regex: tuple[str, str] | None = None
+    status_code: int = 302
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A URLRewrite: the Host and/or path the backend sees (path as in Redirect)."""
+
+    hostname: str | None = None
+    full_path: str | None = None
+    path_regex: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Cors:
+    allow_origins: tuple[str, ...] = ()  # exact origins or patterns with "*" wildcards
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,9 +128,16 @@ class Route:
     match: Match
     backends: tuple[WeightedBackend, ...] = ()
     mirrors: tuple[Mirror, ...] = ()
-    request_headers: HeaderMods = field(default_factory=HeaderMods)
-    response_headers: HeaderMods = field(default_factory=HeaderMods)
+    request_headers: HeaderMods = NO_HEADER_MODS
+    response_headers: HeaderMods = NO_HEADER_MODS
     direct_status: int | None = None
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    cors: Cors | None = None
+    # Milliseconds; 0 disables the timeout, None keeps Envoy's default.
+    timeout_ms: int | None = None
+    backend_timeout_ms: int | None = None
+    stat_prefix: str = ""  # set for named rules: Envoy then keeps per-route stats under it
 
 
 @dataclass(frozen=True)
@@ -97,12 +148,39 @@ class VirtualHost:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """A PEM certificate chain and its private key, from a kubernetes.io/tls Secret."""
+
+    name: str  # "namespace/secret"
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True)
+class FilterChain:
+    """One HTTP connection manager with its own route table.
+
+    A plain HTTP port has one chain. An HTTPS port has one chain per Gateway listener, chosen by
+    SNI (``server_names``; none = the default chain); its route table serves only that listener's
+    hostnames and answers 421 for hostnames that belong to another listener on the port
+    (``misdirected``), so a connection cannot be reused for a host its certificate does not cover.
+    """
+
+    name: str  # also the RouteConfiguration's name
+    virtual_hosts: tuple[VirtualHost, ...]
+    server_names: tuple[str, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
+    misdirected: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HTTPListener:
     """One Envoy listener: every Gateway listener sharing a port is merged into it."""
 
     name: str
     port: int
-    virtual_hosts: tuple[VirtualHost, ...]
+    chains: tuple[FilterChain, ...]
+    tls: bool = False
 
 
 @dataclass(frozen=True)

@@ -91,15 +91,7 @@ class Stack:
             return resp.status, await resp.read()
 
     async def mirror_policies(self) -> list[dict[str, Any]]:
-        """The request_mirror_policies Envoy holds right now, from its own config dump."""
-        dump = await self.envoy.config_dump()
-        found = []
-        for cfg in dump.get("configs", []):
-            for rc in cfg.get("dynamic_route_configs", []):
-                for vh in rc.get("route_config", {}).get("virtual_hosts", []):
-                    for r in vh.get("routes", []):
-                        found += r.get("route", {}).get("request_mirror_policies", [])
-        return found
+        return await mirror_policies(self.envoy)
 
     async def add_echo(self, name: str, **options: Any) -> Echo:
         log = EchoLog()
@@ -123,14 +115,27 @@ def copy_local(folder: Path, *, gateway_port: int, pipy_port: int, mirror_port: 
     return folder
 
 
-def service_yaml(name: str, port: int, namespace: str = "server") -> str:
-    """A Service on port 8080 whose EndpointSlice points at 127.0.0.1:port."""
+async def mirror_policies(envoy: LocalEnvoy) -> list[dict[str, Any]]:
+    """The request_mirror_policies Envoy holds right now, from its own config dump."""
+    dump = await envoy.config_dump()
+    found = []
+    for cfg in dump.get("configs", []):
+        for rc in cfg.get("dynamic_route_configs", []):
+            for vh in rc.get("route_config", {}).get("virtual_hosts", []):
+                for r in vh.get("routes", []):
+                    found += r.get("route", {}).get("request_mirror_policies", [])
+    return found
+
+
+def service_yaml(name: str, port: int, namespace: str = "server", app_protocol: str | None = None) -> str:
+    """A Service on port 8080 (with an optional appProtocol) whose EndpointSlice points at 127.0.0.1:port."""
+    extra = f", appProtocol: {app_protocol}" if app_protocol else ""
     return f"""---
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  ports: [{{port: 8080, targetPort: {port}}}]
+  ports: [{{port: 8080, targetPort: {port}{extra}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -177,10 +182,9 @@ async def start_stack(
         FileProvider(folder),
         xds_host="127.0.0.1",
         xds_port=xds_port,
-        http_port=None,
         options=Options(),
         xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port}),
-        **(plane_options or {}),
+        **{"http_port": None, **(plane_options or {})},
     )
     await stack.plane.start()
     exits.push_async_callback(stack.plane.stop)

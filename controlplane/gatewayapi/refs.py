@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..ir import Backend, Endpoint
 from ..store import Store
 from .model import GATEWAY_GROUP, K8sObject
+
+
+# Service port appProtocol → how Envoy talks to the backend. WebSocket needs nothing per cluster:
+# every listener allows the upgrade, and it runs over HTTP/1.1.
+APP_PROTOCOLS: dict[str, Literal["http1", "h2c"]] = {
+    "http": "http1",
+    "kubernetes.io/h2c": "h2c",
+    "kubernetes.io/ws": "http1",
+}
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,16 @@ def resolve_backend(
         return Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, "dns"), None
     if service_port is None:
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} has no port {port}")
+    app_protocol = service_port.get("appProtocol")
+    protocol = APP_PROTOCOLS.get(app_protocol) if app_protocol else "http1"
+    if protocol is None:
+        return None, RefProblem(
+            "UnsupportedProtocol",
+            f"{what}: Service {namespace}/{name} port {port} has appProtocol {app_protocol}; supported: "
+            + ", ".join(sorted(APP_PROTOCOLS)),
+        )
     endpoints, discovery = _endpoints(store, namespace, name, service_port)
-    return Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, discovery), None
+    return Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, discovery, protocol), None
 
 
 def _endpoints(store: Store, namespace: str, service: str, service_port: dict[str, Any]) -> tuple[tuple[Endpoint, ...], str]:

@@ -6,18 +6,23 @@ content hashes and restarts churn-free.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
@@ -30,6 +35,15 @@ from .resources import Resources
 INVALID_BACKEND_CLUSTER = "invalid-backend-ref"
 
 _FP = percent_pb2.FractionalPercent
+_HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_CORS_FILTER = "envoy.filters.http.cors"
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,8 @@ def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -
     listeners, routes = {}, {}
     for listener in gateway.listeners:
         listeners[listener.name] = _listener(listener, options)
-        routes[listener.name] = _route_configuration(listener)
+        for chain in listener.chains:
+            routes[chain.name] = _route_configuration(chain)
     return Resources(
         clusters=MappingProxyType(clusters),
         endpoints=MappingProxyType(endpoints),
@@ -92,6 +107,16 @@ def _socket(host: str, port: int) -> address_pb2.Address:
 # --- clusters and endpoints --------------------------------------------------------------------
 
 
+def _h2c_options() -> any_pb2.Any:
+    """HTTP/2 with prior knowledge to the upstream (appProtocol kubernetes.io/h2c)."""
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    return _any(options)
+
+
+_H2C_OPTIONS = _h2c_options()
+
+
 def _cluster(backend: ir.Backend, options: XdsOptions) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         name=backend.name,
@@ -105,6 +130,8 @@ def _cluster(backend: ir.Backend, options: XdsOptions) -> cluster_pb2.Cluster:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
         cluster.load_assignment.CopyFrom(_load_assignment(backend))
+    if backend.protocol == "h2c":
+        cluster.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(_H2C_OPTIONS)
     return cluster
 
 
@@ -123,34 +150,68 @@ def _load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
 
 
 def _listener(listener: ir.HTTPListener, options: XdsOptions) -> listener_pb2.Listener:
-    manager = hcm.HttpConnectionManager(
-        stat_prefix=listener.name,
-        rds=hcm.Rds(config_source=_ads(), route_config_name=listener.name),
-        http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))],
-        use_remote_address=wrappers_pb2.BoolValue(value=True),
-    )
     port = options.port_map.get(listener.port, listener.port)
-    return listener_pb2.Listener(
-        name=listener.name,
-        address=_socket(options.bind_address, port),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
-                    )
-                ]
-            )
+    out = listener_pb2.Listener(name=listener.name, address=_socket(options.bind_address, port))
+    for chain in listener.chains:
+        fc = out.filter_chains.add(
+            name=chain.name,
+            filters=[
+                listener_components_pb2.Filter(
+                    name="envoy.filters.network.http_connection_manager", typed_config=_any(_manager(chain.name))
+                )
+            ],
+        )
+        if listener.tls:
+            fc.filter_chain_match.server_names.extend(chain.server_names)
+            fc.transport_socket.name = "envoy.transport_sockets.tls"
+            fc.transport_socket.typed_config.CopyFrom(_any(_downstream_tls(chain)))
+    if listener.tls:
+        # SNI picks the chain; without the TLS inspector Envoy never sees the SNI.
+        out.listener_filters.add(
+            name="envoy.filters.listener.tls_inspector", typed_config=_any(tls_inspector_pb2.TlsInspector())
+        )
+    return out
+
+
+def _manager(route_config: str) -> hcm.HttpConnectionManager:
+    return hcm.HttpConnectionManager(
+        stat_prefix=route_config,
+        rds=hcm.Rds(config_source=_ads(), route_config_name=route_config),
+        http_filters=[
+            # CORS is always present (inert without a route policy): adding a CORS route must
+            # not change, and so drain, the listener.
+            hcm.HttpFilter(name=_CORS_FILTER, typed_config=_any(cors_pb2.Cors())),
+            hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())),
         ],
+        use_remote_address=wrappers_pb2.BoolValue(value=True),
+        # "host:PORT" with the listener's own port says nothing the listener does not know, and
+        # kept, Envoy would copy it into redirects whose Location must carry the port the spec
+        # computes (none for http:80 / https:443).
+        strip_matching_host_port=True,
+        # kubernetes.io/ws backends: the upgrade is allowed on every route, as plain HTTP/1.1
+        # backends answer an unexpected Upgrade with an ordinary response anyway.
+        upgrade_configs=[hcm.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
+
+
+def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
+    """Certificates inline: simple, but visible to anyone who can read Envoy's config_dump or the
+    xDS stream (controlplane/tls.py protects the latter)."""
+    common = tls_pb2.CommonTlsContext(alpn_protocols=["h2", "http/1.1"])
+    for cert in chain.certificates:
+        common.tls_certificates.add(
+            certificate_chain=base_pb2.DataSource(inline_bytes=cert.cert_pem),
+            private_key=base_pb2.DataSource(inline_bytes=cert.key_pem),
+        )
+    return tls_pb2.DownstreamTlsContext(common_tls_context=common)
 
 
 # --- routes ------------------------------------------------------------------------------------
 
 
-def _route_configuration(listener: ir.HTTPListener) -> route_pb2.RouteConfiguration:
-    return route_pb2.RouteConfiguration(
-        name=listener.name,
+def _route_configuration(chain: ir.FilterChain) -> route_pb2.RouteConfiguration:
+    out = route_pb2.RouteConfiguration(
+        name=chain.name,
         # Invalid backendRefs deliberately name a cluster that does not exist (→ 500).
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         # Gateway API matches hostnames without the port ("very.specific.com:1234") while the
@@ -158,17 +219,29 @@ def _route_configuration(listener: ir.HTTPListener) -> route_pb2.RouteConfigurat
         ignore_port_in_host_matching=True,
         virtual_hosts=[
             rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[_route(r) for r in vh.routes])
-            for vh in listener.virtual_hosts
+            for vh in chain.virtual_hosts
         ],
     )
+    if chain.misdirected:
+        misdirected = out.virtual_hosts.add(name=f"{chain.name}/misdirected", domains=list(chain.misdirected))
+        route = misdirected.routes.add(name="misdirected-request")
+        route.match.prefix = "/"
+        route.direct_response.status = 421
+    return out
 
 
 def _route(route: ir.Route) -> rc.Route:
     out = rc.Route(name=route.name, match=_match(route.match))
     if route.direct_status is not None:
         out.direct_response.status = route.direct_status
+    elif route.redirect is not None:
+        out.redirect.CopyFrom(_redirect(route.redirect))
     else:
         out.route.CopyFrom(_action(route))
+    if route.cors is not None:
+        out.typed_per_filter_config[_CORS_FILTER].CopyFrom(_any(_cors(route.cors)))
+    if route.stat_prefix:
+        out.stat_prefix = route.stat_prefix
     out.request_headers_to_add.extend(_header_options(route.request_headers))
     out.request_headers_to_remove.extend(route.request_headers.remove)
     out.response_headers_to_add.extend(_header_options(route.response_headers))
@@ -204,15 +277,31 @@ def _match(match: ir.Match) -> rc.RouteMatch:
 
 def _action(route: ir.Route) -> rc.RouteAction:
     action = rc.RouteAction(cluster_not_found_response_code=rc.RouteAction.INTERNAL_SERVER_ERROR)
-    if len(route.backends) == 1:
+    if len(route.backends) == 1 and not (route.backends[0].request_headers or route.backends[0].response_headers):
         action.cluster = route.backends[0].backend or INVALID_BACKEND_CLUSTER
     else:
-        action.weighted_clusters.clusters.extend(
-            rc.WeightedCluster.ClusterWeight(
+        for b in route.backends:
+            weight = action.weighted_clusters.clusters.add(
                 name=b.backend or INVALID_BACKEND_CLUSTER, weight=wrappers_pb2.UInt32Value(value=b.weight)
             )
-            for b in route.backends
-        )
+            weight.request_headers_to_add.extend(_header_options(b.request_headers))
+            weight.request_headers_to_remove.extend(b.request_headers.remove)
+            weight.response_headers_to_add.extend(_header_options(b.response_headers))
+            weight.response_headers_to_remove.extend(b.response_headers.remove)
+    if route.rewrite is not None:
+        rewrite = route.rewrite
+        if rewrite.hostname:
+            action.host_rewrite_literal = rewrite.hostname
+        if rewrite.full_path is not None:
+            action.regex_rewrite.pattern.regex = "^.*$"
+            action.regex_rewrite.substitution = rewrite.full_path
+        elif rewrite.path_regex is not None:
+            action.regex_rewrite.pattern.regex, action.regex_rewrite.substitution = rewrite.path_regex
+    if route.timeout_ms is not None:
+        action.timeout.CopyFrom(_duration_ms(route.timeout_ms))
+    if route.backend_timeout_ms:
+        action.retry_policy.num_retries.value = 0
+        action.retry_policy.per_try_timeout.CopyFrom(_duration_ms(route.backend_timeout_ms))
     for m in route.mirrors:
         policy = rc.RouteAction.RequestMirrorPolicy(
             cluster=m.backend, disable_shadow_host_suffix_append=not m.shadow_host_suffix
@@ -222,6 +311,47 @@ def _action(route: ir.Route) -> rc.RouteAction:
             policy.runtime_fraction.default_value.CopyFrom(fraction)
         action.request_mirror_policies.append(policy)
     return action
+
+
+def _redirect(redirect: ir.Redirect) -> rc.RedirectAction:
+    out = rc.RedirectAction(response_code=_REDIRECT_CODES[redirect.status_code])
+    if redirect.scheme:
+        out.scheme_redirect = redirect.scheme
+    if redirect.hostname:
+        out.host_redirect = redirect.hostname
+    if redirect.port is not None:
+        out.port_redirect = redirect.port
+    if redirect.full_path is not None:
+        out.path_redirect = redirect.full_path
+    elif redirect.path_regex is not None:
+        out.regex_rewrite.pattern.regex, out.regex_rewrite.substitution = redirect.path_regex
+    return out
+
+
+def _cors(cors: ir.Cors) -> cors_pb2.CorsPolicy:
+    out = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[_origin_matcher(o) for o in cors.allow_origins],
+        allow_methods=", ".join(cors.allow_methods),
+        allow_headers=", ".join(cors.allow_headers),
+        expose_headers=", ".join(cors.expose_headers),
+    )
+    if cors.max_age is not None:
+        out.max_age = str(cors.max_age)
+    if cors.allow_credentials:
+        out.allow_credentials.value = True
+    return out
+
+
+def _origin_matcher(origin: str) -> string_pb2.StringMatcher:
+    """Gateway API origins: exact, "*" (any), or with "*" standing for any run of characters."""
+    if "*" not in origin:
+        return string_pb2.StringMatcher(exact=origin)
+    pattern = ".*".join(re.escape(part) for part in origin.split("*"))
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+
+
+def _duration_ms(ms: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
 
 
 def _header_options(mods: ir.HeaderMods) -> list[base_pb2.HeaderValueOption]:

@@ -1,0 +1,50 @@
+"""HTTPRoute matches → IR matches, and the precedence that orders them across routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ir
+from .model import K8sObject
+
+
+def route_match(m: dict[str, Any]) -> ir.Match:
+    path = m.get("path") or {"type": "PathPrefix", "value": "/"}
+    return ir.Match(
+        path_type=path.get("type", "PathPrefix"),
+        path=path.get("value", "/"),
+        headers=_first_by_name(m.get("headers") or [], fold_case=True),
+        query_params=_first_by_name(m.get("queryParams") or [], fold_case=False),
+        method=m.get("method"),
+    )
+
+
+def _first_by_name(items: list[dict[str, Any]], *, fold_case: bool) -> tuple[ir.StringMatch, ...]:
+    """The spec: when several matches name the same header/param, only the first counts."""
+    seen, out = set(), []
+    for item in items:
+        key = item["name"].lower() if fold_case else item["name"]
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(ir.StringMatch(item["name"], item["value"], item.get("type", "Exact") == "RegularExpression"))
+    return tuple(out)
+
+
+def precedence(route: K8sObject[Any], rule_index: int, mi: int, match: ir.Match) -> tuple[Any, ...]:
+    """Gateway API route precedence: exact path, longest prefix, method, most headers, most query
+    params, then the oldest route, then namespace/name, then rule and match order."""
+    kind = {"Exact": 0, "PathPrefix": 1}.get(match.path_type, 2)
+    meta = route.metadata
+    return (
+        kind,
+        -len(match.path),
+        0 if match.method else 1,
+        -len(match.headers),
+        -len(match.query_params),
+        meta.creation_timestamp,
+        meta.namespace,
+        meta.name,
+        rule_index,
+        mi,
+    )

@@ -1,0 +1,100 @@
+"""HTTPRoute rules → resolved rules: matches, weighted backends, filters, timeouts.
+
+A rule is resolved once per route and shared by every listener the route attaches to; only
+what depends on the listener (a redirect's default port and scheme) is finished later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .. import ir
+from .filters import PREFIX, RuleFilters, rule_filters
+from .matches import route_match
+from .model import HTTPRoute
+from .refs import BackendResolver, RefProblem
+
+# An HTTPRoute annotation: "true" keeps Envoy's default of appending "-shadow" to the mirrored
+# request's Host. The default (absent/"false") sends the real Host to the mirror.
+SHADOW_HOST_SUFFIX_ANNOTATION = "mirrorplane.io/mirror-shadow-host-suffix"
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    name: str | None  # HTTPRouteRule.name
+    matches: tuple[ir.Match, ...]
+    backends: tuple[ir.WeightedBackend, ...]
+    filters: RuleFilters
+    timeout_ms: int | None
+    backend_timeout_ms: int | None
+    direct_status: int | None
+
+
+def route_rules(resolver: BackendResolver, route: HTTPRoute) -> tuple[list[Rule], list[RefProblem], dict[int, str]]:
+    """Every rule of a route, the reference problems found, and the rules dropped (index → why)."""
+    rules, problems, dropped = [], [], {}
+    shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
+    for index, rule in enumerate(route.spec.get("rules") or []):
+        filters = rule_filters(resolver, route, rule, shadow_suffix)
+        problems += filters.problems
+        matches = tuple(route_match(m) for m in rule.get("matches") or [{}])
+        unsupported = list(filters.unsupported)
+        if _replaces_prefix(filters) and any(m.path_type != "PathPrefix" for m in matches):
+            unsupported.append("ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
+
+        weighted = []
+        for bi, bref in enumerate(rule.get("backendRefs") or []):
+            weight = bref.get("weight", 1)
+            if weight <= 0:
+                continue
+            backend, problem = resolver.resolve(route, bref)
+            if problem:
+                problems.append(problem)
+                weighted.append(ir.WeightedBackend(None, weight))
+            elif backend and bi in filters.backend_headers:
+                weighted.append(ir.WeightedBackend(backend.name, weight, *filters.backend_headers[bi]))
+            elif backend:
+                weighted.append(ir.WeightedBackend(backend.name, weight))
+
+        timeouts = rule.get("timeouts")
+        request_ms = backend_ms = None
+        if timeouts:
+            request_ms, backend_ms = _duration_ms(timeouts.get("request")), _duration_ms(timeouts.get("backendRequest"))
+        direct = None
+        if unsupported:
+            dropped[index] = f"Dropped Rule {index}: " + "; ".join(unsupported) + " (its requests get a 500)"
+            direct = 500
+        elif filters.redirect is None and not any(w.backend for w in weighted):
+            direct = 500  # no usable backend: the spec asks for a 500
+        rules.append(
+            Rule(
+                index=index,
+                name=rule.get("name"),
+                matches=matches,
+                backends=tuple(weighted) if direct is None else (),
+                filters=filters,
+                # The request timeout bounds everything; with only backendRequest set, it bounds
+                # the single attempt Envoy makes, i.e. the route too.
+                timeout_ms=request_ms if request_ms is not None else backend_ms,
+                backend_timeout_ms=backend_ms if request_ms is not None and backend_ms else None,
+                direct_status=direct,
+            )
+        )
+    return rules, problems, dropped
+
+
+def _replaces_prefix(filters: RuleFilters) -> bool:
+    return any(f is not None and f.path is not None and f.path.type == PREFIX for f in (filters.redirect, filters.rewrite))
+
+
+_DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s)")
+_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+
+
+def _duration_ms(value: str | None) -> int | None:
+    """A GEP-2257 duration ("1h30m", "500ms", "0s"; the CRD pattern has validated it)."""
+    if value is None:
+        return None
+    return sum(int(n) * _UNIT_MS[unit] for n, unit in _DURATION_PART.findall(value))
