@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +35,10 @@ class Controller:
         self.statuses: dict[StatusKey, dict[str, Any]] = {}
         self.gateways: dict[str, GatewayIR] = {}
         self.translations = 0
+        # Called with the stamped statuses after every update (the Kubernetes status writer).
+        self.status_listeners: list[Callable[[dict[StatusKey, dict[str, Any]]], None]] = []
+        # Called with (seconds the update took, objects whose conditions changed): the metrics.
+        self.update_listeners: list[Callable[[float, int], None]] = []
 
     def update(self, store: Store) -> Translation:
         started = time.perf_counter()
@@ -45,26 +50,30 @@ class Controller:
         for gone in set(self.cache.gateways()) - set(result.gateways):
             self.cache.remove(gone)
             log.info("gateway.removed gateway=%s", gone)
-        self._record_statuses(result.statuses)
+        changed = self._record_statuses(result.statuses)
+        for listener in self.status_listeners:
+            listener(self.statuses)
         self.gateways = result.gateways
         self.translations += 1
-        log.info(
-            "translate.done gateways=%d routes=%d seconds=%.3f",
-            len(result.gateways),
-            len(store.httproutes),
-            time.perf_counter() - started,
-        )
+        seconds = time.perf_counter() - started
+        log.info("translate.done gateways=%d routes=%d seconds=%.3f", len(result.gateways), len(store.httproutes), seconds)
+        for on_update in self.update_listeners:
+            on_update(seconds, changed)
         return result
 
-    def _record_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> None:
+    def _record_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> int:
+        """Stamp and keep ``statuses``; returns how many objects' conditions changed."""
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         fresh = {}
+        changed = 0
         for key, body in statuses.items():
             old = self.statuses.get(key)
             fresh[key] = stamp(body, old, now)
             if old is None or _summary(old) != _summary(body):
                 _log_status(key, body)
+                changed += 1
         self.statuses = fresh
+        return changed
 
 
 def _conditions(body: Any, where: str = "") -> list[tuple[str, dict[str, Any]]]:

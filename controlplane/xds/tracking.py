@@ -24,11 +24,14 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .resources import PUSH_ORDER, SHORT_NAMES
+
+if TYPE_CHECKING:
+    from .cache import Entry
 
 log = logging.getLogger("mirrorplane.xds")
 
@@ -87,6 +90,11 @@ class TypeState:
     responses: int = 0
     acks: int = 0
     nacks: int = 0
+
+    sent_entries: Mapping[str, "Entry"] | None = field(default=None, repr=False)
+    """Every resource the Envoy holds once it applies the last response (the server's own
+    mapping, not a copy), so CSDS can tell per resource what it runs; ``None`` if not reported."""
+    acked_entries: Mapping[str, "Entry"] | None = field(default=None, repr=False)
 
     _sent_mono: float | None = field(default=None, repr=False)
 
@@ -300,9 +308,17 @@ class NodeRegistry:
         return ts
 
     def record_sent(
-        self, stream: StreamState, type_url: str, *, version: str, nonce: str, resources: int
+        self,
+        stream: StreamState,
+        type_url: str,
+        *,
+        version: str,
+        nonce: str,
+        resources: int,
+        entries: Mapping[str, "Entry"] | None = None,
     ) -> TypeState:
         ts = stream.type_state(type_url)
+        ts.sent_entries = entries
         ts.sent_version = version
         ts.sent_nonce = nonce
         ts.sent_at = time.time()
@@ -313,9 +329,16 @@ class NodeRegistry:
         self._emit(Event(EventKind.SEND, stream, ts.sent_at, type_url, version, nonce))
         return ts
 
-    def record_resumed(self, stream: StreamState, type_url: str, version: str) -> TypeState:
+    def record_resumed(
+        self,
+        stream: StreamState,
+        type_url: str,
+        version: str,
+        entries: Mapping[str, "Entry"] | None = None,
+    ) -> TypeState:
         """Envoy reconnected already holding ``version``, which is current: nothing is sent."""
         ts = stream.type_state(type_url)
+        ts.sent_entries = ts.acked_entries = entries
         ts.sent_version = version
         ts.acked_version = version
         ts.acked_at = time.time()
@@ -329,6 +352,7 @@ class NodeRegistry:
         now = time.time()
         latency = time.monotonic() - ts._sent_mono if ts._sent_mono is not None else None
         ts.acked_version = version
+        ts.acked_entries = ts.sent_entries
         ts.acked_at = now
         ts.last_ack_latency = latency
         ts.in_flight = False
