@@ -1,0 +1,248 @@
+"""Writes the controller's Gateway API status to the cluster's status subresources.
+
+Only a difference is written: the wanted status is compared with the live one (as the watch last
+delivered it) with lastTransitionTime left out, so a steady state costs no API requests, and a new
+leader writes only what its predecessor left different. Writes are JSON merge patches
+(``application/merge-patch+json``): kubernetes-asyncio would default to JSON Patch, which the
+status body is not. A merge patch replaces lists whole, so an HTTPRoute's ``status.parents`` is
+read-modify-write: the entries of other controllers are copied from the live object, and the
+patch carries the resourceVersion read, so a concurrent writer makes it fail with 409 instead of
+being overwritten; a 409 is retried once the watch has delivered the newer object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..gatewayapi.status import StatusKey, stamp
+from .kubeapi import MERGE_PATCH, ApiError, KubeApi
+from .kubernetes import KubernetesProvider
+from .leader import LeaderElector, LeaseOptions
+
+if TYPE_CHECKING:
+    from ..serve import ControlPlane
+
+log = logging.getLogger("mirrorplane.status")
+
+Addresses = list[dict[str, str]]
+
+
+def service_addresses(spec: dict[str, Any], status: dict[str, Any]) -> Addresses | None:
+    """Where a Service is reachable: its LoadBalancer ingress IPs/hostnames, else its ClusterIP(s)."""
+    ingress = (status.get("loadBalancer") or {}).get("ingress") or []
+    out = []
+    for entry in ingress:
+        if entry.get("ip"):
+            out.append({"type": "IPAddress", "value": entry["ip"]})
+        elif entry.get("hostname"):
+            out.append({"type": "Hostname", "value": entry["hostname"]})
+    if not out:
+        ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        out = [{"type": "IPAddress", "value": ip} for ip in ips if ip and ip != "None"]
+    return out or None
+
+
+def without_times(node: Any) -> Any:
+    """A status body with every lastTransitionTime removed (what 'changed' is judged on)."""
+    if isinstance(node, dict):
+        return {k: without_times(v) for k, v in node.items() if k != "lastTransitionTime"}
+    if isinstance(node, list):
+        return [without_times(v) for v in node]
+    return node
+
+
+class StatusWriter:
+    """Keeps the cluster's status equal to the controller's, while ``enabled()`` (the Lease) says so."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        provider: KubernetesProvider,
+        *,
+        controller_name: str,
+        enabled: Callable[[], bool] = lambda: True,
+        gateway_service: tuple[str, str] | None = None,
+        concurrency: int = 8,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self.api = api
+        self.provider = provider
+        self.controller_name = controller_name
+        self.enabled = enabled
+        self.gateway_service = gateway_service
+        self.concurrency = concurrency
+        self.retry_delay = retry_delay
+        self.wanted: dict[StatusKey, dict[str, Any]] = {}
+        self.writes = 0
+        # What we last wrote, and the resourceVersion it was written over: until the watch shows a
+        # newer version, the live status is older than our write and is not compared against.
+        self._sent: dict[StatusKey, tuple[str, dict[str, Any]]] = {}
+        self._failing: set[StatusKey] = set()  # warned about once until written
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    def on_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> None:
+        """Controller status listener: remember what is wanted and wake the writer."""
+        self.wanted = statuses
+        self._kick.set()
+
+    def kick(self, *_: object) -> None:
+        """Re-check everything (on becoming leader, or when live status may have moved)."""
+        self._kick.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="status-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self.retry_delay
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if not self.enabled():
+                continue
+            try:
+                pending = await self.sync()
+            except Exception:  # never let one bad write stop status for good
+                log.exception("status.sync_failed")
+                pending = 1
+            if pending:  # conflicts resolve at once; a failing API gets fewer requests
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                self._kick.set()
+            else:
+                delay = self.retry_delay
+
+    async def sync(self) -> int:
+        """Write every status that differs from the live one; return how many must be retried."""
+        patches = [p for p in self._patches() if p is not None]
+        if not patches:
+            return 0
+        sem = asyncio.Semaphore(self.concurrency)
+        results = await asyncio.gather(*(self._write(sem, *p) for p in patches))
+        return sum(1 for ok in results if not ok)
+
+    def _patches(self) -> list[tuple[StatusKey, dict[str, Any], dict[str, Any]] | None]:
+        wanted = dict(self.wanted)
+        # Routes whose parents no longer include a Gateway of ours: drop our stale entries.
+        for ns, name in self.provider.live_keys("HTTPRoute"):
+            wanted.setdefault(("HTTPRoute", ns, name), {"parents": []})
+        addresses = self._addresses()
+        return [self._patch(key, body, addresses) for key, body in sorted(wanted.items())]
+
+    def _addresses(self) -> Addresses | None:
+        if self.gateway_service is None:
+            return None
+        svc = self.provider.store.services.get(self.gateway_service)
+        live = self.provider.live_status("Service", *self.gateway_service)
+        if svc is None or live is None:
+            return None
+        return service_addresses(dict(svc.spec), live[0])
+
+    def _patch(
+        self, key: StatusKey, body: dict[str, Any], addresses: Addresses | None
+    ) -> tuple[StatusKey, dict[str, Any], dict[str, Any]] | None:
+        """The merge patch that makes the live status what is wanted (None: it already is)."""
+        kind, ns, name = key
+        live = self.provider.live_status(kind, ns, name)
+        if live is None:
+            return None  # not in the cluster (deleted, or not seen yet): nothing to write to
+        current, resource_version = live
+        body = without_times(body)
+        if kind == "Gateway":
+            # Where the Envoy fleet is reachable, or nothing (None: a merge patch removes it).
+            body["addresses"] = addresses
+        if kind == "HTTPRoute":
+            # Theirs are compared and sent as they are; stamp() below gives their times back.
+            others = [p for p in without_times(current.get("parents") or []) if p.get("controllerName") != self.controller_name]
+            body = {**body, "parents": others + body["parents"]}
+            if not body["parents"] and not current.get("parents"):
+                return None
+        # Only the fields we own are compared: other fields of status are not ours to judge.
+        if without_times({k: current.get(k) for k in body}) == body:
+            return None
+        if self._sent.get(key) == (resource_version, body):
+            return None  # written already; the watch has not delivered it yet
+        stamped = stamp(body, current, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, body
+
+    async def _write(self, sem: asyncio.Semaphore, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
+        kind, ns, name = key
+        path = self.provider.resource(kind).path(ns, name, "status")
+        async with sem:
+            try:
+                await self.api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+            except ApiError as exc:
+                if exc.status == 404:  # deleted since: the watch will forget it
+                    return True
+                if exc.status == 409:  # changed since we read it: retry on the newer object
+                    log.debug("status.conflict object=%s/%s/%s", kind, ns, name)
+                    return False
+                if key not in self._failing:
+                    self._failing.add(key)
+                    log.warning("status.write_failed object=%r error=%s (retrying)", f"{kind} {ns + '/' if ns else ''}{name}", exc)
+                return False
+        self._failing.discard(key)
+        self.writes += 1
+        self._sent[key] = (patch["metadata"]["resourceVersion"], body)
+        log.debug("status.written object=%s/%s/%s", kind, ns, name)
+        return True
+
+
+class KubernetesStatus:
+    """The ControlPlane extension for a cluster: the status writer, behind a Lease when given one."""
+
+    def __init__(
+        self,
+        provider: KubernetesProvider,
+        *,
+        controller_name: str,
+        lease: LeaseOptions | None = None,
+        gateway_service: tuple[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.controller_name = controller_name
+        self.lease = lease
+        self.gateway_service = gateway_service
+        self.writer: StatusWriter | None = None
+        self.elector: LeaderElector | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.is_leader if self.elector else True
+
+    async def start(self, plane: ControlPlane) -> None:
+        assert self.provider.api is not None, "start the provider first"
+        self.writer = StatusWriter(
+            self.provider.api,
+            self.provider,
+            controller_name=self.controller_name,
+            enabled=lambda: self.is_leader,
+            gateway_service=self.gateway_service,
+        )
+        plane.controller.status_listeners.append(self.writer.on_statuses)
+        self.writer.on_statuses(plane.controller.statuses)
+        await self.writer.start()
+        if self.lease is not None:
+            self.elector = LeaderElector(self.provider.api, self.lease, on_change=self.writer.kick)
+            await self.elector.start()
+
+    async def stop(self) -> None:
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.elector is not None:
+            await self.elector.stop()

@@ -1,0 +1,355 @@
+"""The Kubernetes provider: list and watch the cluster's objects, and hand the store on.
+
+One reflector per kind keeps that kind's objects, list-then-watch, the way client-go's informers
+do: a watch resumes from the last resourceVersion it saw (BOOKMARKs keep that fresh), a
+timed-out or closed watch is reopened, an unreachable API is retried with exponential backoff,
+and a 410 Gone (the resourceVersion compacted away) triggers a relist whose result replaces the
+kind's objects in one swap. Until the swap the previous objects keep being served, and because
+snapshot versions are content hashes, a relist that finds the same content changes nothing an
+Envoy can see.
+
+Objects from the API server have been validated and defaulted by it already: they are wrapped
+with ``model.from_dict``, not validated again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..gatewayapi.model import GATEWAY_GROUP, K8sObject, from_dict
+from ..store import Store
+from .base import OnChange
+from .kubeapi import ApiError, KubeApi, Resource
+
+log = logging.getLogger("mirrorplane.kubernetes")
+
+ObjKey = tuple[str, str]  # (namespace, name)
+
+CORE_RESOURCES = (
+    Resource("Service", "", "v1", "services", True),
+    Resource("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True),
+    Resource("Namespace", "", "v1", "namespaces", False),
+    Resource("Secret", "", "v1", "secrets", True),
+)
+# Gateway API kinds and the versions to try, preferred first.
+GATEWAY_RESOURCES = (
+    ("GatewayClass", "gatewayclasses", False, ("v1",)),
+    ("Gateway", "gateways", True, ("v1",)),
+    ("HTTPRoute", "httproutes", True, ("v1",)),
+    ("ReferenceGrant", "referencegrants", True, ("v1", "v1beta1")),
+)
+STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute")  # we write their status
+KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """Timings; the defaults are client-go's, tests shorten them."""
+
+    timeout_seconds: tuple[int, int] = (300, 600)  # server-side watch timeout, drawn at random
+    backoff_initial: float = 0.2
+    backoff_max: float = 30.0
+    debounce: float = 0.005  # group a burst of events into one translation
+    page_size: int = 500
+    resync_seconds: float | None = None  # periodic full relist (None: never)
+
+
+class _Outage:
+    """Logs an unreachable API once per outage, not once per retry of every watch."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.failing: set[str] = set()
+        self.since = 0.0
+
+    def failed(self, kind: str, error: Exception) -> None:
+        if not self.failing:
+            self.since = time.monotonic()
+            log.warning("kubernetes.unreachable host=%s error=%r (serving the last known config; retrying)", self.host, str(error))
+        self.failing.add(kind)
+
+    def ok(self, kind: str) -> None:
+        if kind in self.failing:
+            self.failing.discard(kind)
+            if not self.failing:
+                log.warning("kubernetes.reachable host=%s after_seconds=%.1f", self.host, time.monotonic() - self.since)
+
+
+class Reflector:
+    """The objects of one kind, kept current by list + watch."""
+
+    def __init__(self, api: KubeApi, resource: Resource, options: WatchOptions, outage: _Outage, changed: asyncio.Event) -> None:
+        self.api = api
+        self.resource = resource
+        self.options = options
+        self.outage = outage
+        self.changed = changed
+        self.objects: dict[ObjKey, K8sObject[Any]] = {}
+        self.statuses: dict[ObjKey, dict[str, Any]] = {}  # live .status of kinds we write status to
+        self.resource_version = ""
+        self.relists = 0
+        self.retries = 0
+
+    @property
+    def kind(self) -> str:
+        return self.resource.kind
+
+    async def list(self) -> None:
+        """List every object (paged) and swap them in at once."""
+        objects: dict[ObjKey, K8sObject[Any]] = {}
+        statuses: dict[ObjKey, dict[str, Any]] = {}
+        cont: str | None = None
+        while True:
+            page = await self.api.request(
+                "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
+            )
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", self.resource.api_version)
+                item.setdefault("kind", self.kind)
+                wrapped = self._wrap(item)
+                if wrapped is None:
+                    continue
+                key, obj = wrapped
+                objects[key] = obj
+                if self.kind in KEEP_STATUS:
+                    statuses[key] = item.get("status") or {}
+            meta = page.get("metadata") or {}
+            cont = meta.get("continue") or None
+            if cont is None:
+                self.resource_version = str(meta.get("resourceVersion") or "")
+                break
+        if _content(self.objects) != _content(objects):
+            self.changed.set()
+        self.objects, self.statuses = objects, statuses
+        self.relists += 1
+
+    def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
+        try:
+            obj = from_dict(body, source="kubernetes")
+        except (KeyError, TypeError, ValueError) as exc:  # the API server validated it: not expected
+            log.error("object.unreadable kind=%s error=%r (skipped)", self.kind, str(exc))
+            return None
+        return (obj.namespace, obj.name), obj
+
+    async def run(self) -> None:
+        """Watch forever: reopen on timeout, back off on errors, relist on 410 Gone."""
+        backoff = self.options.backoff_initial
+        while True:
+            try:
+                if not self.resource_version:
+                    await self.list()
+                await self._watch_once()
+                backoff = self.options.backoff_initial
+                self.outage.ok(self.kind)
+            except ApiError as exc:
+                if exc.status == 410:
+                    log.info("watch.expired kind=%s resource_version=%s (relisting)", self.kind, self.resource_version)
+                    self.resource_version = ""
+                    continue
+                self.outage.failed(self.kind, exc)
+            except ValueError as exc:  # a body that is not JSON: a proxy in the way, or a truncated line
+                log.warning("watch.bad_response kind=%s error=%r", self.kind, str(exc))
+            else:
+                continue
+            self.retries += 1
+            log.debug("watch.retry kind=%s in=%.2fs", self.kind, backoff)
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.options.backoff_max)
+
+    async def _watch_once(self) -> None:
+        lo, hi = self.options.timeout_seconds
+        timeout = random.randint(lo, hi)
+        query = {
+            "resourceVersion": self.resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": timeout,
+        }
+        async for event in self.api.stream(self.resource.path(), query, read_timeout=timeout + 30):
+            self.outage.ok(self.kind)
+            self._apply(event)
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        etype, body = event.get("type"), event.get("object") or {}
+        if etype == "ERROR":
+            code = int(body.get("code") or 0)
+            raise ApiError(code, str(body.get("message") or body))
+        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        if etype == "BOOKMARK":
+            self.resource_version = rv or self.resource_version
+            return
+        body.setdefault("apiVersion", self.resource.api_version)
+        body.setdefault("kind", self.kind)
+        wrapped = self._wrap(body)
+        if wrapped is None:
+            self.resource_version = rv or self.resource_version
+            return
+        key, obj = wrapped
+        if etype == "DELETED":
+            self.objects.pop(key, None)
+            self.statuses.pop(key, None)
+            self.changed.set()
+        elif etype in ("ADDED", "MODIFIED"):
+            old = self.objects.get(key)
+            self.objects[key] = obj
+            old_status = self.statuses.get(key)
+            if self.kind in KEEP_STATUS:
+                self.statuses[key] = body.get("status") or {}
+            # A status write (ours) bumps resourceVersion only: nothing to translate. A Service's
+            # status is the exception: it holds the addresses written to Gateway status.
+            if old is None or _same_content(old) != _same_content(obj):
+                self.changed.set()
+            elif self.kind == "Service" and old_status != self.statuses[key]:
+                self.changed.set()
+        if rv:
+            self.resource_version = rv
+
+
+def _same_content(obj: K8sObject[Any]) -> K8sObject[Any]:
+    return replace(obj, metadata=replace(obj.metadata, resource_version=""))
+
+
+def _content(objects: dict[ObjKey, K8sObject[Any]]) -> dict[ObjKey, K8sObject[Any]]:
+    return {k: _same_content(o) for k, o in objects.items()}
+
+
+class KubernetesProvider:
+    """Serves what a cluster holds: Gateway API objects, Services, EndpointSlices, Namespaces and
+    the Secrets Gateways reference."""
+
+    def __init__(self, kubeconfig: Path | None = None, *, options: WatchOptions = WatchOptions()) -> None:
+        self.kubeconfig = kubeconfig
+        self.options = options
+        self.api: KubeApi | None = None
+        self.reflectors: dict[str, Reflector] = {}
+        self.store = Store()
+        self.outage: _Outage | None = None
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def describe(self) -> str:
+        where = self.api.host if self.api else (str(self.kubeconfig) if self.kubeconfig else "in-cluster")
+        return f"kubernetes {where}"
+
+    async def start(self) -> Store:
+        self.api = await KubeApi.connect(self.kubeconfig)
+        self.outage = _Outage(self.api.host)
+        try:
+            resources = [*await self._gateway_resources(), *CORE_RESOURCES]
+            self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
+            await asyncio.gather(*(r.list() for r in self.reflectors.values()))
+        except BaseException:
+            await self.close()
+            raise
+        self._changed.clear()
+        self.store = self._build()
+        log.info(
+            "kubernetes.synced host=%s %s",
+            self.api.host,
+            " ".join(f"{r.resource.plural}={len(r.objects)}" for r in self.reflectors.values()),
+        )
+        return self.store
+
+    async def _gateway_resources(self) -> list[Resource]:
+        """Each Gateway API kind at the first version the API serves (ReferenceGrant: v1, else v1beta1)."""
+        assert self.api is not None
+        served: dict[str, set[str]] = {}
+        out = []
+        for kind, plural, namespaced, versions in GATEWAY_RESOURCES:
+            for version in versions:
+                if version not in served:
+                    served[version] = await self.api.served_resources(f"{GATEWAY_GROUP}/{version}")
+                if plural in served[version]:
+                    out.append(Resource(kind, GATEWAY_GROUP, version, plural, namespaced))
+                    break
+            else:
+                raise RuntimeError(
+                    f"the Kubernetes API at {self.api.host} does not serve {plural}.{GATEWAY_GROUP} "
+                    f"({'/'.join(versions)}): install the Gateway API CRDs (manifests/install.yaml)"
+                )
+        return out
+
+    async def watch(self, on_change: OnChange) -> None:
+        """Run every reflector and, after each burst of changes, hand ``on_change`` a new store."""
+        self._tasks = [asyncio.create_task(r.run(), name=f"watch-{k}") for k, r in self.reflectors.items()]
+        if self.options.resync_seconds:
+            self._tasks.append(asyncio.create_task(self._periodic_resync(), name="resync"))
+        try:
+            while True:
+                await self._changed.wait()
+                await asyncio.sleep(self.options.debounce)
+                self._changed.clear()
+                self.store = self._build()
+                result = on_change(self.store)
+                if asyncio.iscoroutine(result):
+                    await result
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.close()
+
+    async def resync(self) -> None:
+        """Relist every kind (a full resync). Same content in the cluster → the same store content."""
+        await asyncio.gather(*(r.list() for r in self.reflectors.values()))
+
+    async def _periodic_resync(self) -> None:
+        assert self.options.resync_seconds
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            try:
+                await self.resync()
+            except ApiError as exc:
+                log.info("resync.failed error=%s (the watches keep running)", exc)
+
+    async def close(self) -> None:
+        if self.api is not None:
+            await self.api.close()
+
+    def _build(self) -> Store:
+        objects: list[K8sObject[Any]] = []
+        for kind, r in self.reflectors.items():
+            if kind != "Secret":
+                objects += r.objects.values()
+        gateways = self.reflectors["Gateway"].objects.values()
+        secrets = self.reflectors["Secret"].objects
+        objects += (secrets[key] for key in sorted(referenced_secrets(gateways)) if key in secrets)
+        return Store.from_objects(objects)
+
+    def live_status(self, kind: str, namespace: str, name: str) -> tuple[dict[str, Any], str] | None:
+        """The status an object has in the cluster now, and its resourceVersion (None if absent)."""
+        r = self.reflectors.get(kind)
+        if r is None:
+            return None
+        obj = r.objects.get((namespace, name))
+        if obj is None:
+            return None
+        return r.statuses.get((namespace, name)) or {}, obj.metadata.resource_version
+
+    def live_keys(self, kind: str) -> Iterable[ObjKey]:
+        r = self.reflectors.get(kind)
+        return list(r.objects) if r else []
+
+    def resource(self, kind: str) -> Resource:
+        return self.reflectors[kind].resource
+
+
+def referenced_secrets(gateways: Iterable[K8sObject[Any]]) -> set[ObjKey]:
+    """Secrets named by a Gateway listener's certificateRefs: the only ones the store keeps, so
+    that the control plane holds no key material it does not serve."""
+    out = set()
+    for gw in gateways:
+        for listener in gw.spec.get("listeners") or []:
+            for ref in (listener.get("tls") or {}).get("certificateRefs") or []:
+                if ref.get("group", "") == "" and ref.get("kind", "Secret") == "Secret":
+                    out.add((ref.get("namespace") or gw.namespace, ref["name"]))
+    return out

@@ -1,0 +1,197 @@
+"""manifests/: install.yaml is current, every object is valid against its real schema, and the
+pieces agree with each other and with the code (RBAC covers what the provider does, the
+Deployments' arguments parse, names and ports line up)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from controlplane.cli import build_parser
+from controlplane.gatewayapi import schema
+from controlplane.gatewayapi.model import GATEWAY_GROUP
+from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, translate
+from controlplane.providers.files import parse_text
+from controlplane.providers.kubernetes import CORE_RESOURCES, GATEWAY_RESOURCES, STATUS_KINDS
+from controlplane.providers.leader import LEASE, LeaseOptions
+from controlplane.store import Store
+from controlplane.xds.jsonview import resources_to_json
+from controlplane.xds.translator import XdsOptions, build_resources
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+EXAMPLES = sorted((MANIFESTS / "examples").glob("*.yaml"))
+UPSTREAM = ROOT.parent / "shared" / "gateway-api" / "v1.6.1" / "config" / "crd" / "standard"
+KUBERNETES_VERSION = "1.32.0"  # the preinstalled kubectl's
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("generate", MANIFESTS / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+INSTALL = _docs(MANIFESTS / "install.yaml")
+
+
+def test_install_yaml_is_generated_from_its_pieces() -> None:
+    assert (MANIFESTS / "install.yaml").read_text() == _generator().render(), (
+        "manifests/install.yaml is stale: run `python manifests/generate.py` (make manifests)"
+    )
+
+
+def test_crds_are_the_standard_channel_and_match_the_validation_copies() -> None:
+    crds = {d["metadata"]["name"] for d in INSTALL if d["kind"] == "CustomResourceDefinition"}
+    for kind in ("gatewayclasses", "gateways", "httproutes", "referencegrants", "grpcroutes", "backendtlspolicies"):
+        assert f"{kind}.{GATEWAY_GROUP}" in crds
+    for doc in INSTALL:
+        if doc["kind"] == "CustomResourceDefinition":
+            assert doc["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == "v1.6.1"
+            assert doc["metadata"]["annotations"]["gateway.networking.k8s.io/channel"] == "standard"
+    for copy in (ROOT / "controlplane" / "gatewayapi" / "crds").glob("*.yaml"):
+        assert copy.read_bytes() == (MANIFESTS / "src" / "crds" / copy.name).read_bytes(), copy.name
+
+
+@pytest.mark.skipif(not UPSTREAM.is_dir(), reason=f"no upstream Gateway API checkout at {UPSTREAM} (only on the dev machine)")
+def test_crds_are_byte_copies_of_upstream() -> None:
+    upstream = sorted(p.name for p in UPSTREAM.glob("*.yaml"))
+    assert sorted(p.name for p in (MANIFESTS / "src" / "crds").glob("*.yaml")) == upstream
+    for name in upstream:
+        assert (UPSTREAM / name).read_bytes() == (MANIFESTS / "src" / "crds" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    "path", [MANIFESTS / "install.yaml", *EXAMPLES], ids=lambda p: str(p.relative_to(MANIFESTS))
+)
+def test_every_object_is_valid_against_its_schema(path: Path) -> None:
+    docs = _docs(path)
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"].startswith(GATEWAY_GROUP + "/"):
+            schema.validate(doc)  # the CRD's openAPIV3Schema and CEL rules, as the API server checks them
+        else:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_catches_a_mistake() -> None:
+    bad = _find(INSTALL, "Deployment", "mirrorplane")
+    bad = {**bad, "spec": {**bad["spec"], "replicas": "two"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+def _rules(kind: str, name: str) -> list[dict[str, Any]]:
+    return _find(INSTALL, kind, name)["rules"]
+
+
+def _allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str | None = None) -> bool:
+    return any(
+        group in r["apiGroups"]
+        and resource in r["resources"]
+        and verb in r["verbs"]
+        and (name is None or not r.get("resourceNames") or name in r["resourceNames"])
+        for r in rules
+    )
+
+
+def test_rbac_allows_what_the_provider_does_and_no_more() -> None:
+    cluster = _rules("ClusterRole", "mirrorplane")
+    watched = [(GATEWAY_GROUP, plural) for _, plural, _, _ in GATEWAY_RESOURCES]
+    watched += [(r.group, r.plural) for r in CORE_RESOURCES]
+    for group, plural in watched:
+        for verb in ("list", "watch"):
+            assert _allowed(cluster, group, plural, verb), (group, plural, verb)
+    for _, plural, _, _ in GATEWAY_RESOURCES:
+        kind_writes_status = any(p == plural for k, p, _, _ in GATEWAY_RESOURCES if k in STATUS_KINDS)
+        assert _allowed(cluster, GATEWAY_GROUP, f"{plural}/status", "patch") == kind_writes_status
+    every_verb = {v for r in cluster for v in r["verbs"]}
+    assert every_verb == {"list", "watch", "patch"}, "the control plane never creates, updates or deletes"
+
+    lease = LeaseOptions(namespace="mirrorplane-system")
+    role = _find(INSTALL, "Role", "mirrorplane-leader-election")
+    assert role["metadata"]["namespace"] == lease.namespace
+    assert _allowed(role["rules"], LEASE.group, LEASE.plural, "create")
+    for verb in ("get", "update"):
+        assert _allowed(role["rules"], LEASE.group, LEASE.plural, verb, lease.name)
+        assert not _allowed(role["rules"], LEASE.group, LEASE.plural, verb, "another-lease")
+
+
+def _container(deployment: dict[str, Any], name: str, init: bool = False) -> dict[str, Any]:
+    spec = deployment["spec"]["template"]["spec"]
+    return next(c for c in spec["initContainers" if init else "containers"] if c["name"] == name)
+
+
+def test_control_plane_deployment_runs_serve_kubernetes_with_probes() -> None:
+    deployment = _find(INSTALL, "Deployment", "mirrorplane")
+    assert deployment["spec"]["replicas"] == 2
+    container = _container(deployment, "mirrorplane")
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "serve" and args.kubernetes and args.dir is None
+    assert (args.xds_port, args.http_port) == (18000, 19001)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert ports[container["readinessProbe"]["httpGet"]["port"]] == args.http_port
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    # --gateway-service names the Envoy fleet's Service of the same file.
+    ns, name = args.gateway_service.split("/")
+    envoy_service = _find(INSTALL, "Service", name)
+    assert envoy_service["metadata"]["namespace"] == ns
+    service = _find(INSTALL, "Service", "mirrorplane")
+    assert {p["port"] for p in service["spec"]["ports"]} == {args.xds_port, args.http_port}
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "mirrorplane"
+
+
+def test_envoy_fleet_bootstraps_for_the_example_gateway_from_the_control_plane_service() -> None:
+    deployment = _find(INSTALL, "Deployment", "envoy")
+    init = _container(deployment, "bootstrap", init=True)
+    args = build_parser().parse_args(init["args"])
+    assert args.command == "bootstrap"
+    assert args.node_id == "$(POD_NAME)"  # expanded by the kubelet from the downward API env
+    assert any(e["name"] == "POD_NAME" for e in init["env"])
+    assert args.xds_host == "mirrorplane.mirrorplane-system.svc.cluster.local"
+    assert args.xds_port == 18000
+    gateway = next(d for p in EXAMPLES for d in _docs(p) if d["kind"] == "Gateway")
+    assert args.gateway == f"{gateway['metadata']['namespace']}/{gateway['metadata']['name']}"
+    envoy = _container(deployment, "envoy")
+    assert f"--config-path={args.output}" in envoy["args"]
+    assert "--disable-hot-restart" in envoy["args"]
+    listener_port = gateway["spec"]["listeners"][0]["port"]
+    assert any(p["containerPort"] == listener_port for p in envoy["ports"])
+    service = _find(INSTALL, "Service", "envoy")
+    assert service["spec"]["ports"][0]["port"] == listener_port
+
+
+def test_examples_translate_to_a_mirrored_route_under_the_installed_gateway_class() -> None:
+    gateway_class = _find(INSTALL, "GatewayClass", "mirrorplane")
+    assert gateway_class["spec"]["controllerName"] == DEFAULT_CONTROLLER
+    objects = []
+    for path in [MANIFESTS / "install.yaml", *EXAMPLES]:
+        parsed, errors = parse_text(path.read_text(), str(path))
+        assert not errors
+        objects += parsed.values()
+    result = translate(Store.from_objects(objects))
+    assert list(result.gateways) == ["server/simple-gateway"]
+    route = result.statuses[("HTTPRoute", "server", "http-route-sample")]
+    conditions = {c["type"]: c["status"] for c in route["parents"][0]["conditions"]}
+    assert conditions == {"Accepted": "True", "ResolvedRefs": "True"}
+    envoy = json.dumps(resources_to_json(build_resources(result.gateways["server/simple-gateway"], XdsOptions())))
+    assert "request_mirror_policies" in envoy and "pipy-mirror" in envoy

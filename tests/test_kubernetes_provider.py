@@ -1,0 +1,218 @@
+"""The Kubernetes provider against an API server that misbehaves the way real ones do: restarts,
+compaction (410 Gone), and the steady stream of events; the snapshot must follow the cluster
+without churn, and a thousand routes must all arrive."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from envoy.config.route.v3 import route_pb2
+
+from controlplane.providers.kubernetes import KubernetesProvider
+from controlplane.serve import ControlPlane
+from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from kube import FAST, GATEWAY, Cluster, cluster, control_plane, endpoint_slice, seed
+from support import wait_until
+
+ROUTE_YAML = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: server}}
+spec:
+  parentRefs: [{{name: simple-gateway}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]
+    backendRefs: [{{name: pipy, port: 8080}}]
+"""
+
+
+@pytest.fixture
+async def c(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with cluster(tmp_path) as c:
+        await seed(c)
+        yield c
+
+
+@pytest.fixture
+async def plane(c: Cluster) -> AsyncIterator[ControlPlane]:
+    plane, _, _ = control_plane(c)
+    await plane.start()
+    try:
+        yield plane
+    finally:
+        await plane.stop()
+
+
+def kubernetes(plane: ControlPlane) -> KubernetesProvider:
+    assert isinstance(plane.provider, KubernetesProvider)
+    return plane.provider
+
+
+def versions(plane: ControlPlane) -> dict[str, str]:
+    snapshot = plane.cache.get(GATEWAY)
+    assert snapshot is not None
+    return snapshot.versions()
+
+
+def route_names(plane: ControlPlane) -> set[str]:
+    snapshot = plane.cache.get(GATEWAY)
+    assert snapshot is not None
+    names = set()
+    for entry in snapshot[ROUTE].entries.values():
+        rc = route_pb2.RouteConfiguration.FromString(entry.data)
+        names |= {r.match.prefix or r.match.path_separated_prefix for vh in rc.virtual_hosts for r in vh.routes}
+    return names
+
+
+async def test_endpoint_change_changes_endpoints_only(c: Cluster, plane: ControlPlane) -> None:
+    before = versions(plane)
+    await c.apply(endpoint_slice("pipy", 9001, addresses=("127.0.0.1", "127.0.0.2")))
+    await wait_until(lambda: versions(plane)[ENDPOINT] != before[ENDPOINT], message="new endpoint version")
+    after = versions(plane)
+    assert {t: after[t] for t in (LISTENER, ROUTE, CLUSTER)} == {t: before[t] for t in (LISTENER, ROUTE, CLUSTER)}
+
+
+async def test_full_resync_gives_the_same_snapshot(c: Cluster, plane: ControlPlane) -> None:
+    provider = kubernetes(plane)
+    snapshot = plane.cache.get(GATEWAY)
+    translations = plane.controller.translations
+    await provider.resync()
+    # A restarted control plane sees the same cluster the same way: same content, same versions.
+    fresh, fresh_provider, _ = control_plane(c, gateway_port=plane.controller.xds_options.port_map[8000])
+    fresh.controller.update(await fresh_provider.start())
+    await fresh_provider.close()
+    assert plane.cache.get(GATEWAY) is snapshot
+    assert plane.controller.translations == translations, "a relist of unchanged objects translates nothing"
+    assert versions(fresh) == versions(plane)
+
+
+async def test_api_server_restart_keeps_serving_and_resumes(
+    c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = c.need_fake("restarting the API server")
+    provider = kubernetes(plane)
+    snapshot = plane.cache.get(GATEWAY)
+    caplog.set_level(logging.WARNING, logger="mirrorplane.kubernetes")
+    fake.stop()
+    # Every watch notices, retries with backoff, and the outage is logged once.
+    await wait_until(lambda: len(provider.outage.failing) == len(provider.reflectors), message="all watches failing")
+    await wait_until(lambda: _retries(provider) >= 3, message="several retries")
+    assert plane.cache.get(GATEWAY) is snapshot, "the served config stays while the API is gone"
+    fake.start()
+    await wait_until(lambda: not provider.outage.failing, message="watches back")
+    events = [r.message.split()[0] for r in caplog.records]
+    assert events.count("kubernetes.unreachable") == 1 and events.count("kubernetes.reachable") == 1
+    assert plane.cache.get(GATEWAY) is snapshot, "reconnecting to the same state changes nothing"
+    await c.apply(ROUTE_YAML.format(name="after-restart"))
+    await wait_until(lambda: "/after-restart" in route_names(plane), message="a change after the restart arrives")
+
+
+def _retries(provider: KubernetesProvider) -> int:
+    return sum(r.retries for r in provider.reflectors.values())
+
+
+async def test_410_gone_relists_without_churn(c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture) -> None:
+    fake = c.need_fake("compacting the API server's history")
+    caplog.set_level(logging.INFO, logger="mirrorplane.kubernetes")
+    provider = kubernetes(plane)
+    snapshot = plane.cache.get(GATEWAY)
+    translations = plane.controller.translations
+    relists = {k: r.relists for k, r in provider.reflectors.items()}
+    # While the watches are cut, something unwatched changes and history is compacted past it:
+    # every watch resumes from a resourceVersion that is gone.
+    fake.stop()
+    fake.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated", "namespace": "server"}})
+    fake.compact()
+    fake.start()
+    await wait_until(
+        lambda: all(r.relists > relists[k] for k, r in provider.reflectors.items()),
+        message="every kind relisted after 410 Gone",
+    )
+    expired = [r.message for r in caplog.records if r.message.startswith("watch.expired")]
+    assert len(expired) >= len(provider.reflectors), "each watch was told 410 Gone"
+    assert plane.cache.get(GATEWAY) is snapshot
+    assert plane.controller.translations == translations
+    # Objects changed during the gap arrive through the relist.
+    fake.stop()
+    fake.apply(_route_obj("during-gap"))
+    fake.compact()
+    fake.start()
+    await wait_until(lambda: "/during-gap" in route_names(plane), message="the relist brings the change")
+
+
+def _route_obj(name: str) -> dict:
+    return yaml.safe_load(ROUTE_YAML.format(name=name))
+
+
+async def test_burst_of_changes_is_one_translation(c: Cluster, plane: ControlPlane) -> None:
+    fake = c.need_fake("writing 50 objects at once")
+    translations = plane.controller.translations
+    for i in range(50):
+        fake.create(_route_obj(f"burst-{i}"))
+    await wait_until(lambda: len(route_names(plane) & {f"/burst-{i}" for i in range(50)}) == 50, message="all 50 routes")
+    assert plane.controller.translations - translations < 10, "events are debounced into few translations"
+
+
+async def test_only_referenced_secrets_are_kept(c: Cluster, plane: ControlPlane) -> None:
+    for name in ("referenced", "unrelated"):
+        await c.apply(
+            f"""apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: server}}
+type: kubernetes.io/tls
+data: {{tls.crt: "", tls.key: ""}}
+"""
+        )
+    provider = kubernetes(plane)
+    await wait_until(lambda: len(provider.reflectors["Secret"].objects) >= 2, message="secrets seen")
+    gw = await c.get("gateway", "simple-gateway", "server")
+    listeners = gw["spec"]["listeners"] + [
+        {
+            "name": "https",
+            "port": 8443,
+            "protocol": "HTTPS",
+            "tls": {"mode": "Terminate", "certificateRefs": [{"name": "referenced"}]},
+            "allowedRoutes": {"namespaces": {"from": "Same"}},
+        }
+    ]
+    await c.kubectl("patch", "gateway", "simple-gateway", "-n", "server", "--type=merge", "-p", json.dumps({"spec": {"listeners": listeners}}))
+    await wait_until(lambda: ("server", "referenced") in provider.store.secrets, message="the referenced Secret in the store")
+    assert ("server", "unrelated") not in provider.store.secrets
+
+
+async def test_a_thousand_routes_sync(c: Cluster) -> None:
+    fake = c.need_fake("creating 1,000 routes quickly")
+    for i in range(1000):
+        fake.create(_route_obj(f"r{i}"))
+    plane, _, _ = control_plane(c)
+    await plane.start()
+    try:
+        assert len(kubernetes(plane).store.httproutes) == 1001
+        names = route_names(plane)
+        assert {f"/r{i}" for i in range(1000)} <= names
+    finally:
+        await plane.stop()
+
+
+async def test_watch_timeouts_reopen_from_the_last_resource_version(c: Cluster) -> None:
+    fake = c.need_fake("reading the request log")
+    plane, provider, _ = control_plane(c, options=replace(FAST, timeout_seconds=(1, 1)))
+    await plane.start()
+    try:
+        path = provider.resource("HTTPRoute").path()
+
+        def watches() -> list:
+            return [r for r in fake.requests(method="GET", path=path) if r.is_watch]
+
+        await wait_until(lambda: len(watches()) >= 3, message="the server ended the watch twice (timeoutSeconds=1)")
+        assert all(r.query["timeoutSeconds"] == "1" and r.query["resourceVersion"] for r in watches())
+        assert all(r.relists == 1 for r in provider.reflectors.values()), "a timeout is not a reason to relist"
+        await c.apply(ROUTE_YAML.format(name="after-timeouts"))
+        await wait_until(lambda: "/after-timeouts" in route_names(plane), message="changes keep arriving")
+    finally:
+        await plane.stop()

@@ -1,0 +1,186 @@
+"""Status written to the cluster: by one replica at a time (the Lease holder), only when it
+changed, without touching other controllers' entries, and surviving conflicts and deletions."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.controller import Controller
+from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
+from controlplane.providers.k8s_status import StatusWriter, service_addresses, without_times
+from controlplane.providers.kubernetes import KubernetesProvider
+from controlplane.xds.cache import SnapshotCache
+from kube import EXAMPLES, FAST, GATEWAY, SYSTEM, Cluster, cluster, control_plane, lease, seed
+from support import wait_until
+
+OTHER = {
+    "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "someone-elses", "namespace": "server"},
+    "controllerName": "example.com/other-controller",
+    "conditions": [
+        {
+            "type": "Accepted",
+            "status": "True",
+            "reason": "Accepted",
+            "message": "theirs",
+            "observedGeneration": 1,
+            "lastTransitionTime": "2020-01-01T00:00:00Z",
+        }
+    ],
+}
+
+
+@pytest.fixture
+async def c(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with cluster(tmp_path) as c:
+        await seed(c)
+        yield c
+
+
+async def ours(c: Cluster) -> list[dict[str, Any]]:
+    route = await c.get("httproute", "http-route-sample", "server")
+    return [p for p in (route.get("status") or {}).get("parents") or [] if p["controllerName"] == DEFAULT_CONTROLLER]
+
+
+async def accepted_at(c: Cluster, generation: int) -> bool:
+    parents = await ours(c)
+    return len(parents) == 1 and all(
+        cond["status"] == "True" and cond["observedGeneration"] == generation for cond in parents[0]["conditions"]
+    )
+
+
+async def drop_mirror(c: Cluster) -> None:
+    text = (EXAMPLES / "30-httproute.yaml").read_text()
+    await c.apply(text[: text.index("    filters:")] + text[text.index("    backendRefs:") :])
+
+
+async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
+    duration = 2.0
+    replicas = [control_plane(c, lease=lease(f"replica-{n}", duration)) for n in "abc"]
+    for plane, _, _ in replicas:
+        await plane.start()
+    try:
+        def leaders() -> list[int]:
+            return [i for i, (_, _, s) in enumerate(replicas) if s.is_leader]
+
+        await wait_until(lambda: len(leaders()) == 1, timeout=duration * 3, message="one leader")
+        await wait_until(lambda: accepted_at(c, 1), message="status written")
+        first = leaders()[0]
+        assert all(plane.cache.get(GATEWAY) is not None for plane, _, _ in replicas), "every replica serves xDS"
+        for i, (_, _, s) in enumerate(replicas):
+            assert (s.writer.writes > 0) == (i == first), "only the Lease holder writes"  # type: ignore[union-attr]
+        held = await c.get("lease", "mirrorplane-status-writer", SYSTEM)
+        assert held["spec"]["holderIdentity"] == f"replica-{'abc'[first]}"
+
+        # A clean stop releases the Lease: a standby takes over at once and writes what changed.
+        stopped = time.monotonic()
+        await replicas[first][0].stop()
+        await wait_until(lambda: len(leaders()) == 2 or _other_leader(replicas, first), timeout=duration * 2, message="takeover")
+        assert time.monotonic() - stopped < duration, "released, so no wait for expiry"
+        await drop_mirror(c)
+        await wait_until(lambda: accepted_at(c, 2), message="the new leader writes the new generation")
+
+        # A crash (no release): the last standby takes over once the Lease expires.
+        second = next(i for i in leaders() if i != first)
+        status = replicas[second][2]
+        await status.writer.stop()  # type: ignore[union-attr]
+        status.elector._task.cancel()  # type: ignore[union-attr]
+        crashed = time.monotonic()
+        third = next(i for i in range(3) if i not in (first, second))
+        await wait_until(lambda: replicas[third][2].is_leader, timeout=duration * 3, message="takeover after expiry")
+        assert time.monotonic() - crashed < duration + 1.0, "within the lease duration (plus a retry period)"
+        held = await c.get("lease", "mirrorplane-status-writer", SYSTEM)
+        assert held["spec"]["holderIdentity"] == f"replica-{'abc'[third]}"
+        assert held["spec"]["leaseTransitions"] >= 2
+    finally:
+        for plane, _, _ in replicas:
+            await plane.stop()
+
+
+def _other_leader(replicas: list[Any], first: int) -> bool:
+    return any(s.is_leader for i, (_, _, s) in enumerate(replicas) if i != first)
+
+
+async def test_other_controllers_entries_are_kept_and_writes_happen_only_on_change(c: Cluster) -> None:
+    fake = c.need_fake("counting status writes")
+    fake.patch("HTTPRoute", "http-route-sample", {"status": {"parents": [OTHER]}}, namespace="server", status=True)
+    plane, _, status = control_plane(c)
+    await plane.start()
+    try:
+        await wait_until(lambda: accepted_at(c, 1), message="our entry written")
+        route = await c.get("httproute", "http-route-sample", "server")
+        assert OTHER in route["status"]["parents"], "the other controller's entry is untouched"
+        gateway = await c.get("gateway", "simple-gateway", "server")
+        service = await c.get("service", "envoy", SYSTEM)
+        # No load balancer (yet): the fleet's ClusterIP, typed.
+        assert gateway["status"]["addresses"] == [{"type": "IPAddress", "value": service["spec"]["clusterIP"]}]
+
+        def status_patches() -> int:
+            return len([r for r in fake.requests(method="PATCH") if r.path.endswith("/status")])
+
+        writes = status_patches()
+        translations = plane.controller.translations
+        # Something changes that the translation reads, but no status depends on.
+        await c.kubectl("label", "service", "pipy", "-n", "server", "touched=yes")
+        await wait_until(lambda: plane.controller.translations > translations, message="translated again")
+        await status.writer.sync()  # type: ignore[union-attr]
+        assert status_patches() == writes, "same status (ignoring lastTransitionTime): no write"
+
+        # Our entry for a Gateway the route no longer names is removed; theirs stays.
+        route["spec"]["parentRefs"] = [{"name": "not-ours"}]
+        await c.kubectl("patch", "httproute", "http-route-sample", "-n", "server", "--type=merge", "-p", json.dumps({"spec": {"parentRefs": route["spec"]["parentRefs"]}}))
+        await wait_until(lambda: _none_ours(c), message="our stale entry removed")
+        route = await c.get("httproute", "http-route-sample", "server")
+        assert route["status"]["parents"] == [OTHER]
+    finally:
+        await plane.stop()
+
+
+async def _none_ours(c: Cluster) -> bool:
+    return await ours(c) == []
+
+
+async def test_conflict_is_retried_and_deleted_objects_are_skipped(c: Cluster) -> None:
+    # A provider that listed once and does not watch: its view of the route goes stale.
+    provider = KubernetesProvider(c.kubeconfig, options=FAST)
+    controller = Controller(SnapshotCache())
+    try:
+        controller.update(await provider.start())
+        assert provider.api is not None
+        writer = StatusWriter(provider.api, provider, controller_name=DEFAULT_CONTROLLER)
+        writer.on_statuses(controller.statuses)
+        await c.kubectl("label", "httproute", "http-route-sample", "-n", "server", "changed=yes")
+        assert await writer.sync() == 1, "a stale resourceVersion: 409, to be retried"
+        assert not await accepted_at(c, 1)
+        await provider.resync()
+        assert await writer.sync() == 0
+        assert await accepted_at(c, 1)
+        # The Gateway is deleted while its (changed) status is being written: 404, nothing to retry.
+        await c.kubectl("delete", "gateway", "simple-gateway", "-n", "server")
+        key = ("Gateway", "server", "simple-gateway")
+        changed = {**controller.statuses[key], "conditions": [{**controller.statuses[key]["conditions"][0], "message": "changed"}]}
+        writer.on_statuses({**controller.statuses, key: changed})
+        assert await writer.sync() == 0, "404 for a deleted object is not an error"
+        assert any(r.status == 404 for r in c.fake.requests(method="PATCH")) if c.fake else True
+    finally:
+        await provider.close()
+
+
+def test_addresses_come_from_the_load_balancer_else_the_cluster_ip() -> None:
+    spec = {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00::10"]}
+    assert service_addresses(spec, {}) == [
+        {"type": "IPAddress", "value": "10.96.0.10"},
+        {"type": "IPAddress", "value": "fd00::10"},
+    ]
+    lb = {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}, {"hostname": "lb.example.com"}]}}
+    assert service_addresses(spec, lb) == [
+        {"type": "IPAddress", "value": "203.0.113.1"},
+        {"type": "Hostname", "value": "lb.example.com"},
+    ]
+    assert service_addresses({"clusterIP": "None"}, {}) is None
+    assert without_times({"conditions": [{"type": "A", "lastTransitionTime": "t"}]}) == {"conditions": [{"type": "A"}]}
