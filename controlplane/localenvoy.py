@@ -139,6 +139,7 @@ def render_bootstrap(
     xds_port: int = 18000,
     admin_port: int = 19000,
     xds_tls: XdsTls | None = None,
+    ads_api_type: str | None = None,
 ) -> str:
     """Render the bootstrap template to YAML text.
 
@@ -146,6 +147,8 @@ def render_bootstrap(
     ``admin_port`` 0 lets Envoy pick a free port (see ``--admin-address-path``).
     ``xds_tls`` adds a TLS transport socket to the xds_cluster (the template itself stays
     plaintext so that ``envsubst`` alone can render it).
+    ``ads_api_type`` ``"GRPC"`` (State of the World) or ``"DELTA_GRPC"`` overrides the
+    template's ADS flavour (tests run both).
     """
     for name, value in (("node_id", node_id), ("node_cluster", node_cluster), ("xds_host", xds_host)):
         if not isinstance(value, str) or not value:
@@ -157,6 +160,10 @@ def render_bootstrap(
         XDS_PORT=_port("xds_port", xds_port),
         ADMIN_PORT=_port("admin_port", admin_port, allow_zero=True),
     )
+    if ads_api_type is not None:
+        if ads_api_type not in ("GRPC", "DELTA_GRPC"):
+            raise ValueError(f"ads_api_type must be GRPC or DELTA_GRPC, got {ads_api_type!r}")
+        text = re.sub(r"(?m)^(\s+api_type:) \w+$", rf"\1 {ads_api_type}", text, count=1)
     return text if xds_tls is None else _with_xds_tls(text, xds_tls)
 
 
@@ -273,6 +280,7 @@ class LocalEnvoy:
         concurrency: int = 1,
         extra_args: Sequence[str] = (),
         xds_tls: XdsTls | None = None,
+        ads_api_type: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.gateway = gateway
@@ -301,6 +309,7 @@ class LocalEnvoy:
             xds_port=xds_port,
             admin_port=admin_port,
             xds_tls=xds_tls,
+            ads_api_type=ads_api_type,
         )
 
     # -- properties ---------------------------------------------------------

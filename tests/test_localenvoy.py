@@ -55,7 +55,7 @@ def test_render_bootstrap_fills_every_placeholder():
     assert doc["node"] == {"id": "envoy-1", "cluster": "default/gw"}
     assert doc["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19001}
     ads = doc["dynamic_resources"]["ads_config"]
-    assert ads["api_type"] == "GRPC"
+    assert ads["api_type"] == "DELTA_GRPC"
     assert ads["transport_api_version"] == "V3"
     assert ads["set_node_on_first_message_only"] is True
     assert ads["grpc_services"][0]["envoy_grpc"]["cluster_name"] == "xds_cluster"
@@ -69,12 +69,17 @@ def test_render_bootstrap_fills_every_placeholder():
     assert "http2_protocol_options" in options["explicit_http_config"]
 
 
+def test_render_bootstrap_can_choose_state_of_the_world():
+    doc = yaml.safe_load(render_bootstrap(node_id="n", node_cluster="ns/gw", ads_api_type="GRPC"))
+    assert doc["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+
+
 def test_render_bootstrap_quotes_awkward_strings():
     doc = yaml.safe_load(render_bootstrap(node_id='a"b\\c: d', node_cluster="ns/gw # x"))
     assert doc["node"] == {"id": 'a"b\\c: d', "cluster": "ns/gw # x"}
 
 
-@pytest.mark.parametrize("kwargs", [{"xds_port": 0}, {"admin_port": 70000}, {"xds_port": "18000"}, {"node_id": ""}])
+@pytest.mark.parametrize("kwargs", [{"xds_port": 0}, {"admin_port": 70000}, {"xds_port": "18000"}, {"node_id": ""}, {"ads_api_type": "REST"}])
 def test_render_bootstrap_rejects_bad_arguments(kwargs):
     args = {"node_id": "n", "node_cluster": "ns/gw", **kwargs}
     with pytest.raises((ValueError, TypeError)):
@@ -196,7 +201,7 @@ async def test_local_envoy_starts_serves_admin_and_stops():
         assert bootstrap["node"]["id"] == "test-node-1"
         assert bootstrap["node"]["cluster"] == "default/mirror-gw"
         ads = bootstrap["dynamic_resources"]["ads_config"]
-        assert ads["api_type"] == "GRPC"
+        assert ads["api_type"] == "DELTA_GRPC"
         assert ads["set_node_on_first_message_only"] is True
         assert ads["grpc_services"][0]["envoy_grpc"]["cluster_name"] == "xds_cluster"
         assert bootstrap["dynamic_resources"]["cds_config"]["ads"] == {}

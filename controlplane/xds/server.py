@@ -49,6 +49,10 @@ stream), CDS is the snapshot's.
 
 A CDS NACK does not hold back listeners and routes: Envoy has decided, and holding them would let
 one bad cluster freeze every route change of the Gateway.
+
+Delta (incremental) ADS is this stream with per-resource state: :mod:`.delta` subclasses
+``_AdsStream`` and overrides what is Delta's own (requests, plans, responses), so that the
+lifecycle, the nonce and ACK/NACK rules, the push order and the held clusters are the ones above.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -271,13 +275,19 @@ class _AdsStream:
         self._state.snapshot_version = snapshot.version if snapshot else None
         await self._push()
 
-    async def _on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
-        assert self._state is not None
-        type_url = req.type_url
+    def _served(self, type_url: str) -> bool:
+        """Whether requests for ``type_url`` are served (others are ignored); none is rejected."""
         if not type_url:
             raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, "type_url is required on ADS")
         if type_url not in PUSH_ORDER:
             log.debug("xds ignoring unsupported type %s type=%s", self._who(), type_url)
+            return False
+        return True
+
+    async def _on_request(self, req: discovery_pb2.DiscoveryRequest) -> None:
+        assert self._state is not None
+        type_url = req.type_url
+        if not self._served(type_url):
             return
         ts = self._types.get(type_url)
         nonce = req.response_nonce
@@ -292,7 +302,7 @@ class _AdsStream:
                 ts.in_flight = False
                 if req.HasField("error_detail"):
                     ts.nacked = True
-                    self._on_nack(ts, req)
+                    self._on_nack(ts, req, kept_version=req.version_info)
                 else:
                     ts.acked = ts.sent
                     self._registry.record_ack(
@@ -312,7 +322,8 @@ class _AdsStream:
         self._subscribe(ts, req)
         await self._push()
 
-    def _on_nack(self, ts: _TypeStream, req: discovery_pb2.DiscoveryRequest) -> None:
+    def _on_nack(self, ts: _TypeStream, req, *, kept_version: str) -> None:
+        """Record and log a NACK of the response in flight (``req``: SotW or Delta request)."""
         assert self._state is not None
         message = req.error_detail.message
         self._registry.record_nack(
@@ -322,12 +333,12 @@ class _AdsStream:
             nonce=req.response_nonce,
             message=message,
             code=req.error_detail.code,
-            kept_version=req.version_info,
+            kept_version=kept_version,
         )
         log.warning(
             "xds NACK node=%s gateway=%s type=%s version=%s nonce=%s kept_version=%s error=%r",
             self._state.node_id, self._state.gateway, _short(ts.type_url), ts.version,
-            req.response_nonce, req.version_info, message,
+            req.response_nonce, kept_version, message,
         )
 
     def _subscribe(self, ts: _TypeStream, req: discovery_pb2.DiscoveryRequest) -> None:
@@ -382,23 +393,28 @@ class _AdsStream:
             return removed
         return {}
 
+    def _held(self, ts: _TypeStream, snap: Snapshot) -> dict[str, Entry]:
+        """Removed resources of this type kept for make-before-break: the clusters of
+        :meth:`_holding`, and the endpoints the Envoy may have that the snapshot dropped."""
+        if ts.type_url not in (CLUSTER, ENDPOINT):
+            return {}
+        keep = self._holding(snap)
+        if not keep or ts.type_url == CLUSTER:
+            return keep
+        current = snap[ts.type_url].entries
+        return {
+            n: e
+            for n, e in self._envoy_may_have(ts).items()
+            if (ts.wildcard or n in ts.names) and n not in current
+        }
+
     def _plan(self, ts: _TypeStream, snap: Snapshot) -> _Plan:
         tsnap = snap[ts.type_url]
         if ts.wildcard:
             entries: Mapping[str, Entry] = tsnap.entries
         else:
             entries = {n: tsnap.entries[n] for n in sorted(ts.names) if n in tsnap.entries}
-        held: dict[str, Entry] = {}
-        if ts.type_url in (CLUSTER, ENDPOINT) and (ts.sent or ts.acked):
-            keep = self._holding(snap)
-            if keep and ts.type_url == CLUSTER:
-                held = keep
-            elif keep:
-                held = {
-                    n: e
-                    for n, e in self._envoy_may_have(ts).items()
-                    if (ts.wildcard or n in ts.names) and n not in tsnap.entries
-                }
+        held = self._held(ts, snap)
         if not held:
             return _Plan(tsnap.version, entries)
         union = {**entries, **held}
@@ -425,7 +441,7 @@ class _AdsStream:
             if plan.version == ts.envoy_version:
                 ts.sent, ts.acked, ts.version = plan.entries, plan.entries, plan.version
                 ts.sent_wildcard, ts.sent_names = ts.wildcard, ts.names
-                self._registry.record_resumed(self._state, type_url, plan.version)
+                self._registry.record_resumed(self._state, type_url, plan.version, plan.entries)
                 log.debug(
                     "xds resumed %s type=%s version=%s", self._who(), _short(type_url), plan.version
                 )
@@ -456,9 +472,13 @@ class _AdsStream:
         held = cds.sent.keys() - snap[CLUSTER].entries.keys() if cds and cds.sent else ()
         self._state.held_clusters = frozenset(held)
 
+    def _new_nonce(self) -> str:
+        assert self._state is not None
+        return f"{self._nonce_prefix}-{self._state.stream_id}-{next(self._nonces)}"
+
     async def _send(self, ts: _TypeStream, plan: _Plan) -> None:
         assert self._state is not None and self._snapshot is not None
-        nonce = f"{self._nonce_prefix}-{self._state.stream_id}-{next(self._nonces)}"
+        nonce = self._new_nonce()
         response = build_response(
             ts.type_url,
             plan.version,
@@ -473,7 +493,12 @@ class _AdsStream:
         if ts.type_url == CLUSTER:
             self._update_held(self._snapshot)
         self._registry.record_sent(
-            self._state, ts.type_url, version=plan.version, nonce=nonce, resources=len(plan.entries)
+            self._state,
+            ts.type_url,
+            version=plan.version,
+            nonce=nonce,
+            resources=len(plan.entries),
+            entries=plan.entries,
         )
         log.debug(
             "xds push %s type=%s version=%s nonce=%s resources=%d",
@@ -483,7 +508,7 @@ class _AdsStream:
 
 
 class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    """ADS, State of the World. Delta xDS answers UNIMPLEMENTED."""
+    """ADS: State of the World, and Delta (incremental, :mod:`.delta`)."""
 
     def __init__(
         self,
@@ -502,9 +527,13 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         await _AdsStream(self, context).run()
 
     async def DeltaAggregatedResources(self, request_iterator, context) -> None:  # noqa: N802
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not supported: use State-of-the-World ADS"
-        )
+        from .delta import DeltaAdsStream  # built on _AdsStream below: imported late
+
+        await DeltaAdsStream(self, context).run()
+
+
+ServiceAdder = Callable[[grpc.aio.Server], object]
+"""Registers one more servicer on a server, e.g. ``lambda s: add_FooServicer_to_server(x, s)``."""
 
 
 def build_server(
@@ -514,8 +543,12 @@ def build_server(
     address: str = "0.0.0.0:18000",
     control_plane_id: str | None = CONTROL_PLANE_ID,
     credentials: grpc.ServerCredentials | None = None,
+    services: Iterable[tuple[str, ServiceAdder]] = (),
 ) -> grpc.aio.Server:
     """A gRPC server with ADS, health (overall SERVING) and reflection; not started.
+
+    ``services`` are more services on the same port, as (full service name, adder) pairs: the
+    adder registers the servicer and reflection lists the name (the admin API and CSDS).
 
     Create it inside the running event loop. ``SO_REUSEPORT`` is off, so binding a port that is in
     use fails instead of silently sharing it with another process. With ``credentials`` the port
@@ -535,9 +568,11 @@ def build_server(
         AggregatedDiscoveryServicer(cache, registry, control_plane_id=control_plane_id), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    reflection.enable_server_reflection(
-        (ADS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    names = [ADS_SERVICE_NAME, health.SERVICE_NAME]
+    for name, add in services:
+        add(server)
+        names.append(name)
+    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
     if credentials is not None:
         server.add_secure_port(address, credentials)
     else:
