@@ -1,4 +1,5 @@
-"""The ``mirrorplane`` command: serve, run (serve + a local Envoy), echo, translate."""
+"""The ``mirrorplane`` command: serve, run (serve + a local Envoy), echo, translate, and the admin
+API clients nodes, status and snapshot."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import sys
 from pathlib import Path
 
 from . import echo, logs
+from .admin import client as admin_client
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, render_bootstrap
 from .providers.files import FileProvider
-from .serve import ControlPlane
+from .providers.base import Provider
+from .serve import ControlPlane, Extension
 from .tls import TlsFiles
 
 log = logging.getLogger("mirrorplane")
@@ -27,20 +30,81 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", default="text", choices=["text", "json"])
 
 
-def _add_serving(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", type=Path, help="folder (or file) of Gateway API and Service/EndpointSlice YAML, watched")
+def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> None:
+    p.add_argument(
+        "dir",
+        type=Path,
+        nargs="?" if dir_optional else None,
+        help="folder (or file) of Gateway API and Service/EndpointSlice YAML, watched",
+    )
     p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, health, reflection (default 18000)")
     p.add_argument("--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)")
     p.add_argument("--controller-name", default=DEFAULT_CONTROLLER, help="GatewayClass controllerName to serve")
     _add_common(p)
 
 
+def _add_kubernetes(p: argparse.ArgumentParser) -> None:
+    k = p.add_argument_group("Kubernetes (serve --kubernetes instead of DIR)")
+    k.add_argument("--kubernetes", action="store_true", help="watch a cluster's Gateway API objects and write their status")
+    k.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)")
+    k.add_argument(
+        "--gateway-service",
+        metavar="NS/NAME",
+        help="the Envoy fleet's Service: its LoadBalancer ingress (else ClusterIP) becomes Gateway status.addresses",
+    )
+    k.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "mirrorplane-system",
+        help="namespace of the status writer's Lease (default: $POD_NAMESPACE, else mirrorplane-system)",
+    )
+    k.add_argument("--lease-name", default="mirrorplane-status-writer")
+    k.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a standby replica takes over (default 15)")
+    k.add_argument(
+        "--identity",
+        default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        help="this replica's Lease holder identity (default: $POD_NAME)",
+    )
+    k.add_argument("--no-leader-election", action="store_true", help="write status without holding the Lease (one replica only)")
+
+
+def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
+    """The provider (a folder, or the cluster) and what runs beside it (status writer + Lease)."""
+    if not getattr(args, "kubernetes", False):
+        if args.dir is None:
+            raise ValueError("give a folder of YAML to serve, or --kubernetes")
+        return FileProvider(args.dir), []
+    if args.dir is not None:
+        raise ValueError(f"--kubernetes serves a cluster: drop {args.dir}")
+    from .providers.k8s_status import KubernetesStatus
+    from .providers.kubernetes import KubernetesProvider
+    from .providers.leader import LeaseOptions
+
+    service = None
+    if args.gateway_service:
+        ns, _, name = args.gateway_service.partition("/")
+        if not ns or not name:
+            raise ValueError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
+        service = (ns, name)
+    d = args.lease_duration
+    lease = None if args.no_leader_election else LeaseOptions(
+        namespace=args.lease_namespace,
+        name=args.lease_name,
+        identity=args.identity,
+        lease_duration=d,
+        renew_deadline=d * 2 / 3,
+        retry_period=d * 2 / 15,
+    )
+    provider = KubernetesProvider(args.kubeconfig)
+    return provider, [KubernetesStatus(provider, controller_name=args.controller_name, lease=lease, gateway_service=service)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mirrorplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve a folder of YAML to Envoys over ADS")
-    _add_serving(serve)
+    serve = sub.add_parser("serve", help="serve a folder of YAML (or a cluster: --kubernetes) to Envoys over ADS")
+    _add_serving(serve, dir_optional=True)
+    _add_kubernetes(serve)
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate: the xDS port speaks TLS only")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     serve.add_argument("--client-ca", type=Path, help="PEM CA: require client certificates signed by it (mutual TLS)")
@@ -82,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("translate", help="offline: YAML in, Envoy JSON and Gateway API status out")
     tr.add_argument("dir", type=Path)
     tr.add_argument("--controller-name", default=DEFAULT_CONTROLLER)
+
+    admin_client.add_commands(sub)  # nodes, status, snapshot: clients of the admin API
     return parser
 
 
@@ -93,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return _translate(args)
     if args.command == "bootstrap":
         return _bootstrap(args)
+    if args.command in admin_client.COMMANDS:
+        return admin_client.run(args)
     logs.setup(args.log_level, args.log_format)
     try:
         return asyncio.run(_serve(args))
@@ -157,12 +225,14 @@ async def _serve(args: argparse.Namespace) -> int:
         tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
     elif getattr(args, "client_ca", None):
         raise ValueError("--client-ca needs --tls-cert and --tls-key")
+    provider, extensions = _source(args)
     plane = ControlPlane(
-        FileProvider(args.dir),
+        provider,
         xds_port=args.xds_port,
         http_port=args.http_port,
         options=Options(controller_name=args.controller_name),
         tls=tls,
+        extensions=extensions,
     )
     await plane.start()
     tasks = [asyncio.create_task(echo.run_echo(port, name)) for name, port in echos]

@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 import grpc
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .admin.service import admin_services
 from .controller import Controller
 from .gatewayapi.translator import Options
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
+from .store import Store
 from .tls import TlsFiles, server_credentials
 from .xds.cache import SnapshotCache
 from .xds.server import build_server
@@ -24,6 +28,14 @@ from .xds.tracking import NodeRegistry
 from .xds.translator import XdsOptions
 
 log = logging.getLogger("mirrorplane.serve")
+
+
+class Extension(Protocol):
+    """Something that runs beside serving, e.g. the Kubernetes status writer and its Lease."""
+
+    async def start(self, plane: "ControlPlane") -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ControlPlane:
@@ -40,12 +52,16 @@ class ControlPlane:
         options: Options = Options(),
         xds_options: XdsOptions = XdsOptions(),
         tls: TlsFiles | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self.provider = provider
+        self.extensions = list(extensions)
         self.tls = tls
         self.cache = SnapshotCache()
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
+        self.metrics = Metrics(self.registry, self.cache)
+        self.controller.update_listeners.append(self.metrics.on_update)
         self.xds_address = f"{xds_host}:{xds_port}"
         self.http_host, self.http_port = http_host, http_port
         self._grpc: grpc.aio.Server | None = None
@@ -55,11 +71,19 @@ class ControlPlane:
     async def start(self) -> None:
         self.controller.update(await self.provider.start())
         credentials = server_credentials(self.tls) if self.tls else None
-        self._grpc = build_server(self.cache, self.registry, address=self.xds_address, credentials=credentials)
+        self._grpc = build_server(
+            self.cache,
+            self.registry,
+            address=self.xds_address,
+            credentials=credentials,
+            services=admin_services(self.cache, self.registry, lambda: self.controller.statuses),
+        )
         await self._grpc.start()
         if self.http_port is not None:
             await self._start_http()
         self._watch = asyncio.create_task(self._watch_provider(), name="provider-watch")
+        for ext in self.extensions:
+            await ext.start(self)
         log.info(
             "serve.started source=%s xds=%s http=%s gateways=%s",
             self.provider.describe(),
@@ -70,20 +94,30 @@ class ControlPlane:
 
     async def _watch_provider(self) -> None:
         try:
-            await self.provider.watch(self.controller.update)
+            await self.provider.watch(self._on_provider_change)
         except asyncio.CancelledError:
             raise
         except Exception:  # the watcher dying must be loud, but must not take ADS down
             log.exception("provider.watch_failed source=%s (config is frozen at its last good state)", self.provider.describe())
 
+    def _on_provider_change(self, store: Store) -> None:
+        self.metrics.on_provider_event()
+        self.controller.update(store)
+
     async def _start_http(self) -> None:
         app = web.Application()
-        app.router.add_get("/healthz", lambda _: web.Response(text="ok\n"))
+        app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", lambda _: web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST}))
+        app.router.add_get("/metrics", self._metrics)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         await web.TCPSite(self._http, self.http_host, self.http_port).start()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.controller.translations == 0:
@@ -95,6 +129,8 @@ class ControlPlane:
         each Envoy's reconnect to another replica: by default they are closed at once (Envoy keeps
         serving its config meanwhile and reconnects after its short retry backoff)."""
         log.info("serve.stopping streams=%d", len(self.registry.streams()))
+        for ext in reversed(self.extensions):
+            await ext.stop()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
