@@ -243,7 +243,6 @@ async def _serve(args: argparse.Namespace) -> int:
             if not envoys:
                 return 1
         await stop.wait()
-        log.info("serve.stopping")
         return 0
     finally:
         for envoy in envoys:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
+from .gatewayapi.refs import with_current_endpoints
 from .gatewayapi.status import StatusKey, stamp
-from .gcpause import paused_gc
 from .gatewayapi.translator import Options, Translation, translate
+from .gcpause import paused_gc
 from .ir import GatewayIR
 from .store import Store
 from .xds.cache import SnapshotCache
-from .xds.translator import XdsOptions, build_resources
+from .xds.resources import Resources
+from .xds.translator import XdsOptions, build_resources, load_assignment
 
 log = logging.getLogger("mirrorplane.controller")
 
@@ -39,14 +43,71 @@ class Controller:
         self.status_listeners: list[Callable[[dict[StatusKey, dict[str, Any]]], None]] = []
         # Called with (seconds the update took, objects whose conditions changed): the metrics.
         self.update_listeners: list[Callable[[float, int], None]] = []
+        # The last full translation, its input and its resources: the endpoint-only fast path
+        # starts from them.
+        self.endpoint_updates = 0
+        self._store: Store | None = None
+        self._last: Translation | None = None
+        self._resources: dict[str, Resources] = {}
+
+    def _endpoints_only(self, store: Store) -> Translation | None:
+        """When only EndpointSlices changed, update just the endpoints of the backends they feed.
+
+        Routes, listeners, clusters and every condition are the same as a full translation would
+        give (nothing there depends on endpoints), so only ClusterLoadAssignments are rebuilt and
+        re-serialized. Returns None, for a full translation, whenever that is not certain.
+        """
+        if self._store is None or self._last is None:
+            return None
+        changed = self._store.changed(store)
+        if set(changed) != {"endpointslices"}:
+            return None
+        services = set()
+        for key in changed["endpointslices"]:
+            for slice_ in (self._store.endpointslices.get(key), store.endpointslices.get(key)):
+                if slice_ is not None and (name := slice_.metadata.labels.get("kubernetes.io/service-name")):
+                    services.add((slice_.namespace, name))
+        gateways, updates = dict(self._last.gateways), {}
+        for key, gateway in self._last.gateways.items():
+            backends, claims = list(gateway.backends), {}
+            for i, backend in enumerate(backends):
+                if backend.service is None or backend.service[:2] not in services:
+                    continue
+                fresh = with_current_endpoints(store, backend)
+                if fresh.discovery != "eds" or backend.discovery != "eds":
+                    return None  # a DNS cluster carries its endpoints inside the cluster
+                if fresh != backend:
+                    backends[i] = fresh
+                    claims[fresh.name] = load_assignment(fresh)
+            if claims:
+                gateways[key] = replace(gateway, backends=tuple(backends))
+                old = self._resources[key]
+                updates[key] = replace(old, endpoints=MappingProxyType({**old.endpoints, **claims}))
+        for key, resources in updates.items():
+            self.cache.set(key, resources)
+        self._resources.update(updates)
+        self._last = Translation(gateways, self._last.statuses)
+        self.gateways = gateways
+        return self._last
 
     def update(self, store: Store) -> Translation:
         started = time.perf_counter()
+        fast = self._endpoints_only(store)
+        if fast is not None:
+            self._store = store
+            self.translations += 1
+            self.endpoint_updates += 1
+            seconds = time.perf_counter() - started
+            log.info("translate.endpoints_only gateways=%d seconds=%.4f", len(fast.gateways), seconds)
+            for on_update in self.update_listeners:
+                on_update(seconds, 0)
+            return fast
         with paused_gc():
             result = translate(store, self.options)
             built = {key: build_resources(gateway, self.xds_options) for key, gateway in result.gateways.items()}
         for key, resources in built.items():
             self.cache.set(key, resources)
+        self._store, self._last, self._resources = store, result, built
         for gone in set(self.cache.gateways()) - set(result.gateways):
             self.cache.remove(gone)
             log.info("gateway.removed gateway=%s", gone)

@@ -27,6 +27,9 @@ class Backend:
     discovery: Literal["eds", "dns"] = "eds"
     # "h2c": HTTP/2 over cleartext to the upstream (Service appProtocol kubernetes.io/h2c).
     protocol: Literal["http1", "h2c"] = "http1"
+    # (namespace, name, port) of the Service whose EndpointSlices feed it; None when none do
+    # (ExternalName). Lets an EndpointSlice change update just this backend's endpoints.
+    service: tuple[str, str, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,19 @@ class Store:
             buckets[fname][key] = obj
         return cls(**{f: MappingProxyType(b) for f, b in buckets.items()})
 
+    def changed(self, other: "Store") -> dict[str, set[Any]]:
+        """Per field (``"services"``, ``"endpointslices"``, ...), the keys whose object differs
+        between the two stores: added, removed or changed. Objects compare by content."""
+        out: dict[str, set[Any]] = {}
+        for fname in _FIELD_BY_KIND.values():
+            mine, theirs = getattr(self, fname), getattr(other, fname)
+            if mine is theirs:
+                continue
+            keys = {k for k in mine.keys() | theirs.keys() if mine.get(k) is not theirs.get(k) and mine.get(k) != theirs.get(k)}
+            if keys:
+                out[fname] = keys
+        return out
+
     def objects(self) -> Iterable[K8sObject[Any]]:
         for fname in _FIELD_BY_KIND.values():
             yield from getattr(self, fname).values()

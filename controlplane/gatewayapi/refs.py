@@ -8,7 +8,7 @@ stats count mirrored traffic apart from primary traffic.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..ir import Backend, Endpoint
@@ -123,7 +123,26 @@ def resolve_backend(
             + ", ".join(sorted(APP_PROTOCOLS)),
         )
     endpoints, discovery = _endpoints(store, namespace, name, service_port)
-    return Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, discovery, protocol), None
+    backend = Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, discovery, protocol, (namespace, name, port))
+    return backend, None
+
+
+def with_current_endpoints(store: Store, backend: Backend) -> Backend:
+    """The backend with its Service's endpoints as ``store`` has them now.
+
+    For the endpoint-only fast path: the caller knows the Service itself did not change, so the
+    reference is still resolved exactly as it was; only the EndpointSlices are read again.
+    """
+    if backend.service is None:
+        return backend
+    namespace, name, port = backend.service
+    service = store.services.get((namespace, name))
+    spec: dict[str, Any] = service.spec if service is not None else {}  # type: ignore[assignment]
+    service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
+    if service_port is None:
+        return backend
+    endpoints, discovery = _endpoints(store, namespace, name, service_port)
+    return replace(backend, endpoints=endpoints, discovery=discovery)  # type: ignore[arg-type]
 
 
 def _endpoints(store: Store, namespace: str, service: str, service_port: dict[str, Any]) -> tuple[tuple[Endpoint, ...], str]:

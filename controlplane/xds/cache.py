@@ -25,7 +25,7 @@ import hashlib
 import logging
 import struct
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from google.protobuf.message import Message
@@ -119,23 +119,35 @@ class Snapshot:
     gateway: str
     version: str
     types: Mapping[str, TypeSnapshot]
+    # The messages this snapshot was built from: a later build reuses the serialized entry of any
+    # message object it is handed again (translators never mutate a message once built).
+    resources: Resources | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def build(cls, gateway: str, resources: Resources) -> "Snapshot":
+    def build(cls, gateway: str, resources: Resources, previous: "Snapshot | None" = None) -> "Snapshot":
         """Serialize every resource once and compute content versions.
 
         Serialization is deterministic (see :func:`serialize`), so versions do not depend on map
-        insertion order or on the process.
+        insertion order or on the process. With ``previous``, a message object that was already
+        in it is not serialized again: an endpoint-only change re-serializes only endpoints.
 
         Raises ``ValueError`` if a message is not of the type its dict stands for, or if its
         own name (``name``, or ``cluster_name`` for endpoints) differs from its key: Envoy
         matches resources by the name inside the message, so either is a translator bug.
         """
         types: dict[str, TypeSnapshot] = {}
+        before = previous.resources if previous is not None else None
         for type_url, messages in resources.items():
+            if before is not None and before.by_type(type_url) is messages:
+                types[type_url] = previous.types[type_url]  # type: ignore[union-attr]
+                continue
+            known = before.by_type(type_url) if before is not None else {}
             expected = type_url.rsplit("/", 1)[1]
             entries: dict[str, Entry] = {}
             for name, message in messages.items():
+                if known.get(name) is message:
+                    entries[name] = previous.types[type_url].entries[name]  # type: ignore[union-attr]
+                    continue
                 full_name = message.DESCRIPTOR.full_name
                 if full_name != expected:
                     raise ValueError(
@@ -156,7 +168,7 @@ class Snapshot:
                 entries=MappingProxyType(ordered),
             )
         overall = content_version((t, types[t].version.encode()) for t in PUSH_ORDER)
-        return cls(gateway=gateway, version=overall, types=MappingProxyType(types))
+        return cls(gateway=gateway, version=overall, types=MappingProxyType(types), resources=resources)
 
     def __getitem__(self, type_url: str) -> TypeSnapshot:
         return self.types[type_url]
@@ -203,8 +215,8 @@ class SnapshotCache:
         If the content is unchanged, the stored snapshot object is kept and returned, and no
         stream is woken.
         """
-        new = Snapshot.build(gateway, resources)
         old = self._snapshots.get(gateway)
+        new = Snapshot.build(gateway, resources, previous=old)
         if old is not None and old.version == new.version:
             log.debug("snapshot unchanged gateway=%s version=%s", gateway, old.version)
             return old

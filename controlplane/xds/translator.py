@@ -59,7 +59,7 @@ def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -
     for backend in gateway.backends:
         clusters[backend.name] = _cluster(backend, options)
         if backend.discovery == "eds":
-            endpoints[backend.name] = _load_assignment(backend)
+            endpoints[backend.name] = load_assignment(backend)
     listeners, routes = {}, {}
     for listener in gateway.listeners:
         listeners[listener.name] = _listener(listener, options)
@@ -129,13 +129,14 @@ def _cluster(backend: ir.Backend, options: XdsOptions) -> cluster_pb2.Cluster:
     else:
         cluster.type = cluster_pb2.Cluster.STRICT_DNS
         cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
-        cluster.load_assignment.CopyFrom(_load_assignment(backend))
+        cluster.load_assignment.CopyFrom(load_assignment(backend))
     if backend.protocol == "h2c":
         cluster.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(_H2C_OPTIONS)
     return cluster
 
 
-def _load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
+def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
+    """One backend's endpoints (also used alone by the controller's endpoint-only fast path)."""
     lb_endpoints = [
         endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=_socket(e.host, e.port)))
         for e in backend.endpoints
