@@ -13,11 +13,12 @@ import socket
 import sys
 from pathlib import Path
 
-from . import echo, logs
+from . import certs, echo, logs
 from .admin import client as admin_client
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, render_bootstrap
 from .providers.files import FileProvider
+from .providers.kubeapi import ApiError, KubeApi
 from .providers.base import Provider
 from .serve import ControlPlane, Extension
 from .tls import TlsFiles
@@ -143,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-key", help="mutual TLS: this Envoy's private key file")
     boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
 
+    certs = sub.add_parser(
+        "certs", help="issue a CA, the control plane's certificate and the Envoys' client certificate for mTLS (idempotent)"
+    )
+    certs.add_argument(
+        "--server-name", action="append", required=True, help="a DNS name or IP Envoys reach the control plane by (repeatable)"
+    )
+    where = certs.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="write DIR/server/{ca.crt,tls.crt,tls.key} and DIR/envoy/...")
+    where.add_argument("--kubernetes", action="store_true", help="create two kubernetes.io/tls Secrets instead")
+    certs.add_argument("--kubeconfig", type=Path, help="with --kubernetes: a kubeconfig (default: in-cluster config)")
+    certs.add_argument("--namespace", default="mirrorplane-system", help="with --kubernetes: where the Secrets go")
+    certs.add_argument("--server-secret", default="mirrorplane-xds-server")
+    certs.add_argument("--client-secret", default="mirrorplane-xds-envoy")
+
     tr = sub.add_parser("translate", help="offline: YAML in, Envoy JSON and Gateway API status out")
     tr.add_argument("dir", type=Path)
     tr.add_argument("--controller-name", default=DEFAULT_CONTROLLER)
@@ -159,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         return _translate(args)
     if args.command == "bootstrap":
         return _bootstrap(args)
+    if args.command == "certs":
+        try:
+            return asyncio.run(_certs(args))
+        except (OSError, ValueError, ApiError) as exc:
+            print(f"mirrorplane: error: {exc}", file=sys.stderr)
+            return 1
     if args.command in admin_client.COMMANDS:
         return admin_client.run(args)
     logs.setup(args.log_level, args.log_format)
@@ -201,6 +222,21 @@ def _bootstrap(args: argparse.Namespace) -> int:
         args.output.write_text(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+async def _certs(args: argparse.Namespace) -> int:
+    if args.out:
+        server, envoy, created = certs.ensure_folder(args.out, args.server_name)
+        print(f"{'issued' if created else 'kept existing'}: {server}/ and {envoy}/ (ca.crt, tls.crt, tls.key)")
+        return 0
+    api = await KubeApi.connect(args.kubeconfig)
+    try:
+        created = await certs.ensure_secrets(api, args.namespace, args.server_name, args.server_secret, args.client_secret)
+    finally:
+        await api.close()
+    verb = "created" if created else "kept existing"
+    print(f"{verb}: Secrets {args.namespace}/{args.server_secret} and {args.namespace}/{args.client_secret}")
     return 0
 
 

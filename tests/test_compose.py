@@ -93,7 +93,7 @@ def test_compose_file_follows_the_compose_specification():
     doc = load_compose()
     spec = PyCompose.from_yaml(yaml.safe_dump({k: v for k, v in doc.items() if not k.startswith("x-")}))
     spec.validate()  # every named volume a service uses is declared
-    assert sorted(spec.service_names()) == ["controlplane", "envoy", "envoy-bootstrap", "pipy", "pipy-mirror"]
+    assert sorted(spec.service_names()) == ["certs", "controlplane", "envoy", "envoy-bootstrap", "pipy", "pipy-mirror"]
 
 
 def test_compose_spec_check_bites():
@@ -120,7 +120,7 @@ def test_mirrorplane_services_use_the_image_built_here_and_real_flags():
         if svc.get("image") == IMAGE:
             assert svc["build"] == "."
             args = parsed(name)  # argparse exits (SystemExit) on a flag the CLI does not have
-            assert args.command in {"serve", "bootstrap", "echo"}, name
+            assert args.command in {"serve", "bootstrap", "echo", "certs"}, name
 
 
 def test_control_plane_serves_the_mounted_manifests_on_its_published_ports():
@@ -152,9 +152,20 @@ def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path
         "controlplane": {"condition": "service_healthy"},
     }
 
-    # What the init step writes is a bootstrap this Envoy version accepts.
+    # What the init step writes is a bootstrap this Envoy version accepts, with the certificates
+    # the certs step issues (issued for real here, into a temp folder standing for the volume).
+    certs_args = parsed("certs")
+    certs_root = PurePosixPath(str(certs_args.out))
+    local = tmp_path / "certs"
+    subprocess.run([*MIRRORPLANE, "certs", "--server-name", "controlplane", "--out", str(local)], check=True, timeout=30)
+    assert serve.tls_cert and serve.client_ca and PurePosixPath(str(serve.tls_cert)).is_relative_to(certs_root)
+    for path in (boot.xds_ca, boot.xds_cert, boot.xds_key, serve.tls_cert, serve.tls_key, serve.client_ca):
+        assert (local / PurePosixPath(str(path)).relative_to(certs_root)).is_file(), path
+    assert boot.xds_sni in certs_args.server_name
+    for name in ("controlplane", "envoy"):  # the bootstrap step only writes the paths down
+        assert mounts(name).get(str(certs_root)) == mounts("certs")[str(certs_root)], name
     rendered = tmp_path / out.name
-    argv = [*services()["envoy-bootstrap"]["command"]]
+    argv = [a.replace(str(certs_root), str(local)) for a in services()["envoy-bootstrap"]["command"]]
     argv[argv.index("--output") + 1] = str(rendered)
     subprocess.run([*MIRRORPLANE, *argv], check=True, timeout=30)
     check = subprocess.run([envoy_binary(), "--mode", "validate", "--disable-hot-restart", "-c", str(rendered)], capture_output=True, text=True, timeout=60)
@@ -284,9 +295,12 @@ def test_docker_compose_up_serves_the_quick_start_curl():
             text = logs(service)
             assert '"method": "POST"' in text and "Echoing back request made to / to client" in text, service
 
+        # The xDS port is mutual TLS: ask from inside, with the certificates the certs step issued.
         nodes = subprocess.run(
-            [*MIRRORPLANE, "nodes", "--server", "127.0.0.1:18000", "-o", "json"], capture_output=True, text=True, timeout=30
-        )
+            [*compose, "exec", "-T", "controlplane", "mirrorplane", "nodes", "--server", "controlplane:18000",
+             "--cacert", "/certs/server/ca.crt", "--cert", "/certs/envoy/tls.crt", "--key", "/certs/envoy/tls.key", "-o", "json"],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
         [node] = json.loads(nodes.stdout)["nodes"]
         assert node["node_id"] == "compose-envoy" and all(t["acked_version"] == t["sent_version"] for t in node["types"])
     finally:
