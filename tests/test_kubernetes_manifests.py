@@ -195,3 +195,37 @@ def test_examples_translate_to_a_mirrored_route_under_the_installed_gateway_clas
     assert conditions == {"Accepted": "True", "ResolvedRefs": "True"}
     envoy = json.dumps(resources_to_json(build_resources(result.gateways["server/simple-gateway"], XdsOptions())))
     assert "request_mirror_policies" in envoy and "pipy-mirror" in envoy
+
+
+def _mounted_secret(deployment: dict[str, Any], container: dict[str, Any], path: str) -> str:
+    """The Secret behind the volume under which ``path`` is mounted in ``container``."""
+    mounts = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))  # the innermost mount holds the file
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    return volumes[mount["name"]]["secret"]["secretName"]
+
+
+def test_xds_is_mutual_tls_with_the_certificates_the_certgen_job_issues() -> None:
+    job = _find(INSTALL, "Job", "mirrorplane-certgen")
+    certgen = build_parser().parse_args(job["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert certgen.command == "certs" and certgen.kubernetes and certgen.namespace == "mirrorplane-system"
+
+    plane = _find(INSTALL, "Deployment", "mirrorplane")
+    serve_container = _container(plane, "mirrorplane")
+    serve = build_parser().parse_args(serve_container["args"])
+    for path in (serve.tls_cert, serve.tls_key, serve.client_ca):
+        assert _mounted_secret(plane, serve_container, str(path)) == certgen.server_secret
+
+    fleet = _find(INSTALL, "Deployment", "envoy")
+    boot = build_parser().parse_args(_container(fleet, "bootstrap", init=True)["args"])
+    envoy = _container(fleet, "envoy")
+    for path in (boot.xds_ca, boot.xds_cert, boot.xds_key):
+        assert _mounted_secret(fleet, envoy, path) == certgen.client_secret  # read by Envoy, not the init step
+    assert boot.xds_sni in certgen.server_name and boot.xds_host in certgen.server_name
+
+    role = _find(INSTALL, "Role", "mirrorplane-certgen")["rules"]
+    for name in (certgen.server_secret, certgen.client_secret):
+        assert _allowed(role, "", "secrets", "get", name)
+    assert _allowed(role, "", "secrets", "create")
+    assert not _allowed(role, "", "secrets", "get", "another-secret")
+    assert {v for r in role for v in r["verbs"]} == {"get", "create"}

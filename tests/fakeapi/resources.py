@@ -89,6 +89,7 @@ BUILTIN: tuple[Resource, ...] = (
     _core("endpoints", "Endpoints", short=("ep",)),
     _core("events", "Event", short=("ev",)),
     Resource("apps", ("v1",), "deployments", "Deployment", True, ("deploy",), True),
+    Resource("batch", ("v1",), "jobs", "Job", True, (), True),
     Resource("discovery.k8s.io", ("v1",), "endpointslices", "EndpointSlice", True),
     Resource("coordination.k8s.io", ("v1",), "leases", "Lease", True),
     Resource("rbac.authorization.k8s.io", ("v1",), "clusterroles", "ClusterRole", False),
