@@ -1,6 +1,6 @@
 """Translate and serialize N mirrored HTTPRoutes, phase by phase.
 
-    python -m benchmarks.translate [N ...]        (default: 1000 10000)
+    python -m benchmarks.translate [N ...]        (default: 100 1000 10000)
 
 Phases: validate (CRD schema + CEL, as the file provider does), translate (Gateway API → IR),
 build (IR → Envoy protobuf), serialize (the snapshot: every resource once, hashed). The baseline
@@ -54,7 +54,7 @@ def run(n: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    for n in [int(a) for a in argv] or [1000, 10000]:
+    for n in [int(a) for a in argv] or [100, 1000, 10000]:
         run(n)
 
 
