@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
 import support
+from e2e import Stack, start_stack
 
 
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     """Factory: ``free_port()`` returns a free TCP port on 127.0.0.1."""
     return support.free_port
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """The seed scenario live (tests/e2e.py): echo backends, the control plane, a real Envoy."""
+    s = await start_stack(tmp_path)
+    try:
+        yield s
+    finally:
+        await s.exits.aclose()

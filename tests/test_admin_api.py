@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,7 +19,7 @@ from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.translator import build_resources
 from admin_support import GRPCURL, NACK_MESSAGE, grpcurl, grpcurl_argv, push_rejected_route, target, wait_all_acked
-from e2e import GATEWAY, LOCAL, Stack, start_stack
+from e2e import GATEWAY, LOCAL, Stack
 from support import free_port, wait_until
 
 ADMIN = "mirrorplane.admin.v1.Admin"
@@ -37,14 +35,6 @@ async def run(stack: Stack, *args: str, data: dict[str, Any] | None = None) -> s
 async def call(stack: Stack, method: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
     return json.loads(await run(stack, method, data=data or {}))
 
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = await start_stack(tmp_path)
-    try:
-        yield s
-    finally:
-        await s.exits.aclose()
 
 
 def test_grpcurl_is_installed():

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from e2e import Stack, start_stack
+from e2e import Stack
 from support import wait_until
 from test_e2e_mirror import ROUTE_HEAD, rule
 
@@ -37,14 +35,6 @@ spec:
       port: 8080
 """
 
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = await start_stack(tmp_path)
-    try:
-        yield s
-    finally:
-        await s.exits.aclose()
 
 
 async def mirrored(stack: Stack, prefix: str = "/") -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -50,14 +49,6 @@ def rule(path: str, *filters: str) -> str:
         out += "    filters:\n" + "".join(filters)
     return out + PRIMARY
 
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = await start_stack(tmp_path)
-    try:
-        yield s
-    finally:
-        await s.exits.aclose()
 
 
 async def test_seed_post_is_answered_by_primary_and_mirrored_byte_for_byte(stack: Stack) -> None:
