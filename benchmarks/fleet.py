@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.cache import SnapshotCache
@@ -44,7 +45,6 @@ from controlplane.xds.simfleet import fleet_resources, gateway_name
 from controlplane.xds.tracking import NodeRegistry
 
 from . import workload
-from .push_latency import _free_port
 
 PER_PROCESS = 1000
 FILE_GATEWAY = f"{workload.NAMESPACE}/gw"
@@ -66,7 +66,7 @@ class Server:
     def __init__(self, gateways: int, services: int) -> None:
         self.gateways, self.services = gateways, services
         self.cache, self.registry = SnapshotCache(), NodeRegistry()
-        self.port = _free_port()
+        self.port = free_port()
         self.server = build_server(self.cache, self.registry, address=f"127.0.0.1:{self.port}")
         self.generation = 0
 
@@ -204,7 +204,7 @@ async def latency(clients: int, gateways: int, rounds: int, delta: bool, service
 
 async def file_latency(clients: int, rounds: int, delta: bool, routes: int) -> None:
     """The whole path: an EndpointSlice file saved → FileProvider → translation → cache → ADS."""
-    xds_port = _free_port()
+    xds_port = free_port()
     base = [o for o in workload.objects(routes) if o["metadata"]["name"] != "svc-0-1"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

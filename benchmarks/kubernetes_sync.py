@@ -24,11 +24,12 @@ from aiohttp import web
 
 from controlplane.echo import build_app
 from controlplane.localenvoy import LocalEnvoy
+from controlplane.ports import free_port
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.translator import XdsOptions
 
-from .push_latency import GATEWAY, _free_port, _until_served
+from .push_latency import GATEWAY, _until_served
 from .workload import objects, route
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -45,7 +46,7 @@ async def initial_sync(n_routes: int) -> None:
     with FakeApiServer() as api, tempfile.TemporaryDirectory() as tmp:
         _fill(api, objects(n_routes))
         kubeconfig = api.write_kubeconfig(Path(tmp) / "kubeconfig")
-        plane = ControlPlane(KubernetesProvider(Path(kubeconfig)), xds_host="127.0.0.1", xds_port=_free_port(), http_port=None)
+        plane = ControlPlane(KubernetesProvider(Path(kubeconfig)), xds_host="127.0.0.1", xds_port=free_port(), http_port=None)
         started = time.perf_counter()
         store = await plane.provider.start()
         listed = time.perf_counter()
@@ -61,7 +62,7 @@ async def initial_sync(n_routes: int) -> None:
 
 
 async def apply_to_served(n_routes: int, rounds: int) -> None:
-    echo_port, gw_port, xds_port = _free_port(), _free_port(), _free_port()
+    echo_port, gw_port, xds_port = free_port(), free_port(), free_port()
     runner = web.AppRunner(build_app(name="backend", out=open("/dev/null", "w")), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", echo_port).start()

@@ -20,11 +20,10 @@ from pathlib import Path
 import aiohttp
 
 from controlplane.localenvoy import LocalEnvoy
+from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.translator import XdsOptions
-
-from .push_latency import _free_port
 
 GATEWAY = "server/simple-gateway"
 LOCAL = Path(__file__).resolve().parent.parent / "manifests" / "local"
@@ -64,7 +63,7 @@ def _route(mirror: bool) -> str:
 
 
 async def run(requests: int, concurrency: int) -> None:
-    ports = {n: _free_port() for n in ("gw", "pipy", "mirror", "xds")}
+    ports = {n: free_port() for n in ("gw", "pipy", "mirror", "xds")}
     backends = {
         "pipy": await _spawn("-m", "controlplane.echo", "--port", str(ports["pipy"]), "--name", "pipy"),
         "mirror": await _spawn("-m", "controlplane.echo", "--port", str(ports["mirror"]), "--name", "pipy-mirror"),

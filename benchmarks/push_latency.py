@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import tempfile
 import time
@@ -26,6 +25,7 @@ from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.translator import translate
 from controlplane.localenvoy import LocalEnvoy
+from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.store import Store
@@ -34,12 +34,6 @@ from controlplane.xds.translator import XdsOptions, build_resources
 from .workload import NAMESPACE, objects, route
 
 GATEWAY = f"{NAMESPACE}/gw"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _until_served(session: aiohttp.ClientSession, url: str, host: str, started: float) -> float:
@@ -54,7 +48,7 @@ async def _until_served(session: aiohttp.ClientSession, url: str, host: str, sta
 
 
 async def run(n_routes: int, rounds: int) -> None:
-    echo_port, gw_port, xds_port = _free_port(), _free_port(), _free_port()
+    echo_port, gw_port, xds_port = free_port(), free_port(), free_port()
     runner = web.AppRunner(build_app(name="backend", out=open("/dev/null", "w")), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", echo_port).start()
