@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .gatewayapi.refs import with_current_endpoints
+from .gatewayapi.rules import RouteMemo
 from .gatewayapi.status import StatusKey, stamp
 from .gatewayapi.translator import Options, Translation, translate
 from .gcpause import paused_gc
@@ -26,6 +27,9 @@ from .xds.resources import Resources
 from .xds.translator import XdsOptions, build_resources, load_assignment
 
 log = logging.getLogger("mirrorplane.controller")
+
+# What an HTTPRoute's references resolve to: a change to any of these recompiles every route.
+_REFERENCED_KINDS = {"services", "endpointslices", "referencegrants", "namespaces", "secrets"}
 
 # Conditions whose "good" value is False.
 _NEGATIVE_POLARITY = {"Conflicted", "PartiallyInvalid"}
@@ -49,18 +53,24 @@ class Controller:
         self._store: Store | None = None
         self._last: Translation | None = None
         self._resources: dict[str, Resources] = {}
+        self._memo = RouteMemo()
+        self._unstamped: dict[StatusKey, dict[str, Any]] = {}  # the statuses as translated, before stamping
 
-    def _endpoints_only(self, store: Store) -> Translation | None:
+    def _build(self, key: str, gateway: GatewayIR) -> Resources:
+        """A Gateway's Envoy resources; the previous ones when its IR did not change (a route
+        change on another Gateway rebuilds nothing here)."""
+        if self._last is not None and key in self._resources and self._last.gateways.get(key) == gateway:
+            return self._resources[key]
+        return build_resources(gateway, self.xds_options)
+
+    def _endpoints_only(self, store: Store, changed: dict[str, set[Any]] | None) -> Translation | None:
         """When only EndpointSlices changed, update just the endpoints of the backends they feed.
 
         Routes, listeners, clusters and every condition are the same as a full translation would
         give (nothing there depends on endpoints), so only ClusterLoadAssignments are rebuilt and
         re-serialized. Returns None, for a full translation, whenever that is not certain.
         """
-        if self._store is None or self._last is None:
-            return None
-        changed = self._store.changed(store)
-        if set(changed) != {"endpointslices"}:
+        if changed is None or self._store is None or self._last is None or set(changed) != {"endpointslices"}:
             return None
         services = set()
         for key in changed["endpointslices"]:
@@ -92,7 +102,10 @@ class Controller:
 
     def update(self, store: Store) -> Translation:
         started = time.perf_counter()
-        fast = self._endpoints_only(store)
+        changed = self._store.changed(store) if self._store is not None else None
+        if changed is None or changed.keys() & _REFERENCED_KINDS:
+            self._memo.invalidate()  # what routes resolve to may differ: compile every route again
+        fast = self._endpoints_only(store, changed)
         if fast is not None:
             self._store = store
             self.translations += 1
@@ -103,15 +116,16 @@ class Controller:
                 on_update(seconds, 0)
             return fast
         with paused_gc():
-            result = translate(store, self.options)
-            built = {key: build_resources(gateway, self.xds_options) for key, gateway in result.gateways.items()}
+            result = translate(store, self.options, self._memo)
+            built = {key: self._build(key, gateway) for key, gateway in result.gateways.items()}
         for key, resources in built.items():
             self.cache.set(key, resources)
         self._store, self._last, self._resources = store, result, built
         for gone in set(self.cache.gateways()) - set(result.gateways):
             self.cache.remove(gone)
             log.info("gateway.removed gateway=%s", gone)
-        changed = self._record_statuses(result.statuses)
+        with paused_gc():
+            changed = self._record_statuses(result.statuses)
         for listener in self.status_listeners:
             listener(self.statuses)
         self.gateways = result.gateways
@@ -129,11 +143,14 @@ class Controller:
         changed = 0
         for key, body in statuses.items():
             old = self.statuses.get(key)
+            if old is not None and self._unstamped.get(key) == body:
+                fresh[key] = old  # the same status as before: nothing to stamp or log
+                continue
             fresh[key] = stamp(body, old, now)
             if old is None or _summary(old) != _summary(body):
                 _log_status(key, body)
                 changed += 1
-        self.statuses = fresh
+        self.statuses, self._unstamped = fresh, statuses
         return changed
 
 

@@ -77,3 +77,68 @@ def test_any_other_change_takes_the_full_path() -> None:
     controller.update(store)
     assert controller.endpoint_updates == 0
     assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+
+
+def _replace(store: Store, doc: dict[str, Any]) -> Store:
+    """The same store (the same objects) with one object replaced, as a provider builds it."""
+    new = from_dict(schema.validate(doc))
+    return Store.from_objects([*(o for o in store.objects() if o.key != new.key), new])
+
+
+def _two_gateways(n: int) -> list[dict[str, Any]]:
+    docs = objects(n)
+    gw2 = copy.deepcopy(next(d for d in docs if d["kind"] == "Gateway"))
+    gw2["metadata"]["name"] = "gw2"
+    other = copy.deepcopy(docs[-1])
+    other["metadata"]["name"] = "on-gw2"
+    other["spec"]["parentRefs"] = [{"name": "gw2"}]
+    return [*docs, gw2, other]
+
+
+def test_a_route_change_recompiles_that_route_only_and_matches_a_full_translation() -> None:
+    docs = _two_gateways(300)
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    gw2_resources = controller._resources[f"{NAMESPACE}/gw2"]
+    hits, misses = controller._memo.hits, controller._memo.misses
+
+    changed = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "route-7"))
+    changed["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] = 42
+    store = _replace(store, changed)
+    controller.update(store)
+    assert controller._memo.misses - misses == 1, "only the changed route is compiled again"
+    assert controller._memo.hits - hits == 300, "every other route is reused"
+    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+    assert controller._resources[f"{NAMESPACE}/gw2"] is gw2_resources, "the other Gateway is not rebuilt"
+
+
+def test_a_service_change_recompiles_every_route() -> None:
+    docs = objects(50)
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    misses = controller._memo.misses
+    service = copy.deepcopy(next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "svc-3"))
+    service["spec"]["ports"].append({"port": 9090})
+    store = _replace(store, service)
+    controller.update(store)
+    assert controller._memo.misses - misses == 50
+    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+
+
+def test_after_an_endpoint_update_a_route_change_keeps_the_new_endpoints() -> None:
+    docs = objects(20)
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    slice_doc = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "svc-2-1"))
+    slice_doc["endpoints"].append({"addresses": ["127.0.0.22"]})
+    store = _replace(store, slice_doc)
+    controller.update(store)
+    assert controller.endpoint_updates == 1
+    route = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "route-5"))
+    route["spec"]["hostnames"] = ["changed.example.com"]
+    store = _replace(store, route)
+    controller.update(store)
+    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]

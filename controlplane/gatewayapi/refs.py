@@ -69,6 +69,8 @@ class BackendResolver:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.backends: dict[str, Backend] = {}
+        # While set, every backend resolved is also noted here: what one route uses (RouteMemo).
+        self.touched: dict[str, Backend] | None = None
         self._memo: dict[tuple[Any, ...], tuple[Backend | None, RefProblem | None]] = {}
 
     def resolve(self, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False) -> tuple[Backend | None, RefProblem | None]:
@@ -78,6 +80,8 @@ class BackendResolver:
             found = self._memo[key] = resolve_backend(self.store, route, ref, mirror=mirror)
             if found[0] is not None:
                 self.backends[found[0].name] = found[0]
+        if self.touched is not None and found[0] is not None:
+            self.touched[found[0].name] = found[0]
         return found
 
 

@@ -7,7 +7,7 @@ what depends on the listener (a redirect's default port and scheme) is finished 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import ir
 from .filters import PREFIX, RuleFilters, rule_filters
@@ -32,7 +32,49 @@ class Rule:
     direct_status: int | None
 
 
-def route_rules(resolver: BackendResolver, route: HTTPRoute) -> tuple[list[Rule], list[RefProblem], dict[int, str]]:
+Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
+
+
+@dataclass
+class RouteMemo:
+    """The compiled rules of each HTTPRoute, kept from one translation to the next.
+
+    A route's rules depend only on the route and on what its references resolve to (Services,
+    EndpointSlices, ReferenceGrants). So while those are unchanged (the caller calls
+    :meth:`invalidate` when they change), an HTTPRoute object seen before is not compiled
+    again: a change to one route recompiles that route only.
+    """
+
+    entries: dict[tuple[str, str], tuple[HTTPRoute, Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def invalidate(self) -> None:
+        self.entries.clear()
+
+    def compile(self, resolver: BackendResolver, route: HTTPRoute) -> Compiled:
+        key = (route.namespace, route.name)
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] is route:
+            self.hits += 1
+            resolver.backends.update(hit[2])
+            return hit[1]
+        self.misses += 1
+        resolver.touched = {}
+        try:
+            compiled = route_rules(resolver, route)
+            self.entries[key] = (route, compiled, resolver.touched)
+        finally:
+            resolver.touched = None
+        return compiled
+
+    def keep_only(self, keys: set[tuple[str, str]]) -> None:
+        """Forget routes that are gone."""
+        for key in self.entries.keys() - keys:
+            del self.entries[key]
+
+
+def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     """Every rule of a route, the reference problems found, and the rules dropped (index → why)."""
     rules, problems, dropped = [], [], {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"

@@ -19,7 +19,7 @@ from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gatew
 from .matches import precedence
 from .model import GATEWAY_GROUP, HTTPRoute
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, route_rules
 from .status import Condition, StatusKey, conditions
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
@@ -81,7 +81,9 @@ class _Attachment:
     rules: list[Rule]
 
 
-def translate(store: Store, options: Options = Options()) -> Translation:
+def translate(store: Store, options: Options = Options(), memo: RouteMemo | None = None) -> Translation:
+    """Everything the store becomes. With ``memo`` (see RouteMemo), routes unchanged since the
+    last translation are not compiled again; the result is the same either way."""
     statuses: dict[StatusKey, dict[str, Any]] = {}
     ours = _gateway_classes(store, options, statuses)
     listeners: dict[str, list[GatewayListener]] = {}
@@ -92,8 +94,10 @@ def translate(store: Store, options: Options = Options()) -> Translation:
     resolver = BackendResolver(store)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for _, route in sorted(store.httproutes.items()):
-        for a in _attach_route(store, route, listeners, resolver, options, statuses):
+        for a in _attach_route(store, route, listeners, resolver, options, statuses, memo):
             attachments[a.listener.gateway].append(a)
+    if memo is not None:
+        memo.keep_only(set(store.httproutes))
 
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
@@ -129,6 +133,7 @@ def _attach_route(
     resolver: BackendResolver,
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
+    memo: RouteMemo | None = None,
 ) -> list[_Attachment]:
     gen = route.generation
     ours = [
@@ -140,7 +145,7 @@ def _attach_route(
     if not ours:
         return []
 
-    rules, problems, dropped = route_rules(resolver, route)
+    rules, problems, dropped = memo.compile(resolver, route) if memo is not None else route_rules(resolver, route)
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
