@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..ir import Certificate
 from ..store import Store
-from .refs import RefProblem, reference_granted
+from .refs import RefProblem, kind_and_grant_problem
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
@@ -26,19 +26,13 @@ def resolve_certificate(
     store: Store, gateway_namespace: str, ref: dict[str, Any]
 ) -> tuple[Certificate | None, RefProblem | None]:
     """One certificateRef of a Gateway listener; problems carry listener ResolvedRefs reasons."""
-    group, kind = ref.get("group", ""), ref.get("kind", "Secret")
     name, namespace = ref["name"], ref.get("namespace") or gateway_namespace
-    if group != "" or kind != "Secret":
-        shown = f"{group}/{kind}" if group else kind
-        return None, RefProblem("InvalidCertificateRef", f"certificateRef {namespace}/{name}: kind {shown} is not supported; only core Secrets are")
-    if not reference_granted(
-        store, from_kind="Gateway", from_namespace=gateway_namespace, to_namespace=namespace, to_kind="Secret", to_name=name
-    ):
-        return None, RefProblem(
-            "RefNotPermitted",
-            f"certificateRef to Secret {namespace}/{name} is not permitted: no ReferenceGrant in namespace "
-            f"{namespace} allows Gateways from namespace {gateway_namespace}",
-        )
+    problem = kind_and_grant_problem(
+        store, what="certificateRef", ref=ref, namespace=namespace, expected_kind="Secret",
+        from_kind="Gateway", from_namespace=gateway_namespace, invalid_kind_reason="InvalidCertificateRef",
+    )  # fmt: skip
+    if problem:
+        return None, problem
     secret = store.secrets.get((namespace, name))
     if secret is None:
         return None, RefProblem("InvalidCertificateRef", f"certificateRef: Secret {namespace}/{name} not found")

@@ -59,6 +59,37 @@ def reference_granted(store: Store, *, from_kind: str, from_namespace: str, to_n
     return False
 
 
+def kind_and_grant_problem(
+    store: Store,
+    *,
+    what: str,
+    ref: dict[str, Any],
+    namespace: str,
+    expected_kind: str,
+    from_kind: str,
+    from_namespace: str,
+    invalid_kind_reason: str,
+) -> RefProblem | None:
+    """The two checks every reference to a core object starts with: its kind, then (across
+    namespaces) a ReferenceGrant. Shared so that backendRefs, mirrors and certificateRefs are
+    granted by the same rule and explained in the same words."""
+    group, kind, name = ref.get("group", ""), ref.get("kind", expected_kind), ref["name"]
+    if group != "" or kind != expected_kind:
+        shown = f"{group}/{kind}" if group else kind
+        return RefProblem(
+            invalid_kind_reason, f"{what} {namespace}/{name}: kind {shown} is not supported; only core {expected_kind}s are"
+        )
+    if not reference_granted(
+        store, from_kind=from_kind, from_namespace=from_namespace, to_namespace=namespace, to_kind=expected_kind, to_name=name
+    ):
+        return RefProblem(
+            "RefNotPermitted",
+            f"{what} to {expected_kind} {namespace}/{name} is not permitted: no ReferenceGrant in namespace {namespace} "
+            f"allows {from_kind}s from namespace {from_namespace}",
+        )
+    return None
+
+
 class BackendResolver:
     """Resolves references for one translation, remembering each answer and every backend used.
 
@@ -89,23 +120,16 @@ def resolve_backend(
     store: Store, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False
 ) -> tuple[Backend | None, RefProblem | None]:
     """Turn a BackendObjectReference into a cluster, or say why it cannot be one."""
-    group = ref.get("group", "")
-    kind = ref.get("kind", "Service")
     name = ref["name"]
     namespace = ref.get("namespace") or route.namespace
     port = ref.get("port")
     what = "mirror backendRef" if mirror else "backendRef"
-    if group != "" or kind != "Service":
-        shown = f"{group}/{kind}" if group else kind
-        return None, RefProblem("InvalidKind", f"{what} {namespace}/{name}: kind {shown} is not supported; only core Services are")
-    if not reference_granted(
-        store, from_kind=route.kind, from_namespace=route.namespace, to_namespace=namespace, to_kind="Service", to_name=name
-    ):
-        return None, RefProblem(
-            "RefNotPermitted",
-            f"{what} to Service {namespace}/{name} is not permitted: no ReferenceGrant in namespace {namespace} "
-            f"allows {route.kind}s from namespace {route.namespace}",
-        )
+    problem = kind_and_grant_problem(
+        store, what=what, ref=ref, namespace=namespace, expected_kind="Service",
+        from_kind=route.kind, from_namespace=route.namespace, invalid_kind_reason="InvalidKind",
+    )  # fmt: skip
+    if problem:
+        return None, problem
     service = store.services.get((namespace, name))
     if service is None:
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} not found")
