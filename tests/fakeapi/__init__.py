@@ -9,7 +9,7 @@
         api.requests(method="PATCH", path="/status")  # the request log
         api.compact(); api.restart(); api.cut_watches(); api.open_watches
 
-See server.FakeApiServer for the whole API and README "The fake API server used by the tests".
+See server.FakeApiServer for the whole API and docs/development.md "The fake API server used by the tests".
 """
 
 from .app import RecordedRequest
