@@ -305,7 +305,6 @@ class Project:
     """One `docker compose` project of docker-compose.yml plus a test override."""
 
     def __init__(self, name: str, override: Path) -> None:
-        self.name = name
         self.base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-f", str(override), "-p", name]
 
     def run(self, *args: str, timeout: float = STEP_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -366,7 +365,7 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
     config = tmp_path / "compose"
     shutil.copytree(MANIFESTS, config)
     compose = Project(project, _override(tmp_path / "override.yml", f"{project}:local", config))
-    boot, serve = parsed("envoy-bootstrap"), parsed("controlplane")
+    boot = parsed("envoy-bootstrap")
     admin_tls = ["--cacert", boot.xds_ca, "--cert", boot.xds_cert, "--key", boot.xds_key]
     nodes_cmd = ["mirrorplane", "nodes", "--server", f"{boot.xds_host}:{boot.xds_port}", "-o", "json"]
     try:
@@ -393,7 +392,7 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
         def mirrored(request_id: str) -> bool:
             return request_id in _request_ids(compose.logs("pipy-mirror"))
 
-        first = _until("Envoy to serve the Gateway's listener", post)
+        first = _until("Envoy to serve the Gateway's listener", post, timeout=60)  # it starts, then gets ADS
         _until("pipy-mirror to log the mirrored request", lambda: mirrored(first))
 
         # The admin client through `docker compose exec`, with the certificates the certs step issued.
@@ -415,12 +414,12 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
 
         # Nothing runs as root: Envoy reads the client key as the certs step's user.
         status = compose.exec("envoy", "cat", "/proc/1/status").stdout
-        assert re.search(r"^Uid:\s+10001\s", status, re.M), status
+        assert re.search(rf"^Uid:\s+{IMAGE_USER.partition(':')[0]}\s", status, re.M), status
 
         # Edit (the copy of) route.yaml: mirroring off, then on again, with the same Envoy.
         route_file = config / "route.yaml"
         original = route_file.read_text()
-        versions = {t["type"]: t["acked_version"] for t in listed["types"]}
+        [routes] = [t["acked_version"] for t in listed["types"] if t["type"] == "routes"]
 
         def routes_acked_after(previous: str) -> str:
             [routes] = [t for t in node()["types"] if t["type"] == "routes"]
@@ -430,7 +429,7 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
         route = yaml.safe_load(original)
         del route["spec"]["rules"][0]["filters"]
         route_file.write_text(yaml.safe_dump(route, sort_keys=False))
-        off = _until("Envoy to ACK the routes without the mirror", lambda: routes_acked_after(versions["routes"]))
+        off = _until("Envoy to ACK the routes without the mirror", lambda: routes_acked_after(routes))
         unmirrored = post()
         route_file.write_text(original)
         _until("Envoy to ACK the routes with the mirror again", lambda: routes_acked_after(off))
