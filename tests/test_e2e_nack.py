@@ -9,12 +9,14 @@ every other route served and updated.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controlplane.gatewayapi import rules
-from e2e import Stack
+from e2e import Stack, start_stack
 from support import wait_until
 
 ROUTE = """apiVersion: gateway.networking.k8s.io/v1
@@ -40,6 +42,16 @@ spec:
     - name: pipy
       port: 8080
 """
+
+
+@pytest.fixture(params=["GRPC", "DELTA_GRPC"])
+async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The seed stack, its Envoy on State-of-the-World or Delta ADS."""
+    s = await start_stack(tmp_path, envoy_options={"ads_api_type": request.param})
+    try:
+        yield s
+    finally:
+        await s.exits.aclose()
 
 
 def route(name: str, path: str, edit: str = "1", path_type: str = "PathPrefix") -> str:

@@ -10,8 +10,12 @@ carrying it is dropped alone (see rules.py):
   RE2, which has no backreferences or look-around and caps repetitions at 1000, and then refuses
   a compiled program bigger than ``re2.max_program_size.error_level`` (runtime, default 100;
   source/common/common/regex.cc). The ``google-re2`` binding is the same library, so its verdict
-  and ``programsize`` are Envoy's. (The prefix-rewrite pattern is exempt: Envoy does not size-check
-  ``regex_rewrite``, and the schema's path pattern keeps it valid.)
+  and ``programsize`` are Envoy's, given Envoy's encoding: Envoy 1.40 parses the pattern's UTF-8
+  bytes as Latin-1 (measured: its program sizes for ``.``, ``\\pL``, ``(?i)k`` or ``é`` and its
+  refusal of ``\\x{100}`` are exactly RE2's in Latin-1, and not in UTF-8, where ``.`` alone costs
+  four times as much). tests/test_envoy_limits.py holds this against a real Envoy. (The
+  prefix-rewrite pattern is exempt: Envoy does not size-check ``regex_rewrite``, and the schema's
+  path pattern keeps it valid.)
 * header modifiers (request/response, rule or backendRef): Envoy rejects setting, adding or
   removing ``host`` and ``:``-prefixed headers in any case, and NUL, CR or LF in a name or value
   (the proto's HTTP_HEADER_NAME/VALUE rules). ``remove`` entries carry no schema pattern at all.
@@ -36,13 +40,14 @@ MAX_PROGRAM_SIZE = 100
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # the problem goes into the route's status, not to stderr
+_OPTIONS.encoding = re2.Options.Encoding.LATIN1  # as Envoy compiles (see above)
 _FORBIDDEN_BYTES = ("\0", "\r", "\n")
 
 
 def regex_problem(pattern: str) -> str | None:
     """Why Envoy's RE2 engine would refuse ``pattern``, or None."""
     try:
-        size = re2.compile(pattern, _OPTIONS).programsize
+        size = re2.compile(pattern.encode(), _OPTIONS).programsize
     except re2.error as e:
         detail = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         return f"regex {pattern!r} is not valid RE2, the regex syntax Envoy uses: {detail}"
