@@ -67,6 +67,11 @@ class Controller:
         """Every HTTPRoute the provider holds, held ones included."""
         return self._input.httproutes if self._input is not None else {}
 
+    def resources(self, gateway: str) -> Resources | None:
+        """What the last translation made of a Gateway (the snapshot served, unless a test or a
+        tool set one directly)."""
+        return self._resources.get(gateway)
+
     def refresh(self) -> None:
         """Translate the last store again: the held HTTPRoutes changed."""
         if self._input is not None:

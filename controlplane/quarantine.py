@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from envoy.config.route.v3 import route_pb2
 from .gatewayapi.model import GATEWAY_GROUP, HTTPRoute
 from .gatewayapi.status import Condition, StatusKey, conditions
 from .store import NsName, Store
+from .xds.cache import serialize
 from .xds.resources import CLUSTER, ROUTE
 from .xds.tracking import Event, EventKind, NodeRegistry
 
@@ -100,23 +101,22 @@ def held_statuses(held: Mapping[NsName, Held], gateways: Mapping[str, Any], cont
     return out
 
 
-def _routes_of(entries: Mapping[str, "Entry"] | None) -> dict[NsName, set[bytes]]:
-    """HTTPRoute → the serialized Envoy routes it became in these RouteConfigurations."""
+def _routes_of(configs: Iterable[route_pb2.RouteConfiguration]) -> dict[NsName, set[bytes]]:
+    """HTTPRoute → the serialized Envoy routes it became in these RouteConfigurations, each with
+    the domains it serves (from the route's hostnames). A set: an HTTPRoute whose routes and
+    domains are all the same did not change, whatever else moved around it."""
     out: dict[NsName, set[bytes]] = {}
-    for entry in (entries or {}).values():
-        config = route_pb2.RouteConfiguration.FromString(entry.data)
+    for config in configs:
         for vh in config.virtual_hosts:
+            domains = "\0".join(vh.domains).encode()
             for r in vh.routes:
                 if m := _ROUTE_NAME.match(r.name):
-                    out.setdefault((m[1], m[2]), set()).add(r.SerializeToString(deterministic=True) + vh.name.encode())
+                    out.setdefault((m[1], m[2]), set()).add(domains + b"\0" + r.SerializeToString(deterministic=True))
     return out
 
 
-def _route_suspects(sent: Mapping[str, "Entry"] | None, acked: Mapping[str, "Entry"] | None) -> dict[NsName, bytes]:
-    """HTTPRoutes whose Envoy routes differ between the ACKed and the NACKed RouteConfigurations,
-    with their NACKed bytes (for matching Envoy's quoted values)."""
-    new, old = _routes_of(sent), _routes_of(acked)
-    return {key: b"".join(sorted(data)) for key, data in new.items() if old.get(key) != data}
+def _decoded(entries: Mapping[str, "Entry"] | None) -> list[route_pb2.RouteConfiguration]:
+    return [route_pb2.RouteConfiguration.FromString(e.data) for e in (entries or {}).values()]
 
 
 class Quarantine:
@@ -191,11 +191,23 @@ class Quarantine:
     def _suspects(
         self, gateway: str, type_url: str, sent: Mapping[str, "Entry"] | None, acked: Mapping[str, "Entry"] | None
     ) -> dict[NsName, bytes]:
+        """HTTPRoutes whose config changed between ``acked`` and ``sent`` and is still what the
+        controller translates them to (one that changed again since is no suspect any more)."""
+        current = self.controller.resources(gateway)
+        if current is None:
+            return {}
         if type_url == ROUTE:
-            return _route_suspects(sent, acked)
+            new, old, now = _routes_of(_decoded(sent)), _routes_of(_decoded(acked)), _routes_of(current.routes.values())
+            return {k: b"".join(sorted(v)) for k, v in new.items() if old.get(k) != v and now.get(k) == v}
         # A cluster: the HTTPRoutes whose rules send to (or mirror to) a cluster that changed.
-        old = acked or {}
-        clusters = {n for n, e in (sent or {}).items() if n not in old or old[n].version != e.version}
+        old_clusters = acked or {}
+        clusters = {
+            n
+            for n, e in (sent or {}).items()
+            if (n not in old_clusters or old_clusters[n].version != e.version)
+            and n in current.clusters
+            and serialize(current.clusters[n]) == e.data
+        }
         ir = self.controller.gateways.get(gateway)
         out: dict[NsName, bytes] = {}
         for listener in ir.listeners if ir else ():

@@ -50,9 +50,9 @@ def regex_problem(pattern: str) -> str | None:
         size = re2.compile(pattern.encode(), _OPTIONS).programsize
     except re2.error as e:
         detail = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
-        return f"regex {pattern!r} is not valid RE2, the regex syntax Envoy uses: {detail}"
+        return f"regex '{pattern}' is not valid RE2, the regex syntax Envoy uses: {detail}"
     if size > MAX_PROGRAM_SIZE:
-        return f"regex {pattern!r} is too complex for Envoy: RE2 program size {size} > {MAX_PROGRAM_SIZE}"
+        return f"regex '{pattern}' is too complex for Envoy: RE2 program size {size} > {MAX_PROGRAM_SIZE}"
     return None
 
 
