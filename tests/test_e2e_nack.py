@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from controlplane import ir
 from controlplane.gatewayapi import rules
-from e2e import Stack, start_stack
+from controlplane.xds import translator
+from e2e import Stack, service_yaml, start_stack
 from support import wait_until
 
 ROUTE = """apiVersion: gateway.networking.k8s.io/v1
@@ -54,8 +56,8 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         await s.exits.aclose()
 
 
-def route(name: str, path: str, edit: str = "1", path_type: str = "PathPrefix") -> str:
-    return ROUTE.format(name=name, path=path, edit=edit, path_type=path_type)
+def route(name: str, path: str, edit: str = "1", path_type: str = "PathPrefix", backend: str = "pipy") -> str:
+    return ROUTE.format(name=name, path=path, edit=edit, path_type=path_type).replace("name: pipy", f"name: {backend}")
 
 
 async def edit_seen(stack: Stack, path: str, edit: str) -> bool:
@@ -124,3 +126,28 @@ async def test_an_unforeseen_nack_among_several_new_routes_is_found_by_bisection
         await wait_until(lambda name=name: edit_seen(stack, f"/{name}", "1"), message=f"{name} served")
         assert accepted(stack, name) == ("True", "Accepted", "Route is accepted")
     assert not [k for k, h in stack.plane.controller.held.items() if not h.confirmed], "nothing left held back"
+
+
+async def test_an_unforeseen_cluster_nack_rejects_the_route_that_brought_the_cluster(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster Envoy refuses (here a negative connect timeout, which no input can produce) is
+    traced to the HTTPRoutes that send to it."""
+    build_cluster = translator._cluster
+
+    def refused_cluster(backend: ir.Backend, options: translator.XdsOptions) -> Any:
+        cluster = build_cluster(backend, options)
+        if "doomed" in backend.name:
+            cluster.connect_timeout.seconds = -1
+        return cluster
+
+    monkeypatch.setattr(translator, "_cluster", refused_cluster)
+    stack.write("good.yaml", route("good", "/good"))
+    await wait_until(lambda: edit_seen(stack, "/good", "1"), message="the good route served")
+    stack.write("doomed.yaml", service_yaml("doomed", stack.echos["pipy"].port) + "---\n" + route("bad", "/bad", backend="doomed"))
+    await wait_until(lambda: (accepted(stack, "bad") or ("",))[0] == "False", message="the culprit rejected")
+    status, reason, message = accepted(stack, "bad")  # type: ignore[misc]
+    assert (status, reason) == ("False", "UnsupportedValue")
+    assert "Envoy rejected" in message and "Expected positive duration" in message, message
+    stack.write("good.yaml", route("good", "/good", edit="2"))
+    await wait_until(lambda: edit_seen(stack, "/good", "2"), message="an edit of the good route reaching Envoy")
