@@ -85,6 +85,9 @@ async def test_a_route_with_a_regex_envoy_refuses_is_rejected_and_the_good_route
     await wait_until(lambda: edit_seen(stack, "/good", "1"), message="the good route served")
     stack.write("good.yaml", route("good", "/good", edit="2"))
     await wait_until(lambda: edit_seen(stack, "/good", "2"), message="an edit of the good route reaching Envoy")
+    # A "%" is literal in Gateway API; unescaped, Envoy would NACK "100%" and expand "%REQ(...)%".
+    stack.write("good.yaml", route("good", "/good", edit="100% %REQ(:path)%"))
+    await wait_until(lambda: edit_seen(stack, "/good", "100% %REQ(:path)%"), message="a value with % sent literally")
     assert all(ts.nacks == 0 for s in stack.plane.registry.streams() for ts in s.types.values())
 
 
