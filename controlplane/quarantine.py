@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -124,7 +125,9 @@ class Quarantine:
 
     def __init__(self, controller: "Controller", registry: NodeRegistry) -> None:
         self.controller = controller
-        self._handled: set[tuple[str, str, str]] = set()  # (gateway, type, version) NACKs seen
+        # (gateway, type, version) of the NACKs acted on, the latest few: every Envoy of a
+        # Gateway NACKs the same version, and one is enough.
+        self._handled: deque[tuple[str, str, str]] = deque(maxlen=256)
         self._remove = registry.add_observer(self._on_event)
 
     def close(self) -> None:
@@ -152,7 +155,7 @@ class Quarantine:
         seen = (gateway, event.type_url, event.version or "")
         if seen in self._handled:
             return False  # another Envoy of the Gateway NACKing the same version
-        self._handled.add(seen)
+        self._handled.append(seen)
         message = event.message or ""
         suspects = self._suspects(gateway, event.type_url, ts.sent_entries, ts.acked_entries)
         held = self.controller.held
@@ -199,14 +202,13 @@ class Quarantine:
         if type_url == ROUTE:
             new, old, now = _routes_of(_decoded(sent)), _routes_of(_decoded(acked)), _routes_of(current.routes.values())
             return {k: b"".join(sorted(v)) for k, v in new.items() if old.get(k) != v and now.get(k) == v}
-        # A cluster: the HTTPRoutes whose rules send to (or mirror to) a cluster that changed.
-        old_clusters = acked or {}
+        # A cluster: the HTTPRoutes whose rules send (or mirror) to a cluster Envoy did not have.
+        # A cluster that only changed comes from its Service, not from the routes using it:
+        # leaving them out would stop traffic Envoy still serves with the cluster's old version.
         clusters = {
             n
             for n, e in (sent or {}).items()
-            if (n not in old_clusters or old_clusters[n].version != e.version)
-            and n in current.clusters
-            and serialize(current.clusters[n]) == e.data
+            if n not in (acked or {}) and n in current.clusters and serialize(current.clusters[n]) == e.data
         }
         ir = self.controller.gateways.get(gateway)
         out: dict[NsName, bytes] = {}

@@ -23,26 +23,13 @@ from support import wait_until
 
 ROUTE = """apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata:
-  name: {name}
-  namespace: server
+metadata: {{name: {name}, namespace: server}}
 spec:
-  parentRefs:
-  - name: simple-gateway
+  parentRefs: [{{name: simple-gateway}}]
   rules:
-  - matches:
-    - path:
-        type: {path_type}
-        value: '{path}'
-    filters:
-    - type: ResponseHeaderModifier
-      responseHeaderModifier:
-        set:
-        - name: x-edit
-          value: '{edit}'
-    backendRefs:
-    - name: pipy
-      port: 8080
+  - matches: [{{path: {{type: {path_type}, value: '{path}'}}}}]
+    filters: [{{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: x-edit, value: '{edit}'}}]}}}}]
+    backendRefs: [{{name: {backend}, port: 8080}}]
 """
 
 
@@ -57,7 +44,7 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
 
 
 def route(name: str, path: str, edit: str = "1", path_type: str = "PathPrefix", backend: str = "pipy") -> str:
-    return ROUTE.format(name=name, path=path, edit=edit, path_type=path_type).replace("name: pipy", f"name: {backend}")
+    return ROUTE.format(name=name, path=path, edit=edit, path_type=path_type, backend=backend)
 
 
 async def edit_seen(stack: Stack, path: str, edit: str) -> bool:
