@@ -85,13 +85,12 @@ def held_statuses(held: Mapping[NsName, Held], gateways: Mapping[str, Any], cont
     out: dict[StatusKey, dict[str, Any]] = {}
     for (ns, name), h in held.items():
         route = h.route
-        reason = "UnsupportedValue" if h.confirmed else "Pending"
+        # Held while a bisection runs: not known yet (Gateway API's Unknown/Pending).
+        accepted = Condition("Accepted", False, "UnsupportedValue", h.message, route.generation)
+        if not h.confirmed:
+            accepted = Condition("Accepted", "Unknown", "Pending", h.message, route.generation)
         parents = [
-            {
-                "parentRef": dict(ref),
-                "controllerName": controller_name,
-                "conditions": conditions(Condition("Accepted", False, reason, h.message, route.generation)),
-            }
+            {"parentRef": dict(ref), "controllerName": controller_name, "conditions": conditions(accepted)}
             for ref in route.spec.get("parentRefs") or []
             if ref.get("group", GATEWAY_GROUP) == GATEWAY_GROUP
             and ref.get("kind", "Gateway") == "Gateway"
