@@ -5,13 +5,20 @@ refusing what Envoy accepts would drop good rules, accepting what it refuses wou
 
 from __future__ import annotations
 
+from typing import Any
+
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane import ir
 from controlplane.gatewayapi.envoy_limits import MAX_PROGRAM_SIZE, header_mods_problems, regex_problem
+from controlplane.gatewayapi.translator import translate
+from controlplane.providers.files import parse_text
+from controlplane.store import Store
 from controlplane.xds.translator import build_resources
 from envoy_validate import envoy_rejects
+from test_fuzz import BASE
 
 _SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -70,3 +77,46 @@ def test_a_header_modifier_is_refused_exactly_when_envoy_refuses_it(
     envoy = envoy_rejects(build_resources(_one_route(route)))
     ours = header_mods_problems(mods, "filter")
     assert (not ours) == (envoy is None), f"{mods}: ours={ours!r} envoy={envoy!r}"
+
+
+@st.composite
+def _hostile_route(draw: st.DrawFn) -> dict[str, Any]:
+    """An HTTPRoute whose every Envoy-bound string comes from the pools above."""
+    mods = {
+        "set": [{"name": n, "value": v} for n, v in draw(st.lists(st.tuples(_NAMES, _VALUES), max_size=2, unique_by=lambda t: t[0].lower()))],
+        "remove": draw(st.lists(_NAMES, max_size=2, unique=True)),
+    }
+    match: dict[str, Any] = {"path": {"type": "RegularExpression", "value": draw(_REGEXES)}}
+    if draw(st.booleans()):
+        match["headers"] = [{"name": "x-h", "type": "RegularExpression", "value": draw(_REGEXES)}]
+    if draw(st.booleans()):
+        match["queryParams"] = [{"name": "q", "type": "RegularExpression", "value": draw(_REGEXES)}]
+    kind = draw(st.sampled_from(["RequestHeaderModifier", "ResponseHeaderModifier"]))
+    rule = {
+        "matches": [match],
+        "filters": [{"type": kind, kind[0].lower() + kind[1:]: mods}],
+        "backendRefs": [{"name": "pipy", "port": 8080}],
+    }
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "hostile", "namespace": "server"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [rule, {"backendRefs": [{"name": "pipy", "port": 8080}]}]},
+    }
+
+
+@_SETTINGS
+@given(_hostile_route())
+def test_whatever_passes_the_schema_envoy_accepts_from_the_translator(route: dict[str, Any]) -> None:
+    """End to end: loaded through the schema, translated, and put to Envoy."""
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "server"},
+        "spec": {"gatewayClassName": "mp", "listeners": [{"name": "http", "port": 8000, "protocol": "HTTP"}]},
+    }
+    objects, _ = parse_text(yaml.safe_dump_all([*BASE, gateway, route]), "hostile.yaml")
+    result = translate(Store.from_objects(objects.values()))
+    for key, gateway_ir in result.gateways.items():
+        error = envoy_rejects(build_resources(gateway_ir))
+        assert error is None, f"{key}: {error}"
