@@ -127,10 +127,7 @@ class Quarantine:
         # (gateway, type, version) of the NACKs acted on, the latest few: every Envoy of a
         # Gateway NACKs the same version, and one is enough.
         self._handled: deque[tuple[str, str, str]] = deque(maxlen=256)
-        self._remove = registry.add_observer(self._on_event)
-
-    def close(self) -> None:
-        self._remove()
+        registry.add_observer(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         """Runs inside the ADS server's loop: decide, then translate outside the stream's turn."""
