@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
+from .gatewayapi.model import HTTPRoute
 from .gatewayapi.refs import with_current_endpoints
 from .gatewayapi.rules import RouteMemo
 from .gatewayapi.status import StatusKey, stamp
 from .gatewayapi.translator import Options, Translation, translate
 from .gcpause import paused_gc
 from .ir import GatewayIR
-from .store import Store
+from .quarantine import Held, held_statuses, without_held
+from .store import NsName, Store
 from .xds.cache import SnapshotCache
 from .xds.resources import Resources
 from .xds.translator import XdsOptions, build_resources, load_assignment
@@ -55,6 +57,25 @@ class Controller:
         self._resources: dict[str, Resources] = {}
         self._memo = RouteMemo()
         self._unstamped: dict[StatusKey, dict[str, Any]] = {}  # the statuses as translated, before stamping
+        # HTTPRoutes left out because Envoy NACKed what they became (quarantine.py), and the
+        # store as the provider gave it (with them), which refresh() translates again.
+        self.held: dict[NsName, Held] = {}
+        self._input: Store | None = None
+
+    @property
+    def routes(self) -> Mapping[NsName, HTTPRoute]:
+        """Every HTTPRoute the provider holds, held ones included."""
+        return self._input.httproutes if self._input is not None else {}
+
+    def resources(self, gateway: str) -> Resources | None:
+        """What the last translation made of a Gateway (the snapshot served, unless a test or a
+        tool set one directly)."""
+        return self._resources.get(gateway)
+
+    def refresh(self) -> None:
+        """Translate the last store again: the held HTTPRoutes changed."""
+        if self._input is not None:
+            self.update(self._input)
 
     def _build(self, key: str, gateway: GatewayIR) -> Resources:
         """A Gateway's Envoy resources; the previous ones when its IR did not change (a route
@@ -102,6 +123,8 @@ class Controller:
 
     def update(self, store: Store) -> Translation:
         started = time.perf_counter()
+        self._input = store
+        store = without_held(store, self.held)
         changed = self._store.changed(store) if self._store is not None else None
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
@@ -124,8 +147,11 @@ class Controller:
         for gone in set(self.cache.gateways()) - set(result.gateways):
             self.cache.remove(gone)
             log.info("gateway.removed gateway=%s", gone)
+        statuses = result.statuses
+        if self.held:
+            statuses = {**statuses, **held_statuses(self.held, result.gateways, self.options.controller_name)}
         with paused_gc():
-            changed = self._record_statuses(result.statuses)
+            changed = self._record_statuses(statuses)
         for listener in self.status_listeners:
             listener(self.statuses)
         self.gateways = result.gateways

@@ -8,6 +8,7 @@ the IR read the decisions, not the protobuf plumbing.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -118,6 +119,15 @@ class Cors:
     expose_headers: tuple[str, ...] = ()
     allow_credentials: bool = False
     max_age: int | None = None
+
+
+def origin_regex(origin: str) -> str | None:
+    """A CORS origin pattern as the RE2 regex Envoy matches it with ("*" stands for any run of
+    characters); None for an exact origin. Shared by the xDS translator and the check of Envoy's
+    regex limits."""
+    if "*" not in origin:
+        return None
+    return ".*".join(re.escape(part) for part in origin.split("*"))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from .controller import Controller
 from .gatewayapi.translator import Options
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
+from .quarantine import Quarantine
 from .store import Store
 from .tls import TlsFiles, server_credentials
 from .xds.cache import SnapshotCache
@@ -60,6 +61,8 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
+        # A NACK never freezes a Gateway: the HTTPRoutes Envoy rejected are left out and reported.
+        self.quarantine = Quarantine(self.controller, self.registry)
         self.metrics = Metrics(self.registry, self.cache)
         self.controller.update_listeners.append(self.metrics.on_update)
         self.xds_address = f"{xds_host}:{xds_port}"

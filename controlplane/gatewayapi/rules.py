@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import ir
+from .envoy_limits import cors_problems, header_mods_problems, match_problems, path_problem
 from .filters import PREFIX, RuleFilters, rule_filters
 from .matches import route_match
 from .model import HTTPRoute
@@ -85,6 +86,14 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         unsupported = list(filters.unsupported)
         if _replaces_prefix(filters) and any(m.path_type != "PathPrefix" for m in matches):
             unsupported.append("ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
+        # What Envoy would refuse must not reach it: one refused value NACKs the whole Gateway's
+        # RouteConfiguration. A refused match is left out; the rest of the rule answers 500.
+        refused_matches = {mi: p for mi, m in enumerate(matches) if (p := match_problems(m))}
+        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + _refused_filters(filters)
+        if refused:
+            unsupported += refused
+            matches = tuple(m for mi, m in enumerate(matches) if mi not in refused_matches)
+            filters = RuleFilters()
 
         weighted = []
         for bi, bref in enumerate(rule.get("backendRefs") or []):
@@ -106,7 +115,8 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
             request_ms, backend_ms = _duration_ms(timeouts.get("request")), _duration_ms(timeouts.get("backendRequest"))
         direct = None
         if unsupported:
-            dropped[index] = f"Dropped Rule {index}: " + "; ".join(unsupported) + " (its requests get a 500)"
+            outcome = "its requests get a 500" if matches else "it is not served"
+            dropped[index] = f"Dropped Rule {index}: " + "; ".join(unsupported) + f" ({outcome})"
             direct = 500
         elif filters.redirect is None and not any(w.backend for w in weighted):
             direct = 500  # no usable backend: the spec asks for a 500
@@ -125,6 +135,20 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
             )
         )
     return rules, problems, dropped
+
+
+def _refused_filters(filters: RuleFilters) -> list[str]:
+    out = header_mods_problems(filters.request_headers, "RequestHeaderModifier")
+    out += header_mods_problems(filters.response_headers, "ResponseHeaderModifier")
+    for bi, (request, response) in sorted(filters.backend_headers.items()):
+        out += header_mods_problems(request, f"backendRefs[{bi}] RequestHeaderModifier")
+        out += header_mods_problems(response, f"backendRefs[{bi}] ResponseHeaderModifier")
+    if filters.cors is not None:
+        out += cors_problems(filters.cors)
+    for where, spec in (("RequestRedirect", filters.redirect), ("URLRewrite", filters.rewrite)):
+        if spec is not None and spec.path is not None and (p := path_problem(where, spec.path.value)):
+            out.append(p)
+    return out
 
 
 def _replaces_prefix(filters: RuleFilters) -> bool:

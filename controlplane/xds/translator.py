@@ -6,7 +6,6 @@ content hashes and restarts churn-free.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -345,9 +344,9 @@ def _cors(cors: ir.Cors) -> cors_pb2.CorsPolicy:
 
 def _origin_matcher(origin: str) -> string_pb2.StringMatcher:
     """Gateway API origins: exact, "*" (any), or with "*" standing for any run of characters."""
-    if "*" not in origin:
+    pattern = ir.origin_regex(origin)
+    if pattern is None:
         return string_pb2.StringMatcher(exact=origin)
-    pattern = ".*".join(re.escape(part) for part in origin.split("*"))
     return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
 
 
@@ -356,11 +355,13 @@ def _duration_ms(ms: int) -> duration_pb2.Duration:
 
 
 def _header_options(mods: ir.HeaderMods) -> list[base_pb2.HeaderValueOption]:
+    """Values are literal in Gateway API, while Envoy reads ``%...%`` in them as a format command
+    (and NACKs the whole RouteConfiguration for "100%"): every ``%`` is escaped as ``%%``."""
     opt = base_pb2.HeaderValueOption
     return [
-        opt(header=base_pb2.HeaderValue(key=k, value=v), append_action=opt.OVERWRITE_IF_EXISTS_OR_ADD)
+        opt(header=base_pb2.HeaderValue(key=k, value=v.replace("%", "%%")), append_action=opt.OVERWRITE_IF_EXISTS_OR_ADD)
         for k, v in mods.set
     ] + [
-        opt(header=base_pb2.HeaderValue(key=k, value=v), append_action=opt.APPEND_IF_EXISTS_OR_ADD)
+        opt(header=base_pb2.HeaderValue(key=k, value=v.replace("%", "%%")), append_action=opt.APPEND_IF_EXISTS_OR_ADD)
         for k, v in mods.add
     ]
