@@ -85,11 +85,12 @@ class ControlPlane:
         for ext in self.extensions:
             await ext.start(self)
         log.info(
-            "serve.started source=%s xds=%s http=%s gateways=%s",
+            "serve.started source=%s xds=%s http=%s gateways=%s mirror_body_limit=%d",
             self.provider.describe(),
             self.xds_address,
             f"{self.http_host}:{self.http_port}" if self.http_port is not None else "off",
             ",".join(self.cache.gateways()) or "(none yet)",
+            self.controller.xds_options.mirror_body_limit,
         )
 
     async def _watch_provider(self) -> None:

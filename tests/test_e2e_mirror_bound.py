@@ -1,0 +1,193 @@
+"""A mirror never stalls the primary, whatever its body size (docs/mirroring.md).
+
+Since Envoy 1.33 the mirror's copy streams alongside the request and shares its flow control, so
+a mirror that reads slowly or not at all used to hold the client's upload, and the primary never
+answered an 8 MiB POST. Each test here runs a real Envoy against a misbehaving mirror backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from controlplane import cli
+from controlplane.echo import serve_stalled
+from e2e import Stack, digest, start_stack
+from support import free_port, wait_until
+
+MiB = 1024 * 1024
+ROUTE = "httproute/server/http-route-sample/rule/0/match/0"
+NOT_MIRRORED = f"vhost.8000/*.route.{ROUTE}/not-mirrored.upstream_rq_total"
+# Far below the 90 s a client gave up after while the primary waited on a stuck mirror.
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+class BadMirror:
+    """A mirror backend that misbehaves in one way."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self.mode == "down":
+            return  # nothing listens on the port
+        if self.mode == "stuck":
+            self._server = await serve_stalled("127.0.0.1", self.port)
+            return
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            if self.mode == "reset":
+                await reader.read(4096)
+                # Linger 0: close() sends a RST instead of a FIN.
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:  # slow: reads 16 KiB every 50 ms (≈320 KiB/s) and never answers
+                while await reader.read(16 * 1024):
+                    await asyncio.sleep(0.05)
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+
+
+async def _use_mirror(stack: Stack, port: int) -> None:
+    """Point the pipy-mirror Service at ``port`` and wait until Envoy's mirror cluster uses it."""
+    services = stack.dir / "services.yaml"
+    stack.write("services.yaml", services.read_text().replace(f"port: {stack.echos['pipy-mirror'].port}", f"port: {port}"))
+
+    async def envoy_uses_it() -> bool:
+        dump = await stack.envoy.config_dump("dynamic_endpoint_configs", include_eds=True)
+        for cfg in dump.get("configs", []):
+            cla = cfg.get("endpoint_config", {})
+            if cla.get("cluster_name", "").startswith("mirror/"):
+                ports = [
+                    e["endpoint"]["address"]["socket_address"]["port_value"]
+                    for group in cla.get("endpoints", [])
+                    for e in group.get("lb_endpoints", [])
+                ]
+                return ports == [port]
+        return False
+
+    await wait_until(envoy_uses_it, timeout=15, message=f"Envoy's mirror cluster pointing at port {port}")
+
+
+async def _not_mirrored(stack: Stack) -> int:
+    return await stack.envoy.stat(NOT_MIRRORED) or 0
+
+
+async def _mirror_connections(stack: Stack) -> int:
+    return await stack.envoy.stat("cluster.mirror/server/pipy-mirror/8080.upstream_cx_total") or 0
+
+
+async def _more_mirror_connections(stack: Stack, than: int) -> bool:
+    return await _mirror_connections(stack) > than
+
+
+async def _post(url: str, body: bytes | AsyncIterator[bytes]) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as session:
+        async with session.post(url, data=body) as resp:
+            return resp.status, await resp.read()
+
+
+def _body(size: int, seed: int = 0) -> bytes:
+    block = hashlib.sha256(f"{size}/{seed}".encode()).digest() * 2048  # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+@pytest.fixture
+async def seed(tmp_path: Path) -> AsyncIterator[Stack]:
+    s = await start_stack(tmp_path)
+    try:
+        yield s
+    finally:
+        await s.exits.aclose()
+
+
+@pytest.mark.parametrize("mode", ["stuck", "slow", "reset", "down"])
+async def test_large_posts_get_the_primary_answer_whatever_the_mirror_does(seed: Stack, mode: str) -> None:
+    mirror = BadMirror(mode)
+    await mirror.start()
+    seed.exits.push_async_callback(mirror.stop)
+    await _use_mirror(seed, mirror.port)
+    for i, size in enumerate((8 * MiB, 64 * MiB), start=1):
+        body = _body(size)
+        assert await _post(seed.url + f"/{mode}/{size}", body) == (200, body)
+        assert await _not_mirrored(seed) == i, "a request over the mirror bound is counted as not mirrored"
+    # Small requests are still mirrored (Envoy tries the mirror) and still get the primary's answer.
+    tried = await _mirror_connections(seed)
+    assert await _post(seed.url + "/small", b"small") == (200, b"small")
+    await wait_until(lambda: _more_mirror_connections(seed, tried), message=f"Envoy sending the small request to the {mode} mirror")
+
+
+async def test_body_up_to_the_bound_is_mirrored_byte_for_byte_and_a_larger_one_is_counted(seed: Stack) -> None:
+    mirror = seed.echos["pipy-mirror"].log
+    at_bound, over = _body(MiB, 1), _body(MiB + 1, 2)
+    assert await _post(seed.url + "/at-bound", at_bound) == (200, at_bound)
+    await wait_until(lambda: any(h.get("body") == digest(at_bound) for h in mirror.heads()), message="the 1 MiB copy")
+
+    assert await _post(seed.url + "/over-bound", over) == (200, over)
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: size unknown up front
+        for _ in range(4):
+            yield _body(64 * 1024, 3)
+
+    status, answer = await _post(seed.url + "/chunked", chunked())
+    assert (status, answer) == (200, _body(64 * 1024, 3) * 4)
+    assert await _not_mirrored(seed) == 2
+    # A later mirrored request reaching the mirror shows the two before it were not sent there.
+    assert await _post(seed.url + "/marker", b"marker") == (200, b"marker")
+    await wait_until(lambda: any(h["path"] == "/marker" for h in mirror.heads()), message="the marker copy")
+    assert not {"/over-bound", "/chunked"} & {h["path"] for h in mirror.heads()}
+
+
+async def test_raised_bound_mirrors_large_bodies_and_a_stuck_mirror_still_cannot_stall(tmp_path: Path) -> None:
+    s = await start_stack(tmp_path, xds_options={"mirror_body_limit": 8 * MiB})
+    try:
+        mirror = BadMirror("stuck")
+        await mirror.start()
+        s.exits.push_async_callback(mirror.stop)
+        await _use_mirror(s, mirror.port)
+        body = _body(8 * MiB)
+        # More copies than the mirror has connections ready: some wait for a connection while
+        # their bodies arrive, which is what the route's request_body_buffer_limit is for.
+        answers = await asyncio.gather(*(_post(s.url + f"/big/{i}", body) for i in range(8)))
+        assert answers == [(200, body)] * 8
+        assert await _not_mirrored(s) == 0
+    finally:
+        await s.exits.aclose()
+
+
+def test_translate_shows_the_bound_and_rejects_a_bad_one(capsys: pytest.CaptureFixture[str]) -> None:
+    local = Path(__file__).resolve().parent.parent / "manifests" / "local"
+    assert cli.main(["translate", str(local), "--mirror-body-limit", "8Mi"]) == 0
+    out = json.loads(capsys.readouterr().out)["gateways"]["server/simple-gateway"]
+    (mirror_cluster,) = [c for c in out["clusters"] if c["name"].startswith("mirror/")]
+    assert mirror_cluster["per_connection_buffer_limit_bytes"] == 8 * MiB + 64 * 1024
+    routes = out["routes"][0]["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes] == [ROUTE, f"{ROUTE}/no-body", f"{ROUTE}/not-mirrored"]
+    assert routes[0]["match"]["headers"] == [{"name": "content-length", "range_match": {"end": str(8 * MiB + 1)}}]
+    assert "request_mirror_policies" not in routes[2]["route"]
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["translate", str(local), "--mirror-body-limit", "2Gi"])
+    assert exit_info.value.code == 2
+    assert "--mirror-body-limit: '2Gi': at most 1Gi" in capsys.readouterr().err
