@@ -191,3 +191,20 @@ def test_translate_shows_the_bound_and_rejects_a_bad_one(capsys: pytest.CaptureF
         cli.main(["translate", str(local), "--mirror-body-limit", "2Gi"])
     assert exit_info.value.code == 2
     assert "--mirror-body-limit: '2Gi': at most 1Gi" in capsys.readouterr().err
+
+
+async def test_stuck_http2_mirror_cannot_stall_concurrent_requests_within_the_bound(seed: Stack) -> None:
+    mirror = BadMirror("stuck")
+    await mirror.start()
+    seed.exits.push_async_callback(mirror.stop)
+    services = seed.dir / "services.yaml"
+    # appProtocol h2c: Envoy speaks HTTP/2 to the mirror, which could multiplex every copy on one
+    # connection whose buffer they would then share.
+    text = services.read_text().replace("    targetPort: 8082", "    targetPort: 8082\n    appProtocol: kubernetes.io/h2c")
+    assert text != services.read_text()
+    seed.write("services.yaml", text)
+    await _use_mirror(seed, mirror.port)
+    body = _body(MiB)
+    answers = await asyncio.gather(*(_post(seed.url + f"/h2/{i}", body) for i in range(16)))
+    assert answers == [(200, body)] * 16
+    assert await _not_mirrored(seed) == 0

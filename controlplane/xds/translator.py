@@ -76,13 +76,14 @@ class XdsOptions:
 
 
 def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -> Resources:
-    listeners, routes = {}, {}
-    mirrored: set[str] = set()
-    for listener in gateway.listeners:
-        listeners[listener.name] = _listener(listener, options)
-        for chain in listener.chains:
-            routes[chain.name] = _route_configuration(chain, options.mirror_body_limit)
-            mirrored.update(m.backend for vh in chain.virtual_hosts for r in vh.routes for m in r.mirrors)
+    mirrored = {
+        m.backend
+        for lst in gateway.listeners
+        for chain in lst.chains
+        for vh in chain.virtual_hosts
+        for r in vh.routes
+        for m in r.mirrors
+    }
     clusters, endpoints = {}, {}
     for backend in gateway.backends:
         clusters[backend.name] = _cluster(backend, options)
@@ -90,6 +91,11 @@ def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -
             _hold_mirrored_bodies(clusters[backend.name], options.mirror_body_limit)
         if backend.discovery == "eds":
             endpoints[backend.name] = load_assignment(backend)
+    listeners, routes = {}, {}
+    for listener in gateway.listeners:
+        listeners[listener.name] = _listener(listener, options)
+        for chain in listener.chains:
+            routes[chain.name] = _route_configuration(chain, options.mirror_body_limit)
     return Resources(
         clusters=MappingProxyType(clusters),
         endpoints=MappingProxyType(endpoints),
@@ -132,18 +138,14 @@ def _socket(host: str, port: int) -> address_pb2.Address:
 # --- clusters and endpoints --------------------------------------------------------------------
 
 
-def _h2c_options(max_concurrent_streams: int | None = None) -> any_pb2.Any:
+def _h2c_options() -> any_pb2.Any:
     """HTTP/2 with prior knowledge to the upstream (appProtocol kubernetes.io/h2c)."""
     options = http_protocol_options_pb2.HttpProtocolOptions()
-    http2 = protocol_pb2.Http2ProtocolOptions()
-    if max_concurrent_streams is not None:
-        http2.max_concurrent_streams.value = max_concurrent_streams
-    options.explicit_http_config.http2_protocol_options.CopyFrom(http2)
+    options.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
     return _any(options)
 
 
 _H2C_OPTIONS = _h2c_options()
-_H2C_MIRROR_OPTIONS = _h2c_options(max_concurrent_streams=1)
 
 
 def _cluster(backend: ir.Backend, options: XdsOptions) -> cluster_pb2.Cluster:
@@ -171,9 +173,6 @@ def _hold_mirrored_bodies(cluster: cluster_pb2.Cluster, limit: int) -> None:
     mirror that never reads would then stall the primary for good.
     """
     cluster.per_connection_buffer_limit_bytes.value = limit + _MIRROR_HEAD_ROOM
-    if _HTTP_PROTOCOL_OPTIONS in cluster.typed_extension_protocol_options:
-        # HTTP/2: one mirrored request per connection, or several would share that one buffer.
-        cluster.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(_H2C_MIRROR_OPTIONS)
 
 
 def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
