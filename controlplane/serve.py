@@ -60,7 +60,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
-        self.metrics = Metrics(self.registry, self.cache)
+        self.metrics = Metrics(self.registry, self.cache, mirror_body_limit=xds_options.mirror_body_limit)
         self.controller.update_listeners.append(self.metrics.on_update)
         self.xds_address = f"{xds_host}:{xds_port}"
         self.http_host, self.http_port = http_host, http_port

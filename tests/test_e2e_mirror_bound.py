@@ -20,6 +20,9 @@ import pytest
 
 from controlplane import cli
 from controlplane.echo import serve_stalled
+from controlplane.metrics import Metrics
+from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.tracking import NodeRegistry
 from e2e import Stack, digest, start_stack
 from support import free_port, wait_until
 
@@ -176,7 +179,7 @@ async def test_raised_bound_mirrors_large_bodies_and_a_stuck_mirror_still_cannot
         await s.exits.aclose()
 
 
-def test_translate_shows_the_bound_and_rejects_a_bad_one(capsys: pytest.CaptureFixture[str]) -> None:
+def test_translate_and_metrics_show_the_bound_and_a_bad_one_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     local = Path(__file__).resolve().parent.parent / "manifests" / "local"
     assert cli.main(["translate", str(local), "--mirror-body-limit", "8Mi"]) == 0
     out = json.loads(capsys.readouterr().out)["gateways"]["server/simple-gateway"]
@@ -186,6 +189,9 @@ def test_translate_shows_the_bound_and_rejects_a_bad_one(capsys: pytest.CaptureF
     assert [r["name"] for r in routes] == [ROUTE, f"{ROUTE}/no-body", f"{ROUTE}/not-mirrored"]
     assert routes[0]["match"]["headers"] == [{"name": "content-length", "range_match": {"end": str(8 * MiB + 1)}}]
     assert "request_mirror_policies" not in routes[2]["route"]
+
+    metrics = Metrics(NodeRegistry(), SnapshotCache(), mirror_body_limit=8 * MiB).render().decode()
+    assert "\nmirrorplane_mirror_body_limit_bytes 8.388608e+06\n" in metrics
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["translate", str(local), "--mirror-body-limit", "2Gi"])
