@@ -48,10 +48,11 @@ async def _until_ok(url: str) -> None:
     raise RuntimeError(f"{url} never answered 200")
 
 
-async def _load(url: str, requests: int, concurrency: int) -> dict[str, float]:
+async def _load(url: str, requests: int, concurrency: int, *options: str) -> dict[str, float]:
+    """``options``: more benchmarks.loadgen flags (--body-bytes, --timeout)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.loadgen", url, "--requests", str(requests), "--concurrency", str(concurrency),
-        stdout=asyncio.subprocess.PIPE,
+        *options, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await proc.communicate()
     return json.loads(out)
