@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-from pathlib import Path
 
-from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _route, _spawn, _until_ok, _until_policy
-from controlplane.localenvoy import LocalEnvoy
+from benchmarks.mirror_cost import _load, _route, _spawn, _until_policy, local_gateway
 from controlplane.ports import free_port
-from controlplane.providers.files import FileProvider
-from controlplane.serve import ControlPlane
-from controlplane.xds.translator import DEFAULT_MIRROR_BODY_LIMIT, XdsOptions
+from controlplane.xds.translator import DEFAULT_MIRROR_BODY_LIMIT
 
 MiB = 1024 * 1024
 BODIES = {"8 MiB (over the bound)": 8 * MiB, "512 KiB (within the bound)": MiB // 2}
@@ -37,24 +32,8 @@ async def run(requests: int, concurrency: int, timeout: float) -> None:
     ]
     url = f"http://127.0.0.1:{ports['gw']}/"
     results: dict[tuple[str, str], dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for f in ("gateway.yaml", "services.yaml"):
-            text = (LOCAL / f).read_text().replace("8081", str(ports["pipy"])).replace("8082", str(ports["mirror"]))
-            (folder / f).write_text(text)
-        (folder / "route.yaml").write_text(_route(mirror=False))
-        plane = ControlPlane(
-            FileProvider(folder),
-            xds_host="127.0.0.1",
-            xds_port=ports["xds"],
-            http_port=None,
-            xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: ports["gw"]}),
-        )
-        await plane.start()
-        envoy = LocalEnvoy(node_id="bench", gateway=GATEWAY, xds_port=ports["xds"], admin_port=0, log_sink=lambda _: None, concurrency=1)
-        await envoy.start()
-        try:
-            await _until_ok(url)
+    try:
+        async with local_gateway(ports) as (folder, envoy):
             for config, mirror in (("no mirror", False), ("stuck mirror", True)):
                 (folder / "route.yaml").write_text(_route(mirror))
                 await _until_policy(envoy, mirror)
@@ -62,12 +41,10 @@ async def run(requests: int, concurrency: int, timeout: float) -> None:
                     options = ("--body-bytes", str(size), "--timeout", str(timeout))
                     await _load(url, max(1, requests // 5), concurrency, *options)  # warm-up
                     results[body, config] = await _load(url, requests, concurrency, *options)
-        finally:
-            await envoy.stop()
-            await plane.stop()
-            for proc in backends:
-                proc.terminate()
-                await proc.wait()
+    finally:
+        for proc in backends:
+            proc.terminate()
+            await proc.wait()
     print(f"mirror body bound {DEFAULT_MIRROR_BODY_LIMIT} bytes; {requests} POSTs per run, {concurrency} at a time")
     for body in BODIES:
         print(body)

@@ -116,48 +116,39 @@ def _body(size: int, seed: int = 0) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
-@pytest.fixture
-async def seed(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = await start_stack(tmp_path)
-    try:
-        yield s
-    finally:
-        await s.exits.aclose()
-
-
 @pytest.mark.parametrize("mode", ["stuck", "slow", "reset", "down"])
-async def test_large_posts_get_the_primary_answer_whatever_the_mirror_does(seed: Stack, mode: str) -> None:
+async def test_large_posts_get_the_primary_answer_whatever_the_mirror_does(stack: Stack, mode: str) -> None:
     mirror = BadMirror(mode)
     await mirror.start()
-    seed.exits.push_async_callback(mirror.stop)
-    await _use_mirror(seed, mirror.port)
+    stack.exits.push_async_callback(mirror.stop)
+    await _use_mirror(stack, mirror.port)
     for size in (8 * MiB, 64 * MiB):
         body = _body(size)
-        assert await _post(seed.url + f"/{mode}/{size}", body) == (200, body)
-    assert await _not_mirrored(seed) == 2, "requests over the mirror bound are counted as not mirrored"
+        assert await _post(stack.url + f"/{mode}/{size}", body) == (200, body)
+    assert await _not_mirrored(stack) == 2, "requests over the mirror bound are counted as not mirrored"
     # Small requests are still mirrored (Envoy tries the mirror) and still get the primary's answer.
-    tried = await _mirror_connections(seed)
-    assert await _post(seed.url + "/small", b"small") == (200, b"small")
-    await wait_until(lambda: _more_mirror_connections(seed, tried), message=f"Envoy sending the small request to the {mode} mirror")
+    tried = await _mirror_connections(stack)
+    assert await _post(stack.url + "/small", b"small") == (200, b"small")
+    await wait_until(lambda: _more_mirror_connections(stack, tried), message=f"Envoy sending the small request to the {mode} mirror")
 
 
-async def test_body_up_to_the_bound_is_mirrored_byte_for_byte_and_a_larger_one_is_counted(seed: Stack) -> None:
-    mirror = seed.echos["pipy-mirror"].log
+async def test_body_up_to_the_bound_is_mirrored_byte_for_byte_and_a_larger_one_is_counted(stack: Stack) -> None:
+    mirror = stack.echos["pipy-mirror"].log
     at_bound, over = _body(MiB, 1), _body(MiB + 1, 2)
-    assert await _post(seed.url + "/at-bound", at_bound) == (200, at_bound)
+    assert await _post(stack.url + "/at-bound", at_bound) == (200, at_bound)
     await wait_until(lambda: any(h.get("body") == digest(at_bound) for h in mirror.heads()), message="the 1 MiB copy")
 
-    assert await _post(seed.url + "/over-bound", over) == (200, over)
+    assert await _post(stack.url + "/over-bound", over) == (200, over)
 
     async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: size unknown up front
         for _ in range(4):
             yield _body(64 * 1024, 3)
 
-    status, answer = await _post(seed.url + "/chunked", chunked())
+    status, answer = await _post(stack.url + "/chunked", chunked())
     assert (status, answer) == (200, _body(64 * 1024, 3) * 4)
-    assert await _not_mirrored(seed) == 2
+    assert await _not_mirrored(stack) == 2
     # A later mirrored request reaching the mirror shows the two before it were not sent there.
-    assert await _post(seed.url + "/marker", b"marker") == (200, b"marker")
+    assert await _post(stack.url + "/marker", b"marker") == (200, b"marker")
     await wait_until(lambda: any(h["path"] == "/marker" for h in mirror.heads()), message="the marker copy")
     assert not {"/over-bound", "/chunked"} & {h["path"] for h in mirror.heads()}
 
@@ -199,18 +190,18 @@ def test_translate_and_metrics_show_the_bound_and_a_bad_one_is_rejected(capsys: 
     assert "--mirror-body-limit: '2Gi': at most 1Gi" in capsys.readouterr().err
 
 
-async def test_stuck_http2_mirror_cannot_stall_concurrent_requests_within_the_bound(seed: Stack) -> None:
+async def test_stuck_http2_mirror_cannot_stall_concurrent_requests_within_the_bound(stack: Stack) -> None:
     mirror = BadMirror("stuck")
     await mirror.start()
-    seed.exits.push_async_callback(mirror.stop)
-    services = seed.dir / "services.yaml"
+    stack.exits.push_async_callback(mirror.stop)
+    services = stack.dir / "services.yaml"
     # appProtocol h2c: Envoy speaks HTTP/2 to the mirror, which could multiplex every copy on one
     # connection whose buffer they would then share.
     text = services.read_text().replace("    targetPort: 8082", "    targetPort: 8082\n    appProtocol: kubernetes.io/h2c")
     assert text != services.read_text()
-    seed.write("services.yaml", text)
-    await _use_mirror(seed, mirror.port)
+    stack.write("services.yaml", text)
+    await _use_mirror(stack, mirror.port)
     body = _body(MiB)
-    answers = await asyncio.gather(*(_post(seed.url + f"/h2/{i}", body) for i in range(16)))
+    answers = await asyncio.gather(*(_post(stack.url + f"/h2/{i}", body) for i in range(16)))
     assert answers == [(200, body)] * 16
-    assert await _not_mirrored(seed) == 0
+    assert await _not_mirrored(stack) == 0
