@@ -58,7 +58,6 @@ _MIRROR_HEAD_ROOM = 64 * 1024
 # Requests that carry no body when sent without Content-Length: an HTTP/1.1 request without
 # Content-Length or Transfer-Encoding has none, but an HTTP/2 one may stream any amount.
 _BODYLESS_METHODS = "GET|HEAD|DELETE|OPTIONS|TRACE"
-NOT_MIRRORED_SUFFIX = "/not-mirrored"
 
 
 @dataclass(frozen=True)
@@ -260,7 +259,7 @@ def _route_configuration(chain: ir.FilterChain, mirror_body_limit: int) -> route
         ignore_port_in_host_matching=True,
         virtual_hosts=[
             rc.VirtualHost(
-                name=vh.name, domains=list(vh.domains), routes=[out for r in vh.routes for out in _routes(r, mirror_body_limit)]
+                name=vh.name, domains=list(vh.domains), routes=[er for r in vh.routes for er in _routes(r, mirror_body_limit)]
             )
             for vh in chain.virtual_hosts
         ],
@@ -291,8 +290,8 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     bodyless.match.headers.add(name="transfer-encoding", present_match=False)
     bodyless.match.headers.add(name=":method", string_match=_string_match(_BODYLESS_METHODS, True))
     unmirrored.CopyFrom(out)
-    unmirrored.name += NOT_MIRRORED_SUFFIX
-    unmirrored.stat_prefix = (route.stat_prefix or route.name) + NOT_MIRRORED_SUFFIX
+    unmirrored.name += "/not-mirrored"
+    unmirrored.stat_prefix = (route.stat_prefix or route.name) + "/not-mirrored"
     del unmirrored.route.request_mirror_policies[:]
     out.match.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
     # The mirror's copy is buffered under this per-request limit while its connection is not
