@@ -55,9 +55,15 @@ DEFAULT_MIRROR_BODY_LIMIT = 1024 * 1024
 MAX_MIRROR_BODY_LIMIT = 1024 * 1024 * 1024
 # Room for the request head beside the body in those buffers (Envoy's default header limit is 60 KiB).
 _MIRROR_HEAD_ROOM = 64 * 1024
-# Requests that carry no body when sent without Content-Length: an HTTP/1.1 request without
-# Content-Length or Transfer-Encoding has none, but an HTTP/2 one may stream any amount.
-_BODYLESS_METHODS = "GET|HEAD|DELETE|OPTIONS|TRACE"
+# Requests that carry no body: an HTTP/1.1 request without Content-Length or Transfer-Encoding
+# has none, but an HTTP/2 one may stream any amount, so only methods that carry none qualify.
+_BODYLESS = (
+    rc.HeaderMatcher(name="content-length", present_match=False),
+    rc.HeaderMatcher(name="transfer-encoding", present_match=False),
+    rc.HeaderMatcher(
+        name=":method", string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="GET|HEAD|DELETE|OPTIONS|TRACE"))
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -286,9 +292,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     bodyless, unmirrored = rc.Route(), rc.Route()
     bodyless.CopyFrom(out)
     bodyless.name += "/no-body"
-    bodyless.match.headers.add(name="content-length", present_match=False)
-    bodyless.match.headers.add(name="transfer-encoding", present_match=False)
-    bodyless.match.headers.add(name=":method", string_match=_string_match(_BODYLESS_METHODS, True))
+    bodyless.match.headers.extend(_BODYLESS)
     unmirrored.CopyFrom(out)
     unmirrored.name += "/not-mirrored"
     unmirrored.stat_prefix = (route.stat_prefix or route.name) + "/not-mirrored"
