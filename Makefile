@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.fleet latency --delta
 	$(PY) -m benchmarks.fleet memory
 	$(PY) -m benchmarks.conformance
+	$(PY) -m benchmarks.mirror_stall
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,20 +13,24 @@ from collections import Counter
 import aiohttp
 
 
-async def run(url: str, requests: int, concurrency: int, body: bytes) -> dict[str, object]:
+async def run(url: str, requests: int, concurrency: int, body: bytes, timeout: float | None = None) -> dict[str, object]:
+    """A request that takes longer than ``timeout`` seconds is abandoned and counted as "timeout"."""
     latencies: list[float] = []
-    statuses: Counter[int] = Counter()
+    statuses: Counter[int | str] = Counter()
     queue = iter(range(requests))
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
 
         async def worker() -> None:
             for _ in queue:
                 started = time.perf_counter()
-                async with session.post(url, data=body) as resp:
-                    await resp.read()
+                try:
+                    async with session.post(url, data=body) as resp:
+                        await resp.read()
+                    statuses[resp.status] += 1
+                except asyncio.TimeoutError:
+                    statuses["timeout"] += 1
                 latencies.append(time.perf_counter() - started)
-                statuses[resp.status] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -44,8 +48,11 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--body-bytes", type=int, default=256)
+    parser.add_argument("--timeout", type=float, default=None, help="seconds before a request is abandoned")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.requests, args.concurrency, b"x" * 256))))
+    body = b"x" * args.body_bytes
+    print(json.dumps(asyncio.run(run(args.url, args.requests, args.concurrency, body, args.timeout))))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -48,10 +50,11 @@ async def _until_ok(url: str) -> None:
     raise RuntimeError(f"{url} never answered 200")
 
 
-async def _load(url: str, requests: int, concurrency: int) -> dict[str, float]:
+async def _load(url: str, requests: int, concurrency: int, *options: str) -> dict[str, float]:
+    """``options``: more benchmarks.loadgen flags (--body-bytes, --timeout)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.loadgen", url, "--requests", str(requests), "--concurrency", str(concurrency),
-        stdout=asyncio.subprocess.PIPE,
+        *options, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await proc.communicate()
     return json.loads(out)
@@ -62,14 +65,10 @@ def _route(mirror: bool) -> str:
     return text if mirror else text[: text.index("    filters:")] + text[text.index("    backendRefs:") :]
 
 
-async def run(requests: int, concurrency: int) -> None:
-    ports = {n: free_port() for n in ("gw", "pipy", "mirror", "xds")}
-    backends = {
-        "pipy": await _spawn("-m", "controlplane.echo", "--port", str(ports["pipy"]), "--name", "pipy"),
-        "mirror": await _spawn("-m", "controlplane.echo", "--port", str(ports["mirror"]), "--name", "pipy-mirror"),
-    }
-    url = f"http://127.0.0.1:{ports['gw']}/"
-    results: dict[str, dict[str, float]] = {}
+@asynccontextmanager
+async def local_gateway(ports: dict[str, int]) -> AsyncIterator[tuple[Path, LocalEnvoy]]:
+    """manifests/local on ``ports`` (gw, pipy, mirror, xds) served to one Envoy with one worker,
+    the route not mirrored yet: the folder to edit, and the Envoy."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for f in ("gateway.yaml", "services.yaml"):
@@ -85,9 +84,25 @@ async def run(requests: int, concurrency: int) -> None:
         )
         await plane.start()
         envoy = LocalEnvoy(node_id="bench", gateway=GATEWAY, xds_port=ports["xds"], admin_port=0, log_sink=lambda _: None, concurrency=1)
-        await envoy.start()
         try:
-            await _until_ok(url)
+            await envoy.start()
+            await _until_ok(f"http://127.0.0.1:{ports['gw']}/")
+            yield folder, envoy
+        finally:
+            await envoy.stop()
+            await plane.stop()
+
+
+async def run(requests: int, concurrency: int) -> None:
+    ports = {n: free_port() for n in ("gw", "pipy", "mirror", "xds")}
+    backends = {
+        "pipy": await _spawn("-m", "controlplane.echo", "--port", str(ports["pipy"]), "--name", "pipy"),
+        "mirror": await _spawn("-m", "controlplane.echo", "--port", str(ports["mirror"]), "--name", "pipy-mirror"),
+    }
+    url = f"http://127.0.0.1:{ports['gw']}/"
+    results: dict[str, dict[str, float]] = {}
+    try:
+        async with local_gateway(ports) as (folder, envoy):
             for name, mirror, mirror_up in (("mirror off", False, True), ("mirror on 100%", True, True), ("mirror backend down", True, False)):
                 if not mirror_up and backends["mirror"].returncode is None:
                     backends["mirror"].terminate()
@@ -96,13 +111,11 @@ async def run(requests: int, concurrency: int) -> None:
                 await _until_policy(envoy, mirror)
                 await _load(url, requests // 5, concurrency)  # warm-up
                 results[name] = await _load(url, requests, concurrency)
-        finally:
-            await envoy.stop()
-            await plane.stop()
-            for proc in backends.values():
-                if proc.returncode is None:
-                    proc.terminate()
-                    await proc.wait()
+    finally:
+        for proc in backends.values():
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
     base = results["mirror off"]
     for name, r in results.items():
         print(

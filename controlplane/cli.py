@@ -22,6 +22,7 @@ from .providers.kubeapi import ApiError, KubeApi
 from .providers.base import Provider
 from .serve import ControlPlane, Extension
 from .tls import TlsFiles
+from .xds.translator import DEFAULT_MIRROR_BODY_LIMIT, MAX_MIRROR_BODY_LIMIT, XdsOptions
 
 log = logging.getLogger("mirrorplane")
 
@@ -41,7 +42,33 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
     p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, health, reflection (default 18000)")
     p.add_argument("--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)")
     p.add_argument("--controller-name", default=DEFAULT_CONTROLLER, help="GatewayClass controllerName to serve")
+    _add_mirror_body_limit(p)
     _add_common(p)
+
+
+def _add_mirror_body_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mirror-body-limit",
+        type=_byte_size,
+        default=DEFAULT_MIRROR_BODY_LIMIT,
+        metavar="BYTES",
+        help="mirror only requests whose body is known to be at most this size, e.g. 1048576, 512Ki, 8Mi "
+        "(default 1Mi); larger ones reach only the primary (docs/mirroring.md)",
+    )
+
+
+_SIZE_UNITS = {"": 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _byte_size(text: str) -> int:
+    """Bytes as a plain number or with a Kubernetes-style binary suffix (Ki, Mi, Gi)."""
+    number, unit = text.rstrip("KMGi"), text[len(text.rstrip("KMGi")):]
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bytes, e.g. 1048576, 512Ki or 8Mi")
+    value = int(number) * _SIZE_UNITS[unit]
+    if value > MAX_MIRROR_BODY_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_MIRROR_BODY_LIMIT // 1024**3}Gi")
+    return value
 
 
 def _add_kubernetes(p: argparse.ArgumentParser) -> None:
@@ -161,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("translate", help="offline: YAML in, Envoy JSON and Gateway API status out")
     tr.add_argument("dir", type=Path)
     tr.add_argument("--controller-name", default=DEFAULT_CONTROLLER)
+    _add_mirror_body_limit(tr)
 
     admin_client.add_commands(sub)  # nodes, status, snapshot: clients of the admin API
     return parser
@@ -198,7 +226,11 @@ def _translate(args: argparse.Namespace) -> int:
     if not args.dir.exists():
         print(f"mirrorplane: error: {args.dir} does not exist", file=sys.stderr)
         return 1
-    out = translate_folder(args.dir, options=Options(controller_name=args.controller_name))
+    out = translate_folder(
+        args.dir,
+        options=Options(controller_name=args.controller_name),
+        xds_options=XdsOptions(mirror_body_limit=args.mirror_body_limit),
+    )
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
     for err in out["errors"]:
@@ -269,6 +301,7 @@ async def _serve(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         http_port=args.http_port,
         options=Options(controller_name=args.controller_name),
+        xds_options=XdsOptions(mirror_body_limit=args.mirror_body_limit),
         tls=tls,
         extensions=extensions,
     )

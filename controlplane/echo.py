@@ -22,7 +22,8 @@ the prefix does not break it.
 
 Two server-wide knobs exist purely for mirroring tests: ``delay`` (a slow
 mirror must not slow down the primary) and ``status`` (an erroring mirror
-must not change the client's answer).
+must not change the client's answer).  ``--stall`` is the worst mirror of
+all: it accepts connections and never reads them (docs/mirroring.md).
 
 Run it with ``mirrorplane echo --port N --name NAME`` or
 ``python -m controlplane.echo --port N --name NAME``.
@@ -52,6 +53,7 @@ __all__ = [
     "main_from_args",
     "parse_go_duration",
     "run_echo",
+    "serve_stalled",
 ]
 
 # Kubernetes' "safe" alphabet for generated name suffixes (no vowels, no
@@ -524,6 +526,26 @@ async def run_echo(
         await runner.cleanup()
 
 
+class _Stalled(asyncio.Protocol):
+    """Accept, then never read: the kernel buffers fill and the sender is pushed back."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+
+
+async def serve_stalled(host: str, port: int) -> asyncio.Server:
+    """A server that accepts TCP connections and never reads or answers (``--stall``)."""
+    return await asyncio.get_running_loop().create_server(_Stalled, host, port)
+
+
+async def _run_stalled(args: argparse.Namespace) -> None:
+    server = await serve_stalled(args.host, args.port)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"[{args.name}] stalling on {_format_hostport(args.host, bound)} (accepts, never reads)", flush=True)
+    async with server:
+        await asyncio.Future()
+
+
 # ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
@@ -574,6 +596,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ingress", default=env.get("INGRESS_NAME", ""), help="reported ingress (env INGRESS_NAME)")
     parser.add_argument("--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)")
     parser.add_argument("--status", type=_status_arg, default=None, help="answer every echo with this status (e.g. 503)")
+    parser.add_argument("--stall", action="store_true", help="accept connections and never read them: a stuck backend")
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> None:
@@ -585,7 +608,9 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - non-POSIX / non-main thread
         pass
     serve = asyncio.ensure_future(
-        run_echo(
+        _run_stalled(args)
+        if args.stall
+        else run_echo(
             args.port,
             args.name,
             host=args.host,

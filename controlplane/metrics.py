@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -79,7 +80,7 @@ class _LiveState(Collector):
 
 
 class Metrics:
-    def __init__(self, nodes: NodeRegistry, cache: SnapshotCache) -> None:
+    def __init__(self, nodes: NodeRegistry, cache: SnapshotCache, *, mirror_body_limit: int | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
@@ -109,6 +110,13 @@ class Metrics:
         self.provider_events = Counter(
             "mirrorplane_provider_events", "Changes the provider (folder watch, Kubernetes watch) delivered.", registry=r
         )
+        if mirror_body_limit is not None:
+            # What the requests Envoy counts as not mirrored (docs/mirroring.md) were measured against.
+            Gauge(
+                "mirrorplane_mirror_body_limit_bytes",
+                "Requests with a larger body (or one of unknown size) reach only the primary, not the mirrors.",
+                registry=r,
+            ).set(mirror_body_limit)
         nodes.add_observer(self.on_xds_event)
 
     def on_xds_event(self, event: Event) -> None:

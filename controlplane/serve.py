@@ -63,7 +63,7 @@ class ControlPlane:
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
         # A NACK never freezes a Gateway: the HTTPRoutes Envoy rejected are left out and reported.
         self.quarantine = Quarantine(self.controller, self.registry)
-        self.metrics = Metrics(self.registry, self.cache)
+        self.metrics = Metrics(self.registry, self.cache, mirror_body_limit=xds_options.mirror_body_limit)
         self.controller.update_listeners.append(self.metrics.on_update)
         self.xds_address = f"{xds_host}:{xds_port}"
         self.http_host, self.http_port = http_host, http_port
@@ -88,11 +88,12 @@ class ControlPlane:
         for ext in self.extensions:
             await ext.start(self)
         log.info(
-            "serve.started source=%s xds=%s http=%s gateways=%s",
+            "serve.started source=%s xds=%s http=%s gateways=%s mirror_body_limit=%d",
             self.provider.describe(),
             self.xds_address,
             f"{self.http_host}:{self.http_port}" if self.http_port is not None else "off",
             ",".join(self.cache.gateways()) or "(none yet)",
+            self.controller.xds_options.mirror_body_limit,
         )
 
     async def _watch_provider(self) -> None:

@@ -123,7 +123,10 @@ async def mirror_policies(envoy: LocalEnvoy) -> list[dict[str, Any]]:
         for rc in cfg.get("dynamic_route_configs", []):
             for vh in rc.get("route_config", {}).get("virtual_hosts", []):
                 for r in vh.get("routes", []):
-                    found += r.get("route", {}).get("request_mirror_policies", [])
+                    # Each mirrored route has a twin for bodyless requests with the same policies
+                    # (docs/mirroring.md): count them once.
+                    if not r.get("name", "").endswith("/no-body"):
+                        found += r.get("route", {}).get("request_mirror_policies", [])
     return found
 
 
@@ -159,10 +162,12 @@ async def start_stack(
     mirror_options: dict[str, Any] | None = None,
     plane_options: dict[str, Any] | None = None,
     envoy_options: dict[str, Any] | None = None,
+    xds_options: dict[str, Any] | None = None,
 ) -> Stack:
     """The seed scenario, live: `pipy` primary, `pipy-mirror` mirror, Envoy on a free port.
 
-    ``plane_options`` and ``envoy_options`` go to ControlPlane and LocalEnvoy (e.g. TLS)."""
+    ``plane_options``, ``envoy_options`` and ``xds_options`` go to ControlPlane, LocalEnvoy and
+    XdsOptions (e.g. TLS, the mirror body limit)."""
     folder = tmp / "config"
     folder.mkdir()
     for f in LOCAL.glob("*.yaml"):
@@ -183,7 +188,7 @@ async def start_stack(
         xds_host="127.0.0.1",
         xds_port=xds_port,
         options=Options(),
-        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port}),
+        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port}, **(xds_options or {})),
         **{"http_port": None, **(plane_options or {})},
     )
     await stack.plane.start()

@@ -106,6 +106,7 @@ async def test_snapshot_text_and_json_match_grpcurl(stack):
         assert f"{ts.short_name} (version {ts.version}, {len(ts)} shown)" in out
         for name, entry in ts.entries.items():
             assert f"  {name}" in out and entry.version in out
+    assert "  http-8000: mirrors bodies up to 1048576 bytes; larger or unknown-size ones are not mirrored" in out
 
     args = ["snapshot", "--node", "e2e", "--type", "clusters", "--type", "listeners", "-o", "json"]
     code, out, _ = await mirrorplane(*args, server=target(stack))

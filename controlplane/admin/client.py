@@ -239,5 +239,28 @@ def render_snapshot(response: admin_pb2.GetSnapshotResponse) -> str:
         out.append(f"\n{rs.type} (version {rs.version}, {len(rs.resources)} shown)\n")
         if rs.resources:
             out.append(_table([[r.name, r.version] for r in rs.resources], indent="  "))
+        if rs.type == "routes":
+            out.extend(_mirror_bounds(rs))
     out.append("\n-o json prints every resource in full.\n")
     return "".join(out)
+
+
+def _mirror_bounds(rs: admin_pb2.ResourceSet) -> list[str]:
+    """The mirror body bound each route table enforces, read back from the served routes."""
+    out = []
+    for r in rs.resources:
+        config = json_format.MessageToDict(r.resource)
+        limits = {
+            int(h["range_match"]["end"]) - 1
+            for vh in config.get("virtual_hosts", [])
+            for route in vh.get("routes", [])
+            if route.get("route", {}).get("request_mirror_policies")
+            for h in route.get("match", {}).get("headers", [])
+            if h.get("name") == "content-length" and "range_match" in h
+        }
+        for limit in sorted(limits):
+            out.append(
+                f"  {r.name}: mirrors bodies up to {limit} bytes; larger or unknown-size ones are not mirrored "
+                "(Envoy counts them: vhost.*.route.*/not-mirrored.upstream_rq_total)\n"
+            )
+    return out

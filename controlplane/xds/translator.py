@@ -23,7 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from envoy.type.v3 import percent_pb2
+from envoy.type.v3 import percent_pb2, range_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from .. import ir
@@ -45,25 +45,61 @@ _REDIRECT_CODES = {
 }
 
 
+# Since Envoy 1.33 a mirror copy streams alongside the request and shares its flow control: a
+# mirror that reads slowly or not at all pauses the client's upload, so the primary never sees
+# the end of the request (docs/mirroring.md). Only a request whose whole body fits in Envoy's
+# buffers on the mirror side can never push back, so only bodies up to this many bytes are
+# mirrored; a larger one (or one of unknown size) goes to an unmirrored twin of the route.
+DEFAULT_MIRROR_BODY_LIMIT = 1024 * 1024
+MAX_MIRROR_BODY_LIMIT = 1024 * 1024 * 1024
+# Room for the request head beside the body in those buffers (Envoy's default header limit is 60 KiB).
+_MIRROR_HEAD_ROOM = 64 * 1024
+# Requests that carry no body: an HTTP/1.1 request without Content-Length or Transfer-Encoding
+# has none, but an HTTP/2 one may stream any amount, so only methods that carry none qualify.
+_BODYLESS = (
+    rc.HeaderMatcher(name="content-length", present_match=False),
+    rc.HeaderMatcher(name="transfer-encoding", present_match=False),
+    rc.HeaderMatcher(
+        name=":method", string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="GET|HEAD|DELETE|OPTIONS|TRACE"))
+    ),
+)
+
+
 @dataclass(frozen=True)
 class XdsOptions:
     bind_address: str = "0.0.0.0"
     # Gateway listener port → the port Envoy actually binds (tests and local runs remap ports).
     port_map: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
     connect_timeout_seconds: int = 5
+    # Requests with a larger body are not mirrored (see DEFAULT_MIRROR_BODY_LIMIT).
+    mirror_body_limit: int = DEFAULT_MIRROR_BODY_LIMIT
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.mirror_body_limit <= MAX_MIRROR_BODY_LIMIT:
+            raise ValueError(f"mirror body limit {self.mirror_body_limit}: expected 0..{MAX_MIRROR_BODY_LIMIT} bytes")
 
 
 def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -> Resources:
+    mirrored = {
+        m.backend
+        for lst in gateway.listeners
+        for chain in lst.chains
+        for vh in chain.virtual_hosts
+        for r in vh.routes
+        for m in r.mirrors
+    }
     clusters, endpoints = {}, {}
     for backend in gateway.backends:
         clusters[backend.name] = _cluster(backend, options)
+        if backend.name in mirrored:
+            _hold_mirrored_bodies(clusters[backend.name], options.mirror_body_limit)
         if backend.discovery == "eds":
             endpoints[backend.name] = load_assignment(backend)
     listeners, routes = {}, {}
     for listener in gateway.listeners:
         listeners[listener.name] = _listener(listener, options)
         for chain in listener.chains:
-            routes[chain.name] = _route_configuration(chain)
+            routes[chain.name] = _route_configuration(chain, options.mirror_body_limit)
     return Resources(
         clusters=MappingProxyType(clusters),
         endpoints=MappingProxyType(endpoints),
@@ -132,6 +168,15 @@ def _cluster(backend: ir.Backend, options: XdsOptions) -> cluster_pb2.Cluster:
     if backend.protocol == "h2c":
         cluster.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(_H2C_OPTIONS)
     return cluster
+
+
+def _hold_mirrored_bodies(cluster: cluster_pb2.Cluster, limit: int) -> None:
+    """A mirror connection buffers a whole mirrored request without pushing back on the client.
+
+    Envoy stops reading the client when the mirror connection's buffer passes this limit, and a
+    mirror that never reads would then stall the primary for good.
+    """
+    cluster.per_connection_buffer_limit_bytes.value = limit + _MIRROR_HEAD_ROOM
 
 
 def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
@@ -209,7 +254,7 @@ def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
 # --- routes ------------------------------------------------------------------------------------
 
 
-def _route_configuration(chain: ir.FilterChain) -> route_pb2.RouteConfiguration:
+def _route_configuration(chain: ir.FilterChain, mirror_body_limit: int) -> route_pb2.RouteConfiguration:
     out = route_pb2.RouteConfiguration(
         name=chain.name,
         # Invalid backendRefs deliberately name a cluster that does not exist (→ 500).
@@ -218,7 +263,9 @@ def _route_configuration(chain: ir.FilterChain) -> route_pb2.RouteConfiguration:
         # backend still sees the Host header the client sent.
         ignore_port_in_host_matching=True,
         virtual_hosts=[
-            rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=[_route(r) for r in vh.routes])
+            rc.VirtualHost(
+                name=vh.name, domains=list(vh.domains), routes=[er for r in vh.routes for er in _routes(r, mirror_body_limit)]
+            )
             for vh in chain.virtual_hosts
         ],
     )
@@ -228,6 +275,32 @@ def _route_configuration(chain: ir.FilterChain) -> route_pb2.RouteConfiguration:
         route.match.prefix = "/"
         route.direct_response.status = 421
     return out
+
+
+def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
+    """One IR route as Envoy routes: mirrored only when the body is known to fit the bound.
+
+    A mirrored route matches a Content-Length up to the bound, or a request that announces no
+    body (HTTP/1.1: neither Content-Length nor Transfer-Encoding) with a method that carries
+    none; every other request falls through to the same route without mirrors, whose own
+    stat_prefix makes Envoy count them (vhost.<vhost>.route.<name>/not-mirrored.upstream_rq_*).
+    """
+    out = _route(route)
+    if not route.mirrors or not out.HasField("route"):
+        return [out]
+    bodyless, unmirrored = rc.Route(), rc.Route()
+    bodyless.CopyFrom(out)
+    bodyless.name += "/no-body"
+    bodyless.match.headers.extend(_BODYLESS)
+    unmirrored.CopyFrom(out)
+    unmirrored.name += "/not-mirrored"
+    unmirrored.stat_prefix = (route.stat_prefix or route.name) + "/not-mirrored"
+    del unmirrored.route.request_mirror_policies[:]
+    out.match.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
+    # The mirror's copy is buffered under this per-request limit while its connection is not
+    # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.
+    out.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
+    return [out, bodyless, unmirrored]
 
 
 def _route(route: ir.Route) -> rc.Route:
