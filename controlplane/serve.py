@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from .admin.service import admin_services
 from .controller import Controller
+from .identity import Authorizer
 from .gatewayapi.translator import Options
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
@@ -38,31 +40,70 @@ class Extension(Protocol):
     async def stop(self) -> None: ...
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a port on this machine (a name other than localhost counts
+    as exposed: what it resolves to is not ours to trust)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as gRPC and people write it (IPv6 in brackets)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def exposure_error(xds_host: str, tls: TlsFiles | None, insecure: bool) -> str | None:
+    """Why serving would expose config unauthenticated, or None. The xDS port shows every
+    Gateway's config (ADS, the admin API, CSDS): beyond loopback it must be mutual TLS."""
+    if insecure or is_loopback(xds_host) or (tls is not None and tls.mutual):
+        return None
+    return (
+        f"--xds-address {xds_host} is not loopback, and without mutual TLS anyone who reaches it reads every "
+        "Gateway's config and keys: add --tls-cert, --tls-key and --client-ca (see `mirrorplane certs`), or --insecure"
+    )
+
+
 class ControlPlane:
-    """Serve the objects of a provider (a folder, a cluster) over ADS until stopped."""
+    """Serve the objects of a provider (a folder, a cluster) over ADS until stopped.
+
+    Safe by default: both ports bind loopback; a non-loopback xDS address needs mutual TLS
+    (``insecure`` overrides that), and with mutual TLS client identities are enforced
+    (:mod:`.identity`). docs/security.md has the rules.
+    """
 
     def __init__(
         self,
         provider: Provider,
         *,
-        xds_host: str = "0.0.0.0",
+        xds_host: str = "127.0.0.1",
         xds_port: int = 18000,
-        http_host: str = "0.0.0.0",
+        http_host: str = "127.0.0.1",
         http_port: int | None = 19001,
         options: Options = Options(),
         xds_options: XdsOptions = XdsOptions(),
         tls: TlsFiles | None = None,
+        insecure: bool = False,
         extensions: Sequence[Extension] = (),
     ) -> None:
+        problem = exposure_error(xds_host, tls, insecure)
+        if problem:
+            raise ValueError(problem)
         self.provider = provider
         self.extensions = list(extensions)
         self.tls = tls
+        self.authorizer = Authorizer(enforced=tls is not None and tls.mutual)
         self.cache = SnapshotCache()
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
-        self.metrics = Metrics(self.registry, self.cache)
+        # Unauthenticated, /metrics shows Envoy's NACK messages (they can quote config) only on loopback.
+        self.metrics = Metrics(self.registry, self.cache, nack_messages=insecure or is_loopback(http_host))
         self.controller.update_listeners.append(self.metrics.on_update)
-        self.xds_address = f"{xds_host}:{xds_port}"
+        self.xds_address = host_port(xds_host, xds_port)
         self.http_host, self.http_port = http_host, http_port
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -76,6 +117,7 @@ class ControlPlane:
             self.registry,
             address=self.xds_address,
             credentials=credentials,
+            authorizer=self.authorizer,
             services=admin_services(self.cache, self.registry, lambda: self.controller.statuses),
         )
         await self._grpc.start()
@@ -85,12 +127,18 @@ class ControlPlane:
         for ext in self.extensions:
             await ext.start(self)
         log.info(
-            "serve.started source=%s xds=%s http=%s gateways=%s",
+            "serve.started source=%s xds=%s xds_security=%s http=%s gateways=%s",
             self.provider.describe(),
             self.xds_address,
-            f"{self.http_host}:{self.http_port}" if self.http_port is not None else "off",
+            self._security(),
+            host_port(self.http_host, self.http_port) if self.http_port is not None else "off",
             ",".join(self.cache.gateways()) or "(none yet)",
         )
+
+    def _security(self) -> str:
+        if self.authorizer.enforced:
+            return "mtls-identities"
+        return "tls" if self.tls else "plaintext"
 
     async def _watch_provider(self) -> None:
         try:
