@@ -92,7 +92,7 @@ class Authorizer:
             return None
         if who.gateway:
             return f"certificate identity {who.describe()} is for Gateway {who.gateway}, not {gateway}"
-        return f"certificate identity {who.describe()} is not a Gateway's (want {gateway_id(gateway)})"
+        return f"certificate identity {who.describe()} is not a Gateway's; {gateway} needs {_GATEWAY_PREFIX}NS/gateway/NAME"
 
 
 # Services anyone who completes the handshake may call: they show no config.

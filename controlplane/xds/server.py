@@ -176,6 +176,7 @@ class _AdsStream:
         self._authorizer = servicer.authorizer
         self._ctx = context
         self._state: StreamState | None = None
+        self._claimed = "node=? gateway=?"
         self._snapshot: Snapshot | None = None
         self._types: dict[str, _TypeStream] = {}
         self._nonces = itertools.count(1)
@@ -211,7 +212,7 @@ class _AdsStream:
     def _who(self) -> str:
         s = self._state
         if s is None:
-            return "node=? gateway=?"
+            return self._claimed
         return f"node={s.node_id} gateway={s.gateway} stream={s.stream_id}"
 
     async def _serve(self) -> None:
@@ -229,9 +230,10 @@ class _AdsStream:
                 f"node {node.id!r}: node.cluster must be the Gateway as namespace/name, "
                 f"got {gateway!r}",
             )
+        self._claimed = f"node={node.id} gateway={gateway}"
         denial = self._authorizer.stream_denial(self._ctx, gateway)
         if denial is not None:
-            raise _Reject(grpc.StatusCode.PERMISSION_DENIED, f"node {node.id!r}: {denial}")
+            raise _Reject(grpc.StatusCode.PERMISSION_DENIED, denial)
         agent = node.user_agent_name
         if node.HasField("user_agent_build_version"):
             v = node.user_agent_build_version.version
