@@ -24,9 +24,12 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
+from controlplane.certs import folder_of
 from controlplane.cli import build_parser
 from controlplane.localenvoy import envoy_binary
 from controlplane.offline import translate_folder
+from controlplane.serve import exposure_error
+from controlplane.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -78,10 +81,11 @@ def mounts(service: str) -> dict[str, str]:
 
 
 def published(service: str) -> dict[int, int]:
-    """Container port → host port."""
+    """Container port → host port (every one bound to the host's loopback only)."""
     out = {}
     for spec in services()[service].get("ports", []):
-        host, _, container = str(spec).rpartition(":")
+        host_ip, host, container = str(spec).split(":")
+        assert host_ip == "127.0.0.1", f"{service} publishes {spec} beyond the host's loopback"
         out[int(container)] = int(host)
     return out
 
@@ -128,6 +132,9 @@ def test_control_plane_serves_the_mounted_manifests_on_its_published_ports():
     assert args.command == "serve"
     assert mounts("controlplane")[str(args.dir)] == "./manifests/compose"
     assert set(published("controlplane")) == {args.xds_port, args.http_port}
+    # Reachable from the Envoy container, hence a non-loopback bind: only because it is mutual TLS.
+    assert args.xds_address == "0.0.0.0" and args.client_ca and not args.insecure
+    assert exposure_error(args.xds_address, TlsFiles(args.tls_cert, args.tls_key, args.client_ca), args.insecure) is None
     healthcheck = " ".join(services()["controlplane"]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{args.http_port}/readyz" in healthcheck
 
@@ -157,7 +164,11 @@ def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path
     certs_args = parsed("certs")
     certs_root = PurePosixPath(str(certs_args.out))
     local = tmp_path / "certs"
-    subprocess.run([*MIRRORPLANE, "certs", "--server-name", "controlplane", "--out", str(local)], check=True, timeout=30)
+    certs_argv = [a.replace(str(certs_root), str(local)) for a in services()["certs"]["command"]]
+    subprocess.run([*MIRRORPLANE, *certs_argv], check=True, timeout=30)
+    # The Envoy presents its own Gateway's certificate (the only config it can then fetch).
+    assert PurePosixPath(str(boot.xds_cert)).parent == PurePosixPath(str(folder_of(Path(str(certs_root)), boot.gateway)))
+    assert boot.gateway in certs_args.gateway
     assert serve.tls_cert and serve.client_ca and PurePosixPath(str(serve.tls_cert)).is_relative_to(certs_root)
     for path in (boot.xds_ca, boot.xds_cert, boot.xds_key, serve.tls_cert, serve.tls_key, serve.client_ca):
         assert (local / PurePosixPath(str(path)).relative_to(certs_root)).is_file(), path
@@ -295,10 +306,10 @@ def test_docker_compose_up_serves_the_quick_start_curl():
             text = logs(service)
             assert '"method": "POST"' in text and "Echoing back request made to / to client" in text, service
 
-        # The xDS port is mutual TLS: ask from inside, with the certificates the certs step issued.
+        # The xDS port is mutual TLS: ask from inside, with the operator certificate the certs step issued.
         nodes = subprocess.run(
             [*compose, "exec", "-T", "controlplane", "mirrorplane", "nodes", "--server", "controlplane:18000",
-             "--cacert", "/certs/server/ca.crt", "--cert", "/certs/envoy/tls.crt", "--key", "/certs/envoy/tls.key", "-o", "json"],
+             "--cacert", "/certs/operator/ca.crt", "--cert", "/certs/operator/tls.crt", "--key", "/certs/operator/tls.key", "-o", "json"],
             capture_output=True, text=True, timeout=60, cwd=REPO,
         )  # fmt: skip
         [node] = json.loads(nodes.stdout)["nodes"]
