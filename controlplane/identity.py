@@ -126,39 +126,31 @@ async def _require_operator(context: grpc.aio.ServicerContext, method: str) -> N
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the operator identity ({OPERATOR}), got {who.describe()}")
 
 
-def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """``handler`` with the operator check before its behaviour, for each of the four shapes."""
-    ser, de = handler.response_serializer, handler.request_deserializer
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await _require_operator(context, method)
-            return await inner_uu(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, de, ser)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await _require_operator(context, method)
-            async for item in inner_us(request, context):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, de, ser)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            await _require_operator(context, method)
-            return await inner_su(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, de, ser)
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+def _answering(inner: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _require_operator(context, method)
-        async for item in inner_ss(requests, context):
+        return await inner(request, context)
+
+    return behaviour
+
+
+def _streaming(inner: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await _require_operator(context, method)
+        async for item in inner(request, context):
             yield item
 
-    return grpc.stream_stream_rpc_method_handler(stream_stream, de, ser)
+    return behaviour
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """``handler`` with the operator check before its behaviour (``request`` above is a message
+    or, for client streaming, the iterator of them)."""
+    de, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(_answering(handler.unary_unary, method), de, ser)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(_answering(handler.stream_unary, method), de, ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream, method), de, ser)
+    return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream, method), de, ser)
