@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -18,8 +17,9 @@ from aiohttp import web
 
 from .admin.service import admin_services
 from .controller import Controller
-from .identity import Authorizer
+from .exposure import exposure_error, host_port, is_loopback
 from .gatewayapi.translator import Options
+from .identity import Authorizer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
 from .store import Store
@@ -38,34 +38,6 @@ class Extension(Protocol):
     async def start(self, plane: "ControlPlane") -> None: ...
 
     async def stop(self) -> None: ...
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps a port on this machine (a name other than localhost counts
-    as exposed: what it resolves to is not ours to trust)."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port`` as gRPC and people write it (IPv6 in brackets)."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
-def exposure_error(xds_host: str, tls: TlsFiles | None, insecure: bool) -> str | None:
-    """Why serving would expose config unauthenticated, or None. The xDS port shows every
-    Gateway's config (ADS, the admin API, CSDS): beyond loopback it must be mutual TLS."""
-    if insecure or is_loopback(xds_host) or (tls is not None and tls.mutual):
-        return None
-    return (
-        f"--xds-address {xds_host} is not loopback, and without mutual TLS anyone who reaches it reads every "
-        "Gateway's config and keys: add --tls-cert, --tls-key and --client-ca (see `mirrorplane certs`), or --insecure"
-    )
 
 
 class ControlPlane:

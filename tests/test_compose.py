@@ -28,7 +28,7 @@ from controlplane.certs import folder_of
 from controlplane.cli import build_parser
 from controlplane.localenvoy import envoy_binary
 from controlplane.offline import translate_folder
-from controlplane.serve import exposure_error
+from controlplane.exposure import exposure_error
 from controlplane.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
