@@ -9,6 +9,8 @@ chain's transport socket), so it does not depend on where the translator puts a
 
 from __future__ import annotations
 
+import functools
+
 from google.protobuf import any_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -84,8 +86,14 @@ def _unpack(packed: any_pb2.Any) -> Message | None:
     return inner
 
 
+@functools.lru_cache(maxsize=4096)
 def redacted_bytes(type_url: str, data: bytes) -> bytes:
-    """A serialized resource of ``type_url`` with its secrets redacted (the same bytes if none)."""
+    """A serialized resource of ``type_url`` with its secrets redacted (the same bytes if none).
+
+    Cached: CSDS shows the same snapshot bytes once per node, and a snapshot's ``Entry.data`` is
+    one bytes object (its hash is computed once, and a hit compares it by identity)."""
     descriptor = descriptor_pool.Default().FindMessageTypeByName(type_url.rsplit("/", 1)[1])
+    if not _may_hold_secrets(descriptor, _SEEN):
+        return data
     message = message_factory.GetMessageClass(descriptor).FromString(data)
     return message.SerializeToString() if redact(message) else data
