@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health
+from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger("mirrorplane.identity")
 
@@ -92,11 +94,11 @@ class Authorizer:
             return None
         if who.gateway:
             return f"certificate identity {who.describe()} is for Gateway {who.gateway}, not {gateway}"
-        return f"certificate identity {who.describe()} is not a Gateway's; {gateway} needs {_GATEWAY_PREFIX}NS/gateway/NAME"
+        return f"certificate identity {who.describe()} is not a Gateway's ({gateway} needs {gateway_id(gateway)})"
 
 
 # Services anyone who completes the handshake may call: they show no config.
-PUBLIC_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
 
 
 class OperatorOnly(grpc.aio.ServerInterceptor):

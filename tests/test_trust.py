@@ -23,6 +23,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controlplane import certs
 from controlplane.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -210,6 +211,11 @@ async def test_admin_and_csds_answer_the_operator_only(mtls: Plane, caplog: pyte
         # An Envoy keeps health (and reflection): they show no config.
         health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        await reflection.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        listed = await asyncio.wait_for(reflection.read(), 10)
+        assert "mirrorplane.admin.v1.Admin" in [sv.name for sv in listed.list_services_response.service]
+        reflection.cancel()
         caplog.set_level(logging.WARNING, logger="mirrorplane.identity")
         refused = await _admin_calls(channel)
         async with mtls.channel("operator") as operator:
