@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import shutil
 import socket
@@ -27,13 +28,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controlplane import certs
 from controlplane.admin.v1 import admin_pb2, admin_pb2_grpc
+from controlplane.localenvoy import LocalEnvoy, XdsTls
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.tls import TlsFiles
 from controlplane.xds.resources import LISTENER
 from e2e import LOCAL
 from features_stack import GATEWAY as HTTPS_GATEWAY, GATEWAY_YAML, tls_secret_yaml
-from support import free_port
+from support import free_port, wait_until
 
 HTTP_GATEWAY = "server/simple-gateway"  # manifests/local
 MIRRORPLANE = [sys.executable, "-m", "controlplane.cli"]
@@ -262,3 +264,26 @@ async def test_admin_and_csds_never_show_private_key_bytes(mtls: Plane) -> None:
         # What is shown is still the config: the certificate stays, the key says why it is absent.
         assert b"[redacted]" in shown["proto"], what
     assert mtls.cert_pem.split(b"\n")[1] in status.SerializeToString()
+
+
+async def test_a_real_envoy_with_another_gateways_certificate_gets_nothing(mtls: Plane, caplog: pytest.LogCaptureFixture) -> None:
+    """A real Envoy whose bootstrap claims the HTTPS Gateway but presents the HTTP Gateway's
+    certificate: refused on every (re)connect, it never holds a listener (nor its key)."""
+    caplog.set_level(logging.WARNING, logger="mirrorplane.xds")
+    stolen = certs.folder_of(mtls.pki, HTTP_GATEWAY)
+    envoy = LocalEnvoy(
+        node_id="thief",
+        gateway=HTTPS_GATEWAY,
+        xds_port=int(mtls.plane.xds_address.rsplit(":", 1)[1]),
+        admin_port=0,
+        log_sink=lambda line: None,
+        xds_tls=XdsTls(str(stolen / "ca.crt"), str(stolen / "tls.crt"), str(stolen / "tls.key")),
+    )
+    async with envoy:
+        await wait_until(lambda: any("node=thief" in r.getMessage() and "PERMISSION_DENIED" in r.getMessage() for r in caplog.records))
+        dump = await envoy.config_dump()
+    listeners = [lst for cfg in dump["configs"] for lst in cfg.get("dynamic_listeners", [])]
+    clusters = [c["cluster"]["name"] for cfg in dump["configs"] for c in cfg.get("static_clusters", [])]
+    assert listeners == [] and clusters == ["xds_cluster"], (listeners, clusters)
+    assert base64.b64encode(mtls.key_pem).decode()[:40] not in json.dumps(dump)
+    assert mtls.plane.registry.streams() == []
