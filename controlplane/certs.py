@@ -19,9 +19,10 @@ import base64
 import datetime
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -161,7 +162,7 @@ def _write(directory: Path, files: dict[str, bytes]) -> None:
             path.chmod(0o600)
 
 
-def ensure_folder(folder: Path, server_names: list[str], gateways: list[str] = ()) -> tuple[list[Path], list[Path]]:
+def ensure_folder(folder: Path, server_names: list[str], gateways: Sequence[str] = ()) -> tuple[list[Path], list[Path]]:
     """DIR/ca (the CA, its key 0600), DIR/server, DIR/operator and DIR/gateways/NS/NAME for
     each Gateway (ca.crt, tls.crt, tls.key each); (issued now, kept) folders."""
     wanted = [SERVER, OPERATOR_DIR, *gateways]
@@ -216,7 +217,7 @@ async def ensure_secrets(
     api: "KubeApi",
     namespace: str,
     server_names: list[str],
-    gateways: list[str] = (),
+    gateways: Sequence[str] = (),
     *,
     ca_secret: str = "mirrorplane-xds-ca",
     server_secret: str = "mirrorplane-xds-server",
@@ -230,7 +231,7 @@ async def ensure_secrets(
     path = f"/api/v1/namespaces/{namespace}/secrets"
     wanted = {server_secret: SERVER, operator_secret: OPERATOR_DIR, **{gateway_secret(g): g for g in gateways}}
 
-    async def get(name: str) -> dict | None:
+    async def get(name: str) -> dict[str, Any] | None:
         try:
             return await api.request("GET", f"{path}/{name}")
         except ApiError as exc:
