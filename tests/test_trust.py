@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
+import yaml
 from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -112,7 +113,7 @@ async def mtls(tmp_path: Path) -> AsyncIterator[Plane]:
     shutil.copytree(LOCAL, folder)
     ca = trustme.CA()
     (folder / "https.yaml").write_text(GATEWAY_YAML.split("---\n", 1)[1] + "---\n" + tls_secret_yaml(ca))
-    secret = next(d for d in __import__("yaml").safe_load_all((folder / "https.yaml").read_text()) if d["kind"] == "Secret")
+    secret = next(d for d in yaml.safe_load_all((folder / "https.yaml").read_text()) if d["kind"] == "Secret")
     key_pem, cert_pem = (base64.b64decode(secret["data"][k]) for k in ("tls.key", "tls.crt"))
     pki = tmp_path / "pki"
     certs.ensure_folder(pki, ["127.0.0.1"], [HTTPS_GATEWAY, HTTP_GATEWAY])
