@@ -1,10 +1,16 @@
 """Certificates for mutual TLS on the xDS port: a private CA, the control plane's server
-certificate and one client certificate the Envoy fleet presents.
+certificate, and client certificates that each carry one identity (:mod:`.identity`):
+
+* one per Gateway, ``spiffe://mirrorplane/ns/NS/gateway/NAME``, for the Envoys of that Gateway
+  only (an ADS stream gets the config of its certificate's Gateway, nothing else);
+* one operator certificate, ``spiffe://mirrorplane/operator``, for the admin API and CSDS.
 
 Peers ship a "certgen" step for the same reason (Envoy Gateway runs one as a Job): the xDS
 stream carries listener private keys, so it should be mTLS from the first install, without
 asking users to run a PKI first. Generation is idempotent: existing material is kept, so
-re-running the step never invalidates certificates Envoys already hold.
+re-running the step never invalidates certificates Envoys already hold, and the CA is kept (its
+key readable only by whoever runs this step) so that a Gateway added later gets its certificate
+from the same CA by running the step again with one more ``--gateway``.
 """
 
 from __future__ import annotations
@@ -12,14 +18,18 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .identity import OPERATOR, gateway_id
 
 if TYPE_CHECKING:
     from .providers.kubeapi import KubeApi
@@ -27,7 +37,18 @@ if TYPE_CHECKING:
 VALID_DAYS = 3650
 # File names (folder mode) and Secret keys (Kubernetes mode, the kubernetes.io/tls convention).
 FILES = {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
-SERVER, CLIENT = "server", "envoy"
+CA, SERVER, OPERATOR_DIR, GATEWAYS = "ca", "server", "operator", "gateways"
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NAMESPACE = re.compile(_LABEL)
+_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+
+
+def parse_gateway(text: str) -> tuple[str, str]:
+    """``NAMESPACE/NAME`` checked as Kubernetes names (they become paths and Secret names)."""
+    ns, sep, name = text.partition("/")
+    if not sep or not _NAMESPACE.fullmatch(ns) or len(ns) > 63 or not _NAME.fullmatch(name) or len(name) > 253:
+        raise ValueError(f"--gateway {text!r}: expected NAMESPACE/NAME (lowercase Kubernetes names)")
+    return ns, name
 
 
 @dataclass(frozen=True)
@@ -63,100 +84,193 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
     )
 
 
-def generate(server_names: list[str]) -> tuple[Pair, Pair]:
-    """A fresh CA, then (server pair for ``server_names``, Envoy client pair) signed by it.
+@dataclass(frozen=True)
+class Authority:
+    """The private CA: its certificate and key (PEM)."""
 
-    ``server_names`` are DNS names or IP addresses the control plane is reached by (they become
-    subjectAltNames; Envoy checks the one it asks for with --xds-sni).
-    """
-    if not server_names:
-        raise ValueError("give at least one --server-name (the name Envoys reach the control plane by)")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("mirrorplane xDS CA")
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    cert: bytes
+    key: bytes
 
-    def leaf(common_name: str, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]) -> Pair:
+    @classmethod
+    def new(cls) -> "Authority":
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = _builder(_name(common_name), ca_name, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
+        name = _name("mirrorplane xDS CA")
+        cert = (
+            _builder(name, name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256())
         )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return Pair(ca_pem, cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+        return cls(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
-    sans: list[x509.GeneralName] = []
-    for name in server_names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            sans.append(x509.DNSName(name))
-    return (
-        leaf(server_names[0], ExtendedKeyUsageOID.SERVER_AUTH, sans),
-        leaf("mirrorplane-envoy", ExtendedKeyUsageOID.CLIENT_AUTH, []),
-    )
+    def _leaf(self, common_name: str, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]) -> Pair:
+        ca_cert = x509.load_pem_x509_certificate(self.cert)
+        ca_key = serialization.load_pem_private_key(self.key, password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            _builder(_name(common_name), ca_cert.subject, key.public_key())
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return Pair(self.cert, cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+    def server(self, server_names: list[str]) -> Pair:
+        """The control plane's certificate: ``server_names`` are the DNS names or IPs Envoys
+        reach it by (Envoy checks the one it asks for with --xds-sni)."""
+        if not server_names:
+            raise ValueError("give at least one --server-name (the name Envoys reach the control plane by)")
+        sans: list[x509.GeneralName] = []
+        for name in server_names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                sans.append(x509.DNSName(name))
+        return self._leaf(server_names[0], ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
+    def client(self, spiffe_id: str) -> Pair:
+        """A client certificate whose only URI SAN is ``spiffe_id`` (the identity gRPC reports)."""
+        return self._leaf(spiffe_id.rsplit("/", 1)[-1], ExtendedKeyUsageOID.CLIENT_AUTH, [x509.UniformResourceIdentifier(spiffe_id)])
 
 
-def ensure_folder(folder: Path, server_names: list[str]) -> tuple[Path, Path, bool]:
-    """``folder/server`` and ``folder/envoy`` (ca.crt, tls.crt, tls.key each); True if created now."""
-    server_dir, client_dir = folder / SERVER, folder / CLIENT
-    if all((d / f).exists() for d in (server_dir, client_dir) for f in FILES.values()):
-        return server_dir, client_dir, False
-    server, client = generate(server_names)
-    for directory, pair in ((server_dir, server), (client_dir, client)):
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in pair.as_files().items():
-            path = directory / name
-            path.write_bytes(data)
-            if name == FILES["key"]:
-                path.chmod(0o600)
-    return server_dir, client_dir, True
+def _issue(ca: Authority, what: str, server_names: list[str]) -> Pair:
+    """``what`` is "server", "operator" or a Gateway ``NAMESPACE/NAME``."""
+    if what == SERVER:
+        return ca.server(server_names)
+    return ca.client(OPERATOR if what == OPERATOR_DIR else gateway_id(what))
 
 
-def secret(namespace: str, name: str, pair: Pair) -> dict[str, object]:
-    """A kubernetes.io/tls Secret holding a pair and its CA."""
+# -- a folder ----------------------------------------------------------------------------------
+
+
+def folder_of(folder: Path, what: str) -> Path:
+    """Where ``what`` ("server", "operator" or a Gateway) lives: DIR/server, DIR/operator,
+    DIR/gateways/NAMESPACE/NAME."""
+    if what in (SERVER, OPERATOR_DIR):
+        return folder / what
+    ns, name = parse_gateway(what)
+    return folder / GATEWAYS / ns / name
+
+
+def _write(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        path = directory / name
+        path.write_bytes(data)
+        if name.endswith(".key"):
+            path.chmod(0o600)
+
+
+def ensure_folder(folder: Path, server_names: list[str], gateways: Sequence[str] = ()) -> tuple[list[Path], list[Path]]:
+    """DIR/ca (the CA, its key 0600), DIR/server, DIR/operator and DIR/gateways/NS/NAME for
+    each Gateway (ca.crt, tls.crt, tls.key each); (issued now, kept) folders."""
+    wanted = [SERVER, OPERATOR_DIR, *gateways]
+    targets = {what: folder_of(folder, what) for what in wanted}  # checks every --gateway first
+    ca_dir = folder / CA
+    ca_files = (ca_dir / FILES["ca"], ca_dir / "ca.key")
+    if all(p.exists() for p in ca_files):
+        ca = Authority(ca_files[0].read_bytes(), ca_files[1].read_bytes())
+    else:
+        existing = [d for d in targets.values() if d.exists()]
+        if existing:
+            raise ValueError(
+                f"{existing[0]} exists without the CA that issued it ({ca_dir}): delete {folder} to issue everything from one CA"
+            )
+        ca = Authority.new()
+        _write(ca_dir, {FILES["ca"]: ca.cert, "ca.key": ca.key})
+    issued, kept = [], []
+    for what, directory in targets.items():
+        if all((directory / f).exists() for f in FILES.values()):
+            kept.append(directory)
+            continue
+        _write(directory, _issue(ca, what, server_names).as_files())
+        issued.append(directory)
+    return issued, kept
+
+
+# -- Kubernetes Secrets ------------------------------------------------------------------------
+
+
+def gateway_secret(gateway: str) -> str:
+    """The Secret of a Gateway's Envoy certificate: ``mirrorplane-xds-envoy.NAMESPACE.NAME``
+    (a namespace has no dots, so the name is unambiguous)."""
+    ns, name = parse_gateway(gateway)
+    secret_name = f"mirrorplane-xds-envoy.{ns}.{name}"
+    if len(secret_name) > 253:
+        raise ValueError(f"--gateway {gateway!r}: the Secret name {secret_name!r} is longer than 253 characters")
+    return secret_name
+
+
+def secret(namespace: str, name: str, files: dict[str, bytes]) -> dict[str, object]:
+    """A kubernetes.io/tls Secret holding ``files`` (ca.crt, tls.crt, tls.key)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "kubernetes.io/tls",
         "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "mirrorplane"}},
-        "data": {k: base64.b64encode(v).decode() for k, v in pair.as_files().items()},
+        "data": {k: base64.b64encode(v).decode() for k, v in files.items()},
     }
 
 
-async def ensure_secrets(api: "KubeApi", namespace: str, server_names: list[str], server_secret: str, client_secret: str) -> bool:
-    """Create the two Secrets unless both exist; True if created now. Half a pair (one Secret
-    without the other) is an error: the two must share a CA."""
+async def ensure_secrets(
+    api: "KubeApi",
+    namespace: str,
+    server_names: list[str],
+    gateways: Sequence[str] = (),
+    *,
+    ca_secret: str = "mirrorplane-xds-ca",
+    server_secret: str = "mirrorplane-xds-server",
+    operator_secret: str = "mirrorplane-xds-operator",
+) -> tuple[list[str], list[str]]:
+    """The CA Secret, then one Secret each for the server, the operator and every Gateway,
+    unless it exists; (created now, kept) Secret names. Certificates without the CA Secret that
+    issued them are an error: new ones could not share their CA."""
     from .providers.kubeapi import ApiError
 
     path = f"/api/v1/namespaces/{namespace}/secrets"
-    present = []
-    for name in (server_secret, client_secret):
+    wanted = {server_secret: SERVER, operator_secret: OPERATOR_DIR, **{gateway_secret(g): g for g in gateways}}
+
+    async def get(name: str) -> dict[str, Any] | None:
         try:
-            await api.request("GET", f"{path}/{name}")
-            present.append(name)
+            return await api.request("GET", f"{path}/{name}")
         except ApiError as exc:
             if exc.status != 404:
                 raise
-    if len(present) == 2:
-        return False
-    if present:
-        raise ValueError(
-            f"Secret {namespace}/{present[0]} exists without its pair; delete it so both can be issued by one CA"
-        )
-    server, client = generate(server_names)
-    for name, pair in ((server_secret, server), (client_secret, client)):
+            return None
+
+    async def create(name: str, files: dict[str, bytes]) -> bool:
+        """False if another replica of this Job created it first (its content is kept)."""
         try:
-            await api.request("POST", path, body=secret(namespace, name, pair))
+            await api.request("POST", path, body=secret(namespace, name, files))
+            return True
         except ApiError as exc:
-            if exc.status != 409:  # another replica of this Job won the race: keep its pair
+            if exc.status != 409:
                 raise
             return False
-    return True
 
+    existing = {name: await get(name) for name in wanted}
+    created: list[str] = []
+    body = await get(ca_secret)
+    if body is None:
+        orphan = next((name for name, found in existing.items() if found), None)
+        if orphan:
+            raise ValueError(
+                f"Secret {namespace}/{orphan} exists without the CA Secret {namespace}/{ca_secret}; "
+                "delete it so that one CA issues every certificate"
+            )
+        fresh = Authority.new()
+        if await create(ca_secret, {FILES["ca"]: fresh.cert, FILES["cert"]: fresh.cert, FILES["key"]: fresh.key}):
+            created.append(ca_secret)
+        body = await get(ca_secret)
+        if body is None:
+            raise ValueError(f"Secret {namespace}/{ca_secret} vanished while it was being created")
+    data = body.get("data") or {}
+    ca = Authority(base64.b64decode(data.get(FILES["cert"], "")), base64.b64decode(data.get(FILES["key"], "")))
+    kept = [ca_secret] if ca_secret not in created else []
+    for name, what in wanted.items():
+        if existing[name] is None and await create(name, _issue(ca, what, server_names).as_files()):
+            created.append(name)
+        else:
+            kept.append(name)
+    return created, kept

@@ -39,8 +39,20 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
         nargs="?" if dir_optional else None,
         help="folder (or file) of Gateway API and Service/EndpointSlice YAML, watched",
     )
-    p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, health, reflection (default 18000)")
+    p.add_argument(
+        "--xds-address",
+        default="127.0.0.1",
+        help="address the gRPC port binds (default 127.0.0.1); beyond loopback it needs mutual TLS or --insecure",
+    )
+    p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, admin API, CSDS, health, reflection (default 18000)")
+    p.add_argument("--http-address", default="127.0.0.1", help="address the HTTP port binds (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --xds-address without mutual TLS (anyone reaching it reads every Gateway's "
+        "config and keys), and Envoy's NACK messages on a non-loopback /metrics",
+    )
     p.add_argument("--controller-name", default=DEFAULT_CONTROLLER, help="GatewayClass controllerName to serve")
     _add_mirror_body_limit(p)
     _add_common(p)
@@ -172,18 +184,29 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
 
     certs = sub.add_parser(
-        "certs", help="issue a CA, the control plane's certificate and the Envoys' client certificate for mTLS (idempotent)"
+        "certs",
+        help="issue a CA, the control plane's certificate, the operator's and one per Gateway's Envoys, for mTLS (idempotent)",
     )
     certs.add_argument(
         "--server-name", action="append", required=True, help="a DNS name or IP Envoys reach the control plane by (repeatable)"
     )
+    certs.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="NS/NAME",
+        help="issue the client certificate of this Gateway's Envoys, spiffe://mirrorplane/ns/NS/gateway/NAME (repeatable)",
+    )
     where = certs.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", type=Path, help="write DIR/server/{ca.crt,tls.crt,tls.key} and DIR/envoy/...")
-    where.add_argument("--kubernetes", action="store_true", help="create two kubernetes.io/tls Secrets instead")
+    where.add_argument(
+        "--out", type=Path, help="write DIR/ca, DIR/server, DIR/operator and DIR/gateways/NS/NAME (ca.crt, tls.crt, tls.key)"
+    )
+    where.add_argument("--kubernetes", action="store_true", help="create kubernetes.io/tls Secrets instead")
     certs.add_argument("--kubeconfig", type=Path, help="with --kubernetes: a kubeconfig (default: in-cluster config)")
     certs.add_argument("--namespace", default="mirrorplane-system", help="with --kubernetes: where the Secrets go")
+    certs.add_argument("--ca-secret", default="mirrorplane-xds-ca", help="the CA (certificate and key), for this step only")
     certs.add_argument("--server-secret", default="mirrorplane-xds-server")
-    certs.add_argument("--client-secret", default="mirrorplane-xds-envoy")
+    certs.add_argument("--operator-secret", default="mirrorplane-xds-operator")
 
     tr = sub.add_parser("translate", help="offline: YAML in, Envoy JSON and Gateway API status out")
     tr.add_argument("dir", type=Path)
@@ -259,16 +282,27 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 async def _certs(args: argparse.Namespace) -> int:
     if args.out:
-        server, envoy, created = certs.ensure_folder(args.out, args.server_name)
-        print(f"{'issued' if created else 'kept existing'}: {server}/ and {envoy}/ (ca.crt, tls.crt, tls.key)")
-        return 0
-    api = await KubeApi.connect(args.kubeconfig)
-    try:
-        created = await certs.ensure_secrets(api, args.namespace, args.server_name, args.server_secret, args.client_secret)
-    finally:
-        await api.close()
-    verb = "created" if created else "kept existing"
-    print(f"{verb}: Secrets {args.namespace}/{args.server_secret} and {args.namespace}/{args.client_secret}")
+        issued, kept = certs.ensure_folder(args.out, args.server_name, args.gateway)
+        what = [f"issued {p}/" for p in issued] + [f"kept {p}/" for p in kept]
+    else:
+        for gateway in args.gateway:
+            certs.gateway_secret(gateway)  # a bad --gateway fails before the API is asked anything
+        api = await KubeApi.connect(args.kubeconfig)
+        try:
+            created, kept_names = await certs.ensure_secrets(
+                api,
+                args.namespace,
+                args.server_name,
+                args.gateway,
+                ca_secret=args.ca_secret,
+                server_secret=args.server_secret,
+                operator_secret=args.operator_secret,
+            )
+        finally:
+            await api.close()
+        what = [f"created Secret {args.namespace}/{n}" for n in created]
+        what += [f"kept Secret {args.namespace}/{n}" for n in kept_names]
+    print("\n".join(what))
     return 0
 
 
@@ -298,11 +332,14 @@ async def _serve(args: argparse.Namespace) -> int:
     provider, extensions = _source(args)
     plane = ControlPlane(
         provider,
+        xds_host=args.xds_address,
         xds_port=args.xds_port,
+        http_host=args.http_address,
         http_port=args.http_port,
         options=Options(controller_name=args.controller_name),
         xds_options=XdsOptions(mirror_body_limit=args.mirror_body_limit),
         tls=tls,
+        insecure=args.insecure,
         extensions=extensions,
     )
     await plane.start()
@@ -324,6 +361,12 @@ async def _serve(args: argparse.Namespace) -> int:
         await plane.stop()
 
 
+def _dial_host(bind: str) -> str:
+    """Where a local Envoy reaches a port bound to ``bind`` (a wildcard includes loopback)."""
+    host = bind.strip("[]")
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 async def _start_envoys(plane: ControlPlane, args: argparse.Namespace) -> list[LocalEnvoy]:
 
     gateways = plane.cache.gateways()
@@ -339,6 +382,7 @@ async def _start_envoys(plane: ControlPlane, args: argparse.Namespace) -> list[L
         envoy = LocalEnvoy(
             node_id=f"local-{gateway.replace('/', '-')}",
             gateway=gateway,
+            xds_host=_dial_host(args.xds_address),
             xds_port=args.xds_port,
             admin_port=args.admin_port if i == 0 else 0,
             log_level=args.envoy_log_level,

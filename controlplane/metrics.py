@@ -33,6 +33,9 @@ from .xds.tracking import Event, EventKind, NodeRegistry
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 NACK_MESSAGE_LIMIT = 300
 """Characters of Envoy's NACK message kept in a label (the admin API has all of it)."""
+NACK_MESSAGE_HIDDEN = "(hidden: /metrics is not on loopback; `mirrorplane nodes` shows it)"
+"""The error label when /metrics is exposed: Envoy's messages can quote config, and /metrics has
+no authentication (Prometheus and probes must reach it)."""
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -40,9 +43,10 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class _LiveState(Collector):
     """Gauges computed from the registry and the cache at scrape time."""
 
-    def __init__(self, nodes: NodeRegistry, cache: SnapshotCache) -> None:
+    def __init__(self, nodes: NodeRegistry, cache: SnapshotCache, nack_messages: bool) -> None:
         self.nodes = nodes
         self.cache = cache
+        self.nack_messages = nack_messages
 
     def collect(self) -> Iterator[Metric]:
         streams = GaugeMetricFamily(
@@ -60,7 +64,7 @@ class _LiveState(Collector):
                 key = (stream.gateway, ts.short_name)
                 counts[key] = counts.get(key, 0) + 1
                 if ts.nacked and ts.last_nack is not None:
-                    message = ts.last_nack.message[:NACK_MESSAGE_LIMIT]
+                    message = ts.last_nack.message[:NACK_MESSAGE_LIMIT] if self.nack_messages else NACK_MESSAGE_HIDDEN
                     nacked.add_metric([stream.gateway, stream.node_id, ts.short_name, ts.last_nack.version, message], 1)
         for (gateway, type_name), n in sorted(counts.items()):
             streams.add_metric([gateway, type_name], n)
@@ -80,13 +84,20 @@ class _LiveState(Collector):
 
 
 class Metrics:
-    def __init__(self, nodes: NodeRegistry, cache: SnapshotCache, *, mirror_body_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        nodes: NodeRegistry,
+        cache: SnapshotCache,
+        *,
+        mirror_body_limit: int | None = None,
+        nack_messages: bool = True,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        r.register(_LiveState(nodes, cache))
+        r.register(_LiveState(nodes, cache, nack_messages))
         self.connects = Counter("mirrorplane_xds_stream_connects", "ADS streams opened, by Gateway.", ["gateway"], registry=r)
         self.pushes = Counter("mirrorplane_xds_pushes", "Responses sent, by Gateway and type.", ["gateway", "type"], registry=r)
         self.acks = Counter("mirrorplane_xds_acks", "Responses ACKed, by Gateway and type.", ["gateway", "type"], registry=r)

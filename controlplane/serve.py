@@ -17,7 +17,9 @@ from aiohttp import web
 
 from .admin.service import admin_services
 from .controller import Controller
+from .exposure import exposure_error, host_port, is_loopback
 from .gatewayapi.translator import Options
+from .identity import Authorizer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
 from .quarantine import Quarantine
@@ -40,32 +42,48 @@ class Extension(Protocol):
 
 
 class ControlPlane:
-    """Serve the objects of a provider (a folder, a cluster) over ADS until stopped."""
+    """Serve the objects of a provider (a folder, a cluster) over ADS until stopped.
+
+    Safe by default: both ports bind loopback; a non-loopback xDS address needs mutual TLS
+    (``insecure`` overrides that), and with mutual TLS client identities are enforced
+    (:mod:`.identity`). docs/security.md has the rules.
+    """
 
     def __init__(
         self,
         provider: Provider,
         *,
-        xds_host: str = "0.0.0.0",
+        xds_host: str = "127.0.0.1",
         xds_port: int = 18000,
-        http_host: str = "0.0.0.0",
+        http_host: str = "127.0.0.1",
         http_port: int | None = 19001,
         options: Options = Options(),
         xds_options: XdsOptions = XdsOptions(),
         tls: TlsFiles | None = None,
+        insecure: bool = False,
         extensions: Sequence[Extension] = (),
     ) -> None:
+        problem = exposure_error(xds_host, tls, insecure)
+        if problem:
+            raise ValueError(problem)
         self.provider = provider
         self.extensions = list(extensions)
         self.tls = tls
+        self.authorizer = Authorizer(enforced=tls is not None and tls.mutual)
         self.cache = SnapshotCache()
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
         # A NACK never freezes a Gateway: the HTTPRoutes Envoy rejected are left out and reported.
         self.quarantine = Quarantine(self.controller, self.registry)
-        self.metrics = Metrics(self.registry, self.cache, mirror_body_limit=xds_options.mirror_body_limit)
+        # Unauthenticated, /metrics shows Envoy's NACK messages (they can quote config) only on loopback.
+        self.metrics = Metrics(
+            self.registry,
+            self.cache,
+            mirror_body_limit=xds_options.mirror_body_limit,
+            nack_messages=insecure or is_loopback(http_host),
+        )
         self.controller.update_listeners.append(self.metrics.on_update)
-        self.xds_address = f"{xds_host}:{xds_port}"
+        self.xds_address = host_port(xds_host, xds_port)
         self.http_host, self.http_port = http_host, http_port
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
@@ -79,6 +97,7 @@ class ControlPlane:
             self.registry,
             address=self.xds_address,
             credentials=credentials,
+            authorizer=self.authorizer,
             services=admin_services(self.cache, self.registry, lambda: self.controller.statuses),
         )
         await self._grpc.start()
@@ -88,13 +107,19 @@ class ControlPlane:
         for ext in self.extensions:
             await ext.start(self)
         log.info(
-            "serve.started source=%s xds=%s http=%s gateways=%s mirror_body_limit=%d",
+            "serve.started source=%s xds=%s xds_security=%s http=%s gateways=%s mirror_body_limit=%d",
             self.provider.describe(),
             self.xds_address,
-            f"{self.http_host}:{self.http_port}" if self.http_port is not None else "off",
+            self._security(),
+            host_port(self.http_host, self.http_port) if self.http_port is not None else "off",
             ",".join(self.cache.gateways()) or "(none yet)",
             self.controller.xds_options.mirror_body_limit,
         )
+
+    def _security(self) -> str:
+        if self.authorizer.enforced:
+            return "mtls-identities"
+        return "tls" if self.tls else "plaintext"
 
     async def _watch_provider(self) -> None:
         try:

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from admin_support import grpcurl, target, wait_all_acked
+from controlplane.certs import Authority
+from controlplane.identity import OPERATOR
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.tls import TlsFiles
@@ -131,15 +132,12 @@ async def test_errors_are_one_line_and_exit_1(stack):
 
 
 async def test_clients_speak_mutual_tls_with_grpcurls_flags(tmp_path):
-    ca = trustme.CA()
+    ca = Authority.new()
+    server, client = ca.server(["mirrorplane"]), ca.client(OPERATOR)  # the admin API answers the operator only
     pem = {}
-    for name, blob in {
-        "ca": ca.cert_pem,
-        "server": ca.issue_cert("mirrorplane").private_key_and_cert_chain_pem,
-        "client": ca.issue_cert("operator").private_key_and_cert_chain_pem,
-    }.items():
+    for name, blob in {"ca": ca.cert, "server": server.key + server.cert, "client": client.key + client.cert}.items():
         pem[name] = tmp_path / f"{name}.pem"
-        blob.write_to_path(str(pem[name]))
+        pem[name].write_bytes(blob)
     port = free_port()
     plane = ControlPlane(
         FileProvider(LOCAL), xds_host="127.0.0.1", xds_port=port, http_port=None, tls=TlsFiles(pem["server"], pem["server"], pem["ca"])

@@ -26,9 +26,12 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
+from controlplane.certs import folder_of
 from controlplane.cli import build_parser
 from controlplane.localenvoy import envoy_binary
 from controlplane.offline import translate_folder
+from controlplane.exposure import exposure_error
+from controlplane.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -81,10 +84,11 @@ def mounts(service: str) -> dict[str, str]:
 
 
 def published(service: str) -> dict[int, int]:
-    """Container port → host port."""
+    """Container port → host port (every one bound to the host's loopback only)."""
     out = {}
     for spec in services()[service].get("ports", []):
-        host, _, container = str(spec).rpartition(":")
+        host_ip, host, container = str(spec).split(":")
+        assert host_ip == "127.0.0.1", f"{service} publishes {spec} beyond the host's loopback"
         out[int(container)] = int(host)
     return out
 
@@ -131,6 +135,9 @@ def test_control_plane_serves_the_mounted_manifests_on_its_published_ports():
     assert args.command == "serve"
     assert mounts("controlplane")[str(args.dir)] == "./manifests/compose"
     assert set(published("controlplane")) == {args.xds_port, args.http_port}
+    # Reachable from the Envoy container, hence a non-loopback bind: only because it is mutual TLS.
+    assert args.xds_address == "0.0.0.0" and args.client_ca and not args.insecure
+    assert exposure_error(args.xds_address, TlsFiles(args.tls_cert, args.tls_key, args.client_ca), args.insecure) is None
     healthcheck = " ".join(services()["controlplane"]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{args.http_port}/readyz" in healthcheck
 
@@ -160,7 +167,11 @@ def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path
     certs_args = parsed("certs")
     certs_root = PurePosixPath(str(certs_args.out))
     local = tmp_path / "certs"
-    subprocess.run([*MIRRORPLANE, "certs", "--server-name", "controlplane", "--out", str(local)], check=True, timeout=30)
+    certs_argv = [a.replace(str(certs_root), str(local)) for a in services()["certs"]["command"]]
+    subprocess.run([*MIRRORPLANE, *certs_argv], check=True, timeout=30)
+    # The Envoy presents its own Gateway's certificate (the only config it can then fetch).
+    assert PurePosixPath(str(boot.xds_cert)).parent == PurePosixPath(str(folder_of(Path(str(certs_root)), boot.gateway)))
+    assert boot.gateway in certs_args.gateway
     assert serve.tls_cert and serve.client_ca and PurePosixPath(str(serve.tls_cert)).is_relative_to(certs_root)
     for path in (boot.xds_ca, boot.xds_cert, boot.xds_key, serve.tls_cert, serve.tls_key, serve.client_ca):
         assert (local / PurePosixPath(str(path)).relative_to(certs_root)).is_file(), path
@@ -366,7 +377,8 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
     shutil.copytree(MANIFESTS, config)
     compose = Project(project, _override(tmp_path / "override.yml", f"{project}:local", config))
     boot = parsed("envoy-bootstrap")
-    admin_tls = ["--cacert", boot.xds_ca, "--cert", boot.xds_cert, "--key", boot.xds_key]
+    # The admin API answers the operator's certificate (the certs step issues it), never an Envoy's.
+    admin_tls = ["--cacert", "/certs/operator/ca.crt", "--cert", "/certs/operator/tls.crt", "--key", "/certs/operator/tls.key"]
     nodes_cmd = ["mirrorplane", "nodes", "--server", f"{boot.xds_host}:{boot.xds_port}", "-o", "json"]
     try:
         compose.run("up", "--build", "--detach", "--wait", timeout=UP_TIMEOUT)
@@ -408,6 +420,9 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
         # plane refuses a client without a certificate (and one without TLS).
         stats = _envoy_stats(client, envoy, f"{project}:local", r"^cluster\.xds_cluster\.ssl\.handshake$")
         assert stats["cluster.xds_cluster.ssl.handshake"] >= 1, stats
+        envoy_cert = ["--cacert", boot.xds_ca, "--cert", boot.xds_cert, "--key", boot.xds_key]
+        refused = compose.exec("controlplane", *nodes_cmd, "--timeout", "5", *envoy_cert, check=False)
+        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr, refused
         for without in (["--cacert", boot.xds_ca], []):
             refused = compose.exec("controlplane", *nodes_cmd, "--timeout", "5", *without, check=False)
             assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr, refused

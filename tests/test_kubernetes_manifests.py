@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from controlplane.certs import gateway_secret
 from controlplane.cli import build_parser
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import GATEWAY_GROUP
@@ -20,7 +21,9 @@ from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, translate
 from controlplane.providers.files import parse_text
 from controlplane.providers.kubernetes import CORE_RESOURCES, GATEWAY_RESOURCES, STATUS_KINDS
 from controlplane.providers.leader import LEASE, LeaseOptions
+from controlplane.exposure import exposure_error
 from controlplane.store import Store
+from controlplane.tls import TlsFiles
 from controlplane.xds.jsonview import resources_to_json
 from controlplane.xds.translator import XdsOptions, build_resources
 
@@ -215,16 +218,34 @@ def test_xds_is_mutual_tls_with_the_certificates_the_certgen_job_issues() -> Non
     serve = build_parser().parse_args(serve_container["args"])
     for path in (serve.tls_cert, serve.tls_key, serve.client_ca):
         assert _mounted_secret(plane, serve_container, str(path)) == certgen.server_secret
+    # Bound beyond loopback (Envoys and probes reach the pod IP), which serve allows only with mTLS.
+    assert serve.xds_address == serve.http_address == "0.0.0.0" and not serve.insecure
+    assert exposure_error(serve.xds_address, TlsFiles(serve.tls_cert, serve.tls_key, serve.client_ca), serve.insecure) is None
+    # The operator certificate is there for `kubectl exec ... mirrorplane nodes`.
+    assert _mounted_secret(plane, serve_container, "/etc/mirrorplane/operator/tls.crt") == certgen.operator_secret
 
     fleet = _find(INSTALL, "Deployment", "envoy")
     boot = build_parser().parse_args(_container(fleet, "bootstrap", init=True)["args"])
     envoy = _container(fleet, "envoy")
+    assert boot.gateway in certgen.gateway
     for path in (boot.xds_ca, boot.xds_cert, boot.xds_key):
-        assert _mounted_secret(fleet, envoy, path) == certgen.client_secret  # read by Envoy, not the init step
+        # Its own Gateway's certificate, read by Envoy, not the init step.
+        assert _mounted_secret(fleet, envoy, path) == gateway_secret(boot.gateway)
     assert boot.xds_sni in certgen.server_name and boot.xds_host in certgen.server_name
 
+    # The CA key is read by the Job alone: no pod mounts its Secret.
+    mounted = {
+        v["secret"]["secretName"]
+        for d in INSTALL
+        if d["kind"] == "Deployment"
+        for v in d["spec"]["template"]["spec"].get("volumes", [])
+        if "secret" in v
+    }
+    assert certgen.ca_secret not in mounted
+
     role = _find(INSTALL, "Role", "mirrorplane-certgen")["rules"]
-    for name in (certgen.server_secret, certgen.client_secret):
+    issued = [certgen.ca_secret, certgen.server_secret, certgen.operator_secret, *map(gateway_secret, certgen.gateway)]
+    for name in issued:
         assert _allowed(role, "", "secrets", "get", name)
     assert _allowed(role, "", "secrets", "create")
     assert not _allowed(role, "", "secrets", "get", "another-secret")

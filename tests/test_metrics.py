@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin_support import NACK_MESSAGE, push_rejected_route, wait_all_acked
+from controlplane.metrics import NACK_MESSAGE_HIDDEN
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from e2e import GATEWAY, LOCAL, Stack, start_stack
@@ -115,6 +116,22 @@ async def test_a_nack_is_counted_and_shows_envoys_message(stack):
     assert m.get("mirrorplane_xds_push_ack_seconds_count", type="routes") == 2  # the NACK's latency too
     # The Envoy keeps its last good config.
     assert await stack.request("/", data=b"ok") == (200, b"ok")
+
+
+async def test_an_exposed_metrics_port_hides_envoys_nack_message(tmp_path):
+    """/metrics has no authentication: bound beyond loopback it keeps the NACK's labels but not
+    Envoy's message, which can quote config (the admin API, authenticated, has it)."""
+    s = await start_stack(tmp_path, plane_options={"http_host": "0.0.0.0", "http_port": free_port()})
+    try:
+        await wait_all_acked(s)
+        push_rejected_route(s)
+        m = await scrape_until(s, 1, "mirrorplane_xds_nacks_total", gateway=GATEWAY, type="routes")
+        [(labels, value)] = m.matching("mirrorplane_xds_nack_info").items()
+        assert (dict(labels)["type"], dict(labels)["error"], value) == ("routes", NACK_MESSAGE_HIDDEN, 1)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{s.plane.http_port}/metrics") as resp:
+            assert NACK_MESSAGE not in await resp.text()
+    finally:
+        await s.exits.aclose()
 
 
 async def test_each_control_plane_has_its_own_registry(stack, tmp_path):

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from controlplane.certs import Authority
+from controlplane.identity import gateway_id
 from controlplane.localenvoy import XdsTls
 from controlplane.tls import TlsFiles, server_credentials
-from e2e import Stack, start_stack
+from e2e import GATEWAY, Stack, start_stack
 from support import wait_until
 
 
@@ -31,22 +32,22 @@ class Pki:
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
-    ca, rogue = trustme.CA(), trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost", "mirrorplane")
-    client = ca.issue_cert("envoy.server.simple-gateway")
-    other = rogue.issue_cert("envoy.server.simple-gateway")
+    ca, rogue = Authority.new(), Authority.new()
+    server = ca.server(["127.0.0.1", "localhost", "mirrorplane"])
+    client = ca.client(gateway_id(GATEWAY))  # this Envoy's Gateway: it may fetch that config
+    other = rogue.client(gateway_id(GATEWAY))
     paths = {}
     for name, blob in {
-        "ca": ca.cert_pem,
-        "server_cert": server.cert_chain_pems[0],
-        "server_key": server.private_key_pem,
-        "client_cert": client.cert_chain_pems[0],
-        "client_key": client.private_key_pem,
-        "other_cert": other.cert_chain_pems[0],
-        "other_key": other.private_key_pem,
+        "ca": ca.cert,
+        "server_cert": server.cert,
+        "server_key": server.key,
+        "client_cert": client.cert,
+        "client_key": client.key,
+        "other_cert": other.cert,
+        "other_key": other.key,
     }.items():
         path = tmp_path / f"{name}.pem"
-        blob.write_to_path(str(path))
+        path.write_bytes(blob)
         paths[name] = path
     return Pki(**paths)
 

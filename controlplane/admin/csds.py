@@ -10,6 +10,7 @@ management server sees:
 * ``NOT_SENT``: the current version has not been sent yet (waiting for clusters to warm, say).
 
 Nodes have no metadata here, so a ``NodeMatcher`` with ``node_metadatas`` matches nothing.
+Resources are shown with their private keys redacted (:mod:`.redact`), as the admin API shows them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..xds.resources import PUSH_ORDER
 from ..xds.server import ServiceAdder
 from ..xds.tracking import NodeRegistry, StreamState, TypeState
 from .protoutil import timestamp
+from .redact import redacted_bytes
 
 CSDS_SERVICE_NAME = csds_pb2.DESCRIPTOR.services_by_name["ClientStatusDiscoveryService"].full_name
 
@@ -135,7 +137,7 @@ class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
             config_status=status,
         )
         if with_contents and entry is not None:
-            generic.xds_config.CopyFrom(any_pb2.Any(type_url=ts.type_url, value=entry.data))
+            generic.xds_config.CopyFrom(any_pb2.Any(type_url=ts.type_url, value=redacted_bytes(ts.type_url, entry.data)))
         if status == csds_pb2.ERROR and ts.last_nack is not None:
             generic.client_status = config_dump_shared_pb2.NACKED
             generic.error_state.CopyFrom(

@@ -3,7 +3,8 @@
 It reads what the serving side already keeps: the :class:`NodeRegistry` (what every Envoy was
 sent, ACKed and NACKed), the :class:`SnapshotCache` (what each Gateway serves, as the exact
 bytes sent) and the controller's stamped statuses. It never changes any of them, so an operator
-poking at it with grpcurl cannot disturb the Envoys.
+poking at it with grpcurl cannot disturb the Envoys. Private keys in the config it shows are
+redacted (:mod:`.redact`); with mutual TLS only the operator identity may call it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..xds.server import ServiceAdder
 from ..xds.tracking import Event, EventKind, NodeRegistry, StreamState, TypeState
 from .csds import ClientStatusServicer, csds_service
 from .protoutil import duration, struct, timestamp
+from .redact import redact
 from .v1 import admin_pb2, admin_pb2_grpc
 
 log = logging.getLogger("mirrorplane.admin")
@@ -109,9 +111,12 @@ def event_message(event: Event) -> admin_pb2.NodeEvent:
 
 
 def decode(type_url: str, entry: Entry) -> Message:
-    """The resource as sent: parsed back from the snapshot's bytes, not rebuilt from the IR."""
+    """The resource as sent, secrets redacted: parsed back from the snapshot's bytes, not
+    rebuilt from the IR."""
     descriptor = descriptor_pool.Default().FindMessageTypeByName(type_url.rsplit("/", 1)[1])
-    return message_factory.GetMessageClass(descriptor).FromString(entry.data)
+    message = message_factory.GetMessageClass(descriptor).FromString(entry.data)
+    redact(message)
+    return message
 
 
 def _selected(stream: StreamState, gateway: str, node_id: str) -> bool:

@@ -69,6 +69,7 @@ from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..identity import Authorizer, OperatorOnly
 from .cache import Entry, Snapshot, SnapshotCache, content_version
 from .resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
 from .tracking import NodeRegistry, StreamState
@@ -172,8 +173,10 @@ class _AdsStream:
         self._cache = servicer.cache
         self._registry = servicer.registry
         self._cp_id = servicer.control_plane_id
+        self._authorizer = servicer.authorizer
         self._ctx = context
         self._state: StreamState | None = None
+        self._claimed = "node=? gateway=?"
         self._snapshot: Snapshot | None = None
         self._types: dict[str, _TypeStream] = {}
         self._nonces = itertools.count(1)
@@ -188,7 +191,9 @@ class _AdsStream:
             await self._serve()
         except _Reject as e:
             reason = f"rejected: {e.details}"
-            log.warning("xds stream rejected %s peer=%s: %s", self._who(), self._ctx.peer(), e.details)
+            log.warning(
+                "xds.stream_rejected %s peer=%s code=%s reason=%r", self._who(), self._ctx.peer(), e.code.name, e.details
+            )
             await self._ctx.abort(e.code, e.details)
         except asyncio.CancelledError:
             reason = "cancelled"
@@ -207,7 +212,7 @@ class _AdsStream:
     def _who(self) -> str:
         s = self._state
         if s is None:
-            return "node=? gateway=?"
+            return self._claimed
         return f"node={s.node_id} gateway={s.gateway} stream={s.stream_id}"
 
     async def _serve(self) -> None:
@@ -225,6 +230,10 @@ class _AdsStream:
                 f"node {node.id!r}: node.cluster must be the Gateway as namespace/name, "
                 f"got {gateway!r}",
             )
+        self._claimed = f"node={node.id} gateway={gateway}"
+        denial = self._authorizer.stream_denial(self._ctx, gateway)
+        if denial is not None:
+            raise _Reject(grpc.StatusCode.PERMISSION_DENIED, denial)
         agent = node.user_agent_name
         if node.HasField("user_agent_build_version"):
             v = node.user_agent_build_version.version
@@ -516,10 +525,12 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         registry: NodeRegistry,
         *,
         control_plane_id: str | None = CONTROL_PLANE_ID,
+        authorizer: Authorizer = Authorizer(enforced=False),
     ) -> None:
         self.cache = cache
         self.registry = registry
         self.control_plane_id = control_plane_id
+        self.authorizer = authorizer
         # Envoy keeps nonces across reconnects, so nonces must not repeat across restarts either.
         self.nonce_prefix = secrets.token_hex(4)
 
@@ -540,9 +551,10 @@ def build_server(
     cache: SnapshotCache,
     registry: NodeRegistry,
     *,
-    address: str = "0.0.0.0:18000",
+    address: str = "127.0.0.1:18000",
     control_plane_id: str | None = CONTROL_PLANE_ID,
     credentials: grpc.ServerCredentials | None = None,
+    authorizer: Authorizer = Authorizer(enforced=False),
     services: Iterable[tuple[str, ServiceAdder]] = (),
 ) -> grpc.aio.Server:
     """A gRPC server with ADS, health (overall SERVING) and reflection; not started.
@@ -552,9 +564,12 @@ def build_server(
 
     Create it inside the running event loop. ``SO_REUSEPORT`` is off, so binding a port that is in
     use fails instead of silently sharing it with another process. With ``credentials`` the port
-    speaks TLS (mutual TLS when they require client certificates) and nothing else.
+    speaks TLS (mutual TLS when they require client certificates) and nothing else. An enforcing
+    ``authorizer`` (mutual TLS) limits each ADS stream to its certificate's Gateway and every
+    service but ADS, health and reflection to the operator identity (:mod:`controlplane.identity`).
     """
     server = grpc.aio.server(
+        interceptors=[OperatorOnly(self_checked=[ADS_SERVICE_NAME])] if authorizer.enforced else [],
         options=[
             ("grpc.so_reuseport", 0),
             # Find dead Envoys (half-open TCP) instead of keeping their streams forever.
@@ -565,7 +580,7 @@ def build_server(
         ]
     )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-        AggregatedDiscoveryServicer(cache, registry, control_plane_id=control_plane_id), server
+        AggregatedDiscoveryServicer(cache, registry, control_plane_id=control_plane_id, authorizer=authorizer), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     names = [ADS_SERVICE_NAME, health.SERVICE_NAME]
