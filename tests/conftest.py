@@ -25,3 +25,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield s
     finally:
         await s.exits.aclose()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in support.SUMMARY:
+        terminalreporter.write_line(line)
