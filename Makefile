@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test conformance golden bench protos manifests clean
+.PHONY: run test conformance golden mutation bench protos manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ conformance: $(STAMP)
 # part of a test run); review with `git diff tests/golden`. `make test` only compares.
 golden: $(STAMP)
 	$(PY) -m tests.goldens
+
+# Flip mirroring decisions of the translator, one at a time in a copy of the tree, and show the tests
+# fail for each (tests/mutation.py; exit 1 if a mutant survives). Takes a few minutes.
+mutation: $(STAMP)
+	$(PY) -m tests.mutation
 
 # Regenerate the admin API's Python code (controlplane/admin/v1/) from protos/ after editing a
 # .proto; tests/test_admin_protos.py fails while the committed code is not current.

@@ -6,9 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 import support
 from e2e import Stack, start_stack
+
+
+# `python -m tests.mutation` only needs to know that a property fails, not its smallest example.
+settings.register_profile("mutation", phases=(Phase.explicit, Phase.generate), database=None)
 
 
 @pytest.fixture
