@@ -3,10 +3,10 @@
 Generated Gateways and HTTPRoutes are near-valid: every field comes from a small pool of good,
 edge and bad values (existing and missing Services, other namespaces, odd kinds, percent and
 fraction edge cases, unknown filter types, junk where a field should be), so the examples reach
-deep into the translator instead of stopping at the schema. Half of the examples are "clean": no
-junk, a listener every route can attach to, and a resolvable mirror in the first rule, so that a
-good share of them reaches a served mirror policy (the share is asserted, and printed at the end
-of the test run). Properties:
+deep into the translator instead of stopping at the schema. Two thirds of the examples are
+"clean": no junk, a listener every route can attach to, and a resolvable mirror in the first
+rule, so that a good share of them reaches a served mirror policy (the share is asserted, and
+printed at the end of the test run). Properties:
 - loading never raises, and every document that is not served is reported with a message;
 - translation never raises, and every route attached to our Gateway gets conditions with reasons;
 - every Envoy mirror policy names a served cluster; every route names served clusters only,
@@ -98,27 +98,28 @@ def mirror_filter(draw: st.DrawFn, clean: bool = False) -> dict[str, Any]:
     return {"type": "RequestMirror", "requestMirror": spec}
 
 
+REWRITE = {"type": "URLRewrite", "urlRewrite": {"hostname": "x.example.com"}}
+MODIFIERS = [
+    st.just({"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "X-A", "value": "1"}]}}),
+    st.just({"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["X-B"]}}),
+]
+
+
 def filters(clean: bool) -> st.SearchStrategy[dict[str, Any]]:
     """``clean``: only filters the CEL rules let stand beside backendRefs (no redirect, no junk)."""
     if clean:
-        return st.one_of(
-            mirror_filter(clean),
-            st.just({"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "X-A", "value": "1"}]}}),
-            st.just({"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["X-B"]}}),
-            st.just({"type": "URLRewrite", "urlRewrite": {"hostname": "x.example.com"}}),
-        )
+        return st.one_of(mirror_filter(clean), *MODIFIERS, st.just(REWRITE))
     return st.one_of(
-        mirror_filter(clean),
-        mirror_filter(clean),
-        mirror_filter(clean),
-        st.just({"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "X-A", "value": "1"}]}}),
-        st.just({"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["X-B"]}}),
+        mirror_filter(),
+        mirror_filter(),
+        mirror_filter(),
+        *MODIFIERS,
         st.sampled_from([
             {"type": "RequestRedirect", "requestRedirect": {"statusCode": 302}},
-            {"type": "URLRewrite", "urlRewrite": {"hostname": "x.example.com"}},
+            REWRITE,
             {"type": "ExtensionRef", "extensionRef": {"group": "x.io", "kind": "K", "name": "n"}},
         ]),
-        maybe(st.just({"type": "RequestMirror"}), clean),  # junk, or the union CEL rule's missing requestMirror
+        maybe(st.just({"type": "RequestMirror"})),  # junk, or the union CEL rule's missing requestMirror
     )
 
 
