@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test conformance golden bench protos manifests clean
+.PHONY: run test conformance golden mutation bench protos manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,15 @@ test: $(STAMP)
 conformance: $(STAMP)
 	$(PY) -m conformance
 
-# Rewrite the golden translator outputs after an intended change; review with `git diff tests/golden`.
+# Rewrite the golden translator outputs after an intended change (refused when CI is set; never
+# part of a test run); review with `git diff tests/golden`. `make test` only compares.
 golden: $(STAMP)
-	MIRRORPLANE_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_golden.py
+	$(PY) -m tests.goldens
+
+# Flip mirroring decisions of the translator, one at a time in a copy of the tree, and show the tests
+# fail for each (tests/mutation.py; exit 1 if a mutant survives). Takes a few minutes.
+mutation: $(STAMP)
+	$(PY) -m tests.mutation
 
 # Regenerate the admin API's Python code (controlplane/admin/v1/) from protos/ after editing a
 # .proto; tests/test_admin_protos.py fails while the committed code is not current.

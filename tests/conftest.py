@@ -6,9 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 import support
 from e2e import Stack, start_stack
+
+
+# `python -m tests.mutation` only needs to know that a property fails, not its smallest example.
+settings.register_profile("mutation", phases=(Phase.explicit, Phase.generate), database=None)
 
 
 @pytest.fixture
@@ -25,3 +30,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield s
     finally:
         await s.exits.aclose()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in support.SUMMARY:
+        terminalreporter.write_line(line)

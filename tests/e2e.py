@@ -95,7 +95,7 @@ class Stack:
 
     async def add_echo(self, name: str, **options: Any) -> Echo:
         log = EchoLog()
-        runner = web.AppRunner(build_app(name=name, out=log, **options), access_log=None)
+        runner = web.AppRunner(build_app(name=name, out=log, **options), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()

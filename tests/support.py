@@ -39,3 +39,8 @@ async def wait_until(
             detail = f"; last error: {last_error!r}" if last_error else ""
             raise TimeoutError(f"{what} not met within {timeout:g}s{detail}")
         await asyncio.sleep(interval)
+
+
+# Lines a test wants in the terminal summary of every run (conftest.py prints them), e.g. the
+# fuzzer's statistics, which would otherwise hide in captured output.
+SUMMARY: list[str] = []

@@ -68,6 +68,9 @@ async def test_nodes_text_and_json(stack):
     code, out, _ = await mirrorplane("nodes", "-o", "json", "--gateway", GATEWAY, server=target(stack))
     assert code == 0
     got = json.loads(out)
+    # The same JSON value as grpcurl's (layout and key order differ: grpcurl's Go printer indents
+    # embedded messages its own way and sorts Struct keys).
+    assert got == await grpcurl_json(stack, "mirrorplane.admin.v1.Admin/ListNodes", {"gateway": GATEWAY})
     assert [n["node_id"] for n in got["nodes"]] == ["e2e"]
     assert got["nodes"][0]["types"][0]["acked_version"] == snapshot.versions()[got["nodes"][0]["types"][0]["type_url"]]
 

@@ -44,7 +44,7 @@ async def mirrored(stack: Stack, prefix: str = "/") -> bool:
     if status != 200:
         return False
     try:
-        await wait_until(lambda: stack.echos["pipy-mirror"].log.echoed(uri), timeout=2)
+        await wait_until(lambda: stack.echos["pipy-mirror"].log.echoed(uri), timeout=30)  # an event; generous
     except TimeoutError:
         return False
     return True

@@ -452,13 +452,22 @@ async def test_cross_namespace_mirror_needs_a_grant_and_stops_when_it_is_deleted
         status, _, _ = await stack.request(f"/revoked-{i}", host="xns.example")
         assert status == 200  # the primary keeps serving
     await wait_until(lambda: stack.logs["v1"].echoed("/revoked-4"))
+
+    # A sentinel that must reach the mirror, sent after them: the grant back, mirroring resumes.
+    stack.write("grant.yaml", GRANT)
+    await wait_until(lambda: stack.route_condition("mirror-xns", "ResolvedRefs") == ("True", "ResolvedRefs"))
+    await wait_until(lambda: _has_mirror_cluster(stack), message="Envoy holding the mirror policy again")
+    await stack.request("/sentinel", host="xns.example")
+    await _mirrored(stack, "other", "/sentinel")
     assert not any(stack.logs["other"].echoed(f"/revoked-{i}") for i in range(5))
 
 
 async def _no_mirror_cluster(stack: FeatureStack) -> bool:
-    dump = await stack.envoy.config_dump()
-    text = json.dumps(dump)
-    return "mirror/other/other/8080" not in text
+    return not await _has_mirror_cluster(stack)
+
+
+async def _has_mirror_cluster(stack: FeatureStack) -> bool:
+    return "mirror/other/other/8080" in json.dumps(await stack.envoy.config_dump())
 
 
 # --- parentRef port, port 8080, named rules ----------------------------------------------------

@@ -3,13 +3,15 @@ backends. Every change is made the way a user makes it: by editing a file."""
 
 from __future__ import annotations
 
-import math
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from conformance.tests_mirror import DISTRIBUTION_CHECKS, TOTAL_REQUESTS, binomial_band
 from e2e import Stack, digest, fire, service_yaml, start_stack
 from support import wait_until
 
@@ -85,16 +87,15 @@ async def test_editing_the_route_file_starts_and_stops_mirroring_without_restart
     mirror = stack.echos["pipy-mirror"].log
     stack.write("route.yaml", ROUTE_HEAD + rule("/"))
     await wait_until(lambda: _no_policies(stack), message="Envoy dropping the mirror policy")
-    uri = f"/off?id={uuid.uuid4()}"
-    assert (await stack.request(uri))[0] == 200
-    with pytest.raises(TimeoutError):
-        await wait_until(lambda: mirror.echoed(uri), timeout=1.0)
+    off = f"/off?id={uuid.uuid4()}"
+    assert (await stack.request(off))[0] == 200
 
     stack.write("route.yaml", ROUTE_HEAD + rule("/", mirror_filter("pipy-mirror")))
     await wait_until(lambda: _has_policies(stack), message="Envoy receiving the mirror policy")
-    uri = f"/on?id={uuid.uuid4()}"
-    assert (await stack.request(uri))[0] == 200
-    await wait_until(lambda: mirror.echoed(uri), message="mirroring after adding the filter")
+    on = f"/on?id={uuid.uuid4()}"
+    assert (await stack.request(on))[0] == 200
+    await wait_until(lambda: mirror.echoed(on), message="mirroring after adding the filter")
+    assert not mirror.echoed(off), "mirrored while the filter was removed (the sentinel /on came later)"
     assert stack.envoy.pid == pid, "Envoy must not be restarted"
 
 
@@ -129,23 +130,29 @@ async def _policy_count(stack: Stack, n: int) -> bool:
 async def test_mirror_fraction_within_three_sigma(stack: Stack, spec: str, p: float) -> None:
     stack.write("route.yaml", ROUTE_HEAD + rule("/", mirror_filter("pipy-mirror", spec)))
     await wait_until(lambda: _fraction_is(stack, p), message=f"Envoy holding the {p:.0%} mirror policy")
-    n = 500
-    batch = uuid.uuid4().hex
-    uris = [f"/pct?batch={batch}&i={i}" for i in range(n)]
-    assert await fire(stack, uris) == [200] * n
+    low, high = binomial_band(p * 100)
     mirror = stack.echos["pipy-mirror"].log
-    sigma = math.sqrt(n * p * (1 - p))
-    low, high = n * p - 3 * sigma, n * p + 3 * sigma
+    counts = []
+    # μ±3σ misses 0.27% of correct batches: retry as the conformance harness does (a wrong
+    # fraction misses the band every time).
+    for _ in range(DISTRIBUTION_CHECKS):
+        batch = uuid.uuid4().hex
+        uris = [f"/pct?batch={batch}&i={i}" for i in range(TOTAL_REQUESTS)]
+        assert await fire(stack, uris) == [200] * TOTAL_REQUESTS
+        counts.append(await _settled(lambda: sum(1 for path in mirror.paths() if f"batch={batch}" in path)))
+        if low <= counts[-1] <= high:
+            return
+    pytest.fail(f"mirrored {counts} of {TOTAL_REQUESTS} in {DISTRIBUTION_CHECKS} batches, expected {low:.1f}..{high:.1f}")
 
-    def count() -> int:
-        return sum(1 for path in mirror.paths() if f"batch={batch}" in path)
 
-    # Mirrored copies may trail the responses slightly: wait for the count to enter the band.
-    try:
-        await wait_until(lambda: count() >= low, timeout=5)
-    except TimeoutError:
-        pass
-    assert low <= count() <= high, f"{count()} mirrored of {n}, expected {low:.1f}..{high:.1f}"
+async def _settled(count: Callable[[], int]) -> int:
+    """The count once mirrored copies stop arriving (they may trail the responses)."""
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < 0.5:
+        await asyncio.sleep(0.05)
+        if count() != last:
+            last, since = count(), time.monotonic()
+    return last
 
 
 async def _fraction_is(stack: Stack, p: float) -> bool:
@@ -170,6 +177,10 @@ async def test_route_with_missing_mirror_backend_keeps_serving_primary(stack: St
     assert (status, answer) == (200, b"still here")
 
 
+async def _stat_above(stack: Stack, name: str, floor: int) -> bool:
+    return (await stack.envoy.stat(name) or 0) > floor
+
+
 def _condition(stack: Stack, key: tuple[str, str, str], ctype: str) -> tuple[str, str] | None:
     body = stack.plane.controller.statuses.get(key) or {}
     for parent in body.get("parents", []):
@@ -181,20 +192,22 @@ def _condition(stack: Stack, key: tuple[str, str, str], ctype: str) -> tuple[str
 
 @pytest.mark.parametrize("failure", ["down", "slow"])
 async def test_mirror_down_or_slow_leaves_client_unchanged(tmp_path: Path, failure: str) -> None:
-    options = {"delay": 2.0} if failure == "slow" else {}
+    # "slow": the mirror answers after 30 s, longer than the client session's 10 s timeout, so a
+    # client that waited for the mirror even once would fail; no stopwatch needed.
+    options = {"delay": 30.0} if failure == "slow" else {}
     s = await start_stack(tmp_path, mirror_options=options)
     try:
+        (policy,) = await s.mirror_policies()
+        failed = f"cluster.{policy['cluster']}.upstream_cx_connect_fail"
+        before = await s.envoy.stat(failed) or 0
         if failure == "down":
             await s.echos["pipy-mirror"].runner.cleanup()
-        started = time.monotonic()
         for i in range(10):
             status, answer = await s.request(f"/{failure}/{i}", data=b"payload")
             assert (status, answer) == (200, b"payload")
-        elapsed = time.monotonic() - started
-        # Ten sequential requests against a mirror that takes 2 s each: if the client waited for
-        # the mirror even once, this would exceed 2 s.
-        assert elapsed < 2.0, f"client waited for the mirror: {elapsed:.2f}s for 10 requests"
-        if failure == "slow":
-            await wait_until(lambda: len(s.echos["pipy-mirror"].log.paths()) >= 10, timeout=10)
+        if failure == "slow":  # the mirror got every copy
+            await wait_until(lambda: len(s.echos["pipy-mirror"].log.paths()) >= 10, timeout=30)
+        else:  # Envoy did try the mirror: its connections to the mirror cluster failed
+            await wait_until(lambda: _stat_above(s, failed, before), timeout=30, message=f"{failed} rising")
     finally:
         await s.exits.aclose()

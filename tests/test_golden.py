@@ -1,8 +1,10 @@
 """Golden translator tests: each folder under tests/golden/ holds input YAML and the expected
-Envoy resources (xds.json), Gateway API status (status.json) and load errors (errors.json).
+Envoy resources (xds.json), Gateway API status (status.json) and load errors (errors.json);
+the GatewayClass's supportedFeatures list is kept once, in tests/golden/supported-features.json.
 
-Regenerate after an intended change, then review the diff like code:
-    make golden        # = MIRRORPLANE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+These tests only compare. Regenerate after an intended change with the separate command
+(tests/goldens.py), then review the diff like code:
+    make golden        # = .venv/bin/python -m tests.goldens
     git diff tests/golden
 """
 
@@ -10,42 +12,63 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from controlplane.gatewayapi.translator import translate
-from controlplane.offline import translate_folder
 from controlplane.providers.files import FileProvider
 from controlplane.xds.translator import build_resources
 from envoy_validate import envoy_rejects
+from goldens import FEATURES, FEATURES_REF, GOLDEN, cases, rendered
 
-GOLDEN = Path(__file__).parent / "golden"
-CASES = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
-UPDATE = os.environ.get("MIRRORPLANE_UPDATE_GOLDEN") == "1"
+CASES = cases()
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def _check(path: Path, value: object) -> None:
-    text = json.dumps(value, indent=2, sort_keys=False) + "\n"
-    if UPDATE:
-        path.write_text(text)
-        return
+def _compare(path: Path, value: object) -> None:
     assert path.exists(), f"{path} is missing: run `make golden` and review it"
     assert json.loads(path.read_text()) == value, f"{path} differs: run `make golden` and review `git diff`"
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case: str) -> None:
-    out = translate_folder(GOLDEN / case / "input")
-    _check(GOLDEN / case / "xds.json", out["gateways"])
-    _check(GOLDEN / case / "status.json", out["status"])
-    _check(GOLDEN / case / "errors.json", out["errors"])
+    files, features = rendered(case)
+    for path, value in files.items():
+        _compare(path, value)
+    for found in features:
+        _compare(FEATURES, found)
 
 
 def test_every_case_has_input() -> None:
     assert CASES, "no golden cases"
     for case in CASES:
-        assert list((GOLDEN / case / "input").glob("*.yaml")), f"{case} has no input/*.yaml"
+        assert list((ROOT / "tests" / "golden" / case / "input").glob("*.yaml")), f"{case} has no input/*.yaml"
+
+
+def test_supported_features_live_in_one_file() -> None:
+    """A feature change rewrites supported-features.json alone, and the list is really compared."""
+    assert len(json.loads(FEATURES.read_text())) > 10
+    for case in CASES:
+        text = (ROOT / "tests" / "golden" / case / "status.json").read_text()
+        assert '"supportedFeatures": [' not in text, f"{case}/status.json repeats the list"
+    assert any(FEATURES_REF in (ROOT / "tests" / "golden" / c / "status.json").read_text() for c in CASES)
+
+
+def test_the_old_update_switch_is_not_a_passing_run() -> None:
+    assert os.environ.get("MIRRORPLANE_UPDATE_GOLDEN") is None, (
+        "MIRRORPLANE_UPDATE_GOLDEN no longer rewrites anything: run `make golden` (python -m tests.goldens)"
+    )
+
+
+def test_update_is_refused_under_ci() -> None:
+    """`make golden` in CI would turn every golden failure green; it exits 2 and writes nothing."""
+    proc = subprocess.run([sys.executable, "-m", "tests.goldens"], cwd=ROOT, env={**os.environ, "CI": "true"},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc
+    assert "refusing" in proc.stderr and proc.stdout == ""
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -101,7 +101,17 @@ async def test_kubectl_apply_mirrors_and_kubectl_get_shows_status(stack: KubeSta
     await wait_until(observed_2, message="status observedGeneration follows the spec change")
     await stack.request("/after", data=b"x")
     assert "/after" in stack.logs["pipy"].paths()
+
+    # A sentinel that must reach the mirror, sent after: re-applying the filter mirrors again.
+    await c.apply(text)
+    await wait_until(lambda: _has_mirror(stack), message="Envoy holding the mirror policy again")
+    await stack.request("/sentinel", data=b"x")
+    await wait_until(lambda: "/sentinel" in stack.logs["pipy-mirror"].paths(), message="the sentinel mirrored")
     assert "/after" not in stack.logs["pipy-mirror"].paths()
+
+
+async def _has_mirror(stack: KubeStack) -> bool:
+    return bool(await stack.mirror_policies())
 
 
 async def _eq(value: object, expected: object) -> bool:

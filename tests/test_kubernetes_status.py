@@ -4,8 +4,8 @@ changed, without touching other controllers' entries, and surviving conflicts an
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
         def leaders() -> list[int]:
             return [i for i, (_, _, s) in enumerate(replicas) if s.is_leader]
 
-        await wait_until(lambda: len(leaders()) == 1, timeout=duration * 3, message="one leader")
+        await wait_until(lambda: len(leaders()) == 1, timeout=60, message="one leader")
         await wait_until(lambda: accepted_at(c, 1), message="status written")
         first = leaders()[0]
         assert all(plane.cache.get(GATEWAY) is not None for plane, _, _ in replicas), "every replica serves xDS"
@@ -77,11 +77,12 @@ async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
         held = await c.get("lease", "mirrorplane-status-writer", SYSTEM)
         assert held["spec"]["holderIdentity"] == f"replica-{'abc'[first]}"
 
-        # A clean stop releases the Lease: a standby takes over at once and writes what changed.
-        stopped = time.monotonic()
+        # A clean stop releases the Lease, so a standby needs no expiry to take it, and writes what
+        # changed. Waited on as events, not timed: the machine may be slow.
         await replicas[first][0].stop()
-        await wait_until(lambda: len(leaders()) == 2 or _other_leader(replicas, first), timeout=duration * 2, message="takeover")
-        assert time.monotonic() - stopped < duration, "released, so no wait for expiry"
+        released = await c.get("lease", "mirrorplane-status-writer", SYSTEM)
+        assert released["spec"]["holderIdentity"] != f"replica-{'abc'[first]}", "stop() released the Lease"
+        await wait_until(lambda: _other_leader(replicas, first), timeout=60, message="takeover")
         await drop_mirror(c)
         await wait_until(lambda: accepted_at(c, 2), message="the new leader writes the new generation")
 
@@ -90,16 +91,21 @@ async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
         status = replicas[second][2]
         await status.writer.stop()  # type: ignore[union-attr]
         status.elector._task.cancel()  # type: ignore[union-attr]
-        crashed = time.monotonic()
+        last_renewal = _time((await c.get("lease", "mirrorplane-status-writer", SYSTEM))["spec"]["renewTime"])
         third = next(i for i in range(3) if i not in (first, second))
-        await wait_until(lambda: replicas[third][2].is_leader, timeout=duration * 3, message="takeover after expiry")
-        assert time.monotonic() - crashed < duration + 1.0, "within the lease duration (plus a retry period)"
+        await wait_until(lambda: replicas[third][2].is_leader, timeout=60, message="takeover after expiry")
         held = await c.get("lease", "mirrorplane-status-writer", SYSTEM)
         assert held["spec"]["holderIdentity"] == f"replica-{'abc'[third]}"
+        # Not before the Lease expired: a crashed holder may still be writing until then.
+        assert (_time(held["spec"]["acquireTime"]) - last_renewal).total_seconds() >= duration
         assert held["spec"]["leaseTransitions"] >= 2
     finally:
         for plane, _, _ in replicas:
             await plane.stop()
+
+
+def _time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _other_leader(replicas: list[Any], first: int) -> bool:

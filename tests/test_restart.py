@@ -88,11 +88,12 @@ async def test_graceful_stop_closes_streams_at_once(tmp_path: Path) -> None:
     try:
         await envoy.start()
         await wait_until(lambda: _equals(lambda: envoy.stat("control_plane.connected_state"), 1), timeout=15)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        assert await plane.stop(signal.SIGTERM) == 0
-        assert loop.time() - started < 3, "SIGTERM must not wait for ADS streams to end"
-        await wait_until(lambda: _equals(lambda: envoy.stat("control_plane.connected_state"), 0), timeout=3)
+        # Envoy never ends its ADS stream: a control plane that waited for streams to end would
+        # never exit. The exit is the event waited on (generous deadline, the machine may be slow).
+        plane.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(plane.proc.wait(), 60) == 0, "SIGTERM must not wait for ADS streams to end"
+        assert envoy.running, "Envoy is still there, its stream was closed by the control plane"
+        await wait_until(lambda: _equals(lambda: envoy.stat("control_plane.connected_state"), 0), timeout=30)
     finally:
         await envoy.stop()
         await plane.stop(signal.SIGKILL)

@@ -1,7 +1,7 @@
 """``mirrorplane nodes | status | snapshot``: the admin API from a terminal.
 
-Text by default, for people; ``-o json`` prints exactly what grpcurl prints for the same call
-(protobuf JSON with the .proto field names), for scripts.
+Text by default, for people; ``-o json`` prints the same JSON value as grpcurl for the same call
+(protobuf JSON with the .proto field names; not the same bytes), for scripts.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", default=DEFAULT_SERVER, help=f"mirrorplane's xDS port, HOST:PORT (default {DEFAULT_SERVER}; env MIRRORPLANE_SERVER)"
     )
-    parser.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text (default) or json (as grpcurl prints it)")
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text (default) or json (the same JSON value grpcurl prints)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
     tls = parser.add_argument_group("TLS (when serve has --tls-cert; names as grpcurl's)")
     tls.add_argument("--cacert", type=Path, help="PEM CA that signed the server's certificate: connect with TLS")
