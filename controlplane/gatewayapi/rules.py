@@ -7,13 +7,15 @@ what depends on the listener (a redirect's default port and scheme) is finished 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import ir
 from .envoy_limits import cors_problems, header_mods_problems, match_problems, path_problem
 from .filters import PREFIX, RuleFilters, rule_filters
 from .matches import route_match
-from .model import HTTPRoute
+from .model import HTTPRoute, K8sObject
 from .refs import BackendResolver, RefProblem
 
 # An HTTPRoute annotation: "true" keeps Envoy's default of appending "-shadow" to the mirrored
@@ -31,6 +33,9 @@ class Rule:
     timeout_ms: int | None
     backend_timeout_ms: int | None
     direct_status: int | None
+    # GRPCRoute only: each match's (service characters, method characters, header matches),
+    # which order it among other gRPC matches (grpcroutes.py).
+    ranks: tuple[tuple[int, int, int], ...] = ()
 
 
 Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
@@ -38,23 +43,26 @@ Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
 
 @dataclass
 class RouteMemo:
-    """The compiled rules of each HTTPRoute, kept from one translation to the next.
+    """The compiled rules of each HTTPRoute and GRPCRoute, kept from one translation to the next.
 
     A route's rules depend only on the route and on what its references resolve to (Services,
     EndpointSlices, ReferenceGrants). So while those are unchanged (the caller calls
-    :meth:`invalidate` when they change), an HTTPRoute object seen before is not compiled
-    again: a change to one route recompiles that route only.
+    :meth:`invalidate` when they change), a route object seen before is not compiled
+    again: a change to one route recompiles that route only. Entries are keyed by
+    (kind, namespace, name): an HTTPRoute and a GRPCRoute may share a name.
     """
 
-    entries: dict[tuple[str, str], tuple[HTTPRoute, Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
+    entries: dict[tuple[str, str, str], tuple[K8sObject[Any], Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
 
     def invalidate(self) -> None:
         self.entries.clear()
 
-    def compile(self, resolver: BackendResolver, route: HTTPRoute) -> Compiled:
-        key = (route.namespace, route.name)
+    def compile(
+        self, resolver: BackendResolver, route: K8sObject[Any], compiler: Callable[[BackendResolver, Any], Compiled] | None = None
+    ) -> Compiled:
+        key = route.key
         hit = self.entries.get(key)
         if hit is not None and hit[0] is route:
             self.hits += 1
@@ -63,13 +71,13 @@ class RouteMemo:
         self.misses += 1
         resolver.touched = {}
         try:
-            compiled = route_rules(resolver, route)
+            compiled = (compiler or route_rules)(resolver, route)
             self.entries[key] = (route, compiled, resolver.touched)
         finally:
             resolver.touched = None
         return compiled
 
-    def keep_only(self, keys: set[tuple[str, str]]) -> None:
+    def keep_only(self, keys: set[tuple[str, str, str]]) -> None:
         """Forget routes that are gone."""
         for key in self.entries.keys() - keys:
             del self.entries[key]
@@ -89,7 +97,7 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         # What Envoy would refuse must not reach it: one refused value NACKs the whole Gateway's
         # RouteConfiguration. A refused match is left out; the rest of the rule answers 500.
         refused_matches = {mi: p for mi, m in enumerate(matches) if (p := match_problems(m))}
-        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + _refused_filters(filters)
+        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + refused_filters(filters)
         if refused:
             unsupported += refused
             matches = tuple(m for mi, m in enumerate(matches) if mi not in refused_matches)
@@ -137,7 +145,7 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     return rules, problems, dropped
 
 
-def _refused_filters(filters: RuleFilters) -> list[str]:
+def refused_filters(filters: RuleFilters) -> list[str]:
     out = header_mods_problems(filters.request_headers, "RequestHeaderModifier")
     out += header_mods_problems(filters.response_headers, "ResponseHeaderModifier")
     for bi, (request, response) in sorted(filters.backend_headers.items()):

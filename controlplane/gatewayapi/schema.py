@@ -57,6 +57,7 @@ _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",
     "Gateway": "gateway.networking.k8s.io_gateways.yaml",
     "HTTPRoute": "gateway.networking.k8s.io_httproutes.yaml",
+    "GRPCRoute": "gateway.networking.k8s.io_grpcroutes.yaml",
     "ReferenceGrant": "gateway.networking.k8s.io_referencegrants.yaml",
 }
 

@@ -15,9 +15,10 @@ from .. import ir
 from ..store import Store
 from . import hostnames
 from .filters import redirect_for, rewrite_for
-from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gateway_status
+from .grpcroutes import grpc_precedence, grpc_route_rules
+from .listeners import GatewayListener, gateway_listeners, gateway_status
 from .matches import precedence
-from .model import GATEWAY_GROUP, HTTPRoute
+from .model import GATEWAY_GROUP, K8sObject
 from .refs import BackendResolver
 from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, route_rules
 from .status import Condition, StatusKey, conditions
@@ -75,7 +76,7 @@ class Translation:
 
 @dataclass
 class _Attachment:
-    route: HTTPRoute
+    route: K8sObject[Any]
     listener: GatewayListener
     hostnames: list[str]
     rules: list[Rule]
@@ -93,11 +94,8 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
 
     resolver = BackendResolver(store)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
-    for _, route in sorted(store.httproutes.items()):
-        for a in _attach_route(store, route, listeners, resolver, options, statuses, memo):
-            attachments[a.listener.gateway].append(a)
-    if memo is not None:
-        memo.keep_only(set(store.httproutes))
+    for a in _attach_routes(store, listeners, resolver, options, statuses, memo):
+        attachments[a.listener.gateway].append(a)
 
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
@@ -123,19 +121,56 @@ def _gateway_classes(store: Store, options: Options, statuses: dict[StatusKey, d
     return ours
 
 
-# --- HTTPRoute attachment ----------------------------------------------------------------------
+# --- route attachment --------------------------------------------------------------------------
 
 
-def _attach_route(
+@dataclass
+class _Parent:
+    """One parentRef of a route that names one of our Gateways, and what it attaches to."""
+
+    ref: dict[str, Any]
+    accepted: Condition
+    found: list[tuple[GatewayListener, list[str]]]
+
+
+@dataclass
+class _Candidate:
+    """A route with its compiled rules and its parents, before HTTPRoute/GRPCRoute conflicts."""
+
+    route: K8sObject[Any]
+    rules: list[Rule]
+    problems: list[Any]
+    dropped: dict[int, str]
+    parents: list[_Parent]
+
+
+def _attach_routes(
     store: Store,
-    route: HTTPRoute,
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
-    memo: RouteMemo | None = None,
+    memo: RouteMemo | None,
 ) -> list[_Attachment]:
-    gen = route.generation
+    candidates = []
+    for kind, routes in (("HTTPRoute", store.httproutes), ("GRPCRoute", store.grpcroutes)):
+        for _, route in sorted(routes.items()):
+            c = _candidate(store, route, listeners, resolver, memo)
+            if c is not None:
+                candidates.append(c)
+    if memo is not None:
+        memo.keep_only({r.key for r in store.httproutes.values()} | {r.key for r in store.grpcroutes.values()})
+    _reject_kind_conflicts(candidates)
+    return [a for c in candidates for a in _route_status(c, options, statuses)]
+
+
+def _candidate(
+    store: Store,
+    route: K8sObject[Any],
+    listeners: dict[str, list[GatewayListener]],
+    resolver: BackendResolver,
+    memo: RouteMemo | None,
+) -> _Candidate | None:
     ours = [
         (ref, f"{ref.get('namespace') or route.namespace}/{ref['name']}")
         for ref in route.spec.get("parentRefs") or []
@@ -143,40 +178,87 @@ def _attach_route(
     ]
     ours = [(ref, key) for ref, key in ours if key in listeners]
     if not ours:
-        return []
+        return None
+    compiler = grpc_route_rules if route.kind == "GRPCRoute" else route_rules
+    rules, problems, dropped = memo.compile(resolver, route, compiler) if memo is not None else compiler(resolver, route)
+    parents = [_Parent(ref, *_accept(store, route, ref, listeners[key])) for ref, key in ours]
+    return _Candidate(route, rules, problems, dropped, parents)
 
-    rules, problems, dropped = memo.compile(resolver, route) if memo is not None else route_rules(resolver, route)
+
+def _reject_kind_conflicts(candidates: list[_Candidate]) -> None:
+    """An HTTPRoute and a GRPCRoute on one listener with intersecting hostnames: the spec accepts
+    exactly one, the oldest, then the first by namespace/name. The other loses that listener,
+    and its parentRef is not Accepted when it has no listener left."""
+    winners: dict[int, list[tuple[K8sObject[Any], list[str]]]] = defaultdict(list)  # id(listener) → routes kept
+    order = sorted(candidates, key=lambda c: (c.route.metadata.creation_timestamp, c.route.namespace, c.route.name, c.route.kind))
+    for c in order:
+        for parent in c.parents:
+            if parent.accepted.status is not True:
+                continue
+            kept, lost = [], []
+            for lst, names in parent.found:
+                rival = next(
+                    (w for w, wnames in winners[id(lst)] if w.kind != c.route.kind and _overlap(names, wnames)), None
+                )
+                if rival is None:
+                    kept.append((lst, names))
+                else:
+                    lost.append((lst, rival))
+            for lst, names in kept:
+                winners[id(lst)].append((c.route, names))
+            if lost and not kept:
+                lst, rival = lost[0]
+                parent.accepted = Condition(
+                    "Accepted",
+                    False,
+                    "NotAllowedByListeners",
+                    f"hostnames intersect those of {rival.describe()} on listener {lst.name}, which was accepted first "
+                    "(the older route, then by namespace/name); an HTTPRoute and a GRPCRoute cannot share a hostname",
+                    c.route.generation,
+                )
+            parent.found = kept
+
+
+def _overlap(a: list[str], b: list[str]) -> bool:
+    return any(
+        x == hostnames.CATCH_ALL or y == hostnames.CATCH_ALL or hostnames.intersect(x, [y]) for x in a for y in b
+    )
+
+
+def _route_status(c: _Candidate, options: Options, statuses: dict[StatusKey, dict[str, Any]]) -> list[_Attachment]:
+    route, dropped = c.route, c.dropped
+    gen = route.generation
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
-    if problems:
-        messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
-        resolved = Condition("ResolvedRefs", False, problems[0].reason, "; ".join(messages), gen)
-    usable = [r for r in rules if r.index not in dropped]
+    if c.problems:
+        messages = dict.fromkeys(p.message for p in c.problems)  # each distinct problem once, in order
+        resolved = Condition("ResolvedRefs", False, c.problems[0].reason, "; ".join(messages), gen)
+    usable = [r for r in c.rules if r.index not in dropped]
 
     parents, attachments = [], []
-    for ref, key in ours:
-        accepted, found = _accept(store, route, ref, listeners[key])
+    for parent in c.parents:
+        accepted = parent.accepted
         if accepted.status is True and not usable:
             accepted = Condition(
                 "Accepted", False, "UnsupportedValue", "No rule can be served: " + "; ".join(dropped.values()), gen
             )
         if accepted.status is True:
-            for lst, names in found:
-                lst.attached.add((route.namespace, route.name))
-                attachments.append(_Attachment(route, lst, names, rules))
+            for lst, names in parent.found:
+                lst.attached.add((route.kind, route.namespace, route.name))
+                attachments.append(_Attachment(route, lst, names, c.rules))
         conds = [accepted, resolved]
         if dropped and usable:
             conds.append(
                 Condition("PartiallyInvalid", True, "UnsupportedValue", "; ".join(dropped.values()), gen)
             )
         parents.append(
-            {"parentRef": dict(ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
+            {"parentRef": dict(parent.ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
         )
-    statuses[("HTTPRoute", route.namespace, route.name)] = {"parents": parents}
+    statuses[(route.kind, route.namespace, route.name)] = {"parents": parents}
     return attachments
 
 
 def _accept(
-    store: Store, route: HTTPRoute, ref: dict[str, Any], gw_listeners: list[GatewayListener]
+    store: Store, route: K8sObject[Any], ref: dict[str, Any], gw_listeners: list[GatewayListener]
 ) -> tuple[Condition, list[tuple[GatewayListener, list[str]]]]:
     """Which listeners of a Gateway take this parentRef, and the Accepted condition saying so."""
     gen = route.generation
@@ -215,8 +297,8 @@ def _accept(
     return Condition("Accepted", True, "Accepted", "Route is accepted", gen), found
 
 
-def _allows(store: Store, lst: GatewayListener, route: HTTPRoute) -> bool:
-    if HTTPROUTE_KIND not in lst.kinds:
+def _allows(store: Store, lst: GatewayListener, route: K8sObject[Any]) -> bool:
+    if {"group": GATEWAY_GROUP, "kind": route.kind} not in lst.kinds:
         return False
     gw_namespace = lst.gateway.split("/", 1)[0]
     mode = lst.allowed_namespaces.get("from", "Same")
@@ -310,12 +392,14 @@ def _virtual_hosts(
             if not hostnames.owned_by(host, lst.hostname, siblings):
                 continue
             routes = vhosts[host]
-            meta = a.route.metadata
+            route = a.route
+            grpc = route.kind == "GRPCRoute"
             for rule in a.rules:
                 for mi, match in enumerate(rule.matches):
-                    name = f"httproute/{meta.namespace}/{meta.name}/rule/{rule.name or rule.index}/match/{mi}"
+                    name = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/{rule.name or rule.index}/match/{mi}"
                     if name not in routes:
-                        routes[name] = (precedence(a.route, rule.index, mi, match), _route(name, match, rule, lst))
+                        order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
+                        routes[name] = (order, _route(name, match, rule, lst, route))
     return tuple(
         ir.VirtualHost(
             name=f"{prefix or port}/{host}",
@@ -326,8 +410,9 @@ def _virtual_hosts(
     )
 
 
-def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener) -> ir.Route:
+def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, route: K8sObject[Any]) -> ir.Route:
     f = rule.filters
+    origin = {"kind": route.kind, "source": route.describe(), "rule": rule.name or str(rule.index)}
     if rule.direct_status is not None:
         return ir.Route(
             name=name,
@@ -335,6 +420,7 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener) ->
             request_headers=f.request_headers,
             response_headers=f.response_headers,
             direct_status=rule.direct_status,
+            **origin,  # type: ignore[arg-type]
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
@@ -351,4 +437,5 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener) ->
         timeout_ms=rule.timeout_ms,
         backend_timeout_ms=rule.backend_timeout_ms,
         stat_prefix=name if rule.name else "",
+        **origin,  # type: ignore[arg-type]
     )
