@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..gatewayapi.status import StatusKey, stamp
 from .kubeapi import MERGE_PATCH, ApiError, KubeApi
-from .kubernetes import KubernetesProvider
+from .kubernetes import ROUTE_KINDS, KubernetesProvider
 from .leader import LeaderElector, LeaseOptions
 
 if TYPE_CHECKING:
@@ -139,8 +139,9 @@ class StatusWriter:
     def _patches(self) -> list[tuple[StatusKey, dict[str, Any], dict[str, Any]] | None]:
         wanted = dict(self.wanted)
         # Routes whose parents no longer include a Gateway of ours: drop our stale entries.
-        for ns, name in self.provider.live_keys("HTTPRoute"):
-            wanted.setdefault(("HTTPRoute", ns, name), {"parents": []})
+        for kind in ROUTE_KINDS:
+            for ns, name in self.provider.live_keys(kind):
+                wanted.setdefault((kind, ns, name), {"parents": []})
         addresses = self._addresses()
         return [self._patch(key, body, addresses) for key, body in sorted(wanted.items())]
 
@@ -166,7 +167,7 @@ class StatusWriter:
         if kind == "Gateway":
             # Where the Envoy fleet is reachable, or nothing (None: a merge patch removes it).
             body["addresses"] = addresses
-        if kind == "HTTPRoute":
+        if kind in ROUTE_KINDS:
             # Theirs are compared and sent as they are; stamp() below gives their times back.
             others = [p for p in without_times(current.get("parents") or []) if p.get("controllerName") != self.controller_name]
             body = {**body, "parents": others + body["parents"]}

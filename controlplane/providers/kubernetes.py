@@ -44,9 +44,11 @@ GATEWAY_RESOURCES = (
     ("GatewayClass", "gatewayclasses", False, ("v1",)),
     ("Gateway", "gateways", True, ("v1",)),
     ("HTTPRoute", "httproutes", True, ("v1",)),
+    ("GRPCRoute", "grpcroutes", True, ("v1",)),
     ("ReferenceGrant", "referencegrants", True, ("v1", "v1beta1")),
 )
-STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute")  # we write their status
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
+STATUS_KINDS = ("GatewayClass", "Gateway", *ROUTE_KINDS)  # we write their status
 KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
 
 
