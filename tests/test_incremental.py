@@ -113,6 +113,41 @@ def test_a_route_change_recompiles_that_route_only_and_matches_a_full_translatio
     assert controller._resources[f"{NAMESPACE}/gw2"] is gw2_resources, "the other Gateway is not rebuilt"
 
 
+def _grpc_route(i: int, percent: int = 100) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": f"route-{i}", "namespace": NAMESPACE},  # the names HTTPRoutes have too
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": [f"grpc-{i}.example.com"],
+            "rules": [
+                {
+                    "matches": [{"method": {"service": f"svc{i}.Echo", "method": "Echo"}}],
+                    "filters": [
+                        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "svc-1", "port": 8080}, "percent": percent}}
+                    ],
+                    "backendRefs": [{"name": "svc-0", "port": 8080}],
+                }
+            ],
+        },
+    }
+
+
+def test_a_grpcroute_change_recompiles_that_route_only_and_matches_a_full_translation() -> None:
+    docs = [*objects(100), *(_grpc_route(i) for i in range(100))]
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    hits, misses = controller._memo.hits, controller._memo.misses
+
+    store = _replace(store, _grpc_route(7, percent=42))
+    controller.update(store)
+    assert controller._memo.misses - misses == 1, "only the changed GRPCRoute is compiled again"
+    assert controller._memo.hits - hits == 199, "every other route, HTTPRoute or GRPCRoute, is reused"
+    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+
+
 def test_a_service_change_recompiles_every_route() -> None:
     docs = objects(50)
     controller = Controller(SnapshotCache())
