@@ -94,7 +94,10 @@ def test_echo_pods_follow_the_deployments() -> None:
     assert len({p.ip for p in deployments.pods}) == len(deployments.pods)
     assert all(p.ip.startswith("127.7.9.") for p in deployments.pods)
     # Modes the local echo does not implement are reported, never silently dropped.
-    assert "GRPC_ECHO_SERVER" in deployments.not_run["gateway-conformance-infra/grpc-infra-backend-v1"]
+    # gRPC echo pods run since issue 13 (mirrorplane echo --grpc-port on echo-basic's port).
+    grpc_v1 = by_deployment["gateway-conformance-infra/grpc-infra-backend-v1"]
+    assert len(grpc_v1) == 2 and all(p.grpc for p in grpc_v1)
+    assert not any(p.grpc for p in by_deployment["gateway-conformance-infra/infra-backend-v1"])
     assert "TLS_SERVER_CERT" in deployments.not_run["gateway-conformance-infra/tls-backend"]
     assert "coredns" in deployments.not_run["gateway-conformance-infra/coredns"]
 
