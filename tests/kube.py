@@ -129,6 +129,7 @@ def control_plane(
     gateway_port: int | None = None,
     lease: LeaseOptions | None = None,
     options: WatchOptions = FAST,
+    port_map: dict[int, int] | None = None,
 ) -> tuple[ControlPlane, KubernetesProvider, KubernetesStatus]:
     """A control plane replica serving the cluster, as `serve --kubernetes` builds it."""
     provider = KubernetesProvider(c.kubeconfig, options=options)
@@ -138,7 +139,7 @@ def control_plane(
         xds_host="127.0.0.1",
         xds_port=free_port(),
         http_port=None,
-        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port or free_port()}),
+        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port or free_port(), **(port_map or {})}),
         extensions=[status],
     )
     return plane, provider, status
