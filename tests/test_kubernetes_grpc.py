@@ -4,7 +4,7 @@ mirroring gRPC calls to real gRPC echo servers → status that `kubectl get grpc
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -152,10 +152,11 @@ async def test_kubectl_apply_grpcroute_mirrors_and_kubectl_get_shows_status(kube
         await wait_until(observed_2, timeout=15, message="observedGeneration 2")
 
 
-async def _eventually(check: object) -> bool:
+async def _eventually(check: Callable[[], bool]) -> bool:
+    """False (not an error) when ``check`` stays false: the caller's wait_until retries with a new call."""
     try:
-        await wait_until(check, timeout=5, message="")  # type: ignore[arg-type]
-    except AssertionError:
+        await wait_until(check, timeout=5)
+    except TimeoutError:
         return False
     return True
 
