@@ -157,7 +157,7 @@ class Controller:
         self.gateways = result.gateways
         self.translations += 1
         seconds = time.perf_counter() - started
-        log.info("translate.done gateways=%d routes=%d seconds=%.3f", len(result.gateways), len(store.httproutes), seconds)
+        log.info("translate.done gateways=%d routes=%d seconds=%.3f", len(result.gateways), len(store.httproutes) + len(store.grpcroutes), seconds)
         for on_update in self.update_listeners:
             on_update(seconds, changed)
         return result
