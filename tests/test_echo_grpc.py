@@ -198,6 +198,18 @@ async def test_a_delayed_call_does_not_hold_the_process_at_sigterm(start_echo: S
     assert code != 0, "the delayed call must not have been answered"
 
 
+async def test_a_busy_grpc_port_is_a_one_line_error(start_echo: Start) -> None:
+    echo = await start_echo()
+    port = echo.grpc_target.rpartition(":")[2]
+    second = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controlplane.echo", "--port", "0", "--grpc-port", port, "--name", "busy",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    _, err = await asyncio.wait_for(second.communicate(), 30)
+    assert second.returncode == 1
+    assert f"[busy] error: gRPC port 127.0.0.1:{port}: " in err.decode()
+
+
 async def test_in_process_with_python_clients_and_binary_metadata() -> None:
     """run_echo in this event loop: the log lines of the server's threads reach the loop's sink."""
     lines: list[str] = []
