@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-port", type=int, default=19000, help="the (first) Envoy's admin port (default 19000)")
     run.add_argument("--envoy-log-level", default="warning", help="Envoy's log level (default warning)")
     run.add_argument(
+        "--listen-address",
+        default="127.0.0.1",
+        help="the address the local Envoy's Gateway listeners bind (default 127.0.0.1; 0.0.0.0 for other machines)",
+    )
+    run.add_argument(
         "--echo",
         action="append",
         default=[],
@@ -337,7 +342,11 @@ async def _serve(args: argparse.Namespace) -> int:
         http_host=args.http_address,
         http_port=args.http_port,
         options=Options(controller_name=args.controller_name),
-        xds_options=XdsOptions(mirror_body_limit=args.mirror_body_limit),
+        xds_options=XdsOptions(
+            mirror_body_limit=args.mirror_body_limit,
+            # Envoys in a cluster or compose must accept traffic from elsewhere; the local one does not.
+            bind_address=args.listen_address if args.command == "run" else XdsOptions.bind_address,
+        ),
         tls=tls,
         insecure=args.insecure,
         extensions=extensions,

@@ -92,6 +92,9 @@ async def test_run_quickstart_mirrors_and_stops_cleanly(quickstart: tuple[Proc, 
             assert resp.status == 200 and "process_" in await resp.text()
         async with session.get(f"http://127.0.0.1:{ports['admin']}/ready") as resp:
             assert resp.status == 200  # Envoy's admin is where the README says
+        async with session.get(f"http://127.0.0.1:{ports['admin']}/listeners") as resp:
+            # Nothing listens beyond loopback unless told to: the Gateway listener included.
+            assert f"127.0.0.1:{ports['gateway']}" in await resp.text()
     assert await proc.stop() == 0
     assert not proc.saw("Traceback"), "\n".join(proc.lines)
 
