@@ -24,7 +24,7 @@ from .ir import GatewayIR
 from .store import Store
 from .xds.cache import SnapshotCache
 from .xds.resources import Resources
-from .xds.translator import XdsOptions, build_resources, load_assignment
+from .xds.translator import EncodedMemo, XdsOptions, build_resources, load_assignment
 
 log = logging.getLogger("mirrorplane.controller")
 
@@ -54,6 +54,7 @@ class Controller:
         self._last: Translation | None = None
         self._resources: dict[str, Resources] = {}
         self._memo = RouteMemo()
+        self._encoded: dict[str, EncodedMemo] = {}  # per Gateway: its serialized virtual hosts
         self._unstamped: dict[StatusKey, dict[str, Any]] = {}  # the statuses as translated, before stamping
 
     def _build(self, key: str, gateway: GatewayIR) -> Resources:
@@ -61,7 +62,10 @@ class Controller:
         change on another Gateway rebuilds nothing here)."""
         if self._last is not None and key in self._resources and self._last.gateways.get(key) == gateway:
             return self._resources[key]
-        return build_resources(gateway, self.xds_options)
+        memo = self._encoded.setdefault(key, EncodedMemo())
+        resources = build_resources(gateway, self.xds_options, memo)
+        memo.done()
+        return resources
 
     def _endpoints_only(self, store: Store, changed: dict[str, set[Any]] | None) -> Translation | None:
         """When only EndpointSlices changed, update just the endpoints of the backends they feed.
@@ -123,6 +127,7 @@ class Controller:
         self._store, self._last, self._resources = store, result, built
         for gone in set(self.cache.gateways()) - set(result.gateways):
             self.cache.remove(gone)
+            self._encoded.pop(gone, None)
             log.info("gateway.removed gateway=%s", gone)
         with paused_gc():
             changed = self._record_statuses(result.statuses)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import ir
 from .filters import PREFIX, RuleFilters, rule_filters
@@ -48,9 +49,42 @@ class RouteMemo:
     entries: dict[tuple[str, str], tuple[HTTPRoute, Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
+    # What the translator made of each route last time (where it attached, its status, its IR
+    # routes) and the virtual hosts it built, valid while ``context`` (the Gateways, classes and
+    # options attachment depends on) compares equal. Reusing these objects is what lets the xDS
+    # translator reuse the bytes of unchanged virtual hosts (xds.translator.EncodedMemo).
+    attached: dict[tuple[str, str], Any] = field(default_factory=dict)
+    context: Any = None
+    vhosts: dict[tuple[str, str], ir.VirtualHost] = field(default_factory=dict)
+    next_vhosts: dict[tuple[str, str], ir.VirtualHost] = field(default_factory=dict)
 
     def invalidate(self) -> None:
         self.entries.clear()
+        self.attached.clear()
+        self.vhosts.clear()
+
+    def set_context(self, context: Any) -> None:
+        """Forget attachments made against another set of Gateways (or options)."""
+        if context != self.context:
+            self.attached.clear()
+            self.vhosts.clear()
+        self.context = context
+
+    def virtual_host(self, key: tuple[str, str], domains: tuple[str, ...], routes: list[ir.Route]) -> ir.VirtualHost:
+        """The previous object for ``key`` when it holds the very same routes, else a new one."""
+        old = self.vhosts.get(key)
+        if (
+            old is None
+            or old.domains != domains
+            or len(old.routes) != len(routes)
+            or any(a is not b for a, b in zip(old.routes, routes))
+        ):
+            old = ir.VirtualHost(name=key[1], domains=domains, routes=tuple(routes))
+        self.next_vhosts[key] = old
+        return old
+
+    def end_translation(self) -> None:
+        self.vhosts, self.next_vhosts = self.next_vhosts, {}
 
     def compile(self, resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         key = (route.namespace, route.name)
@@ -72,6 +106,8 @@ class RouteMemo:
         """Forget routes that are gone."""
         for key in self.entries.keys() - keys:
             del self.entries[key]
+        for key in self.attached.keys() - keys:
+            del self.attached[key]
 
 
 def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
