@@ -201,3 +201,17 @@ def test_a_gateway_change_reattaches_every_route_and_is_byte_equal_to_a_full_tra
     full = Controller(SnapshotCache())
     full.update(store)
     assert controller._unstamped == full._unstamped, "statuses equal a full translation's"
+
+
+def test_a_provider_that_rebuilds_every_object_still_recompiles_only_the_changed_route() -> None:
+    docs = objects(100)
+    controller = Controller(SnapshotCache())
+    controller.update(store_of(docs))
+    misses, encoded = controller._memo.misses, controller._encoded[GATEWAY].encoded
+    changed = copy.deepcopy(docs)
+    next(d for d in changed if d["metadata"]["name"] == "route-3")["spec"]["hostnames"] = ["new.example.com"]
+    store = store_of(changed)  # every object new, all but one equal to before (a file reparsed whole)
+    controller.update(store)
+    assert controller._memo.misses - misses == 1
+    assert controller._encoded[GATEWAY].encoded - encoded == 1
+    assert _entries(controller) == _full_entries(store)

@@ -42,8 +42,8 @@ class RouteMemo:
 
     A route's rules depend only on the route and on what its references resolve to (Services,
     EndpointSlices, ReferenceGrants). So while those are unchanged (the caller calls
-    :meth:`invalidate` when they change), an HTTPRoute object seen before is not compiled
-    again: a change to one route recompiles that route only.
+    :meth:`invalidate` when they change), an HTTPRoute seen before (the same object, or an equal
+    one) is not compiled again: a change to one route recompiles that route only.
     """
 
     entries: dict[tuple[str, str], tuple[HTTPRoute, Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
@@ -89,7 +89,9 @@ class RouteMemo:
     def compile(self, resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         key = (route.namespace, route.name)
         hit = self.entries.get(key)
-        if hit is not None and hit[0] is route:
+        if hit is not None and (hit[0] is route or hit[0] == route):
+            # Equal but not the same object: a provider that rebuilt an unchanged object.
+            self.entries[key] = (route, *hit[1:])
             self.hits += 1
             resolver.backends.update(hit[2])
             return hit[1]

@@ -8,7 +8,7 @@ other valid object keeps being served.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
@@ -152,7 +152,7 @@ def _attach_route(
 ) -> list[_Attachment]:
     if memo is not None:
         hit = memo.attached.get((route.namespace, route.name))
-        if hit is not None and hit.route is route and memo.entries.get((route.namespace, route.name), (None,))[0] is route:
+        if hit is not None and (hit.route is route or hit.route == route):
             return _replay(route, hit, listeners, resolver, memo, statuses)
     gen = route.generation
     ours = [
@@ -209,6 +209,8 @@ def _replay(
 ) -> list[_Attachment]:
     """_attach_route's result for a route, Gateways and references all unchanged since it ran."""
     rules = memo.compile(resolver, route)[0]
+    if hit.route is not route:
+        memo.attached[(route.namespace, route.name)] = replace(hit, route=route)
     if hit.status is not None:
         statuses[("HTTPRoute", route.namespace, route.name)] = hit.status
     out = []
