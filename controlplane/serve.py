@@ -69,7 +69,7 @@ class ControlPlane:
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.controller.update(await self.provider.start())
+        await self._update(await self.provider.start())
         credentials = server_credentials(self.tls) if self.tls else None
         self._grpc = build_server(
             self.cache,
@@ -100,9 +100,15 @@ class ControlPlane:
         except Exception:  # the watcher dying must be loud, but must not take ADS down
             log.exception("provider.watch_failed source=%s (config is frozen at its last good state)", self.provider.describe())
 
-    def _on_provider_change(self, store: Store) -> None:
+    async def _on_provider_change(self, store: Store) -> None:
         self.metrics.on_provider_event()
-        self.controller.update(store)
+        await self._update(store)
+
+    async def _update(self, store: Store) -> None:
+        # Translating and serializing 10,000 routes takes longer than the event loop may stall
+        # (ADS streams, health checks, the admin API): it runs in a worker thread, and only
+        # installing the snapshots happens on the loop.
+        self.controller.apply(await asyncio.to_thread(self.controller.prepare, store))
 
     async def _start_http(self) -> None:
         app = web.Application()
