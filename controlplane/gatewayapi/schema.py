@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cel
+import fastjsonschema
 import jsonschema
 import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
@@ -284,6 +285,74 @@ _FORMATS.checks("ipv6", raises=ValueError)(_is_ipv6)
 _FORMATS.checks("byte", raises=binascii.Error)(_is_base64)
 
 _Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"required": _required})
+
+# --- the structural fast path ---
+
+
+def _checks(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    def ok(value: Any) -> bool:
+        try:
+            return bool(check(value))
+        except ValueError:  # binascii.Error is one too
+            return False
+
+    return ok
+
+
+# The same formats as _FORMATS (fastjsonschema applies them to strings only, as jsonschema does);
+# int32/int64 only document the Go type.
+_FAST_FORMATS = {
+    "ipv4": _checks(_is_ipv4),
+    "ipv6": _checks(_is_ipv6),
+    "byte": _checks(_is_base64),
+    "int32": lambda _: True,
+    "int64": lambda _: True,
+}
+_REGEX_CLASS = re.compile(r"\[\^?\]?(?:\\.|[^\]\\])*\]")
+_BARE_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def _fast_pattern(pattern: str) -> str:
+    """fastjsonschema turns every unescaped ``$`` into ``\\Z``, also inside ``[...]`` where that is
+    an error: escape those first (``[$]`` and ``[\\$]`` are the same class)."""
+    return _REGEX_CLASS.sub(lambda m: _BARE_DOLLAR.sub(r"\\$", m.group()), pattern)
+
+
+def _fast_schema(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _fast_pattern(v) if k == "pattern" and isinstance(v, str) else _fast_schema(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_fast_schema(v) for v in schema]
+    return schema
+
+
+def _fast_validator(schema: dict[str, Any]) -> Callable[[Any], Any] | None:
+    """A generated-code validator that only says valid or not, ~20x faster than jsonschema.
+
+    It is never the one that words an error: anything it rejects goes through jsonschema, whose
+    errors are reworded into the API server's lines. It is at least as strict (``$`` means end of
+    string, where ``re`` also lets a trailing newline through), so a rejection it alone makes just
+    costs the slow path. None when it cannot compile a schema (a keyword or format it lacks).
+    """
+    try:
+        return fastjsonschema.compile(
+            {**_fast_schema(schema), "$schema": "http://json-schema.org/draft-04/schema#"},
+            formats=_FAST_FORMATS,
+            use_default=False,
+        )
+    except Exception:
+        return None
+
+
+def _structurally_valid(fast: Callable[[Any], Any] | None, body: dict[str, Any]) -> bool:
+    if fast is None:
+        return False
+    try:
+        fast(body)
+    except Exception:  # JsonSchemaValueException, or anything odd input makes it raise
+        return False
+    return True
+
 
 _GO_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "object", list: "array"}
 
@@ -671,17 +740,20 @@ class _KindSchema:
 
     root: _Node
     validator: Any
+    fast: Callable[[Any], Any] | None
     name_format: _NameFormat
     namespaced: bool
 
     @classmethod
     def build(cls, schema: dict[str, Any], *, strict: bool, name_format: _NameFormat, namespaced: bool) -> _KindSchema:
-        validator = _Validator(_to_jsonschema(schema), format_checker=_FORMATS)
-        return cls(_compile_node(schema, strict), validator, name_format, namespaced)
+        openapi = _to_jsonschema(schema)
+        validator = _Validator(openapi, format_checker=_FORMATS)
+        return cls(_compile_node(schema, strict), validator, _fast_validator(openapi), name_format, namespaced)
 
     def problems(self, body: dict[str, Any]) -> list[_Problem]:
         found = list(_metadata_problems(body, self.name_format, self.namespaced))
-        found += (p for err in self.validator.iter_errors(body) for p in _schema_problems(err))
+        if not _structurally_valid(self.fast, body):
+            found += (p for err in self.validator.iter_errors(body) for p in _schema_problems(err))
         found += _list_type_problems(body, self.root, ())
         if any(p.blocking for p in found):
             return [*found, _CEL_SKIPPED] if self.root.cel_below else found
