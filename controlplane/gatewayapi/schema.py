@@ -141,7 +141,6 @@ class _Node:
     map_keys: tuple[str, ...] = ()
     rules: _RuleSet | None = None
     cel_names: dict[str, str] = field(default_factory=dict)
-    cel_keys: dict[str, str] = field(default_factory=dict)  # the escaped names as CEL string literals
     decode_below: bool = False
     lists_below: bool = False
     cel_below: bool = False
@@ -177,7 +176,6 @@ def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
     node.map_keys = tuple(schema.get("x-kubernetes-list-map-keys", ()))
     node.rules = _RuleSet.compile(schema.get("x-kubernetes-validations", []))
     node.cel_names = {name: _cel_name(name) for name in node.properties}
-    node.cel_keys = {name: json.dumps(cel) for name, cel in node.cel_names.items()}
     kids = [*node.properties.values(), *(n for n in (node.items, node.additional) if n)]
     node.decode_below = node.strict or any(k.decode_below or k.default is not _MISSING for k in kids)
     node.lists_below = node.list_type in ("set", "map") or any(k.lists_below for k in kids)
@@ -511,14 +509,6 @@ class _Rule:
             extended=not _K8S_FUNCTIONS.keys().isdisjoint(program.functions()),
         )
 
-    def at(self, expr: str) -> str | None:
-        """The rule's source with ``self`` standing for ``expr``; None when a string literal
-        mentions ``self`` (the rewrite could then not be told apart from the text)."""
-        parts = _CEL_STRING.split(self.source)
-        if any("self" in p for p in parts if p[:1] in ("'", '"')):
-            return None
-        return "".join(p if p[:1] in ("'", '"') else _CEL_SELF.sub(f"({expr})", p) for p in parts)
-
     @property
     def is_transition(self) -> bool:
         return "oldSelf" in self.program.variables()
@@ -582,71 +572,6 @@ class _RuleSet:
             problem = rule.check(value, where, type_name) if result is None else rule.failure(value, where, type_name)
             if problem is not None:
                 yield problem
-
-
-# CEL string literals (kept whole by re.split thanks to the group) and the ``self`` identifier.
-_CEL_STRING = re.compile(r"""('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
-_CEL_SELF = re.compile(r"(?<![\w.])self\b")
-
-# Compiled whole-object programs by object shape (see _cel_passes); bounded against hostile input.
-_COMBINED: dict[tuple[tuple[str, int], ...], tuple[cel.Program, bool]] = {}
-_COMBINED_MAX = 1024
-
-
-def _cel_plan(value: Any, node: _Node, expr: str, plan: list[tuple[str, _RuleSet]]) -> Any:
-    """What _cel_check would evaluate, without evaluating: the value as CEL sees it, and every
-    node with rules as (CEL expression of its place under the root, its rules)."""
-    if value is None or not (node.cel_below or node.escape_below):
-        return value
-    seen: Any = value
-    if isinstance(value, dict):
-        seen = {}
-        for k, v, sub in node.fields(value):
-            quoted = node.cel_keys.get(k) or json.dumps(k)
-            seen[node.cel_names.get(k, k)] = _cel_plan(v, sub, f"{expr}[{quoted}]", plan)
-    elif isinstance(value, list):
-        seen = [_cel_plan(v, sub, f"{expr}[{i}]", plan) for i, v, sub in node.children(value)]
-    if node.rules is not None:
-        plan.append((expr, node.rules))
-    return seen
-
-
-def _cel_passes(value: Any, node: _Node) -> bool:
-    """Whether every CEL rule in the object holds, in one evaluation.
-
-    Most of CEL's cost is the binding converting ``self`` into CEL values, and a per-node
-    evaluation converts each subtree again at every level above it (a 16-rule HTTPRoute:
-    ~100 conversions). Here every rule of the object is rewritten to address its node from
-    the root (``self`` → ``self["spec"]["rules"][3]``) and all are evaluated as one list, so
-    the object is converted once. The program is compiled once per object shape. Only True
-    for every rule passes (``ok == true``: a rule yielding a non-boolean fails, as on the
-    server); anything else (a failure, an error) sends the caller to the per-node walk, which
-    words the problems exactly as before.
-    """
-    plan: list[tuple[str, _RuleSet]] = []
-    seen = _cel_plan(value, node, "self", plan)
-    if not plan:
-        return True
-    key = tuple((expr, id(rules)) for expr, rules in plan)
-    compiled = _COMBINED.get(key)
-    if compiled is None:
-        sources = [rule.at(expr) for expr, rules in plan for rule in rules.rules]
-        if None in sources:
-            return False
-        try:
-            # One boolean back rather than a list: converting results to Python costs too.
-            program = cel.compile(f"[{', '.join(sources)}].all(ok, ok == true)")  # type: ignore[arg-type]
-            compiled = (program, any(rules.extended for _, rules in plan))
-        except Exception:  # a rewrite the parser refuses: evaluate node by node instead
-            return False
-        if len(_COMBINED) >= _COMBINED_MAX:
-            _COMBINED.clear()
-        _COMBINED[key] = compiled
-    program, extended = compiled
-    try:
-        return program.execute(_activation(seen, extended)) is True
-    except Exception:
-        return False
 
 
 def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) -> Any:
@@ -757,8 +682,7 @@ class _KindSchema:
         found += _list_type_problems(body, self.root, ())
         if any(p.blocking for p in found):
             return [*found, _CEL_SKIPPED] if self.root.cel_below else found
-        if not _cel_passes(body, self.root):
-            _cel_check(body, self.root, (), found)
+        _cel_check(body, self.root, (), found)
         return found
 
 
