@@ -203,6 +203,7 @@ class Bench:
             self.stalls.take()
             changes, floors, stalls, controller = [], [], [], []
             for k in range(rounds):
+                self.stalls.take()  # not the floor's preparation below, which blocks the loop on purpose
                 started = time.perf_counter()
                 updates.clear()
                 path, host = await change(k)
