@@ -55,8 +55,9 @@ class RouteMemo:
     # translator reuse the bytes of unchanged virtual hosts (xds.translator.EncodedMemo).
     attached: dict[tuple[str, str], Any] = field(default_factory=dict)
     context: Any = None
-    vhosts: dict[tuple[str, str], ir.VirtualHost] = field(default_factory=dict)
-    next_vhosts: dict[tuple[str, str], ir.VirtualHost] = field(default_factory=dict)
+    # (Gateway, virtual host name) → the virtual host and the backends its routes use.
+    vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
+    next_vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
 
     def invalidate(self) -> None:
         self.entries.clear()
@@ -75,13 +76,19 @@ class RouteMemo:
         old = self.vhosts.get(key)
         if (
             old is None
-            or old.domains != domains
-            or len(old.routes) != len(routes)
-            or any(a is not b for a, b in zip(old.routes, routes))
+            or old[0].domains != domains
+            or len(old[0].routes) != len(routes)
+            or any(a is not b for a, b in zip(old[0].routes, routes))
         ):
-            old = ir.VirtualHost(name=key[1], domains=domains, routes=tuple(routes))
+            vh = ir.VirtualHost(name=key[1], domains=domains, routes=tuple(routes))
+            old = (vh, backends_of(vh))
         self.next_vhosts[key] = old
-        return old
+        return old[0]
+
+    def backends(self, key: tuple[str, str], vh: ir.VirtualHost) -> frozenset[str]:
+        """The backends ``vh``'s routes use, remembered with it."""
+        known = self.next_vhosts.get(key)
+        return known[1] if known is not None and known[0] is vh else backends_of(vh)
 
     def end_translation(self) -> None:
         self.vhosts, self.next_vhosts = self.next_vhosts, {}
@@ -110,6 +117,15 @@ class RouteMemo:
             del self.entries[key]
         for key in self.attached.keys() - keys:
             del self.attached[key]
+
+
+def backends_of(vh: ir.VirtualHost) -> frozenset[str]:
+    """Every cluster a virtual host's routes send to or mirror to."""
+    used: set[str] = set()
+    for r in vh.routes:
+        used.update(b.backend for b in r.backends if b.backend)
+        used.update(m.backend for m in r.mirrors)
+    return frozenset(used)
 
 
 def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:

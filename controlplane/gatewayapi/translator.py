@@ -19,7 +19,7 @@ from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gatew
 from .matches import precedence
 from .model import GATEWAY_GROUP, HTTPRoute
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, backends_of, route_rules
 from .status import Condition, StatusKey, conditions
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
@@ -327,9 +327,7 @@ def _gateway_ir(
             chains = (ir.FilterChain(f"http-{port}", _virtual_hosts(port, here, siblings, key, memo)),)
         for chain in chains:
             for vh in chain.virtual_hosts:
-                for r in vh.routes:
-                    used.update(b.backend for b in r.backends if b.backend)
-                    used.update(m.backend for m in r.mirrors)
+                used.update(memo.backends((key, vh.name), vh) if memo is not None else backends_of(vh))
         tls = on_port[0].protocol == "HTTPS"
         out_listeners.append(ir.HTTPListener(f"{'https' if tls else 'http'}-{port}", port, chains, tls))
     return ir.GatewayIR(
