@@ -53,6 +53,7 @@ from controlplane.store import Store
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.translator import XdsOptions, build_resources
 
+from .push_latency import _until_served
 from .workload import NAMESPACE, SERVICES, objects
 
 GATEWAY = f"{NAMESPACE}/gw"
@@ -137,19 +138,6 @@ class StallMeter:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-
-
-async def _until_served(session: aiohttp.ClientSession, url: str, host: str, started: float) -> float:
-    """Seconds from ``started`` until Envoy answers 200 for ``url``; polls every 2 ms."""
-    while True:
-        try:
-            async with session.get(url, headers={"Host": host}) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    return time.perf_counter() - started
-        except aiohttp.ClientConnectionError:
-            pass  # the listener is not bound yet
-        await asyncio.sleep(0.002)
 
 
 class Bench:
