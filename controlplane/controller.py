@@ -127,6 +127,7 @@ class Controller:
         changed = self._store.changed(store) if self._store is not None else None
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
+        self._memo.changed = changed.get("httproutes", set()) if changed is not None else None
         updates = self._endpoints_only(store, changed)
         if updates is not None:
             self._resources.update(updates)

@@ -59,6 +59,14 @@ class RouteMemo:
     vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
     next_vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
 
+    # The HTTPRoutes that differ from the previous translation's input, when the caller knows
+    # (Store.changed): every other route is unchanged without comparing it again.
+    changed: set[tuple[str, str]] | None = None
+
+    def same(self, key: tuple[str, str], old: HTTPRoute, new: HTTPRoute) -> bool:
+        """Whether ``new`` is the route ``old`` was (the same object, or known or found equal)."""
+        return old is new or (self.changed is not None and key not in self.changed) or old == new
+
     def invalidate(self) -> None:
         self.entries.clear()
         self.attached.clear()
@@ -96,7 +104,7 @@ class RouteMemo:
     def compile(self, resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         key = (route.namespace, route.name)
         hit = self.entries.get(key)
-        if hit is not None and (hit[0] is route or hit[0] == route):
+        if hit is not None and self.same(key, hit[0], route):
             # Equal but not the same object: a provider that rebuilt an unchanged object.
             self.entries[key] = (route, *hit[1:])
             self.hits += 1

@@ -152,7 +152,7 @@ def _attach_route(
 ) -> list[_Attachment]:
     if memo is not None:
         hit = memo.attached.get((route.namespace, route.name))
-        if hit is not None and (hit.route is route or hit.route == route):
+        if hit is not None and memo.same((route.namespace, route.name), hit.route, route):
             return _replay(route, hit, listeners, resolver, memo, statuses)
     gen = route.generation
     ours = [
