@@ -169,6 +169,7 @@ class Bench:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.echo_port).start()
         self.stalls.start()
+        await asyncio.sleep(2 * StallMeter.TICK)  # the ticker runs: a stall from here on is seen
         async with aiohttp.ClientSession() as session:
             self.stalls.take()
             started = time.perf_counter()
