@@ -18,7 +18,6 @@ from .admin import client as admin_client
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, render_bootstrap
 from .providers.files import FileProvider
-from .providers.kubeapi import ApiError, KubeApi
 from .providers.base import Provider
 from .serve import ControlPlane, Extension
 from .tls import TlsFiles
@@ -175,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         return _bootstrap(args)
     if args.command == "certs":
+        # Imported here, as for `serve --kubernetes`: kubernetes_asyncio adds ~40 MB of RSS that a
+        # control plane serving a folder never needs.
+        from .providers.kubeapi import ApiError
+
         try:
             return asyncio.run(_certs(args))
         except (OSError, ValueError, ApiError) as exc:
@@ -230,6 +233,8 @@ async def _certs(args: argparse.Namespace) -> int:
         server, envoy, created = certs.ensure_folder(args.out, args.server_name)
         print(f"{'issued' if created else 'kept existing'}: {server}/ and {envoy}/ (ca.crt, tls.crt, tls.key)")
         return 0
+    from .providers.kubeapi import KubeApi
+
     api = await KubeApi.connect(args.kubeconfig)
     try:
         created = await certs.ensure_secrets(api, args.namespace, args.server_name, args.server_secret, args.client_secret)
