@@ -18,7 +18,6 @@ from .admin import client as admin_client
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.files import FileProvider
-from .providers.kubeapi import ApiError, KubeApi
 from .providers.base import Provider
 from .serve import ControlPlane, Extension
 from .tls import TlsFiles
@@ -231,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         return _bootstrap(args)
     if args.command == "certs":
+        # Imported here, as for `serve --kubernetes`: kubernetes_asyncio adds ~40 MB of RSS that a
+        # control plane serving a folder never needs.
+        from .providers.kubeapi import ApiError
+
         try:
             return asyncio.run(_certs(args))
         except (OSError, ValueError, ApiError) as exc:
@@ -292,6 +295,8 @@ async def _certs(args: argparse.Namespace) -> int:
     else:
         for gateway in args.gateway:
             certs.gateway_secret(gateway)  # a bad --gateway fails before the API is asked anything
+        from .providers.kubeapi import KubeApi  # only here: the Kubernetes client costs ~40 MB
+
         api = await KubeApi.connect(args.kubeconfig)
         try:
             created, kept_names = await certs.ensure_secrets(
