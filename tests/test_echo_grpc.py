@@ -205,7 +205,12 @@ async def test_a_busy_grpc_port_is_a_one_line_error(start_echo: Start) -> None:
         sys.executable, "-m", "controlplane.echo", "--port", "0", "--grpc-port", port, "--name", "busy",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
     )
-    _, err = await asyncio.wait_for(second.communicate(), 30)
+    try:
+        _, err = await asyncio.wait_for(second.communicate(), 30)
+    finally:
+        if second.returncode is None:  # it served the busy port: the failure this test is about
+            second.kill()
+            await second.wait()
     assert second.returncode == 1
     assert f"[busy] error: gRPC port 127.0.0.1:{port}: " in err.decode()
 
