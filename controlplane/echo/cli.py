@@ -138,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", default=env.get("SERVICE_NAME", ""), help="reported service (env SERVICE_NAME; default NAME)")
     parser.add_argument("--ingress", default=env.get("INGRESS_NAME", ""), help="reported ingress (env INGRESS_NAME)")
     parser.add_argument("--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)")
-    parser.add_argument("--status", type=_status_arg, default=None, help="answer every echo with this status (e.g. 503)")
+    parser.add_argument("--status", type=_status_arg, default=None, help="answer every echo with this status (e.g. 503; gRPC: the matching code, 500 = INTERNAL)")
     parser.add_argument("--stall", action="store_true", help="accept connections and never read them: a stuck backend")
 
 

@@ -3,9 +3,10 @@
 Why a second port: echo-basic serves h2c on ``H2C_PORT`` (3001) beside HTTP/1.1 on 3000, and the
 conformance fixture's Service maps its ``kubernetes.io/h2c`` port there; Envoy then talks HTTP/2
 to it without any upgrade. aiohttp has no HTTP/2 server, so this is a small protocol on the ``h2``
-state machine that answers with the very same JSON and log lines as the HTTP/1.1 side
-(``controlplane.echo.http``, through ``controlplane.echo.common``). Like echo-basic, a request that is not HTTP/2 gets a 400; the deprecated
-``Upgrade: h2c`` dance is not offered (RFC 9113 removed it and conformance does not use it).
+state machine that answers with the very same JSON and log lines as the HTTP/1.1 side (both
+through ``controlplane.echo.common``). Like echo-basic, a request that is not HTTP/2 gets a 400;
+the deprecated ``Upgrade: h2c`` dance is not offered (RFC 9113 removed it and conformance does
+not use it).
 """
 
 from __future__ import annotations

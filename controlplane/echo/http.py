@@ -1,10 +1,7 @@
 """The echo backend's HTTP/1.1 side (and WebSocket, and ``--stall``).
 
-Why this exists: mirroring is only observable from the *backend* side (Envoy
-discards the mirror's response), so tests need backends that leave a trace of
-every request they receive.  This server deliberately behaves like two
-well-known echo servers at once, so that scripts written for either keep
-working unchanged:
+It deliberately behaves like two well-known echo servers at once, so that
+scripts written for either keep working unchanged:
 
 * the seed scenario's pipy echo
   (``pipy().listen(8080).serveHTTP(msg=>(console.log(msg.head),msg))``):
@@ -82,9 +79,6 @@ def _decode(raw: bytes) -> str:
 # ---------------------------------------------------------------------------
 
 
-ECHO_KEY = web.AppKey("mirrorplane_echo", Echo)
-
-
 class _EchoServer:
     """Request handling; one instance per application."""
 
@@ -136,19 +130,19 @@ class _EchoServer:
         # echo-basic rewrites URL.Path ("//" -> "/") before its ServeMux; the
         # RequestURI that is reported and logged stays untouched.
         path = _MULTI_SLASH_RE.sub("/", request.path)
-        head_line = self._head_line(request)
+        head = self._head_line(request)
         try:
             if path == "/health":
-                self.echo.emit(head_line)
+                self.echo.emit(head)
                 return web.Response(status=200, text="OK", content_type="text/plain")
             if path == "/ready":
-                self.echo.emit(head_line)
+                self.echo.emit(head)
                 return web.Response(status=200)
             if path.startswith("/status/"):
-                self.echo.emit(head_line)
+                self.echo.emit(head)
                 return await self._status(path)
             if path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
-                self.echo.emit(head_line)
+                self.echo.emit(head)
                 return await self._websocket(request)
             # content.read() rather than request.read(): no client_max_size cap,
             # an echo server must hand back whatever it was sent.
@@ -228,7 +222,6 @@ def app_for(echo: Echo) -> web.Application:
     """The HTTP/1 application of ``echo`` (its other transports share the same ``Echo``)."""
     server = _EchoServer(echo)
     app = web.Application()
-    app[ECHO_KEY] = echo
     # One catch-all route: routing happens on the "//"-collapsed path inside
     # the handler, which aiohttp's router cannot do.
     app.router.add_route("*", "/{tail:.*}", server.handle)

@@ -166,7 +166,8 @@ class GrpcEchoServer:
     def __init__(self, echo: Echo, host: str, port: int) -> None:
         self._executor = ThreadPoolExecutor(_WORKERS, thread_name_prefix=f"echo-{echo.config.name}-grpc")
         self._servicer = _Servicer(echo, asyncio.get_running_loop())
-        self._server = grpc.server(self._executor)
+        # No SO_REUSEPORT: a second echo on a busy port must fail, not share the port unseen.
+        self._server = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
         self._server.add_generic_rpc_handlers(_handlers(self._servicer))
         reflection.enable_server_reflection((GRPC_ECHO, STREAM_ECHO, reflection.SERVICE_NAME), self._server)
         address = format_hostport(host, port)
@@ -177,7 +178,7 @@ class GrpcEchoServer:
         self._server.start()
 
     def stop(self) -> None:
-        """Stop at once: open calls are cancelled, delayed ones end, no thread outlives the server."""
+        """Stop at once: open calls are cancelled and delayed ones end, so no thread keeps the process alive."""
         self._servicer.stopping.set()
         self._server.stop(None)
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,8 @@ other valid object keeps being served.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
@@ -20,7 +21,7 @@ from .listeners import GatewayListener, gateway_listeners, gateway_status
 from .matches import precedence
 from .model import GATEWAY_GROUP, K8sObject
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, RouteMemo, backends_of, route_rules
 from .status import Condition, StatusKey, conditions
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
@@ -78,10 +79,21 @@ class Translation:
 
 @dataclass
 class _Attachment:
-    route: K8sObject[Any]
+    route: K8sObject[Any]  # an HTTPRoute or a GRPCRoute
     listener: GatewayListener
     hostnames: list[str]
     rules: list[Rule]
+    # (name, precedence, route) of every match of every rule: the same on each hostname.
+    routes: list[tuple[str, tuple[Any, ...], ir.Route]]
+
+
+@dataclass(frozen=True)
+class _Attached:
+    """What attaching one route gave (RouteMemo.attached): replayed while nothing it read changed."""
+
+    route: K8sObject[Any]
+    status: dict[str, Any] | None
+    found: tuple[tuple[str, str, list[str], list[tuple[str, tuple[Any, ...], ir.Route]]], ...]
 
 
 def translate(store: Store, options: Options = Options(), memo: RouteMemo | None = None) -> Translation:
@@ -89,21 +101,31 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     last translation are not compiled again; the result is the same either way."""
     statuses: dict[StatusKey, dict[str, Any]] = {}
     ours = _gateway_classes(store, options, statuses)
+    if memo is not None:
+        memo.set_context((options, tuple(store.gateways.items()), tuple(store.gatewayclasses.items())))
     listeners: dict[str, list[GatewayListener]] = {}
     for (ns, name), gw in sorted(store.gateways.items()):
         if gw.spec.get("gatewayClassName") in ours:
             listeners[f"{ns}/{name}"] = gateway_listeners(store, gw)
 
     resolver = BackendResolver(store)
+    found: list[_Attachment] = []
+    for routes in (store.httproutes, store.grpcroutes):
+        for _, route in sorted(routes.items()):
+            found += _attach_route(store, route, listeners, resolver, options, statuses, memo)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
-    for a in _attach_routes(store, listeners, resolver, options, statuses, memo):
+    for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
+    if memo is not None:
+        memo.keep_only({r.key for r in store.httproutes.values()} | {r.key for r in store.grpcroutes.values()})
 
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
         gw = store.gateways[tuple(key.split("/", 1))]  # type: ignore[index]
-        gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends)
+        gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends, memo)
         statuses[("Gateway", gw.namespace, gw.name)] = gateway_status(gw, gw_listeners, options.addresses)
+    if memo is not None:
+        memo.end_translation()
     return Translation(gateways, statuses)
 
 
@@ -123,56 +145,27 @@ def _gateway_classes(store: Store, options: Options, statuses: dict[StatusKey, d
     return ours
 
 
-# --- route attachment --------------------------------------------------------------------------
+# --- route attachment (HTTPRoute and GRPCRoute) -------------------------------------------------
 
 
-@dataclass
-class _Parent:
-    """One parentRef of a route that names one of our Gateways, and what it attaches to."""
-
-    ref: dict[str, Any]
-    accepted: Condition
-    found: list[tuple[GatewayListener, list[str]]]
+def _compiler(route: K8sObject[Any]) -> Callable[[BackendResolver, Any], Compiled]:
+    return grpc_route_rules if route.kind == "GRPCRoute" else route_rules
 
 
-@dataclass
-class _Candidate:
-    """A route with its compiled rules and its parents, before HTTPRoute/GRPCRoute conflicts."""
-
-    route: K8sObject[Any]
-    rules: list[Rule]
-    problems: list[Any]
-    dropped: dict[int, str]
-    parents: list[_Parent]
-
-
-def _attach_routes(
-    store: Store,
-    listeners: dict[str, list[GatewayListener]],
-    resolver: BackendResolver,
-    options: Options,
-    statuses: dict[StatusKey, dict[str, Any]],
-    memo: RouteMemo | None,
-) -> list[_Attachment]:
-    candidates = []
-    for kind, routes in (("HTTPRoute", store.httproutes), ("GRPCRoute", store.grpcroutes)):
-        for _, route in sorted(routes.items()):
-            c = _candidate(store, route, listeners, resolver, memo)
-            if c is not None:
-                candidates.append(c)
-    if memo is not None:
-        memo.keep_only({r.key for r in store.httproutes.values()} | {r.key for r in store.grpcroutes.values()})
-    _reject_kind_conflicts(candidates)
-    return [a for c in candidates for a in _route_status(c, options, statuses)]
-
-
-def _candidate(
+def _attach_route(
     store: Store,
     route: K8sObject[Any],
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
-    memo: RouteMemo | None,
-) -> _Candidate | None:
+    options: Options,
+    statuses: dict[StatusKey, dict[str, Any]],
+    memo: RouteMemo | None = None,
+) -> list[_Attachment]:
+    if memo is not None:
+        hit = memo.attached.get(route.key)
+        if hit is not None and memo.same(route.key, hit.route, route):
+            return _replay(route, hit, listeners, resolver, memo, statuses)
+    gen = route.generation
     ours = [
         (ref, f"{ref.get('namespace') or route.namespace}/{ref['name']}")
         for ref in route.spec.get("parentRefs") or []
@@ -180,83 +173,133 @@ def _candidate(
     ]
     ours = [(ref, key) for ref, key in ours if key in listeners]
     if not ours:
-        return None
-    compiler = grpc_route_rules if route.kind == "GRPCRoute" else route_rules
+        if memo is not None:
+            memo.attached[route.key] = _Attached(route, None, ())
+        return []
+
+    compiler = _compiler(route)
     rules, problems, dropped = memo.compile(resolver, route, compiler) if memo is not None else compiler(resolver, route)
-    parents = [_Parent(ref, *_accept(store, route, ref, listeners[key])) for ref, key in ours]
-    return _Candidate(route, rules, problems, dropped, parents)
-
-
-def _reject_kind_conflicts(candidates: list[_Candidate]) -> None:
-    """An HTTPRoute and a GRPCRoute on one listener with intersecting hostnames: the spec accepts
-    exactly one, the oldest, then the first by namespace/name. The other loses that listener,
-    and its parentRef is not Accepted when it has no listener left."""
-    winners: dict[int, list[tuple[K8sObject[Any], list[str]]]] = defaultdict(list)  # id(listener) → routes kept
-    order = sorted(candidates, key=lambda c: (c.route.metadata.creation_timestamp, c.route.namespace, c.route.name, c.route.kind))
-    for c in order:
-        for parent in c.parents:
-            if parent.accepted.status is not True:
-                continue
-            kept, lost = [], []
-            for lst, names in parent.found:
-                rival = next(
-                    (w for w, wnames in winners[id(lst)] if w.kind != c.route.kind and _overlap(names, wnames)), None
-                )
-                if rival is None:
-                    kept.append((lst, names))
-                else:
-                    lost.append((lst, rival))
-            for lst, names in kept:
-                winners[id(lst)].append((c.route, names))
-            if lost and not kept:
-                lst, rival = lost[0]
-                parent.accepted = Condition(
-                    "Accepted",
-                    False,
-                    "NotAllowedByListeners",
-                    f"hostnames intersect those of {rival.describe()} on listener {lst.name}, which was accepted first "
-                    "(the older route, then by namespace/name); an HTTPRoute and a GRPCRoute cannot share a hostname",
-                    c.route.generation,
-                )
-            parent.found = kept
-
-
-def _overlap(a: list[str], b: list[str]) -> bool:
-    return any(
-        x == hostnames.CATCH_ALL or y == hostnames.CATCH_ALL or hostnames.intersect(x, [y]) for x in a for y in b
-    )
-
-
-def _route_status(c: _Candidate, options: Options, statuses: dict[StatusKey, dict[str, Any]]) -> list[_Attachment]:
-    route, dropped = c.route, c.dropped
-    gen = route.generation
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
-    if c.problems:
-        messages = dict.fromkeys(p.message for p in c.problems)  # each distinct problem once, in order
-        resolved = Condition("ResolvedRefs", False, c.problems[0].reason, "; ".join(messages), gen)
-    usable = [r for r in c.rules if r.index not in dropped]
+    if problems:
+        messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
+        resolved = Condition("ResolvedRefs", False, problems[0].reason, "; ".join(messages), gen)
+    usable = [r for r in rules if r.index not in dropped]
 
     parents, attachments = [], []
-    for parent in c.parents:
-        accepted = parent.accepted
+    for ref, key in ours:
+        accepted, found = _accept(store, route, ref, listeners[key])
         if accepted.status is True and not usable:
             accepted = Condition(
                 "Accepted", False, "UnsupportedValue", "No rule can be served: " + "; ".join(dropped.values()), gen
             )
         if accepted.status is True:
-            for lst, names in parent.found:
-                lst.attached.add((route.kind, route.namespace, route.name))
-                attachments.append(_Attachment(route, lst, names, c.rules))
+            for lst, names in found:
+                lst.attached.add(route.key)
+                attachments.append(_Attachment(route, lst, names, rules, _ir_routes(route, rules, lst)))
         conds = [accepted, resolved]
         if dropped and usable:
             conds.append(
                 Condition("PartiallyInvalid", True, "UnsupportedValue", "; ".join(dropped.values()), gen)
             )
         parents.append(
-            {"parentRef": dict(parent.ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
+            {"parentRef": dict(ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
         )
-    statuses[(route.kind, route.namespace, route.name)] = {"parents": parents}
+    status = statuses[route.key] = {"parents": parents}
+    if memo is not None:
+        found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
+        memo.attached[route.key] = _Attached(route, status, found_)
     return attachments
+
+
+def _replay(
+    route: K8sObject[Any],
+    hit: _Attached,
+    listeners: dict[str, list[GatewayListener]],
+    resolver: BackendResolver,
+    memo: RouteMemo,
+    statuses: dict[StatusKey, dict[str, Any]],
+) -> list[_Attachment]:
+    """_attach_route's result for a route, Gateways and references all unchanged since it ran."""
+    rules = memo.compile(resolver, route, _compiler(route))[0]
+    if hit.route is not route:
+        memo.attached[route.key] = replace(hit, route=route)
+    if hit.status is not None:
+        statuses[route.key] = hit.status
+    out = []
+    for gateway, name, names, routes in hit.found:
+        lst = next(lst for lst in listeners[gateway] if lst.name == name)
+        lst.attached.add(route.key)
+        out.append(_Attachment(route, lst, names, rules, routes))
+    return out
+
+
+def _ir_routes(route: K8sObject[Any], rules: list[Rule], lst: GatewayListener) -> list[tuple[str, tuple[Any, ...], ir.Route]]:
+    grpc = route.kind == "GRPCRoute"
+    out = []
+    for rule in rules:
+        for mi, match in enumerate(rule.matches):
+            name = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/{rule.name or rule.index}/match/{mi}"
+            order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
+            out.append((name, order, _route(name, match, rule, lst, route)))
+    return out
+
+
+def _reject_kind_conflicts(found: list[_Attachment], statuses: dict[StatusKey, dict[str, Any]]) -> list[_Attachment]:
+    """An HTTPRoute and a GRPCRoute on one listener with intersecting hostnames: the spec accepts
+    exactly one, the older, then the first by namespace/name. The other loses that listener; a
+    route left with no listener of a Gateway is not Accepted by it.
+
+    Done after attachment, over its results, so that each route's own attachment stays a
+    function of that route alone (RouteMemo replays it) and only listeners holding both kinds
+    cost anything here."""
+    by_listener: dict[int, list[_Attachment]] = defaultdict(list)
+    for a in found:
+        by_listener[id(a.listener)].append(a)
+    lost: dict[int, _Attachment] = {}  # id(loser) → the attachment that won
+    for group in by_listener.values():
+        if len({a.route.kind for a in group}) < 2:
+            continue
+        winners: list[_Attachment] = []
+        for a in sorted(group, key=lambda a: (a.route.metadata.creation_timestamp, a.route.namespace, a.route.name, a.route.kind)):
+            rival = next((w for w in winners if w.route.kind != a.route.kind and _overlap(a.hostnames, w.hostnames)), None)
+            if rival is None:
+                winners.append(a)
+            else:
+                lost[id(a)] = rival
+    if not lost:
+        return found
+    kept = [a for a in found if id(a) not in lost]
+    for a in found:
+        rival = lost.get(id(a))
+        if rival is None:
+            continue
+        route, lst = a.route, a.listener
+        if not any(k.route is route and k.listener is lst for k in kept):
+            lst.attached.discard(route.key)
+        if not any(k.route is route and k.listener.gateway == lst.gateway for k in kept):
+            why = (
+                f"hostnames intersect those of {rival.route.describe()} on listener {lst.name}, which was accepted "
+                "first (the older route, then by namespace/name); an HTTPRoute and a GRPCRoute cannot share a hostname"
+            )
+            statuses[route.key] = _not_accepted(statuses[route.key], route, lst.gateway, why)
+    return kept
+
+
+def _overlap(a: list[str], b: list[str]) -> bool:
+    return any(x == hostnames.CATCH_ALL or y == hostnames.CATCH_ALL or hostnames.intersect(x, [y]) for x in a for y in b)
+
+
+def _not_accepted(status: dict[str, Any], route: K8sObject[Any], gateway: str, why: str) -> dict[str, Any]:
+    """A copy of a route's status (the memo may hold the original) with Accepted=False on the
+    parents naming ``gateway``."""
+    cond = Condition("Accepted", False, "NotAllowedByListeners", why, route.generation).to_dict()
+    parents = []
+    for parent in status["parents"]:
+        ref = parent["parentRef"]
+        if f"{ref.get('namespace') or route.namespace}/{ref['name']}" == gateway:
+            parent = {**parent, "conditions": [cond if c["type"] == "Accepted" else c for c in parent["conditions"]]}
+        parents.append(parent)
+    return {**status, "parents": parents}
 
 
 def _accept(
@@ -335,7 +378,11 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def _gateway_ir(
-    key: str, listeners: list[GatewayListener], attachments: list[_Attachment], backends: dict[str, ir.Backend]
+    key: str,
+    listeners: list[GatewayListener],
+    attachments: list[_Attachment],
+    backends: dict[str, ir.Backend],
+    memo: RouteMemo | None = None,
 ) -> ir.GatewayIR:
     programmed = [lst for lst in listeners if lst.programmed]
     out_listeners, used = [], set()
@@ -344,14 +391,14 @@ def _gateway_ir(
         siblings = [lst.hostname for lst in on_port]
         here = [a for a in attachments if a.listener.port == port]
         if on_port[0].protocol == "HTTPS":
-            chains = tuple(_tls_chain(port, lst, [a for a in here if a.listener is lst], siblings) for lst in on_port)
+            chains = tuple(
+                _tls_chain(port, lst, [a for a in here if a.listener is lst], siblings, key, memo) for lst in on_port
+            )
         else:
-            chains = (ir.FilterChain(f"http-{port}", _virtual_hosts(port, here, siblings)),)
+            chains = (ir.FilterChain(f"http-{port}", _virtual_hosts(port, here, siblings, key, memo)),)
         for chain in chains:
             for vh in chain.virtual_hosts:
-                for r in vh.routes:
-                    used.update(b.backend for b in r.backends if b.backend)
-                    used.update(m.backend for m in r.mirrors)
+                used.update(memo.backends((key, vh.name), vh) if memo is not None else backends_of(vh))
         tls = on_port[0].protocol == "HTTPS"
         out_listeners.append(ir.HTTPListener(f"{'https' if tls else 'http'}-{port}", port, chains, tls))
     return ir.GatewayIR(
@@ -361,14 +408,21 @@ def _gateway_ir(
     )
 
 
-def _tls_chain(port: int, lst: GatewayListener, attachments: list[_Attachment], siblings: list[str | None]) -> ir.FilterChain:
+def _tls_chain(
+    port: int,
+    lst: GatewayListener,
+    attachments: list[_Attachment],
+    siblings: list[str | None],
+    gateway: str,
+    memo: RouteMemo | None,
+) -> ir.FilterChain:
     """One HTTPS listener's chain: picked by SNI, serving only its own hostnames.
 
     A request whose Host belongs to another listener on the port, or (on a listener with a
     hostname) to no listener at all, was sent on the wrong connection: 421 Misdirected Request.
     """
     name = f"https-{port}/{lst.name}"
-    vhosts = list(_virtual_hosts(port, attachments, siblings, prefix=name))
+    vhosts = list(_virtual_hosts(port, attachments, siblings, gateway, memo, prefix=name))
     misdirected = [h for h in siblings if h is not None and h != lst.hostname]
     if lst.hostname is not None:
         if not any(lst.hostname in vh.domains for vh in vhosts):
@@ -385,7 +439,12 @@ def _tls_chain(port: int, lst: GatewayListener, attachments: list[_Attachment], 
 
 
 def _virtual_hosts(
-    port: int, attachments: list[_Attachment], siblings: list[str | None], prefix: str | None = None
+    port: int,
+    attachments: list[_Attachment],
+    siblings: list[str | None],
+    gateway: str,
+    memo: RouteMemo | None,
+    prefix: str | None = None,
 ) -> tuple[ir.VirtualHost, ...]:
     vhosts: dict[str, dict[str, tuple[tuple[Any, ...], ir.Route]]] = defaultdict(dict)
     for a in attachments:
@@ -394,22 +453,19 @@ def _virtual_hosts(
             if not hostnames.owned_by(host, lst.hostname, siblings):
                 continue
             routes = vhosts[host]
-            route = a.route
-            grpc = route.kind == "GRPCRoute"
-            for rule in a.rules:
-                for mi, match in enumerate(rule.matches):
-                    name = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/{rule.name or rule.index}/match/{mi}"
-                    if name not in routes:
-                        order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
-                        routes[name] = (order, _route(name, match, rule, lst, route))
-    return tuple(
-        ir.VirtualHost(
-            name=f"{prefix or port}/{host}",
-            domains=(host,),
-            routes=tuple(r for _, r in sorted(vhosts[host].values(), key=lambda kv: kv[0])),
-        )
-        for host in sorted(vhosts)
-    )
+            for name, order, route in a.routes:
+                if name not in routes:
+                    routes[name] = (order, route)
+    out = []
+    for host in sorted(vhosts):
+        found = vhosts[host]
+        ordered = found.values() if len(found) == 1 else sorted(found.values(), key=lambda kv: kv[0])
+        name, routes = f"{prefix or port}/{host}", [r for _, r in ordered]
+        if memo is not None:
+            out.append(memo.virtual_host((gateway, name), (host,), routes))
+        else:
+            out.append(ir.VirtualHost(name=name, domains=(host,), routes=tuple(routes)))
+    return tuple(out)
 
 
 def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, route: K8sObject[Any]) -> ir.Route:
