@@ -250,3 +250,29 @@ def test_a_provider_that_rebuilds_every_object_still_recompiles_only_the_changed
     assert controller._memo.misses - misses == 1
     assert controller._encoded[GATEWAY].encoded - encoded == 1
     assert _entries(controller) == _full_entries(store)
+
+
+def test_httproute_grpcroute_conflicts_are_the_same_with_the_memo() -> None:
+    """The conflict between kinds is decided after each route's (memoised) attachment: editing
+    either side must give exactly what a fresh translation gives, statuses included."""
+    http = next(d for d in objects(3) if d["kind"] == "HTTPRoute")
+    docs = [*objects(3), {**_grpc_route(0), "metadata": {"name": "grpc-0", "namespace": NAMESPACE}}]
+    grpc = docs[-1]
+    grpc["spec"]["hostnames"] = list(http["spec"]["hostnames"])  # the same host as an HTTPRoute
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    # The same (empty) creationTimestamp: namespace/name decides, and "grpc-0" < "route-0".
+    loser = ("HTTPRoute", NAMESPACE, http["metadata"]["name"])
+    [parent] = controller.statuses[loser]["parents"]
+    assert {c["type"]: c["status"] for c in parent["conditions"]}["Accepted"] == "False"
+
+    changed = copy.deepcopy(grpc)
+    changed["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] = 42
+    store = _replace(store, changed)
+    controller.update(store)
+    fresh = Controller(SnapshotCache())
+    fresh.update(store)
+    strip = lambda s: {k: v for k, v in s.items() if k[0] != "GatewayClass"}  # noqa: E731
+    assert strip(controller.statuses) == strip(fresh.statuses)
+    assert controller.cache.get(GATEWAY).versions() == fresh.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
