@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from conformance.tests_mirror import DISTRIBUTION_CHECKS, TOTAL_REQUESTS, binomial_band
+from controlplane.echo import serve_stalled
 from controlplane.echo.common import Echo, make_config
 from controlplane.echo.grpcecho import grpcecho_pb2 as pb
 from controlplane.echo.rpc import serve_grpc
@@ -122,6 +123,12 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     if mirror_options.get("down"):
         mirror_port = free_port()  # nothing listens there
         logs["grpc-mirror"] = EchoLog()
+    elif mirror_options.get("stuck"):
+        # Accepts the mirror's HTTP/2 connection and never reads a byte (nor sends SETTINGS).
+        stuck = await serve_stalled("127.0.0.1", 0)
+        exits.callback(stuck.close)
+        mirror_port = stuck.sockets[0].getsockname()[1]
+        logs["grpc-mirror"] = EchoLog()
     else:
         mirror_port, logs["grpc-mirror"] = await add_grpc_echo(exits, "grpc-mirror", **mirror_options)
     other_port, logs["other-mirror"] = await add_grpc_echo(exits, "other-mirror")
@@ -209,17 +216,25 @@ async def test_server_streaming_call_is_mirrored(stack: GrpcStack) -> None:
 
 @pytest.mark.parametrize(
     "stack",
-    [pytest.param({"down": True}, id="down"), pytest.param({"delay": 2.0}, id="slow-2s"), pytest.param({"status": 500}, id="errors")],
+    [
+        pytest.param({"down": True}, id="down"),
+        pytest.param({"stuck": True}, id="stuck"),
+        pytest.param({"delay": 2.0}, id="slow-2s"),
+        pytest.param({"status": 500}, id="errors"),
+    ],
     indirect=True,
 )
 async def test_client_answer_is_unchanged_whatever_the_mirror_does(stack: GrpcStack) -> None:
-    for _ in range(5):
+    # 256 KiB requests (within the mirror body bound) too: more than a stuck mirror's socket
+    # buffers take, so only Envoy's buffers for the copy keep the client going.
+    for payload in [b""] * 3 + [b"\x52\x80\x80\x10" + b"x" * (256 * 1024)] * 5:
         tag = uuid.uuid4().hex
         # A deadline below the slow mirror's 2 s: were the client waiting on the mirror, the
         # call would end DEADLINE_EXCEEDED instead of OK.
-        answer = await stack.echo(metadata=(("x-trace", tag),), timeout=1.5)
+        answer = await stack.echo(payload, metadata=(("x-trace", tag),), timeout=1.5)
         assert answer.assertions.context.pod.startswith("grpc-primary")
-        assert any(c["metadata"].get("x-trace") == tag for c in stack.calls("grpc-primary"))
+        [call] = [c for c in stack.calls("grpc-primary") if c["metadata"].get("x-trace") == tag]
+        assert call["message"] == _digest(payload)
 
 
 async def _mirror_fraction_is(s: GrpcStack, p: float) -> bool:
