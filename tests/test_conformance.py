@@ -217,6 +217,13 @@ def test_conditions_and_listeners_match() -> None:
     lst = {"name": "http", "attachedRoutes": 1, "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}], "conditions": conds}
     assert listeners_match([ListenerExpectation("http", 1, (Cond("Accepted", "True"),))], [lst]) == ""
     assert "attachedRoutes" in listeners_match([ListenerExpectation("http", 2, ())], [lst])
+    # As upstream's listenersMatch: more supported kinds than expected is fine (GRPCRoute), fewer
+    # is not, and an expected empty list must be empty.
+    both = {**lst, "supportedKinds": [*lst["supportedKinds"], {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}]}
+    assert listeners_match([ListenerExpectation("http", 1, ())], [both]) == ""
+    grpc_only = ListenerExpectation("http", 1, (), (("gateway.networking.k8s.io", "GRPCRoute"),))
+    assert "supportedKinds" in listeners_match([grpc_only], [lst])
+    assert "supportedKinds" in listeners_match([ListenerExpectation("http", 1, (), ())], [lst])
 
 
 # --- report ------------------------------------------------------------------------------------
