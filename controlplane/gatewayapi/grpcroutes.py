@@ -17,10 +17,10 @@ from typing import Any
 from .. import ir
 from .envoy_limits import match_problems
 from .filters import RuleFilters, rule_filters
-from .matches import _first_by_name
+from .matches import first_by_name
 from .model import GRPCRoute, K8sObject
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, refused_filters
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, refused_filters, weighted_backends
 
 # A service or method name, when a regex match leaves one of them open.
 _ANY_SEGMENT = "[^/]+"
@@ -49,7 +49,7 @@ def grpc_match(m: dict[str, Any]) -> tuple[ir.Match, tuple[int, int, int]]:
     """One GRPCRouteMatch as an IR match, with its precedence: (service characters, method
     characters, header matches), larger first."""
     path_type, path = method_match(m.get("method"))
-    headers = _first_by_name(m.get("headers") or [], fold_case=True)
+    headers = first_by_name(m.get("headers") or [], fold_case=True)
     method = m.get("method") or {}
     rank = (len(method.get("service") or ""), len(method.get("method") or ""), len(headers))
     return ir.Match(path_type=path_type, path=path, headers=headers), rank  # type: ignore[arg-type]
@@ -71,17 +71,7 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
             unsupported += refused
             compiled = [c for mi, c in enumerate(compiled) if mi not in refused_matches]
             filters = RuleFilters()
-        weighted = []
-        for bi, bref in enumerate(rule.get("backendRefs") or []):
-            weight = bref.get("weight", 1)
-            if weight <= 0:
-                continue
-            backend, problem = resolver.resolve(route, bref)
-            if problem:
-                problems.append(problem)
-                weighted.append(ir.WeightedBackend(None, weight))
-            elif backend:
-                weighted.append(ir.WeightedBackend(backend.name, weight, *filters.backend_headers.get(bi, ())))
+        weighted = weighted_backends(resolver, route, rule, filters, problems)  # type: ignore[arg-type]
         direct = None
         if unsupported:
             outcome = "its calls fail with gRPC status UNKNOWN (HTTP 500)" if compiled else "it is not served"

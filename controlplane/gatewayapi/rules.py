@@ -165,19 +165,7 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
             matches = tuple(m for mi, m in enumerate(matches) if mi not in refused_matches)
             filters = RuleFilters()
 
-        weighted = []
-        for bi, bref in enumerate(rule.get("backendRefs") or []):
-            weight = bref.get("weight", 1)
-            if weight <= 0:
-                continue
-            backend, problem = resolver.resolve(route, bref)
-            if problem:
-                problems.append(problem)
-                weighted.append(ir.WeightedBackend(None, weight))
-            elif backend and bi in filters.backend_headers:
-                weighted.append(ir.WeightedBackend(backend.name, weight, *filters.backend_headers[bi]))
-            elif backend:
-                weighted.append(ir.WeightedBackend(backend.name, weight))
+        weighted = weighted_backends(resolver, route, rule, filters, problems)
 
         timeouts = rule.get("timeouts")
         request_ms = backend_ms = None
@@ -205,6 +193,25 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
             )
         )
     return rules, problems, dropped
+
+
+def weighted_backends(
+    resolver: BackendResolver, route: K8sObject[Any], rule: dict[str, Any], filters: RuleFilters, problems: list[RefProblem]
+) -> list[ir.WeightedBackend]:
+    """A rule's backendRefs with their weights and own header filters (HTTPRoute and GRPCRoute
+    alike); an unresolvable one stays, without a cluster, for its share of 500s."""
+    weighted = []
+    for bi, bref in enumerate(rule.get("backendRefs") or []):
+        weight = bref.get("weight", 1)
+        if weight <= 0:
+            continue
+        backend, problem = resolver.resolve(route, bref)
+        if problem:
+            problems.append(problem)
+            weighted.append(ir.WeightedBackend(None, weight))
+        elif backend:
+            weighted.append(ir.WeightedBackend(backend.name, weight, *filters.backend_headers.get(bi, ())))
+    return weighted
 
 
 def refused_filters(filters: RuleFilters) -> list[str]:
