@@ -31,7 +31,7 @@ from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
 from ..store import Store
 from . import yamlread
-from .base import OnChange
+from .base import OnChange, deliver
 from .yamlread import Limits
 
 log = logging.getLogger("mirrorplane.files")
@@ -288,7 +288,7 @@ class FileProvider:
         changes = self._changes
         store = await self._off_loop(self.load)
         if self._changes != changes:
-            await _call(on_change, store)
+            await deliver(on_change, store)
         async for batch in awatch(self.root, debounce=self.max_wait_ms, step=self.settle_ms, recursive=True):
             paths = sorted({Path(p) for _, p in batch if Path(p).suffix in SUFFIXES})
             if not paths:
@@ -296,10 +296,5 @@ class FileProvider:
             changes = self._changes
             store = await self._off_loop(self.load, paths)
             if self._changes != changes:
-                await _call(on_change, store)
+                await deliver(on_change, store)
 
-
-async def _call(on_change: OnChange, store: Store) -> None:
-    result = on_change(store)
-    if asyncio.iscoroutine(result):
-        await result
