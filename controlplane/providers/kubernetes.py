@@ -265,7 +265,7 @@ class KubernetesProvider:
                     "kubernetes.start_failed host=%s %s error=%r retry_in=%.1fs (not ready until every kind is listed)",
                     self.api.host,
                     getattr(exc, "resource", "discovery"),
-                    exc.message,
+                    str(exc),
                     delay,
                 )
             except BaseException:
