@@ -95,7 +95,7 @@ def _nested(depth: int, mapping: bool) -> str:
 def _laughs(width: int, levels: int) -> str:
     lines = [f"  l0: &l0 [{','.join(['lol'] * width)}]"]
     lines += [f"  l{i}: &l{i} [{','.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
-    return "apiVersion: v1\nkind: Secret\nmetadata: {name: lol, namespace: fuzz}\ndata:\n" + "\n".join(lines) + "\n"
+    return "apiVersion: v1\nkind: Service\nmetadata: {name: lol, namespace: fuzz}\nspec:\n" + "\n".join(lines) + "\n"
 
 
 texts = st.one_of(
@@ -107,6 +107,8 @@ texts = st.one_of(
 )
 encodings = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "latin-1"])
 payloads = st.one_of(
+    texts.map(str.encode),
+    texts.map(str.encode),
     st.builds(lambda t, e: t.encode(e, errors="replace"), texts, encodings),
     st.binary(max_size=20_000),
     st.builds(lambda t, cut: t.encode()[:cut] + b"\xff\xfe\xc3" + t.encode()[cut:], texts, st.integers(0, 2000)),
