@@ -28,6 +28,7 @@ import yaml
 from watchfiles import awatch
 
 from ..gatewayapi import schema
+from ..gcpause import paused_gc
 from ..gatewayapi.model import K8sObject, from_dict
 from ..store import Store
 from . import yamlread
@@ -196,7 +197,15 @@ class FileProvider:
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
     def load(self, paths: Iterable[Path] | None = None) -> Store:
-        """(Re)load the given files (all when None; a missing file is a deletion) and return the store."""
+        """(Re)load the given files (all when None; a missing file is a deletion) and return the store.
+
+        The cyclic garbage collector is paused meanwhile: parsing and validating allocate
+        hundreds of thousands of short-lived acyclic objects, and its scans over them cost more
+        than the work itself (the 5,000-route figure in docs/loading.md halves)."""
+        with paused_gc():
+            return self._load(paths)
+
+    def _load(self, paths: Iterable[Path] | None) -> Store:
         if paths is None:
             current = set(yaml_files(self.root))
             for gone in set(self._state) - current:
