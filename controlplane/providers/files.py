@@ -168,7 +168,7 @@ class FileProvider:
     change of a burst that never settles.
     """
 
-    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 50, max_wait_ms: int = 1000) -> None:
+    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 20, max_wait_ms: int = 1000) -> None:
         # Absolute, so that the paths found at start and the watcher's (always absolute) events
         # name the same file; not resolved, so that a symlinked folder keeps its name in logs.
         self.root = Path(os.path.abspath(root))
