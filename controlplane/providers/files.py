@@ -28,8 +28,8 @@ import yaml
 from watchfiles import awatch
 
 from ..gatewayapi import schema
-from ..gcpause import paused_gc
 from ..gatewayapi.model import K8sObject, from_dict
+from ..gcpause import paused_gc
 from ..store import Store
 from . import yamlread
 from .base import OnChange, deliver
@@ -88,8 +88,11 @@ def parse_text(
 
 def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     """Read ``text`` into ``state``, reusing the documents it already knows by digest."""
+    known = state.documents
     try:
         documents = yamlread.split(text, limits)
+        fresh = [d for d in documents if d.digest not in known]
+        built = dict(zip((d.digest for d in fresh), yamlread.construct(text, documents, fresh)))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
@@ -99,9 +102,6 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     except yamlread.Rejected as exc:
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
-    known = state.documents
-    fresh = [d for d in documents if d.digest not in known]
-    built = dict(zip((d.digest for d in fresh), yamlread.construct(text, documents, fresh)))
     parsed = {d.digest: known[d.digest] if d.digest in known else _parse_document(built[d.digest], d.index, source) for d in documents}
     previous, objects, errors = state.objects, {}, []
     for d in documents:

@@ -18,8 +18,8 @@ object in a large file from re-validating all the others.
 
 libyaml's C parser (``yaml.CSafeLoader``) does the parsing when PyYAML was built with it; the
 pure-Python parser is the fallback. Both are state machines (no recursion), and libyaml itself
-refuses nesting beyond 1,000 levels. Measured on a 3 MB file of 5,000 HTTPRoutes (see
-docs/loading.md): the event pass costs about half of ``yaml.load_all`` with the C loader.
+refuses nesting beyond 1,000 levels. The event pass costs about half of what ``yaml.load_all``
+with the C loader costs on the same file (``python -m benchmarks.loading``; docs/loading.md).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def decode(data: bytes) -> str:
 
 def split(text: str, limits: Limits = Limits()) -> list[Document]:
     """The documents of ``text``; raises Rejected or yaml.YAMLError for the whole file."""
-    if len(text) > limits.max_bytes:  # characters ≤ bytes: this only catches a decoded UTF-16 file
+    if len(text) > limits.max_bytes:  # text handed in directly; files are measured before reading
         raise Rejected(f"larger than {limits.max_bytes} bytes")
     loader = Loader(text)
     spans: list[tuple[int, int]] = []
