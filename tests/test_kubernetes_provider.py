@@ -245,3 +245,18 @@ async def test_start_retries_a_500_on_the_first_list_and_an_unreachable_api(c: C
         if not starting.done():
             starting.cancel()
         await plane.stop()
+
+
+async def test_an_object_over_the_limits_is_skipped_and_named(c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture) -> None:
+    """The file provider's limits hold for objects from the API too (here: a Service nested 200
+    deep in a field the API server does not prune)."""
+    fake = c.need_fake("storing an object a real API server may refuse")
+    caplog.set_level(logging.ERROR, logger="mirrorplane.kubernetes")
+    deep: dict[str, object] = {}
+    for _ in range(200):
+        deep = {"x": deep}
+    fake.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "deep", "namespace": "server"}, "spec": {"ports": [{"port": 80}], "extra": deep}})
+    await wait_until(lambda: any("object.rejected" in r.getMessage() and "server/deep" in r.getMessage() for r in caplog.records), message="the deep Service rejected")
+    assert ("server", "deep") not in kubernetes(plane).store.services
+    await c.apply(ROUTE_YAML.format(name="after-deep"))
+    await wait_until(lambda: "/after-deep" in route_names(plane), message="later changes still arrive")

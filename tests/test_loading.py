@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.providers.files import FileProvider
@@ -300,3 +302,26 @@ async def test_readme_demo_from_a_relative_folder_stops_and_restarts_mirroring(r
         await wait_until(not_mirrored, timeout=10, message="mirroring stopping after the edit")
         route.write_text(original)  # "put it back"
         await wait_until(mirrored, timeout=10, message="mirroring starting again")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(json_values, min_size=1, max_size=6), st.data())
+def test_a_document_read_alone_is_what_reading_the_whole_file_gives(docs: list[Any], data: st.DataObject) -> None:
+    """The document cache rests on this: each document's slice of the file, loaded alone, is the
+    document the whole file gives."""
+    import yaml
+
+    from controlplane.providers import yamlread
+
+    text = yaml.safe_dump_all(docs, explicit_end=data.draw(st.booleans()))
+    documents = yamlread.split(text)
+    assert len(documents) == len(docs)
+    wanted = data.draw(st.lists(st.sampled_from(documents), unique_by=lambda d: d.index))
+    assert yamlread.construct(text, documents, wanted) == [docs[d.index] for d in wanted]
