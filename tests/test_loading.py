@@ -325,3 +325,31 @@ def test_a_document_read_alone_is_what_reading_the_whole_file_gives(docs: list[A
     assert len(documents) == len(docs)
     wanted = data.draw(st.lists(st.sampled_from(documents), unique_by=lambda d: d.index))
     assert yamlread.construct(text, documents, wanted) == [docs[d.index] for d in wanted]
+
+
+async def test_serve_starts_with_a_hostile_file_and_names_it(tmp_path: Path) -> None:
+    """main: `serve` exited with a RecursionError traceback that named no file."""
+    folder = copy_local(tmp_path / "local", gateway_port=free_port(), pipy_port=free_port(), mirror_port=free_port())
+    (folder / "deep.yaml").write_text(DEEP)
+    http = free_port()
+    proc = Proc(
+        await asyncio.create_subprocess_exec(
+            *MIRRORPLANE, "serve", str(folder), "--xds-port", str(free_port()), "--http-port", str(http),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+
+            async def ready() -> bool:
+                assert proc.proc.returncode is None, "\n".join(proc.lines)
+                try:
+                    return await _get(session, f"http://127.0.0.1:{http}/readyz") == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(ready, timeout=30, message="serve ready despite deep.yaml")
+        assert proc.saw("file.invalid") and proc.saw("deep.yaml"), "\n".join(proc.lines)
+        assert not proc.saw("Traceback")
+    finally:
+        await proc.stop()
