@@ -15,6 +15,7 @@ across files reaches the store as one update once it settles (``settle_ms``). Se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -291,19 +292,28 @@ class FileProvider:
     async def watch(self, on_change: OnChange) -> None:
         """Watch the folder and call ``on_change`` with a new store after every burst of changes.
 
-        It starts with a rescan (files whose bytes did not change cost a read and a hash): what
-        changed between ``start`` and now, or while a failed watch was restarting, is not lost.
+        Once the watcher is in place, the folder is rescanned (files whose bytes did not change
+        cost a read and a hash): what changed between ``start`` and now, or while a failed watch
+        was restarting, is not lost.
         """
+        watcher = awatch(self.root, debounce=self.max_wait_ms, step=self.settle_ms, recursive=True)
+        batch = asyncio.ensure_future(anext(watcher))
+        try:
+            await asyncio.sleep(0)  # awatch sets up its watches before it first awaits: from here on nothing is missed
+            await self._reload(None, on_change)
+            while True:
+                paths = sorted({Path(p) for _, p in await batch if Path(p).suffix in SUFFIXES})
+                batch = asyncio.ensure_future(anext(watcher))
+                if paths:
+                    await self._reload(paths, on_change)
+        finally:
+            batch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await batch
+            await watcher.aclose()
+
+    async def _reload(self, paths: list[Path] | None, on_change: OnChange) -> None:
         changes = self._changes
-        store = await self._off_loop(self.load)
+        store = await self._off_loop(self.load, paths)
         if self._changes != changes:
             await deliver(on_change, store)
-        async for batch in awatch(self.root, debounce=self.max_wait_ms, step=self.settle_ms, recursive=True):
-            paths = sorted({Path(p) for _, p in batch if Path(p).suffix in SUFFIXES})
-            if not paths:
-                continue
-            changes = self._changes
-            store = await self._off_loop(self.load, paths)
-            if self._changes != changes:
-                await deliver(on_change, store)
-
