@@ -41,6 +41,7 @@ manifests: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.translate
+	$(PY) -m benchmarks.loading
 	$(PY) -m benchmarks.push_latency
 	$(PY) -m benchmarks.fleet latency
 	$(PY) -m benchmarks.fleet latency --delta
