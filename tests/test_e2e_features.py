@@ -353,11 +353,6 @@ async def test_https_sni_selects_the_listener_and_misdirected_hosts_get_421(
         assert got["pod"].startswith(backend) and got["host"] == host
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by h-files: once the change has arrived, the other HTTPS listener on the port answers 404 "
-    "for /tls (before, the test read the state from before the change); also on 80006e6",
-)
 async def test_https_listener_with_a_missing_secret_is_not_programmed(stack: FeatureStack) -> None:
     text = (stack.dir / "gateway.yaml").read_text()
     stack.write("gateway.yaml", text.replace("hostname: second-example.org\n    tls: {certificateRefs: [{name: tls-cert}]}", "hostname: second-example.org\n    tls: {certificateRefs: [{name: missing}]}"))
@@ -369,7 +364,7 @@ async def test_https_listener_with_a_missing_secret_is_not_programmed(stack: Fea
 
         # Wait on the status. (This test used to wait for sni=second-example.org, Host example.org to
         # answer 421, but that was also the answer before the change, so the status could be read
-        # before the change arrived. After it, that request answers 404.)
+        # before the change arrived.)
         await wait_until(lambda: conditions()["ResolvedRefs"] == ("False", "InvalidCertificateRef"), message="the missing Secret seen")
         conds = conditions()
         assert conds["Programmed"] == ("False", "Invalid")
