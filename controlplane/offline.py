@@ -22,7 +22,7 @@ def translate_folder(
     provider = FileProvider(Path(root))
     store = provider.load()
     result = translate(store, options)
-    base = Path(root) if Path(root).is_dir() else Path(root).parent
+    base = provider.root if provider.root.is_dir() else provider.root.parent
     return {
         "gateways": {key: resources_to_json(build_resources(gw, xds_options)) for key, gw in sorted(result.gateways.items())},
         "status": {f"{kind}/{ns}/{name}" if ns else f"{kind}/{name}": body for (kind, ns, name), body in sorted(result.statuses.items())},
