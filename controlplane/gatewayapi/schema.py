@@ -58,6 +58,8 @@ _CRD_FILES = {
     "Gateway": "gateway.networking.k8s.io_gateways.yaml",
     "HTTPRoute": "gateway.networking.k8s.io_httproutes.yaml",
     "ReferenceGrant": "gateway.networking.k8s.io_referencegrants.yaml",
+    # mirrorplane's own policy kind (group mirrorplane.io), validated exactly like the others.
+    "MirrorPolicy": "mirrorplane.io_mirrorpolicies.yaml",
 }
 
 Path = tuple[str | int, ...]
@@ -621,6 +623,7 @@ def _read_crd(kind: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Crd:
+    group: str
     versions: dict[str, dict[str, Any]]  # served version name -> openAPIV3Schema
     namespaced: bool
 
@@ -629,7 +632,7 @@ class _Crd:
 def _crd(kind: str) -> _Crd:
     spec = _read_crd(kind)["spec"]
     versions = {v["name"]: v["schema"]["openAPIV3Schema"] for v in spec["versions"] if v.get("served")}
-    return _Crd(versions, spec["scope"] == "Namespaced")
+    return _Crd(spec["group"], versions, spec["scope"] == "Namespaced")
 
 
 def _crd_schema(openapi: dict[str, Any]) -> dict[str, Any]:
@@ -703,7 +706,7 @@ def _compiled(api_version: str, kind: str) -> _KindSchema:
     if core is not None:
         return _KindSchema.build(core.schema, strict=False, name_format=core.name_format, namespaced=core.namespaced)
     crd = _crd(kind)
-    openapi = crd.versions[api_version.removeprefix(f"{GATEWAY_GROUP}/")]
+    openapi = crd.versions[api_version.removeprefix(f"{crd.group}/")]
     return _KindSchema.build(
         _crd_schema(openapi), strict=True, name_format=_DNS1123_SUBDOMAIN, namespaced=crd.namespaced
     )
@@ -717,11 +720,11 @@ def supported(api_version: str, kind: str) -> bool:
     if (api_version, kind) in _CORE_KINDS:
         return True
     group, _, version = api_version.partition("/")
-    return group == GATEWAY_GROUP and kind in _CRD_FILES and version in _crd(kind).versions
+    return kind in _CRD_FILES and group == _crd(kind).group and version in _crd(kind).versions
 
 
 def _supported_list() -> str:
-    gateway = [f"{GATEWAY_GROUP}/{v} {k}" for k in _CRD_FILES for v in _crd(k).versions]
+    gateway = [f"{_crd(k).group}/{v} {k}" for k in _CRD_FILES for v in _crd(k).versions]
     return ", ".join(gateway + [f"{v} {k}" for v, k in _CORE_KINDS])
 
 

@@ -18,6 +18,7 @@ from .filters import redirect_for, rewrite_for
 from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gateway_status
 from .matches import precedence
 from .model import GATEWAY_GROUP, HTTPRoute
+from .policies import Policies, resolve as resolve_policies
 from .refs import BackendResolver
 from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, route_rules
 from .status import Condition, StatusKey, conditions
@@ -92,9 +93,10 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
             listeners[f"{ns}/{name}"] = gateway_listeners(store, gw)
 
     resolver = BackendResolver(store)
+    policies = resolve_policies(store, options.controller_name, statuses)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for _, route in sorted(store.httproutes.items()):
-        for a in _attach_route(store, route, listeners, resolver, options, statuses, memo):
+        for a in _attach_route(store, route, listeners, resolver, policies, options, statuses, memo):
             attachments[a.listener.gateway].append(a)
     if memo is not None:
         memo.keep_only(set(store.httproutes))
@@ -131,6 +133,7 @@ def _attach_route(
     route: HTTPRoute,
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
+    policies: Policies,
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
     memo: RouteMemo | None = None,
@@ -146,6 +149,7 @@ def _attach_route(
         return []
 
     rules, problems, dropped = memo.compile(resolver, route) if memo is not None else route_rules(resolver, route)
+    rules = policies.apply("HTTPRoute", route, rules)  # after the memo: a policy change is never stale
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
