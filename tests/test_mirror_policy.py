@@ -5,6 +5,7 @@ real Envoy in tests/test_e2e_mirror_policy.py."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from controlplane import ir
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.status import stamp
 from controlplane.gatewayapi.translator import translate
+from controlplane.offline import translate_folder
 from controlplane.providers.files import FileProvider
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -135,3 +137,20 @@ def test_transition_times_are_kept_per_ancestor() -> None:
     new = stamp({"ancestors": [body("True", "b")["ancestors"][0], body("False", "a")["ancestors"][0]]}, old, "T2")
     times = {a["ancestorRef"]["name"]: a["conditions"][0]["lastTransitionTime"] for a in new["ancestors"]}
     assert times == {"a": "T2", "b": "T1"}
+
+
+def test_mirrorplane_translate_shows_what_each_policy_sets_comparison_included() -> None:
+    out = json.loads(json.dumps(translate_folder(GOLDEN / "policy-every-field" / "input")))  # as the command prints it
+    shown = {(m["route"].split("/rule/")[1], m["backend"]): m for m in out["mirrorPolicies"]}
+    assert set(shown) == {
+        ("checkout/match/0", "mirror/server/pipy-mirror/8080"),
+        ("checkout/match/0", "mirror/server/audit/8080"),
+        ("browse/match/0", "mirror/server/pipy-mirror/8080"),
+    }
+    checkout = shown[("checkout/match/0", "mirror/server/audit/8080")]
+    assert checkout["policy"] == "server/cart-shadow" and checkout["hostname"] == "cart-next.internal"
+    assert checkout["comparison"] == {
+        "sample_percent": 25, "body": True, "body_limit_bytes": 1024, "headers": ["content-type", "etag"],
+        "ignore_json_paths": ["$.timestamp", "$.items[*].id"],
+    }  # fmt: skip
+    assert out["status"]["MirrorPolicy/server/health-shadow"]["ancestors"][0]["conditions"][0]["reason"] == "Accepted"
