@@ -33,6 +33,8 @@ FILTERS = "controlplane/gatewayapi/filters.py"
 GOLDEN = "tests/test_golden.py"
 FUZZ = "tests/test_fuzz.py"
 FRACTIONS = "tests/test_fractions.py"
+POLICIES = "controlplane/gatewayapi/policies.py"
+POLICY_TESTS = "tests/test_mirror_policy.py"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,30 @@ MUTATIONS = (
         "    if numerator <= 0:\n        return\n",
         "    if numerator < 0:\n        return\n",
         (GOLDEN,),
+    ),
+    Mutation(
+        "policy-newest-wins",
+        "of two MirrorPolicies on the same target the newer applies (GEP-713: the older)",
+        POLICIES,
+        "sorted(store.mirrorpolicies.values(), key=",
+        "sorted(store.mirrorpolicies.values(), reverse=True, key=",
+        (GOLDEN, POLICY_TESTS),
+    ),
+    Mutation(
+        "policy-route-beats-rule",
+        "a whole-route MirrorPolicy wins over one naming the rule (sectionName is more specific)",
+        POLICIES,
+        "(self.sections.get((key, rule.name)) if rule.name else None) or whole",
+        "whole or (self.sections.get((key, rule.name)) if rule.name else None)",
+        (GOLDEN, POLICY_TESTS),
+    ),
+    Mutation(
+        "policy-headers-on-primary",
+        "a MirrorPolicy's header changes are dropped from the mirror leg",
+        XDS,
+        "    policy.request_headers_mutations.extend(mutation_rules_pb2.HeaderMutation(remove=name)",
+        "    (mutation_rules_pb2.HeaderMutation(remove=name)",
+        (GOLDEN, "tests/test_e2e_mirror_policy.py"),
     ),
 )
 
