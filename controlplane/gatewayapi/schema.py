@@ -3,8 +3,8 @@
 mirrorplane reads Gateway API objects from files as well as from a cluster. Objects from a file
 never went through an API server, so without this module a typo would silently change routing
 (an unknown field is ignored, a missing default is read as "unset"). Here every object goes
-through the same pipeline the API server runs for a custom resource, driven only by the upstream
-CRDs shipped as package data:
+through the same pipeline the API server runs for a custom resource, driven only by the CRDs
+shipped as package data (upstream's, and mirrorplane's own MirrorPolicy CRD):
 
 1. decoding: unknown fields are errors (``kubectl apply``'s strict field validation), nulls of
    non-nullable fields are dropped, and ``default:`` values are filled in recursively;
