@@ -48,6 +48,7 @@ manifests: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.translate
 	$(PY) -m benchmarks.push_latency
+	$(PY) -m benchmarks.change_latency
 	$(PY) -m benchmarks.fleet latency
 	$(PY) -m benchmarks.fleet latency --delta
 	$(PY) -m benchmarks.fleet memory

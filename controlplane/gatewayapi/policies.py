@@ -68,21 +68,24 @@ class MirrorSettings:
 
 @dataclass(frozen=True)
 class Policies:
-    """The winning policy per targeted route, and per targeted rule name."""
+    """The winning policy per targeted route, and per targeted rule name of a route."""
 
     whole: dict[RouteKey, MirrorSettings]
-    sections: dict[tuple[RouteKey, str], MirrorSettings]
+    sections: dict[RouteKey, dict[str, MirrorSettings]]
+
+    def for_route(self, key: RouteKey) -> tuple[MirrorSettings | None, dict[str, MirrorSettings] | None]:
+        """Everything that applies to one route: what a memoized route is compared on."""
+        return self.whole.get(key), self.sections.get(key)
 
     def apply(self, kind: str, route: K8sObject[Any], rules: list[Rule]) -> list[Rule]:
         """The route's rules with their mirrors set as the policies say (new objects; the
         memoized rules are left untouched)."""
-        key = (kind, route.namespace, route.name)
-        whole = self.whole.get(key)
-        if whole is None and not self.sections:
+        whole, sections = self.for_route((kind, route.namespace, route.name))
+        if whole is None and sections is None:
             return rules
         out = []
         for rule in rules:
-            settings = (self.sections.get((key, rule.name)) if rule.name else None) or whole
+            settings = (sections.get(rule.name) if sections and rule.name else None) or whole
             if settings is None or not rule.filters.mirrors:
                 out.append(rule)
                 continue
@@ -100,7 +103,7 @@ def resolve(store: Store, controller_name: str, statuses: dict[StatusKey, dict[s
         return NO_POLICIES
     ordered = sorted(store.mirrorpolicies.values(), key=lambda p: (p.metadata.creation_timestamp, p.namespace, p.name))
     whole: dict[RouteKey, MirrorSettings] = {}
-    sections: dict[tuple[RouteKey, str], MirrorSettings] = {}
+    sections: dict[RouteKey, dict[str, MirrorSettings]] = {}
     owners: dict[tuple[RouteKey, str | None], str] = {}
     outcomes = []
     for policy in ordered:
@@ -111,7 +114,7 @@ def resolve(store: Store, controller_name: str, statuses: dict[StatusKey, dict[s
             if refused is None:
                 key: RouteKey = (ref["kind"], policy.namespace, ref["name"])
                 if "sectionName" in ref:
-                    sections[(key, ref["sectionName"])] = settings
+                    sections.setdefault(key, {})[ref["sectionName"]] = settings
                 else:
                     whole[key] = settings
     policies = Policies(whole, sections)
@@ -180,7 +183,8 @@ def _accepted(store: Store, policy: MirrorPolicy, ref: dict[str, Any], policies:
     section = ref.get("sectionName")
     what = _describe(policy.namespace, ref)
     targeted = [r for r in route.spec.get("rules") or [] if section is None or r.get("name") == section]
-    overridden = sorted({r["name"] for r in targeted if section is None and (key, r.get("name")) in policies.sections})
+    named = policies.sections.get(key, {}) if section is None else {}
+    overridden = sorted({r["name"] for r in targeted if r.get("name") in named})
     acting = [r for r in targeted if _mirrors(r) and r.get("name") not in overridden]
     if not acting:
         detail = "has no RequestMirror filter" if not overridden else "has no other rule with a RequestMirror filter"
