@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
-from kube import EXAMPLES, KubeStack, cluster, start_kube_stack
+from kube import EXAMPLES, KubeStack, cluster, control_plane, seed, start_kube_stack
 from support import wait_until
 
 
@@ -116,3 +116,21 @@ async def test_bad_policies_are_refused_with_the_api_servers_wording(stack: Kube
     for name in ("both", "svc", "colour"):
         with pytest.raises(AssertionError):
             await c.get("mirrorpolicy", name, "server")
+
+
+async def test_a_cluster_without_the_crd_routes_without_policies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with cluster(tmp_path) as c:
+        fake = c.need_fake("serving no MirrorPolicy CRD")
+        await seed(c)
+        fake.store.registry.remove("mirrorplane.io", "mirrorpolicies")
+        plane, provider, _ = control_plane(c)
+        caplog.set_level("WARNING", logger="mirrorplane.kubernetes")
+        await plane.start()
+        try:
+            assert "MirrorPolicy" not in provider.reflectors
+            assert ("server", "http-route-sample") in provider.store.httproutes
+            assert plane.controller.gateways, "the example Gateway is translated"
+            [line] = [r.getMessage() for r in caplog.records if "kind_not_served" in r.getMessage()]
+            assert line.startswith("kubernetes.kind_not_served kind=MirrorPolicy group=mirrorplane.io version=v1alpha1")
+        finally:
+            await plane.stop()
