@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..gatewayapi.model import GATEWAY_GROUP, K8sObject, from_dict
+from ..gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP, K8sObject, from_dict
 from ..store import Store
 from . import yamlread
 from .base import OnChange, deliver
@@ -47,7 +47,10 @@ GATEWAY_RESOURCES = (
     ("HTTPRoute", "httproutes", True, ("v1",)),
     ("ReferenceGrant", "referencegrants", True, ("v1", "v1beta1")),
 )
-STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute")  # we write their status
+# mirrorplane's own kinds: watched when the cluster serves them (the MirrorPolicy CRD is in
+# manifests/install.yaml), so that a cluster without the CRD still routes, without policies.
+POLICY_RESOURCES = (Resource("MirrorPolicy", MIRRORPLANE_GROUP, "v1alpha1", "mirrorpolicies", True),)
+STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "MirrorPolicy")  # we write their status
 KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
 
 
@@ -276,7 +279,7 @@ class KubernetesProvider:
 
     async def _start_once(self) -> Store:
         assert self.api is not None
-        resources = [*await self._gateway_resources(), *CORE_RESOURCES]
+        resources = [*await self._gateway_resources(), *await self._policy_resources(), *CORE_RESOURCES]
         self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
         await asyncio.gather(*(r.list() for r in self.reflectors.values()))
         self._changed.clear()
@@ -287,6 +290,19 @@ class KubernetesProvider:
             " ".join(f"{r.resource.plural}={len(r.objects)}" for r in self.reflectors.values()),
         )
         return self.store
+
+    async def _policy_resources(self) -> list[Resource]:
+        assert self.api is not None
+        out = []
+        for r in POLICY_RESOURCES:
+            if r.plural in await self.api.served_resources(f"{r.group}/{r.version}"):
+                out.append(r)
+            else:
+                log.warning(
+                    "kubernetes.kind_not_served kind=%s group=%s version=%s (install its CRD from manifests/install.yaml "
+                    "to use it)", r.kind, r.group, r.version,
+                )
+        return out
 
     async def _gateway_resources(self) -> list[Resource]:
         """Each Gateway API kind at the first version the API serves (ReferenceGrant: v1, else v1beta1)."""
