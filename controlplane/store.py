@@ -19,6 +19,7 @@ from .gatewayapi.model import (
     GRPCRoute,
     HTTPRoute,
     K8sObject,
+    MirrorPolicy,
     Namespace,
     ReferenceGrant,
     Secret,
@@ -37,6 +38,7 @@ _FIELD_BY_KIND = {
     "EndpointSlice": "endpointslices",
     "Secret": "secrets",
     "Namespace": "namespaces",
+    "MirrorPolicy": "mirrorpolicies",
 }
 
 
@@ -55,6 +57,7 @@ class Store:
     endpointslices: Mapping[NsName, EndpointSlice] = field(default_factory=_frozen)
     secrets: Mapping[NsName, Secret] = field(default_factory=_frozen)
     namespaces: Mapping[str, Namespace] = field(default_factory=_frozen)
+    mirrorpolicies: Mapping[NsName, MirrorPolicy] = field(default_factory=_frozen)
 
     @classmethod
     def from_objects(cls, objects: Iterable[K8sObject[Any]]) -> "Store":

@@ -20,6 +20,7 @@ from .grpcroutes import grpc_precedence, grpc_route_rules
 from .listeners import GatewayListener, gateway_listeners, gateway_status
 from .matches import precedence
 from .model import GATEWAY_GROUP, K8sObject
+from .policies import Policies, resolve as resolve_policies
 from .refs import BackendResolver
 from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, RouteMemo, backends_of, route_rules
 from .status import Condition, StatusKey, conditions
@@ -94,6 +95,7 @@ class _Attached:
     route: K8sObject[Any]
     status: dict[str, Any] | None
     found: tuple[tuple[str, str, list[str], list[tuple[str, tuple[Any, ...], ir.Route]]], ...]
+    policies: Any = None  # the MirrorPolicies that applied (Policies.for_route): a change replays nothing
 
 
 def translate(store: Store, options: Options = Options(), memo: RouteMemo | None = None) -> Translation:
@@ -109,10 +111,11 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
             listeners[f"{ns}/{name}"] = gateway_listeners(store, gw)
 
     resolver = BackendResolver(store)
+    policies = resolve_policies(store, options.controller_name, statuses)
     found: list[_Attachment] = []
     for routes in (store.httproutes, store.grpcroutes):
         for _, route in sorted(routes.items()):
-            found += _attach_route(store, route, listeners, resolver, options, statuses, memo)
+            found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
@@ -157,14 +160,16 @@ def _attach_route(
     route: K8sObject[Any],
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
+    policies: Policies,
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
     memo: RouteMemo | None = None,
 ) -> list[_Attachment]:
+    applied = policies.for_route(route.key)
     if memo is not None:
         hit = memo.attached.get(route.key)
-        if hit is not None and memo.same(route.key, hit.route, route):
-            return _replay(route, hit, listeners, resolver, memo, statuses)
+        if hit is not None and hit.policies == applied and memo.same(route.key, hit.route, route):
+            return _replay(route, hit, listeners, resolver, policies, memo, statuses)
     gen = route.generation
     ours = [
         (ref, f"{ref.get('namespace') or route.namespace}/{ref['name']}")
@@ -174,11 +179,12 @@ def _attach_route(
     ours = [(ref, key) for ref, key in ours if key in listeners]
     if not ours:
         if memo is not None:
-            memo.attached[route.key] = _Attached(route, None, ())
+            memo.attached[route.key] = _Attached(route, None, (), applied)
         return []
 
     compiler = _compiler(route)
     rules, problems, dropped = memo.compile(resolver, route, compiler) if memo is not None else compiler(resolver, route)
+    rules = policies.apply(route.kind, route, rules)  # after the memo: a policy change is never stale
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
@@ -207,7 +213,7 @@ def _attach_route(
     status = statuses[route.key] = {"parents": parents}
     if memo is not None:
         found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
-        memo.attached[route.key] = _Attached(route, status, found_)
+        memo.attached[route.key] = _Attached(route, status, found_, applied)
     return attachments
 
 
@@ -216,11 +222,12 @@ def _replay(
     hit: _Attached,
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
+    policies: Policies,
     memo: RouteMemo,
     statuses: dict[StatusKey, dict[str, Any]],
 ) -> list[_Attachment]:
-    """_attach_route's result for a route, Gateways and references all unchanged since it ran."""
-    rules = memo.compile(resolver, route, _compiler(route))[0]
+    """_attach_route's result for a route, Gateways, references and policies all unchanged since it ran."""
+    rules = policies.apply(route.kind, route, memo.compile(resolver, route, _compiler(route))[0])
     if hit.route is not route:
         memo.attached[route.key] = replace(hit, route=route)
     if hit.status is not None:
