@@ -26,7 +26,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controlplane.xds.cache import Snapshot, SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
-from controlplane.xds.server import ADS_SERVICE_NAME, build_response, build_server
+from controlplane.xds.server import ADS_SERVICE_NAME, build_server
+from controlplane.xds.sotw import build_response
 from controlplane.xds.tracking import EventKind, NodeRegistry
 from support import free_port, wait_until
 
@@ -594,16 +595,16 @@ async def test_malformed_requests_close_only_their_stream(plane):
 
 
 async def test_a_failing_stream_is_closed_and_logged_alone(plane, monkeypatch, caplog):
-    from controlplane.xds import server as server_module
+    from controlplane.xds import sotw
 
-    real = server_module.build_response
+    real = sotw.build_response
 
     def flaky(type_url, *args, **kwargs):
         if type_url == LISTENER:
             raise RuntimeError("boom")
         return real(type_url, *args, **kwargs)
 
-    monkeypatch.setattr(server_module, "build_response", flaky)
+    monkeypatch.setattr(sotw, "build_response", flaky)
     plane.cache.set(GW, make_resources())
     good = plane.envoy(node_id="good")
     await good.request(CLUSTER, [])
