@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser(
         "bootstrap",
-        help="print the Envoy bootstrap for one Envoy (envoy/bootstrap.yaml rendered), e.g. from an init container",
+        help="print the Envoy bootstrap for one Envoy (controlplane/bootstrap.yaml rendered), e.g. from an init container",
     )
     boot.add_argument("--gateway", required=True, help="the Gateway this Envoy serves, NAMESPACE/NAME (node.cluster)")
     boot.add_argument(

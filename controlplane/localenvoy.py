@@ -1,8 +1,8 @@
 """Run a real, local Envoy: for ``mirrorplane run`` and for tests.
 
 The bootstrap comes from the one template shared by every mode,
-``envoy/bootstrap.yaml`` at the repository root, shipped in the wheel as the
-package data of ``controlplane.bootstrap``. :class:`LocalEnvoy` renders it into
+``controlplane/bootstrap.yaml`` (package data, as Envoy Gateway embeds its
+``bootstrap.yaml.tpl``). :class:`LocalEnvoy` renders it into
 a temporary directory, starts Envoy on it (always ``--disable-hot-restart``, so
 any number of Envoys can run side by side with no shared memory or base id),
 streams Envoy's log lines to a sink and talks to its admin endpoint.
@@ -32,7 +32,6 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Sequence
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,6 @@ __all__ = [
     "XdsTls",
 ]
 
-BOOTSTRAP_PACKAGE = "controlplane.bootstrap"
-BOOTSTRAP_RESOURCE = "bootstrap.yaml"
 # Compact: time, level, logger name, message.
 LOG_FORMAT = "[%T.%e][%l][%n] %v"
 STOP_GRACE_SECONDS = 5.0
@@ -74,34 +71,9 @@ class EnvoyStartError(EnvoyError):
 # Bootstrap template
 
 
-def _template_resource() -> Traversable:
-    """Where the bootstrap template is: the installed package data, or the
-    source tree.
-
-    A wheel installs it as ``controlplane/bootstrap/bootstrap.yaml``. An
-    editable install cannot expose ``controlplane.bootstrap`` (setuptools'
-    editable finder does not map a namespace sub-package whose directory is
-    elsewhere, pypa/setuptools#4943), so there the file is read from the
-    checkout, next to the ``controlplane`` package.
-    """
-    try:
-        resource = importlib.resources.files(BOOTSTRAP_PACKAGE) / BOOTSTRAP_RESOURCE
-        if resource.is_file():
-            return resource
-    except (ModuleNotFoundError, NotADirectoryError):
-        pass
-    source = Path(__file__).resolve().parent.parent / "envoy" / BOOTSTRAP_RESOURCE
-    if source.is_file():
-        return source
-    raise FileNotFoundError(
-        f"Envoy bootstrap template not found: neither package data "
-        f"{BOOTSTRAP_PACKAGE}/{BOOTSTRAP_RESOURCE} nor {source}"
-    )
-
-
 def bootstrap_template() -> str:
-    """The unrendered bootstrap template (``envoy/bootstrap.yaml``)."""
-    return _template_resource().read_text(encoding="utf-8")
+    """The unrendered bootstrap template (``controlplane/bootstrap.yaml``)."""
+    return importlib.resources.files("controlplane").joinpath("bootstrap.yaml").read_text(encoding="utf-8")
 
 
 def _yaml_dq(value: str) -> str:
@@ -189,7 +161,7 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     for cluster in doc["static_resources"]["clusters"]:
         if cluster["name"] == "xds_cluster":
             cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
-    return "# Rendered from envoy/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(doc, sort_keys=False)
+    return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
 # --------------------------------------------------------------------------

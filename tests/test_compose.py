@@ -281,9 +281,9 @@ def test_dockerfile_copies_exist_and_are_not_docker_ignored():
         for source in sources:
             assert (REPO / source).exists(), source
             assert f"!{source}" in ignore or f"!{source}/" in ignore, f".dockerignore excludes {source}"
-    # Everything pyproject needs to build is copied (the bootstrap template is envoy/).
+    # Everything pyproject needs to build is copied (the bootstrap template is package data).
     copied = {s for copy in instruction("COPY") for s in shlex.split(copy)[:-1]}
-    assert {"pyproject.toml", "README.md", "controlplane", "envoy"} <= copied
+    assert {"pyproject.toml", "README.md", "controlplane"} <= copied
 
 
 # -- live, where a Docker engine exists ------------------------------------------------------
