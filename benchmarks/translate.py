@@ -16,9 +16,9 @@ import time
 
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
 from controlplane.gcpause import paused_gc
-from controlplane.store import Store
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.translator import build_resources
 

@@ -23,7 +23,7 @@ from .identity import Authorizer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
 from .quarantine import Quarantine
-from .store import Store
+from .gatewayapi.store import Store
 from .tls import TlsFiles, server_credentials
 from .xds.cache import SnapshotCache
 from .xds.server import build_server

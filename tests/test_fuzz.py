@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from controlplane.gatewayapi.translator import translate
 from controlplane.providers.files import parse_text
-from controlplane.store import Store
+from controlplane.gatewayapi.store import Store
 from controlplane.xds.translator import INVALID_BACKEND_CLUSTER, build_resources
 from support import SUMMARY
 

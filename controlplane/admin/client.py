@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from ..gatewayapi.status import conditions_in, is_problem
 from .v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_SERVER = os.environ.get("MIRRORPLANE_SERVER", "127.0.0.1:18000")
 # Conditions whose healthy value is False (Gateway API).
-_NEGATIVE_POLARITY = frozenset({"Conflicted", "PartiallyInvalid"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,17 +198,6 @@ def render_nodes(response: admin_pb2.ListNodesResponse, now: float | None = None
     return "\n".join(blocks)
 
 
-def _conditions(body: dict[str, Any], where: str) -> Iterable[tuple[str, dict[str, Any]]]:
-    for c in body.get("conditions") or []:
-        yield where, c
-    for listener in body.get("listeners") or []:
-        yield from _conditions(listener, f"listener {listener.get('name')}")
-    for parent in body.get("parents") or []:
-        ref = parent.get("parentRef", {})
-        name = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref.get("name", "?")
-        yield from _conditions(parent, f"parent {name}")
-
-
 def render_status(response: admin_pb2.GetStatusResponse) -> str:
     if not response.objects:
         return "no objects\n"
@@ -217,9 +206,9 @@ def render_status(response: admin_pb2.GetStatusResponse) -> str:
     for obj in response.objects:
         body = json_format.MessageToDict(obj.status)
         grouped: dict[str, list[str]] = {}
-        for where, c in _conditions(body, ""):
+        for where, c in conditions_in(body):
             grouped.setdefault(where, []).append(f"{c['type']}={c['status']}")
-            if (c["status"] == "True") == (c["type"] in _NEGATIVE_POLARITY):
+            if is_problem(c):
                 what = f"{obj.kind} {obj.namespace + '/' if obj.namespace else ''}{obj.name}"
                 problems.append(f"{what}{' ' + where if where else ''}: {c['type']}={c['status']} {c['reason']}: {c.get('message', '')}")
         first = True

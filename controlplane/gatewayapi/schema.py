@@ -51,7 +51,7 @@ import jsonschema
 import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
-GATEWAY_GROUP = "gateway.networking.k8s.io"
+from .model import GATEWAY_GROUP
 
 _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",

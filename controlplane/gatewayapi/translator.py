@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ir
-from ..store import Store
+from .store import Store
 from . import hostnames
 from .filters import redirect_for, rewrite_for
 from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gateway_status

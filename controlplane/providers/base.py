@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from ..store import Store
+from ..gatewayapi.store import Store
 
 OnChange = Callable[[Store], Awaitable[None] | None]
 

@@ -19,7 +19,7 @@ from watchfiles import awatch
 
 from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
-from ..store import Store
+from ..gatewayapi.store import Store
 from .base import OnChange
 
 log = logging.getLogger("mirrorplane.files")

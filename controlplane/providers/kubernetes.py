@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..gatewayapi.model import GATEWAY_GROUP, K8sObject, from_dict
-from ..store import Store
+from ..gatewayapi.store import Store
 from .base import OnChange
 from .kubeapi import ApiError, KubeApi, Resource
 
