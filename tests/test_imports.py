@@ -1,0 +1,145 @@
+"""The package's import graph, read with ``ast``: no cycles, no private names across modules, and
+pure translators (docs/architecture.md).
+
+Every import counts, also one inside a function: a late import hides a cycle from Python, not
+from the design. Imports under ``if TYPE_CHECKING:`` are annotations, not imports, and do not count
+(quarantine.py names the Controller that drives it).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "controlplane"
+GENERATED = ("controlplane.admin.v1", "controlplane.echo.grpcecho")
+# The echo backend's two modules, until it becomes a package without the cycle (issue 11, h-echo).
+KNOWN = {("controlplane.echo", "controlplane.echoh2c")}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {
+    module_name(p): p
+    for p in PACKAGE.rglob("*.py")
+    if "__pycache__" not in p.parts and not module_name(p).startswith(GENERATED)
+}
+
+
+def imports(name: str) -> list[tuple[str, list[str]]]:
+    """(imported module, names taken from it) for every import statement of module ``name``."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for n in ast.walk(block)
+    }
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            out += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            names = [alias.name for alias in node.names]
+            out.append((target, names))
+            # `from . import x` / `from .pkg import mod`: the submodules are imported too.
+            out += [(f"{target}.{n}", []) for n in names if f"{target}.{n}" in MODULES]
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    return {
+        name: {target for target, _ in imports(name) if target in MODULES and target != name}
+        for name in MODULES
+    }
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_modules_are_found():
+    assert {"controlplane.xds.stream", "controlplane.xds.sotw", "controlplane.xds.delta"} <= MODULES.keys()
+    assert "controlplane.xds.stream" in graph()["controlplane.xds.sotw"]
+
+
+def test_the_package_has_no_import_cycle():
+    assert [c for c in cycles(graph()) if tuple(c) not in KNOWN] == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_imports_a_private_name_of_another():
+    private = [
+        f"{name} imports {n} from {target}"
+        for name in MODULES
+        for target, names in imports(name)
+        if target.startswith("controlplane") and target != name
+        for n in names
+        if n.startswith("_") and not n.startswith("__") and (name, target) not in KNOWN | {k[::-1] for k in KNOWN}
+    ]
+    assert private == []
+
+
+def test_sotw_and_delta_never_import_each_other():
+    edges = graph()
+    assert "controlplane.xds.delta" not in edges["controlplane.xds.sotw"]
+    assert "controlplane.xds.sotw" not in edges["controlplane.xds.delta"]
+
+
+def test_translators_import_neither_grpc_nor_kubernetes():
+    translators = [n for n in MODULES if n.startswith("controlplane.gatewayapi.") or n == "controlplane.xds.translator"]
+    assert len(translators) > 5
+    bad = [
+        f"{name} imports {target}"
+        for name in translators
+        for target, _ in imports(name)
+        if target.split(".")[0] in ("grpc", "kubernetes", "kubernetes_asyncio")
+    ]
+    assert bad == []
