@@ -38,6 +38,8 @@ from typing import Any
 import aiohttp
 import yaml
 
+from .errors import EnvoyError, EnvoyNotFoundError, EnvoyStartError, UsageError
+
 __all__ = [
     "EnvoyError",
     "EnvoyNotFoundError",
@@ -53,18 +55,6 @@ __all__ = [
 LOG_FORMAT = "[%T.%e][%l][%n] %v"
 STOP_GRACE_SECONDS = 5.0
 _TAIL_LINES = 200
-
-
-class EnvoyError(RuntimeError):
-    """Envoy could not be found, started or reached, or it exited."""
-
-
-class EnvoyNotFoundError(EnvoyError):
-    pass
-
-
-class EnvoyStartError(EnvoyError):
-    pass
 
 
 # --------------------------------------------------------------------------
@@ -87,7 +77,7 @@ def _port(name: str, value: int, *, allow_zero: bool = False) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     low = 0 if allow_zero else 1
     if not low <= value <= 65535:
-        raise ValueError(f"{name} must be in {low}..65535, not {value}")
+        raise UsageError(f"{name} must be in {low}..65535, not {value}")
     return value
 
 
@@ -124,7 +114,7 @@ def render_bootstrap(
     """
     for name, value in (("node_id", node_id), ("node_cluster", node_cluster), ("xds_host", xds_host)):
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string")
+            raise UsageError(f"{name} must be a non-empty string")
     text = string.Template(bootstrap_template()).substitute(
         NODE_ID=_yaml_dq(node_id),
         NODE_CLUSTER=_yaml_dq(node_cluster),
@@ -134,7 +124,7 @@ def render_bootstrap(
     )
     if ads_api_type is not None:
         if ads_api_type not in ("GRPC", "DELTA_GRPC"):
-            raise ValueError(f"ads_api_type must be GRPC or DELTA_GRPC, got {ads_api_type!r}")
+            raise UsageError(f"ads_api_type must be GRPC or DELTA_GRPC, got {ads_api_type!r}")
         text = re.sub(r"(?m)^(\s+api_type:) \w+$", rf"\1 {ads_api_type}", text, count=1)
     return text if xds_tls is None else _with_xds_tls(text, xds_tls)
 
@@ -142,7 +132,7 @@ def render_bootstrap(
 def _with_xds_tls(text: str, tls: XdsTls) -> str:
     """The rendered bootstrap with the xds_cluster speaking TLS (HTTP/2 via ALPN, as gRPC needs)."""
     if (tls.cert is None) != (tls.key is None):
-        raise ValueError("xds TLS: give both a client certificate and key, or neither")
+        raise UsageError("xds TLS: give both a client certificate and key, or neither")
     doc = yaml.safe_load(text)
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],

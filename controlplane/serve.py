@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .admin.service import admin_services
 from .controller import Controller
+from .errors import BindError, UsageError
 from .exposure import exposure_error, host_port, is_loopback
 from .gatewayapi.translator import Options
 from .identity import Authorizer
@@ -65,7 +66,7 @@ class ControlPlane:
     ) -> None:
         problem = exposure_error(xds_host, tls, insecure)
         if problem:
-            raise ValueError(problem)
+            raise UsageError(problem)
         self.provider = provider
         self.extensions = list(extensions)
         self.tls = tls
@@ -140,7 +141,11 @@ class ControlPlane:
         app.router.add_get("/metrics", self._metrics)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
-        await web.TCPSite(self._http, self.http_host, self.http_port).start()
+        try:
+            await web.TCPSite(self._http, self.http_host, self.http_port).start()
+        except OSError as exc:
+            where = host_port(self.http_host, self.http_port)
+            raise BindError(f"cannot listen on {where} (HTTP): {exc.strerror or exc}") from exc
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -156,3 +156,42 @@ async def test_bootstrap_renders_a_bootstrap_envoy_accepts(tmp_path: Path) -> No
     )  # fmt: skip
     output, _ = await validate.communicate()
     assert validate.returncode == 0, output.decode()
+
+
+# -- errors: the user's are one line, a bug keeps its traceback (controlplane/errors.py) ----------
+
+
+@pytest.mark.parametrize(
+    "flags, cause",
+    [
+        (["--node-id", ""], "node_id must be a non-empty string"),
+        (["--xds-port", "70000"], "xds_port must be in 1..65535"),
+        (["--output", "/nonexistent-dir/envoy.yaml"], "--output /nonexistent-dir/envoy.yaml"),
+    ],
+)
+async def test_bad_bootstrap_flags_are_one_line(flags: list[str], cause: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *MIRRORPLANE, "bootstrap", "--gateway", "ns/gw", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert err.decode().startswith(f"mirrorplane: error: {cause}") and err.decode().count("\n") == 1, err.decode()
+
+
+def test_a_bug_is_not_turned_into_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane import certs, cli
+    from controlplane.errors import ConflictError
+
+    def broken(*args: object) -> None:
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr(certs, "ensure_folder", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["certs", "--out", str(tmp_path), "--server-name", "x"])
+
+    def refused(*args: object) -> None:
+        raise ConflictError("the user's state")
+
+    monkeypatch.setattr(certs, "ensure_folder", refused)
+    assert cli.main(["certs", "--out", str(tmp_path), "--server-name", "x"]) == 1

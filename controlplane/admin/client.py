@@ -19,7 +19,9 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from ..errors import MirrorplaneError, UsageError
 from ..gatewayapi.status import conditions_in, is_problem
+from ..tls import read_pem
 from .v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_SERVER = os.environ.get("MIRRORPLANE_SERVER", "127.0.0.1:18000")
@@ -44,14 +46,14 @@ def channel(args: argparse.Namespace) -> grpc.Channel:
     """Plaintext, or TLS when --cacert is given (with a client certificate for mutual TLS)."""
     if args.cacert is None:
         if args.cert or args.key:
-            raise ValueError("--cert and --key need --cacert")
+            raise UsageError("--cert and --key need --cacert")
         return grpc.insecure_channel(args.server)
     if bool(args.cert) != bool(args.key):
-        raise ValueError("--cert and --key go together")
+        raise UsageError("--cert and --key go together")
     credentials = grpc.ssl_channel_credentials(
-        args.cacert.read_bytes(),
-        args.key.read_bytes() if args.key else None,
-        args.cert.read_bytes() if args.cert else None,
+        read_pem(args.cacert, "--cacert"),
+        read_pem(args.key, "--key") if args.key else None,
+        read_pem(args.cert, "--cert") if args.cert else None,
     )
     options = [("grpc.ssl_target_name_override", args.servername)] if args.servername else []
     return grpc.secure_channel(args.server, credentials, options=options)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with channel(args) as ch:
             response, render = COMMANDS[args.command](admin_pb2_grpc.AdminStub(ch), args)
-    except (OSError, ValueError) as e:
+    except MirrorplaneError as e:
         print(f"mirrorplane {args.command}: error: {e}", file=sys.stderr)
         return 1
     except grpc.RpcError as e:

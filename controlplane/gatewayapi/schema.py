@@ -51,6 +51,7 @@ import jsonschema
 import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
+from ..errors import MirrorplaneError
 from .model import GATEWAY_GROUP
 
 _CRD_FILES = {
@@ -68,7 +69,7 @@ _MISSING: Any = object()
 # --- errors ------------------------------------------------------------------------------------
 
 
-class ValidationError(Exception):
+class ValidationError(MirrorplaneError):
     """An object the API server would refuse, with every reason it would give.
 
     The lines match what ``kubectl apply`` prints, so that a user who later moves the same file

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from watchfiles import awatch
 
+from ..errors import SourceError
 from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
 from ..gatewayapi.store import Store
@@ -127,7 +128,7 @@ class FileProvider:
 
     async def start(self) -> Store:
         if not self.root.exists():
-            raise FileNotFoundError(f"{self.root} does not exist: give a folder (or file) of Gateway API YAML")
+            raise SourceError(f"{self.root} does not exist: give a folder (or file) of Gateway API YAML")
         return self.load()
 
     def load(self, paths: Iterable[Path] | None = None) -> Store:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import SourceError
 from ..gatewayapi.model import GATEWAY_GROUP, K8sObject, from_dict
 from ..gatewayapi.store import Store
 from .base import OnChange
@@ -270,7 +271,7 @@ class KubernetesProvider:
                     out.append(Resource(kind, GATEWAY_GROUP, version, plural, namespaced))
                     break
             else:
-                raise RuntimeError(
+                raise SourceError(
                     f"the Kubernetes API at {self.api.host} does not serve {plural}.{GATEWAY_GROUP} "
                     f"({'/'.join(versions)}): install the Gateway API CRDs (manifests/install.yaml)"
                 )

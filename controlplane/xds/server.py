@@ -16,6 +16,7 @@ from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..errors import BindError
 from ..identity import Authorizer, OperatorOnly
 from .cache import SnapshotCache
 from .delta import DeltaStream
@@ -95,8 +96,11 @@ def build_server(
         add(server)
         names.append(name)
     reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
-    if credentials is not None:
-        server.add_secure_port(address, credentials)
-    else:
-        server.add_insecure_port(address)
+    try:
+        if credentials is not None:
+            server.add_secure_port(address, credentials)
+        else:
+            server.add_insecure_port(address)
+    except RuntimeError as exc:  # how grpc says the bind failed
+        raise BindError(f"cannot listen on {address} (xDS): the port is in use, or the address is not here") from exc
     return server

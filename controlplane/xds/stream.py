@@ -56,6 +56,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from ..errors import MirrorplaneError
 from ..identity import Authorizer
 from .cache import Entry, Snapshot, SnapshotCache
 from .resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SHORT_NAMES
@@ -94,7 +95,7 @@ class StreamDeps:
     restarts either."""
 
 
-class RequestError(Exception):
+class RequestError(MirrorplaneError):
     """Close the stream with a status (a malformed or forbidden request)."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
