@@ -128,7 +128,7 @@ class ControlPlane:
         except asyncio.CancelledError:
             raise
         except Exception:  # the watcher dying must be loud, but must not take ADS down
-            log.exception("provider.watch_failed source=%s (config is frozen at its last good state)", self.provider.describe())
+            log.exception("provider.watch_failed source=%s config=frozen_at_last_good", self.provider.describe())
 
     def _on_provider_change(self, store: Store) -> None:
         self.metrics.on_provider_event()

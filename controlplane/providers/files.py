@@ -148,7 +148,7 @@ class FileProvider:
         for path in sorted(self._files):
             for key, obj in self._files[path].items():
                 if key in seen:
-                    log.warning("file.duplicate object=%r first=%s again=%s (the later file wins)", obj.describe(), seen[key], path)
+                    log.warning("file.duplicate object=%r first=%s again=%s winner=again", obj.describe(), seen[key], path)
                 seen[key] = path
                 objects.append(obj)
         return Store.from_objects(objects)
@@ -165,7 +165,7 @@ class FileProvider:
             self._forget(path)
             return
         except (OSError, UnicodeDecodeError) as exc:
-            log.error("file.unreadable source=%s error=%r (keeping its last good objects)", path, str(exc))
+            log.error("file.unreadable source=%s error=%r kept=last_good_objects", path, str(exc))
             return
         previous = self._files.get(path) or {}
         objects, errors = parse_text(text, str(path), previous=previous)

@@ -74,7 +74,7 @@ class _Outage:
     def failed(self, kind: str, error: Exception) -> None:
         if not self.failing:
             self.since = time.monotonic()
-            log.warning("kubernetes.unreachable host=%s error=%r (serving the last known config; retrying)", self.host, str(error))
+            log.warning("kubernetes.unreachable host=%s error=%r serving=last_known_config then=retry", self.host, str(error))
         self.failing.add(kind)
 
     def ok(self, kind: str) -> None:
@@ -136,7 +136,7 @@ class Reflector:
         try:
             obj = from_dict(body, source="kubernetes")
         except (KeyError, TypeError, ValueError) as exc:  # the API server validated it: not expected
-            log.error("object.unreadable kind=%s error=%r (skipped)", self.kind, str(exc))
+            log.error("object.unreadable kind=%s error=%r then=skip", self.kind, str(exc))
             return None
         return (obj.namespace, obj.name), obj
 
@@ -152,7 +152,7 @@ class Reflector:
                 self.outage.ok(self.kind)
             except ApiError as exc:
                 if exc.status == 410:
-                    log.info("watch.expired kind=%s resource_version=%s (relisting)", self.kind, self.resource_version)
+                    log.info("watch.expired kind=%s resource_version=%s then=relist", self.kind, self.resource_version)
                     self.resource_version = ""
                     continue
                 self.outage.failed(self.kind, exc)
@@ -310,7 +310,7 @@ class KubernetesProvider:
             try:
                 await self.resync()
             except ApiError as exc:
-                log.info("resync.failed error=%s (the watches keep running)", exc)
+                log.info("resync.failed error=%r watches=running", str(exc))
 
     async def close(self) -> None:
         if self.api is not None:

@@ -181,7 +181,7 @@ class DeltaStream(AdsStream[discovery_pb2.DeltaDiscoveryRequest, _DeltaType, _De
         ts.answered = True
         self.record_sent(ts, version=plan.version, nonce=nonce, resources=len(plan.updates), entries=self._holds(ts))
         log.debug(
-            "xds delta push %s type=%s version=%s nonce=%s resources=%d removed=%d",
+            "xds.push %s type=%s version=%s nonce=%s resources=%d removed=%d",
             self.who(), short(ts.type_url), plan.version, nonce, len(plan.updates), len(plan.removed),
         )
         await self.ctx.write(response)

@@ -188,7 +188,7 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, _SotwType, _Plan, Ent
                 ts.sent, ts.acked, ts.version = plan.entries, plan.entries, plan.version
                 ts.sent_wildcard, ts.sent_names = ts.wildcard, ts.names
                 self.deps.registry.record_resumed(self.state, type_url, plan.version, plan.entries)
-                log.debug("xds resumed %s type=%s version=%s", self.who(), short(type_url), plan.version)
+                log.debug("xds.resumed %s type=%s version=%s", self.who(), short(type_url), plan.version)
             ts.envoy_version = ""
 
     async def send(self, ts: _SotwType, plan: _Plan) -> None:
@@ -204,7 +204,7 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, _SotwType, _Plan, Ent
         ts.sent_names, ts.sent_wildcard = ts.names, ts.wildcard
         self.record_sent(ts, version=plan.version, nonce=nonce, resources=len(plan.entries), entries=plan.entries)
         log.debug(
-            "xds push %s type=%s version=%s nonce=%s resources=%d",
+            "xds.push %s type=%s version=%s nonce=%s resources=%d",
             self.who(), short(ts.type_url), plan.version, nonce, len(plan.entries),
         )
         await self.ctx.write(response)

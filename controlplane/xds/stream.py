@@ -184,14 +184,14 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
             raise
         except Exception as e:
             reason = f"error: {type(e).__name__}"
-            log.exception("xds stream failed %s", self.who())
+            log.exception("xds.stream_failed %s", self.who())
             await self.ctx.abort(grpc.StatusCode.INTERNAL, f"control plane error: {type(e).__name__}")
         finally:
             for task in self._tasks:
                 task.cancel()
             if self.state is not None:
                 self.deps.registry.close_stream(self.state)
-                log.info("xds stream closed %s reason=%s", self.who(), reason)
+                log.info("xds.stream_closed %s reason=%r", self.who(), reason)
 
     def who(self) -> str:
         """``node=… gateway=… stream=…`` for the log lines."""
@@ -227,12 +227,12 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         self.state = self.deps.registry.open_stream(
             node_id=node.id, gateway=gateway, peer=self.ctx.peer() or "", user_agent=agent
         )
-        log.info("xds stream connected %s peer=%s agent=%r", self.who(), self.state.peer, agent)
+        log.info("xds.stream_connected %s peer=%s agent=%r", self.who(), self.state.peer, agent)
 
         cache = self.deps.cache
         self.snapshot = cache.get(gateway)
         if self.snapshot is None:
-            log.info("xds waiting for a snapshot %s", self.who())
+            log.info("xds.snapshot_waiting %s", self.who())
         else:
             self.state.snapshot_version = self.snapshot.version
         await self.on_request(first)
@@ -262,9 +262,9 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
     async def _on_snapshot(self, snapshot: Snapshot | None) -> None:
         assert self.state is not None
         if snapshot is None:
-            log.info("xds gateway snapshot removed, keeping the stream open %s", self.who())
+            log.info("xds.snapshot_removed %s stream=kept_open", self.who())
         elif self.snapshot is None:
-            log.info("xds snapshot available %s version=%s", self.who(), snapshot.version)
+            log.info("xds.snapshot_available %s version=%s", self.who(), snapshot.version)
         self.snapshot = snapshot
         self.state.snapshot_version = snapshot.version if snapshot else None
         await self.push()
@@ -274,7 +274,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         if not type_url:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "type_url is required on ADS")
         if type_url not in PUSH_ORDER:
-            log.debug("xds ignoring unsupported type %s type=%s", self.who(), type_url)
+            log.debug("xds.type_ignored %s type=%s", self.who(), type_url)
             return False
         return True
 
@@ -283,14 +283,14 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         if not nonce or ts.nonce is None or nonce == ts.nonce:
             return False
         log.debug(
-            "xds stale nonce ignored %s type=%s nonce=%s current=%s", self.who(), short(ts.type_url), nonce, ts.nonce
+            "xds.nonce_stale %s type=%s nonce=%s current=%s", self.who(), short(ts.type_url), nonce, ts.nonce
         )
         return True
 
     def on_ack(self, ts: T, *, version: str, nonce: str) -> None:
         assert self.state is not None
         self.deps.registry.record_ack(self.state, ts.type_url, version=version, nonce=nonce)
-        log.debug("xds ACK %s type=%s version=%s nonce=%s", self.who(), short(ts.type_url), version, nonce)
+        log.debug("xds.ack %s type=%s version=%s nonce=%s", self.who(), short(ts.type_url), version, nonce)
 
     def on_nack(self, ts: T, nonce: str, error: Any, *, kept_version: str) -> None:
         """Record and log a NACK of the response in flight (``error``: the request's ``error_detail``)."""
@@ -306,7 +306,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
             kept_version=kept_version,
         )
         log.warning(
-            "xds NACK node=%s gateway=%s type=%s version=%s nonce=%s kept_version=%s error=%r",
+            "xds.nack node=%s gateway=%s type=%s version=%s nonce=%s kept_version=%s error=%r",
             self.state.node_id, self.state.gateway, short(ts.type_url), ts.version,
             nonce, kept_version, message,
         )
