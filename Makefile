@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test conformance golden mutation bench protos manifests clean
+.PHONY: run test check conformance golden mutation bench protos manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Lint, format and types, as configured in pyproject.toml (CI runs it before the tests).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Gateway API v1.6.1 conformance against real Envoys (conformance/); writes conformance-report.yaml.
 # `make test` runs it too (tests/test_conformance.py::test_full_conformance_run).

@@ -41,7 +41,7 @@ def imports(name: str) -> list[tuple[str, list[str]]]:
         if isinstance(block, ast.If) and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
         for n in ast.walk(block)
     }
-    out = []
+    out: list[tuple[str, list[str]]] = []
     for node in ast.walk(tree):
         if id(node) in type_only:
             continue

@@ -18,7 +18,7 @@ STYLE = re.compile(rf"[a-z][a-z0-9_]*(\.([a-z0-9_]+|%s))+( ([a-z_][a-z0-9_]*={_V
 
 def log_calls(path: Path) -> list[tuple[int, str | None]]:
     """(line, message literal or None when it is not a literal) of every logger call in ``path``."""
-    out = []
+    out: list[tuple[int, str | None]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LEVELS):
             continue
@@ -27,7 +27,8 @@ def log_calls(path: Path) -> list[tuple[int, str | None]]:
         if not (name == "log" or name.endswith("log") or name.endswith("logger")):
             continue
         first = node.args[0] if node.args else None
-        out.append((node.lineno, first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None))
+        literal = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+        out.append((node.lineno, literal))
     return out
 
 

@@ -27,7 +27,8 @@ from .tracking import NodeRegistry
 ADS_SERVICE_NAME = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 
 
-class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+# xds-protos ships no types, so its generated servicer base is Any to mypy.
+class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """ADS: State of the World (:mod:`.sotw`) and Delta (:mod:`.delta`) streams, one per call."""
 
     def __init__(
