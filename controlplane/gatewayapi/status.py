@@ -42,7 +42,7 @@ def conditions(*conds: Condition) -> list[dict[str, Any]]:
 
 def is_problem(condition: dict[str, Any]) -> bool:
     """Whether a condition (a status body's dict) reports something wrong."""
-    return (condition["status"] == "True") == (condition["type"] in NEGATIVE_POLARITY)
+    return bool(condition["status"] == "True") == (condition["type"] in NEGATIVE_POLARITY)
 
 
 def conditions_in(body: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
