@@ -370,6 +370,8 @@ def _until(what: str, check, timeout: float = STEP_TIMEOUT):
         time.sleep(0.3)
 
 
+@pytest.mark.slow
+@pytest.mark.envoy
 def test_docker_compose_up_does_what_the_readme_says(tmp_path):
     client = _docker()
     project = f"mirrorplane-test-{uuid.uuid4().hex[:8]}"

@@ -9,6 +9,7 @@ from the design. Imports under ``if TYPE_CHECKING:`` are annotations, not import
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ MODULES = {
 }
 
 
+@functools.cache
 def imports(name: str) -> list[tuple[str, list[str]]]:
     """(imported module, names taken from it) for every import statement of module ``name``."""
     path = MODULES[name]
@@ -60,6 +62,7 @@ def imports(name: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+@functools.cache
 def graph() -> dict[str, set[str]]:
     return {
         name: {target for target, _ in imports(name) if target in MODULES and target != name}

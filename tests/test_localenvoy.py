@@ -125,6 +125,7 @@ def test_bootstrap_template_is_the_repo_file():
     assert localenvoy.bootstrap_template() == TEMPLATE.read_text()
 
 
+@pytest.mark.slow
 def test_packaged_template_resolves_via_importlib_resources(tmp_path):
     """Build a real wheel from a copy of the tree and read the template from it."""
     src = tmp_path / "src"
@@ -239,12 +240,14 @@ async def test_two_envoys_run_at_once():
     assert not _alive(a.pid) and not _alive(b.pid)
 
 
+@pytest.mark.envoy
 async def test_admin_port_zero_picks_a_free_port():
     async with LocalEnvoy(node_id="z", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None) as envoy:
         assert envoy.admin_port > 0
         assert (await envoy.server_info())["state"] in {"PRE_INITIALIZING", "INITIALIZING", "LIVE"}
 
 
+@pytest.mark.envoy
 async def test_wait_for_times_out_with_the_reason():
     async with LocalEnvoy(node_id="w", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None) as envoy:
 
