@@ -49,6 +49,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_kubernetes_status": ("kubernetes",),
     "test_kubernetes_e2e": ("kubernetes", "envoy"),
     "test_fleet": ("slow",),
+    "test_fuzz": ("slow",),  # hypothesis, 200 examples: 20-40 s
 }
 FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
     "stack": ("envoy",),  # the seed scenario with a real Envoy (tests/e2e.py)

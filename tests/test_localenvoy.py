@@ -125,7 +125,6 @@ def test_bootstrap_template_is_the_repo_file():
     assert localenvoy.bootstrap_template() == TEMPLATE.read_text()
 
 
-@pytest.mark.slow
 def test_packaged_template_resolves_via_importlib_resources(tmp_path):
     """Build a real wheel from a copy of the tree and read the template from it."""
     src = tmp_path / "src"
