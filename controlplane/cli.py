@@ -19,7 +19,6 @@ from .errors import MirrorplaneError, SourceError, UsageError
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.files import FileProvider
-from .providers.kubeapi import KubeApi
 from .providers.base import Provider
 from .serve import ControlPlane, Extension
 from .tls import TlsFiles
@@ -154,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serving(run)
     run.add_argument("--admin-port", type=int, default=19000, help="the (first) Envoy's admin port (default 19000)")
     run.add_argument("--envoy-log-level", default="warning", help="Envoy's log level (default warning)")
+    run.add_argument(
+        "--listen-address",
+        default="127.0.0.1",
+        help="the address the local Envoy's Gateway listeners bind (default 127.0.0.1; 0.0.0.0 for other machines)",
+    )
     run.add_argument(
         "--echo",
         action="append",
@@ -292,6 +296,8 @@ async def _certs(args: argparse.Namespace) -> int:
     else:
         for gateway in args.gateway:
             certs.gateway_secret(gateway)  # a bad --gateway fails before the API is asked anything
+        from .providers.kubeapi import KubeApi  # only here: the Kubernetes client costs ~40 MB
+
         api = await KubeApi.connect(args.kubeconfig)
         try:
             created, kept_names = await certs.ensure_secrets(
@@ -342,7 +348,11 @@ async def _serve(args: argparse.Namespace) -> int:
         http_host=args.http_address,
         http_port=args.http_port,
         options=Options(controller_name=args.controller_name),
-        xds_options=XdsOptions(mirror_body_limit=args.mirror_body_limit),
+        xds_options=XdsOptions(
+            mirror_body_limit=args.mirror_body_limit,
+            # Envoys in a cluster or compose must accept traffic from elsewhere; the local one does not.
+            bind_address=args.listen_address if args.command == "run" else XdsOptions.bind_address,
+        ),
         tls=tls,
         insecure=args.insecure,
         extensions=extensions,
