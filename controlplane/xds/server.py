@@ -20,8 +20,8 @@ from ..errors import BindError
 from ..identity import Authorizer, OperatorOnly
 from .cache import SnapshotCache
 from .delta import DeltaStream
-from .sotw import CONTROL_PLANE_ID, SotwStream
-from .stream import StreamDeps
+from .sotw import SotwStream
+from .stream import CONTROL_PLANE_ID, StreamDeps
 from .tracking import NodeRegistry
 
 ADS_SERVICE_NAME = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name

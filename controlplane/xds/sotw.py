@@ -30,11 +30,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from .cache import Entry, Snapshot, content_version
 from .resources import CLUSTER, LISTENER
-from .stream import AdsStream, TypeProgress, short
+from .stream import CONTROL_PLANE_ID, AdsStream, TypeProgress, short
 
 log = logging.getLogger("mirrorplane.xds")
-
-CONTROL_PLANE_ID = "mirrorplane"
 
 # Types whose SotW responses always carry every resource (missing = deleted).
 _ALWAYS_ALL = frozenset({CLUSTER, LISTENER})

@@ -64,6 +64,9 @@ from .tracking import NodeRegistry, StreamState
 
 log = logging.getLogger("mirrorplane.xds")
 
+CONTROL_PLANE_ID = "mirrorplane"
+"""What every response's ``control_plane.identifier`` says by default."""
+
 ROUTING = (LISTENER, ROUTE)
 # What a type waits for: listeners and routes go out only once clusters and endpoints are applied.
 # Endpoints never wait (Envoy defers its CDS ACK until new clusters have warmed, which needs EDS),
