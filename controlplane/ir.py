@@ -34,20 +34,6 @@ class Backend:
 
 
 @dataclass(frozen=True)
-class Mirror:
-    """A copy of each request (with probability numerator/denominator) to ``backend``.
-
-    The fraction is kept exactly as the user wrote it; only the xDS translator turns it into one
-    of Envoy's three denominators.
-    """
-
-    backend: str
-    numerator: int = 100
-    denominator: int = 100
-    shadow_host_suffix: bool = False
-
-
-@dataclass(frozen=True)
 class HeaderMods:
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
@@ -58,6 +44,40 @@ class HeaderMods:
 
 
 NO_HEADER_MODS = HeaderMods()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Shadow testing settings of one mirror (issue 15); MirrorPolicy.spec.comparison sets them (issue 14)."""
+
+    sample_percent: int = 100  # share of mirrored requests compared (both legs sampled together)
+    body: bool = False  # compare response bodies by digest (opt-in)
+    body_limit_bytes: int = 65536  # bodies larger than this are compared by size only
+    headers: tuple[str, ...] = ("content-type",)  # response headers compared (lower-case names)
+    ignore_json_paths: tuple[str, ...] = ()  # JSON paths ignored in body comparison, e.g. "$.timestamp"
+
+
+DEFAULT_COMPARISON = Comparison()
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A copy of each request (with probability numerator/denominator) to ``backend``.
+
+    The fraction is kept exactly as the user wrote it; only the xDS translator turns it into one
+    of Envoy's three denominators. The fields after it are what a MirrorPolicy sets on the mirror
+    leg alone (docs/mirror-policy.md).
+    """
+
+    backend: str
+    numerator: int = 100
+    denominator: int = 100
+    shadow_host_suffix: bool = False
+    request_headers: HeaderMods = NO_HEADER_MODS  # MirrorPolicy requestHeaderModifier: mirror leg only
+    hostname: str | None = None  # MirrorPolicy hostname: Host/:authority the mirror sees
+    trace_sampled: bool | None = None  # MirrorPolicy tracing: None = Envoy's default
+    comparison: Comparison = DEFAULT_COMPARISON  # shadow testing of this mirror
+    policy: str | None = None  # "namespace/name" of the MirrorPolicy applied, for display
 
 
 @dataclass(frozen=True)

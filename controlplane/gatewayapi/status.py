@@ -47,7 +47,7 @@ def is_problem(condition: dict[str, Any]) -> bool:
 
 def conditions_in(body: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every condition in a status body, with where it sits: ``""`` (the object itself),
-    ``listener NAME`` or ``parent [NAMESPACE/]NAME``."""
+    ``listener NAME``, ``parent [NAMESPACE/]NAME`` or, for a policy, ``target KIND NAME[ rule R]``."""
     if not isinstance(body, dict):
         return
     for c in body.get("conditions") or []:
@@ -58,6 +58,10 @@ def conditions_in(body: Any, where: str = "") -> Iterator[tuple[str, dict[str, A
         ref = parent.get("parentRef", {})
         name = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref.get("name", "?")
         yield from conditions_in(parent, f"parent {name}")
+    for ancestor in body.get("ancestors") or []:  # a policy's targets (GEP-713)
+        ref = ancestor.get("ancestorRef", {})
+        section = f" rule {ref['sectionName']}" if ref.get("sectionName") else ""
+        yield from conditions_in(ancestor, f"target {ref.get('kind', '?')} {ref.get('name', '?')}{section}")
 
 
 def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str, Any]:
@@ -93,9 +97,9 @@ def _identity(item: Any, index: int) -> str:
     if isinstance(item, dict):
         if "name" in item:
             return str(item["name"])
-        if "parentRef" in item:
-            ref = item["parentRef"]
-            return f"{ref.get('namespace', '')}/{ref.get('name')}/{ref.get('sectionName', '')}/{ref.get('port', '')}"
+        if "parentRef" in item or "ancestorRef" in item:
+            ref = item.get("parentRef") or item["ancestorRef"]
+            return f"{ref.get('kind', '')}/{ref.get('namespace', '')}/{ref.get('name')}/{ref.get('sectionName', '')}/{ref.get('port', '')}"
     return str(index)
 
 
