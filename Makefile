@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[run,test]'
 	@touch $@
 
-# The seed scenario locally: two echo backends, the control plane and an Envoy on port 8000.
+# The seed scenario locally: two echo backends (HTTP and gRPC), the control plane, an Envoy on
+# port 8000 (HTTP seed) and one on port 8001 (gRPC seed, docs/grpc.md).
 run: $(STAMP)
-	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081 --echo pipy-mirror=8082
+	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081,grpc=8083 --echo pipy-mirror=8082,grpc=8084
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -69,6 +70,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.fleet memory
 	$(PY) -m benchmarks.conformance
 	$(PY) -m benchmarks.mirror_stall
+	$(PY) -m benchmarks.grpc_mirror
 
 clean:
 	rm -rf $(VENV) build *.egg-info

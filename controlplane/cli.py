@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--echo",
         action="append",
         default=[],
-        metavar="NAME=PORT",
-        help="also start an echo backend NAME on 127.0.0.1:PORT (repeatable)",
+        metavar="NAME=PORT[,grpc=PORT]",
+        help="also start an echo backend NAME on 127.0.0.1:PORT, and its gRPC echo on grpc=PORT (repeatable)",
     )
 
     echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
@@ -317,11 +317,14 @@ async def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_echo(spec: str) -> tuple[str, int]:
-    name, _, port = spec.partition("=")
-    if not name or not port.isdigit():
-        raise UsageError(f"--echo {spec!r}: expected NAME=PORT, e.g. pipy=8081")
-    return name, int(port)
+def _parse_echo(spec: str) -> tuple[str, int, int | None]:
+    """``NAME=PORT`` or ``NAME=PORT,grpc=PORT``: the echo's HTTP port and, optionally, its gRPC port."""
+    head, _, rest = spec.partition(",")
+    name, _, port = head.partition("=")
+    key, _, grpc_port = rest.partition("=")
+    if not name or not port.isdigit() or (rest and (key != "grpc" or not grpc_port.isdigit())):
+        raise UsageError(f"--echo {spec!r}: expected NAME=PORT or NAME=PORT,grpc=PORT, e.g. pipy=8081,grpc=8083")
+    return name, int(port), int(grpc_port) if rest else None
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -358,7 +361,7 @@ async def _serve(args: argparse.Namespace) -> int:
         extensions=extensions,
     )
     await plane.start()
-    tasks = [asyncio.create_task(echo.run_echo(port, name)) for name, port in echos]
+    tasks = [asyncio.create_task(echo.run_echo(port, name, grpc_port=grpc_port)) for name, port, grpc_port in echos]
     envoys = []
     try:
         if args.command == "run":

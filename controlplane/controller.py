@@ -152,7 +152,11 @@ class Controller:
         changed = self._store.changed(store) if self._store is not None else None
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
-        self._memo.changed = changed.get("httproutes", set()) if changed is not None else None
+        self._memo.changed = (
+            {("HTTPRoute", *k) for k in changed.get("httproutes", ())} | {("GRPCRoute", *k) for k in changed.get("grpcroutes", ())}
+            if changed is not None
+            else None
+        )
         updates = self._endpoints_only(store, changed)
         if updates is not None:
             self._resources.update(updates)
@@ -192,7 +196,7 @@ class Controller:
         else:
             for listener in self.status_listeners:
                 listener(self.statuses)
-            routes = len(self._store.httproutes) if self._store is not None else 0
+            routes = len(self._store.httproutes) + len(self._store.grpcroutes) if self._store is not None else 0
             log.info("translate.done gateways=%d routes=%d seconds=%.3f", len(plan.result.gateways), routes, seconds)
         for on_update in self.update_listeners:
             on_update(seconds, plan.statuses_changed or 0)

@@ -152,7 +152,7 @@ def origin_regex(origin: str) -> str | None:
 
 @dataclass(frozen=True)
 class Route:
-    """One Envoy route: one match of one HTTPRoute rule.
+    """One Envoy route: one match of one HTTPRoute or GRPCRoute rule.
 
     ``direct_status`` set means no upstream is called at all (e.g. every backend invalid → 500).
     """
@@ -171,6 +171,9 @@ class Route:
     timeout_ms: int | None = None
     backend_timeout_ms: int | None = None
     stat_prefix: str = ""  # set for named rules: Envoy then keeps per-route stats under it
+    kind: Literal["HTTPRoute", "GRPCRoute"] = "HTTPRoute"
+    source: str = ""  # "Kind namespace/name" of the route object, e.g. "HTTPRoute server/http-route-sample"
+    rule: str = ""  # the rule's name, or its index as a string when unnamed
 
 
 @dataclass(frozen=True)

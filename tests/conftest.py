@@ -43,6 +43,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_kubernetes_provider": ("kubernetes",),
     "test_kubernetes_status": ("kubernetes",),
     "test_kubernetes_mirror_policy": ("kubernetes",),
+    "test_kubernetes_grpc": ("kubernetes", "envoy"),
     "test_kubernetes_e2e": ("kubernetes", "envoy"),
     "test_fleet": ("slow",),
     "test_fuzz": ("slow",),  # hypothesis, 200 examples: 20-40 s

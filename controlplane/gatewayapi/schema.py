@@ -58,6 +58,7 @@ _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",
     "Gateway": "gateway.networking.k8s.io_gateways.yaml",
     "HTTPRoute": "gateway.networking.k8s.io_httproutes.yaml",
+    "GRPCRoute": "gateway.networking.k8s.io_grpcroutes.yaml",
     "ReferenceGrant": "gateway.networking.k8s.io_referencegrants.yaml",
     # mirrorplane's own policy kind (group mirrorplane.io), validated exactly like the others.
     "MirrorPolicy": "mirrorplane.io_mirrorpolicies.yaml",

@@ -46,12 +46,14 @@ GATEWAY_RESOURCES = (
     ("GatewayClass", "gatewayclasses", False, ("v1",)),
     ("Gateway", "gateways", True, ("v1",)),
     ("HTTPRoute", "httproutes", True, ("v1",)),
+    ("GRPCRoute", "grpcroutes", True, ("v1",)),
     ("ReferenceGrant", "referencegrants", True, ("v1", "v1beta1")),
 )
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 # mirrorplane's own kinds: watched when the cluster serves them (the MirrorPolicy CRD is in
 # manifests/install.yaml), so that a cluster without the CRD still routes, without policies.
 POLICY_RESOURCES = (Resource("MirrorPolicy", MIRRORPLANE_GROUP, "v1alpha1", "mirrorpolicies", True),)
-STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "MirrorPolicy")  # we write their status
+STATUS_KINDS = ("GatewayClass", "Gateway", *ROUTE_KINDS, "MirrorPolicy")  # we write their status
 KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
 
 
