@@ -12,6 +12,7 @@ method, then the number of header matches; then the oldest route, namespace/name
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from .. import ir
@@ -45,7 +46,7 @@ def method_match(spec: dict[str, Any] | None) -> tuple[str, str]:
     return "RegularExpression", f"/{_ANY_SEGMENT}/{re.escape(method)}"
 
 
-def grpc_match(m: dict[str, Any]) -> tuple[ir.Match, tuple[int, int, int]]:
+def grpc_match(m: Mapping[str, Any]) -> tuple[ir.Match, tuple[int, int, int]]:
     """One GRPCRouteMatch as an IR match, with its precedence: (service characters, method
     characters, header matches), larger first."""
     path_type, path = method_match(m.get("method"))
@@ -60,7 +61,7 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
     rules, problems, dropped = [], [], {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
     for index, rule in enumerate(route.spec.get("rules") or []):
-        filters = rule_filters(resolver, route, rule, shadow_suffix)  # type: ignore[arg-type]
+        filters = rule_filters(resolver, route, rule, shadow_suffix)
         problems += filters.problems
         compiled = [grpc_match(m) for m in rule.get("matches") or [{}]]
         unsupported = list(filters.unsupported)
@@ -71,7 +72,7 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
             unsupported += refused
             compiled = [c for mi, c in enumerate(compiled) if mi not in refused_matches]
             filters = RuleFilters()
-        weighted = weighted_backends(resolver, route, rule, filters, problems)  # type: ignore[arg-type]
+        weighted = weighted_backends(resolver, route, rule, filters, problems)
         direct = None
         if unsupported:
             outcome = "its calls fail with gRPC status UNKNOWN (HTTP 500)" if compiled else "it is not served"

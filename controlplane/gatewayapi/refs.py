@@ -153,8 +153,7 @@ def resolve_backend(
     grpc = route.kind == "GRPCRoute"
     cluster = cluster_name(namespace, name, port, mirror=mirror, grpc=grpc)
     if spec.get("type") == "ExternalName" and spec.get("externalName"):
-        endpoints = (Endpoint(spec["externalName"], port),)
-        return Backend(cluster, endpoints, "dns", "h2c" if grpc else "http1"), None
+        return Backend(cluster, (Endpoint(spec["externalName"], port),), "dns", "h2c" if grpc else "http1"), None
     if service_port is None:
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} has no port {port}")
     app_protocol = service_port.get("appProtocol")
@@ -187,10 +186,12 @@ def with_current_endpoints(store: Store, backend: Backend) -> Backend:
     if service_port is None:
         return backend
     endpoints, discovery = _endpoints(store, namespace, name, service_port)
-    return replace(backend, endpoints=endpoints, discovery=discovery)  # type: ignore[arg-type]
+    return replace(backend, endpoints=endpoints, discovery=discovery)
 
 
-def _endpoints(store: Store, namespace: str, service: str, service_port: dict[str, Any]) -> tuple[tuple[Endpoint, ...], str]:
+def _endpoints(
+    store: Store, namespace: str, service: str, service_port: dict[str, Any]
+) -> tuple[tuple[Endpoint, ...], Literal["eds", "dns"]]:
     """Ready endpoints of a Service port from its EndpointSlices.
 
     A slice port is matched by the Service port's name (both empty for a single unnamed port).

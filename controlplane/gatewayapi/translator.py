@@ -8,12 +8,12 @@ other valid object keeps being served.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
-from .store import Store
+from .store import NsName, Store
 from . import hostnames
 from .filters import redirect_for, rewrite_for
 from .grpcroutes import grpc_precedence, grpc_route_rules
@@ -113,7 +113,8 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     resolver = BackendResolver(store)
     policies = resolve_policies(store, options.controller_name, statuses)
     found: list[_Attachment] = []
-    for routes in (store.httproutes, store.grpcroutes):
+    route_kinds: tuple[Mapping[NsName, K8sObject[Any]], ...] = (store.httproutes, store.grpcroutes)
+    for routes in route_kinds:
         for _, route in sorted(routes.items()):
             found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
@@ -392,7 +393,8 @@ def _gateway_ir(
     memo: RouteMemo | None = None,
 ) -> ir.GatewayIR:
     programmed = [lst for lst in listeners if lst.programmed]
-    out_listeners, used = [], set()
+    out_listeners: list[ir.HTTPListener] = []
+    used: set[str] = set()
     for port in sorted({lst.port for lst in programmed}):
         on_port = [lst for lst in programmed if lst.port == port]
         siblings = [lst.hostname for lst in on_port]
@@ -459,10 +461,10 @@ def _virtual_hosts(
         for host in a.hostnames:
             if not hostnames.owned_by(host, lst.hostname, siblings):
                 continue
-            routes = vhosts[host]
+            host_routes = vhosts[host]
             for name, order, route in a.routes:
-                if name not in routes:
-                    routes[name] = (order, route)
+                if name not in host_routes:
+                    host_routes[name] = (order, route)
     out = []
     for host in sorted(vhosts):
         found = vhosts[host]

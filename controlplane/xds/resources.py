@@ -36,7 +36,8 @@ class Resources:
     routes: Mapping[str, Message] = field(default_factory=_empty)
 
     def by_type(self, type_url: str) -> Mapping[str, Message]:
-        return getattr(self, SHORT_NAMES[type_url])
+        by_type: Mapping[str, Message] = getattr(self, SHORT_NAMES[type_url])
+        return by_type
 
     def items(self) -> Iterator[tuple[str, Mapping[str, Message]]]:
         for type_url in PUSH_ORDER:

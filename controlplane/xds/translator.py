@@ -24,7 +24,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from envoy.type.v3 import percent_pb2, range_pb2
+from envoy.type.v3 import range_pb2
+from envoy.type.v3.percent_pb2 import FractionalPercent as _FP
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from .. import ir
@@ -34,7 +35,6 @@ from .resources import Resources
 # the route's cluster_not_found_response_code turns them into the 500 the spec asks for.
 INVALID_BACKEND_CLUSTER = "invalid-backend-ref"
 
-_FP = percent_pb2.FractionalPercent
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _CORS_FILTER = "envoy.filters.http.cors"
 _REDIRECT_CODES = {
@@ -331,7 +331,7 @@ def _route_configuration(
         # A repeated message field on the wire is just its elements one after another (tag,
         # length, bytes): parse the cached bytes into the message in one C call. The snapshot
         # serializes it deterministically, so the bytes equal those of the path above.
-        parts = []
+        parts: list[bytes] = []
         for vh in chain.virtual_hosts:
             data = memo.virtual_host(vh, mirror_body_limit)
             parts += (_VIRTUAL_HOSTS_TAG, _varint(len(data)), data)
