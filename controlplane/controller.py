@@ -174,8 +174,8 @@ class Controller:
             statuses = {**statuses, **held_statuses(self.held, result.gateways, self.options.controller_name)}
         with paused_gc():
             statuses_changed = self._record_statuses(statuses)
-        gone = sorted(set(self.cache.gateways()) - set(result.gateways))
-        return Plan(result, snapshots, gone, started, statuses_changed)
+        untranslated = sorted(set(self.cache.gateways()) - set(result.gateways))
+        return Plan(result, snapshots, untranslated, started, statuses_changed)
 
     def _snapshots(self, built: dict[str, Resources]) -> dict[str, Snapshot]:
         return {key: Snapshot.build(key, res, previous=self.cache.get(key)) for key, res in built.items()}

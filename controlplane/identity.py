@@ -101,7 +101,8 @@ class Authorizer:
 PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
 
 
-class OperatorOnly(grpc.aio.ServerInterceptor):
+# grpc ships no type stubs: the base class is Any to mypy.
+class OperatorOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Every service but the public ones and ``self_checked`` (ADS, which checks per stream)
     needs the operator identity: default-deny, so a service added later is not open by mistake."""
 

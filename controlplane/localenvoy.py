@@ -482,7 +482,8 @@ class LocalEnvoy:
 
     async def server_info(self) -> dict[str, Any]:
         """``/server_info``; ``["state"]`` is e.g. ``PRE_INITIALIZING`` or ``LIVE``."""
-        return json.loads(await self.admin_get("/server_info"))
+        info: dict[str, Any] = json.loads(await self.admin_get("/server_info"))
+        return info
 
     async def config_dump(self, resource: str | None = None, *, include_eds: bool = False) -> dict[str, Any]:
         """``/config_dump`` as JSON; ``resource`` e.g. ``dynamic_active_clusters``."""
@@ -492,7 +493,8 @@ class LocalEnvoy:
         if include_eds:
             query.append("include_eds")
         path = "/config_dump" + ("?" + "&".join(query) if query else "")
-        return json.loads(await self.admin_get(path))
+        dump: dict[str, Any] = json.loads(await self.admin_get(path))
+        return dump
 
     async def stat(self, name: str) -> int | None:
         """One counter or gauge by exact name; None if Envoy has no such stat."""

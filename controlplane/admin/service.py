@@ -155,6 +155,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         if snapshot is None:
             known = ", ".join(self.cache.gateways()) or "none"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no snapshot for Gateway {gateway!r} (served: {known})")
+            raise AssertionError("unreachable: abort() raises")  # grpc is untyped: mypy cannot know it
         types = {_TYPE_BY_NAME[t] for t in request.types} or set(PUSH_ORDER)
         names = set(request.names)
         sets = []

@@ -124,7 +124,8 @@ def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
         items = doc["items"]
     else:
         items = [doc]
-    objects, failures = [], []
+    objects: list[K8sObject[Any]] = []
+    failures: list[tuple[str, str, ObjKey | None]] = []
     for item in items:
         if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
             failures.append((f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)", None))
@@ -144,13 +145,13 @@ def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
 
 
 def _identity(doc: dict[str, Any]) -> str:
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    meta = m if isinstance(m := doc.get("metadata"), dict) else {}
     ns = meta.get("namespace")
     return f"{doc.get('kind')} {f'{ns}/' if ns else ''}{meta.get('name', '(no name)')}"
 
 
 def _key_of(doc: dict[str, Any]) -> ObjKey:
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    meta = m if isinstance(m := doc.get("metadata"), dict) else {}
     cluster_scoped = doc.get("kind") in ("GatewayClass", "Namespace")
     return (str(doc.get("kind")), "" if cluster_scoped else str(meta.get("namespace") or "default"), str(meta.get("name")))
 

@@ -147,7 +147,7 @@ class Reflector:
         try:
             yamlread.check_tree(body, self.options.limits)
         except yamlread.Rejected as exc:
-            meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            meta = m if isinstance(m := body.get("metadata"), dict) else {}
             log.error("object.rejected kind=%s object=%s/%s error=%r then=skip", self.kind, meta.get("namespace"), meta.get("name"), str(exc))
             return None
         try:
@@ -281,7 +281,7 @@ class KubernetesProvider:
             delay = min(delay * 2, self.options.backoff_max)
 
     async def _start_once(self) -> Store:
-        assert self.api is not None
+        assert self.api is not None and self.outage is not None  # start() sets both
         resources = [*await self._gateway_resources(), *await self._policy_resources(), *CORE_RESOURCES]
         self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
         await asyncio.gather(*(r.list() for r in self.reflectors.values()))

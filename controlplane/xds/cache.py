@@ -63,9 +63,8 @@ def bytes_version(data: bytes) -> str:
 
 def resource_name(type_url: str, message: Message) -> str:
     """The name Envoy knows a resource by (``cluster_name`` for ClusterLoadAssignment)."""
-    if type_url == ENDPOINT:
-        return message.cluster_name  # type: ignore[attr-defined]
-    return message.name  # type: ignore[attr-defined]
+    name: str = getattr(message, "cluster_name" if type_url == ENDPOINT else "name")
+    return name
 
 
 def serialize(message: Message) -> bytes:
