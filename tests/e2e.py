@@ -90,6 +90,12 @@ class Stack:
         async with self.session.request(method, self.url + path, data=data, **kw) as resp:
             return resp.status, await resp.read()
 
+    def file_errors(self, name: str) -> list[str]:
+        """What the file provider reports about one file of the stack's folder."""
+        provider = self.plane.provider
+        assert isinstance(provider, FileProvider)
+        return [str(e) for e in provider.errors.get(self.dir / name, [])]
+
     async def mirror_policies(self) -> list[dict[str, Any]]:
         return await mirror_policies(self.envoy)
 
