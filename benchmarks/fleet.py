@@ -224,7 +224,7 @@ async def file_latency(clients: int, rounds: int, delta: bool, routes: int) -> N
             await fleet.wait_ready(120)
             results = []
             for i in range(rounds):
-                old = plane.cache.get(FILE_GATEWAY).version_of(ENDPOINT)
+                old = plane.cache[FILE_GATEWAY].version_of(ENDPOINT)
                 results.append(
                     await measure_round(
                         fleet, plane.registry, clients, lambda: save_slice(1001 + i), lambda e: e["v"] != old

@@ -237,6 +237,10 @@ class SnapshotCache:
     def get(self, gateway: str) -> Snapshot | None:
         return self._snapshots.get(gateway)
 
+    def __getitem__(self, gateway: str) -> Snapshot:
+        """The snapshot of a Gateway that must have one (a KeyError names it otherwise)."""
+        return self._snapshots[gateway]
+
     def remove(self, gateway: str) -> None:
         """Forget ``gateway``. Its streams are woken (they see ``None``) but stay open."""
         if self._snapshots.pop(gateway, None) is not None:
