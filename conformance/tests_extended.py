@@ -178,7 +178,7 @@ async def redirect_port_and_scheme(env: Env) -> None:
     t80 = await accepted_with_refs(env, SAME_NAMESPACE, (INFRA, "http-route-for-listener-on-port-80"))
     t8080 = await accepted_with_refs(env, (INFRA, "same-namespace-with-http-listener-on-8080"), (INFRA, "http-route-for-listener-on-port-8080"))
     t443 = await accepted_with_refs(env, HTTPS_GW, (INFRA, "http-route-for-listener-on-port-443"))
-    org = {"host": "example.org"}
+    org = "example.org"
 
     def tls(path: str, **kw: str) -> Case:
         return Case(path=path, host="example.org", sni="example.org", status=302, redirect=Redirect(**kw), namespace=INFRA)
@@ -186,21 +186,21 @@ async def redirect_port_and_scheme(env: Env) -> None:
     await asyncio.gather(
         env.expect(
             t80,
-            redirect("/scheme-nil-and-port-nil", scheme="http", **org), redirect("/scheme-nil-and-port-80", scheme="http", **org),
-            redirect("/scheme-nil-and-port-8080", scheme="http", port="8080", **org),
-            redirect("/scheme-https-and-port-nil", scheme="https", **org), redirect("/scheme-https-and-port-443", scheme="https", **org),
-            redirect("/scheme-https-and-port-8443", scheme="https", port="8443", **org),
+            redirect("/scheme-nil-and-port-nil", scheme="http", host=org), redirect("/scheme-nil-and-port-80", scheme="http", host=org),
+            redirect("/scheme-nil-and-port-8080", scheme="http", port="8080", host=org),
+            redirect("/scheme-https-and-port-nil", scheme="https", host=org), redirect("/scheme-https-and-port-443", scheme="https", host=org),
+            redirect("/scheme-https-and-port-8443", scheme="https", port="8443", host=org),
         ),
         env.expect(
             t8080,
-            redirect("/scheme-nil-and-port-nil", scheme="http", port="8080", **org), redirect("/scheme-nil-and-port-80", scheme="http", **org),
-            redirect("/scheme-https-and-port-nil", scheme="https", **org),
+            redirect("/scheme-nil-and-port-nil", scheme="http", port="8080", host=org), redirect("/scheme-nil-and-port-80", scheme="http", host=org),
+            redirect("/scheme-https-and-port-nil", scheme="https", host=org),
         ),
         env.expect(
             t443,
-            tls("/scheme-nil-and-port-nil", scheme="https", **org), tls("/scheme-nil-and-port-443", scheme="https", **org),
-            tls("/scheme-nil-and-port-8443", scheme="https", port="8443", **org), tls("/scheme-http-and-port-nil", scheme="http", **org),
-            tls("/scheme-http-and-port-80", scheme="http", **org), tls("/scheme-http-and-port-8080", scheme="http", port="8080", **org),
+            tls("/scheme-nil-and-port-nil", scheme="https", host=org), tls("/scheme-nil-and-port-443", scheme="https", host=org),
+            tls("/scheme-nil-and-port-8443", scheme="https", port="8443", host=org), tls("/scheme-http-and-port-nil", scheme="http", host=org),
+            tls("/scheme-http-and-port-80", scheme="http", host=org), tls("/scheme-http-and-port-8080", scheme="http", port="8080", host=org),
         ),
     )
 

@@ -9,6 +9,7 @@ every other route served and updated.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,10 @@ async def test_an_unforeseen_nack_among_several_new_routes_is_found_by_bisection
         "---\n".join([route(n, f"/{n}") for n in good[:2]] + [route("bad", "/(?<=x)y", path_type="RegularExpression")] + [route(n, f"/{n}") for n in good[2:]]),
     )
     await wait_until(lambda: (accepted(stack, "bad") or ("", "Pending"))[1] == "UnsupportedValue", timeout=30, message="the culprit found")
-    assert "invalid perl operator: (?<=" in accepted(stack, "bad")[2]  # type: ignore[index]
+    bad = accepted(stack, "bad")
+    assert bad is not None and "invalid perl operator: (?<=" in bad[2]
     for name in good:
-        await wait_until(lambda name=name: edit_seen(stack, f"/{name}", "1"), message=f"{name} served")
+        await wait_until(functools.partial(edit_seen, stack, f"/{name}", "1"), message=f"{name} served")
         assert accepted(stack, name) == ("True", "Accepted", "Route is accepted")
     assert not [k for k, h in stack.plane.controller.held.items() if not h.confirmed], "nothing left held back"
 

@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -172,7 +173,7 @@ async def test_status_flag_answers_the_mapped_grpc_code(start_echo: Start) -> No
 
 async def test_server_stream_sends_count_messages_and_logs_the_request_digest(start_echo: Start) -> None:
     echo = await start_echo()
-    data = {"message": "mirror me", "count": 3}
+    data: dict[str, Any] = {"message": "mirror me", "count": 3}
     code, out, err = await echo.grpcurl(f"{STREAM}/ServerStream", data=data)
     assert code == 0, err
     messages = _messages(out)

@@ -13,7 +13,7 @@ import random
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 # Kubernetes' "safe" alphabet for generated name suffixes (no vowels, no
 # look-alike characters), so default pod names look like real pod names.
@@ -155,6 +155,14 @@ def _default_pod_name(name: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+class LogStream(Protocol):
+    """Where log lines go: a text stream, or anything that takes its writes (a test's collector)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class EchoConfig:
     name: str
@@ -165,7 +173,7 @@ class EchoConfig:
     delay: float
     status: int | None
     http_port: int
-    out: TextIO | None
+    out: LogStream | None
 
 
 def make_config(
@@ -178,7 +186,7 @@ def make_config(
     delay: float = 0.0,
     status: int | None = None,
     http_port: int = 0,
-    out: TextIO | None = None,
+    out: LogStream | None = None,
 ) -> EchoConfig:
     """Check and complete an echo server's options.
 
