@@ -161,7 +161,8 @@ class Controller:
         if updates is not None:
             self._resources.update(updates)
             self._store = store
-            return Plan(self._last, self._snapshots(updates), [], started, None)  # type: ignore[arg-type]
+            assert self._last is not None  # _endpoints_only answers only after a full translation
+            return Plan(self._last, self._snapshots(updates), [], started, None)
         with paused_gc():
             result = translate(store, self.options, self._memo)
             built = {key: self._build(key, gateway) for key, gateway in result.gateways.items()}

@@ -52,10 +52,10 @@ def redact(message: Message) -> bool:
     if not _may_hold_secrets(descriptor, _SEEN):
         return False
     changed = False
-    if descriptor.full_name == _ANY:
-        inner = _unpack(message)  # type: ignore[arg-type]
+    if isinstance(message, any_pb2.Any):  # the class of every Any (descriptor.full_name == _ANY)
+        inner = _unpack(message)
         if inner is not None and redact(inner):
-            message.Pack(inner)  # type: ignore[attr-defined]
+            message.Pack(inner)
             return True
         return False
     for field_name in SECRET_FIELDS.get(descriptor.full_name, ()):

@@ -27,7 +27,7 @@ from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, refused_filter
 _ANY_SEGMENT = "[^/]+"
 
 
-def method_match(spec: dict[str, Any] | None) -> tuple[str, str]:
+def method_match(spec: dict[str, Any] | None) -> tuple[ir.PathType, str]:
     """A GRPCMethodMatch as an IR (path type, path).
 
     Exact service and method: the exact path ``/service/method``. Service only: the prefix
@@ -53,7 +53,7 @@ def grpc_match(m: Mapping[str, Any]) -> tuple[ir.Match, tuple[int, int, int]]:
     headers = first_by_name(m.get("headers") or [], fold_case=True)
     method = m.get("method") or {}
     rank = (len(method.get("service") or ""), len(method.get("method") or ""), len(headers))
-    return ir.Match(path_type=path_type, path=path, headers=headers), rank  # type: ignore[arg-type]
+    return ir.Match(path_type=path_type, path=path, headers=headers), rank
 
 
 def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:

@@ -8,6 +8,7 @@ stats count mirrored traffic apart from primary traffic.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -148,7 +149,7 @@ def resolve_backend(
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} not found")
     if port is None:
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} needs a port")
-    spec: dict[str, Any] = service.spec  # type: ignore[assignment]
+    spec: Mapping[str, Any] = service.spec
     service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
     grpc = route.kind == "GRPCRoute"
     cluster = cluster_name(namespace, name, port, mirror=mirror, grpc=grpc)
@@ -181,7 +182,7 @@ def with_current_endpoints(store: Store, backend: Backend) -> Backend:
         return backend
     namespace, name, port = backend.service
     service = store.services.get((namespace, name))
-    spec: dict[str, Any] = service.spec if service is not None else {}  # type: ignore[assignment]
+    spec: Mapping[str, Any] = service.spec if service is not None else {}
     service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
     if service_port is None:
         return backend
@@ -201,7 +202,7 @@ def _endpoints(
     ip_eps: set[Endpoint] = set()
     dns_eps: set[Endpoint] = set()
     for slice_ in store.endpointslices_for(namespace, service):
-        body: dict[str, Any] = slice_.spec  # type: ignore[assignment]
+        body: Mapping[str, Any] = slice_.spec
         target = next((p.get("port") for p in body.get("ports") or [] if (p.get("name") or "") == port_name), None)
         if target is None:
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from .. import ir
 from .store import NsName, Store
@@ -125,7 +125,8 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
 
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
-        gw = store.gateways[tuple(key.split("/", 1))]  # type: ignore[index]
+        namespace, name = key.split("/", 1)
+        gw = store.gateways[(namespace, name)]
         gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends, memo)
         statuses[("Gateway", gw.namespace, gw.name)] = gateway_status(gw, gw_listeners, options.addresses)
     if memo is not None:
@@ -479,7 +480,8 @@ def _virtual_hosts(
 
 def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, route: K8sObject[Any]) -> ir.Route:
     f = rule.filters
-    origin = {"kind": route.kind, "source": route.describe(), "rule": rule.name or str(rule.index)}
+    kind: Literal["HTTPRoute", "GRPCRoute"] = "GRPCRoute" if route.kind == "GRPCRoute" else "HTTPRoute"
+    source, rule_name = route.describe(), rule.name or str(rule.index)
     if rule.direct_status is not None:
         return ir.Route(
             name=name,
@@ -487,7 +489,9 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, ro
             request_headers=f.request_headers,
             response_headers=f.response_headers,
             direct_status=rule.direct_status,
-            **origin,  # type: ignore[arg-type]
+            kind=kind,
+            source=source,
+            rule=rule_name,
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
@@ -504,5 +508,7 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, ro
         timeout_ms=rule.timeout_ms,
         backend_timeout_ms=rule.backend_timeout_ms,
         stat_prefix=name if rule.name else "",
-        **origin,  # type: ignore[arg-type]
+        kind=kind,
+        source=source,
+        rule=rule_name,
     )

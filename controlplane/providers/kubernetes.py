@@ -121,7 +121,7 @@ class Reflector:
                     "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
                 )
             except ApiError as exc:
-                exc.resource = f"resource={self.resource.plural}"  # type: ignore[attr-defined]
+                exc.resource = f"resource={self.resource.plural}"
                 raise
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", self.resource.api_version)
@@ -270,7 +270,7 @@ class KubernetesProvider:
                 log.warning(
                     "kubernetes.start_failed host=%s %s error=%r retry_in=%.1fs ready=after_every_kind_listed",
                     self.api.host,
-                    getattr(exc, "resource", "discovery"),
+                    exc.resource or "discovery",
                     str(exc),
                     delay,
                 )
@@ -349,7 +349,8 @@ class KubernetesProvider:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            current = asyncio.current_task()  # never None in a coroutine
+            if current is not None and current.cancelling():
                 await self.close()  # stopping; after a failure, start() reuses the client (the status writer holds it)
 
     async def resync(self) -> None:

@@ -136,16 +136,17 @@ class Snapshot:
         """
         types: dict[str, TypeSnapshot] = {}
         before = previous.resources if previous is not None else None
+        before_types = previous.types if previous is not None else {}
         for type_url, messages in resources.items():
             if before is not None and before.by_type(type_url) is messages:
-                types[type_url] = previous.types[type_url]  # type: ignore[union-attr]
+                types[type_url] = before_types[type_url]
                 continue
             known = before.by_type(type_url) if before is not None else {}
             expected = type_url.rsplit("/", 1)[1]
             entries: dict[str, Entry] = {}
             for name, message in messages.items():
                 if known.get(name) is message:
-                    entries[name] = previous.types[type_url].entries[name]  # type: ignore[union-attr]
+                    entries[name] = before_types[type_url].entries[name]
                     continue
                 full_name = message.DESCRIPTOR.full_name
                 if full_name != expected:

@@ -27,6 +27,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import range_pb2
 from envoy.type.v3.percent_pb2 import FractionalPercent as _FP
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.message import Message
 
 from .. import ir
 from .resources import Resources
@@ -170,10 +171,10 @@ def _ads() -> config_source_pb2.ConfigSource:
     )
 
 
-def _any(msg: object) -> any_pb2.Any:
+def _any(msg: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     # Deterministic, so that map order inside typed_config never changes a version (cache.py).
-    packed.Pack(msg, deterministic=True)  # type: ignore[arg-type]
+    packed.Pack(msg, deterministic=True)
     return packed
 
 
