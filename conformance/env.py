@@ -32,7 +32,7 @@ from .rpc import GrpcCase, GrpcClient
 from .pods import Pods
 from .status import (
     Cond,
-    ConformanceFailure,
+    ConformanceError,
     ListenerExpectation,
     Parent,
     accepted,
@@ -330,9 +330,9 @@ class Env:
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            if not all(isinstance(f, ConformanceFailure) for f in failures):
-                raise next(f for f in failures if not isinstance(f, ConformanceFailure))
-            raise ConformanceFailure("; ".join(str(f) for f in failures[:3]) + (f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""))
+            if not all(isinstance(f, ConformanceError) for f in failures):
+                raise next(f for f in failures if not isinstance(f, ConformanceError))
+            raise ConformanceError("; ".join(str(f) for f in failures[:3]) + (f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""))
 
 
 def edit_docs(env: Env, kind: str, namespace: str, name: str, mutate: Any) -> None:
@@ -356,4 +356,4 @@ def edit_docs(env: Env, kind: str, namespace: str, name: str, mutate: Any) -> No
         if hit:
             env.write(path.name, kept)
             return
-    raise ConformanceFailure(f"{kind} {namespace}/{name} is not in the test's manifests")
+    raise ConformanceError(f"{kind} {namespace}/{name} is not in the test's manifests")

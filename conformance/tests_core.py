@@ -9,7 +9,7 @@ import asyncio
 
 from .env import INFRA, SAME_NAMESPACE, Env, edit_docs
 from .http import Case, Redirect, Target
-from .status import Cond, ConformanceFailure, ListenerExpectation, Parent, accepted
+from .status import Cond, ConformanceError, ListenerExpectation, Parent, accepted
 from .suite import conformance_test, skipped_test
 
 CORE = ["Gateway", "HTTPRoute"]
@@ -293,7 +293,7 @@ async def weight(env: Env) -> None:
             why += f" unexpected backends {sorted(unexpected)}"
         if not why:
             return
-    raise ConformanceFailure(f"weighted distribution: {why}")
+    raise ConformanceError(f"weighted distribution: {why}")
 
 
 @conformance_test("HTTPRouteRequestHeaderModifier", "Set, add and remove request headers", CORE, ["tests/httproute-request-header-modifier.yaml"])

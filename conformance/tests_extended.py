@@ -9,7 +9,7 @@ import aiohttp
 
 from .env import INFRA, SAME_NAMESPACE, Env
 from .http import H2C_PRIOR_KNOWLEDGE, MAX_TIME_TO_CONSISTENCY, REQUEST_TIMEOUT, REQUIRED_CONSECUTIVE_SUCCESSES, Case, Redirect, Target
-from .status import Cond, ConformanceFailure, ListenerExpectation, Parent
+from .status import Cond, ConformanceError, ListenerExpectation, Parent
 from .suite import conformance_test, skipped_test
 from .tests_core import CORE, MODIFIED, V1, V2, V3, accepted_with_refs, code, ok, request_header_cases
 
@@ -120,7 +120,7 @@ async def backend_weights_header_modifier(env: Env) -> None:
 
     problems = [p for p in await asyncio.gather(*(one() for _ in range(100))) if p]
     if problems:
-        raise ConformanceFailure(f"{len(problems)}/100 requests carried another backend's header, e.g. {problems[0]}")
+        raise ConformanceError(f"{len(problems)}/100 requests carried another backend's header, e.g. {problems[0]}")
 
 
 # --- redirects ---------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ async def backend_protocol_websocket(env: Env) -> None:
                 continue
             successes = 0
             if asyncio.get_running_loop().time() > deadline:
-                raise ConformanceFailure(f"websocket /ws: {why}")
+                raise ConformanceError(f"websocket /ws: {why}")
             await asyncio.sleep(0.25)
 
 

@@ -7,7 +7,7 @@ import grpc
 
 from .env import INFRA, SAME_NAMESPACE, Env
 from .rpc import GrpcCase
-from .status import ConformanceFailure
+from .status import ConformanceError
 from .suite import conformance_test
 
 GRPC = ["Gateway", "GRPCRoute"]
@@ -113,4 +113,4 @@ async def weight(env: Env) -> None:
         if all(abs(shares[b] - p) <= WEIGHT_TOLERANCE for b, p in want.items()):
             return
         why = f"shares {shares}, want {want} ±{WEIGHT_TOLERANCE}"
-    raise ConformanceFailure(f"{why} in {WEIGHT_ATTEMPTS} attempts")
+    raise ConformanceError(f"{why} in {WEIGHT_ATTEMPTS} attempts")

@@ -78,11 +78,11 @@ def peer(context: grpc.aio.ServicerContext) -> Peer:
     return Peer(values[0].decode() if values else None, context.peer() or "")
 
 
+@dataclass(frozen=True)
 class Authorizer:
     """Whether identities are checked: only when the port requires client certificates."""
 
-    def __init__(self, enforced: bool) -> None:
-        self.enforced = enforced
+    enforced: bool
 
     def stream_denial(self, context: grpc.aio.ServicerContext, gateway: str) -> str | None:
         """Why an ADS stream asking for ``gateway`` (its ``node.cluster``) is refused, or None.

@@ -11,7 +11,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from support import wait_until
-from test_ads_server import GW, MESSAGE_CLASSES, make_resources, plane  # noqa: F401 (fixture)
+from test_ads_server import GW, MESSAGE_CLASSES, make_resources, plane_fixture  # noqa: F401 - pytest finds the fixture here
 
 
 class DeltaEnvoy:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
 import grpc
@@ -195,8 +195,8 @@ class Plane:
         return stream if type_url is None else stream.types[type_url]
 
 
-@pytest.fixture
-async def plane():
+@pytest.fixture(name="plane")
+async def plane_fixture() -> AsyncIterator[Plane]:
     cache, registry = SnapshotCache(), NodeRegistry()
     port = free_port()
     server = build_server(cache, registry, address=f"127.0.0.1:{port}")

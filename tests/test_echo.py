@@ -238,7 +238,7 @@ async def test_log_lines_stay_paired_under_concurrency(server: Server, session: 
     await asyncio.gather(*(one(i) for i in range(20)))
     lines = server.out.lines()
     assert len(lines) == 40
-    for head_line, echo_line in zip(lines[0::2], lines[1::2]):
+    for head_line, echo_line in zip(lines[0::2], lines[1::2], strict=True):
         path = json.loads(head_line[len("[pipy] "):])["path"]
         assert echo_line.startswith(f"[pipy] Echoing back request made to {path} to client (127.0.0.1:")
 

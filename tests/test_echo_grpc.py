@@ -59,7 +59,7 @@ class EchoProcess:
 
     async def logged_call(self, method: str) -> dict:
         """The JSON log line of the (first) call of ``method``."""
-        line = await self.line(lambda l: f'"method": "/{method}"' in l)
+        line = await self.line(lambda text: f'"method": "/{method}"' in text)
         assert line.startswith("[grpc-infra-backend-v1] {"), line
         return json.loads(line.partition(" ")[2])
 
@@ -92,9 +92,9 @@ async def start_echo() -> AsyncIterator[Start]:
         )
         echo = EchoProcess(proc)
         started.append(echo)
-        ready = await echo.line(lambda l: " listening grpc on " in l)
+        ready = await echo.line(lambda text: " listening grpc on " in text)
         echo.grpc_target = ready.rpartition(" ")[2]
-        await echo.line(lambda l: " listening on " in l)  # printed last: every port is up
+        await echo.line(lambda text: " listening on " in text)  # printed last: every port is up
         return echo
 
     yield start
@@ -230,10 +230,10 @@ async def test_in_process_with_python_clients_and_binary_metadata() -> None:
             pass
 
     async def wait_line(pattern: str) -> str:
-        while not any(re.search(pattern, l) for l in lines):
+        while not any(re.search(pattern, line) for line in lines):
             changed.clear()
             await asyncio.wait_for(changed.wait(), 30)
-        return next(l for l in lines if re.search(pattern, l))
+        return next(line for line in lines if re.search(pattern, line))
 
     server = asyncio.create_task(run_echo(0, "v2", grpc_port=0, out=Sink(), pod="v2-pod"))
     try:

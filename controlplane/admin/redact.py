@@ -13,7 +13,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from google.protobuf import any_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 if TYPE_CHECKING:

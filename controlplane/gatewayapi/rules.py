@@ -94,7 +94,7 @@ class RouteMemo:
             old is None
             or old[0].domains != domains
             or len(old[0].routes) != len(routes)
-            or any(a is not b for a, b in zip(old[0].routes, routes))
+            or any(a is not b for a, b in zip(old[0].routes, routes, strict=True))
         ):
             vh = ir.VirtualHost(name=key[1], domains=domains, routes=tuple(routes))
             old = (vh, backends_of(vh))

@@ -52,7 +52,6 @@ import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
 from ..errors import MirrorplaneError
-from .model import GATEWAY_GROUP
 
 _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",
@@ -428,7 +427,8 @@ def _structurally_valid(fast: Check | None, body: dict[str, Any]) -> bool:
         return False
     try:
         return fast(body)
-    except Exception:  # odd input (e.g. a non-string key): let jsonschema have the last word
+    # A fallback, not a swallow: on odd input (e.g. a non-string key) jsonschema validates the body.
+    except Exception:  # noqa: BLE001 - any failure of the fast path means "ask jsonschema"
         return False
 
 
@@ -551,6 +551,12 @@ def _cel_name(name: str) -> str:
     return _CEL_ESCAPE_RE.sub(lambda m: _CEL_ESCAPES[m.group()], name)
 
 
+# What a CEL evaluation error is raised as: the binding uses plain Python errors (a missing key is a
+# KeyError, a type mismatch a TypeError, 1/0 a ZeroDivisionError, a bad regex or an unknown function
+# a RuntimeError).
+_CEL_ERRORS = (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError)
+
+
 def _cel_error(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0]}"
@@ -599,7 +605,7 @@ class _Rule:
     def check(self, value: Any, path: str, type_name: str) -> _Problem | None:
         try:
             result = self.program.execute(_activation(value, self.extended))
-        except Exception as exc:  # the binding raises plain Python errors (KeyError, TypeError...)
+        except _CEL_ERRORS as exc:
             detail = f"{_cel_error(exc)} evaluating rule: {self.message or self.source}"
             return _Problem(f'{path}: Invalid value: "{type_name}": {detail}')
         return None if result is True else self.failure(value, path, type_name)
@@ -618,7 +624,7 @@ class _Rule:
         if self.message_program is not None:
             try:
                 text = self.message_program.execute(_activation(value, True))
-            except Exception:  # the server falls back to the static message, so do we
+            except _CEL_ERRORS:  # the server falls back to the static message, so do we
                 text = None
             if isinstance(text, str) and text.strip():
                 return text.strip()
@@ -646,7 +652,7 @@ class _RuleSet:
     def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
         try:
             results = self.batch.execute(_activation(value, self.extended))
-        except Exception:  # one rule raised: re-run them one by one to say which
+        except _CEL_ERRORS:  # one rule raised: re-run them one by one to say which
             results = [None] * len(self.rules)
         where = _fmt_path(path)
         for rule, result in zip(self.rules, results, strict=True):

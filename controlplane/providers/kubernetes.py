@@ -146,7 +146,7 @@ class Reflector:
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
         try:
             yamlread.check_tree(body, self.options.limits)
-        except yamlread.Rejected as exc:
+        except yamlread.RejectedError as exc:
             meta = m if isinstance(m := body.get("metadata"), dict) else {}
             log.error("object.rejected kind=%s object=%s/%s error=%r then=skip", self.kind, meta.get("namespace"), meta.get("name"), str(exc))
             return None

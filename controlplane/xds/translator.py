@@ -25,7 +25,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import range_pb2
-from envoy.type.v3.percent_pb2 import FractionalPercent as _FP
+from envoy.type.v3.percent_pb2 import FractionalPercent
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -151,7 +151,7 @@ def build_resources(
     )
 
 
-def fractional_percent(numerator: int, denominator: int) -> _FP | None:
+def fractional_percent(numerator: int, denominator: int) -> FractionalPercent | None:
     """An exact Gateway API fraction as Envoy's FractionalPercent; None means 100 %.
 
     Integer math only: a denominator dividing 100, 10⁴ or 10⁶ is exact (25/50 → 50/HUNDRED);
@@ -159,10 +159,10 @@ def fractional_percent(numerator: int, denominator: int) -> _FP | None:
     """
     if numerator >= denominator:
         return None
-    for scale, kind in ((100, _FP.HUNDRED), (10_000, _FP.TEN_THOUSAND), (1_000_000, _FP.MILLION)):
+    for scale, kind in ((100, FractionalPercent.HUNDRED), (10_000, FractionalPercent.TEN_THOUSAND), (1_000_000, FractionalPercent.MILLION)):
         if scale % denominator == 0:
-            return _FP(numerator=numerator * (scale // denominator), denominator=kind)
-    return _FP(numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=_FP.MILLION)
+            return FractionalPercent(numerator=numerator * (scale // denominator), denominator=kind)
+    return FractionalPercent(numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=FractionalPercent.MILLION)
 
 
 def _ads() -> config_source_pb2.ConfigSource:
