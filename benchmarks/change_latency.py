@@ -286,7 +286,10 @@ async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         for doc in [*objects(0, endpoint_port=bench.echo_port), *docs]:
             api.create(doc)
-        host = lambda i: f"host-{i}.example.com"  # noqa: E731  (one HTTPRoute, one hostname per route)
+
+        def host(i: int) -> str:  # one HTTPRoute, one hostname per route
+            return f"host-{i}.example.com"
+
 
         async def change(k: int) -> tuple[str, str]:
             i = _index(n, k)

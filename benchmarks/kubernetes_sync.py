@@ -33,7 +33,7 @@ from .push_latency import GATEWAY, _until_served
 from .workload import objects, route
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fakeapi import FakeApiServer  # noqa: E402
+from fakeapi import FakeApiServer  # noqa: E402 - importable only once tests/ is on sys.path (above)
 
 
 def _fill(api: FakeApiServer, docs: list[dict]) -> None:

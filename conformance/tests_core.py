@@ -62,7 +62,10 @@ async def exact_path_matching(env: Env) -> None:
 @conformance_test("HTTPRouteHeaderMatching", "Header matching for different backends", CORE, ["tests/httproute-header-matching.yaml"])
 async def header_matching(env: Env) -> None:
     target = await accepted_with_refs(env, SAME_NAMESPACE, (INFRA, "header-matching"))
-    h = lambda **kw: {k.replace("_", "-"): v for k, v in kw.items()}  # noqa: E731
+
+    def h(**kw: str) -> dict[str, str]:  # header names with dashes from keyword arguments
+        return {k.replace("_", "-"): v for k, v in kw.items()}
+
     await env.expect(
         target,
         ok(headers=h(Version="one")),
@@ -126,7 +129,10 @@ async def hostname_intersection(env: Env) -> None:
         (INFRA, "wildcard-host-matches-listener-wildcard-host"),
     ]
     target = await accepted_with_refs(env, gw, *routes)
-    nf = lambda host, path: code(404, path, host=host)  # noqa: E731
+
+    def nf(host: str, path: str) -> Case:
+        return code(404, path, host=host)
+
     await env.expect(
         target,
         ok("/s1", host="very.specific.com"), ok("/s1", host="very.specific.com:1234"),

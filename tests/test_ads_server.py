@@ -840,7 +840,10 @@ async def test_real_envoy_reconnect_to_restarted_control_plane_gets_no_churn(ads
     from controlplane.localenvoy import LocalEnvoy
 
     xds_port, listener_port = free_port(), free_port()
-    resources = lambda: make_resources(clusters={"c1": 1}, listener_port=listener_port)  # noqa: E731
+
+    def resources() -> Resources:
+        return make_resources(clusters={"c1": 1}, listener_port=listener_port)
+
 
     cache1, registry1 = SnapshotCache(), NodeRegistry()
     snap = cache1.set(GW, resources())

@@ -157,10 +157,10 @@ class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer): 
             generic.client_status = config_dump_shared_pb2.REQUESTED
         return generic
 
-    async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest, context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:  # noqa: N802
+    async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest, context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:  # noqa: N802 - the gRPC method's name
         return self.status(request)
 
-    async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:  # noqa: N802
+    async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:  # noqa: N802 - the gRPC method's name
         async for request in request_iterator:
             yield self.status(request)
 
