@@ -42,7 +42,7 @@ spec:
   hostnames: [grpc.example]
   rules:
   - matches: [{{method: {{service: echo.Echo}}, headers: [{{type: {header_type}, name: x-tenant, value: '{value}'}}]}}]
-    backendRefs: [{{name: pipy, port: 8080}}]
+    backendRefs: [{{name: {backend}, port: 8080}}]
 """
 
 
@@ -60,6 +60,10 @@ def route(
     name: str, path: str, edit: str = "1", path_type: str = "PathPrefix", backend: str = "pipy", hostnames: str = "[]"
 ) -> str:
     return ROUTE.format(name=name, path=path, edit=edit, path_type=path_type, backend=backend, hostnames=hostnames)
+
+
+def grpc_route(name: str, header_type: str, value: str, backend: str = "pipy") -> str:
+    return GRPC_ROUTE.format(name=name, header_type=header_type, value=value, backend=backend)
 
 
 async def edit_seen(stack: Stack, path: str, edit: str, host: str | None = None) -> bool:
@@ -133,11 +137,12 @@ async def test_an_unforeseen_nack_among_several_new_routes_is_found_by_bisection
     assert not [k for k, h in stack.plane.controller.held.items() if not h.confirmed], "nothing left held back"
 
 
+@pytest.mark.parametrize("kind", ["HTTPRoute", "GRPCRoute"])
 async def test_an_unforeseen_cluster_nack_rejects_the_route_that_brought_the_cluster(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """A cluster Envoy refuses (here a negative connect timeout, which no input can produce) is
-    traced to the HTTPRoutes that send to it."""
+    traced to the routes that send to it (a GRPCRoute's: ``grpc/server/doomed/8080``)."""
     build_cluster = translator._cluster
 
     def refused_cluster(backend: ir.Backend, options: translator.XdsOptions) -> Any:
@@ -147,15 +152,17 @@ async def test_an_unforeseen_cluster_nack_rejects_the_route_that_brought_the_clu
         return cluster
 
     monkeypatch.setattr(translator, "_cluster", refused_cluster)
-    stack.write("good.yaml", route("good", "/good"))
-    await wait_until(lambda: edit_seen(stack, "/good", "1"), message="the good route served")
-    stack.write("doomed.yaml", service_yaml("doomed", stack.echos["pipy"].port) + "---\n" + route("bad", "/bad", backend="doomed"))
-    await wait_until(lambda: (accepted(stack, "bad") or ("",))[0] == "False", message="the culprit rejected")
-    status, reason, message = accepted(stack, "bad")  # type: ignore[misc]
+    # The seed HTTPRoute (every hostname) is replaced: it would take grpc.example from a GRPCRoute.
+    stack.write("route.yaml", route("good", "/good", hostnames="[web.example]"))
+    await wait_until(lambda: edit_seen(stack, "/good", "1", host="web.example"), message="the good route served")
+    bad = route("bad", "/bad", backend="doomed") if kind == "HTTPRoute" else grpc_route("bad", "Exact", "x", backend="doomed")
+    stack.write("doomed.yaml", service_yaml("doomed", stack.echos["pipy"].port) + "---\n" + bad)
+    await wait_until(lambda: (accepted(stack, "bad", kind) or ("",))[0] == "False", message="the culprit rejected")
+    status, reason, message = accepted(stack, "bad", kind)  # type: ignore[misc]
     assert (status, reason) == ("False", "UnsupportedValue")
     assert "Envoy rejected" in message and "Expected positive duration" in message, message
-    stack.write("good.yaml", route("good", "/good", edit="2"))
-    await wait_until(lambda: edit_seen(stack, "/good", "2"), message="an edit of the good route reaching Envoy")
+    stack.write("route.yaml", route("good", "/good", edit="2", hostnames="[web.example]"))
+    await wait_until(lambda: edit_seen(stack, "/good", "2", host="web.example"), message="an edit of the good route reaching Envoy")
 
 
 async def envoy_route_names(stack: Stack) -> set[str]:
@@ -176,7 +183,7 @@ async def test_an_unforeseen_nack_caused_by_a_grpcroute_rejects_it_and_later_edi
     # The seed HTTPRoute (every hostname) is replaced: it would take grpc.example from the GRPCRoute.
     stack.write("route.yaml", route("good", "/good", hostnames="[web.example]"))
     await wait_until(lambda: edit_seen(stack, "/good", "1", host="web.example"), message="the good route served")
-    stack.write("bad-grpc.yaml", GRPC_ROUTE.format(name="bad", header_type="RegularExpression", value="(?=look)ahead"))
+    stack.write("bad-grpc.yaml", grpc_route("bad", "RegularExpression", "(?=look)ahead"))
     await wait_until(lambda: (accepted(stack, "bad", "GRPCRoute") or ("",))[0] == "False", message="the GRPCRoute rejected")
     status, reason, message = accepted(stack, "bad", "GRPCRoute")  # type: ignore[misc]
     assert (status, reason) == ("False", "UnsupportedValue")
@@ -188,7 +195,7 @@ async def test_an_unforeseen_nack_caused_by_a_grpcroute_rejects_it_and_later_edi
     await wait_until(lambda: edit_seen(stack, "/good", "2", host="web.example"), message="an edit of the HTTPRoute reaching Envoy")
 
     # Fixing the GRPCRoute lifts the quarantine: it is translated, accepted and held by Envoy again.
-    stack.write("bad-grpc.yaml", GRPC_ROUTE.format(name="bad", header_type="Exact", value="look"))
+    stack.write("bad-grpc.yaml", grpc_route("bad", "Exact", "look"))
 
     async def served() -> bool:
         return any(n.startswith("grpcroute/server/bad/rule/") for n in await envoy_route_names(stack))
