@@ -338,3 +338,62 @@ async def test_unmatched_call_gets_unimplemented(stack: GrpcStack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(b"", timeout=5)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+POLICY = """apiVersion: mirrorplane.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: grpc-shadow, namespace: server}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: GRPCRoute, name: grpc-echo}]
+  requestHeaderModifier:
+    set: [{name: x-shadow, value: "true"}]
+    remove: [authorization]
+  hostname: grpc-next.internal
+"""
+
+
+async def test_mirror_policy_shapes_only_the_mirror_leg_and_its_removal_restores_defaults(stack: GrpcStack) -> None:
+    """MirrorPolicy on a GRPCRoute (issue 14): metadata set and removed on the mirror leg only, the
+    mirror's :authority from `hostname`; deleting the policy restores the defaults, same Envoy."""
+    pid = stack.envoy.pid
+    stack.write("policy.yaml", POLICY)
+
+    async def call(tag: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        await stack.echo(metadata=(("x-trace", tag), ("authorization", "Bearer secret")))
+        def one(name: str) -> dict[str, Any] | None:
+            got = [c for c in stack.calls(name) if c["metadata"].get("x-trace") == tag]
+            return got[0] if got else None
+        try:
+            await wait_until(lambda: one("grpc-mirror") is not None, timeout=10, message="the mirror logging the call")
+        except TimeoutError:
+            return None
+        primary, copy = one("grpc-primary"), one("grpc-mirror")
+        assert primary is not None and copy is not None
+        return primary, copy
+
+    async def with_policy() -> bool:
+        got = await call(uuid.uuid4().hex)
+        return got is not None and got[1]["metadata"].get("x-shadow") == "true"
+
+    await wait_until(with_policy, timeout=30, message="the mirror leg carrying the policy's header")
+    got = await call(uuid.uuid4().hex)
+    assert got is not None
+    primary, copy = got
+    assert copy["metadata"]["x-shadow"] == "true" and "x-shadow" not in primary["metadata"]
+    assert "authorization" not in copy["metadata"] and primary["metadata"]["authorization"] == "Bearer secret"
+    assert copy["metadata"][":authority"] == "grpc-next.internal"
+    assert primary["metadata"][":authority"] != "grpc-next.internal"
+
+    (stack.dir / "policy.yaml").unlink()
+
+    async def defaults_back() -> bool:
+        back = await call(uuid.uuid4().hex)
+        return back is not None and "x-shadow" not in back[1]["metadata"]
+
+    await wait_until(defaults_back, timeout=30, message="the mirror leg without the policy")
+    back = await call(uuid.uuid4().hex)
+    assert back is not None
+    primary, copy = back
+    assert copy["metadata"]["authorization"] == "Bearer secret"
+    assert copy["metadata"][":authority"] == primary["metadata"][":authority"]
+    assert stack.envoy.pid == pid, "Envoy must not be restarted"
