@@ -194,7 +194,7 @@ async def test_an_unforeseen_nack_caused_by_a_grpcroute_rejects_it_and_later_edi
     stack.write("route.yaml", route("good", "/good", edit="2", hostnames="[web.example]"))
     await wait_until(lambda: edit_seen(stack, "/good", "2", host="web.example"), message="an edit of the HTTPRoute reaching Envoy")
 
-    # Fixing the GRPCRoute lifts the quarantine: it is translated, accepted and held by Envoy again.
+    # Fixing the GRPCRoute lifts the quarantine: it is translated, accepted and in Envoy's config.
     stack.write("bad-grpc.yaml", grpc_route("bad", "Exact", "look"))
 
     async def served() -> bool:
