@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test conformance golden mutation bench protos manifests clean
+.PHONY: run test test-fast check conformance golden mutation bench protos manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,17 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the tests that start Envoys, run the conformance suite, talk to
+# the fake Kubernetes API server or take long (markers: tests/conftest.py, docs/development.md).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not envoy and not conformance and not kubernetes and not slow"
+
+# Lint, format and types, as configured in pyproject.toml (CI runs it before the tests).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Gateway API v1.6.1 conformance against real Envoys (conformance/); writes conformance-report.yaml.
 # `make test` runs it too (tests/test_conformance.py::test_full_conformance_run).

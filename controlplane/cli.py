@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import certs, echo, logs
 from .admin import client as admin_client
+from .errors import MirrorplaneError, SourceError, UsageError
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.files import FileProvider
@@ -110,10 +111,10 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
     """The provider (a folder, or the cluster) and what runs beside it (status writer + Lease)."""
     if not getattr(args, "kubernetes", False):
         if args.dir is None:
-            raise ValueError("give a folder of YAML to serve, or --kubernetes")
+            raise UsageError("give a folder of YAML to serve, or --kubernetes")
         return FileProvider(args.dir), []
     if args.dir is not None:
-        raise ValueError(f"--kubernetes serves a cluster: drop {args.dir}")
+        raise UsageError(f"--kubernetes serves a cluster: drop {args.dir}")
     from .providers.k8s_status import KubernetesStatus
     from .providers.kubernetes import KubernetesProvider
     from .providers.leader import LeaseOptions
@@ -122,7 +123,7 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
     if args.gateway_service:
         ns, _, name = args.gateway_service.partition("/")
         if not ns or not name:
-            raise ValueError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
+            raise UsageError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
         service = (ns, name)
     d = args.lease_duration
     lease = None if args.no_leader_election else LeaseOptions(
@@ -170,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser(
         "bootstrap",
-        help="print the Envoy bootstrap for one Envoy (envoy/bootstrap.yaml rendered), e.g. from an init container",
+        help="print the Envoy bootstrap for one Envoy (controlplane/bootstrap.yaml rendered), e.g. from an init container",
     )
     boot.add_argument("--gateway", required=True, help="the Gateway this Envoy serves, NAMESPACE/NAME (node.cluster)")
     boot.add_argument(
@@ -222,7 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A :class:`MirrorplaneError` (bad input, an unusable environment) is one line
+    and exit 1; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MirrorplaneError as exc:
+        print(f"mirrorplane: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "echo":
         return echo.main_from_args(args)
     if args.command == "translate":
@@ -230,15 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         return _bootstrap(args)
     if args.command == "certs":
-        # Imported here, as for `serve --kubernetes`: kubernetes_asyncio adds ~40 MB of RSS that a
-        # control plane serving a folder never needs.
-        from .providers.kubeapi import ApiError
-
-        try:
-            return asyncio.run(_certs(args))
-        except (OSError, ValueError, ApiError) as exc:
-            print(f"mirrorplane: error: {exc}", file=sys.stderr)
-            return 1
+        return asyncio.run(_certs(args))
     if args.command in admin_client.COMMANDS:
         return admin_client.run(args)
     logs.setup(args.log_level, args.log_format)
@@ -246,17 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:
         return 0
-    except (OSError, RuntimeError, ValueError) as exc:
-        print(f"mirrorplane: error: {exc}", file=sys.stderr)
-        return 1
 
 
 def _translate(args: argparse.Namespace) -> int:
     from .offline import translate_folder
 
     if not args.dir.exists():
-        print(f"mirrorplane: error: {args.dir} does not exist", file=sys.stderr)
-        return 1
+        raise SourceError(f"{args.dir} does not exist")
     out = translate_folder(
         args.dir,
         options=Options(controller_name=args.controller_name),
@@ -271,8 +270,7 @@ def _translate(args: argparse.Namespace) -> int:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     if "/" not in args.gateway:
-        print(f"mirrorplane: error: --gateway {args.gateway!r}: expected NAMESPACE/NAME", file=sys.stderr)
-        return 1
+        raise UsageError(f"--gateway {args.gateway!r}: expected NAMESPACE/NAME")
     text = render_bootstrap(
         node_id=args.node_id,
         node_cluster=args.gateway,
@@ -282,7 +280,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_tls=XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None,
     )
     if args.output:
-        args.output.write_text(text)
+        try:
+            args.output.write_text(text)
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: {exc.strerror or exc}") from exc
     else:
         sys.stdout.write(text)
     return 0
@@ -322,7 +323,7 @@ def _parse_echo(spec: str) -> tuple[str, int, int | None]:
     name, _, port = head.partition("=")
     key, _, grpc_port = rest.partition("=")
     if not name or not port.isdigit() or (rest and (key != "grpc" or not grpc_port.isdigit())):
-        raise ValueError(f"--echo {spec!r}: expected NAME=PORT or NAME=PORT,grpc=PORT, e.g. pipy=8081,grpc=8083")
+        raise UsageError(f"--echo {spec!r}: expected NAME=PORT or NAME=PORT,grpc=PORT, e.g. pipy=8081,grpc=8083")
     return name, int(port), int(grpc_port) if rest else None
 
 
@@ -338,10 +339,10 @@ async def _serve(args: argparse.Namespace) -> int:
     tls = None
     if getattr(args, "tls_cert", None) or getattr(args, "tls_key", None):
         if not (args.tls_cert and args.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
     elif getattr(args, "client_ca", None):
-        raise ValueError("--client-ca needs --tls-cert and --tls-key")
+        raise UsageError("--client-ca needs --tls-cert and --tls-key")
     provider, extensions = _source(args)
     plane = ControlPlane(
         provider,

@@ -42,7 +42,7 @@ from envoy.config.route.v3 import route_pb2
 
 from .gatewayapi.model import GATEWAY_GROUP, K8sObject
 from .gatewayapi.status import Condition, StatusKey, conditions
-from .store import ROUTE_FIELDS, RouteKey, Store
+from .gatewayapi.store import ROUTE_FIELDS, RouteKey, Store
 from .xds.cache import serialize
 from .xds.resources import CLUSTER, ROUTE
 from .xds.tracking import Event, EventKind, NodeRegistry

@@ -281,9 +281,9 @@ def test_dockerfile_copies_exist_and_are_not_docker_ignored():
         for source in sources:
             assert (REPO / source).exists(), source
             assert f"!{source}" in ignore or f"!{source}/" in ignore, f".dockerignore excludes {source}"
-    # Everything pyproject needs to build is copied (the bootstrap template is envoy/).
+    # Everything pyproject needs to build is copied (the bootstrap template is package data).
     copied = {s for copy in instruction("COPY") for s in shlex.split(copy)[:-1]}
-    assert {"pyproject.toml", "README.md", "controlplane", "envoy"} <= copied
+    assert {"pyproject.toml", "README.md", "controlplane"} <= copied
 
 
 # -- live, where a Docker engine exists ------------------------------------------------------
@@ -370,6 +370,8 @@ def _until(what: str, check, timeout: float = STEP_TIMEOUT):
         time.sleep(0.3)
 
 
+@pytest.mark.slow
+@pytest.mark.envoy
 def test_docker_compose_up_does_what_the_readme_says(tmp_path):
     client = _docker()
     project = f"mirrorplane-test-{uuid.uuid4().hex[:8]}"

@@ -260,6 +260,9 @@ def test_report_shape_and_feature_verdicts() -> None:
 # --- the real thing ----------------------------------------------------------------------------
 
 
+@pytest.mark.conformance
+@pytest.mark.envoy
+@pytest.mark.slow
 async def test_full_conformance_run(tmp_path: Path) -> None:
     """Every upstream test, real Envoys: all required tests pass and the GatewayClass is honest."""
     with open(tmp_path / "progress.txt", "w") as progress:

@@ -10,7 +10,7 @@ from benchmarks.workload import NAMESPACE, objects
 from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
-from controlplane.store import Store
+from controlplane.gatewayapi.store import Store
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 

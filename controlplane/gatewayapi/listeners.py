@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir import Certificate
-from ..store import Store
 from .certificates import resolve_certificate
 from .model import GATEWAY_GROUP, Gateway
 from .status import Condition, conditions
+from .store import Store
 
 HTTPROUTE_KIND = {"group": GATEWAY_GROUP, "kind": "HTTPRoute"}
 GRPCROUTE_KIND = {"group": GATEWAY_GROUP, "kind": "GRPCRoute"}

@@ -26,12 +26,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
-from ..store import ROUTE_FIELDS, Store
 from .envoy_limits import header_mods_problems
 from .filters import header_mods
 from .model import GATEWAY_GROUP, K8sObject, MirrorPolicy
 from .rules import Rule
 from .status import Condition, StatusKey, conditions
+from .store import ROUTE_FIELDS, Store
 
 KIND = "MirrorPolicy"
 _TRACE_SAMPLED = {"FollowPrimary": None, "Always": True, "Never": False}

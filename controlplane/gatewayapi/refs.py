@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..ir import Backend, Endpoint
-from ..store import Store
+from .store import Store
 from .model import GATEWAY_GROUP, K8sObject
 
 

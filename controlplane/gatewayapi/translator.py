@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
-from ..store import Store
+from .store import Store
 from . import hostnames
 from .filters import redirect_for, rewrite_for
 from .grpcroutes import grpc_precedence, grpc_route_rules

@@ -200,7 +200,7 @@ class StatusWriter:
                     return False
                 if key not in self._failing:
                     self._failing.add(key)
-                    log.warning("status.write_failed object=%r error=%s (retrying)", f"{kind} {ns + '/' if ns else ''}{name}", exc)
+                    log.warning("status.write_failed object=%r error=%r then=retry", f"{kind} {ns + '/' if ns else ''}{name}", str(exc))
                 return False
         self._failing.discard(key)
         self.writes += 1

@@ -12,7 +12,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
-from .gatewayapi.model import (
+from .model import (
     EndpointSlice,
     Gateway,
     GatewayClass,
