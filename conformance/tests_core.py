@@ -6,6 +6,7 @@ Each function replays one upstream test: same manifests, same requests, same exp
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from .env import INFRA, SAME_NAMESPACE, Env, edit_docs
 from .http import Case, Redirect, Target
@@ -18,19 +19,19 @@ WEB = "gateway-conformance-web-backend"
 APP = "gateway-conformance-app-backend"
 V1, V2, V3 = "infra-backend-v1", "infra-backend-v2", "infra-backend-v3"
 # The header filter upstream pairs with mirrors and rewrites, and what the backend must then see.
-MODIFIED = {
+MODIFIED: dict[str, Any] = {
     "headers": {"X-Header-Remove": "remove-val", "X-Header-Add-Append": "append-val-1"},
     "expect_headers": {"X-Header-Add": "header-val-1", "X-Header-Add-Append": "append-val-1,header-val-2", "X-Header-Set": "set-overwrites-values"},
     "expect_absent": ("X-Header-Remove",),
 }
 
 
-def ok(path: str = "/", backend: str = V1, namespace: str = INFRA, **kw: object) -> Case:
-    return Case(path=path, backend=backend, namespace=namespace, **kw)  # type: ignore[arg-type]
+def ok(path: str = "/", backend: str = V1, namespace: str = INFRA, **kw: Any) -> Case:
+    return Case(path=path, backend=backend, namespace=namespace, **kw)
 
 
-def code(status: int, path: str = "/", **kw: object) -> Case:
-    return Case(path=path, status=status, **kw)  # type: ignore[arg-type]
+def code(status: int, path: str = "/", **kw: Any) -> Case:
+    return Case(path=path, status=status, **kw)
 
 
 async def accepted_with_refs(env: Env, gw: tuple[str, str], *routes: tuple[str, str], listeners: tuple[str, ...] = ()) -> Target:

@@ -4,6 +4,7 @@ ports, backend protocols, named rules, CORS, listener isolation, misdirected req
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 
@@ -89,7 +90,7 @@ async def response_header_modifier(env: Env) -> None:
             backend_set_response_headers=multiple,
             response_headers={"X-Header-Set-1": "header-set-1", "X-Header-Set-2": "header-set-2", "X-Header-Add-1": "header-add-1", "X-Header-Add-2": "add-val-2,header-add-2", "Another-Header": "another-header-val"},
             response_absent=("X-Header-Remove-1", "X-Header-Remove-2"),
-            **MODIFIED,  # type: ignore[arg-type]
+            **MODIFIED,
         ),
     )
 
@@ -229,22 +230,22 @@ async def rewrite_host(env: Env) -> None:
         t,
         ok("/one", host="rewrite.example", expect_host="one.example.org", expect_headers={}),
         ok("/two", V2, host="rewrite.example", expect_host="example.org", expect_headers={}),
-        ok("/rewrite-host-and-modify-headers", V2, host="rewrite.example", expect_host="test.example.org", **MODIFIED),  # type: ignore[arg-type]
+        ok("/rewrite-host-and-modify-headers", V2, host="rewrite.example", expect_host="test.example.org", **MODIFIED),
     )
 
 
 @conformance_test("HTTPRouteRewritePath", "URLRewrite of the path", CORE + ["HTTPRoutePathRewrite"], ["tests/httproute-rewrite-path.yaml"])
 async def rewrite_path(env: Env) -> None:
     t = await same_namespace(env, "rewrite-path")
-    modified = dict(MODIFIED, headers={**MODIFIED["headers"], "X-Header-Set": "set-val"})  # type: ignore[dict-item]
+    modified = dict(MODIFIED, headers={**MODIFIED["headers"], "X-Header-Set": "set-val"})
     await env.expect(
         t,
         ok("/prefix/one/two", expect_path="/one/two"),
         ok("/strip-prefix/three", expect_path="/three"),
         ok("/strip-prefix", expect_path="/"),
         ok("/full/one/two", expect_path="/one"),
-        ok("/full/rewrite-path-and-modify-headers/test", expect_path="/test", **modified),  # type: ignore[arg-type]
-        ok("/prefix/rewrite-path-and-modify-headers/one", expect_path="/prefix/one", **modified),  # type: ignore[arg-type]
+        ok("/full/rewrite-path-and-modify-headers/test", expect_path="/test", **modified),
+        ok("/prefix/rewrite-path-and-modify-headers/one", expect_path="/prefix/one", **modified),
     )
 
 
@@ -355,11 +356,11 @@ async def named_rule(env: Env) -> None:
     await env.expect(t, ok("/named"), ok("/unnamed", V2))
 
 
-def _preflight(path: str, origin: str, method: str, request_headers: str = "", **response: object) -> Case:
+def _preflight(path: str, origin: str, method: str, request_headers: str = "", **response: Any) -> Case:
     headers = {"Origin": origin, "access-control-request-method": method}
     if request_headers:
         headers["access-control-request-headers"] = request_headers
-    return Case(path=path, method="OPTIONS", headers=headers, check_request=False, **response)  # type: ignore[arg-type]
+    return Case(path=path, method="OPTIONS", headers=headers, check_request=False, **response)
 
 
 FOO_ALLOW = {
@@ -383,8 +384,8 @@ async def cors(env: Env) -> None:
     def allow(origin: str) -> dict[str, tuple[str, ...]]:
         return {"access-control-allow-origin": (origin,), **FOO_ALLOW}
 
-    def simple(path: str, origin: str, method: str = "GET", extra: dict[str, str] | None = None, **response: object) -> Case:
-        return Case(path=path, method=method, headers={"Origin": origin, **(extra or {})}, namespace=INFRA, **response)  # type: ignore[arg-type]
+    def simple(path: str, origin: str, method: str = "GET", extra: dict[str, str] | None = None, **response: Any) -> Case:
+        return Case(path=path, method=method, headers={"Origin": origin, **(extra or {})}, namespace=INFRA, **response)
 
     req = {"access-control-request-method": "GET", "access-control-request-headers": X12}
     await env.expect(

@@ -23,7 +23,7 @@ MIRROR = ["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"]
 
 def mirror_case(path: str, *mirrors: str, modify: bool = False) -> Case:
     extra = MODIFIED if modify else {}
-    return Case(path=path, backend=V1, namespace=INFRA, mirrored_to=tuple((INFRA, m) for m in mirrors), **extra)  # type: ignore[arg-type]
+    return Case(path=path, backend=V1, namespace=INFRA, mirrored_to=tuple((INFRA, m) for m in mirrors), **extra)
 
 
 async def expect_mirrored(env: Env, case: Case) -> None:

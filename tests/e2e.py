@@ -183,6 +183,7 @@ async def start_stack(
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
     exits.push_async_callback(session.close)
     gateway_port, xds_port = free_port(), free_port()
+    # The plane and the Envoy come once the echo ports are known (below); a Stack is never seen without them.
     stack = Stack(folder, None, None, gateway_port, {}, session, exits)  # type: ignore[arg-type]
     primary = await stack.add_echo("pipy")
     mirror = await stack.add_echo("pipy-mirror", **(mirror_options or {}))

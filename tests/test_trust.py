@@ -233,7 +233,9 @@ async def test_admin_and_csds_answer_the_operator_only(mtls: Plane, caplog: pyte
     assert "identity=spiffe://mirrorplane/ns/infra/gateway/features" in denied[0] and "rpc=/mirrorplane.admin.v1.Admin/ListNodes" in denied[0]
     for name, result in allowed.items():
         assert not isinstance(result, Exception), (name, result)
-    assert [n.gateway for n in allowed["ListNodes"].nodes] == [HTTPS_GATEWAY]  # type: ignore[attr-defined]
+    nodes = allowed["ListNodes"]
+    assert isinstance(nodes, admin_pb2.ListNodesResponse)
+    assert [n.gateway for n in nodes.nodes] == [HTTPS_GATEWAY]
 
 
 def _forms(blob: bytes) -> dict[str, bytes]:
