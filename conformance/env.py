@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -19,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from controlplane.gatewayapi.model import K8sObject
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
@@ -128,13 +131,22 @@ class Env:
         assert self._status_plane is not None
         return self._status_plane.controller.statuses.get((kind, namespace, name))
 
-    def generation(self, kind: str, namespace: str, name: str) -> int | None:
+    def _status_store(self) -> Store:
         assert self._status_plane is not None
-        store = self._status_plane.provider.store()  # type: ignore[attr-defined]
+        provider = self._status_plane.provider
+        assert isinstance(provider, FileProvider)  # the harness serves a folder
+        return provider.store()
+
+    def generation(self, kind: str, namespace: str, name: str) -> int | None:
+        store = self._status_store()
+        obj: K8sObject[Any] | None
         if kind == "GatewayClass":
             obj = store.gatewayclasses.get(name)
         else:
-            obj = {"HTTPRoute": store.httproutes, "GRPCRoute": store.grpcroutes, "Gateway": store.gateways}[kind].get((namespace, name))
+            by_kind: dict[str, Mapping[tuple[str, str], K8sObject[Any]]] = {
+                "HTTPRoute": store.httproutes, "GRPCRoute": store.grpcroutes, "Gateway": store.gateways
+            }
+            obj = by_kind[kind].get((namespace, name))
         return obj.generation if obj is not None else None
 
     # -- status assertions -----------------------------------------------------------------------
@@ -255,8 +267,7 @@ class Env:
 
     async def target(self, gw: tuple[str, str], listener: str | None = None) -> Target:
         """The Gateway's address and the port of its first (or the named) listener, Envoy running."""
-        assert self._status_plane is not None
-        store = self._status_plane.provider.store()  # type: ignore[attr-defined]
+        store = self._status_store()
         spec = store.gateways[gw].spec
         listeners = spec["listeners"]
         chosen = next((lst for lst in listeners if lst["name"] == listener), listeners[0])
