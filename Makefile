@@ -39,7 +39,8 @@ mutation: $(STAMP)
 PROTOS_OUT ?= .
 protos: | $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTOS_OUT) --pyi_out=$(PROTOS_OUT) \
-		--grpc_python_out=$(PROTOS_OUT) protos/controlplane/admin/v1/admin.proto
+		--grpc_python_out=$(PROTOS_OUT) protos/controlplane/admin/v1/admin.proto \
+		protos/controlplane/shadow/v1/shadow.proto
 
 # Regenerate manifests/install.yaml from manifests/src/ (tests/test_kubernetes_manifests.py checks it).
 manifests: $(STAMP)

@@ -34,6 +34,33 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class HeaderMods:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+
+NO_HEADER_MODS = HeaderMods()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Shadow testing settings of one mirror (issue 15); MirrorPolicy.spec.comparison sets them (issue 14)."""
+
+    sample_percent: int = 100  # share of mirrored requests compared (both legs sampled together)
+    body: bool = False  # compare response bodies by digest (opt-in)
+    body_limit_bytes: int = 65536  # bodies larger than this are compared by size only
+    headers: tuple[str, ...] = ("content-type",)  # response headers compared (lower-case names)
+    ignore_json_paths: tuple[str, ...] = ()  # JSON paths ignored in body comparison, e.g. "$.timestamp"
+
+
+DEFAULT_COMPARISON = Comparison()
+
+
+@dataclass(frozen=True)
 class Mirror:
     """A copy of each request (with probability numerator/denominator) to ``backend``.
 
@@ -45,19 +72,11 @@ class Mirror:
     numerator: int = 100
     denominator: int = 100
     shadow_host_suffix: bool = False
-
-
-@dataclass(frozen=True)
-class HeaderMods:
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.set or self.add or self.remove)
-
-
-NO_HEADER_MODS = HeaderMods()
+    request_headers: HeaderMods = NO_HEADER_MODS  # MirrorPolicy: mirror leg only
+    hostname: str | None = None  # MirrorPolicy hostname: Host/:authority the mirror sees
+    trace_sampled: bool | None = None  # MirrorPolicy tracing: None = Envoy's default
+    comparison: Comparison = DEFAULT_COMPARISON  # shadow testing of this mirror
+    policy: str | None = None  # "namespace/name" of the MirrorPolicy applied, for display
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,9 @@ class Route:
     timeout_ms: int | None = None
     backend_timeout_ms: int | None = None
     stat_prefix: str = ""  # set for named rules: Envoy then keeps per-route stats under it
+    kind: Literal["HTTPRoute", "GRPCRoute"] = "HTTPRoute"
+    source: str = ""  # "Kind namespace/name" of the route object, e.g. "HTTPRoute server/http-route-sample"
+    rule: str = ""  # the rule's name, or its index as a string when unnamed
 
 
 @dataclass(frozen=True)

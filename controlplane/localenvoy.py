@@ -168,7 +168,8 @@ def render_bootstrap(
 
 
 def _with_xds_tls(text: str, tls: XdsTls) -> str:
-    """The rendered bootstrap with the xds_cluster speaking TLS (HTTP/2 via ALPN, as gRPC needs)."""
+    """The rendered bootstrap with the xds_cluster (and the ALS cluster, which reaches the same
+    port by default) speaking TLS (HTTP/2 via ALPN, as gRPC needs)."""
     if (tls.cert is None) != (tls.key is None):
         raise ValueError("xds TLS: give both a client certificate and key, or neither")
     doc = yaml.safe_load(text)
@@ -187,7 +188,7 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     if tls.sni:
         context["sni"] = tls.sni
     for cluster in doc["static_resources"]["clusters"]:
-        if cluster["name"] == "xds_cluster":
+        if cluster["name"] in ("xds_cluster", "mirrorplane_als"):
             cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
     return "# Rendered from envoy/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(doc, sort_keys=False)
 

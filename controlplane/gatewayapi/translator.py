@@ -315,7 +315,8 @@ def _virtual_hosts(
                 for mi, match in enumerate(rule.matches):
                     name = f"httproute/{meta.namespace}/{meta.name}/rule/{rule.name or rule.index}/match/{mi}"
                     if name not in routes:
-                        routes[name] = (precedence(a.route, rule.index, mi, match), _route(name, match, rule, lst))
+                        source = f"HTTPRoute {meta.namespace}/{meta.name}"
+                        routes[name] = (precedence(a.route, rule.index, mi, match), _route(name, match, rule, lst, source))
     return tuple(
         ir.VirtualHost(
             name=f"{prefix or port}/{host}",
@@ -326,12 +327,15 @@ def _virtual_hosts(
     )
 
 
-def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener) -> ir.Route:
+def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, source: str) -> ir.Route:
     f = rule.filters
+    rule_id = rule.name or str(rule.index)
     if rule.direct_status is not None:
         return ir.Route(
             name=name,
             match=match,
+            source=source,
+            rule=rule_id,
             request_headers=f.request_headers,
             response_headers=f.response_headers,
             direct_status=rule.direct_status,
@@ -341,6 +345,8 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener) ->
     return ir.Route(
         name=name,
         match=match,
+        source=source,
+        rule=rule_id,
         backends=rule.backends,
         mirrors=tuple(f.mirrors),
         request_headers=f.request_headers,

@@ -27,6 +27,7 @@ from envoy.type.v3 import percent_pb2, range_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from .. import ir
+from .accesslog import add_shadow_logging
 from .resources import Resources
 
 # Requests to a backendRef that could not be resolved go to this cluster, which is never served;
@@ -73,6 +74,8 @@ class XdsOptions:
     connect_timeout_seconds: int = 5
     # Requests with a larger body are not mirrored (see DEFAULT_MIRROR_BODY_LIMIT).
     mirror_body_limit: int = DEFAULT_MIRROR_BODY_LIMIT
+    # Shadow testing: the upstream access log that compares mirror and primary (xds/accesslog.py).
+    shadow: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.mirror_body_limit <= MAX_MIRROR_BODY_LIMIT:
@@ -100,6 +103,8 @@ def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -
         listeners[listener.name] = _listener(listener, options)
         for chain in listener.chains:
             routes[chain.name] = _route_configuration(chain, options.mirror_body_limit)
+    if options.shadow:
+        add_shadow_logging(gateway, clusters, listeners, routes)
     return Resources(
         clusters=MappingProxyType(clusters),
         endpoints=MappingProxyType(endpoints),
