@@ -190,3 +190,29 @@ async def test_a_request_not_sampled_logs_neither_leg(tmp_path: Path, monkeypatc
         assert len(stack.plane.comparisons.pairer) == 0
     finally:
         await stack.exits.aclose()
+
+
+async def test_restart_envoy_keeps_serving_and_counting_resumes(shadow: Stack) -> None:
+    from controlplane.providers.files import FileProvider
+    from controlplane.serve import ControlPlane
+
+    old = shadow.plane
+    assert (await shadow.request("/t/before", data=b"x"))[0] == 200
+    assert await compared(shadow, 1) == {"same": 1}
+    await old.stop()
+    # Envoy keeps serving (its last config) while nothing receives its logs.
+    assert set(await fire(shadow, ["/t/while-down"] * 5)) == {200}
+    plane = ControlPlane(
+        FileProvider(shadow.dir),
+        xds_host="127.0.0.1",
+        xds_port=int(old.xds_address.rpartition(":")[2]),
+        xds_options=old.controller.xds_options,
+        http_port=None,
+    )
+    await plane.start()
+    shadow.plane = plane
+    shadow.exits.push_async_callback(plane.stop)
+    # Envoy opens a new log stream for the next entries; the new process counts from zero.
+    for i in range(3):
+        assert (await shadow.request(f"/t/after/{i}", data=b"x"))[0] == 200
+    await wait_until(lambda: results(shadow).get("same", 0) >= 3, timeout=30, message="counting resumed")
