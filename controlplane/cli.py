@@ -15,6 +15,8 @@ from pathlib import Path
 
 from . import certs, echo, logs
 from .admin import client as admin_client
+from .shadow import client as shadow_client
+from .shadow import collect
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.files import FileProvider
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-cert", help="mutual TLS: this Envoy's certificate file")
     boot.add_argument("--xds-key", help="mutual TLS: this Envoy's private key file")
     boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
+    boot.add_argument("--als-address", metavar="HOST:PORT", help="shadow testing: send access logs to `mirrorplane collect` there (default: the xDS port)")
 
     certs = sub.add_parser(
         "certs",
@@ -214,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mirror_body_limit(tr)
 
     admin_client.add_commands(sub)  # nodes, status, snapshot: clients of the admin API
+    shadow_client.add_command(sub)  # diff: shadow testing's client
+    _add_common(collect.add_arguments(sub))
     return parser
 
 
@@ -233,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command in admin_client.COMMANDS:
         return admin_client.run(args)
+    if args.command == "diff":
+        return shadow_client.run(args)
+    if args.command == "collect":
+        logs.setup(args.log_level, args.log_format)
+        return collect.main(args)
     logs.setup(args.log_level, args.log_format)
     try:
         return asyncio.run(_serve(args))
@@ -261,9 +271,21 @@ def _translate(args: argparse.Namespace) -> int:
     return 1 if out["errors"] else 0
 
 
+def _host_port_arg(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--als-address {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     if "/" not in args.gateway:
         print(f"mirrorplane: error: --gateway {args.gateway!r}: expected NAMESPACE/NAME", file=sys.stderr)
+        return 1
+    try:
+        als = _host_port_arg(args.als_address) if args.als_address else None
+    except ValueError as e:
+        print(f"mirrorplane: error: {e}", file=sys.stderr)
         return 1
     text = render_bootstrap(
         node_id=args.node_id,
@@ -272,6 +294,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         admin_port=args.admin_port,
         xds_tls=XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None,
+        als_address=als,
     )
     if args.output:
         args.output.write_text(text)

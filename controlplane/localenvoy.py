@@ -140,6 +140,7 @@ def render_bootstrap(
     admin_port: int = 19000,
     xds_tls: XdsTls | None = None,
     ads_api_type: str | None = None,
+    als_address: tuple[str, int] | None = None,
 ) -> str:
     """Render the bootstrap template to YAML text.
 
@@ -149,6 +150,8 @@ def render_bootstrap(
     plaintext so that ``envsubst`` alone can render it).
     ``ads_api_type`` ``"GRPC"`` (State of the World) or ``"DELTA_GRPC"`` overrides the
     template's ADS flavour (tests run both).
+    ``als_address`` (host, port) sends shadow testing's access log to ``mirrorplane collect``
+    instead of the xDS port (with the same TLS settings).
     """
     for name, value in (("node_id", node_id), ("node_cluster", node_cluster), ("xds_host", xds_host)):
         if not isinstance(value, str) or not value:
@@ -164,7 +167,18 @@ def render_bootstrap(
         if ads_api_type not in ("GRPC", "DELTA_GRPC"):
             raise ValueError(f"ads_api_type must be GRPC or DELTA_GRPC, got {ads_api_type!r}")
         text = re.sub(r"(?m)^(\s+api_type:) \w+$", rf"\1 {ads_api_type}", text, count=1)
+    if als_address is not None:
+        text = _with_als_address(text, *als_address)
     return text if xds_tls is None else _with_xds_tls(text, xds_tls)
+
+
+def _with_als_address(text: str, host: str, port: int) -> str:
+    doc = yaml.safe_load(text)
+    for cluster in doc["static_resources"]["clusters"]:
+        if cluster["name"] == "mirrorplane_als":
+            address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            address["socket_address"] = {"address": host, "port_value": _port("als port", port)}
+    return "# Rendered from envoy/bootstrap.yaml with the access log to mirrorplane collect.\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
 def _with_xds_tls(text: str, tls: XdsTls) -> str:
