@@ -1,0 +1,40 @@
+"""Shadow testing over mutual TLS: an access log stream counts for its certificate's Gateway only,
+and the comparisons (request paths, statuses) are shown to the operator identity only."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
+from test_shadow import entry
+from test_trust import HTTP_GATEWAY, HTTPS_GATEWAY, Plane, mtls  # noqa: F401 (fixture)
+
+
+def _messages(gateway: str):  # type: ignore[no-untyped-def]
+    first = als_pb2.StreamAccessLogsMessage()
+    first.identifier.node.cluster = gateway
+    first.identifier.node.id = "n1"
+    first.http_logs.log_entry.extend([entry("a", primary=True), entry("a", primary=False, status=500)])
+    yield first
+
+
+async def test_an_access_log_stream_counts_for_its_certificates_gateway_only(mtls: Plane) -> None:
+    async with mtls.channel(HTTPS_GATEWAY) as channel:
+        await als_pb2_grpc.AccessLogServiceStub(channel).StreamAccessLogs(_messages(HTTPS_GATEWAY), timeout=10)
+    for role in (HTTP_GATEWAY, "operator"):
+        async with mtls.channel(role) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await als_pb2_grpc.AccessLogServiceStub(channel).StreamAccessLogs(_messages(HTTPS_GATEWAY), timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, role
+    assert [k[0] for k in mtls.plane.comparisons.rules] == [HTTPS_GATEWAY]
+    assert mtls.plane.comparisons.entries["received"] == 2
+
+    async with mtls.channel(HTTPS_GATEWAY) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await shadow_pb2_grpc.ShadowStub(channel).GetComparisons(shadow_pb2.GetComparisonsRequest(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with mtls.channel("operator") as channel:
+        got = await shadow_pb2_grpc.ShadowStub(channel).GetComparisons(shadow_pb2.GetComparisonsRequest(), timeout=10)
+    assert [(r.gateway, dict(r.results)) for r in got.rules] == [(HTTPS_GATEWAY, {"status_differs": 1})]
