@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[run,test]'
 	@touch $@
 
-# The seed scenario locally: two echo backends, the control plane and an Envoy on port 8000.
+# The seed scenario locally: two echo backends, the control plane and an Envoy on port 8000. The
+# mirror answers 500 on /v2-only, so that `mirrorplane diff` has a difference to show (docs/shadow-testing.md).
 run: $(STAMP)
-	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081 --echo pipy-mirror=8082
+	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081 --echo pipy-mirror=8082,/v2-only=500
 
 test: $(STAMP)
 	$(PY) -m pytest -q

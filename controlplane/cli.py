@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--echo",
         action="append",
         default=[],
-        metavar="NAME=PORT",
-        help="also start an echo backend NAME on 127.0.0.1:PORT (repeatable)",
+        metavar="NAME=PORT[,PATH=CODE]",
+        help="also start an echo backend NAME on 127.0.0.1:PORT, answering PATH with CODE (repeatable)",
     )
 
     echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
@@ -329,11 +329,18 @@ async def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_echo(spec: str) -> tuple[str, int]:
-    name, _, port = spec.partition("=")
+def _parse_echo(spec: str) -> tuple[str, int, dict[str, int]]:
+    """NAME=PORT[,PATH=CODE...]: the paths (exact) answered with CODE, e.g. a mirror that fails
+    on one path for shadow testing's seed scenario."""
+    head, *paths = spec.split(",")
+    name, _, port = head.partition("=")
     if not name or not port.isdigit():
-        raise ValueError(f"--echo {spec!r}: expected NAME=PORT, e.g. pipy=8081")
-    return name, int(port)
+        raise ValueError(f"--echo {spec!r}: expected NAME=PORT[,PATH=CODE...], e.g. pipy=8081")
+    try:
+        statuses = dict(echo._path_status_arg(p) for p in paths)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"--echo {spec!r}: {e}") from None
+    return name, int(port), statuses
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -366,7 +373,7 @@ async def _serve(args: argparse.Namespace) -> int:
         extensions=extensions,
     )
     await plane.start()
-    tasks = [asyncio.create_task(echo.run_echo(port, name)) for name, port in echos]
+    tasks = [asyncio.create_task(echo.run_echo(port, name, path_status=paths)) for name, port, paths in echos]
     envoys = []
     try:
         if args.command == "run":

@@ -233,6 +233,7 @@ class _EchoConfig:
     status: int | None
     http_port: int
     out: TextIO | None
+    path_status: dict[str, int]
 
 
 _CONFIG_KEY = web.AppKey("mirrorplane_echo_config", _EchoConfig)
@@ -409,6 +410,7 @@ class _EchoServer:
             await asyncio.sleep(self.config.delay)
 
         status = self.config.status if self.config.status is not None else 200
+        status = self.config.path_status.get(request.path, status)
         if body:
             # Seed (pipy) behaviour: answer the body, bytes exact.
             resp = web.Response(status=status, body=body)
@@ -441,6 +443,7 @@ def build_app(
     status: int | None = None,
     http_port: int = 0,
     out: TextIO | None = None,
+    path_status: dict[str, int] | None = None,
 ) -> web.Application:
     """Build the echo application (no socket bound: tests may use any runner).
 
@@ -450,7 +453,8 @@ def build_app(
     echo and ``/status`` answer; ``status`` overrides the echo answer's code
     (``/health`` and ``/status/NNN`` stay truthful so probes keep working).
     ``http_port`` is reported as ``httpPort``; 0 means "the port the request
-    arrived on".  ``out`` receives the log lines (default: the *current*
+    arrived on".  ``path_status`` answers echoes of these exact paths with
+    these codes (shadow testing's seed: a mirror that differs on one path).  ``out`` receives the log lines (default: the *current*
     ``sys.stdout``, looked up at each write so capture tools work).
     """
     if not name:
@@ -469,6 +473,7 @@ def build_app(
         status=status,
         http_port=http_port,
         out=out,
+        path_status=dict(path_status or {}),
     )
     server = _EchoServer(config)
     app = web.Application()
@@ -575,6 +580,13 @@ def _status_arg(value: str) -> int:
     return code
 
 
+def _path_status_arg(text: str) -> tuple[str, int]:
+    path, _, code = text.rpartition("=")
+    if not path.startswith("/") or not code.isdigit() or not 200 <= int(code) <= 599:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PATH=CODE, e.g. /v2-only=500")
+    return path, int(code)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the echo flags to ``parser`` (shared by ``mirrorplane echo`` and ``python -m``).
 
@@ -597,6 +609,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)")
     parser.add_argument("--status", type=_status_arg, default=None, help="answer every echo with this status (e.g. 503)")
     parser.add_argument("--stall", action="store_true", help="accept connections and never read them: a stuck backend")
+    parser.add_argument(
+        "--path-status",
+        action="append",
+        type=_path_status_arg,
+        default=[],
+        metavar="PATH=CODE",
+        help="answer echoes of this exact path with CODE, e.g. /v2-only=500 (repeatable)",
+    )
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> None:
@@ -621,6 +641,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
             ingress=args.ingress,
             delay=args.delay,
             status=args.status,
+            path_status=dict(args.path_status),
         )
     )
     stopper = asyncio.ensure_future(stop.wait())
