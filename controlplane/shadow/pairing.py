@@ -8,6 +8,7 @@ bounded whatever Envoy sends, e.g. only one leg's entries for ever).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,8 +20,8 @@ from .tagging import MirrorTag, RouteTag, sampled
 DEFAULT_WINDOW = 60.0
 """Seconds a leg waits for the other: longer than a route's default timeout (15 s) plus the
 access log's flush interval, so a slow mirror is compared, not called unpaired."""
-DEFAULT_LIMIT = 100_000
-"""Requests waiting at once (about 50 MB at the most)."""
+DEFAULT_LIMIT = 50_000
+"""Requests waiting at once: about 1.5 KiB each (benchmarks/shadow.py), some 80 MiB at the most."""
 UNKNOWN = "(unknown)"
 """Route and rule of a mirror leg whose primary never came (only the primary names them)."""
 
@@ -44,6 +45,12 @@ class _Pending:
     done: set[str] = field(default_factory=set)
 
 
+@functools.lru_cache(maxsize=4096)
+def _decode(text: str) -> RouteTag:
+    """Every primary of a rule carries the same tag: one decoded object serves them all."""
+    return RouteTag.decode(text)
+
+
 Emit = Callable[[Pair], None]
 Count = Callable[[str, int], None]
 
@@ -63,10 +70,11 @@ class Pairer:
         tag: RouteTag | None = None
         if leg.primary:
             try:
-                tag = RouteTag.decode(leg.tag)
+                tag = _decode(leg.tag)
             except (ValueError, KeyError, TypeError):
                 self.count("malformed", 1)
                 return
+            leg.tag = ""  # decoded once per distinct tag (below); the pending leg keeps no copy
         key = (gateway, leg.request_id)
         p = self._pending.get(key)
         if p is None:
