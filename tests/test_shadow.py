@@ -158,3 +158,20 @@ async def test_receiver_attributes_a_stream_to_its_node_gateway_and_refuses_a_ba
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await server.stop(0)
+
+
+def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).resolve().parent.parent / "manifests" / "dashboards" / "shadow-testing.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
+    used = {m for e in exprs for m in re.findall(r"mirrorplane_\w+", e)}
+    c, _ = hub()
+    c.add_entry(GW, entry("a", primary=True))
+    c.add_entry(GW, entry("a", primary=False, status=500))
+    exported = set(re.findall(r"^(mirrorplane_\w+)[{ ]", c.render().decode(), re.M))
+    assert used and used <= exported, used - exported
+    assert {"mirrorplane_mirror_comparisons_total", "mirrorplane_mirror_latency_seconds_bucket"} <= used
