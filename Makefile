@@ -35,13 +35,15 @@ golden: $(STAMP)
 mutation: $(STAMP)
 	$(PY) -m tests.mutation
 
-# Regenerate the admin API's Python code (controlplane/admin/v1/) from protos/ after editing a
-# .proto; tests/test_admin_protos.py fails while the committed code is not current.
+# Regenerate the Python code of every .proto under protos/ (admin API: controlplane/admin/v1/; echo:
+# controlplane/echo/grpcecho/ and controlplane/echo/v1/; shadow testing: controlplane/shadow/v1/) after editing one;
+# tests/test_admin_protos.py fails while the committed code is not current.
 PROTOS_OUT ?= .
+PROTO_FILES := protos/controlplane/admin/v1/admin.proto protos/controlplane/echo/grpcecho/grpcecho.proto \
+	protos/controlplane/echo/v1/streamecho.proto protos/controlplane/shadow/v1/shadow.proto
 protos: | $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTOS_OUT) --pyi_out=$(PROTOS_OUT) \
-		--grpc_python_out=$(PROTOS_OUT) protos/controlplane/admin/v1/admin.proto \
-		protos/controlplane/shadow/v1/shadow.proto
+		--grpc_python_out=$(PROTOS_OUT) $(PROTO_FILES)
 
 # Regenerate manifests/install.yaml from manifests/src/ (tests/test_kubernetes_manifests.py checks it).
 manifests: $(STAMP)
@@ -50,6 +52,7 @@ manifests: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.translate
 	$(PY) -m benchmarks.push_latency
+	$(PY) -m benchmarks.change_latency
 	$(PY) -m benchmarks.fleet latency
 	$(PY) -m benchmarks.fleet latency --delta
 	$(PY) -m benchmarks.fleet memory

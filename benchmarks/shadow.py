@@ -116,7 +116,7 @@ def _entry_pair(i: int, tag: str, primary_only: bool) -> list:  # type: ignore[t
 
 
 async def _send(address: str, pairs: int, primary_only: bool, offset: int) -> float:
-    tag = RouteTag("HTTPRoute server/bench", "0", (MirrorTag("mirror/server/pipy-mirror/8080", 100, 100, True, ("content-type",)),)).encode()
+    tag = RouteTag("HTTPRoute server/bench", "0", (MirrorTag("mirror/server/pipy-mirror/8080", 100, True, ("content-type",)),)).encode()
 
     def messages():  # type: ignore[no-untyped-def]
         for start in range(offset, offset + pairs, BATCH // 2):

@@ -2,6 +2,9 @@
 
     python -m benchmarks.translate [N ...]        (default: 100 1000 10000)
 
+Then the same N routes through the controller, as the server runs it: one route changed
+(median of 5), which re-translates only that route and re-serializes only its virtual host.
+
 Phases: validate (CRD schema + CEL, as the file provider does), translate (Gateway API → IR),
 build (IR → Envoy protobuf), serialize (the snapshot: every resource once, hashed). The baseline
 is a bare ``SerializeToString`` of the finished RouteConfiguration in the same process: the floor
@@ -14,15 +17,18 @@ import resource
 import sys
 import time
 
+import statistics
+
+from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.translator import translate
 from controlplane.gcpause import paused_gc
 from controlplane.store import Store
-from controlplane.xds.cache import Snapshot
+from controlplane.xds.cache import Snapshot, SnapshotCache
 from controlplane.xds.translator import build_resources
 
-from .workload import NAMESPACE, objects
+from .workload import NAMESPACE, objects, route
 
 
 def _timed(fn, *args):  # type: ignore[no-untyped-def]
@@ -51,9 +57,45 @@ def run(n: int) -> None:
         f" | translate+build+serialize {total*1e3:7.1f} ms ({total/t_floor:5.1f}x the bare serialize floor"
         f" of {t_floor*1e3:.1f} ms, {len(blob)/1e6:.1f} MB) | peak RSS {rss:.0f} MiB"
     )
+    controller = Controller(SnapshotCache())
+    _, t_cold = _timed(controller.update, store)
+    changes = []
+    for k in range(5):
+        edited = from_dict(schema.validate(route(n // 2, tag=f"-edit-{k}")))
+        store = Store.from_objects([*(o for o in store.objects() if o.key != edited.key), edited])
+        changes.append(_timed(controller.update, store)[1])
+    change = statistics.median(changes)
+    print(
+        f"N={n:>6} controller | first update {t_cold*1e3:7.1f} ms | one route changed: median {change*1e3:6.1f} ms"
+        f" ({change/t_cold*100:4.1f}% of the first; {change/t_floor:5.1f}x the bare serialize floor)"
+    )
+
+
+def validation_per_object() -> None:
+    """CPU time of schema.validate per object, best of 3 (CPU time: the machine is shared)."""
+    from .change_latency import http_routes  # the 16-rule HTTPRoutes of that benchmark
+
+    base = objects(0)
+    groups = {
+        "HTTPRoute with 16 mirrored rules": http_routes(160),
+        "HTTPRoute with 1 mirrored rule": [route(i) for i in range(200)],
+        "Service / EndpointSlice": base[2:],
+    }
+    figures = []
+    for name, docs in groups.items():
+        schema.validate(docs[0])  # compile the kind first
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            for doc in docs:
+                schema.validate(doc)
+            best = min(best, (time.process_time() - started) / len(docs))
+        figures.append(f"{name} {best * 1e6:,.0f} µs")
+    print("schema.validate per object (CPU): " + " | ".join(figures))
 
 
 def main(argv: list[str]) -> None:
+    validation_per_object()
     for n in [int(a) for a in argv] or [100, 1000, 10000]:
         run(n)
 

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 from . import certs, echo, logs
+from .echo import cli as echo_cli
 from .admin import client as admin_client
 from .shadow import client as shadow_client
 from .shadow import collect
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.files import FileProvider
-from .providers.kubeapi import ApiError, KubeApi
 from .providers.base import Provider
 from .serve import ControlPlane, Extension
 from .tls import TlsFiles
@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-port", type=int, default=19000, help="the (first) Envoy's admin port (default 19000)")
     run.add_argument("--envoy-log-level", default="warning", help="Envoy's log level (default warning)")
     run.add_argument(
+        "--listen-address",
+        default="127.0.0.1",
+        help="the address the local Envoy's Gateway listeners bind (default 127.0.0.1; 0.0.0.0 for other machines)",
+    )
+    run.add_argument(
         "--echo",
         action="append",
         default=[],
@@ -231,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         return _bootstrap(args)
     if args.command == "certs":
+        # Imported here, as for `serve --kubernetes`: kubernetes_asyncio adds ~40 MB of RSS that a
+        # control plane serving a folder never needs.
+        from .providers.kubeapi import ApiError
+
         try:
             return asyncio.run(_certs(args))
         except (OSError, ValueError, ApiError) as exc:
@@ -310,6 +319,8 @@ async def _certs(args: argparse.Namespace) -> int:
     else:
         for gateway in args.gateway:
             certs.gateway_secret(gateway)  # a bad --gateway fails before the API is asked anything
+        from .providers.kubeapi import KubeApi  # only here: the Kubernetes client costs ~40 MB
+
         api = await KubeApi.connect(args.kubeconfig)
         try:
             created, kept_names = await certs.ensure_secrets(
@@ -337,7 +348,7 @@ def _parse_echo(spec: str) -> tuple[str, int, dict[str, int]]:
     if not name or not port.isdigit():
         raise ValueError(f"--echo {spec!r}: expected NAME=PORT[,PATH=CODE...], e.g. pipy=8081")
     try:
-        statuses = dict(echo._path_status_arg(p) for p in paths)
+        statuses = dict(echo_cli.path_status_arg(p) for p in paths)
     except argparse.ArgumentTypeError as e:
         raise ValueError(f"--echo {spec!r}: {e}") from None
     return name, int(port), statuses
@@ -367,7 +378,11 @@ async def _serve(args: argparse.Namespace) -> int:
         http_host=args.http_address,
         http_port=args.http_port,
         options=Options(controller_name=args.controller_name),
-        xds_options=XdsOptions(mirror_body_limit=args.mirror_body_limit),
+        xds_options=XdsOptions(
+            mirror_body_limit=args.mirror_body_limit,
+            # Envoys in a cluster or compose must accept traffic from elsewhere; the local one does not.
+            bind_address=args.listen_address if args.command == "run" else XdsOptions.bind_address,
+        ),
         tls=tls,
         insecure=args.insecure,
         extensions=extensions,

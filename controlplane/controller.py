@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
@@ -24,9 +24,9 @@ from .gcpause import paused_gc
 from .ir import GatewayIR
 from .quarantine import Held, held_statuses, without_held
 from .store import NsName, Store
-from .xds.cache import SnapshotCache
+from .xds.cache import Snapshot, SnapshotCache
 from .xds.resources import Resources
-from .xds.translator import XdsOptions, build_resources, load_assignment
+from .xds.translator import EncodedMemo, XdsOptions, build_resources, load_assignment
 
 log = logging.getLogger("mirrorplane.controller")
 
@@ -35,6 +35,17 @@ _REFERENCED_KINDS = {"services", "endpointslices", "referencegrants", "namespace
 
 # Conditions whose "good" value is False.
 _NEGATIVE_POLARITY = {"Conflicted", "PartiallyInvalid"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An update made by :meth:`Controller.prepare`, ready for :meth:`Controller.apply`."""
+
+    result: Translation
+    snapshots: dict[str, Snapshot]
+    gone: list[str]  # Gateways no longer translated
+    started: float
+    statuses_changed: int | None  # None: the endpoint-only fast path (no status recomputed)
 
 
 class Controller:
@@ -56,6 +67,7 @@ class Controller:
         self._last: Translation | None = None
         self._resources: dict[str, Resources] = {}
         self._memo = RouteMemo()
+        self._encoded: dict[str, EncodedMemo] = {}  # per Gateway: its serialized virtual hosts
         self._unstamped: dict[StatusKey, dict[str, Any]] = {}  # the statuses as translated, before stamping
         # HTTPRoutes left out because Envoy NACKed what they became (quarantine.py), and the
         # store as the provider gave it (with them), which refresh() translates again.
@@ -72,6 +84,11 @@ class Controller:
         tool set one directly)."""
         return self._resources.get(gateway)
 
+    @property
+    def last_input(self) -> Store | None:
+        """The store the provider last gave (held HTTPRoutes included)."""
+        return self._input
+
     def refresh(self) -> None:
         """Translate the last store again: the held HTTPRoutes changed."""
         if self._input is not None:
@@ -82,14 +99,18 @@ class Controller:
         change on another Gateway rebuilds nothing here)."""
         if self._last is not None and key in self._resources and self._last.gateways.get(key) == gateway:
             return self._resources[key]
-        return build_resources(gateway, self.xds_options)
+        memo = self._encoded.setdefault(key, EncodedMemo())
+        resources = build_resources(gateway, self.xds_options, memo)
+        memo.done()
+        return resources
 
-    def _endpoints_only(self, store: Store, changed: dict[str, set[Any]] | None) -> Translation | None:
+    def _endpoints_only(self, store: Store, changed: dict[str, set[Any]] | None) -> dict[str, Resources] | None:
         """When only EndpointSlices changed, update just the endpoints of the backends they feed.
 
         Routes, listeners, clusters and every condition are the same as a full translation would
         give (nothing there depends on endpoints), so only ClusterLoadAssignments are rebuilt and
-        re-serialized. Returns None, for a full translation, whenever that is not certain.
+        re-serialized. Returns the Gateways' new resources, or None, for a full translation,
+        whenever that is not certain.
         """
         if changed is None or self._store is None or self._last is None or set(changed) != {"endpointslices"}:
             return None
@@ -114,53 +135,71 @@ class Controller:
                 gateways[key] = replace(gateway, backends=tuple(backends))
                 old = self._resources[key]
                 updates[key] = replace(old, endpoints=MappingProxyType({**old.endpoints, **claims}))
-        for key, resources in updates.items():
-            self.cache.set(key, resources)
-        self._resources.update(updates)
         self._last = Translation(gateways, self._last.statuses)
-        self.gateways = gateways
-        return self._last
+        return updates
 
     def update(self, store: Store) -> Translation:
+        """Translate ``store`` and serve the result (all on the calling thread)."""
+        return self.apply(self.prepare(store))
+
+    def prepare(self, store: Store) -> Plan:
+        """The costly half of an update: translate, build and serialize the snapshots.
+
+        It touches no serving state (the cache, the listeners), so the server runs it in a worker
+        thread and keeps its event loop answering meanwhile; :meth:`apply` then installs the
+        result. Calls must not overlap (the providers await each update before the next).
+        """
         started = time.perf_counter()
         self._input = store
         store = without_held(store, self.held)
         changed = self._store.changed(store) if self._store is not None else None
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
-        fast = self._endpoints_only(store, changed)
-        if fast is not None:
+        self._memo.changed = changed.get("httproutes", set()) if changed is not None else None
+        updates = self._endpoints_only(store, changed)
+        if updates is not None:
+            self._resources.update(updates)
             self._store = store
-            self.translations += 1
-            self.endpoint_updates += 1
-            seconds = time.perf_counter() - started
-            log.info("translate.endpoints_only gateways=%d seconds=%.4f", len(fast.gateways), seconds)
-            for on_update in self.update_listeners:
-                on_update(seconds, 0)
-            return fast
+            return Plan(self._last, self._snapshots(updates), [], started, None)  # type: ignore[arg-type]
         with paused_gc():
             result = translate(store, self.options, self._memo)
             built = {key: self._build(key, gateway) for key, gateway in result.gateways.items()}
-        for key, resources in built.items():
-            self.cache.set(key, resources)
+            snapshots = self._snapshots(built)
         self._store, self._last, self._resources = store, result, built
-        for gone in set(self.cache.gateways()) - set(result.gateways):
-            self.cache.remove(gone)
-            log.info("gateway.removed gateway=%s", gone)
+        for gone in set(self._encoded) - set(result.gateways):
+            del self._encoded[gone]
         statuses = result.statuses
         if self.held:
             statuses = {**statuses, **held_statuses(self.held, result.gateways, self.options.controller_name)}
         with paused_gc():
-            changed = self._record_statuses(statuses)
-        for listener in self.status_listeners:
-            listener(self.statuses)
-        self.gateways = result.gateways
+            statuses_changed = self._record_statuses(statuses)
+        gone = sorted(set(self.cache.gateways()) - set(result.gateways))
+        return Plan(result, snapshots, gone, started, statuses_changed)
+
+    def _snapshots(self, built: dict[str, Resources]) -> dict[str, Snapshot]:
+        return {key: Snapshot.build(key, res, previous=self.cache.get(key)) for key, res in built.items()}
+
+    def apply(self, plan: Plan) -> Translation:
+        """Install what :meth:`prepare` made (on the event loop the server runs on)."""
+        for snapshot in plan.snapshots.values():
+            self.cache.install(snapshot)
+        for gone in plan.gone:
+            self.cache.remove(gone)
+            log.info("gateway.removed gateway=%s", gone)
+        self.gateways = plan.result.gateways
         self.translations += 1
-        seconds = time.perf_counter() - started
-        log.info("translate.done gateways=%d routes=%d seconds=%.3f", len(result.gateways), len(store.httproutes), seconds)
+        seconds = time.perf_counter() - plan.started
+        if plan.statuses_changed is None:
+            self.endpoint_updates += 1
+            log.info("translate.endpoints_only gateways=%d seconds=%.4f", len(plan.result.gateways), seconds)
+        else:
+            for listener in self.status_listeners:
+                listener(self.statuses)
+            routes = len(self._store.httproutes) if self._store is not None else 0
+            log.info("translate.done gateways=%d routes=%d seconds=%.3f", len(plan.result.gateways), routes, seconds)
         for on_update in self.update_listeners:
-            on_update(seconds, changed)
-        return result
+            on_update(seconds, plan.statuses_changed or 0)
+        return plan.result
 
     def _record_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> int:
         """Stamp and keep ``statuses``; returns how many objects' conditions changed."""

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -122,8 +122,13 @@ def _decoded(entries: Mapping[str, "Entry"] | None) -> list[route_pb2.RouteConfi
 class Quarantine:
     """Watches NACKs and ACKs and keeps the controller's held HTTPRoutes."""
 
-    def __init__(self, controller: "Controller", registry: NodeRegistry) -> None:
+    def __init__(
+        self, controller: "Controller", registry: NodeRegistry, refresh: "Callable[[], None] | None" = None
+    ) -> None:
         self.controller = controller
+        # How to translate again once the held routes changed; the server passes one that queues
+        # behind any update in flight (updates must never overlap).
+        self._refresh = refresh or controller.refresh
         # (gateway, type, version) of the NACKs acted on, the latest few: every Envoy of a
         # Gateway NACKs the same version, and one is enough.
         self._handled: deque[tuple[str, str, str]] = deque(maxlen=256)
@@ -144,7 +149,7 @@ class Quarantine:
         elif event.kind is EventKind.ACK:
             changed = self._release_half(event.stream.gateway, event.type_url)
         if changed:
-            asyncio.get_running_loop().call_soon(self.controller.refresh)
+            asyncio.get_running_loop().call_soon(self._refresh)
 
     def _on_nack(self, event: Event) -> bool:
         gateway, ts = event.stream.gateway, event.stream.types[event.type_url]

@@ -77,7 +77,9 @@ class ControlPlane:
         self.registry = NodeRegistry()
         self.controller = Controller(self.cache, options=options, xds_options=xds_options)
         # A NACK never freezes a Gateway: the HTTPRoutes Envoy rejected are left out and reported.
-        self.quarantine = Quarantine(self.controller, self.registry)
+        self.quarantine = Quarantine(self.controller, self.registry, refresh=self._schedule_refresh)
+        self._update_lock = asyncio.Lock()  # one update at a time: prepare() runs in a worker thread
+        self._refreshes: set[asyncio.Task[None]] = set()
         # Unauthenticated, /metrics shows Envoy's NACK messages (they can quote config) only on loopback.
         self.metrics = Metrics(
             self.registry,
@@ -97,7 +99,7 @@ class ControlPlane:
         self._expire: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.controller.update(await self.provider.start())
+        await self._update(await self.provider.start())
         credentials = server_credentials(self.tls) if self.tls else None
         self._grpc = build_server(
             self.cache,
@@ -142,9 +144,27 @@ class ControlPlane:
         except Exception:  # the watcher dying must be loud, but must not take ADS down
             log.exception("provider.watch_failed source=%s (config is frozen at its last good state)", self.provider.describe())
 
-    def _on_provider_change(self, store: Store) -> None:
+    async def _on_provider_change(self, store: Store) -> None:
         self.metrics.on_provider_event()
-        self.controller.update(store)
+        await self._update(store)
+
+    async def _update(self, store: Store | None = None) -> None:
+        """Translate ``store`` (None: the provider's last store again) and serve the result.
+
+        Translating and serializing 10,000 routes takes longer than the event loop may stall
+        (ADS streams, health checks, the admin API): it runs in a worker thread, and only
+        installing the snapshots happens on the loop. Updates never overlap.
+        """
+        async with self._update_lock:
+            store = store if store is not None else self.controller.last_input
+            if store is not None:
+                self.controller.apply(await asyncio.to_thread(self.controller.prepare, store))
+
+    def _schedule_refresh(self) -> None:
+        """Translate the newest input again (the quarantine changed), after any update in flight."""
+        task = asyncio.get_running_loop().create_task(self._update())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
     async def _start_http(self) -> None:
         app = web.Application()

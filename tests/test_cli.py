@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -92,6 +93,9 @@ async def test_run_quickstart_mirrors_and_stops_cleanly(quickstart: tuple[Proc, 
             assert resp.status == 200 and "process_" in await resp.text()
         async with session.get(f"http://127.0.0.1:{ports['admin']}/ready") as resp:
             assert resp.status == 200  # Envoy's admin is where the README says
+        async with session.get(f"http://127.0.0.1:{ports['admin']}/listeners") as resp:
+            # Nothing listens beyond loopback unless told to: the Gateway listener included.
+            assert f"127.0.0.1:{ports['gateway']}" in await resp.text()
     assert await proc.stop() == 0
     assert not proc.saw("Traceback"), "\n".join(proc.lines)
 
@@ -156,3 +160,10 @@ async def test_bootstrap_renders_a_bootstrap_envoy_accepts(tmp_path: Path) -> No
     )  # fmt: skip
     output, _ = await validate.communicate()
     assert validate.returncode == 0, output.decode()
+
+
+def test_the_cli_loads_the_kubernetes_client_only_when_asked_to() -> None:
+    """kubernetes_asyncio costs ~40 MB of RSS; `serve DIR` must not pay for it."""
+    code = "import sys, controlplane.cli; print('kubernetes_asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -95,6 +95,7 @@ async def test_mirror_500_is_status_differs(tmp_path: Path) -> None:
         d = stats.recent[-1]
         assert (d.primary.status, d.mirror_leg.status, d.detail) == (200, 500, "status 200 != 500")
         assert d.primary.request_id == d.mirror_leg.request_id
+        assert d.mirror_leg.cluster_min == "~"  # Envoy copied the mirror cluster's metadata into the entry
     finally:
         await stack.exits.aclose()
 
@@ -154,7 +155,7 @@ async def test_a_request_not_sampled_logs_neither_leg(tmp_path: Path, monkeypatc
 
     real = controller.build_resources
 
-    def half(gateway: ir.GatewayIR, options: Any) -> Any:
+    def half(gateway: ir.GatewayIR, options: Any, memo: Any = None) -> Any:
         def route(r: ir.Route) -> ir.Route:
             mirrors = tuple(dataclasses.replace(m, comparison=ir.Comparison(sample_percent=50)) for m in r.mirrors)
             return dataclasses.replace(r, mirrors=mirrors)
@@ -172,7 +173,7 @@ async def test_a_request_not_sampled_logs_neither_leg(tmp_path: Path, monkeypatc
             )
             for lst in gateway.listeners
         )
-        return real(dataclasses.replace(gateway, listeners=listeners), options)
+        return real(dataclasses.replace(gateway, listeners=listeners), options, memo)
 
     monkeypatch.setattr(controller, "build_resources", half)
     stack = await shadow_stack(tmp_path)

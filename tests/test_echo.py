@@ -22,14 +22,15 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from controlplane import echo
 from controlplane.echo import (
     add_arguments,
     build_app,
     canonical_header_key,
+    main_from_args,
     parse_go_duration,
     run_echo,
 )
+from controlplane.echo.http import SHUTDOWN_TIMEOUT
 from support import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,7 @@ class Server:
 async def _start(**options) -> tuple[web.AppRunner, Server]:
     out = LineSink()
     app = build_app(out=out, **options)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=echo._SHUTDOWN_TIMEOUT)  # no wait for a ?delay=
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)  # no wait for a ?delay=
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -556,7 +557,7 @@ def test_main_from_args_reports_bind_error(capsys: pytest.CaptureFixture[str]) -
         port = s.getsockname()[1]
         parser = argparse.ArgumentParser()
         add_arguments(parser)
-        rc = echo.main_from_args(parser.parse_args(["--port", str(port), "--name", "busy"]))
+        rc = main_from_args(parser.parse_args(["--port", str(port), "--name", "busy"]))
     assert rc == 1
     assert "[busy] error:" in capsys.readouterr().err
 

@@ -862,3 +862,47 @@ def test_conformance_fixtures(path: Path) -> None:
             assert errors_of(body) == EXPERIMENTAL[path.name]
         else:
             validate(body)
+
+
+def _spec_route(**rule: Any) -> dict[str, Any]:
+    body = load(ROUTE)
+    body["spec"]["rules"][0].update(rule)
+    return body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _spec_route(backendRefs=[{"name": "svc", "port": "80"}]),  # type
+        _spec_route(backendRefs=[{"name": "svc", "port": 80.0}]),  # a float is no integer
+        _spec_route(backendRefs=[{"name": "svc", "port": True}]),  # nor is a boolean
+        _spec_route(backendRefs=[{"name": "svc", "port": 70000}]),  # maximum
+        _spec_route(backendRefs=[{"name": "x" * 300, "port": 80}]),  # maxLength
+        _spec_route(matches=[{"path": {"type": "Nope", "value": "/"}}]),  # enum
+        _spec_route(matches=[{"headers": [{"name": "bad name", "value": "v"}]}]),  # pattern
+        _spec_route(backendRefs=[{"port": 80}]),  # required
+    ],
+)
+def test_the_structural_fast_path_rejects_what_jsonschema_rejects(body: dict[str, Any]) -> None:
+    """The fast validator only decides valid or not; it must never let through what jsonschema
+    would word an error for."""
+    compiled = schema._compiled(body["apiVersion"], body["kind"])
+    decoded = schema._decode(body, compiled.root, (), [])
+    assert list(compiled.validator.iter_errors(decoded)), "the case must be invalid for jsonschema"
+    assert not schema._structurally_valid(compiled.fast, decoded)
+
+
+def test_the_structural_fast_path_checks_formats() -> None:
+    secret = load(SECRET)
+    secret["data"]["tls.crt"] = "not base64!"
+    compiled = schema._compiled("v1", "Secret")
+    assert not schema._structurally_valid(compiled.fast, schema._decode(secret, compiled.root, (), []))
+    with pytest.raises(ValidationError, match="tls.crt"):
+        validate(secret)
+
+
+@pytest.mark.parametrize("text", [ROUTE, GATEWAY, GATEWAY_CLASS, SERVICE, ENDPOINT_SLICE, SECRET, KITCHEN_SINK_ROUTE])
+def test_valid_objects_take_the_structural_fast_path(text: str) -> None:
+    body = load(text)
+    compiled = schema._compiled(body["apiVersion"], body["kind"])
+    assert schema._structurally_valid(compiled.fast, schema._decode(body, compiled.root, (), []))

@@ -12,14 +12,16 @@ from controlplane.identity import Authorizer
 from controlplane.shadow.hub import Comparisons
 from controlplane.shadow.pairing import UNKNOWN
 from controlplane.shadow.receiver import AccessLogReceiver, als_service
-from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag, sampled, threshold
+from controlplane.shadow.tagging import CLUSTER_TAG, TAG, MirrorTag, RouteTag, sampled, threshold
 from support import free_port
 
 GW = "ns/gw"
-TAG_TEXT = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 100, 100, True, ("content-type",)),)).encode()
+TAG_TEXT = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 100, True, ("content-type",)),)).encode()
 
 
-def entry(rid: str, *, primary: bool, status: int = 200, size: int = 10, ctype: str = "text/plain", tag: str = TAG_TEXT) -> accesslog_pb2.HTTPAccessLogEntry:
+def entry(
+    rid: str, *, primary: bool, status: int = 200, size: int = 10, ctype: str = "text/plain", tag: str = TAG_TEXT, cluster_min: str = ""
+) -> accesslog_pb2.HTTPAccessLogEntry:
     e = accesslog_pb2.HTTPAccessLogEntry()
     e.request.request_id = rid
     e.request.path = "/p"
@@ -27,6 +29,8 @@ def entry(rid: str, *, primary: bool, status: int = 200, size: int = 10, ctype: 
     if primary:
         e.common_properties.route_name = "r"
         e.common_properties.custom_tags[TAG] = tag
+    elif cluster_min:
+        e.common_properties.custom_tags[CLUSTER_TAG] = cluster_min
     if status:
         e.response.response_code.value = status
         e.response.response_headers["content-length"] = str(size)
@@ -102,7 +106,7 @@ def test_memory_is_bounded_when_only_one_legs_entries_come() -> None:
 
 
 def test_a_fractional_mirror_lone_primary_is_not_unpaired() -> None:
-    tag = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 100, 100, False, ()),)).encode()
+    tag = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 100, False, ()),)).encode()
     c, clock = hub(window=1)
     c.add_entry(GW, entry("a", primary=True, tag=tag))
     clock.now = 2
@@ -111,13 +115,17 @@ def test_a_fractional_mirror_lone_primary_is_not_unpaired() -> None:
 
 
 def test_a_rule_sampling_less_than_its_mirror_cluster_keeps_its_own_share() -> None:
-    """Mirror cluster m is logged at 100 % (another rule), this rule compares 50 %."""
-    tag = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 50, 100, True, ()),)).encode()
-    c, _ = hub()
-    for rid in ("00000000", "ffffffff"):
-        c.add_entry(GW, entry(rid, primary=True, tag=tag))
-        c.add_entry(GW, entry(rid, primary=False))
-    assert results(c) == {"same": 1} and c.entries["not_sampled"] == 2 and len(c.pairer) == 0
+    """Mirror cluster m is logged at 100 % (another rule), this rule compares 50 %: Envoy logs its
+    primary at 50 % (route threshold) and its mirror leg at 100 % (cluster threshold)."""
+    tag = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 50, True, ()),)).encode()
+    c, clock = hub(window=1)
+    c.add_entry(GW, entry("00000000", primary=True, tag=tag))
+    c.add_entry(GW, entry("00000000", primary=False, cluster_min=threshold(50)))
+    c.add_entry(GW, entry("ffffffff", primary=False, cluster_min=threshold(50)))  # its primary was not logged
+    clock.now = 2
+    c.expire()
+    assert results(c) == {"same": 1} and c.entries["not_sampled"] == 1 and len(c.pairer) == 0
+    assert c.entries["unpaired"] == 0
 
 
 def test_a_malformed_tag_is_counted_not_raised() -> None:

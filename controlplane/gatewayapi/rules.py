@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import ir
 from .envoy_limits import cors_problems, header_mods_problems, match_problems, path_problem
@@ -42,21 +43,71 @@ class RouteMemo:
 
     A route's rules depend only on the route and on what its references resolve to (Services,
     EndpointSlices, ReferenceGrants). So while those are unchanged (the caller calls
-    :meth:`invalidate` when they change), an HTTPRoute object seen before is not compiled
-    again: a change to one route recompiles that route only.
+    :meth:`invalidate` when they change), an HTTPRoute seen before (the same object, or an equal
+    one) is not compiled again: a change to one route recompiles that route only.
     """
 
     entries: dict[tuple[str, str], tuple[HTTPRoute, Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
+    # What the translator made of each route last time (where it attached, its status, its IR
+    # routes) and the virtual hosts it built, valid while ``context`` (the Gateways, classes and
+    # options attachment depends on) compares equal. Reusing these objects is what lets the xDS
+    # translator reuse the bytes of unchanged virtual hosts (xds.translator.EncodedMemo).
+    attached: dict[tuple[str, str], Any] = field(default_factory=dict)
+    context: Any = None
+    # (Gateway, virtual host name) → the virtual host and the backends its routes use.
+    vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
+    next_vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
+
+    # The HTTPRoutes that differ from the previous translation's input, when the caller knows
+    # (Store.changed): every other route is unchanged without comparing it again.
+    changed: set[tuple[str, str]] | None = None
+
+    def same(self, key: tuple[str, str], old: HTTPRoute, new: HTTPRoute) -> bool:
+        """Whether ``new`` is the route ``old`` was (the same object, or known or found equal)."""
+        return old is new or (self.changed is not None and key not in self.changed) or old == new
 
     def invalidate(self) -> None:
         self.entries.clear()
+        self.attached.clear()
+        self.vhosts.clear()
+
+    def set_context(self, context: Any) -> None:
+        """Forget attachments made against another set of Gateways (or options)."""
+        if context != self.context:
+            self.attached.clear()
+            self.vhosts.clear()
+        self.context = context
+
+    def virtual_host(self, key: tuple[str, str], domains: tuple[str, ...], routes: list[ir.Route]) -> ir.VirtualHost:
+        """The previous object for ``key`` when it holds the very same routes, else a new one."""
+        old = self.vhosts.get(key)
+        if (
+            old is None
+            or old[0].domains != domains
+            or len(old[0].routes) != len(routes)
+            or any(a is not b for a, b in zip(old[0].routes, routes))
+        ):
+            vh = ir.VirtualHost(name=key[1], domains=domains, routes=tuple(routes))
+            old = (vh, backends_of(vh))
+        self.next_vhosts[key] = old
+        return old[0]
+
+    def backends(self, key: tuple[str, str], vh: ir.VirtualHost) -> frozenset[str]:
+        """The backends ``vh``'s routes use, remembered with it."""
+        known = self.next_vhosts.get(key)
+        return known[1] if known is not None and known[0] is vh else backends_of(vh)
+
+    def end_translation(self) -> None:
+        self.vhosts, self.next_vhosts = self.next_vhosts, {}
 
     def compile(self, resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         key = (route.namespace, route.name)
         hit = self.entries.get(key)
-        if hit is not None and hit[0] is route:
+        if hit is not None and self.same(key, hit[0], route):
+            # Equal but not the same object: a provider that rebuilt an unchanged object.
+            self.entries[key] = (route, *hit[1:])
             self.hits += 1
             resolver.backends.update(hit[2])
             return hit[1]
@@ -73,6 +124,17 @@ class RouteMemo:
         """Forget routes that are gone."""
         for key in self.entries.keys() - keys:
             del self.entries[key]
+        for key in self.attached.keys() - keys:
+            del self.attached[key]
+
+
+def backends_of(vh: ir.VirtualHost) -> frozenset[str]:
+    """Every cluster a virtual host's routes send to or mirror to."""
+    used: set[str] = set()
+    for r in vh.routes:
+        used.update(b.backend for b in r.backends if b.backend)
+        used.update(m.backend for m in r.mirrors)
+    return frozenset(used)
 
 
 def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:

@@ -8,7 +8,7 @@ other valid object keeps being served.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
@@ -19,7 +19,7 @@ from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gatew
 from .matches import precedence
 from .model import GATEWAY_GROUP, HTTPRoute
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, backends_of, route_rules
 from .status import Condition, StatusKey, conditions
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
@@ -79,6 +79,17 @@ class _Attachment:
     listener: GatewayListener
     hostnames: list[str]
     rules: list[Rule]
+    # (name, precedence, route) of every match of every rule: the same on each hostname.
+    routes: list[tuple[str, tuple[Any, ...], ir.Route]]
+
+
+@dataclass(frozen=True)
+class _Attached:
+    """What attaching one route gave (RouteMemo.attached): replayed while nothing it read changed."""
+
+    route: HTTPRoute
+    status: dict[str, Any] | None
+    found: tuple[tuple[str, str, list[str], list[tuple[str, tuple[Any, ...], ir.Route]]], ...]
 
 
 def translate(store: Store, options: Options = Options(), memo: RouteMemo | None = None) -> Translation:
@@ -86,6 +97,8 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     last translation are not compiled again; the result is the same either way."""
     statuses: dict[StatusKey, dict[str, Any]] = {}
     ours = _gateway_classes(store, options, statuses)
+    if memo is not None:
+        memo.set_context((options, tuple(store.gateways.items()), tuple(store.gatewayclasses.items())))
     listeners: dict[str, list[GatewayListener]] = {}
     for (ns, name), gw in sorted(store.gateways.items()):
         if gw.spec.get("gatewayClassName") in ours:
@@ -102,8 +115,10 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
         gw = store.gateways[tuple(key.split("/", 1))]  # type: ignore[index]
-        gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends)
+        gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends, memo)
         statuses[("Gateway", gw.namespace, gw.name)] = gateway_status(gw, gw_listeners, options.addresses)
+    if memo is not None:
+        memo.end_translation()
     return Translation(gateways, statuses)
 
 
@@ -135,6 +150,10 @@ def _attach_route(
     statuses: dict[StatusKey, dict[str, Any]],
     memo: RouteMemo | None = None,
 ) -> list[_Attachment]:
+    if memo is not None:
+        hit = memo.attached.get((route.namespace, route.name))
+        if hit is not None and memo.same((route.namespace, route.name), hit.route, route):
+            return _replay(route, hit, listeners, resolver, memo, statuses)
     gen = route.generation
     ours = [
         (ref, f"{ref.get('namespace') or route.namespace}/{ref['name']}")
@@ -143,6 +162,8 @@ def _attach_route(
     ]
     ours = [(ref, key) for ref, key in ours if key in listeners]
     if not ours:
+        if memo is not None:
+            memo.attached[(route.namespace, route.name)] = _Attached(route, None, ())
         return []
 
     rules, problems, dropped = memo.compile(resolver, route) if memo is not None else route_rules(resolver, route)
@@ -162,7 +183,7 @@ def _attach_route(
         if accepted.status is True:
             for lst, names in found:
                 lst.attached.add((route.namespace, route.name))
-                attachments.append(_Attachment(route, lst, names, rules))
+                attachments.append(_Attachment(route, lst, names, rules, _ir_routes(route, rules, lst)))
         conds = [accepted, resolved]
         if dropped and usable:
             conds.append(
@@ -171,8 +192,44 @@ def _attach_route(
         parents.append(
             {"parentRef": dict(ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
         )
-    statuses[("HTTPRoute", route.namespace, route.name)] = {"parents": parents}
+    status = statuses[("HTTPRoute", route.namespace, route.name)] = {"parents": parents}
+    if memo is not None:
+        found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
+        memo.attached[(route.namespace, route.name)] = _Attached(route, status, found_)
     return attachments
+
+
+def _replay(
+    route: HTTPRoute,
+    hit: _Attached,
+    listeners: dict[str, list[GatewayListener]],
+    resolver: BackendResolver,
+    memo: RouteMemo,
+    statuses: dict[StatusKey, dict[str, Any]],
+) -> list[_Attachment]:
+    """_attach_route's result for a route, Gateways and references all unchanged since it ran."""
+    rules = memo.compile(resolver, route)[0]
+    if hit.route is not route:
+        memo.attached[(route.namespace, route.name)] = replace(hit, route=route)
+    if hit.status is not None:
+        statuses[("HTTPRoute", route.namespace, route.name)] = hit.status
+    out = []
+    for gateway, name, names, routes in hit.found:
+        lst = next(lst for lst in listeners[gateway] if lst.name == name)
+        lst.attached.add((route.namespace, route.name))
+        out.append(_Attachment(route, lst, names, rules, routes))
+    return out
+
+
+def _ir_routes(route: HTTPRoute, rules: list[Rule], lst: GatewayListener) -> list[tuple[str, tuple[Any, ...], ir.Route]]:
+    meta = route.metadata
+    out = []
+    for rule in rules:
+        for mi, match in enumerate(rule.matches):
+            name = f"httproute/{meta.namespace}/{meta.name}/rule/{rule.name or rule.index}/match/{mi}"
+            source = f"HTTPRoute {meta.namespace}/{meta.name}"
+            out.append((name, precedence(route, rule.index, mi, match), _route(name, match, rule, lst, source)))
+    return out
 
 
 def _accept(
@@ -251,7 +308,11 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def _gateway_ir(
-    key: str, listeners: list[GatewayListener], attachments: list[_Attachment], backends: dict[str, ir.Backend]
+    key: str,
+    listeners: list[GatewayListener],
+    attachments: list[_Attachment],
+    backends: dict[str, ir.Backend],
+    memo: RouteMemo | None = None,
 ) -> ir.GatewayIR:
     programmed = [lst for lst in listeners if lst.programmed]
     out_listeners, used = [], set()
@@ -260,14 +321,14 @@ def _gateway_ir(
         siblings = [lst.hostname for lst in on_port]
         here = [a for a in attachments if a.listener.port == port]
         if on_port[0].protocol == "HTTPS":
-            chains = tuple(_tls_chain(port, lst, [a for a in here if a.listener is lst], siblings) for lst in on_port)
+            chains = tuple(
+                _tls_chain(port, lst, [a for a in here if a.listener is lst], siblings, key, memo) for lst in on_port
+            )
         else:
-            chains = (ir.FilterChain(f"http-{port}", _virtual_hosts(port, here, siblings)),)
+            chains = (ir.FilterChain(f"http-{port}", _virtual_hosts(port, here, siblings, key, memo)),)
         for chain in chains:
             for vh in chain.virtual_hosts:
-                for r in vh.routes:
-                    used.update(b.backend for b in r.backends if b.backend)
-                    used.update(m.backend for m in r.mirrors)
+                used.update(memo.backends((key, vh.name), vh) if memo is not None else backends_of(vh))
         tls = on_port[0].protocol == "HTTPS"
         out_listeners.append(ir.HTTPListener(f"{'https' if tls else 'http'}-{port}", port, chains, tls))
     return ir.GatewayIR(
@@ -277,14 +338,21 @@ def _gateway_ir(
     )
 
 
-def _tls_chain(port: int, lst: GatewayListener, attachments: list[_Attachment], siblings: list[str | None]) -> ir.FilterChain:
+def _tls_chain(
+    port: int,
+    lst: GatewayListener,
+    attachments: list[_Attachment],
+    siblings: list[str | None],
+    gateway: str,
+    memo: RouteMemo | None,
+) -> ir.FilterChain:
     """One HTTPS listener's chain: picked by SNI, serving only its own hostnames.
 
     A request whose Host belongs to another listener on the port, or (on a listener with a
     hostname) to no listener at all, was sent on the wrong connection: 421 Misdirected Request.
     """
     name = f"https-{port}/{lst.name}"
-    vhosts = list(_virtual_hosts(port, attachments, siblings, prefix=name))
+    vhosts = list(_virtual_hosts(port, attachments, siblings, gateway, memo, prefix=name))
     misdirected = [h for h in siblings if h is not None and h != lst.hostname]
     if lst.hostname is not None:
         if not any(lst.hostname in vh.domains for vh in vhosts):
@@ -301,7 +369,12 @@ def _tls_chain(port: int, lst: GatewayListener, attachments: list[_Attachment], 
 
 
 def _virtual_hosts(
-    port: int, attachments: list[_Attachment], siblings: list[str | None], prefix: str | None = None
+    port: int,
+    attachments: list[_Attachment],
+    siblings: list[str | None],
+    gateway: str,
+    memo: RouteMemo | None,
+    prefix: str | None = None,
 ) -> tuple[ir.VirtualHost, ...]:
     vhosts: dict[str, dict[str, tuple[tuple[Any, ...], ir.Route]]] = defaultdict(dict)
     for a in attachments:
@@ -310,21 +383,19 @@ def _virtual_hosts(
             if not hostnames.owned_by(host, lst.hostname, siblings):
                 continue
             routes = vhosts[host]
-            meta = a.route.metadata
-            for rule in a.rules:
-                for mi, match in enumerate(rule.matches):
-                    name = f"httproute/{meta.namespace}/{meta.name}/rule/{rule.name or rule.index}/match/{mi}"
-                    if name not in routes:
-                        source = f"HTTPRoute {meta.namespace}/{meta.name}"
-                        routes[name] = (precedence(a.route, rule.index, mi, match), _route(name, match, rule, lst, source))
-    return tuple(
-        ir.VirtualHost(
-            name=f"{prefix or port}/{host}",
-            domains=(host,),
-            routes=tuple(r for _, r in sorted(vhosts[host].values(), key=lambda kv: kv[0])),
-        )
-        for host in sorted(vhosts)
-    )
+            for name, order, route in a.routes:
+                if name not in routes:
+                    routes[name] = (order, route)
+    out = []
+    for host in sorted(vhosts):
+        found = vhosts[host]
+        ordered = found.values() if len(found) == 1 else sorted(found.values(), key=lambda kv: kv[0])
+        name, routes = f"{prefix or port}/{host}", [r for _, r in ordered]
+        if memo is not None:
+            out.append(memo.virtual_host((gateway, name), (host,), routes))
+        else:
+            out.append(ir.VirtualHost(name=name, domains=(host,), routes=tuple(routes)))
+    return tuple(out)
 
 
 def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, source: str) -> ir.Route:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from .tagging import TAG
+from .tagging import CLUSTER_TAG, TAG
 
 _METHODS = base_pb2.RequestMethod
 
@@ -22,6 +22,7 @@ class Leg:
     cluster: str
     primary: bool  # False: a mirror leg (Envoy gives a shadow no route)
     tag: str  # the route's tag (primary legs only)
+    cluster_min: str  # the lowest sampling threshold of the rules mirroring to this cluster (mirror legs)
     status: int  # 0: no HTTP answer
     grpc_status: str
     size: int  # -1: unknown
@@ -67,6 +68,7 @@ def leg_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> Leg:
         cluster=common.upstream_cluster,
         primary=bool(common.route_name),
         tag=common.custom_tags.get(TAG, ""),
+        cluster_min=common.custom_tags.get(CLUSTER_TAG, ""),
         status=status,
         grpc_status=grpc_status,
         size=_size(headers, common.upstream_wire_bytes_received, response.upstream_header_bytes_received),

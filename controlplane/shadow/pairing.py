@@ -95,17 +95,18 @@ class Pairer:
         rid = key[1]
         expected = 0
         for m in p.tag.mirrors:
-            if m.cluster in p.done or not sampled(rid, m.logged_percent):
+            if m.cluster in p.done:
+                continue
+            if not sampled(rid, m.percent):  # its cluster may still log it for another rule
+                if p.mirrors.pop(m.cluster, None) is not None:
+                    self.count("not_sampled", 1)
                 continue
             leg = p.mirrors.pop(m.cluster, None)
             if leg is None:
                 expected += 1
                 continue
             p.done.add(m.cluster)
-            if sampled(rid, m.percent):
-                self.emit(Pair(key[0], p.tag.route, p.tag.rule, m, p.primary, leg))
-            else:
-                self.count("not_sampled", 2)
+            self.emit(Pair(key[0], p.tag.route, p.tag.rule, m, p.primary, leg))
         if p.mirrors:  # legs of clusters this rule does not mirror to: not ours to compare
             self.count("unexpected", len(p.mirrors))
             p.mirrors.clear()
@@ -132,4 +133,7 @@ class Pairer:
                 else:  # a Gateway API fraction below 100 %: this request may not have been mirrored
                     self.count("not_mirrored", 1)
         for cluster, leg in p.mirrors.items():
-            self.emit(Pair(gateway, UNKNOWN, UNKNOWN, MirrorTag(cluster, 100, 100, True, ()), None, leg))
+            if leg.cluster_min and not rid < leg.cluster_min:  # a rule sampling less may not have logged its primary
+                self.count("not_sampled", 1)
+            else:
+                self.emit(Pair(gateway, UNKNOWN, UNKNOWN, MirrorTag(cluster, 100, True, ()), None, leg))

@@ -8,7 +8,8 @@ applies the same function to decide which mirror legs to expect.
 
 The primary leg's entry carries its route's tag (route metadata, copied by a custom tag); a
 mirror leg has no route in Envoy, only its cluster, so mirror clusters carry their own threshold
-in cluster metadata. Pure functions only: the translator and the receiver both import this.
+(the highest of the rules mirroring to them) in cluster metadata. A route's tag depends on the
+route alone, so the translator's per-virtual-host memo stays valid. Pure functions only: the translator and the receiver both import this.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from dataclasses import dataclass
 METADATA_KEY = "mirrorplane_shadow"
 """filter_metadata key on mirrored routes and mirror clusters (no dot: CEL selects it as a field)."""
 TAG = "mirrorplane"
-"""The ALS custom tag holding a primary entry's :class:`RouteTag` as JSON."""
+"""The ALS custom tag holding a primary entry's :class:`RouteTag` as JSON (route metadata)."""
+CLUSTER_TAG = "mirrorplane_cluster"
+"""The ALS custom tag of a mirror entry: the lowest threshold of the rules mirroring to its cluster
+(cluster metadata ``min``). A mirror leg whose primary never came, with an id at or above it, may
+simply not have been sampled by its rule: not counted as unpaired."""
 _SCALE = 0x10000
 
 
@@ -38,8 +43,7 @@ def sampled(request_id: str, percent: float) -> bool:
 @dataclass(frozen=True)
 class MirrorTag:
     cluster: str
-    percent: int  # this rule's comparison.sample_percent
-    logged_percent: int  # what the mirror cluster is logged at (the highest of the rules using it)
+    percent: int  # this rule's comparison.sample_percent (its cluster is logged at least as often)
     always: bool  # the mirror gets every request (no Gateway API fraction below 100 %)
     headers: tuple[str, ...]
 
@@ -55,7 +59,7 @@ class RouteTag:
             {
                 "route": self.route,
                 "rule": self.rule,
-                "mirrors": [[m.cluster, m.percent, m.logged_percent, m.always, list(m.headers)] for m in self.mirrors],
+                "mirrors": [[m.cluster, m.percent, m.always, list(m.headers)] for m in self.mirrors],
             },
             separators=(",", ":"),
         )
@@ -68,6 +72,6 @@ class RouteTag:
             route=str(data["route"]),
             rule=str(data["rule"]),
             mirrors=tuple(
-                MirrorTag(str(c), int(p), int(lp), bool(a), tuple(str(h) for h in hs)) for c, p, lp, a, hs in data["mirrors"]
+                MirrorTag(str(c), int(p), bool(a), tuple(str(h) for h in hs)) for c, p, a, hs in data["mirrors"]
             ),
         )

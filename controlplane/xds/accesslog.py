@@ -1,6 +1,7 @@
 """Shadow testing's part of the Envoy config: the upstream access log both legs need (issue 15).
 
-Called once from :func:`.translator.build_resources`, after everything else is built:
+:func:`tag_route` is called for each mirrored route as it is built (:func:`.translator._routes`),
+:func:`add_shadow_logging` once from :func:`.translator.build_resources` after everything else:
 
 * every router gets one gRPC access logger (``envoy.access_loggers.http_grpc``) to the
   ``mirrorplane_als`` bootstrap cluster. It is the same on every listener whatever the routes,
@@ -9,7 +10,8 @@ Called once from :func:`.translator.build_resources`, after everything else is b
 * its CEL filter keeps an entry when the request's ``x-request-id`` is below a threshold that
   the route (primary leg) or the mirror cluster (mirror leg, which has no route in Envoy) carries
   in its metadata (:mod:`controlplane.shadow.tagging`): unmarked routes and clusters log nothing;
-* each mirrored route carries its tag (route, rule, mirrors), copied into the entry as a custom tag.
+* each mirrored route carries its tag (route, rule, mirrors), copied into the entry as a custom
+  tag; each mirror cluster the lowest threshold of its rules (see tagging.CLUSTER_TAG).
 
 Why CEL and not ``runtime_filter``: docs/shadow-testing.md (Envoy 1.40 samples an upstream log
 entry with independent randomness whatever the flag says: the upstream stream has no request id).
@@ -33,7 +35,7 @@ from envoy.type.tracing.v3 import custom_tag_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 
 from .. import ir
-from ..shadow.tagging import METADATA_KEY, TAG, MirrorTag, RouteTag, threshold
+from ..shadow.tagging import CLUSTER_TAG, METADATA_KEY, TAG, MirrorTag, RouteTag, threshold
 
 ALS_CLUSTER = "mirrorplane_als"
 """The bootstrap cluster ALS entries go to (envoy/bootstrap.yaml; the xDS port by default)."""
@@ -50,40 +52,49 @@ CEL_FILTER = (
 )
 
 
+def tag_route(source: ir.Route, route: route_pb2.Route) -> None:
+    """Mark a mirrored Envoy route for the logger: its threshold and its tag (route, rule, mirrors).
+    Depends on ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo)."""
+    name, rule = _source(source)
+    mirrors = tuple(
+        MirrorTag(cluster=m.backend, percent=m.comparison.sample_percent, always=m.numerator >= m.denominator, headers=m.comparison.headers)
+        for m in source.mirrors
+    )
+    meta = _set_below(route.metadata, max((m.percent for m in mirrors), default=0))
+    meta.fields["tag"].string_value = RouteTag(name, rule, mirrors).encode()
+
+
+def untag_route(route: route_pb2.Route) -> None:
+    if METADATA_KEY in route.metadata.filter_metadata:
+        del route.metadata.filter_metadata[METADATA_KEY]
+        if not route.metadata.filter_metadata:
+            route.ClearField("metadata")
+
+
 def add_shadow_logging(
     gateway: ir.GatewayIR,
     clusters: MutableMapping[str, cluster_pb2.Cluster],
     listeners: MutableMapping[str, listener_pb2.Listener],
-    routes: MutableMapping[str, route_pb2.RouteConfiguration],
 ) -> None:
-    ir_routes = {r.name: r for lst in gateway.listeners for ch in lst.chains for vh in ch.virtual_hosts for r in vh.routes}
-    logged = _logged_percents(ir_routes.values())
-    for name, percent in logged.items():
+    """The logger on every router, and the thresholds of the mirror clusters."""
+    percents: dict[str, list[int]] = {}
+    headers = set(ALWAYS_LOGGED_HEADERS)
+    for lst in gateway.listeners:
+        for chain in lst.chains:
+            for vh in chain.virtual_hosts:
+                for r in vh.routes:
+                    for m in r.mirrors:
+                        percents.setdefault(m.backend, []).append(m.comparison.sample_percent)
+                        headers.update(m.comparison.headers)
+    for name, ps in percents.items():
         if name in clusters:
-            _set_below(clusters[name].metadata, percent)
-    for config in routes.values():
-        for vh in config.virtual_hosts:
-            for route in vh.routes:
-                if route.route.request_mirror_policies:
-                    source = ir_routes.get(route.name.removesuffix("/no-body"))
-                    if source is not None:
-                        _tag(route, source, logged)
-    headers = sorted({*ALWAYS_LOGGED_HEADERS, *(h for r in ir_routes.values() for m in r.mirrors for h in m.comparison.headers)})
-    logger = _logger(tuple(headers))
+            meta = _set_below(clusters[name].metadata, max(ps))
+            meta.fields["min"].string_value = threshold(min(ps))
+    logger = _logger(tuple(sorted(headers)))
     for listener in listeners.values():
         for chain in listener.filter_chains:
             for f in chain.filters:
                 _add_logger(f.typed_config, logger)
-
-
-def _logged_percents(routes: object) -> dict[str, int]:
-    """Per mirror cluster, the highest sample percent of the rules mirroring to it: Envoy logs the
-    cluster's legs at that rate, the receiver keeps each rule's own share of them."""
-    out: dict[str, int] = {}
-    for r in routes:  # type: ignore[attr-defined]
-        for m in r.mirrors:
-            out[m.backend] = max(out.get(m.backend, 0), m.comparison.sample_percent)
-    return out
 
 
 def _source(route: ir.Route) -> tuple[str, str]:
@@ -94,22 +105,6 @@ def _source(route: ir.Route) -> tuple[str, str]:
     if len(parts) >= 5 and parts[3] == "rule":
         return f"HTTPRoute {parts[1]}/{parts[2]}", parts[4]
     return route.name, route.rule
-
-
-def _tag(route: route_pb2.Route, source: ir.Route, logged: dict[str, int]) -> None:
-    name, rule = _source(source)
-    mirrors = tuple(
-        MirrorTag(
-            cluster=m.backend,
-            percent=m.comparison.sample_percent,
-            logged_percent=logged[m.backend],
-            always=m.numerator >= m.denominator,
-            headers=m.comparison.headers,
-        )
-        for m in source.mirrors
-    )
-    meta = _set_below(route.metadata, max((m.logged_percent for m in mirrors), default=0))
-    meta.fields["tag"].string_value = RouteTag(name, rule, mirrors).encode()
 
 
 def _set_below(metadata: object, percent: int) -> struct_pb2.Struct:
@@ -128,15 +123,8 @@ def _logger(headers: tuple[str, ...]) -> accesslog_pb2.AccessLog:
             ),
             buffer_flush_interval=duration_pb2.Duration(nanos=500_000_000),
             custom_tags=[
-                custom_tag_pb2.CustomTag(
-                    tag=TAG,
-                    metadata=custom_tag_pb2.CustomTag.Metadata(
-                        kind=metadata_pb2.MetadataKind(route=metadata_pb2.MetadataKind.Route()),
-                        metadata_key=metadata_pb2.MetadataKey(
-                            key=METADATA_KEY, path=[metadata_pb2.MetadataKey.PathSegment(key="tag")]
-                        ),
-                    ),
-                )
+                _metadata_tag(TAG, metadata_pb2.MetadataKind(route=metadata_pb2.MetadataKind.Route()), "tag"),
+                _metadata_tag(CLUSTER_TAG, metadata_pb2.MetadataKind(cluster=metadata_pb2.MetadataKind.Cluster()), "min"),
             ],
         ),
         additional_response_headers_to_log=list(headers),
@@ -148,6 +136,15 @@ def _logger(headers: tuple[str, ...]) -> accesslog_pb2.AccessLog:
         )
     )
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", filter=flt, typed_config=_any(config))
+
+
+def _metadata_tag(tag: str, kind: metadata_pb2.MetadataKind, field: str) -> custom_tag_pb2.CustomTag:
+    return custom_tag_pb2.CustomTag(
+        tag=tag,
+        metadata=custom_tag_pb2.CustomTag.Metadata(
+            kind=kind, metadata_key=metadata_pb2.MetadataKey(key=METADATA_KEY, path=[metadata_pb2.MetadataKey.PathSegment(key=field)])
+        ),
+    )
 
 
 def _add_logger(typed_config: any_pb2.Any, logger: accesslog_pb2.AccessLog) -> None:

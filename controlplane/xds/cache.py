@@ -215,8 +215,13 @@ class SnapshotCache:
         If the content is unchanged, the stored snapshot object is kept and returned, and no
         stream is woken.
         """
+        return self.install(Snapshot.build(gateway, resources, previous=self._snapshots.get(gateway)))
+
+    def install(self, new: Snapshot) -> Snapshot:
+        """Store a snapshot built beforehand (possibly off the event loop, from the current one);
+        like :meth:`set` otherwise."""
+        gateway = new.gateway
         old = self._snapshots.get(gateway)
-        new = Snapshot.build(gateway, resources, previous=old)
         if old is not None and old.version == new.version:
             log.debug("snapshot unchanged gateway=%s version=%s", gateway, old.version)
             return old

@@ -27,7 +27,7 @@ from envoy.type.v3 import percent_pb2, range_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from .. import ir
-from .accesslog import add_shadow_logging
+from .accesslog import add_shadow_logging, tag_route, untag_route
 from .resources import Resources
 
 # Requests to a backendRef that could not be resolved go to this cluster, which is never served;
@@ -82,7 +82,38 @@ class XdsOptions:
             raise ValueError(f"mirror body limit {self.mirror_body_limit}: expected 0..{MAX_MIRROR_BODY_LIMIT} bytes")
 
 
-def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -> Resources:
+class EncodedMemo:
+    """The serialized VirtualHosts of the previous build, by IR object.
+
+    The Gateway API translator hands back the very same ``ir.VirtualHost`` object for a virtual
+    host that did not change (RouteMemo), so a RouteConfiguration is assembled from the bytes of
+    its unchanged virtual hosts, and only changed ones are built and serialized: a one-route edit
+    in 10,000 costs one route, not 10,000. Identity, not equality, is the key: hashing a deep IR
+    would cost what it saves. The result is the same with or without a memo.
+    """
+
+    def __init__(self) -> None:
+        # id(vh) → (vh, its bytes); holding vh keeps the id from being reused.
+        self._vhosts: dict[int, tuple[ir.VirtualHost, int, bytes]] = {}
+        self._next: dict[int, tuple[ir.VirtualHost, int, bytes]] = {}
+        self.encoded = 0
+
+    def virtual_host(self, vh: ir.VirtualHost, mirror_body_limit: int) -> bytes:
+        hit = self._vhosts.get(id(vh))
+        if hit is None or hit[0] is not vh or hit[1] != mirror_body_limit:
+            hit = (vh, mirror_body_limit, _virtual_host(vh, mirror_body_limit).SerializeToString(deterministic=True))
+            self.encoded += 1
+        self._next[id(vh)] = hit
+        return hit[2]
+
+    def done(self) -> None:
+        """Keep what the build just used, forget the rest."""
+        self._vhosts, self._next = self._next, {}
+
+
+def build_resources(
+    gateway: ir.GatewayIR, options: XdsOptions = XdsOptions(), memo: EncodedMemo | None = None
+) -> Resources:
     mirrored = {
         m.backend
         for lst in gateway.listeners
@@ -102,9 +133,9 @@ def build_resources(gateway: ir.GatewayIR, options: XdsOptions = XdsOptions()) -
     for listener in gateway.listeners:
         listeners[listener.name] = _listener(listener, options)
         for chain in listener.chains:
-            routes[chain.name] = _route_configuration(chain, options.mirror_body_limit)
+            routes[chain.name] = _route_configuration(chain, options.mirror_body_limit, memo)
     if options.shadow:
-        add_shadow_logging(gateway, clusters, listeners, routes)
+        add_shadow_logging(gateway, clusters, listeners)
     return Resources(
         clusters=MappingProxyType(clusters),
         endpoints=MappingProxyType(endpoints),
@@ -259,7 +290,27 @@ def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
 # --- routes ------------------------------------------------------------------------------------
 
 
-def _route_configuration(chain: ir.FilterChain, mirror_body_limit: int) -> route_pb2.RouteConfiguration:
+def _virtual_host(vh: ir.VirtualHost, mirror_body_limit: int) -> rc.VirtualHost:
+    routes = [envoy_route for r in vh.routes for envoy_route in _routes(r, mirror_body_limit)]
+    return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=routes)
+
+
+# RouteConfiguration.virtual_hosts is field 2, length-delimited: its tag byte.
+_VIRTUAL_HOSTS_TAG = bytes([2 << 3 | 2])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _route_configuration(
+    chain: ir.FilterChain, mirror_body_limit: int, memo: EncodedMemo | None = None
+) -> route_pb2.RouteConfiguration:
     out = route_pb2.RouteConfiguration(
         name=chain.name,
         # Invalid backendRefs deliberately name a cluster that does not exist (→ 500).
@@ -267,13 +318,18 @@ def _route_configuration(chain: ir.FilterChain, mirror_body_limit: int) -> route
         # Gateway API matches hostnames without the port ("very.specific.com:1234") while the
         # backend still sees the Host header the client sent.
         ignore_port_in_host_matching=True,
-        virtual_hosts=[
-            rc.VirtualHost(
-                name=vh.name, domains=list(vh.domains), routes=[er for r in vh.routes for er in _routes(r, mirror_body_limit)]
-            )
-            for vh in chain.virtual_hosts
-        ],
     )
+    if memo is None:
+        out.virtual_hosts.extend(_virtual_host(vh, mirror_body_limit) for vh in chain.virtual_hosts)
+    else:
+        # A repeated message field on the wire is just its elements one after another (tag,
+        # length, bytes): parse the cached bytes into the message in one C call. The snapshot
+        # serializes it deterministically, so the bytes equal those of the path above.
+        parts = []
+        for vh in chain.virtual_hosts:
+            data = memo.virtual_host(vh, mirror_body_limit)
+            parts += (_VIRTUAL_HOSTS_TAG, _varint(len(data)), data)
+        out.MergeFromString(b"".join(parts))
     if chain.misdirected:
         misdirected = out.virtual_hosts.add(name=f"{chain.name}/misdirected", domains=list(chain.misdirected))
         route = misdirected.routes.add(name="misdirected-request")
@@ -293,6 +349,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
         return [out]
+    tag_route(route, out)  # shadow testing compares its legs (accesslog.py)
     bodyless, unmirrored = rc.Route(), rc.Route()
     bodyless.CopyFrom(out)
     bodyless.name += "/no-body"
@@ -301,6 +358,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     unmirrored.name += "/not-mirrored"
     unmirrored.stat_prefix = (route.stat_prefix or route.name) + "/not-mirrored"
     del unmirrored.route.request_mirror_policies[:]
+    untag_route(unmirrored)
     out.match.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
     # The mirror's copy is buffered under this per-request limit while its connection is not
     # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.

@@ -3,16 +3,16 @@
 Why a second port: echo-basic serves h2c on ``H2C_PORT`` (3001) beside HTTP/1.1 on 3000, and the
 conformance fixture's Service maps its ``kubernetes.io/h2c`` port there; Envoy then talks HTTP/2
 to it without any upgrade. aiohttp has no HTTP/2 server, so this is a small protocol on the ``h2``
-state machine that answers with the very same JSON and log lines as the HTTP/1.1 side
-(``controlplane.echo``). Like echo-basic, a request that is not HTTP/2 gets a 400; the deprecated
-``Upgrade: h2c`` dance is not offered (RFC 9113 removed it and conformance does not use it).
+state machine that answers with the very same JSON and log lines as the HTTP/1.1 side (both
+through ``controlplane.echo.common``). Like echo-basic, a request that is not HTTP/2 gets a 400;
+the deprecated ``Upgrade: h2c`` dance is not offered (RFC 9113 removed it and conformance does
+not use it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from h2.config import H2Configuration
@@ -20,8 +20,7 @@ from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 from h2.exceptions import ProtocolError
 
-if TYPE_CHECKING:
-    from .echo import _EchoServer
+from .common import Echo, echo_set_headers, echoing_line, head_line, parse_go_duration
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _NOT_H2 = (
@@ -33,8 +32,8 @@ _NOT_H2 = (
 class H2CProtocol(asyncio.Protocol):
     """One client connection; every stream is answered by its own task (``?delay=`` must not block)."""
 
-    def __init__(self, server: _EchoServer) -> None:
-        self.server = server
+    def __init__(self, echo: Echo) -> None:
+        self.echo = echo
         self.conn: H2Connection | None = None
         self.transport: asyncio.Transport | None = None
         self._pending = b""
@@ -96,16 +95,14 @@ class H2CProtocol(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername") if self.transport else None
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
         sock = self.transport.get_extra_info("sockname") if self.transport else None
-        head = {"protocol": "HTTP/2.0", "method": method, "path": raw_path, "headers": dict(regular)}
-        from .echo import echo_set_headers, echoing_line, parse_go_duration  # no import cycle at load
-
-        self.server.emit(json.dumps(head), echoing_line(raw_path, remote))
+        head = head_line("HTTP/2.0", method, raw_path, dict(regular), body)
+        self.echo.emit(head, echoing_line(raw_path, remote))
         delay = parse_qs(urlsplit(raw_path).query).get("delay", [""])[0]
         status, extra = 200, echo_set_headers([v for k, v in regular if k == "x-echo-set-header"])
         try:
             if delay:
                 await asyncio.sleep(max(parse_go_duration(delay), 0))
-            payload = self.server.assertions(
+            payload = self.echo.assertions(
                 method=method,
                 raw_path=raw_path,
                 host=pseudo.get(":authority", ""),
@@ -136,7 +133,7 @@ class H2CProtocol(asyncio.Protocol):
         self._flush()
 
 
-async def serve_h2c(server: _EchoServer, host: str, port: int) -> asyncio.Server:
+async def serve_h2c(echo: Echo, host: str, port: int) -> asyncio.Server:
     """Start the h2c listener (port 0 = any free port; read it from ``sockets``)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: H2CProtocol(server), host, port)
+    return await loop.create_server(lambda: H2CProtocol(echo), host, port)

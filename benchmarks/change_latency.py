@@ -1,0 +1,364 @@
+"""What a change costs: one route edited → a real Envoy applied it, at 100, 1,000 and 10,000 routes.
+
+    python -m benchmarks.change_latency [--routes 100 1000 10000] [--rounds 5] [--no-kubernetes]
+
+Workload (the one issue 12 was measured on): N Envoy routes, each with a 50 % RequestMirror, as
+⌈N/16⌉ HTTPRoutes of 16 rules in one routes.yaml (the Gateway, Services and EndpointSlices in
+base.yaml); one real Envoy on Delta ADS. Per N, in a fresh process (so that RSS is its own):
+
+* cold start: ControlPlane.start (loading the folder) and Envoy start → Envoy serves all N routes;
+  its floor is a fresh Envoy against the already warm control plane (Envoy boot + full push);
+* one route changed: routes.yaml rewritten with one path changed → Envoy serves the new path,
+  median of ``--rounds``; its floor is the same kind of change as a snapshot prebuilt beforehand
+  and installed in the cache (ADS + Envoy alone);
+* RSS of the control-plane process with the Envoy attached (it also holds the benchmark's echo
+  backend and HTTP client, a few MB);
+* the longest event-loop stall (a 5 ms ticker's worst lateness) during the cold load and during
+  the changes.
+
+Then the Kubernetes provider against tests/fakeapi: 10,000 HTTPRoutes listed at start, then one
+patched (in-process, as a watch event), same measures. "Applied" is always observed the same
+way: an HTTP request through Envoy for the changed path stops answering 404.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from controlplane.echo import build_app
+from controlplane.gatewayapi import schema
+from controlplane.gatewayapi.model import from_dict
+from controlplane.gatewayapi.translator import translate
+from controlplane.localenvoy import LocalEnvoy
+from controlplane.ports import free_port
+from controlplane.providers.files import FileProvider
+from controlplane.serve import ControlPlane
+from controlplane.store import Store
+from controlplane.xds.cache import Snapshot
+from controlplane.xds.translator import XdsOptions, build_resources
+
+from .push_latency import _until_served
+from .workload import NAMESPACE, SERVICES, objects
+
+GATEWAY = f"{NAMESPACE}/gw"
+RULES = 16  # an HTTPRoute's maximum number of rules
+
+# Quoted from issue 12 (measured there, not here): the reference this benchmark is read against.
+QUOTED = {
+    "sovereign": "Sovereign (quoted, same workload): one change → applied 1.2–1.3 s at 100–10,000 routes; "
+    "cold start at 10k 0.95 s; RSS at 10k with an Envoy 152 MB",
+    "before": "mirrorplane before this work (quoted): one change → applied 0.10 / 0.85 / 8.95 s at 100 / 1k / 10k; "
+    "cold start at 10k 8.93 s; RSS at 10k 241 MB",
+}
+
+Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _path(i: int) -> str:
+    return f"/r{i}"
+
+
+def _host(i: int) -> str:
+    return f"host-{i // RULES}.example.com"
+
+
+def http_routes(n: int) -> list[dict[str, Any]]:
+    """⌈n/16⌉ HTTPRoutes carrying n rules, each a path match with a 50 % mirror."""
+    out = []
+    for j in range(math.ceil(n / RULES)):
+        rules = [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": _path(i)}}],
+                "filters": [
+                    {
+                        "type": "RequestMirror",
+                        "requestMirror": {"backendRef": {"name": f"mirror-{i % SERVICES}", "port": 8080}, "percent": 50},
+                    }
+                ],
+                "backendRefs": [{"name": f"svc-{i % SERVICES}", "port": 8080}],
+            }
+            for i in range(j * RULES, min(n, (j + 1) * RULES))
+        ]
+        out.append(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": f"routes-{j}", "namespace": NAMESPACE},
+                "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [f"host-{j}.example.com"], "rules": rules},
+            }
+        )
+    return out
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class StallMeter:
+    """The event loop's worst lateness: a task that asks to wake every 5 ms and notes how late it is."""
+
+    TICK = 0.005
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.TICK)
+            self.worst = max(self.worst, time.perf_counter() - before - self.TICK)
+
+    def take(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class Bench:
+    """One control plane + one Envoy + an echo backend, and the measures common to both providers."""
+
+    def __init__(self, n: int, make_plane: Callable[[XdsOptions, int], ControlPlane]) -> None:
+        self.n = n
+        self.make_plane = make_plane
+        self.echo_port, self.gw_port, self.xds_port = free_port(), free_port(), free_port()
+        self.xds_options = XdsOptions(bind_address="127.0.0.1", port_map={8000: self.gw_port})
+        self.url = f"http://127.0.0.1:{self.gw_port}"
+        self.stalls = StallMeter()
+        self.out: dict[str, Any] = {"n": n}
+
+    async def served(self, session: aiohttp.ClientSession, path: str, host: str, started: float) -> float:
+        return await asyncio.wait_for(_until_served(session, self.url + path, host, started), 120)
+
+    def envoy(self) -> LocalEnvoy:
+        return LocalEnvoy(node_id=f"bench-{time.monotonic_ns()}", gateway=GATEWAY, xds_port=self.xds_port, admin_port=0, log_sink=lambda _: None)
+
+    async def run(
+        self,
+        rounds: int,
+        probe: tuple[str, str],
+        change: Callable[[int], Awaitable[tuple[str, str]]],
+        prebuilt: Callable[[ControlPlane, int], tuple[str, str, Snapshot]],
+    ) -> dict[str, Any]:
+        runner = web.AppRunner(build_app(name="backend", out=open("/dev/null", "w")), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.echo_port).start()
+        self.stalls.start()
+        await asyncio.sleep(2 * StallMeter.TICK)  # the ticker runs: a stall from here on is seen
+        async with aiohttp.ClientSession() as session:
+            self.stalls.take()
+            started = time.perf_counter()
+            plane = self.make_plane(self.xds_options, self.xds_port)
+            updates: list[float] = []  # seconds of each controller update (translate → snapshot)
+            plane.controller.update_listeners.append(lambda seconds, _: updates.append(seconds))
+            await plane.start()
+            envoy = self.envoy()
+            await envoy.start()
+            self.out["cold_s"] = await self.served(session, *probe, started)
+            self.out["cold_controller_s"] = sum(updates)
+            self.out["stall_cold_ms"] = self.stalls.take() * 1e3
+            self.out["rss_mb"] = _rss_mb()
+            # Floor of a cold start: a new Envoy against the warm control plane.
+            await envoy.stop()
+            started = time.perf_counter()
+            envoy = self.envoy()
+            await envoy.start()
+            self.out["cold_floor_s"] = await self.served(session, *probe, started)
+            self.stalls.take()
+            changes, floors, stalls, controller = [], [], [], []
+            for k in range(rounds):
+                self.stalls.take()  # not the floor's preparation below, which blocks the loop on purpose
+                started = time.perf_counter()
+                updates.clear()
+                path, host = await change(k)
+                changes.append(await self.served(session, path, host, started))
+                controller.append(sum(updates))
+                stalls.append(self.stalls.take())
+                path, host, snapshot = prebuilt(plane, k)
+                await asyncio.sleep(0.05)
+                started = time.perf_counter()
+                plane.cache.install(snapshot)
+                floors.append(await self.served(session, path, host, started))
+            await envoy.stop()
+            await plane.stop()
+        self.stalls.stop()
+        await runner.cleanup()
+        self.out.update(
+            change_ms=statistics.median(changes) * 1e3,
+            change_max_ms=max(changes) * 1e3,
+            floor_ms=statistics.median(floors) * 1e3,
+            controller_ms=statistics.median(controller) * 1e3,
+            stall_change_ms=max(stalls) * 1e3,
+            rounds=rounds,
+        )
+        return self.out
+
+
+def _changed_route(docs: list[dict[str, Any]], i: int, path: str) -> dict[str, Any]:
+    doc = copy.deepcopy(docs[i // RULES])
+    doc["spec"]["rules"][i % RULES]["matches"][0]["path"]["value"] = path
+    return doc
+
+
+def _prebuilt(plane: ControlPlane, store: Store, doc: dict[str, Any], xds_options: XdsOptions) -> Snapshot:
+    new = from_dict(schema.validate(doc))
+    changed = Store.from_objects([*(o for o in store.objects() if o.key != new.key), new])
+    resources = build_resources(translate(changed).gateways[GATEWAY], xds_options)
+    return Snapshot.build(GATEWAY, resources, previous=plane.cache.get(GATEWAY))
+
+
+def _index(n: int, k: int) -> int:
+    return (k * 7919 + n // 2) % n  # spread over the file, never the last route (the cold-start probe)
+
+
+async def files_child(n: int, rounds: int) -> dict[str, Any]:
+    docs = http_routes(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bench = Bench(n, lambda xo, port: ControlPlane(FileProvider(folder), xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo))
+        (folder / "base.yaml").write_text(yaml.dump_all(objects(0, endpoint_port=bench.echo_port), Dumper=Dumper))
+        text = yaml.dump_all(docs, Dumper=Dumper)
+        (folder / "routes.yaml").write_text(text)
+        state = {"text": text}
+
+        async def change(k: int) -> tuple[str, str]:
+            i = _index(n, k) if n > 1 else 0
+            old = f"value: {_path(i)}\n"
+            assert state["text"].count(old) == 1, old
+            state["text"] = state["text"].replace(old, f"value: {_path(i)}-v{k}\n")
+            docs[i // RULES]["spec"]["rules"][i % RULES]["matches"][0]["path"]["value"] = f"{_path(i)}-v{k}"
+            tmp_file = folder / ".routes.tmp"
+            tmp_file.write_text(state["text"])
+            tmp_file.replace(folder / "routes.yaml")  # an editor's atomic save
+            return f"{_path(i)}-v{k}", _host(i)
+
+        def prebuilt(plane: ControlPlane, k: int) -> tuple[str, str, Snapshot]:
+            i = (_index(n, k) + 1) % max(n - 1, 1)
+            path = f"{_path(i)}-b{k}"
+            store = plane.provider.store()  # type: ignore[attr-defined]
+            return path, _host(i), _prebuilt(plane, store, _changed_route(docs, i, path), bench.xds_options)
+
+        out = await bench.run(rounds, (_path(n - 1), _host(n - 1)), change, prebuilt)
+    out["provider"] = "files"
+    return out
+
+
+async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from fakeapi import FakeApiServer  # the fake API server the tests use
+
+    from controlplane.providers.kubernetes import KubernetesProvider
+
+    from .workload import route
+
+    docs = [route(i) for i in range(n)]  # here one HTTPRoute per route, as issue 12 asks
+    with FakeApiServer() as api, tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = Path(api.write_kubeconfig(Path(tmp) / "kubeconfig"))
+        bench = Bench(
+            n,
+            lambda xo, port: ControlPlane(KubernetesProvider(kubeconfig), xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo),
+        )
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        for doc in [*objects(0, endpoint_port=bench.echo_port), *docs]:
+            api.create(doc)
+        host = lambda i: f"host-{i}.example.com"  # noqa: E731  (one HTTPRoute, one hostname per route)
+
+        async def change(k: int) -> tuple[str, str]:
+            i = _index(n, k)
+            path = f"/r{i}-v{k}"
+            patch = {"spec": {"rules": [{**docs[i]["spec"]["rules"][0], "matches": [{"path": {"type": "PathPrefix", "value": path}}]}]}}
+            await asyncio.to_thread(api.patch, "HTTPRoute", f"route-{i}", patch, NAMESPACE)
+            return path, host(i)
+
+        def prebuilt(plane: ControlPlane, k: int) -> tuple[str, str, Snapshot]:
+            i = (_index(n, k) + 1) % (n - 1)
+            path = f"/r{i}-b{k}"
+            doc = copy.deepcopy(docs[i])
+            doc["spec"]["rules"][0]["matches"][0]["path"]["value"] = path
+            store = plane.provider.store  # type: ignore[attr-defined]
+            return path, host(i), _prebuilt(plane, store, doc, bench.xds_options)
+
+        out = await bench.run(rounds, (_path(n - 1), host(n - 1)), change, prebuilt)
+    out["provider"] = "kubernetes"
+    return out
+
+
+def _child(provider: str, n: int, rounds: int, timeout: float) -> dict[str, Any] | None:
+    argv = [sys.executable, "-m", "benchmarks.change_latency", "--child", provider, str(n), "--rounds", str(rounds)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        print(f"{provider} N={n}: gave up after {timeout:.0f} s")
+        return None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        print(f"{provider} N={n}: failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(lines[-1])
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(
+        f"{r['provider']:<10} N={r['n']:>6} | one route changed → Envoy applied: median {r['change_ms']:7.1f} ms"
+        f" (max {r['change_max_ms']:6.1f}, {r['rounds']} rounds), floor {r['floor_ms']:6.1f} ms,"
+        f" {r['change_ms'] / r['floor_ms']:4.1f}x; of it translate→snapshot {r['controller_ms']:5.1f} ms"
+        f" | cold start {r['cold_s']:5.2f} s (floor {r['cold_floor_s']:4.2f} s, {r['cold_s'] / r['cold_floor_s']:4.1f}x;"
+        f" translate→snapshot {r['cold_controller_s']:4.2f} s)"
+        f" | RSS {r['rss_mb']:4.0f} MB | longest loop stall: cold {r['stall_cold_ms']:5.0f} ms,"
+        f" changes {r['stall_change_ms']:4.0f} ms",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--routes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kubernetes-routes", type=int, default=10000)
+    parser.add_argument("--no-kubernetes", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("PROVIDER", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        provider, n = args.child[0], int(args.child[1])
+        run = files_child if provider == "files" else kubernetes_child
+        print(json.dumps(asyncio.run(run(n, args.rounds))))
+        return
+    print(QUOTED["sovereign"])
+    print(QUOTED["before"])
+    for n in args.routes:
+        result = _child("files", n, args.rounds, timeout=480)  # bounded: a slow provider is reported, not waited for
+        if result:
+            _print(result)
+    if not args.no_kubernetes:
+        result = _child("kubernetes", args.kubernetes_routes, args.rounds, timeout=400)
+        if result:
+            _print(result)
+
+
+if __name__ == "__main__":
+    main()

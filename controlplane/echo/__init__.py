@@ -1,0 +1,30 @@
+"""The echo backend of local mode, the end-to-end tests and the conformance harness.
+
+Why it exists: mirroring is only observable from the *backend* side (Envoy discards the mirror's
+response), so tests need backends that leave a trace of every request they receive. One server
+(one ``--name``, one log) answers on up to three transports:
+
+* ``http``: HTTP/1.1 (and WebSocket), pipy echo + echo-basic behaviour; ``--stall`` too;
+* ``h2c``: the same answers over HTTP/2 cleartext (``--h2c-port``);
+* ``rpc``: upstream's gRPC conformance echo and a streaming call (``--grpc-port``);
+
+``common`` holds what they share; ``cli`` runs them together (``mirrorplane echo``,
+``python -m controlplane.echo``). The transports import ``common`` only, never each other.
+"""
+
+from .cli import add_arguments, main, main_from_args, run_echo
+from .common import canonical_header_key, echo_set_headers, echoing_line, parse_go_duration
+from .http import build_app, serve_stalled
+
+__all__ = [
+    "add_arguments",
+    "build_app",
+    "canonical_header_key",
+    "echo_set_headers",
+    "echoing_line",
+    "main",
+    "main_from_args",
+    "parse_go_duration",
+    "run_echo",
+    "serve_stalled",
+]

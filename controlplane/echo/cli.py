@@ -1,0 +1,221 @@
+"""``mirrorplane echo``: run the echo backend's transports together until Ctrl-C or SIGTERM.
+
+The HTTP/1.1 port always runs (``--port``); ``--h2c-port`` and ``--grpc-port`` add the other
+transports of the same server (one name, one log, one ``--delay``/``--status``). ``--stall``
+replaces all of it with a listener that never reads (docs/mirroring.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from .common import Echo, format_hostport, make_config, parse_go_duration
+from .h2c import serve_h2c
+from .http import SHUTDOWN_TIMEOUT, app_for, serve_stalled
+from .rpc import GrpcEchoServer, serve_grpc
+
+
+async def run_echo(
+    port: int,
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    h2c_port: int | None = None,
+    grpc_port: int | None = None,
+    **options: Any,
+) -> None:
+    """Serve the echo server on ``host:port`` until cancelled.
+
+    Prints ``[NAME] listening on HOST:PORT`` once the socket is bound (IPv6
+    hosts are bracketed, e.g. ``[::1]:8081``).  ``port=0`` binds a free port
+    and the ready line reports the real one, which lets harnesses avoid
+    port races.  With ``h2c_port`` (0 = any) the same answers are also served
+    as HTTP/2 cleartext (prior knowledge), announced first as
+    ``[NAME] listening h2c on HOST:PORT``; with ``grpc_port`` (0 = any) the gRPC
+    echo, announced as ``[NAME] listening grpc on HOST:PORT``.  The HTTP/1.1 line
+    always comes last: when it is printed, every port is ready.  ``options`` go
+    to :func:`controlplane.echo.common.make_config`.
+    """
+    out: TextIO | None = options.get("out")
+    options.setdefault("http_port", port)
+    echo = Echo(make_config(name=name, **options))
+    runner = web.AppRunner(app_for(echo), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    h2c: asyncio.Server | None = None
+    grpc_server: GrpcEchoServer | None = None
+    try:
+        stream = out if out is not None else sys.stdout
+        if h2c_port is not None:
+            h2c = await serve_h2c(echo, host, h2c_port)
+            h2c_bound = h2c.sockets[0].getsockname()[1]
+            stream.write(f"[{name}] listening h2c on {format_hostport(host, h2c_bound)}\n")
+        if grpc_port is not None:
+            grpc_server = await serve_grpc(echo, host, grpc_port)
+            stream.write(f"[{name}] listening grpc on {format_hostport(host, grpc_server.port)}\n")
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = port
+        for addr in runner.addresses:
+            if isinstance(addr, (tuple, list)) and len(addr) >= 2:
+                bound_port = int(addr[1])
+                break
+        stream.write(f"[{name}] listening on {format_hostport(host, bound_port)}\n")
+        stream.flush()
+        await asyncio.Future()  # serve until cancelled
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
+        if h2c is not None:
+            h2c.close()
+        await runner.cleanup()
+
+
+async def _run_stalled(args: argparse.Namespace) -> None:
+    server = await serve_stalled(args.host, args.port)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"[{args.name}] stalling on {format_hostport(args.host, bound)} (accepts, never reads)", flush=True)
+    async with server:
+        await asyncio.Future()
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def _delay_arg(value: str) -> float:
+    """``--delay`` takes seconds (``2``, ``0.5``) or a Go duration (``2s``, ``500ms``)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parse_go_duration(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < 0 or seconds != seconds:  # negative or NaN
+        raise argparse.ArgumentTypeError(f"delay must be >= 0, got {value!r}")
+    return seconds
+
+
+def path_status_arg(text: str) -> tuple[str, int]:
+    path, _, code = text.rpartition("=")
+    if not path.startswith("/") or not code.isdigit() or not 200 <= int(code) <= 599:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PATH=CODE, e.g. /v2-only=500")
+    return path, int(code)
+
+
+def _status_arg(value: str) -> int:
+    try:
+        code = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid status code {value!r}") from None
+    if not 200 <= code <= 599:
+        raise argparse.ArgumentTypeError(f"status must be within 200..599, got {code}")
+    return code
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the echo flags to ``parser`` (shared by ``mirrorplane echo`` and ``python -m``).
+
+    The echo-basic environment variables (``POD_NAME``, ``NAMESPACE``,
+    ``SERVICE_NAME``, ``INGRESS_NAME``) provide the defaults so the same
+    manifests/env work for both servers.
+    """
+    env = os.environ
+    parser.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any free port)")
+    parser.add_argument("--name", required=True, help="server name, used as log prefix (e.g. pipy)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; ::1 works)")
+    parser.add_argument(
+        "--h2c-port", type=int, default=int(env["H2C_PORT"]) if env.get("H2C_PORT") else None,
+        help="also serve HTTP/2 cleartext (prior knowledge) on this port (env H2C_PORT; 0 = any free port)",
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=None,
+        help="also serve upstream's gRPC conformance echo (GrpcEcho) and StreamEcho on this port (0 = any free port)",
+    )
+    parser.add_argument("--namespace", default=env.get("NAMESPACE", ""), help="reported namespace (env NAMESPACE)")
+    parser.add_argument("--pod", default=env.get("POD_NAME", ""), help="reported pod name (env POD_NAME; default NAME-<random>)")
+    parser.add_argument("--service", default=env.get("SERVICE_NAME", ""), help="reported service (env SERVICE_NAME; default NAME)")
+    parser.add_argument("--ingress", default=env.get("INGRESS_NAME", ""), help="reported ingress (env INGRESS_NAME)")
+    parser.add_argument("--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)")
+    parser.add_argument("--status", type=_status_arg, default=None, help="answer every echo with this status (e.g. 503; gRPC: the matching code, 500 = INTERNAL)")
+    parser.add_argument("--stall", action="store_true", help="accept connections and never read them: a stuck backend")
+    parser.add_argument(
+        "--path-status",
+        action="append",
+        type=path_status_arg,
+        default=[],
+        metavar="PATH=CODE",
+        help="answer HTTP echoes of this exact path with CODE, e.g. /v2-only=500 (repeatable)",
+    )
+
+
+async def _serve_until_signalled(args: argparse.Namespace) -> None:
+    """Run the server; SIGTERM stops it cleanly (SIGINT is handled by asyncio.run)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - non-POSIX / non-main thread
+        pass
+    serve = asyncio.ensure_future(
+        _run_stalled(args)
+        if args.stall
+        else run_echo(
+            args.port,
+            args.name,
+            host=args.host,
+            h2c_port=args.h2c_port,
+            grpc_port=args.grpc_port,
+            namespace=args.namespace,
+            pod=args.pod,
+            service=args.service,
+            ingress=args.ingress,
+            delay=args.delay,
+            status=args.status,
+            path_status=dict(args.path_status),
+        )
+    )
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({serve, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not serve.done():
+            serve.cancel()
+            try:
+                await serve
+            except asyncio.CancelledError:
+                pass
+    if serve.done() and not serve.cancelled() and serve.exception() is not None:
+        raise serve.exception()  # type: ignore[misc]
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    """Run the echo server until Ctrl-C/SIGTERM; returns the process exit code (0 on Ctrl-C)."""
+    try:
+        asyncio.run(_serve_until_signalled(args))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:  # e.g. address already in use
+        print(f"[{args.name}] error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m controlplane.echo``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m controlplane.echo",
+        description="Echo backend (pipy echo + Gateway API echo-basic behaviour): HTTP/1.1, h2c, gRPC.",
+    )
+    add_arguments(parser)
+    return main_from_args(parser.parse_args(argv))
+
