@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.fleet memory
 	$(PY) -m benchmarks.conformance
 	$(PY) -m benchmarks.mirror_stall
+	$(PY) -m benchmarks.shadow
 
 clean:
 	rm -rf $(VENV) build *.egg-info

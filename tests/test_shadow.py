@@ -187,3 +187,20 @@ def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:
     exported = set(re.findall(r"^(mirrorplane_\w+)[{ ]", c.render().decode(), re.M))
     assert used and used <= exported, used - exported
     assert {"mirrorplane_mirror_comparisons_total", "mirrorplane_mirror_latency_seconds_bucket"} <= used
+
+
+def test_no_shadow_leaves_the_access_log_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`serve --no-shadow`: no logger, no thresholds; by default both (and the seed route's tag)."""
+    import json
+    from pathlib import Path
+
+    from controlplane.cli import build_parser
+    from controlplane.offline import translate_folder
+    from controlplane.xds.translator import XdsOptions
+
+    local = Path(__file__).resolve().parent.parent / "manifests" / "local"
+    on = json.dumps(translate_folder(local, xds_options=XdsOptions()))
+    off = json.dumps(translate_folder(local, xds_options=XdsOptions(shadow=False)))
+    assert "upstream_log" in on and '"below": "~"' in on
+    assert "upstream_log" not in off and "mirrorplane_als" not in off
+    assert build_parser().parse_args(["serve", str(tmp_path), "--no-shadow"]).no_shadow
