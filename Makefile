@@ -51,6 +51,7 @@ manifests: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.translate
+	$(PY) -m benchmarks.loading
 	$(PY) -m benchmarks.push_latency
 	$(PY) -m benchmarks.change_latency
 	$(PY) -m benchmarks.fleet latency
