@@ -148,53 +148,41 @@ async def _timeout_set(stack: Stack) -> bool:
     return '"timeout": "1s"' in __import__("json").dumps(dump)
 
 
-async def test_a_request_not_sampled_logs_neither_leg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """comparison.samplePercent 50 (MirrorPolicy sets it in the IR; set here directly): an id
-    below the threshold is logged on both legs, one above it on neither."""
-    import dataclasses
+HALF = """apiVersion: mirrorplane.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: half, namespace: server}
+spec:
+  targetRefs:  # both routes mirroring to pipy-mirror: its cluster is logged at 50 % too
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: shadow}
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: http-route-sample}
+  comparison: {samplePercent: 50}
+"""
 
-    from controlplane import controller, ir
 
-    real = controller.build_resources
+async def test_a_request_not_sampled_logs_neither_leg(shadow: Stack) -> None:
+    """A MirrorPolicy's comparison.samplePercent 50: an id below the threshold is logged on both
+    legs, one above it on neither (Envoy's own count of entries says so)."""
+    stack = shadow
+    stack.write("policy.yaml", HALF)
+    await wait_until(lambda: _no_full_threshold(stack), timeout=15, message="the 50 % thresholds served")
+    # Envoy sets the id of an external request itself: read the ids from the mirror's log.
+    assert set(await fire(stack, ["/t/s"] * 40)) == {200}
+    ids = [h["headers"]["x-request-id"] for h in stack.echos["pipy-mirror"].log.heads() if h["path"] == "/t/s"]
+    assert len(ids) == 40
+    kept = [i for i in ids if sampled(i, 50)]
+    assert 0 < len(kept) < 40  # random UUIDs: all 40 on one side has odds 2**-39
+    assert sum((await compared(stack, len(kept))).values()) == len(kept)
+    # Envoy's own count of entries its filter let through: every leg of all 40 requests has
+    # ended (the mirror's were counted by Envoy before the pairs above could complete).
+    written = await stack.envoy.stat("access_logs.grpc_access_log.logs_written")
+    assert written == stack.plane.comparisons.entries["received"]
+    # ... and all of them were paired: no leg of an unsampled request waits for its other leg.
+    assert len(stack.plane.comparisons.pairer) == 0
 
-    def half(gateway: ir.GatewayIR, options: Any, memo: Any = None) -> Any:
-        def route(r: ir.Route) -> ir.Route:
-            mirrors = tuple(dataclasses.replace(m, comparison=ir.Comparison(sample_percent=50)) for m in r.mirrors)
-            return dataclasses.replace(r, mirrors=mirrors)
 
-        listeners = tuple(
-            dataclasses.replace(
-                lst,
-                chains=tuple(
-                    dataclasses.replace(
-                        ch,
-                        virtual_hosts=tuple(dataclasses.replace(vh, routes=tuple(map(route, vh.routes))) for vh in ch.virtual_hosts),
-                    )
-                    for ch in lst.chains
-                ),
-            )
-            for lst in gateway.listeners
-        )
-        return real(dataclasses.replace(gateway, listeners=listeners), options, memo)
-
-    monkeypatch.setattr(controller, "build_resources", half)
-    stack = await shadow_stack(tmp_path)
-    try:
-        # Envoy sets the id of an external request itself: read the ids from the mirror's log.
-        assert set(await fire(stack, ["/t/s"] * 40)) == {200}
-        ids = [h["headers"]["x-request-id"] for h in stack.echos["pipy-mirror"].log.heads() if h["path"] == "/t/s"]
-        assert len(ids) == 40
-        kept = [i for i in ids if sampled(i, 50)]
-        assert 0 < len(kept) < 40  # random UUIDs: all 40 on one side has odds 2**-39
-        assert sum((await compared(stack, len(kept))).values()) == len(kept)
-        # Envoy's own count of entries its filter let through: every leg of all 40 requests has
-        # ended (the mirror's were counted by Envoy before the pairs above could complete).
-        written = await stack.envoy.stat("access_logs.grpc_access_log.logs_written")
-        assert written == stack.plane.comparisons.entries["received"]
-        # ... and all of them were paired: no leg of an unsampled request waits for its other leg.
-        assert len(stack.plane.comparisons.pairer) == 0
-    finally:
-        await stack.exits.aclose()
+async def _no_full_threshold(stack: Stack) -> bool:
+    dump = json.dumps(await stack.envoy.config_dump(include_eds=False))
+    return '"below": "8000"' in dump and '"below": "~"' not in dump
 
 
 async def test_restart_envoy_keeps_serving_and_counting_resumes(shadow: Stack) -> None:
