@@ -16,6 +16,7 @@ from pathlib import Path
 from . import certs, echo, logs
 from .echo import cli as echo_cli
 from .admin import client as admin_client
+from .errors import MirrorplaneError, SourceError, UsageError
 from .shadow import client as shadow_client
 from .shadow import collect
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
@@ -118,10 +119,10 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
     """The provider (a folder, or the cluster) and what runs beside it (status writer + Lease)."""
     if not getattr(args, "kubernetes", False):
         if args.dir is None:
-            raise ValueError("give a folder of YAML to serve, or --kubernetes")
+            raise UsageError("give a folder of YAML to serve, or --kubernetes")
         return FileProvider(args.dir), []
     if args.dir is not None:
-        raise ValueError(f"--kubernetes serves a cluster: drop {args.dir}")
+        raise UsageError(f"--kubernetes serves a cluster: drop {args.dir}")
     from .providers.k8s_status import KubernetesStatus
     from .providers.kubernetes import KubernetesProvider
     from .providers.leader import LeaseOptions
@@ -130,7 +131,7 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
     if args.gateway_service:
         ns, _, name = args.gateway_service.partition("/")
         if not ns or not name:
-            raise ValueError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
+            raise UsageError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
         service = (ns, name)
     d = args.lease_duration
     lease = None if args.no_leader_election else LeaseOptions(
@@ -169,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--echo",
         action="append",
         default=[],
-        metavar="NAME=PORT[,PATH=CODE]",
-        help="also start an echo backend NAME on 127.0.0.1:PORT, answering PATH with CODE (repeatable)",
+        metavar="NAME=PORT[,grpc=PORT][,PATH=CODE...]",
+        help="also start an echo backend NAME on 127.0.0.1:PORT, its gRPC echo on grpc=PORT, answering the "
+        "exact PATH with CODE (e.g. /v2-only=500; repeatable)",
     )
 
     echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser(
         "bootstrap",
-        help="print the Envoy bootstrap for one Envoy (envoy/bootstrap.yaml rendered), e.g. from an init container",
+        help="print the Envoy bootstrap for one Envoy (controlplane/bootstrap.yaml rendered), e.g. from an init container",
     )
     boot.add_argument("--gateway", required=True, help="the Gateway this Envoy serves, NAMESPACE/NAME (node.cluster)")
     boot.add_argument(
@@ -233,7 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A :class:`MirrorplaneError` (bad input, an unusable environment) is one line
+    and exit 1; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MirrorplaneError as exc:
+        print(f"mirrorplane: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "echo":
         return echo.main_from_args(args)
     if args.command == "translate":
@@ -241,15 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         return _bootstrap(args)
     if args.command == "certs":
-        # Imported here, as for `serve --kubernetes`: kubernetes_asyncio adds ~40 MB of RSS that a
-        # control plane serving a folder never needs.
-        from .providers.kubeapi import ApiError
-
-        try:
-            return asyncio.run(_certs(args))
-        except (OSError, ValueError, ApiError) as exc:
-            print(f"mirrorplane: error: {exc}", file=sys.stderr)
-            return 1
+        return asyncio.run(_certs(args))
     if args.command in admin_client.COMMANDS:
         return admin_client.run(args)
     if args.command == "diff":
@@ -262,17 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:
         return 0
-    except (OSError, RuntimeError, ValueError) as exc:
-        print(f"mirrorplane: error: {exc}", file=sys.stderr)
-        return 1
 
 
 def _translate(args: argparse.Namespace) -> int:
     from .offline import translate_folder
 
     if not args.dir.exists():
-        print(f"mirrorplane: error: {args.dir} does not exist", file=sys.stderr)
-        return 1
+        raise SourceError(f"{args.dir} does not exist")
     out = translate_folder(
         args.dir,
         options=Options(controller_name=args.controller_name),
@@ -288,19 +288,14 @@ def _translate(args: argparse.Namespace) -> int:
 def _host_port_arg(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--als-address {text!r}: expected HOST:PORT")
+        raise UsageError(f"--als-address {text!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
     if "/" not in args.gateway:
-        print(f"mirrorplane: error: --gateway {args.gateway!r}: expected NAMESPACE/NAME", file=sys.stderr)
-        return 1
-    try:
-        als = _host_port_arg(args.als_address) if args.als_address else None
-    except ValueError as e:
-        print(f"mirrorplane: error: {e}", file=sys.stderr)
-        return 1
+        raise UsageError(f"--gateway {args.gateway!r}: expected NAMESPACE/NAME")
+    als = _host_port_arg(args.als_address) if args.als_address else None
     text = render_bootstrap(
         node_id=args.node_id,
         node_cluster=args.gateway,
@@ -311,7 +306,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
         als_address=als,
     )
     if args.output:
-        args.output.write_text(text)
+        try:
+            args.output.write_text(text)
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: {exc.strerror or exc}") from exc
     else:
         sys.stdout.write(text)
     return 0
@@ -345,18 +343,27 @@ async def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_echo(spec: str) -> tuple[str, int, dict[str, int]]:
-    """NAME=PORT[,PATH=CODE...]: the paths (exact) answered with CODE, e.g. a mirror that fails
-    on one path for shadow testing's seed scenario."""
-    head, *paths = spec.split(",")
+def _parse_echo(spec: str) -> tuple[str, int, int | None, dict[str, int]]:
+    """``NAME=PORT[,grpc=PORT][,PATH=CODE...]``: the echo's HTTP port, optionally its gRPC port,
+    and exact paths answered with CODE (shadow testing's seed: a mirror that fails on one path)."""
+    head, *rest = spec.split(",")
     name, _, port = head.partition("=")
+    grpc_port: int | None = None
+    paths: dict[str, int] = {}
+    usage = f"--echo {spec!r}: expected NAME=PORT[,grpc=PORT][,PATH=CODE...], e.g. pipy=8081,grpc=8083,/v2-only=500"
     if not name or not port.isdigit():
-        raise ValueError(f"--echo {spec!r}: expected NAME=PORT[,PATH=CODE...], e.g. pipy=8081")
-    try:
-        statuses = dict(echo_cli.path_status_arg(p) for p in paths)
-    except argparse.ArgumentTypeError as e:
-        raise ValueError(f"--echo {spec!r}: {e}") from None
-    return name, int(port), statuses
+        raise UsageError(usage)
+    for part in rest:
+        key, _, value = part.partition("=")
+        if key == "grpc" and value.isdigit():
+            grpc_port = int(value)
+            continue
+        try:
+            path, code = echo_cli.path_status_arg(part)
+        except argparse.ArgumentTypeError:
+            raise UsageError(usage) from None
+        paths[path] = code
+    return name, int(port), grpc_port, paths
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -371,10 +378,10 @@ async def _serve(args: argparse.Namespace) -> int:
     tls = None
     if getattr(args, "tls_cert", None) or getattr(args, "tls_key", None):
         if not (args.tls_cert and args.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
     elif getattr(args, "client_ca", None):
-        raise ValueError("--client-ca needs --tls-cert and --tls-key")
+        raise UsageError("--client-ca needs --tls-cert and --tls-key")
     provider, extensions = _source(args)
     plane = ControlPlane(
         provider,
@@ -394,7 +401,10 @@ async def _serve(args: argparse.Namespace) -> int:
         extensions=extensions,
     )
     await plane.start()
-    tasks = [asyncio.create_task(echo.run_echo(port, name, path_status=paths)) for name, port, paths in echos]
+    tasks = [
+        asyncio.create_task(echo.run_echo(port, name, grpc_port=grpc_port, path_status=paths))
+        for name, port, grpc_port, paths in echos
+    ]
     envoys = []
     try:
         if args.command == "run":
