@@ -47,9 +47,16 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
         default="127.0.0.1",
         help="address the gRPC port binds (default 127.0.0.1); beyond loopback it needs mutual TLS or --insecure",
     )
-    p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, admin API, CSDS, health, reflection (default 18000)")
+    p.add_argument(
+        "--xds-port",
+        type=int,
+        default=18000,
+        help="gRPC port: ADS, admin API, CSDS, health, reflection (default 18000)",
+    )
     p.add_argument("--http-address", default="127.0.0.1", help="address the HTTP port binds (default 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)")
+    p.add_argument(
+        "--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)"
+    )
     p.add_argument(
         "--insecure",
         action="store_true",
@@ -82,7 +89,7 @@ _SIZE_UNITS = {"": 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
 def _byte_size(text: str) -> int:
     """Bytes as a plain number or with a Kubernetes-style binary suffix (Ki, Mi, Gi)."""
-    number, unit = text.rstrip("KMGi"), text[len(text.rstrip("KMGi")):]
+    number, unit = text.rstrip("KMGi"), text[len(text.rstrip("KMGi")) :]
     if not number.isdigit() or unit not in _SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"{text!r}: expected bytes, e.g. 1048576, 512Ki or 8Mi")
     value = int(number) * _SIZE_UNITS[unit]
@@ -93,8 +100,12 @@ def _byte_size(text: str) -> int:
 
 def _add_kubernetes(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("Kubernetes (serve --kubernetes instead of DIR)")
-    k.add_argument("--kubernetes", action="store_true", help="watch a cluster's Gateway API objects and write their status")
-    k.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)")
+    k.add_argument(
+        "--kubernetes", action="store_true", help="watch a cluster's Gateway API objects and write their status"
+    )
+    k.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)"
+    )
     k.add_argument(
         "--gateway-service",
         metavar="NS/NAME",
@@ -106,13 +117,17 @@ def _add_kubernetes(p: argparse.ArgumentParser) -> None:
         help="namespace of the status writer's Lease (default: $POD_NAMESPACE, else mirrorplane-system)",
     )
     k.add_argument("--lease-name", default="mirrorplane-status-writer")
-    k.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a standby replica takes over (default 15)")
+    k.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds before a standby replica takes over (default 15)"
+    )
     k.add_argument(
         "--identity",
         default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
         help="this replica's Lease holder identity (default: $POD_NAME)",
     )
-    k.add_argument("--no-leader-election", action="store_true", help="write status without holding the Lease (one replica only)")
+    k.add_argument(
+        "--no-leader-election", action="store_true", help="write status without holding the Lease (one replica only)"
+    )
 
 
 def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
@@ -134,16 +149,22 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
             raise UsageError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
         service = (ns, name)
     d = args.lease_duration
-    lease = None if args.no_leader_election else LeaseOptions(
-        namespace=args.lease_namespace,
-        name=args.lease_name,
-        identity=args.identity,
-        lease_duration=d,
-        renew_deadline=d * 2 / 3,
-        retry_period=d * 2 / 15,
+    lease = (
+        None
+        if args.no_leader_election
+        else LeaseOptions(
+            namespace=args.lease_namespace,
+            name=args.lease_name,
+            identity=args.identity,
+            lease_duration=d,
+            renew_deadline=d * 2 / 3,
+            retry_period=d * 2 / 15,
+        )
     )
     provider = KubernetesProvider(args.kubeconfig)
-    return provider, [KubernetesStatus(provider, controller_name=args.controller_name, lease=lease, gateway_service=service)]
+    return provider, [
+        KubernetesStatus(provider, controller_name=args.controller_name, lease=lease, gateway_service=service)
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,18 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-port", type=int, default=18000)
     boot.add_argument("--admin-port", type=int, default=19000)
     boot.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
-    boot.add_argument("--xds-ca", help="TLS to the xDS port: the CA file (as Envoy sees it) that signed its certificate")
+    boot.add_argument(
+        "--xds-ca", help="TLS to the xDS port: the CA file (as Envoy sees it) that signed its certificate"
+    )
     boot.add_argument("--xds-cert", help="mutual TLS: this Envoy's certificate file")
     boot.add_argument("--xds-key", help="mutual TLS: this Envoy's private key file")
     boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
-    boot.add_argument("--als-address", metavar="HOST:PORT", help="shadow testing: send access logs to `mirrorplane collect` there (default: the xDS port)")
+    boot.add_argument(
+        "--als-address",
+        metavar="HOST:PORT",
+        help="shadow testing: send access logs to `mirrorplane collect` there (default: the xDS port)",
+    )
 
     certs = sub.add_parser(
         "certs",
         help="issue a CA, the control plane's certificate, the operator's and one per Gateway's Envoys, for mTLS (idempotent)",
     )
     certs.add_argument(
-        "--server-name", action="append", required=True, help="a DNS name or IP Envoys reach the control plane by (repeatable)"
+        "--server-name",
+        action="append",
+        required=True,
+        help="a DNS name or IP Envoys reach the control plane by (repeatable)",
     )
     certs.add_argument(
         "--gateway",
@@ -214,12 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = certs.add_mutually_exclusive_group(required=True)
     where.add_argument(
-        "--out", type=Path, help="write DIR/ca, DIR/server, DIR/operator and DIR/gateways/NS/NAME (ca.crt, tls.crt, tls.key)"
+        "--out",
+        type=Path,
+        help="write DIR/ca, DIR/server, DIR/operator and DIR/gateways/NS/NAME (ca.crt, tls.crt, tls.key)",
     )
     where.add_argument("--kubernetes", action="store_true", help="create kubernetes.io/tls Secrets instead")
     certs.add_argument("--kubeconfig", type=Path, help="with --kubernetes: a kubeconfig (default: in-cluster config)")
     certs.add_argument("--namespace", default="mirrorplane-system", help="with --kubernetes: where the Secrets go")
-    certs.add_argument("--ca-secret", default="mirrorplane-xds-ca", help="the CA (certificate and key), for this step only")
+    certs.add_argument(
+        "--ca-secret", default="mirrorplane-xds-ca", help="the CA (certificate and key), for this step only"
+    )
     certs.add_argument("--server-secret", default="mirrorplane-xds-server")
     certs.add_argument("--operator-secret", default="mirrorplane-xds-operator")
 

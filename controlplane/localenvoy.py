@@ -140,7 +140,9 @@ def _with_als_address(text: str, host: str, port: int) -> str:
         if cluster["name"] == "mirrorplane_als":
             address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
             address["socket_address"] = {"address": host, "port_value": _port("als port", port)}
-    return "# Rendered from envoy/bootstrap.yaml with the access log to mirrorplane collect.\n" + yaml.safe_dump(doc, sort_keys=False)
+    return "# Rendered from envoy/bootstrap.yaml with the access log to mirrorplane collect.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
 
 
 def _with_xds_tls(text: str, tls: XdsTls) -> str:
@@ -166,7 +168,9 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     for cluster in doc["static_resources"]["clusters"]:
         if cluster["name"] in ("xds_cluster", "mirrorplane_als"):
             cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
-    return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(doc, sort_keys=False)
+    return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
 
 
 # --------------------------------------------------------------------------
@@ -341,12 +345,17 @@ class LocalEnvoy:
 
         argv = [
             binary,
-            "-c", str(self.bootstrap_path),
+            "-c",
+            str(self.bootstrap_path),
             "--disable-hot-restart",
-            "--concurrency", str(self.concurrency),
-            "-l", self.log_level,
-            "--log-format", LOG_FORMAT,
-            "--admin-address-path", str(address_path),
+            "--concurrency",
+            str(self.concurrency),
+            "-l",
+            self.log_level,
+            "--log-format",
+            LOG_FORMAT,
+            "--admin-address-path",
+            str(address_path),
             *self.extra_args,
         ]
         try:
@@ -548,8 +557,7 @@ class LocalEnvoy:
             if time.monotonic() >= deadline:
                 detail = f"; last error: {last_error!r}" if last_error else ""
                 raise TimeoutError(
-                    f"condition not met within {timeout:g}s{detail}; "
-                    f"envoy's last log lines:\n{self._logs_text(15)}"
+                    f"condition not met within {timeout:g}s{detail}; envoy's last log lines:\n{self._logs_text(15)}"
                 )
             await asyncio.sleep(interval)
 

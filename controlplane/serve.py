@@ -199,7 +199,9 @@ class ControlPlane:
         return web.Response(text="ok\n")
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render() + self.comparisons.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return web.Response(
+            body=self.metrics.render() + self.comparisons.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
 
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.controller.translations == 0:
