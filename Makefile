@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # The seed scenario locally: two echo backends (HTTP and gRPC), the control plane, an Envoy on
-# port 8000 (HTTP seed) and one on port 8001 (gRPC seed, docs/grpc.md).
+# port 8000 (HTTP seed) and one on port 8001 (gRPC seed, docs/grpc.md). The mirror answers 500 on
+# /v2-only, so that `mirrorplane diff` has a difference to show (docs/shadow-testing.md).
 run: $(STAMP)
-	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081,grpc=8083 --echo pipy-mirror=8082,grpc=8084
+	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081,grpc=8083 --echo pipy-mirror=8082,grpc=8084,/v2-only=500
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -47,11 +48,11 @@ mutation: $(STAMP)
 	$(PY) -m tests.mutation
 
 # Regenerate the Python code of every .proto under protos/ (admin API: controlplane/admin/v1/; echo:
-# controlplane/echo/grpcecho/ and controlplane/echo/v1/) after editing one;
+# controlplane/echo/grpcecho/ and controlplane/echo/v1/; shadow testing: controlplane/shadow/v1/) after editing one;
 # tests/test_admin_protos.py fails while the committed code is not current.
 PROTOS_OUT ?= .
 PROTO_FILES := protos/controlplane/admin/v1/admin.proto protos/controlplane/echo/grpcecho/grpcecho.proto \
-	protos/controlplane/echo/v1/streamecho.proto
+	protos/controlplane/echo/v1/streamecho.proto protos/controlplane/shadow/v1/shadow.proto
 protos: | $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTOS_OUT) --pyi_out=$(PROTOS_OUT) \
 		--grpc_python_out=$(PROTOS_OUT) $(PROTO_FILES)
@@ -71,6 +72,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.conformance
 	$(PY) -m benchmarks.mirror_stall
 	$(PY) -m benchmarks.grpc_mirror
+	$(PY) -m benchmarks.shadow
 
 clean:
 	rm -rf $(VENV) build *.egg-info

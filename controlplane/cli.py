@@ -14,8 +14,11 @@ import sys
 from pathlib import Path
 
 from . import certs, echo, logs
+from .echo import cli as echo_cli
 from .admin import client as admin_client
 from .errors import MirrorplaneError, SourceError, UsageError
+from .shadow import client as shadow_client
+from .shadow import collect
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.files import FileProvider
@@ -44,9 +47,16 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
         default="127.0.0.1",
         help="address the gRPC port binds (default 127.0.0.1); beyond loopback it needs mutual TLS or --insecure",
     )
-    p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, admin API, CSDS, health, reflection (default 18000)")
+    p.add_argument(
+        "--xds-port",
+        type=int,
+        default=18000,
+        help="gRPC port: ADS, admin API, CSDS, health, reflection (default 18000)",
+    )
     p.add_argument("--http-address", default="127.0.0.1", help="address the HTTP port binds (default 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)")
+    p.add_argument(
+        "--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)"
+    )
     p.add_argument(
         "--insecure",
         action="store_true",
@@ -54,6 +64,11 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
         "config and keys), and Envoy's NACK messages on a non-loopback /metrics",
     )
     p.add_argument("--controller-name", default=DEFAULT_CONTROLLER, help="GatewayClass controllerName to serve")
+    p.add_argument(
+        "--no-shadow",
+        action="store_true",
+        help="do not compare mirrored answers with the primary's: no access log on Envoys' routers (docs/shadow-testing.md)",
+    )
     _add_mirror_body_limit(p)
     _add_common(p)
 
@@ -74,7 +89,7 @@ _SIZE_UNITS = {"": 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
 def _byte_size(text: str) -> int:
     """Bytes as a plain number or with a Kubernetes-style binary suffix (Ki, Mi, Gi)."""
-    number, unit = text.rstrip("KMGi"), text[len(text.rstrip("KMGi")):]
+    number, unit = text.rstrip("KMGi"), text[len(text.rstrip("KMGi")) :]
     if not number.isdigit() or unit not in _SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"{text!r}: expected bytes, e.g. 1048576, 512Ki or 8Mi")
     value = int(number) * _SIZE_UNITS[unit]
@@ -85,8 +100,12 @@ def _byte_size(text: str) -> int:
 
 def _add_kubernetes(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("Kubernetes (serve --kubernetes instead of DIR)")
-    k.add_argument("--kubernetes", action="store_true", help="watch a cluster's Gateway API objects and write their status")
-    k.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)")
+    k.add_argument(
+        "--kubernetes", action="store_true", help="watch a cluster's Gateway API objects and write their status"
+    )
+    k.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)"
+    )
     k.add_argument(
         "--gateway-service",
         metavar="NS/NAME",
@@ -98,13 +117,17 @@ def _add_kubernetes(p: argparse.ArgumentParser) -> None:
         help="namespace of the status writer's Lease (default: $POD_NAMESPACE, else mirrorplane-system)",
     )
     k.add_argument("--lease-name", default="mirrorplane-status-writer")
-    k.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a standby replica takes over (default 15)")
+    k.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds before a standby replica takes over (default 15)"
+    )
     k.add_argument(
         "--identity",
         default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
         help="this replica's Lease holder identity (default: $POD_NAME)",
     )
-    k.add_argument("--no-leader-election", action="store_true", help="write status without holding the Lease (one replica only)")
+    k.add_argument(
+        "--no-leader-election", action="store_true", help="write status without holding the Lease (one replica only)"
+    )
 
 
 def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
@@ -126,16 +149,22 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
             raise UsageError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
         service = (ns, name)
     d = args.lease_duration
-    lease = None if args.no_leader_election else LeaseOptions(
-        namespace=args.lease_namespace,
-        name=args.lease_name,
-        identity=args.identity,
-        lease_duration=d,
-        renew_deadline=d * 2 / 3,
-        retry_period=d * 2 / 15,
+    lease = (
+        None
+        if args.no_leader_election
+        else LeaseOptions(
+            namespace=args.lease_namespace,
+            name=args.lease_name,
+            identity=args.identity,
+            lease_duration=d,
+            renew_deadline=d * 2 / 3,
+            retry_period=d * 2 / 15,
+        )
     )
     provider = KubernetesProvider(args.kubeconfig)
-    return provider, [KubernetesStatus(provider, controller_name=args.controller_name, lease=lease, gateway_service=service)]
+    return provider, [
+        KubernetesStatus(provider, controller_name=args.controller_name, lease=lease, gateway_service=service)
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--echo",
         action="append",
         default=[],
-        metavar="NAME=PORT[,grpc=PORT]",
-        help="also start an echo backend NAME on 127.0.0.1:PORT, and its gRPC echo on grpc=PORT (repeatable)",
+        metavar="NAME=PORT[,grpc=PORT][,PATH=CODE...]",
+        help="also start an echo backend NAME on 127.0.0.1:PORT, its gRPC echo on grpc=PORT, answering the "
+        "exact PATH with CODE (e.g. /v2-only=500; repeatable)",
     )
 
     echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
@@ -183,17 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-port", type=int, default=18000)
     boot.add_argument("--admin-port", type=int, default=19000)
     boot.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
-    boot.add_argument("--xds-ca", help="TLS to the xDS port: the CA file (as Envoy sees it) that signed its certificate")
+    boot.add_argument(
+        "--xds-ca", help="TLS to the xDS port: the CA file (as Envoy sees it) that signed its certificate"
+    )
     boot.add_argument("--xds-cert", help="mutual TLS: this Envoy's certificate file")
     boot.add_argument("--xds-key", help="mutual TLS: this Envoy's private key file")
     boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
+    boot.add_argument(
+        "--als-address",
+        metavar="HOST:PORT",
+        help="shadow testing: send access logs to `mirrorplane collect` there (default: the xDS port)",
+    )
 
     certs = sub.add_parser(
         "certs",
         help="issue a CA, the control plane's certificate, the operator's and one per Gateway's Envoys, for mTLS (idempotent)",
     )
     certs.add_argument(
-        "--server-name", action="append", required=True, help="a DNS name or IP Envoys reach the control plane by (repeatable)"
+        "--server-name",
+        action="append",
+        required=True,
+        help="a DNS name or IP Envoys reach the control plane by (repeatable)",
     )
     certs.add_argument(
         "--gateway",
@@ -204,12 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = certs.add_mutually_exclusive_group(required=True)
     where.add_argument(
-        "--out", type=Path, help="write DIR/ca, DIR/server, DIR/operator and DIR/gateways/NS/NAME (ca.crt, tls.crt, tls.key)"
+        "--out",
+        type=Path,
+        help="write DIR/ca, DIR/server, DIR/operator and DIR/gateways/NS/NAME (ca.crt, tls.crt, tls.key)",
     )
     where.add_argument("--kubernetes", action="store_true", help="create kubernetes.io/tls Secrets instead")
     certs.add_argument("--kubeconfig", type=Path, help="with --kubernetes: a kubeconfig (default: in-cluster config)")
     certs.add_argument("--namespace", default="mirrorplane-system", help="with --kubernetes: where the Secrets go")
-    certs.add_argument("--ca-secret", default="mirrorplane-xds-ca", help="the CA (certificate and key), for this step only")
+    certs.add_argument(
+        "--ca-secret", default="mirrorplane-xds-ca", help="the CA (certificate and key), for this step only"
+    )
     certs.add_argument("--server-secret", default="mirrorplane-xds-server")
     certs.add_argument("--operator-secret", default="mirrorplane-xds-operator")
 
@@ -219,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mirror_body_limit(tr)
 
     admin_client.add_commands(sub)  # nodes, status, snapshot: clients of the admin API
+    shadow_client.add_command(sub)  # diff: shadow testing's client
+    _add_common(collect.add_arguments(sub))
     return parser
 
 
@@ -244,6 +290,11 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_certs(args))
     if args.command in admin_client.COMMANDS:
         return admin_client.run(args)
+    if args.command == "diff":
+        return shadow_client.run(args)
+    if args.command == "collect":
+        logs.setup(args.log_level, args.log_format)
+        return collect.main(args)
     logs.setup(args.log_level, args.log_format)
     try:
         return asyncio.run(_serve(args))
@@ -268,9 +319,17 @@ def _translate(args: argparse.Namespace) -> int:
     return 1 if out["errors"] else 0
 
 
+def _host_port_arg(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--als-address {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     if "/" not in args.gateway:
         raise UsageError(f"--gateway {args.gateway!r}: expected NAMESPACE/NAME")
+    als = _host_port_arg(args.als_address) if args.als_address else None
     text = render_bootstrap(
         node_id=args.node_id,
         node_cluster=args.gateway,
@@ -278,6 +337,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         admin_port=args.admin_port,
         xds_tls=XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None,
+        als_address=als,
     )
     if args.output:
         try:
@@ -317,14 +377,27 @@ async def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_echo(spec: str) -> tuple[str, int, int | None]:
-    """``NAME=PORT`` or ``NAME=PORT,grpc=PORT``: the echo's HTTP port and, optionally, its gRPC port."""
-    head, _, rest = spec.partition(",")
+def _parse_echo(spec: str) -> tuple[str, int, int | None, dict[str, int]]:
+    """``NAME=PORT[,grpc=PORT][,PATH=CODE...]``: the echo's HTTP port, optionally its gRPC port,
+    and exact paths answered with CODE (shadow testing's seed: a mirror that fails on one path)."""
+    head, *rest = spec.split(",")
     name, _, port = head.partition("=")
-    key, _, grpc_port = rest.partition("=")
-    if not name or not port.isdigit() or (rest and (key != "grpc" or not grpc_port.isdigit())):
-        raise UsageError(f"--echo {spec!r}: expected NAME=PORT or NAME=PORT,grpc=PORT, e.g. pipy=8081,grpc=8083")
-    return name, int(port), int(grpc_port) if rest else None
+    grpc_port: int | None = None
+    paths: dict[str, int] = {}
+    usage = f"--echo {spec!r}: expected NAME=PORT[,grpc=PORT][,PATH=CODE...], e.g. pipy=8081,grpc=8083,/v2-only=500"
+    if not name or not port.isdigit():
+        raise UsageError(usage)
+    for part in rest:
+        key, _, value = part.partition("=")
+        if key == "grpc" and value.isdigit():
+            grpc_port = int(value)
+            continue
+        try:
+            path, code = echo_cli.path_status_arg(part)
+        except argparse.ArgumentTypeError:
+            raise UsageError(usage) from None
+        paths[path] = code
+    return name, int(port), grpc_port, paths
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -353,6 +426,7 @@ async def _serve(args: argparse.Namespace) -> int:
         options=Options(controller_name=args.controller_name),
         xds_options=XdsOptions(
             mirror_body_limit=args.mirror_body_limit,
+            shadow=not args.no_shadow,
             # Envoys in a cluster or compose must accept traffic from elsewhere; the local one does not.
             bind_address=args.listen_address if args.command == "run" else XdsOptions.bind_address,
         ),
@@ -361,7 +435,10 @@ async def _serve(args: argparse.Namespace) -> int:
         extensions=extensions,
     )
     await plane.start()
-    tasks = [asyncio.create_task(echo.run_echo(port, name, grpc_port=grpc_port)) for name, port, grpc_port in echos]
+    tasks = [
+        asyncio.create_task(echo.run_echo(port, name, grpc_port=grpc_port, path_status=paths))
+        for name, port, grpc_port, paths in echos
+    ]
     envoys = []
     try:
         if args.command == "run":

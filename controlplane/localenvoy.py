@@ -102,6 +102,7 @@ def render_bootstrap(
     admin_port: int = 19000,
     xds_tls: XdsTls | None = None,
     ads_api_type: str | None = None,
+    als_address: tuple[str, int] | None = None,
 ) -> str:
     """Render the bootstrap template to YAML text.
 
@@ -111,6 +112,8 @@ def render_bootstrap(
     plaintext so that ``envsubst`` alone can render it).
     ``ads_api_type`` ``"GRPC"`` (State of the World) or ``"DELTA_GRPC"`` overrides the
     template's ADS flavour (tests run both).
+    ``als_address`` (host, port) sends shadow testing's access log to ``mirrorplane collect``
+    instead of the xDS port (with the same TLS settings).
     """
     for name, value in (("node_id", node_id), ("node_cluster", node_cluster), ("xds_host", xds_host)):
         if not isinstance(value, str) or not value:
@@ -126,11 +129,25 @@ def render_bootstrap(
         if ads_api_type not in ("GRPC", "DELTA_GRPC"):
             raise UsageError(f"ads_api_type must be GRPC or DELTA_GRPC, got {ads_api_type!r}")
         text = re.sub(r"(?m)^(\s+api_type:) \w+$", rf"\1 {ads_api_type}", text, count=1)
+    if als_address is not None:
+        text = _with_als_address(text, *als_address)
     return text if xds_tls is None else _with_xds_tls(text, xds_tls)
 
 
+def _with_als_address(text: str, host: str, port: int) -> str:
+    doc = yaml.safe_load(text)
+    for cluster in doc["static_resources"]["clusters"]:
+        if cluster["name"] == "mirrorplane_als":
+            address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            address["socket_address"] = {"address": host, "port_value": _port("als port", port)}
+    return "# Rendered from envoy/bootstrap.yaml with the access log to mirrorplane collect.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
+
+
 def _with_xds_tls(text: str, tls: XdsTls) -> str:
-    """The rendered bootstrap with the xds_cluster speaking TLS (HTTP/2 via ALPN, as gRPC needs)."""
+    """The rendered bootstrap with the xds_cluster (and the ALS cluster, which reaches the same
+    port by default) speaking TLS (HTTP/2 via ALPN, as gRPC needs)."""
     if (tls.cert is None) != (tls.key is None):
         raise UsageError("xds TLS: give both a client certificate and key, or neither")
     doc = yaml.safe_load(text)
@@ -149,9 +166,11 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     if tls.sni:
         context["sni"] = tls.sni
     for cluster in doc["static_resources"]["clusters"]:
-        if cluster["name"] == "xds_cluster":
+        if cluster["name"] in ("xds_cluster", "mirrorplane_als"):
             cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
-    return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(doc, sort_keys=False)
+    return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
 
 
 # --------------------------------------------------------------------------
@@ -326,12 +345,17 @@ class LocalEnvoy:
 
         argv = [
             binary,
-            "-c", str(self.bootstrap_path),
+            "-c",
+            str(self.bootstrap_path),
             "--disable-hot-restart",
-            "--concurrency", str(self.concurrency),
-            "-l", self.log_level,
-            "--log-format", LOG_FORMAT,
-            "--admin-address-path", str(address_path),
+            "--concurrency",
+            str(self.concurrency),
+            "-l",
+            self.log_level,
+            "--log-format",
+            LOG_FORMAT,
+            "--admin-address-path",
+            str(address_path),
             *self.extra_args,
         ]
         try:
@@ -535,8 +559,7 @@ class LocalEnvoy:
             if time.monotonic() >= deadline:
                 detail = f"; last error: {last_error!r}" if last_error else ""
                 raise TimeoutError(
-                    f"condition not met within {timeout:g}s{detail}; "
-                    f"envoy's last log lines:\n{self._logs_text(15)}"
+                    f"condition not met within {timeout:g}s{detail}; envoy's last log lines:\n{self._logs_text(15)}"
                 )
             await asyncio.sleep(interval)
 

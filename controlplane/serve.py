@@ -26,6 +26,9 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
 from .providers.supervisor import Supervisor
 from .quarantine import Quarantine
+from .shadow.hub import Comparisons
+from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
+from .shadow.service import expire_forever, shadow_service
 from .gatewayapi.store import Store
 from .tls import TlsFiles, server_credentials
 from .xds.cache import SnapshotCache
@@ -88,11 +91,15 @@ class ControlPlane:
             nack_messages=insecure or is_loopback(http_host),
         )
         self.controller.update_listeners.append(self.metrics.on_update)
+        # Shadow testing: Envoys' access logs come to the xDS port (docs/shadow-testing.md).
+        self.comparisons = Comparisons()
+        self.als = AccessLogReceiver(self.comparisons, self.authorizer)
         self.xds_address = host_port(xds_host, xds_port)
         self.http_host, self.http_port = http_host, http_port
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._expire: asyncio.Task[None] | None = None
         # Ready: translated once, and the provider is running (gRPC health says the same).
         self.health = health.aio.HealthServicer()
         self.supervisor = Supervisor(provider, self._on_provider_change, self._on_provider_up)
@@ -109,12 +116,18 @@ class ControlPlane:
             address=self.xds_address,
             credentials=credentials,
             authorizer=self.authorizer,
-            services=admin_services(self.cache, self.registry, lambda: self.controller.statuses),
+            services=[
+                *admin_services(self.cache, self.registry, lambda: self.controller.statuses),
+                als_service(self.als),
+                shadow_service(self.comparisons),
+            ],
+            self_checked=[ALS_SERVICE_NAME],
             health_servicer=self.health,
         )
         await self._grpc.start()
         if self.http_port is not None:
             await self._start_http(self.http_port)
+        self._expire = asyncio.create_task(expire_forever(self.comparisons), name="shadow-expire")
         try:
             await self._update(await self.provider.start())
         except BaseException:
@@ -186,7 +199,9 @@ class ControlPlane:
         return web.Response(text="ok\n")
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return web.Response(
+            body=self.metrics.render() + self.comparisons.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
 
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.controller.translations == 0:
@@ -202,10 +217,11 @@ class ControlPlane:
         log.info("serve.stopping streams=%d", len(self.registry.streams()))
         for ext in reversed(self.extensions):
             await ext.stop()
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._expire):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._grpc is not None:
             await self._grpc.stop(grace)
         if self._http is not None:

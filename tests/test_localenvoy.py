@@ -62,12 +62,20 @@ def test_render_bootstrap_fills_every_placeholder():
     assert ads["grpc_services"][0]["envoy_grpc"]["cluster_name"] == "xds_cluster"
     for key in ("cds_config", "lds_config"):
         assert doc["dynamic_resources"][key] == {"ads": {}, "resource_api_version": "V3"}
-    (xds,) = doc["static_resources"]["clusters"]
-    assert xds["name"] == "xds_cluster"
-    endpoint = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18001}
-    options = xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    assert "http2_protocol_options" in options["explicit_http_config"]
+    # xDS, and shadow testing's access log (to the same port unless --als-address says otherwise).
+    clusters = doc["static_resources"]["clusters"]
+    assert [c["name"] for c in clusters] == ["xds_cluster", "mirrorplane_als"]
+    for cluster in clusters:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18001}
+        options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert "http2_protocol_options" in options["explicit_http_config"]
+    collect = yaml.safe_load(
+        render_bootstrap(node_id="e", node_cluster="default/gw", xds_port=18001, als_address=("10.0.0.9", 18090))
+    )
+    [als] = [c for c in collect["static_resources"]["clusters"] if c["name"] == "mirrorplane_als"]
+    endpoint = als["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "10.0.0.9", "port_value": 18090}
 
 
 def test_render_bootstrap_can_choose_state_of_the_world():
@@ -195,7 +203,7 @@ async def test_local_envoy_starts_serves_admin_and_stops():
         assert bootstrap["dynamic_resources"]["cds_config"]["ads"] == {}
         assert bootstrap["dynamic_resources"]["lds_config"]["ads"] == {}
         static = await envoy.config_dump("static_clusters")
-        assert [c["cluster"]["name"] for c in static["configs"]] == ["xds_cluster"]
+        assert [c["cluster"]["name"] for c in static["configs"]] == ["mirrorplane_als", "xds_cluster"]
 
         # ADS points at a closed port: Envoy keeps trying to connect.
         async def connect_failed() -> bool:

@@ -104,6 +104,13 @@ def _delay_arg(value: str) -> float:
     return seconds
 
 
+def path_status_arg(text: str) -> tuple[str, int]:
+    path, _, code = text.rpartition("=")
+    if not path.startswith("/") or not code.isdigit() or not 200 <= int(code) <= 599:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PATH=CODE, e.g. /v2-only=500")
+    return path, int(code)
+
+
 def _status_arg(value: str) -> int:
     try:
         code = int(value)
@@ -126,20 +133,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="server name, used as log prefix (e.g. pipy)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; ::1 works)")
     parser.add_argument(
-        "--h2c-port", type=int, default=int(env["H2C_PORT"]) if env.get("H2C_PORT") else None,
+        "--h2c-port",
+        type=int,
+        default=int(env["H2C_PORT"]) if env.get("H2C_PORT") else None,
         help="also serve HTTP/2 cleartext (prior knowledge) on this port (env H2C_PORT; 0 = any free port)",
     )
     parser.add_argument(
-        "--grpc-port", type=int, default=None,
+        "--grpc-port",
+        type=int,
+        default=None,
         help="also serve upstream's gRPC conformance echo (GrpcEcho) and StreamEcho on this port (0 = any free port)",
     )
     parser.add_argument("--namespace", default=env.get("NAMESPACE", ""), help="reported namespace (env NAMESPACE)")
-    parser.add_argument("--pod", default=env.get("POD_NAME", ""), help="reported pod name (env POD_NAME; default NAME-<random>)")
-    parser.add_argument("--service", default=env.get("SERVICE_NAME", ""), help="reported service (env SERVICE_NAME; default NAME)")
+    parser.add_argument(
+        "--pod", default=env.get("POD_NAME", ""), help="reported pod name (env POD_NAME; default NAME-<random>)"
+    )
+    parser.add_argument(
+        "--service", default=env.get("SERVICE_NAME", ""), help="reported service (env SERVICE_NAME; default NAME)"
+    )
     parser.add_argument("--ingress", default=env.get("INGRESS_NAME", ""), help="reported ingress (env INGRESS_NAME)")
-    parser.add_argument("--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)")
-    parser.add_argument("--status", type=_status_arg, default=None, help="answer every echo with this status (e.g. 503; gRPC: the matching code, 500 = INTERNAL)")
+    parser.add_argument(
+        "--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)"
+    )
+    parser.add_argument(
+        "--status",
+        type=_status_arg,
+        default=None,
+        help="answer every echo with this status (e.g. 503; gRPC: the matching code, 500 = INTERNAL)",
+    )
     parser.add_argument("--stall", action="store_true", help="accept connections and never read them: a stuck backend")
+    parser.add_argument(
+        "--path-status",
+        action="append",
+        type=path_status_arg,
+        default=[],
+        metavar="PATH=CODE",
+        help="answer HTTP echoes of this exact path with CODE, e.g. /v2-only=500 (repeatable)",
+    )
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> None:
@@ -165,6 +195,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
             ingress=args.ingress,
             delay=args.delay,
             status=args.status,
+            path_status=dict(args.path_status),
         )
     )
     stopper = asyncio.ensure_future(stop.wait())
@@ -203,4 +234,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_arguments(parser)
     return main_from_args(parser.parse_args(argv))
-

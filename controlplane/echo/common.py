@@ -12,7 +12,8 @@ import json
 import random
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Kubernetes' "safe" alphabet for generated name suffixes (no vowels, no
@@ -20,9 +21,7 @@ from typing import Any, Protocol
 _K8S_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 # RFC 7230 "token" characters; Go only canonicalises header names made of these.
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 # Request headers that Go's net/http moves out of ``Request.Header``; echo-basic
 # therefore never reports them under "headers", and neither do we.
@@ -75,7 +74,7 @@ def parse_go_duration(text: str) -> float:
         if not int_part and not frac_part:
             # "." alone, or ".s": no digits at all
             raise ValueError(f"time: invalid duration {quoted}")
-        s = s[m.end():]
+        s = s[m.end() :]
         unit_len = 0
         while unit_len < len(s) and s[unit_len] not in "0123456789.":
             unit_len += 1
@@ -174,6 +173,7 @@ class EchoConfig:
     status: int | None
     http_port: int
     out: LogStream | None
+    path_status: Mapping[str, int] = field(default_factory=dict)
 
 
 def make_config(
@@ -187,6 +187,7 @@ def make_config(
     status: int | None = None,
     http_port: int = 0,
     out: LogStream | None = None,
+    path_status: Mapping[str, int] | None = None,
 ) -> EchoConfig:
     """Check and complete an echo server's options.
 
@@ -198,7 +199,9 @@ def make_config(
     keep working; gRPC maps it to a gRPC status).  ``http_port`` is reported
     as ``httpPort``; 0 means "the port the request arrived on".  ``out``
     receives the log lines (default: the *current* ``sys.stdout``, looked up
-    at each write so capture tools work).
+    at each write so capture tools work).  ``path_status`` answers HTTP echoes
+    of these exact paths with these codes (shadow testing's seed scenario: a
+    mirror that differs on one path).
     """
     if not name:
         raise ValueError("name must not be empty")
@@ -216,6 +219,7 @@ def make_config(
         status=status,
         http_port=http_port,
         out=out,
+        path_status=dict(path_status or {}),
     )
 
 

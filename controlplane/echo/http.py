@@ -191,6 +191,7 @@ class _EchoServer:
             await asyncio.sleep(self.config.delay)
 
         status = self.config.status if self.config.status is not None else 200
+        status = self.config.path_status.get(request.path, status)
         if body:
             # Seed (pipy) behaviour: answer the body, bytes exact.
             resp = web.Response(status=status, body=body)

@@ -65,6 +65,7 @@ def build_server(
     credentials: grpc.ServerCredentials | None = None,
     authorizer: Authorizer = Authorizer(enforced=False),
     services: Iterable[tuple[str, ServiceAdder]] = (),
+    self_checked: Iterable[str] = (),
     health_servicer: health.aio.HealthServicer | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server with ADS, health (overall SERVING, unless ``health_servicer`` is the
@@ -72,6 +73,8 @@ def build_server(
 
     ``services`` are more services on the same port, as (full service name, adder) pairs: the
     adder registers the servicer and reflection lists the name (the admin API and CSDS).
+    ``self_checked`` names those among them that check the caller's identity themselves (the
+    access log receiver: Envoys, not the operator, call it).
 
     Create it inside the running event loop. ``SO_REUSEPORT`` is off, so binding a port that is in
     use fails instead of silently sharing it with another process. With ``credentials`` the port
@@ -80,7 +83,7 @@ def build_server(
     service but ADS, health and reflection to the operator identity (:mod:`controlplane.identity`).
     """
     server = grpc.aio.server(
-        interceptors=[OperatorOnly(self_checked=[ADS_SERVICE_NAME])] if authorizer.enforced else [],
+        interceptors=[OperatorOnly(self_checked=[ADS_SERVICE_NAME, *self_checked])] if authorizer.enforced else [],
         options=[
             ("grpc.so_reuseport", 0),
             # Find dead Envoys (half-open TCP) instead of keeping their streams forever.

@@ -30,6 +30,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from .. import ir
+from .accesslog import add_shadow_logging, tag_route, untag_route
 from .resources import Resources
 
 # Requests to a backendRef that could not be resolved go to this cluster, which is never served;
@@ -85,6 +86,8 @@ class XdsOptions:
     connect_timeout_seconds: int = 5
     # Requests with a larger body are not mirrored (see DEFAULT_MIRROR_BODY_LIMIT).
     mirror_body_limit: int = DEFAULT_MIRROR_BODY_LIMIT
+    # Shadow testing: the upstream access log that compares mirror and primary (xds/accesslog.py).
+    shadow: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.mirror_body_limit <= MAX_MIRROR_BODY_LIMIT:
@@ -143,6 +146,8 @@ def build_resources(
         listeners[listener.name] = _listener(listener, options)
         for chain in listener.chains:
             routes[chain.name] = _route_configuration(chain, options.mirror_body_limit, memo)
+    if options.shadow:
+        add_shadow_logging(gateway, clusters, listeners)
     return Resources(
         clusters=MappingProxyType(clusters),
         endpoints=MappingProxyType(endpoints),
@@ -357,6 +362,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
         return [out]
+    tag_route(route, out)  # shadow testing compares its legs (accesslog.py)
     bodyless, unmirrored = rc.Route(), rc.Route()
     bodyless.CopyFrom(out)
     if route.kind == "GRPCRoute":
@@ -370,6 +376,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     unmirrored.name += "/not-mirrored"
     unmirrored.stat_prefix = (route.stat_prefix or route.name) + "/not-mirrored"
     del unmirrored.route.request_mirror_policies[:]
+    untag_route(unmirrored)
     out.match.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
     # The mirror's copy is buffered under this per-request limit while its connection is not
     # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.

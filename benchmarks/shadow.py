@@ -1,0 +1,230 @@
+"""Shadow testing's costs (docs/shadow-testing.md), printed, never asserted:
+
+    python -m benchmarks.shadow [--requests 2000] [--concurrency 8] [--pairs 100000]
+
+1. The primary's client latency through a real Envoy with comparison on vs off (p50/p99 ratios,
+   one run, same Envoy, backends and load generator; only XdsOptions.shadow differs).
+2. How many access log entries one receiver process (`mirrorplane collect`) handles: a client
+   process streams --pairs primary+mirror entry pairs over gRPC ALS as fast as gRPC flow control
+   lets it; entries/s and CPU time per compared pair are read from the receiver.
+3. Memory when only one leg's entries come: 3x the pending limit of primaries with no mirror leg;
+   the receiver's RSS before and after, and what it counted as dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok
+from controlplane.localenvoy import LocalEnvoy
+from controlplane.ports import free_port
+from controlplane.providers.files import FileProvider
+from controlplane.serve import ControlPlane
+from controlplane.shadow.pairing import DEFAULT_LIMIT
+from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag
+from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
+from controlplane.xds.translator import XdsOptions
+
+BATCH = 100
+
+
+async def primary_latency(requests: int, concurrency: int) -> None:
+    ports = {n: free_port() for n in ("gw", "pipy", "mirror", "xds")}
+    backends = [
+        await _spawn("-m", "controlplane.echo", "--port", str(ports["pipy"]), "--name", "pipy"),
+        await _spawn("-m", "controlplane.echo", "--port", str(ports["mirror"]), "--name", "pipy-mirror"),
+    ]
+    url = f"http://127.0.0.1:{ports['gw']}/"
+    results: dict[str, dict[str, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            for f in ("gateway.yaml", "services.yaml", "route.yaml"):
+                text = (LOCAL / f).read_text().replace("8081", str(ports["pipy"])).replace("8082", str(ports["mirror"]))
+                (folder / f).write_text(text)
+            options = XdsOptions(bind_address="127.0.0.1", port_map={8000: ports["gw"]})
+            plane = ControlPlane(
+                FileProvider(folder), xds_host="127.0.0.1", xds_port=ports["xds"], http_port=None, xds_options=options
+            )
+            await plane.start()
+            envoy = LocalEnvoy(
+                node_id="bench",
+                gateway=GATEWAY,
+                xds_port=ports["xds"],
+                admin_port=0,
+                log_sink=lambda _: None,
+                concurrency=1,
+            )
+            try:
+                await envoy.start()
+                await _until_ok(url)
+                for name, on in (("comparison off", False), ("comparison on", True)):
+                    plane.controller.xds_options = dataclasses.replace(options, shadow=on)
+                    plane.controller._resources.clear()  # the IR is the same: rebuild anyway
+                    plane.controller.refresh()
+                    await _until_logging(envoy, on)
+                    await _load(url, requests // 5, concurrency)  # warm-up
+                    results[name] = await _load(url, requests, concurrency)
+                compared = sum(sum(s.results.values()) for s in plane.comparisons.rules.values())
+            finally:
+                await envoy.stop()
+                await plane.stop()
+    finally:
+        for proc in backends:
+            proc.terminate()
+            await proc.wait()
+    base = results["comparison off"]
+    print(
+        f"1. primary latency through Envoy (1 worker), {requests} POSTs of 64 bytes, {concurrency} at a time, mirror on"
+    )
+    for name, r in results.items():
+        print(
+            f"   {name:<15} p50 {r['p50']:6.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:6.2f} ms"
+            f" ({r['p99'] / base['p99']:4.2f}x)  {r['rps']:7.0f} req/s  statuses {r['statuses']}"
+        )
+    print(f"   pairs compared by the control plane meanwhile: {compared}")
+
+
+async def _until_logging(envoy: LocalEnvoy, present: bool) -> None:
+    for _ in range(1000):
+        if ("upstream_log" in json.dumps(await envoy.config_dump())) == present:
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError("Envoy never got the listener change")
+
+
+def _entry_pair(i: int, tag: str, primary_only: bool) -> list:  # type: ignore[type-arg]
+    from envoy.data.accesslog.v3 import accesslog_pb2
+
+    rid = f"{i:08x}-0000-4000-8000-000000000000"
+    out = []
+    for primary in (True,) if primary_only else (True, False):
+        e = accesslog_pb2.HTTPAccessLogEntry()
+        e.request.request_id = rid
+        e.request.path = f"/bench/{i}"
+        e.common_properties.upstream_cluster = "server/pipy/8080" if primary else "mirror/server/pipy-mirror/8080"
+        e.common_properties.time_to_last_upstream_rx_byte.nanos = 1_000_000
+        if primary:
+            e.common_properties.route_name = "httproute/server/bench/rule/0/match/0"
+            e.common_properties.custom_tags[TAG] = tag
+        e.response.response_code.value = 200
+        e.response.response_headers["content-type"] = "application/json"
+        e.response.response_headers["content-length"] = "500"
+        out.append(e)
+    return out
+
+
+async def _send(address: str, pairs: int, primary_only: bool, offset: int) -> float:
+    tag = RouteTag(
+        "HTTPRoute server/bench", "0", (MirrorTag("mirror/server/pipy-mirror/8080", 100, True, ("content-type",)),)
+    ).encode()
+
+    def messages():  # type: ignore[no-untyped-def]
+        for start in range(offset, offset + pairs, BATCH // 2):
+            msg = als_pb2.StreamAccessLogsMessage()
+            if start == offset:
+                msg.identifier.node.cluster = GATEWAY
+                msg.identifier.node.id = "bench"
+            for i in range(start, min(start + BATCH // 2, offset + pairs)):
+                msg.http_logs.log_entry.extend(_entry_pair(i, tag, primary_only))
+            yield msg
+
+    started = time.perf_counter()
+    async with grpc.aio.insecure_channel(address) as ch:
+        await als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(messages())
+    return time.perf_counter() - started
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _receiver(address: str) -> shadow_pb2.GetComparisonsResponse:
+    async with grpc.aio.insecure_channel(address) as ch:
+        return await shadow_pb2_grpc.ShadowStub(ch).GetComparisons(shadow_pb2.GetComparisonsRequest(), timeout=30)
+
+
+async def receiver(pairs: int) -> None:
+    port, http = free_port(), free_port()
+    limit = DEFAULT_LIMIT
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controlplane.cli", "collect", "--port", str(port), "--http-port", str(http),
+        "--pending-limit", str(limit), "--log-level", "warning",
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        await _until_ok(f"http://127.0.0.1:{http}/healthz")
+        rss0, cpu0 = _rss_mib(proc.pid), _cpu_seconds(proc.pid)
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.shadow", "--send", address, str(pairs), "0"
+        )
+        started = time.perf_counter()
+        await sender.wait()
+        while True:
+            got = await _receiver(address)
+            if got.receiver.entries.get("paired", 0) >= 2 * pairs:
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        print(
+            f"2. one receiver process (`mirrorplane collect`), {pairs} pairs streamed over gRPC ALS"
+            f" in messages of {BATCH} entries"
+        )
+        print(f"   {2 * pairs / elapsed:9.0f} entries/s  ({pairs / elapsed:.0f} pairs/s; {elapsed:.1f} s wall)")
+        print(
+            f"   {cpu / pairs * 1e6:9.1f} us receiver CPU per compared pair ({cpu:.1f} s CPU)"
+            f"  RSS {rss0:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
+        )
+        rss1 = _rss_mib(proc.pid)
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.shadow", "--send-primaries", address, str(3 * limit), str(10 * pairs)
+        )
+        await sender.wait()
+        got = await _receiver(address)
+        print(f"3. only primaries: {3 * limit} entries with no mirror leg, pending limit {limit}")
+        print(
+            f"   pending {got.receiver.pending}"
+            f"  dropped_window_full {got.receiver.entries.get('dropped_window_full', 0)}"
+            f"  RSS {rss1:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
+        )
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] in ("--send", "--send-primaries"):  # the sender process
+        _, mode, address, n, offset = sys.argv
+        asyncio.run(_send(address, int(n), mode == "--send-primaries", int(offset)))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--pairs", type=int, default=100_000)
+    args = p.parse_args()
+    asyncio.run(primary_latency(args.requests, args.concurrency))
+    asyncio.run(receiver(args.pairs))
+
+
+if __name__ == "__main__":
+    main()

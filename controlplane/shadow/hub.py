@@ -1,0 +1,154 @@
+"""Where compared pairs go: Prometheus metrics, per-rule counts and latency, the last differing
+pairs, and live watchers (the admin API's WatchDiffs). Everything here is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter as Tally
+from collections import deque
+from dataclasses import dataclass, field
+
+from envoy.data.accesslog.v3 import accesslog_pb2
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .compare import compare
+from .entries import Leg, leg_from_entry
+from .pairing import DEFAULT_LIMIT, DEFAULT_WINDOW, Pair, Pairer
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+RECENT = 10
+"""Differing pairs kept per (Gateway, route, rule, mirror)."""
+SAMPLES = 1024
+"""Latencies kept per leg and rule for the admin API's percentiles."""
+MAX_RULES = 10_000
+"""(Gateway, route, rule, mirror) combinations tracked: entries name them, so a bound keeps a
+misbehaving sender from growing the label set without end."""
+WATCH_BUFFER = 1024
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A differing pair, as the admin API shows it."""
+
+    gateway: str
+    route: str
+    rule: str
+    mirror: str
+    result: str
+    detail: str
+    primary: Leg | None
+    mirror_leg: Leg | None
+    at: float
+
+    @property
+    def request_id(self) -> str:
+        return (self.primary or self.mirror_leg).request_id  # type: ignore[union-attr]
+
+
+@dataclass
+class RuleStats:
+    results: Tally[str] = field(default_factory=Tally)
+    primary: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    mirror: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    recent: deque[Diff] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+
+class Comparisons:
+    """The receiver's state. ``add_entry`` is called for every log entry; it never blocks."""
+
+    def __init__(self, *, window: float = DEFAULT_WINDOW, limit: int = DEFAULT_LIMIT) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._results = Counter(
+            "mirrorplane_mirror_comparisons",
+            "Mirrored requests compared with their primary, by result "
+            "(same, status_differs, body_differs, headers_differ, mirror_failed, unpaired).",
+            ["gateway", "route", "rule", "mirror", "result"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "mirrorplane_mirror_latency_seconds",
+            "Upstream latency of compared requests, primary and mirror leg side by side.",
+            ["gateway", "route", "rule", "leg"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._entries = Counter(
+            "mirrorplane_mirror_log_entries",
+            "Access log entries the receiver got, by what became of them (paired, dropped_window_full, ...).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        Gauge(
+            "mirrorplane_mirror_pending_requests", "Requests waiting for their other leg.", registry=self.registry
+        ).set_function(lambda: len(self.pairer))
+        self.entries: Tally[str] = Tally()
+        self.rules: dict[tuple[str, str, str, str], RuleStats] = {}
+        self.watchers: set[asyncio.Queue[Diff | None]] = set()
+        self.pairer = Pairer(self._on_pair, self.count, window=window, limit=limit)
+
+    def count(self, outcome: str, n: int) -> None:
+        self.entries[outcome] += n
+        self._entries.labels(outcome).inc(n)
+
+    def add_entry(self, gateway: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
+        self.count("received", 1)
+        try:
+            leg = leg_from_entry(entry)
+        except ValueError:  # an enum value newer than our protos
+            self.count("malformed", 1)
+            return
+        if not leg.request_id:
+            self.count("malformed", 1)
+            return
+        self.pairer.add(gateway, leg)
+
+    def expire(self) -> None:
+        self.pairer.expire()
+
+    def _on_pair(self, pair: Pair) -> None:
+        key = (pair.gateway, pair.route, pair.rule, pair.mirror.cluster)
+        stats = self.rules.get(key)
+        if stats is None:
+            if len(self.rules) >= MAX_RULES:
+                self.count("dropped_too_many_rules", 2)
+                return
+            stats = self.rules[key] = RuleStats()
+        if pair.primary is None or pair.mirror_leg is None:
+            result, detail = "unpaired", "no primary entry" if pair.primary is None else "no mirror entry"
+            self.count("unpaired", 1)
+        else:
+            result, detail = compare(pair.primary, pair.mirror_leg, pair.mirror.headers)
+            self.count("paired", 2)
+            stats.primary.append(pair.primary.latency)
+            stats.mirror.append(pair.mirror_leg.latency)
+            self._latency.labels(pair.gateway, pair.route, pair.rule, "primary").observe(pair.primary.latency)
+            self._latency.labels(pair.gateway, pair.route, pair.rule, "mirror").observe(pair.mirror_leg.latency)
+        stats.results[result] += 1
+        self._results.labels(*key, result).inc()
+        if result == "same":
+            return
+        diff = Diff(*key, result, detail, pair.primary, pair.mirror_leg, time.time())
+        stats.recent.append(diff)
+        for q in list(self.watchers):
+            try:
+                q.put_nowait(diff)
+            except asyncio.QueueFull:  # a watcher that does not read is ended, not buffered for
+                self.watchers.discard(q)
+                q.get_nowait()
+                q.put_nowait(None)
+
+    def watch(self) -> asyncio.Queue[Diff | None]:
+        q: asyncio.Queue[Diff | None] = asyncio.Queue(WATCH_BUFFER)
+        self.watchers.add(q)
+        return q
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def percentile(samples: deque[float], q: float) -> float:
+    if not samples:
+        return 0.0
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

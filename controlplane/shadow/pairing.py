@@ -1,0 +1,147 @@
+"""Pairing the legs of one request by (Gateway, x-request-id), in a bounded window.
+
+A request waits here until its primary and every mirror leg Envoy will log for it have come, or
+until ``window`` seconds passed (then each missing leg makes an ``unpaired`` result), or until
+``limit`` other requests wait behind it (then it is evicted and counted as dropped: memory stays
+bounded whatever Envoy sends, e.g. only one leg's entries for ever).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .entries import Leg
+from .tagging import MirrorTag, RouteTag, sampled
+
+DEFAULT_WINDOW = 60.0
+"""Seconds a leg waits for the other: longer than a route's default timeout (15 s) plus the
+access log's flush interval, so a slow mirror is compared, not called unpaired."""
+DEFAULT_LIMIT = 50_000
+"""Requests waiting at once: about 1.5 KiB each (benchmarks/shadow.py), some 80 MiB at the most."""
+UNKNOWN = "(unknown)"
+"""Route and rule of a mirror leg whose primary never came (only the primary names them)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    gateway: str
+    route: str
+    rule: str
+    mirror: MirrorTag
+    primary: Leg | None  # None: unpaired (the primary never came)
+    mirror_leg: Leg | None  # None: unpaired (the mirror leg never came)
+
+
+@dataclass(slots=True)
+class _Pending:
+    at: float
+    primary: Leg | None = None
+    tag: RouteTag | None = None
+    mirrors: dict[str, Leg] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode(text: str) -> RouteTag:
+    """Every primary of a rule carries the same tag: one decoded object serves them all."""
+    return RouteTag.decode(text)
+
+
+Emit = Callable[[Pair], None]
+Count = Callable[[str, int], None]
+
+
+class Pairer:
+    def __init__(
+        self,
+        emit: Emit,
+        count: Count,
+        *,
+        window: float = DEFAULT_WINDOW,
+        limit: int = DEFAULT_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.emit, self.count = emit, count
+        self.window, self.limit, self.clock = window, limit, clock
+        self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, gateway: str, leg: Leg) -> None:
+        now = self.clock()
+        self.expire(now)
+        tag: RouteTag | None = None
+        if leg.primary:
+            try:
+                tag = _decode(leg.tag)
+            except (ValueError, KeyError, TypeError):
+                self.count("malformed", 1)
+                return
+            leg.tag = ""  # decoded once per distinct tag (below); the pending leg keeps no copy
+        key = (gateway, leg.request_id)
+        p = self._pending.get(key)
+        if p is None:
+            if len(self._pending) >= self.limit:
+                self._pending.popitem(last=False)
+                self.count("dropped_window_full", 1)
+            p = self._pending[key] = _Pending(now)
+        if leg.primary:
+            p.primary, p.tag = leg, tag
+        else:
+            p.mirrors[leg.cluster] = leg
+        self._settle(key, p)
+
+    def _settle(self, key: tuple[str, str], p: _Pending) -> None:
+        """Emit every pair now complete; forget the request once nothing more is expected."""
+        if p.primary is None or p.tag is None:
+            return
+        rid = key[1]
+        expected = 0
+        for m in p.tag.mirrors:
+            if m.cluster in p.done:
+                continue
+            if not sampled(rid, m.percent):  # its cluster may still log it for another rule
+                if p.mirrors.pop(m.cluster, None) is not None:
+                    self.count("not_sampled", 1)
+                continue
+            leg = p.mirrors.pop(m.cluster, None)
+            if leg is None:
+                expected += 1
+                continue
+            p.done.add(m.cluster)
+            self.emit(Pair(key[0], p.tag.route, p.tag.rule, m, p.primary, leg))
+        if p.mirrors:  # legs of clusters this rule does not mirror to: not ours to compare
+            self.count("unexpected", len(p.mirrors))
+            p.mirrors.clear()
+        if not expected:
+            del self._pending[key]
+
+    def expire(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        while self._pending:
+            key, p = next(iter(self._pending.items()))
+            if p.at + self.window > now:
+                return
+            del self._pending[key]
+            self._unpaired(key, p)
+
+    def _unpaired(self, key: tuple[str, str], p: _Pending) -> None:
+        gateway, rid = key
+        if p.tag is not None:
+            for m in p.tag.mirrors:
+                if m.cluster in p.done or not sampled(rid, m.percent):
+                    continue
+                if m.always:
+                    self.emit(Pair(gateway, p.tag.route, p.tag.rule, m, p.primary, None))
+                else:  # a Gateway API fraction below 100 %: this request may not have been mirrored
+                    self.count("not_mirrored", 1)
+        for cluster, leg in p.mirrors.items():
+            if leg.cluster_min and not rid < leg.cluster_min:  # a rule sampling less may not have logged its primary
+                self.count("not_sampled", 1)
+            else:
+                self.emit(Pair(gateway, UNKNOWN, UNKNOWN, MirrorTag(cluster, 100, True, ()), None, leg))

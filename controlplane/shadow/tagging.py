@@ -1,0 +1,78 @@
+"""What the xDS translator puts into Envoy's config so that the receiver can read an entry alone.
+
+Both legs of a request are sampled together by comparing its ``x-request-id`` with a threshold
+string: a lower-case hex UUID (what Envoy generates) is below ``threshold(p)`` for p % of ids.
+Envoy's ``runtime_filter`` with ``use_independent_randomness: false`` does not do this for upstream
+logs (docs/shadow-testing.md), so the comparison is a CEL expression instead, and the receiver
+applies the same function to decide which mirror legs to expect.
+
+The primary leg's entry carries its route's tag (route metadata, copied by a custom tag); a
+mirror leg has no route in Envoy, only its cluster, so mirror clusters carry their own threshold
+(the highest of the rules mirroring to them) in cluster metadata. A route's tag depends on the
+route alone, so the translator's per-virtual-host memo stays valid. Pure functions only: the
+translator and the receiver both import this.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+METADATA_KEY = "mirrorplane_shadow"
+"""filter_metadata key on mirrored routes and mirror clusters (no dot: CEL selects it as a field)."""
+TAG = "mirrorplane"
+"""The ALS custom tag holding a primary entry's :class:`RouteTag` as JSON (route metadata)."""
+CLUSTER_TAG = "mirrorplane_cluster"
+"""The ALS custom tag of a mirror entry: the lowest threshold of the rules mirroring to its cluster
+(cluster metadata ``min``). A mirror leg whose primary never came, with an id at or above it, may
+simply not have been sampled by its rule: not counted as unpaired."""
+_SCALE = 0x10000
+
+
+def threshold(percent: float) -> str:
+    """The id threshold for sampling ``percent`` % of requests ("~" sorts after every hex id)."""
+    if percent >= 100:
+        return "~"
+    return f"{max(0, int(percent * _SCALE / 100)):04x}"
+
+
+def sampled(request_id: str, percent: float) -> bool:
+    """Whether Envoy's filter keeps an entry with this id at ``percent`` (same comparison as CEL)."""
+    return request_id < threshold(percent)
+
+
+@dataclass(frozen=True)
+class MirrorTag:
+    cluster: str
+    percent: int  # this rule's comparison.sample_percent (its cluster is logged at least as often)
+    always: bool  # the mirror gets every request (no Gateway API fraction below 100 %)
+    headers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RouteTag:
+    route: str  # "HTTPRoute ns/name"
+    rule: str
+    mirrors: tuple[MirrorTag, ...]
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "route": self.route,
+                "rule": self.rule,
+                "mirrors": [[m.cluster, m.percent, m.always, list(m.headers)] for m in self.mirrors],
+            },
+            separators=(",", ":"),
+        )
+
+    @staticmethod
+    def decode(text: str) -> RouteTag:
+        """Raises ValueError (or KeyError/TypeError) on anything that is not what encode wrote."""
+        data = json.loads(text)
+        return RouteTag(
+            route=str(data["route"]),
+            rule=str(data["rule"]),
+            mirrors=tuple(
+                MirrorTag(str(c), int(p), bool(a), tuple(str(h) for h in hs)) for c, p, a, hs in data["mirrors"]
+            ),
+        )

@@ -1,0 +1,217 @@
+"""Pairing, comparison and the ALS receiver without Envoy (the e2e tests use a real one):
+bounds, expiry and attribution, which a real Envoy can only show slowly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from controlplane.identity import Authorizer
+from controlplane.shadow.hub import Comparisons
+from controlplane.shadow.pairing import UNKNOWN
+from controlplane.shadow.receiver import AccessLogReceiver, als_service
+from controlplane.shadow.tagging import CLUSTER_TAG, TAG, MirrorTag, RouteTag, sampled, threshold
+from support import free_port
+
+GW = "ns/gw"
+TAG_TEXT = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 100, True, ("content-type",)),)).encode()
+
+
+def entry(
+    rid: str,
+    *,
+    primary: bool,
+    status: int = 200,
+    size: int = 10,
+    ctype: str = "text/plain",
+    tag: str = TAG_TEXT,
+    cluster_min: str = "",
+) -> accesslog_pb2.HTTPAccessLogEntry:
+    e = accesslog_pb2.HTTPAccessLogEntry()
+    e.request.request_id = rid
+    e.request.path = "/p"
+    e.common_properties.upstream_cluster = "p" if primary else "m"
+    if primary:
+        e.common_properties.route_name = "r"
+        e.common_properties.custom_tags[TAG] = tag
+    elif cluster_min:
+        e.common_properties.custom_tags[CLUSTER_TAG] = cluster_min
+    if status:
+        e.response.response_code.value = status
+        e.response.response_headers["content-length"] = str(size)
+        e.response.response_headers["content-type"] = ctype
+    else:
+        e.common_properties.response_flags.upstream_connection_failure = True
+    return e
+
+
+def one_pair_stream(gateway: str) -> Iterator[als_pb2.StreamAccessLogsMessage]:
+    """An ALS stream as Envoy opens it (the node first) with one pair: the mirror answered 503."""
+    first = als_pb2.StreamAccessLogsMessage()
+    first.identifier.node.cluster = gateway
+    first.identifier.node.id = "n1"
+    first.http_logs.log_entry.extend([entry("a", primary=True), entry("a", primary=False, status=503)])
+    yield first
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def hub(**kw: object) -> tuple[Comparisons, Clock]:
+    c = Comparisons(**kw)  # type: ignore[arg-type]
+    clock = Clock()
+    c.pairer.clock = clock
+    return c, clock
+
+
+def results(c: Comparisons) -> dict[str, int]:
+    return (
+        dict(c.rules[(GW, "HTTPRoute ns/r", "0", "m")].results) if (GW, "HTTPRoute ns/r", "0", "m") in c.rules else {}
+    )
+
+
+@pytest.mark.parametrize(
+    ("mirror", "want"),
+    [
+        ({}, "same"),
+        ({"status": 500}, "status_differs"),
+        ({"size": 11}, "body_differs"),
+        ({"ctype": "text/html"}, "headers_differ"),
+        ({"status": 0}, "mirror_failed"),
+    ],
+)
+def test_each_result_in_either_arrival_order(mirror: dict, want: str) -> None:
+    for mirror_first in (False, True):
+        c, _ = hub()
+        legs = [entry("a", primary=True), entry("a", primary=False, **mirror)]
+        for e in reversed(legs) if mirror_first else legs:
+            c.add_entry(GW, e)
+        assert results(c) == {want: 1}
+        assert len(c.pairer) == 0
+
+
+def test_a_leg_whose_other_never_comes_is_unpaired_after_the_window() -> None:
+    c, clock = hub(window=10)
+    c.add_entry(GW, entry("a", primary=True))
+    c.add_entry(GW, entry("b", primary=False))
+    clock.now = 9.9
+    c.expire()
+    assert len(c.pairer) == 2 and results(c) == {}
+    clock.now = 10
+    c.expire()
+    assert len(c.pairer) == 0
+    assert results(c) == {"unpaired": 1}
+    assert dict(c.rules[(GW, UNKNOWN, UNKNOWN, "m")].results) == {"unpaired": 1}  # only a primary names its route
+
+
+def test_memory_is_bounded_when_only_one_legs_entries_come() -> None:
+    c, _ = hub(limit=100)
+    for i in range(1000):
+        c.add_entry(GW, entry(f"{i:08x}", primary=True))
+    assert len(c.pairer) == 100
+    assert c.entries["dropped_window_full"] == 900
+    c2, _ = hub(limit=100)
+    for i in range(1000):
+        c2.add_entry(GW, entry(f"{i:08x}", primary=False))
+    assert len(c2.pairer) == 100 and c2.entries["dropped_window_full"] == 900
+
+
+def test_a_fractional_mirror_lone_primary_is_not_unpaired() -> None:
+    tag = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 100, False, ()),)).encode()
+    c, clock = hub(window=1)
+    c.add_entry(GW, entry("a", primary=True, tag=tag))
+    clock.now = 2
+    c.expire()
+    assert results(c) == {} and c.entries["not_mirrored"] == 1
+
+
+def test_a_rule_sampling_less_than_its_mirror_cluster_keeps_its_own_share() -> None:
+    """Mirror cluster m is logged at 100 % (another rule), this rule compares 50 %: Envoy logs its
+    primary at 50 % (route threshold) and its mirror leg at 100 % (cluster threshold)."""
+    tag = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 50, True, ()),)).encode()
+    c, clock = hub(window=1)
+    c.add_entry(GW, entry("00000000", primary=True, tag=tag))
+    c.add_entry(GW, entry("00000000", primary=False, cluster_min=threshold(50)))
+    c.add_entry(GW, entry("ffffffff", primary=False, cluster_min=threshold(50)))  # its primary was not logged
+    clock.now = 2
+    c.expire()
+    assert results(c) == {"same": 1} and c.entries["not_sampled"] == 1 and len(c.pairer) == 0
+    assert c.entries["unpaired"] == 0
+
+
+def test_a_malformed_tag_is_counted_not_raised() -> None:
+    c, _ = hub()
+    c.add_entry(GW, entry("a", primary=True, tag="{not json"))
+    assert c.entries["malformed"] == 1 and len(c.pairer) == 0
+
+
+def test_threshold_matches_the_share_of_uuids() -> None:
+    assert threshold(100) == "~" and threshold(0) == "0000" and threshold(25) == "4000"
+    assert sampled("3fffffff-0000", 25) and not sampled("4000", 25) and not sampled("40000000-0000", 25)
+    assert not sampled("00000000", 0)
+
+
+async def test_receiver_attributes_a_stream_to_its_node_gateway_and_refuses_a_bad_one() -> None:
+    c = Comparisons()
+    server = grpc.aio.server()
+    _, add = als_service(AccessLogReceiver(c, Authorizer(enforced=False)))
+    add(server)  # type: ignore[operator]
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = als_pb2_grpc.AccessLogServiceStub(ch)
+
+            await stub.StreamAccessLogs(one_pair_stream(GW))
+            assert results(c) == {"status_differs": 1}
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.StreamAccessLogs(one_pair_stream("no-namespace"))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await server.stop(0)
+
+
+def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dash = json.loads(
+        (Path(__file__).resolve().parent.parent / "manifests" / "dashboards" / "shadow-testing.json").read_text()
+    )
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
+    used = {m for e in exprs for m in re.findall(r"mirrorplane_\w+", e)}
+    c, _ = hub()
+    c.add_entry(GW, entry("a", primary=True))
+    c.add_entry(GW, entry("a", primary=False, status=500))
+    exported = set(re.findall(r"^(mirrorplane_\w+)[{ ]", c.render().decode(), re.M))
+    assert used and used <= exported, used - exported
+    assert {"mirrorplane_mirror_comparisons_total", "mirrorplane_mirror_latency_seconds_bucket"} <= used
+
+
+def test_no_shadow_leaves_the_access_log_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`serve --no-shadow`: no logger, no thresholds; by default both (and the seed route's tag)."""
+    import json
+    from pathlib import Path
+
+    from controlplane.cli import build_parser
+    from controlplane.offline import translate_folder
+    from controlplane.xds.translator import XdsOptions
+
+    local = Path(__file__).resolve().parent.parent / "manifests" / "local"
+    on = json.dumps(translate_folder(local, xds_options=XdsOptions()))
+    off = json.dumps(translate_folder(local, xds_options=XdsOptions(shadow=False)))
+    assert "upstream_log" in on and '"below": "~"' in on
+    assert "upstream_log" not in off and "mirrorplane_als" not in off
+    assert build_parser().parse_args(["serve", str(tmp_path), "--no-shadow"]).no_shadow

@@ -1,0 +1,34 @@
+"""Shadow testing over mutual TLS: an access log stream counts for its certificate's Gateway only,
+and the comparisons (request paths, statuses) are shown to the operator identity only."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from envoy.service.accesslog.v3 import als_pb2_grpc
+
+from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
+from test_shadow import one_pair_stream
+from test_trust import HTTP_GATEWAY, HTTPS_GATEWAY, Plane, mtls  # noqa: F401 (the fixture)
+
+
+async def test_an_access_log_stream_counts_for_its_certificates_gateway_only(mtls: Plane) -> None:  # noqa: F811
+    async with mtls.channel(HTTPS_GATEWAY) as channel:
+        await als_pb2_grpc.AccessLogServiceStub(channel).StreamAccessLogs(one_pair_stream(HTTPS_GATEWAY), timeout=10)
+    for role in (HTTP_GATEWAY, "operator"):
+        async with mtls.channel(role) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await als_pb2_grpc.AccessLogServiceStub(channel).StreamAccessLogs(
+                    one_pair_stream(HTTPS_GATEWAY), timeout=10
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, role
+    assert [k[0] for k in mtls.plane.comparisons.rules] == [HTTPS_GATEWAY]
+    assert mtls.plane.comparisons.entries["received"] == 2
+
+    async with mtls.channel(HTTPS_GATEWAY) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await shadow_pb2_grpc.ShadowStub(channel).GetComparisons(shadow_pb2.GetComparisonsRequest(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with mtls.channel("operator") as channel:
+        got = await shadow_pb2_grpc.ShadowStub(channel).GetComparisons(shadow_pb2.GetComparisonsRequest(), timeout=10)
+    assert [(r.gateway, dict(r.results)) for r in got.rules] == [(HTTPS_GATEWAY, {"status_differs": 1})]
