@@ -164,7 +164,7 @@ async def test_receiver_attributes_a_stream_to_its_node_gateway_and_refuses_a_ba
     c = Comparisons()
     server = grpc.aio.server()
     _, add = als_service(AccessLogReceiver(c, Authorizer(enforced=False)))
-    add(server)  # type: ignore[operator]
+    add(server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -200,7 +200,7 @@ def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:
     assert {"mirrorplane_mirror_comparisons_total", "mirrorplane_mirror_latency_seconds_bucket"} <= used
 
 
-def test_no_shadow_leaves_the_access_log_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_shadow_leaves_the_access_log_out(tmp_path) -> None:
     """`serve --no-shadow`: no logger, no thresholds; by default both (and the seed route's tag)."""
     import json
     from pathlib import Path
