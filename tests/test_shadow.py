@@ -4,6 +4,7 @@ bounds, expiry and attribution, which a real Envoy can only show slowly."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -66,8 +67,8 @@ class Clock:
         return self.now
 
 
-def hub(**kw: object) -> tuple[Comparisons, Clock]:
-    c = Comparisons(**kw)  # type: ignore[arg-type]
+def hub(**kw: Any) -> tuple[Comparisons, Clock]:
+    c = Comparisons(**kw)
     clock = Clock()
     c.pairer.clock = clock
     return c, clock

@@ -106,8 +106,8 @@ class Plane:
         return grpc.aio.secure_channel(self.plane.xds_address, creds)
 
 
-@pytest.fixture
-async def mtls(tmp_path: Path) -> AsyncIterator[Plane]:
+@pytest.fixture(name="mtls")
+async def mtls_fixture(tmp_path: Path) -> AsyncIterator[Plane]:
     """Two Gateways served over mutual TLS: HTTPS (a listener private key) and plain HTTP."""
     folder = tmp_path / "config"
     shutil.copytree(LOCAL, folder)
