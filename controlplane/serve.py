@@ -28,6 +28,8 @@ from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
 from .shadow.service import expire_forever, shadow_service
 from .store import Store
 from .tls import TlsFiles, server_credentials
+from .web.app import WebPage
+from .web.model import Sources
 from .xds.cache import SnapshotCache
 from .xds.server import build_server
 from .xds.tracking import NodeRegistry
@@ -93,6 +95,18 @@ class ControlPlane:
         self.als = AccessLogReceiver(self.comparisons, self.authorizer)
         self.xds_address = host_port(xds_host, xds_port)
         self.http_host, self.http_port = http_host, http_port
+        # The page shows config: served to loopback only, unless --insecure (controlplane/web/access.py).
+        self.web = WebPage(
+            Sources(
+                gateways=lambda: self.controller.gateways,
+                statuses=lambda: self.controller.statuses,
+                store=lambda: self.controller.last_input,
+                registry=self.registry,
+                comparisons=self.comparisons,
+            ),
+            translations=lambda: self.controller.translations,
+            open_to_all=insecure,
+        )
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -117,6 +131,7 @@ class ControlPlane:
         await self._grpc.start()
         if self.http_port is not None:
             await self._start_http()
+            await self.web.start()
         self._watch = asyncio.create_task(self._watch_provider(), name="provider-watch")
         self._expire = asyncio.create_task(expire_forever(self.comparisons), name="shadow-expire")
         for ext in self.extensions:
@@ -171,6 +186,7 @@ class ControlPlane:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        self.web.add_routes(app)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         await web.TCPSite(self._http, self.http_host, self.http_port).start()
@@ -200,6 +216,7 @@ class ControlPlane:
                     await task
         if self._grpc is not None:
             await self._grpc.stop(grace)
+        await self.web.stop()
         if self._http is not None:
             await self._http.cleanup()
 
