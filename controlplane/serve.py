@@ -137,14 +137,24 @@ class ControlPlane:
         for ext in self.extensions:
             await ext.start(self)
         log.info(
-            "serve.started source=%s xds=%s xds_security=%s http=%s gateways=%s mirror_body_limit=%d",
+            "serve.started source=%s xds=%s xds_security=%s http=%s page=%s gateways=%s mirror_body_limit=%d",
             self.provider.describe(),
             self.xds_address,
             self._security(),
             host_port(self.http_host, self.http_port) if self.http_port is not None else "off",
+            self.page_url or "off",
             ",".join(self.cache.gateways()) or "(none yet)",
             self.controller.xds_options.mirror_body_limit,
         )
+
+    @property
+    def page_url(self) -> str | None:
+        """Where a browser on this machine opens the page (docs/web.md), or None without an HTTP port."""
+        if self.http_port is None:
+            return None
+        host = self.http_host.strip("[]")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        return f"http://{host_port(host, self.http_port)}/"
 
     def _security(self) -> str:
         if self.authorizer.enforced:
