@@ -6,14 +6,20 @@ Screenshots of every page are written under the test's tmp dir (the path is prin
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from benchmarks import workload
 from browser import Browser
+from controlplane.providers.files import FileProvider
+from controlplane.serve import ControlPlane
 from e2e import Stack, start_stack
-from support import free_port
+from support import free_port, wait_until
 
 GATEWAY = "server/simple-gateway"
 ROUTE = "HTTPRoute server/http-route-sample"
@@ -104,3 +110,38 @@ async def _has(browser: Browser, css: str, text: str) -> str:
 async def _count_pairs(browser: Browser, n: int) -> int:
     found = await browser.script(V2_ONLY + "return v2only().length")
     return found if found >= n else 0
+
+
+async def test_a_thousand_rules_and_a_hundred_envoys_filter_and_page(tmp_path: Path, browser: Browser) -> None:
+    """1,000 mirrored route rules (benchmarks/workload.py) and 100 ADS streams (simulated Envoys,
+    real gRPC): the overview pages them, and the filter box narrows them without a reload."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "all.yaml").write_text(yaml.safe_dump_all(workload.objects(1000)))
+    xds_port, http_port = free_port(), free_port()
+    async with ControlPlane(FileProvider(folder), xds_port=xds_port, http_port=http_port) as plane:
+        fleet = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controlplane.xds.simfleet", "--port", str(xds_port), "--clients", "100",
+            "--gateway", "bench/gw", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            await wait_until(lambda: len(plane.registry) == 100, timeout=60, message="100 ADS streams")
+            await browser.get(f"http://127.0.0.1:{http_port}/")
+            await browser.wait_for("100 Envoys", lambda: _has(browser, "#envoys h2", "Envoys 100"))
+            assert "Mirrored route rules 1000" in await browser.text("#rules h2")
+            assert "page 1 of 20" in await browser.text("#rules .pager")
+            assert await browser.script("return document.querySelectorAll('#rules tbody tr').length") == 50
+            assert await browser.script("return document.querySelectorAll('#envoys tbody tr').length") == 25
+            await browser.script("window.notReloaded = true")
+
+            await browser.call(browser.driver.find_element("css selector", "form.filter input").send_keys, "route-421 ")
+            await browser.wait_for("the filtered rule", lambda: _has(browser, "#rules h2", "1 of 1000 match"))
+            assert "HTTPRoute bench/route-421 · rule 0" in await browser.text("#rules")
+            assert "HTTPRoute bench/route-421" in await browser.text("#gateways")  # among its 1000 attached routes
+            assert "q=route-421" in await browser.call(lambda: browser.driver.current_url)
+            assert await browser.script("return window.notReloaded === true")
+            await browser.screenshot("overview-filtered")
+        finally:
+            assert fleet.stdin is not None
+            fleet.stdin.close()
+            await fleet.wait()

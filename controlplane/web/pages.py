@@ -81,14 +81,14 @@ def _pager(total: int, page: int, per: int, param: str, query: dict[str, str]) -
     return (page - 1) * per, f'<p class="pager">page {page} of {pages} · {" · ".join(links)}</p>'
 
 
-def _count(shown: int, total: int, everything: int) -> str:
+def _count(total: int, everything: int) -> str:
     return f"{total}" if total == everything else f"{total} of {everything} match"
 
 
 # -- overview ---------------------------------------------------------------------------------
 
 
-def _gateway(row: GatewayRow) -> str:
+def _gateway(row: GatewayRow, words: list[str]) -> str:
     listeners = "".join(
         f'<li><b>{esc(lst.name)}</b> {esc(lst.protocol)} :{esc(lst.port or "?")}'
         + (f' <span class="muted">{esc(lst.hostname)}</span>' if lst.hostname else "")
@@ -97,9 +97,11 @@ def _gateway(row: GatewayRow) -> str:
         + "</li>"
         for lst in row.listeners
     )
-    routes = "".join(f"<li>{esc(r)}</li>" for r in row.routes[:ROUTES_SHOWN])
-    if len(row.routes) > ROUTES_SHOWN:
-        routes += f'<li class="muted">+{len(row.routes) - ROUTES_SHOWN} more (filter to find them)</li>'
+    found = [r for r in row.routes if all(w in r.lower() for w in words)] if words else []
+    shown = (found or list(row.routes))[:ROUTES_SHOWN]
+    routes = "".join(f"<li>{esc(r)}</li>" for r in shown)
+    if len(row.routes) > len(shown):
+        routes += f'<li class="muted">+{len(row.routes) - len(shown)} more (filter to find them)</li>'
     state = f'<span class="bad">{esc(row.problem)}</span>' if row.problem else '<span class="ok">programmed</span>'
     return (
         f'<tr data-gateway="{esc(row.name)}"><td><b>{esc(row.name)}</b><br>{state}</td>'
@@ -180,19 +182,19 @@ def overview(ov: Overview, q: str, pages: dict[str, int], latencies: Latencies, 
     other_sort = "name" if sort == "differing" else "differing"
     sort_link = f'<a href="?{esc(urlencode({**{k: v for k, v in query.items() if k != "rpage"}, "sort": other_sort}))}">sort by {other_sort}</a>'
     return (
-        f'<section id="gateways"><h2>Gateways <span class="count">{_count(0, len(gateways), len(ov.gateways))}</span></h2>'
+        f'<section id="gateways"><h2>Gateways <span class="count">{_count(len(gateways), len(ov.gateways))}</span></h2>'
         '<table><thead><tr><th>Gateway</th><th>Listeners</th><th>Attached routes</th><th>Envoys</th></tr></thead><tbody>'
-        + "".join(_gateway(r) for r in gateways[g0 : g0 + GATEWAYS_PER_PAGE])
+        + "".join(_gateway(r, q.lower().split()) for r in gateways[g0 : g0 + GATEWAYS_PER_PAGE])
         + f"</tbody></table>{g_pager}</section>"
-        f'<section id="envoys"><h2>Envoys <span class="count">{_count(0, len(envoys), len(ov.envoys))}</span></h2>'
+        f'<section id="envoys"><h2>Envoys <span class="count">{_count(len(envoys), len(ov.envoys))}</span></h2>'
         '<table><thead><tr><th>Node</th><th>Gateway</th><th>Address</th><th>State</th><th>Sent / ACKed / NACKed</th></tr></thead><tbody>'
-        + ("".join(_envoy(r) for r in envoys[e0 : e0 + ENVOYS_PER_PAGE]) or '<tr><td colspan="5" class="muted">no Envoy connected</td></tr>')
+        + ("".join(_envoy(r) for r in envoys[e0 : e0 + ENVOYS_PER_PAGE]) or f'<tr><td colspan="5" class="muted">{"no Envoy matches" if ov.envoys else "no Envoy connected"}</td></tr>')
         + f"</tbody></table>{e_pager}</section>"
-        f'<section id="rules"><h2>Mirrored route rules <span class="count">{_count(0, len(rules), len(ov.rules))}</span> {sort_link}</h2>'
+        f'<section id="rules"><h2>Mirrored route rules <span class="count">{_count(len(rules), len(ov.rules))}</span> {sort_link}</h2>'
         '<table><thead><tr><th>Gateway</th><th>Route rule</th><th>Mirror answers</th><th>Mirror backend</th><th>Fraction</th>'
         "<th>MirrorPolicy</th><th>Pairs</th><th>Same</th><th>Differing</th><th>Mirror failed</th><th>Unpaired</th>"
         "<th>Primary p50 / p99</th><th>Mirror p50 / p99</th></tr></thead><tbody>"
-        + ("".join(_rule(r, latencies) for r in rules[r0 : r0 + RULES_PER_PAGE]) or '<tr><td colspan="13" class="muted">no route rule has a mirror</td></tr>')
+        + ("".join(_rule(r, latencies) for r in rules[r0 : r0 + RULES_PER_PAGE]) or f'<tr><td colspan="13" class="muted">{"no mirrored route rule matches" if ov.rules else "no route rule has a mirror"}</td></tr>')
         + f"</tbody></table>{r_pager}</section>"
     )
 
