@@ -3,7 +3,8 @@
 Cost control: the page is rendered from memory, and the overview's rows are rebuilt at most once
 per ``rebuild_every`` seconds and only when something changed (a translation, an xDS event, a
 log entry), however many browsers poll; a poll that finds nothing new gets 204 without any
-rendering; each answer renders one page of rows (:mod:`.pages`).
+rendering; each answer renders one page of rows (:mod:`.pages`), and browsers asking for the
+same view of the same build share one rendering.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class WebPage:
         self._overview: Overview | None = None
         self._built_for = ""
         self._built_at = 0.0
+        self._rendered: dict[str, str] = {}  # fragment by request, for the current build: browsers share it
         self._static = {name: (resources.files(__package__) / "static" / name).read_bytes() for name in STATIC}
         self._remove_observer: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -96,6 +98,7 @@ class WebPage:
         now = time.monotonic()
         if self._overview is None or (gen != self._built_for and now - self._built_at >= self.rebuild_every):
             self._overview, self._built_for, self._built_at = build(self.sources), gen, now
+            self._rendered.clear()
         return self._overview, self._built_for
 
     # -- handlers -------------------------------------------------------------------------------
@@ -111,8 +114,13 @@ class WebPage:
         fragment = request.query.get("fragment") == "1"
         if fragment and request.query.get("since") == generation:
             return web.Response(status=204, headers={**SECURITY_HEADERS, "X-Generation": generation})
-        self.renders += 1
-        body = render()
+        key = request.path + "?" + "&".join(f"{k}={v}" for k, v in sorted(request.query.items()) if k not in ("fragment", "since"))
+        body = self._rendered.get(key)
+        if body is None:
+            self.renders += 1
+            body = render()
+            if len(self._rendered) < 256:
+                self._rendered[key] = body
         if not fragment:
             live = request.path_qs
             body = pages.document(title, live, generation, body, q=q, every_ms=POLL_MS)
