@@ -8,6 +8,7 @@ streams shadow-testing log entries for one busy rule over gRPC ALS at a steady r
 pair differs: the mirror answers 500). Phases of --seconds each, in one run:
 
   0. idle: no log entries, no browser
+  0b. idle, --browsers browsers on the overview (their polls find nothing new)
   1. busy rule, no browser
   2. busy rule, --browsers browsers on the busy rule's page
   3. busy rule, --browsers browsers on the overview (1,000 rules, 100 Envoys)
@@ -184,6 +185,7 @@ async def run(seconds: float, browsers: int, rate: int) -> None:
             children.append(await _child("controlplane.xds.simfleet", "--port", str(xds), "--clients", "100", "--gateway", GATEWAY, stdout=asyncio.subprocess.DEVNULL))
             await asyncio.sleep(5)  # the streams served
             rows = [await _phase("0. idle: no log entries, no browser", plane.pid, seconds, base, None, 0)]
+            rows.append(await _phase(f"0b. idle, {browsers} browsers on the overview", plane.pid, seconds, base, "/", browsers))
             children.append(await _child("benchmarks.web", "--send", f"127.0.0.1:{xds}", str(rate)))
             await asyncio.sleep(2)
             rows.append(await _phase(f"1. busy rule ({rate} pairs/s), no browser", plane.pid, seconds, base, None, 0))

@@ -90,7 +90,7 @@ class WebPage:
     def generation(self) -> str:
         """Changes whenever anything the page shows may have changed."""
         c = self.sources.comparisons
-        return f"{self.translations()}.{self._xds_events}.{sum(c.entries.values())}.{self.history.ticks}"
+        return f"{self.translations()}.{self._xds_events}.{sum(c.entries.values())}.{self.history.changes}"
 
     def overview(self) -> tuple[Overview, str]:
         """The rows, rebuilt when the generation moved and the last build is old enough."""

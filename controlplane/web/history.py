@@ -64,7 +64,7 @@ class History:
         self.interval = interval
         self.points = points
         self.max_rules = max_rules
-        self.ticks = 0
+        self.changes = 0  # points appended so far: the page's generation includes it
         self._seen: dict[RuleKey, Tally[str]] = {}
         self._series: dict[RuleKey, deque[Point]] = {}
 
@@ -73,7 +73,6 @@ class History:
 
     def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self.ticks += 1
         for key, stats in self.comparisons.rules.items():
             before = self._seen.get(key)
             if before is not None and sum(before.values()) == sum(stats.results.values()):
@@ -88,6 +87,7 @@ class History:
             del self._seen[gone]
 
     def _append(self, key: RuleKey, point: Point) -> None:
+        self.changes += 1
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= self.max_rules:

@@ -136,7 +136,9 @@ def _share(results: dict[str, int]) -> str:
 
 
 def _latency_cell(lat: tuple[float, float] | None) -> str:
-    return f"{ms(lat[0])} / {ms(lat[1])}" if lat and lat[1] else '<span class="muted">-</span>'
+    if not lat or not lat[1]:
+        return '<span class="muted">-</span>'
+    return f"{lat[0] * 1000:.1f} / {ms(lat[1])}" if lat[1] < 1 else f"{ms(lat[0])} / {ms(lat[1])}"
 
 
 def _mirror_cells(row: RuleRow, m: MirrorRow, latencies: Latencies) -> str:
@@ -193,7 +195,7 @@ def overview(ov: Overview, q: str, pages: dict[str, int], latencies: Latencies, 
         f'<section id="rules"><h2>Mirrored route rules <span class="count">{_count(len(rules), len(ov.rules))}</span> {sort_link}</h2>'
         '<table><thead><tr><th>Gateway</th><th>Route rule</th><th>Mirror answers</th><th>Mirror backend</th><th>Fraction</th>'
         "<th>MirrorPolicy</th><th>Pairs</th><th>Same</th><th>Differing</th><th>Mirror failed</th><th>Unpaired</th>"
-        "<th>Primary p50 / p99</th><th>Mirror p50 / p99</th></tr></thead><tbody>"
+        "<th>Primary p50/p99</th><th>Mirror p50/p99</th></tr></thead><tbody>"
         + ("".join(_rule(r, latencies) for r in rules[r0 : r0 + RULES_PER_PAGE]) or f'<tr><td colspan="13" class="muted">{"no mirrored route rule matches" if ov.rules else "no route rule has a mirror"}</td></tr>')
         + f"</tbody></table>{r_pager}</section>"
     )
@@ -317,7 +319,7 @@ def rule(row: RuleRow, series: dict[tuple[str, str, str, str], list[Point]], lat
             + (f" · Host {esc(m.mirror.hostname)}" if m.mirror and m.mirror.hostname else "")
             + "</p>"
             '<table><thead><tr><th>Mirror backend</th><th>Fraction</th><th>MirrorPolicy</th><th>Pairs</th><th>Same</th><th>Differing</th>'
-            "<th>Mirror failed</th><th>Unpaired</th><th>Primary p50 / p99</th><th>Mirror p50 / p99</th></tr></thead>"
+            "<th>Mirror failed</th><th>Unpaired</th><th>Primary p50/p99</th><th>Mirror p50/p99</th></tr></thead>"
             f"<tbody><tr>{_mirror_cells(row, m, latencies)}</tr></tbody></table>"
             f"<h4>Share of pairs not the same, per {interval:g} s</h4>{share_chart(series.get(key, []), interval, now)}"
             f"<h4>Latency of both legs, per {interval:g} s</h4>{latency_chart(series.get(key, []), interval, now)}</section>"
