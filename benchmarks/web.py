@@ -203,9 +203,11 @@ async def run(seconds: float, browsers: int, rate: int) -> None:
             plane.terminate()
             await plane.wait()
     print(f"control plane CPU (1,000 mirrored rules, 100 ADS streams), {seconds:g} s per phase, one run:")
-    floor = rows[1][1]
+    floors = {"0b": ("0", rows[0][1]), "2": ("1", rows[2][1]), "3": ("1", rows[2][1])}  # the same load, no browser
     for name, cpu, polls in rows:
-        ratio = f"{cpu / floor:5.2f}x phase 1" if floor else ""
+        phase = name.split(".")[0]
+        floor_name, floor = floors.get(phase, ("", 0.0))
+        ratio = f"{cpu / floor:5.2f}x phase {floor_name}" if floor else ""
         print(f"  {name:<48} {cpu * 100:6.1f}% of a core  {ratio}")
         if polls:
             print(f"  {'':<48} {polls}")
