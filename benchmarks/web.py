@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -40,17 +39,14 @@ from controlplane.ports import free_port
 from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag
 
 from . import workload
+from .mirror_cost import _until_ok
+from .shadow import _cpu_seconds
 
 GATEWAY = f"{workload.NAMESPACE}/gw"
 ROUTE = f"HTTPRoute {workload.NAMESPACE}/route-0"
 PRIMARY, MIRROR = f"{workload.NAMESPACE}/svc-0/8080", f"mirror/{workload.NAMESPACE}/mirror-0/8080"
 POLL_SECONDS = 2.0
 RULE_PAGE = "/rule?" + urlencode({"gateway": GATEWAY, "route": ROUTE, "rule": "0"})
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the sender process -------------------------------------------------------------------------
@@ -134,21 +130,6 @@ async def browse(base: str, path: str, browsers: int, seconds: float) -> None:
 
 
 # -- the driver ---------------------------------------------------------------------------------
-
-
-async def _until_ok(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while True:
-            try:
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} not ready in {timeout:g}s")
-            await asyncio.sleep(0.2)
 
 
 async def _child(*args: str, stdout: int | None = None) -> asyncio.subprocess.Process:
