@@ -51,6 +51,7 @@ manifests: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.translate
+	$(PY) -m benchmarks.loading
 	$(PY) -m benchmarks.push_latency
 	$(PY) -m benchmarks.change_latency
 	$(PY) -m benchmarks.fleet latency
@@ -58,6 +59,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.fleet memory
 	$(PY) -m benchmarks.conformance
 	$(PY) -m benchmarks.mirror_stall
+	$(PY) -m benchmarks.shadow
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -56,6 +56,11 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
         "config and keys), and Envoy's NACK messages on a non-loopback /metrics",
     )
     p.add_argument("--controller-name", default=DEFAULT_CONTROLLER, help="GatewayClass controllerName to serve")
+    p.add_argument(
+        "--no-shadow",
+        action="store_true",
+        help="do not compare mirrored answers with the primary's: no access log on Envoys' routers (docs/shadow-testing.md)",
+    )
     _add_mirror_body_limit(p)
     _add_common(p)
 
@@ -380,6 +385,7 @@ async def _serve(args: argparse.Namespace) -> int:
         options=Options(controller_name=args.controller_name),
         xds_options=XdsOptions(
             mirror_body_limit=args.mirror_body_limit,
+            shadow=not args.no_shadow,
             # Envoys in a cluster or compose must accept traffic from elsewhere; the local one does not.
             bind_address=args.listen_address if args.command == "run" else XdsOptions.bind_address,
         ),

@@ -65,14 +65,15 @@ class Mirror:
     """A copy of each request (with probability numerator/denominator) to ``backend``.
 
     The fraction is kept exactly as the user wrote it; only the xDS translator turns it into one
-    of Envoy's three denominators.
+    of Envoy's three denominators. The fields after it are what a MirrorPolicy sets on the mirror
+    leg alone (docs/mirror-policy.md).
     """
 
     backend: str
     numerator: int = 100
     denominator: int = 100
     shadow_host_suffix: bool = False
-    request_headers: HeaderMods = NO_HEADER_MODS  # MirrorPolicy: mirror leg only
+    request_headers: HeaderMods = NO_HEADER_MODS  # MirrorPolicy requestHeaderModifier: mirror leg only
     hostname: str | None = None  # MirrorPolicy hostname: Host/:authority the mirror sees
     trace_sampled: bool | None = None  # MirrorPolicy tracing: None = Envoy's default
     comparison: Comparison = DEFAULT_COMPARISON  # shadow testing of this mirror

@@ -6,9 +6,11 @@ sees from the command.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from . import ir
 from .gatewayapi.translator import Options, translate
 from .providers.files import FileProvider
 from .xds.jsonview import resources_to_json
@@ -22,13 +24,29 @@ def translate_folder(
     provider = FileProvider(Path(root))
     store = provider.load()
     result = translate(store, options)
-    base = Path(root) if Path(root).is_dir() else Path(root).parent
+    base = provider.root if provider.root.is_dir() else provider.root.parent
     return {
         "gateways": {key: resources_to_json(build_resources(gw, xds_options)) for key, gw in sorted(result.gateways.items())},
         "status": {f"{kind}/{ns}/{name}" if ns else f"{kind}/{name}": body for (kind, ns, name), body in sorted(result.statuses.items())},
+        "mirrorPolicies": _policed_mirrors(result.gateways),
         "errors": [
             {"source": str(Path(e.source).relative_to(base)) if Path(e.source).is_relative_to(base) else e.source, "object": e.object, "message": e.message}
             for errs in provider.errors.values()
             for e in errs
         ],
     }
+
+
+def _policed_mirrors(gateways: dict[str, ir.GatewayIR]) -> list[dict[str, Any]]:
+    """Each mirror a MirrorPolicy applies to, with everything it sets: the comparison settings
+    appear nowhere in Envoy's config (shadow testing reads them), so this is where they show."""
+    out = []
+    for key, gw in sorted(gateways.items()):
+        for lst in gw.listeners:
+            for chain in lst.chains:
+                for vh in chain.virtual_hosts:
+                    for route in vh.routes:
+                        for m in route.mirrors:
+                            if m.policy is not None:
+                                out.append({"gateway": key, "virtualHost": vh.name, "route": route.name, **asdict(m)})
+    return out

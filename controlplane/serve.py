@@ -14,6 +14,7 @@ from typing import Protocol
 
 import grpc
 from aiohttp import web
+from grpc_health.v1 import health, health_pb2
 
 from .admin.service import admin_services
 from .controller import Controller
@@ -22,6 +23,7 @@ from .gatewayapi.translator import Options
 from .identity import Authorizer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .providers.base import Provider
+from .providers.supervisor import Supervisor
 from .quarantine import Quarantine
 from .shadow.hub import Comparisons
 from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
@@ -111,9 +113,15 @@ class ControlPlane:
         self._http: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
         self._expire: asyncio.Task[None] | None = None
+        # Ready: translated once, and the provider is running (gRPC health says the same).
+        self.health = health.aio.HealthServicer()
+        self.supervisor = Supervisor(provider, self._on_provider_change, self._on_provider_up)
+        self.provider_up = False
 
     async def start(self) -> None:
-        await self._update(await self.provider.start())
+        """Serve (not ready yet), then load the provider's objects: health answers while a large
+        folder loads or an unreachable cluster is retried."""
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         credentials = server_credentials(self.tls) if self.tls else None
         self._grpc = build_server(
             self.cache,
@@ -127,13 +135,20 @@ class ControlPlane:
                 shadow_service(self.comparisons),
             ],
             self_checked=[ALS_SERVICE_NAME],
+            health_servicer=self.health,
         )
         await self._grpc.start()
         if self.http_port is not None:
             await self._start_http()
             await self.web.start()
-        self._watch = asyncio.create_task(self._watch_provider(), name="provider-watch")
         self._expire = asyncio.create_task(expire_forever(self.comparisons), name="shadow-expire")
+        try:
+            await self._update(await self.provider.start())
+        except BaseException:
+            await self.stop()
+            raise
+        await self._on_provider_up(True)
+        self._watch = asyncio.create_task(self.supervisor.run(), name="provider-watch")
         for ext in self.extensions:
             await ext.start(self)
         log.info(
@@ -161,13 +176,13 @@ class ControlPlane:
             return "mtls-identities"
         return "tls" if self.tls else "plaintext"
 
-    async def _watch_provider(self) -> None:
-        try:
-            await self.provider.watch(self._on_provider_change)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the watcher dying must be loud, but must not take ADS down
-            log.exception("provider.watch_failed source=%s (config is frozen at its last good state)", self.provider.describe())
+    async def _on_provider_up(self, up: bool) -> None:
+        self.provider_up = up
+        status = health_pb2.HealthCheckResponse.SERVING if self.ready() else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", status)
+
+    def ready(self) -> bool:
+        return self.provider_up and self.controller.translations > 0
 
     async def _on_provider_change(self, store: Store) -> None:
         self.metrics.on_provider_event()
@@ -210,6 +225,8 @@ class ControlPlane:
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.controller.translations == 0:
             return web.Response(status=503, text="not translated yet\n")
+        if not self.provider_up:
+            return web.Response(status=503, text=f"provider down: {self.provider.describe()} (restarting)\n")
         return web.Response(text="ready\n")
 
     async def stop(self, grace: float = 0.0) -> None:

@@ -18,6 +18,7 @@ from .gatewayapi.model import (
     GatewayClass,
     HTTPRoute,
     K8sObject,
+    MirrorPolicy,
     Namespace,
     ReferenceGrant,
     Secret,
@@ -35,6 +36,7 @@ _FIELD_BY_KIND = {
     "EndpointSlice": "endpointslices",
     "Secret": "secrets",
     "Namespace": "namespaces",
+    "MirrorPolicy": "mirrorpolicies",
 }
 
 
@@ -52,6 +54,7 @@ class Store:
     endpointslices: Mapping[NsName, EndpointSlice] = field(default_factory=_frozen)
     secrets: Mapping[NsName, Secret] = field(default_factory=_frozen)
     namespaces: Mapping[str, Namespace] = field(default_factory=_frozen)
+    mirrorpolicies: Mapping[NsName, MirrorPolicy] = field(default_factory=_frozen)
 
     @classmethod
     def from_objects(cls, objects: Iterable[K8sObject[Any]]) -> "Store":

@@ -33,6 +33,8 @@ FILTERS = "controlplane/gatewayapi/filters.py"
 GOLDEN = "tests/test_golden.py"
 FUZZ = "tests/test_fuzz.py"
 FRACTIONS = "tests/test_fractions.py"
+POLICIES = "controlplane/gatewayapi/policies.py"
+POLICY_TESTS = "tests/test_mirror_policy.py"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,38 @@ MUTATIONS = (
         "    if numerator <= 0:\n        return\n",
         "    if numerator < 0:\n        return\n",
         (GOLDEN,),
+    ),
+    Mutation(
+        "policy-newest-wins",
+        "of two MirrorPolicies on the same target the newer applies (GEP-713: the older)",
+        POLICIES,
+        "sorted(store.mirrorpolicies.values(), key=",
+        "sorted(store.mirrorpolicies.values(), reverse=True, key=",
+        (GOLDEN, POLICY_TESTS),
+    ),
+    Mutation(
+        "policy-route-beats-rule",
+        "a whole-route MirrorPolicy wins over one naming the rule (sectionName is more specific)",
+        POLICIES,
+        "(sections.get(rule.name) if sections and rule.name else None) or whole",
+        "whole or (sections.get(rule.name) if sections and rule.name else None)",
+        (GOLDEN, POLICY_TESTS),
+    ),
+    Mutation(
+        "policy-stale-memo",
+        "a route's memoized attachment is replayed after the MirrorPolicies applying to it changed",
+        "controlplane/gatewayapi/translator.py",
+        "if hit is not None and hit.policies == applied and memo.same(",
+        "if hit is not None and memo.same(",
+        ("tests/test_incremental.py",),
+    ),
+    Mutation(
+        "policy-headers-on-primary",
+        "a MirrorPolicy's header changes are dropped from the mirror leg",
+        XDS,
+        "    policy.request_headers_mutations.extend(mutation_rules_pb2.HeaderMutation(remove=name)",
+        "    (mutation_rules_pb2.HeaderMutation(remove=name)",
+        (GOLDEN, "tests/test_e2e_mirror_policy.py"),
     ),
 )
 

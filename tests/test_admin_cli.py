@@ -101,6 +101,31 @@ async def test_status_text_lists_conditions_and_problems(stack):
     assert json.loads(out) == await grpcurl_json(stack, "mirrorplane.admin.v1.Admin/GetStatus", {"kind": "HTTPRoute"})
 
 
+async def test_status_shows_mirror_policies_and_their_targets(stack):
+    policy = """apiVersion: mirrorplane.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: seed-shadow, namespace: server}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: http-route-sample}
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: gone}
+  requestHeaderModifier: {remove: [authorization]}
+"""
+    stack.write("policy.yaml", policy)
+    await wait_until(lambda: ("MirrorPolicy", "server", "seed-shadow") in stack.plane.controller.statuses, message="policy status")
+    code, out, err = await mirrorplane("status", server=target(stack))
+    assert code == 0, err
+    lines = out.splitlines()
+    row = next(line for line in lines if line.split()[:3] == ["MirrorPolicy", "server", "seed-shadow"])
+    assert row.split()[3:] == ["target", "HTTPRoute", "http-route-sample", "Accepted=True"]
+    assert any(line.split() == ["target", "HTTPRoute", "gone", "Accepted=False"] for line in lines)
+    assert "  MirrorPolicy server/seed-shadow target HTTPRoute gone: Accepted=False TargetNotFound: HTTPRoute server/gone not found" in lines
+
+    code, out, _ = await mirrorplane("status", "--kind", "MirrorPolicy", "-o", "json", server=target(stack))
+    assert code == 0
+    assert json.loads(out) == await grpcurl_json(stack, "mirrorplane.admin.v1.Admin/GetStatus", {"kind": "MirrorPolicy"})
+
+
 async def test_snapshot_text_and_json_match_grpcurl(stack):
     snapshot = stack.plane.cache.get(GATEWAY)
     code, out, err = await mirrorplane("snapshot", "--gateway", GATEWAY, server=target(stack))

@@ -19,6 +19,7 @@ GENERATED = {
     "controlplane/admin/v1": ["admin_pb2.py", "admin_pb2.pyi", "admin_pb2_grpc.py"],
     "controlplane/echo/grpcecho": ["grpcecho_pb2.py", "grpcecho_pb2.pyi", "grpcecho_pb2_grpc.py"],
     "controlplane/echo/v1": ["streamecho_pb2.py", "streamecho_pb2.pyi", "streamecho_pb2_grpc.py"],
+    "controlplane/shadow/v1": ["shadow_pb2.py", "shadow_pb2.pyi", "shadow_pb2_grpc.py"],
 }
 
 

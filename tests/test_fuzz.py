@@ -136,6 +136,8 @@ def rule(draw: st.DrawFn, clean: bool = False, first: bool = False) -> dict[str,
         if draw(st.booleans()):
             match["method"] = draw(maybe(st.sampled_from(["GET", "POST"]), clean))
         out["matches"] = [match]
+    if draw(st.integers(0, 3)) == 0:
+        out["name"] = "rule-0"  # what a MirrorPolicy's sectionName may name
     if draw(st.integers(0, 3)) or (clean and first):
         unique = (lambda f: f["type"]) if clean else None  # the CEL rules allow each modifier once
         out["filters"] = draw(st.lists(filters(clean), min_size=1, max_size=3, unique_by=unique))
@@ -193,11 +195,43 @@ def gateway(draw: st.DrawFn, clean: bool = False) -> dict[str, Any]:
             "spec": {"gatewayClassName": "mp", "listeners": listeners}}  # fmt: skip
 
 
+# MirrorPolicy values: good ones, and ones Envoy refuses (Host, pseudo-headers, CR/LF), formats
+# ("%"), non-ASCII, and names the schema refuses.
+POLICY_HEADERS = st.sampled_from(["x-shadow", "X-Shadow", "host", ":path", "authorization", "x\r\ny", "", "bad name"])
+POLICY_VALUES = st.sampled_from(["true", "100%", "%REQ(:path)%", "é", "a\r\nb", ""])
+
+
+@st.composite
+def mirror_policy(draw: st.DrawFn, index: int, clean: bool = False) -> dict[str, Any]:
+    refs = [{"group": draw(maybe(st.just("gateway.networking.k8s.io"), clean)),
+             "kind": draw(st.sampled_from(["HTTPRoute", "HTTPRoute", "GRPCRoute"] + ([] if clean else ["Service"]))),
+             "name": draw(st.sampled_from(["r0", "r1", "r2", "nope"]))}]  # fmt: skip
+    if draw(st.integers(0, 3)) == 0:
+        refs[0]["sectionName"] = draw(st.sampled_from(["rule-0", "missing"]))
+    spec: dict[str, Any] = {"targetRefs": refs}
+    if draw(st.booleans()):
+        spec["requestHeaderModifier"] = {
+            "set": [{"name": draw(POLICY_HEADERS), "value": draw(POLICY_VALUES)}],
+            "remove": draw(st.lists(POLICY_HEADERS, max_size=2, unique=True)),
+        }
+    for key, strat in (("hostname", st.sampled_from(["next.internal", "Bad_Host", "é.example"])),
+                       ("keepShadowHostSuffix", st.booleans()),
+                       ("tracing", st.sampled_from([{}, {"sampling": "Never"}, {"sampling": "Sometimes"}])),
+                       ("comparison", st.sampled_from([{}, {"samplePercent": 101}, {"body": {"enabled": True}},
+                                                       {"ignoreJSONPaths": ["$.a", "a.b"]}]))):  # fmt: skip
+        if draw(st.integers(0, 2)) == 0:
+            spec[key] = draw(maybe(strat, clean))
+    created = draw(st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"]))
+    return {"apiVersion": "mirrorplane.io/v1alpha1", "kind": "MirrorPolicy",
+            "metadata": {"name": f"p{index}", "namespace": "server", "creationTimestamp": created}, "spec": spec}  # fmt: skip
+
+
 @st.composite
 def documents(draw: st.DrawFn) -> tuple[bool, list[Any]]:
     clean = draw(st.integers(0, 2)) > 0  # (st.booleans() leans to False)
     docs: list[Any] = [*BASE, draw(gateway(clean))]
     docs += [draw(http_route(i, clean)) for i in range(draw(st.integers(1, 4)))]
+    docs += [draw(mirror_policy(i, clean)) for i in range(draw(st.integers(0, 2)))]
     if not clean and draw(st.integers(0, 4)) == 0:  # junk documents and junk in random places
         docs.append(draw(st.one_of(junk, st.dictionaries(st.text(max_size=3), junk, max_size=3))))
     return clean, docs
@@ -260,6 +294,14 @@ def check(docs: list[Any]) -> tuple[int, int]:
             assert {"Accepted", "ResolvedRefs"} <= types.keys()
             assert all(c["reason"] and c["message"] and c["observedGeneration"] == 1 for c in parent["conditions"])
             attached += types["Accepted"]["status"] == "True"
+
+    for (ns, name), policy in store.mirrorpolicies.items():  # one Accepted per targetRef, always explained
+        ancestors = result.statuses[("MirrorPolicy", ns, name)]["ancestors"]
+        assert len(ancestors) == len(policy.spec["targetRefs"])
+        for a in ancestors:
+            [c] = a["conditions"]
+            assert c["type"] == "Accepted" and c["message"]
+            assert c["reason"] in (("Accepted",) if c["status"] == "True" else ("Invalid", "TargetNotFound", "Conflicted"))
 
     mirrored = 0
     for gateway_ir in result.gateways.values():

@@ -215,3 +215,37 @@ def test_a_provider_that_rebuilds_every_object_still_recompiles_only_the_changed
     assert controller._memo.misses - misses == 1
     assert controller._encoded[GATEWAY].encoded - encoded == 1
     assert _entries(controller) == _full_entries(store)
+
+
+def _mirror_policy(route: str, header: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "mirrorplane.io/v1alpha1",
+        "kind": "MirrorPolicy",
+        "metadata": {"name": "shadow", "namespace": NAMESPACE},
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route}],
+            "requestHeaderModifier": {"set": [{"name": "x-shadow", "value": header}]},
+        },
+    }
+
+
+def test_a_mirror_policy_change_reaches_the_targeted_route_and_matches_a_full_translation() -> None:
+    """Policies are applied after the route memo: adding, changing, retargeting and deleting one
+    never leaves a memoized route with a stale mirror leg, and compiles no route again."""
+    docs = objects(30)
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    unpoliced = controller.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
+    misses = controller._memo.misses
+    for route, header in (("route-3", "a"), ("route-3", "b"), ("route-4", "b")):
+        store = _replace(store, _mirror_policy(route, header))
+        controller.update(store)
+        versions = controller.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
+        assert versions == full_translation(store), (route, header)
+        assert _entries(controller) == _full_entries(store), (route, header)
+        assert versions[ROUTE] != unpoliced[ROUTE]
+    assert controller._memo.misses == misses, "a policy change compiles no route again"
+    store = Store.from_objects(o for o in store.objects() if o.kind != "MirrorPolicy")
+    controller.update(store)
+    assert controller.cache.get(GATEWAY).versions() == unpoliced  # type: ignore[union-attr]

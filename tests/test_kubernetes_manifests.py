@@ -17,10 +17,10 @@ import yaml
 from controlplane.certs import gateway_secret
 from controlplane.cli import build_parser
 from controlplane.gatewayapi import schema
-from controlplane.gatewayapi.model import GATEWAY_GROUP
+from controlplane.gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, translate
 from controlplane.providers.files import parse_text
-from controlplane.providers.kubernetes import CORE_RESOURCES, GATEWAY_RESOURCES, STATUS_KINDS
+from controlplane.providers.kubernetes import CORE_RESOURCES, GATEWAY_RESOURCES, POLICY_RESOURCES, STATUS_KINDS
 from controlplane.providers.leader import LEASE, LeaseOptions
 from controlplane.exposure import exposure_error
 from controlplane.store import Store
@@ -67,7 +67,7 @@ def test_crds_are_the_standard_channel_and_match_the_validation_copies() -> None
     for kind in ("gatewayclasses", "gateways", "httproutes", "referencegrants", "grpcroutes", "backendtlspolicies"):
         assert f"{kind}.{GATEWAY_GROUP}" in crds
     for doc in INSTALL:
-        if doc["kind"] == "CustomResourceDefinition":
+        if doc["kind"] == "CustomResourceDefinition" and doc["spec"]["group"] == GATEWAY_GROUP:
             assert doc["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == "v1.6.1"
             assert doc["metadata"]["annotations"]["gateway.networking.k8s.io/channel"] == "standard"
     for copy in (ROOT / "controlplane" / "gatewayapi" / "crds").glob("*.yaml"):
@@ -81,7 +81,11 @@ def test_crds_are_byte_copies_of_upstream() -> None:
             digest, path = line.split()
             upstream[Path(path).name] = digest
     assert len(upstream) == 11
-    copies = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (MANIFESTS / "src" / "crds").glob("*.yaml")}
+    # mirrorplane's own CRD (mirrorplane.io_mirrorpolicies.yaml) sits beside them and is not upstream's.
+    copies = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (MANIFESTS / "src" / "crds").glob(f"{GATEWAY_GROUP}_*.yaml")
+    }
     assert copies == upstream
 
 
@@ -92,7 +96,7 @@ def test_every_object_is_valid_against_its_schema(path: Path) -> None:
     docs = _docs(path)
     assert docs
     for doc in docs:
-        if doc["apiVersion"].startswith(GATEWAY_GROUP + "/"):
+        if doc["apiVersion"].partition("/")[0] in (GATEWAY_GROUP, MIRRORPLANE_GROUP):
             schema.validate(doc)  # the CRD's openAPIV3Schema and CEL rules, as the API server checks them
         else:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -129,6 +133,10 @@ def test_rbac_allows_what_the_provider_does_and_no_more() -> None:
     for _, plural, _, _ in GATEWAY_RESOURCES:
         kind_writes_status = any(p == plural for k, p, _, _ in GATEWAY_RESOURCES if k in STATUS_KINDS)
         assert _allowed(cluster, GATEWAY_GROUP, f"{plural}/status", "patch") == kind_writes_status
+    for r in POLICY_RESOURCES:
+        for verb in ("list", "watch"):
+            assert _allowed(cluster, r.group, r.plural, verb), (r.plural, verb)
+        assert _allowed(cluster, r.group, f"{r.plural}/status", "patch") == (r.kind in STATUS_KINDS)
     every_verb = {v for r in cluster for v in r["verbs"]}
     assert every_verb == {"list", "watch", "patch"}, "the control plane never creates, updates or deletes"
 

@@ -227,3 +227,47 @@ async def test_watch_timeouts_reopen_from_the_last_resource_version(c: Cluster) 
         await wait_until(lambda: "/after-timeouts" in route_names(plane), message="changes keep arriving")
     finally:
         await plane.stop()
+
+
+async def test_start_retries_a_500_on_the_first_list_and_an_unreachable_api(c: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    """main: `serve --kubernetes` exited at once. Now: not ready, retried with backoff, the
+    failing resource named in the log; ready once every kind is listed."""
+    import asyncio
+
+    from grpc_health.v1 import health_pb2
+
+    fake = c.need_fake("failing the API server's answers")
+    caplog.set_level(logging.WARNING, logger="mirrorplane.kubernetes")
+    fake.fail("/apis/gateway.networking.k8s.io/v1/httproutes", times=3)
+    fake.stop()  # unreachable first
+    plane, provider, _ = control_plane(c)
+    starting = asyncio.create_task(plane.start())
+    try:
+        await wait_until(lambda: any("kubernetes.start_failed" in r.getMessage() for r in caplog.records), message="a failed start logged")
+        assert not starting.done() and not plane.ready()
+        assert plane.health._server_status[""] == health_pb2.HealthCheckResponse.NOT_SERVING
+        fake.start()
+        await asyncio.wait_for(starting, 30)
+        failures = [r.getMessage() for r in caplog.records if "kubernetes.start_failed" in r.getMessage()]
+        assert any("resource=httproutes" in m and "HTTP 500" in m for m in failures), failures
+        assert fake.failures["/apis/gateway.networking.k8s.io/v1/httproutes"] == 0
+        assert plane.ready() and plane.cache.get(GATEWAY) is not None
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await plane.stop()
+
+
+async def test_an_object_over_the_limits_is_skipped_and_named(c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture) -> None:
+    """The file provider's limits hold for objects from the API too (here: a Service nested 200
+    deep in a field the API server does not prune)."""
+    fake = c.need_fake("storing an object a real API server may refuse")
+    caplog.set_level(logging.ERROR, logger="mirrorplane.kubernetes")
+    deep: dict[str, object] = {}
+    for _ in range(200):
+        deep = {"x": deep}
+    fake.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "deep", "namespace": "server"}, "spec": {"ports": [{"port": 80}], "extra": deep}})
+    await wait_until(lambda: any("object.rejected" in r.getMessage() and "server/deep" in r.getMessage() for r in caplog.records), message="the deep Service rejected")
+    assert ("server", "deep") not in kubernetes(plane).store.services
+    await c.apply(ROUTE_YAML.format(name="after-deep"))
+    await wait_until(lambda: "/after-deep" in route_names(plane), message="later changes still arrive")

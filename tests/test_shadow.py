@@ -3,6 +3,8 @@ bounds, expiry and attribution, which a real Envoy can only show slowly."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -38,6 +40,15 @@ def entry(
     else:
         e.common_properties.response_flags.upstream_connection_failure = True
     return e
+
+
+def one_pair_stream(gateway: str) -> Iterator[als_pb2.StreamAccessLogsMessage]:
+    """An ALS stream as Envoy opens it (the node first) with one pair: the mirror answered 503."""
+    first = als_pb2.StreamAccessLogsMessage()
+    first.identifier.node.cluster = gateway
+    first.identifier.node.id = "n1"
+    first.http_logs.log_entry.extend([entry("a", primary=True), entry("a", primary=False, status=503)])
+    yield first
 
 
 class Clock:
@@ -152,17 +163,10 @@ async def test_receiver_attributes_a_stream_to_its_node_gateway_and_refuses_a_ba
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = als_pb2_grpc.AccessLogServiceStub(ch)
 
-            def msgs(cluster: str):  # type: ignore[no-untyped-def]
-                first = als_pb2.StreamAccessLogsMessage()
-                first.identifier.node.cluster = cluster
-                first.identifier.node.id = "n"
-                first.http_logs.log_entry.extend([entry("a", primary=True), entry("a", primary=False, status=503)])
-                yield first
-
-            await stub.StreamAccessLogs(msgs(GW))
+            await stub.StreamAccessLogs(one_pair_stream(GW))
             assert results(c) == {"status_differs": 1}
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.StreamAccessLogs(msgs("no-namespace"))
+                await stub.StreamAccessLogs(one_pair_stream("no-namespace"))
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await server.stop(0)
@@ -183,3 +187,20 @@ def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:
     exported = set(re.findall(r"^(mirrorplane_\w+)[{ ]", c.render().decode(), re.M))
     assert used and used <= exported, used - exported
     assert {"mirrorplane_mirror_comparisons_total", "mirrorplane_mirror_latency_seconds_bucket"} <= used
+
+
+def test_no_shadow_leaves_the_access_log_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`serve --no-shadow`: no logger, no thresholds; by default both (and the seed route's tag)."""
+    import json
+    from pathlib import Path
+
+    from controlplane.cli import build_parser
+    from controlplane.offline import translate_folder
+    from controlplane.xds.translator import XdsOptions
+
+    local = Path(__file__).resolve().parent.parent / "manifests" / "local"
+    on = json.dumps(translate_folder(local, xds_options=XdsOptions()))
+    off = json.dumps(translate_folder(local, xds_options=XdsOptions(shadow=False)))
+    assert "upstream_log" in on and '"below": "~"' in on
+    assert "upstream_log" not in off and "mirrorplane_als" not in off
+    assert build_parser().parse_args(["serve", str(tmp_path), "--no-shadow"]).no_shadow

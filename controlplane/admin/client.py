@@ -207,6 +207,10 @@ def _conditions(body: dict[str, Any], where: str) -> Iterable[tuple[str, dict[st
         ref = parent.get("parentRef", {})
         name = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref.get("name", "?")
         yield from _conditions(parent, f"parent {name}")
+    for ancestor in body.get("ancestors") or []:  # a policy's targets (GEP-713)
+        ref = ancestor.get("ancestorRef", {})
+        section = f" rule {ref['sectionName']}" if ref.get("sectionName") else ""
+        yield from _conditions(ancestor, f"target {ref.get('kind', '?')} {ref.get('name', '?')}{section}")
 
 
 def render_status(response: admin_pb2.GetStatusResponse) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+MIRRORPLANE_GROUP = "mirrorplane.io"  # mirrorplane's own kinds (MirrorPolicy)
 
 # (apiVersion, kind) pairs mirrorplane understands.
 GATEWAY_API_KINDS = {"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"}
@@ -170,6 +171,27 @@ class ReferenceGrantSpec(TypedDict):
     to: list[ReferenceGrantTo]
 
 
+# --- MirrorPolicy (mirrorplane.io/v1alpha1) ----------------------------------------------------
+
+
+class PolicyTargetReference(TypedDict):
+    """GEP-713 LocalPolicyTargetReferenceWithSectionName: a route (or one named rule) in the policy's namespace."""
+
+    group: str
+    kind: str
+    name: str
+    sectionName: NotRequired[str]
+
+
+class MirrorPolicySpec(TypedDict):
+    targetRefs: list[PolicyTargetReference]
+    requestHeaderModifier: NotRequired[dict[str, Any]]
+    hostname: NotRequired[str]
+    keepShadowHostSuffix: NotRequired[bool]
+    tracing: NotRequired[dict[str, Any]]
+    comparison: NotRequired[dict[str, Any]]
+
+
 # --- core --------------------------------------------------------------------------------------
 
 
@@ -258,6 +280,7 @@ Service = K8sObject[ServiceSpec]
 EndpointSlice = K8sObject[EndpointSliceBody]
 Secret = K8sObject[dict[str, Any]]
 Namespace = K8sObject[dict[str, Any]]
+MirrorPolicy = K8sObject[MirrorPolicySpec]
 
 _NO_SPEC_KINDS = {"EndpointSlice", "Secret", "Namespace"}
 _CLUSTER_SCOPED = {"GatewayClass", "Namespace"}

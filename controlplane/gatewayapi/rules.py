@@ -17,8 +17,9 @@ from .matches import route_match
 from .model import HTTPRoute
 from .refs import BackendResolver, RefProblem
 
-# An HTTPRoute annotation: "true" keeps Envoy's default of appending "-shadow" to the mirrored
-# request's Host. The default (absent/"false") sends the real Host to the mirror.
+# Deprecated HTTPRoute annotation (MirrorPolicy keepShadowHostSuffix replaces it, and wins over
+# it): "true" keeps Envoy's default of appending "-shadow" to the mirrored request's Host. The
+# default (absent/"false") sends the real Host to the mirror.
 SHADOW_HOST_SUFFIX_ANNOTATION = "mirrorplane.io/mirror-shadow-host-suffix"
 
 

@@ -3,8 +3,8 @@
 mirrorplane reads Gateway API objects from files as well as from a cluster. Objects from a file
 never went through an API server, so without this module a typo would silently change routing
 (an unknown field is ignored, a missing default is read as "unset"). Here every object goes
-through the same pipeline the API server runs for a custom resource, driven only by the upstream
-CRDs shipped as package data:
+through the same pipeline the API server runs for a custom resource, driven only by the CRDs
+shipped as package data (upstream's, and mirrorplane's own MirrorPolicy CRD):
 
 1. decoding: unknown fields are errors (``kubectl apply``'s strict field validation), nulls of
    non-nullable fields are dropped, and ``default:`` values are filled in recursively;
@@ -58,6 +58,8 @@ _CRD_FILES = {
     "Gateway": "gateway.networking.k8s.io_gateways.yaml",
     "HTTPRoute": "gateway.networking.k8s.io_httproutes.yaml",
     "ReferenceGrant": "gateway.networking.k8s.io_referencegrants.yaml",
+    # mirrorplane's own policy kind (group mirrorplane.io), validated exactly like the others.
+    "MirrorPolicy": "mirrorplane.io_mirrorpolicies.yaml",
 }
 
 Path = tuple[str | int, ...]
@@ -759,6 +761,7 @@ def _read_crd(kind: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Crd:
+    group: str
     versions: dict[str, dict[str, Any]]  # served version name -> openAPIV3Schema
     namespaced: bool
 
@@ -767,7 +770,7 @@ class _Crd:
 def _crd(kind: str) -> _Crd:
     spec = _read_crd(kind)["spec"]
     versions = {v["name"]: v["schema"]["openAPIV3Schema"] for v in spec["versions"] if v.get("served")}
-    return _Crd(versions, spec["scope"] == "Namespaced")
+    return _Crd(spec["group"], versions, spec["scope"] == "Namespaced")
 
 
 def _crd_schema(openapi: dict[str, Any]) -> dict[str, Any]:
@@ -841,7 +844,7 @@ def _compiled(api_version: str, kind: str) -> _KindSchema:
     if core is not None:
         return _KindSchema.build(core.schema, strict=False, name_format=core.name_format, namespaced=core.namespaced)
     crd = _crd(kind)
-    openapi = crd.versions[api_version.removeprefix(f"{GATEWAY_GROUP}/")]
+    openapi = crd.versions[api_version.removeprefix(f"{crd.group}/")]
     return _KindSchema.build(
         _crd_schema(openapi), strict=True, name_format=_DNS1123_SUBDOMAIN, namespaced=crd.namespaced
     )
@@ -855,11 +858,11 @@ def supported(api_version: str, kind: str) -> bool:
     if (api_version, kind) in _CORE_KINDS:
         return True
     group, _, version = api_version.partition("/")
-    return group == GATEWAY_GROUP and kind in _CRD_FILES and version in _crd(kind).versions
+    return kind in _CRD_FILES and group == _crd(kind).group and version in _crd(kind).versions
 
 
 def _supported_list() -> str:
-    gateway = [f"{GATEWAY_GROUP}/{v} {k}" for k in _CRD_FILES for v in _crd(k).versions]
+    gateway = [f"{_crd(k).group}/{v} {k}" for k in _CRD_FILES for v in _crd(k).versions]
     return ", ".join(gateway + [f"{v} {k}" for v, k in _CORE_KINDS])
 
 

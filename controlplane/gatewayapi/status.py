@@ -69,9 +69,9 @@ def _identity(item: Any, index: int) -> str:
     if isinstance(item, dict):
         if "name" in item:
             return str(item["name"])
-        if "parentRef" in item:
-            ref = item["parentRef"]
-            return f"{ref.get('namespace', '')}/{ref.get('name')}/{ref.get('sectionName', '')}/{ref.get('port', '')}"
+        if "parentRef" in item or "ancestorRef" in item:
+            ref = item.get("parentRef") or item["ancestorRef"]
+            return f"{ref.get('kind', '')}/{ref.get('namespace', '')}/{ref.get('name')}/{ref.get('sectionName', '')}/{ref.get('port', '')}"
     return str(index)
 
 

@@ -18,6 +18,7 @@ from .filters import redirect_for, rewrite_for
 from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gateway_status
 from .matches import precedence
 from .model import GATEWAY_GROUP, HTTPRoute
+from .policies import Policies, resolve as resolve_policies
 from .refs import BackendResolver
 from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, backends_of, route_rules
 from .status import Condition, StatusKey, conditions
@@ -90,6 +91,7 @@ class _Attached:
     route: HTTPRoute
     status: dict[str, Any] | None
     found: tuple[tuple[str, str, list[str], list[tuple[str, tuple[Any, ...], ir.Route]]], ...]
+    policies: Any = None  # the MirrorPolicies that applied (Policies.for_route): a change replays nothing
 
 
 def translate(store: Store, options: Options = Options(), memo: RouteMemo | None = None) -> Translation:
@@ -105,9 +107,10 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
             listeners[f"{ns}/{name}"] = gateway_listeners(store, gw)
 
     resolver = BackendResolver(store)
+    policies = resolve_policies(store, options.controller_name, statuses)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for _, route in sorted(store.httproutes.items()):
-        for a in _attach_route(store, route, listeners, resolver, options, statuses, memo):
+        for a in _attach_route(store, route, listeners, resolver, policies, options, statuses, memo):
             attachments[a.listener.gateway].append(a)
     if memo is not None:
         memo.keep_only(set(store.httproutes))
@@ -146,14 +149,16 @@ def _attach_route(
     route: HTTPRoute,
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
+    policies: Policies,
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
     memo: RouteMemo | None = None,
 ) -> list[_Attachment]:
+    applied = policies.for_route(("HTTPRoute", route.namespace, route.name))
     if memo is not None:
         hit = memo.attached.get((route.namespace, route.name))
-        if hit is not None and memo.same((route.namespace, route.name), hit.route, route):
-            return _replay(route, hit, listeners, resolver, memo, statuses)
+        if hit is not None and hit.policies == applied and memo.same((route.namespace, route.name), hit.route, route):
+            return _replay(route, hit, listeners, resolver, policies, memo, statuses)
     gen = route.generation
     ours = [
         (ref, f"{ref.get('namespace') or route.namespace}/{ref['name']}")
@@ -163,10 +168,11 @@ def _attach_route(
     ours = [(ref, key) for ref, key in ours if key in listeners]
     if not ours:
         if memo is not None:
-            memo.attached[(route.namespace, route.name)] = _Attached(route, None, ())
+            memo.attached[(route.namespace, route.name)] = _Attached(route, None, (), applied)
         return []
 
     rules, problems, dropped = memo.compile(resolver, route) if memo is not None else route_rules(resolver, route)
+    rules = policies.apply("HTTPRoute", route, rules)  # after the memo: a policy change is never stale
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
@@ -195,7 +201,7 @@ def _attach_route(
     status = statuses[("HTTPRoute", route.namespace, route.name)] = {"parents": parents}
     if memo is not None:
         found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
-        memo.attached[(route.namespace, route.name)] = _Attached(route, status, found_)
+        memo.attached[(route.namespace, route.name)] = _Attached(route, status, found_, applied)
     return attachments
 
 
@@ -204,11 +210,12 @@ def _replay(
     hit: _Attached,
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
+    policies: Policies,
     memo: RouteMemo,
     statuses: dict[StatusKey, dict[str, Any]],
 ) -> list[_Attachment]:
-    """_attach_route's result for a route, Gateways and references all unchanged since it ran."""
-    rules = memo.compile(resolver, route)[0]
+    """_attach_route's result for a route, Gateways, references and policies all unchanged since it ran."""
+    rules = policies.apply("HTTPRoute", route, memo.compile(resolver, route)[0])
     if hit.route is not route:
         memo.attached[(route.namespace, route.name)] = replace(hit, route=route)
     if hit.status is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -25,3 +26,10 @@ class Provider(Protocol):
     def describe(self) -> str:
         """Where the objects come from, for logs."""
         ...
+
+
+async def deliver(on_change: OnChange, store: Store) -> None:
+    """Call ``on_change``, awaiting it when it is a coroutine function."""
+    result = on_change(store)
+    if asyncio.iscoroutine(result):
+        await result

@@ -1,109 +1,157 @@
 """The file provider: a folder of Kubernetes YAML, watched, as the store's source.
 
-Each file is parsed and validated on its own, so one broken file never hides the others; and a
+Each file is read and validated on its own, so one broken file never hides the others; and a
 file that breaks after having been good keeps its last good objects until it is fixed, so a typo
-while editing never takes traffic away from an Envoy.
+while editing never takes traffic away from an Envoy. Whatever goes wrong while reading one file
+(a limit of ``yamlread.Limits``, bad encoding, or a bug) rejects that file alone, named, with the
+reason.
+
+Reading runs in one worker thread, never on the event loop: ADS, the admin API and health keep
+answering while a large folder loads. Documents whose text did not change since the last read
+(a hash per document) are neither parsed into objects nor validated again, and a burst of writes
+across files reaches the store as one update once it settles (``settle_ms``). See docs/loading.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from watchfiles import awatch
 
 from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
+from ..gcpause import paused_gc
 from ..store import Store
-from .base import OnChange
+from . import yamlread
+from .base import OnChange, deliver
+from .yamlread import Limits
 
 log = logging.getLogger("mirrorplane.files")
 
 SUFFIXES = (".yaml", ".yml")
 ObjKey = tuple[str, str, str]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class LoadError:
     source: str
-    object: str  # "Kind namespace/name", or "document N" when the document has no identity
+    object: str  # "Kind namespace/name", "document N" when the document has no identity, or "file"
     message: str
 
     def __str__(self) -> str:
         return f"{self.source}: {self.object}: {self.message}"
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    """What one document became, independent of what the file held before: its objects, and the
+    objects it failed to give as (identity, reason, key of the object it would replace)."""
+
+    objects: tuple[K8sObject[Any], ...] = ()
+    failures: tuple[tuple[str, str, ObjKey | None], ...] = ()
+
+
+@dataclass
+class _FileState:
+    digest: bytes = b""  # of the file's bytes: the same bytes are not read again
+    documents: dict[bytes, _Parsed] = field(default_factory=dict)  # by document digest
+    objects: dict[ObjKey, K8sObject[Any]] = field(default_factory=dict)  # the last good ones
+    errors: list[LoadError] = field(default_factory=list)
+
+
 def parse_text(
-    text: str, source: str, *, previous: dict[ObjKey, K8sObject[Any]] | None = None
+    text: str,
+    source: str,
+    *,
+    previous: dict[ObjKey, K8sObject[Any]] | None = None,
+    limits: Limits = Limits(),
 ) -> tuple[dict[ObjKey, K8sObject[Any]], list[LoadError]]:
     """Parse one file's multi-document YAML into validated objects.
 
     ``previous`` holds the file's last good objects: an object that fails validation keeps its
     previous version, and a file that does not parse at all keeps all of them.
     """
-    previous = previous or {}
+    state = _FileState(objects=dict(previous or {}))
+    _update(state, text, source, limits)
+    return state.objects, state.errors
+
+
+def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
+    """Read ``text`` into ``state``, reusing the documents it already knows by digest."""
+    known = state.documents
     try:
-        documents = list(yaml.safe_load_all(text))
+        documents = yamlread.split(text, limits)
+        fresh = [d for d in documents if d.digest not in known]
+        built = dict(zip((d.digest for d in fresh), yamlread.construct(text, documents, fresh)))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        return dict(previous), [LoadError(source, "file", f"YAML does not parse{at}: {problem}")]
-    objects: dict[ObjKey, K8sObject[Any]] = {}
-    errors: list[LoadError] = []
-    for index, doc in enumerate(documents):
-        if doc is None:
+        state.errors = [LoadError(source, "file", f"YAML does not parse{at}: {problem}")]
+        return
+    except yamlread.Rejected as exc:
+        state.errors = [LoadError(source, "file", f"rejected: {exc}")]
+        return
+    parsed = {d.digest: known[d.digest] if d.digest in known else _parse_document(built[d.digest], d.index, source) for d in documents}
+    previous, objects, errors = state.objects, {}, []
+    for d in documents:
+        result = parsed[d.digest]
+        for obj in result.objects:
+            objects[obj.key] = obj
+        for ident, message, key in result.failures:
+            errors.append(LoadError(source, ident, message))
+            if key is not None and key in previous and key not in objects:
+                objects[key] = previous[key]
+    state.documents, state.objects, state.errors = parsed, objects, errors
+
+
+def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
+    if doc is None:
+        return _Parsed()
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        items = doc["items"]
+    else:
+        items = [doc]
+    objects, failures = [], []
+    for item in items:
+        if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
+            failures.append((f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)", None))
             continue
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            items = doc["items"]
-        else:
-            items = [doc]
-        for item in items:
-            _parse_one(item, index, source, previous, objects, errors)
-    return objects, errors
-
-
-def _parse_one(
-    doc: Any,
-    index: int,
-    source: str,
-    previous: dict[ObjKey, K8sObject[Any]],
-    objects: dict[ObjKey, K8sObject[Any]],
-    errors: list[LoadError],
-) -> None:
-    if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
-        errors.append(LoadError(source, f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)"))
-        return
-    ident = _identity(doc)
-    if not schema.supported(doc["apiVersion"], doc["kind"]):
-        log.debug("file.skip source=%s object=%r reason=%s", source, ident, "kind not read by mirrorplane")
-        return
-    try:
-        obj = from_dict(schema.validate(doc), source=source)
-    except schema.ValidationError as exc:
-        errors.append(LoadError(source, ident, str(exc)))
-        key = _key_of(doc)
-        if key in previous:
-            objects[key] = previous[key]
-        return
-    objects[obj.key] = obj
+        ident = _identity(item)
+        try:
+            if not schema.supported(item["apiVersion"], item["kind"]):
+                log.debug("file.skip source=%s object=%r reason=%s", source, ident, "kind not read by mirrorplane")
+                continue
+            objects.append(from_dict(schema.validate(item), source=source))
+        except schema.ValidationError as exc:
+            failures.append((ident, str(exc), _key_of(item)))
+        except Exception as exc:  # a bug, or input no limit foresaw: reject this object, loudly
+            log.exception("file.object_failed source=%s object=%r", source, ident)
+            failures.append((ident, f"could not be read ({type(exc).__name__}: {exc})", _key_of(item)))
+    return _Parsed(tuple(objects), tuple(failures))
 
 
 def _identity(doc: dict[str, Any]) -> str:
     meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
     ns = meta.get("namespace")
-    return f"{doc.get('kind')} {ns + '/' if ns else ''}{meta.get('name', '(no name)')}"
+    return f"{doc.get('kind')} {f'{ns}/' if ns else ''}{meta.get('name', '(no name)')}"
 
 
 def _key_of(doc: dict[str, Any]) -> ObjKey:
     meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
     cluster_scoped = doc.get("kind") in ("GatewayClass", "Namespace")
-    return (str(doc.get("kind")), "" if cluster_scoped else (meta.get("namespace") or "default"), str(meta.get("name")))
+    return (str(doc.get("kind")), "" if cluster_scoped else str(meta.get("namespace") or "default"), str(meta.get("name")))
 
 
 def yaml_files(root: Path) -> list[Path]:
@@ -114,13 +162,27 @@ def yaml_files(root: Path) -> list[Path]:
 
 
 class FileProvider:
-    """Holds the last good objects of every file under a folder and rebuilds the store on change."""
+    """Holds the last good objects of every file under a folder and rebuilds the store on change.
 
-    def __init__(self, root: Path, *, debounce_ms: int = 10) -> None:
-        self.root = Path(root)
-        self.debounce_ms = debounce_ms
-        self._files: dict[Path, dict[ObjKey, K8sObject[Any]]] = {}
-        self.errors: dict[Path, list[LoadError]] = {}
+    ``settle_ms``: a change reaches the store once no file changed for this long (a burst of
+    writes becomes one update); ``max_wait_ms``: ... or at the latest this long after the first
+    change of a burst that never settles.
+    """
+
+    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 20, max_wait_ms: int = 1000) -> None:
+        # Absolute, so that the paths found at start and the watcher's (always absolute) events
+        # name the same file; not resolved, so that a symlinked folder keeps its name in logs.
+        self.root = Path(os.path.abspath(root))
+        self.limits = limits
+        self.settle_ms = settle_ms
+        self.max_wait_ms = max_wait_ms
+        self._state: dict[Path, _FileState] = {}
+        self._changes = 0  # counts loads that changed some file's objects or errors
+        self._worker: ThreadPoolExecutor | None = None
+
+    @property
+    def errors(self) -> dict[Path, list[LoadError]]:
+        return {path: state.errors for path, state in self._state.items()}
 
     def describe(self) -> str:
         return str(self.root)
@@ -128,13 +190,26 @@ class FileProvider:
     async def start(self) -> Store:
         if not self.root.exists():
             raise FileNotFoundError(f"{self.root} does not exist: give a folder (or file) of Gateway API YAML")
-        return self.load()
+        return await self._off_loop(self.load)
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="file-loader")
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
     def load(self, paths: Iterable[Path] | None = None) -> Store:
-        """(Re)load the given files (all when None; a missing file is a deletion) and return the store."""
+        """(Re)load the given files (all when None; a missing file is a deletion) and return the store.
+
+        The cyclic garbage collector is paused meanwhile: parsing and validating allocate
+        hundreds of thousands of short-lived acyclic objects, and its scans over them cost more
+        than the work itself (the 5,000-route figure in docs/loading.md halves)."""
+        with paused_gc():
+            return self._load(paths)
+
+    def _load(self, paths: Iterable[Path] | None) -> Store:
         if paths is None:
             current = set(yaml_files(self.root))
-            for gone in set(self._files) - current:
+            for gone in set(self._state) - current:
                 self._forget(gone)
             paths = sorted(current)
         for path in paths:
@@ -144,8 +219,8 @@ class FileProvider:
     def store(self) -> Store:
         seen: dict[ObjKey, Path] = {}
         objects = []
-        for path in sorted(self._files):
-            for key, obj in self._files[path].items():
+        for path in sorted(self._state):
+            for key, obj in self._state[path].objects.items():
                 if key in seen:
                     log.warning("file.duplicate object=%r first=%s again=%s (the later file wins)", obj.describe(), seen[key], path)
                 seen[key] = path
@@ -153,26 +228,59 @@ class FileProvider:
         return Store.from_objects(objects)
 
     def _forget(self, path: Path) -> None:
-        if self._files.pop(path, None) is not None:
+        if self._state.pop(path, None) is not None:
+            self._changes += 1
             log.info("file.removed source=%s", path)
-        self.errors.pop(path, None)
+
+    def _read(self, path: Path) -> bytes:
+        """The file's text, refusing one over the size limit before reading it whole."""
+        with path.open("rb") as f:
+            data = f.read(self.limits.max_bytes + 1)
+        if len(data) > self.limits.max_bytes:
+            raise yamlread.Rejected(f"larger than {self.limits.max_bytes} bytes")
+        return data
 
     def _load_file(self, path: Path) -> None:
+        state = self._state.get(path)
         try:
-            text = path.read_text()
+            data = self._read(path)
         except FileNotFoundError:
             self._forget(path)
             return
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error("file.unreadable source=%s error=%r (keeping its last good objects)", path, str(exc))
+        except IsADirectoryError:
             return
-        previous = self._files.get(path) or {}
-        objects, errors = parse_text(text, str(path), previous=previous)
-        self._files[path] = objects
-        self.errors[path] = errors
-        kept_names = {o.describe() for o in previous.values() if previous.get(o.key) is objects.get(o.key)}
-        for err in errors:
-            kept = err.object in kept_names or (err.object == "file" and bool(previous))
+        except (OSError, yamlread.Rejected) as exc:
+            self._reject(path, state, f"unreadable: {exc.strerror or exc}" if isinstance(exc, OSError) else f"rejected: {exc}")
+            return
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if state is not None and state.digest == digest:
+            return
+        state = state or _FileState()
+        had = state.objects
+        try:
+            _update(state, yamlread.decode(data), str(path), self.limits)
+        except yamlread.Rejected as exc:
+            state.errors = [LoadError(str(path), "file", f"rejected: {exc}")]
+        except Exception as exc:  # a bug, or input no limit foresaw: reject this file, loudly
+            log.exception("file.failed source=%s", path)
+            state.errors = [LoadError(str(path), "file", f"could not be read ({type(exc).__name__}: {exc})")]
+        state.digest = digest
+        self._state[path] = state
+        self._changes += 1
+        self._log_errors(state, had)
+
+    def _reject(self, path: Path, state: _FileState | None, message: str) -> None:
+        state = state or _FileState()
+        state.digest, state.errors = b"", [LoadError(str(path), "file", message)]
+        self._state[path] = state
+        self._changes += 1
+        self._log_errors(state, state.objects)
+
+    @staticmethod
+    def _log_errors(state: _FileState, had: dict[ObjKey, K8sObject[Any]]) -> None:
+        kept_names = {o.describe() for o in had.values() if state.objects.get(o.key) is o}
+        for err in state.errors:
+            kept = err.object in kept_names or (err.object == "file" and bool(state.objects))
             log.error(
                 "file.invalid source=%s object=%r error=%r%s",
                 err.source,
@@ -182,16 +290,30 @@ class FileProvider:
             )
 
     async def watch(self, on_change: OnChange) -> None:
-        """Watch the folder and call ``on_change`` with a new store after every batch of changes.
+        """Watch the folder and call ``on_change`` with a new store after every burst of changes.
 
-        watchfiles debounces for 1.6 s by default; a few milliseconds keep save-to-Envoy latency low
-        while still grouping the several events an editor's save produces.
+        Once the watcher is in place, the folder is rescanned (files whose bytes did not change
+        cost a read and a hash): what changed between ``start`` and now, or while a failed watch
+        was restarting, is not lost.
         """
-        async for changes in awatch(self.root, debounce=self.debounce_ms, step=5, recursive=True):
-            paths = sorted({Path(p) for _, p in changes if Path(p).suffix in SUFFIXES})
-            if not paths:
-                continue
-            store = self.load(paths)
-            result = on_change(store)
-            if asyncio.iscoroutine(result):
-                await result
+        watcher = awatch(self.root, debounce=self.max_wait_ms, step=self.settle_ms, recursive=True)
+        batch = asyncio.ensure_future(anext(watcher))
+        try:
+            await asyncio.sleep(0)  # awatch sets up its watches before it first awaits: from here on nothing is missed
+            await self._reload(None, on_change)
+            while True:
+                paths = sorted({Path(p) for _, p in await batch if Path(p).suffix in SUFFIXES})
+                batch = asyncio.ensure_future(anext(watcher))
+                if paths:
+                    await self._reload(paths, on_change)
+        finally:
+            batch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await batch
+            await watcher.aclose()
+
+    async def _reload(self, paths: list[Path] | None, on_change: OnChange) -> None:
+        changes = self._changes
+        store = await self._off_loop(self.load, paths)
+        if self._changes != changes:
+            await deliver(on_change, store)

@@ -31,6 +31,10 @@ log = logging.getLogger("mirrorplane.status")
 
 Addresses = list[dict[str, str]]
 
+# Status lists that several controllers share, one entry each per controllerName: an HTTPRoute's
+# parents, a policy's ancestors (GEP-713).
+_SHARED_LISTS = {"HTTPRoute": "parents", "MirrorPolicy": "ancestors"}
+
 
 def service_addresses(spec: dict[str, Any], status: dict[str, Any]) -> Addresses | None:
     """Where a Service is reachable: its LoadBalancer ingress IPs/hostnames, else its ClusterIP(s)."""
@@ -166,11 +170,12 @@ class StatusWriter:
         if kind == "Gateway":
             # Where the Envoy fleet is reachable, or nothing (None: a merge patch removes it).
             body["addresses"] = addresses
-        if kind == "HTTPRoute":
+        shared = _SHARED_LISTS.get(kind)
+        if shared is not None:
             # Theirs are compared and sent as they are; stamp() below gives their times back.
-            others = [p for p in without_times(current.get("parents") or []) if p.get("controllerName") != self.controller_name]
-            body = {**body, "parents": others + body["parents"]}
-            if not body["parents"] and not current.get("parents"):
+            others = [p for p in without_times(current.get(shared) or []) if p.get("controllerName") != self.controller_name]
+            body = {**body, shared: others + body[shared]}
+            if not body[shared] and not current.get(shared):
                 return None
         # Only the fields we own are compared: other fields of status are not ours to judge.
         if without_times({k: current.get(k) for k in body}) == body:

@@ -123,7 +123,7 @@ class KubeApi:
         """One request, its JSON answer (``query``, ``body`` and ``content_type`` as for ``_open``)."""
         resp = await self._open(method, path, timeout=timeout, **kw)
         try:
-            return json.loads(await resp.read())
+            return _json(await resp.read())
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ApiError(0, f"lost the Kubernetes API at {self.host}: {_describe(exc)}") from exc
         finally:
@@ -146,7 +146,7 @@ class KubeApi:
                 if not line:
                     return
                 if line.strip():
-                    yield json.loads(line)
+                    yield _json(line)
         finally:
             resp.release()
 
@@ -160,6 +160,14 @@ class KubeApi:
                 return set()
             raise
         return {r["name"] for r in listing.get("resources") or [] if "/" not in r["name"]}
+
+
+def _json(data: bytes) -> Any:
+    """JSON, with nesting too deep for the decoder reported like any other malformed body."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError(f"JSON nested too deeply ({len(data)} bytes)") from None
 
 
 def _describe(exc: BaseException) -> str:

@@ -24,9 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..gatewayapi.model import GATEWAY_GROUP, K8sObject, from_dict
+from ..gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP, K8sObject, from_dict
 from ..store import Store
-from .base import OnChange
+from . import yamlread
+from .base import OnChange, deliver
 from .kubeapi import ApiError, KubeApi, Resource
 
 log = logging.getLogger("mirrorplane.kubernetes")
@@ -46,7 +47,10 @@ GATEWAY_RESOURCES = (
     ("HTTPRoute", "httproutes", True, ("v1",)),
     ("ReferenceGrant", "referencegrants", True, ("v1", "v1beta1")),
 )
-STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute")  # we write their status
+# mirrorplane's own kinds: watched when the cluster serves them (the MirrorPolicy CRD is in
+# manifests/install.yaml), so that a cluster without the CRD still routes, without policies.
+POLICY_RESOURCES = (Resource("MirrorPolicy", MIRRORPLANE_GROUP, "v1alpha1", "mirrorpolicies", True),)
+STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "MirrorPolicy")  # we write their status
 KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
 
 
@@ -60,6 +64,7 @@ class WatchOptions:
     debounce: float = 0.005  # group a burst of events into one translation
     page_size: int = 500
     resync_seconds: float | None = None  # periodic full relist (None: never)
+    limits: yamlread.Limits = yamlread.Limits()  # per object, as for one file
 
 
 class _Outage:
@@ -108,9 +113,13 @@ class Reflector:
         statuses: dict[ObjKey, dict[str, Any]] = {}
         cont: str | None = None
         while True:
-            page = await self.api.request(
-                "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
-            )
+            try:
+                page = await self.api.request(
+                    "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
+                )
+            except ApiError as exc:
+                exc.resource = f"resource={self.resource.plural}"  # type: ignore[attr-defined]
+                raise
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", self.resource.api_version)
                 item.setdefault("kind", self.kind)
@@ -132,6 +141,12 @@ class Reflector:
         self.relists += 1
 
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
+        try:
+            yamlread.check_tree(body, self.options.limits)
+        except yamlread.Rejected as exc:
+            meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            log.error("object.rejected kind=%s object=%s/%s error=%r (skipped)", self.kind, meta.get("namespace"), meta.get("name"), str(exc))
+            return None
         try:
             obj = from_dict(body, source="kubernetes")
         except (KeyError, TypeError, ValueError) as exc:  # the API server validated it: not expected
@@ -239,15 +254,34 @@ class KubernetesProvider:
         return f"kubernetes {where}"
 
     async def start(self) -> Store:
-        self.api = await KubeApi.connect(self.kubeconfig)
+        """Connect and list every kind. An unreachable API or an error answer is retried with
+        backoff (the plane is not ready meanwhile); only a missing or unusable kubeconfig and
+        missing CRDs end the process."""
+        self.api = self.api or await KubeApi.connect(self.kubeconfig)
         self.outage = _Outage(self.api.host)
-        try:
-            resources = [*await self._gateway_resources(), *CORE_RESOURCES]
-            self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
-            await asyncio.gather(*(r.list() for r in self.reflectors.values()))
-        except BaseException:
-            await self.close()
-            raise
+        delay = self.options.backoff_initial
+        while True:
+            try:
+                return await self._start_once()
+            except ApiError as exc:
+                log.warning(
+                    "kubernetes.start_failed host=%s %s error=%r retry_in=%.1fs (not ready until every kind is listed)",
+                    self.api.host,
+                    getattr(exc, "resource", "discovery"),
+                    str(exc),
+                    delay,
+                )
+            except BaseException:
+                await self.close()
+                raise
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.options.backoff_max)
+
+    async def _start_once(self) -> Store:
+        assert self.api is not None
+        resources = [*await self._gateway_resources(), *await self._policy_resources(), *CORE_RESOURCES]
+        self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
+        await asyncio.gather(*(r.list() for r in self.reflectors.values()))
         self._changed.clear()
         self.store = self._build()
         log.info(
@@ -256,6 +290,19 @@ class KubernetesProvider:
             " ".join(f"{r.resource.plural}={len(r.objects)}" for r in self.reflectors.values()),
         )
         return self.store
+
+    async def _policy_resources(self) -> list[Resource]:
+        assert self.api is not None
+        out = []
+        for r in POLICY_RESOURCES:
+            if r.plural in await self.api.served_resources(f"{r.group}/{r.version}"):
+                out.append(r)
+            else:
+                log.warning(
+                    "kubernetes.kind_not_served kind=%s group=%s version=%s (install its CRD from manifests/install.yaml "
+                    "to use it)", r.kind, r.group, r.version,
+                )
+        return out
 
     async def _gateway_resources(self) -> list[Resource]:
         """Each Gateway API kind at the first version the API serves (ReferenceGrant: v1, else v1beta1)."""
@@ -283,20 +330,24 @@ class KubernetesProvider:
             self._tasks.append(asyncio.create_task(self._periodic_resync(), name="resync"))
         try:
             while True:
-                await self._changed.wait()
+                changed = asyncio.create_task(self._changed.wait())
+                await asyncio.wait([changed, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                for task in self._tasks:
+                    if task.done():  # a reflector never returns: this one failed
+                        raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
                 await asyncio.sleep(self.options.debounce)
                 self._changed.clear()
                 self.store = self._build()
-                result = on_change(self.store)
-                if asyncio.iscoroutine(result):
-                    await result
+                await deliver(on_change, self.store)
         finally:
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self.close()
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                await self.close()  # stopping; after a failure, start() reuses the client (the status writer holds it)
 
     async def resync(self) -> None:
         """Relist every kind (a full resync). Same content in the cluster → the same store content."""
@@ -314,6 +365,7 @@ class KubernetesProvider:
     async def close(self) -> None:
         if self.api is not None:
             await self.api.close()
+            self.api = None
 
     def _build(self) -> Store:
         objects: list[K8sObject[Any]] = []

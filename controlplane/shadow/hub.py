@@ -92,7 +92,7 @@ class Comparisons:
         self._entries.labels(outcome).inc(n)
 
     def add_entry(self, gateway: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
-        self.entries["received"] += 1
+        self.count("received", 1)
         try:
             leg = leg_from_entry(entry)
         except ValueError:  # an enum value newer than our protos

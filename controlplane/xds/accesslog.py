@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import grpc_service_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2

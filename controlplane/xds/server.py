@@ -557,8 +557,10 @@ def build_server(
     authorizer: Authorizer = Authorizer(enforced=False),
     services: Iterable[tuple[str, ServiceAdder]] = (),
     self_checked: Iterable[str] = (),
+    health_servicer: health.aio.HealthServicer | None = None,
 ) -> grpc.aio.Server:
-    """A gRPC server with ADS, health (overall SERVING) and reflection; not started.
+    """A gRPC server with ADS, health (overall SERVING, unless ``health_servicer`` is the
+    caller's, who then sets it) and reflection; not started.
 
     ``services`` are more services on the same port, as (full service name, adder) pairs: the
     adder registers the servicer and reflection lists the name (the admin API and CSDS).
@@ -585,7 +587,7 @@ def build_server(
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
         AggregatedDiscoveryServicer(cache, registry, control_plane_id=control_plane_id, authorizer=authorizer), server
     )
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer or health.aio.HealthServicer(), server)
     names = [ADS_SERVICE_NAME, health.SERVICE_NAME]
     for name, add in services:
         add(server)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -438,15 +439,27 @@ def _action(route: ir.Route) -> rc.RouteAction:
     if route.backend_timeout_ms:
         action.retry_policy.num_retries.value = 0
         action.retry_policy.per_try_timeout.CopyFrom(_duration_ms(route.backend_timeout_ms))
-    for m in route.mirrors:
-        policy = rc.RouteAction.RequestMirrorPolicy(
-            cluster=m.backend, disable_shadow_host_suffix_append=not m.shadow_host_suffix
-        )
-        fraction = fractional_percent(m.numerator, m.denominator)
-        if fraction is not None:
-            policy.runtime_fraction.default_value.CopyFrom(fraction)
-        action.request_mirror_policies.append(policy)
+    action.request_mirror_policies.extend(_mirror_policy(m) for m in route.mirrors)
     return action
+
+
+def _mirror_policy(m: ir.Mirror) -> rc.RouteAction.RequestMirrorPolicy:
+    """One mirror. What a MirrorPolicy sets acts on the mirrored copy only: Envoy applies
+    ``request_headers_mutations`` and ``host_rewrite_literal`` after copying the request."""
+    policy = rc.RouteAction.RequestMirrorPolicy(cluster=m.backend, disable_shadow_host_suffix_append=not m.shadow_host_suffix)
+    fraction = fractional_percent(m.numerator, m.denominator)
+    if fraction is not None:
+        policy.runtime_fraction.default_value.CopyFrom(fraction)
+    if m.trace_sampled is not None:
+        policy.trace_sampled.value = m.trace_sampled
+    if m.hostname:
+        policy.host_rewrite_literal = m.hostname
+    # Envoy runs the mutations in order; removing first matches a route's own header handling.
+    policy.request_headers_mutations.extend(mutation_rules_pb2.HeaderMutation(remove=name) for name in m.request_headers.remove)
+    policy.request_headers_mutations.extend(
+        mutation_rules_pb2.HeaderMutation(append=opt) for opt in _header_options(m.request_headers)
+    )
+    return policy
 
 
 def _redirect(redirect: ir.Redirect) -> rc.RedirectAction:

@@ -50,9 +50,17 @@ def _invalid(resource: Resource, obj: Obj, errors: list[str]) -> ApiError:
             "name": name,
             "group": resource.group,
             "kind": resource.kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": e, "field": e.split(":", 1)[0]} for e in errors],
+            "causes": [_cause(e) for e in errors],
         },
     )
+
+
+def _cause(error: str) -> dict[str, str]:
+    """A field error line ``field: detail`` as the server's cause (kubectl prints ``field: message``)."""
+    field, sep, detail = error.partition(": ")
+    if not sep or " " in field:
+        return {"reason": "FieldValueInvalid", "message": error, "field": ""}
+    return {"reason": "FieldValueInvalid", "message": detail, "field": field}
 
 
 @functools.cache

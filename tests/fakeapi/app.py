@@ -127,8 +127,11 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
 class ApiApp:
     """aiohttp handlers for one Store. ``bookmark_interval`` is in seconds (real servers: ~60 s)."""
 
-    def __init__(self, store: Store, bookmark_interval: float, record: Callable[[RecordedRequest], None]) -> None:
+    def __init__(
+        self, store: Store, bookmark_interval: float, record: Callable[[RecordedRequest], None], failures: dict[str, int] | None = None
+    ) -> None:
         self.store = store
+        self.failures = failures if failures is not None else {}
         self.bookmark_interval = bookmark_interval
         self.record = record
         self.watchers: set[Watcher] = set()
@@ -184,6 +187,9 @@ class ApiApp:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
+        if self.failures.get(request.path, 0) > 0:
+            self.failures[request.path] -= 1
+            return _error(ApiError(500, "InternalError", "an error on the server (injected by the test) has prevented the request from succeeding"))
         try:
             if parts == ["version"]:
                 return _json(SERVER_VERSION)

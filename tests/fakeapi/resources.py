@@ -149,6 +149,10 @@ class Registry:
     def add(self, resource: Resource) -> None:
         self._by_key[(resource.group, resource.plural)] = resource
 
+    def remove(self, group: str, plural: str) -> None:
+        """Stop serving a resource (a test control: a cluster without that CRD)."""
+        del self._by_key[(group, plural)]
+
     def all(self) -> list[Resource]:
         return list(self._by_key.values())
 

@@ -47,6 +47,7 @@ class FakeApiServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._app: ApiApp | None = None
         self._runner: web.AppRunner | None = None
+        self.failures: dict[str, int] = {}  # request path → how many more requests answer 500
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -87,7 +88,7 @@ class FakeApiServer:
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
-        self._app = ApiApp(self.store, self.bookmark_interval, self._record)
+        self._app = ApiApp(self.store, self.bookmark_interval, self._record, self.failures)
         app = self._app
 
         def notify() -> None:
@@ -116,6 +117,10 @@ class FakeApiServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(15)
         self._thread = self._loop = self._app = self._runner = None
+
+    def fail(self, path: str, times: int = 1) -> None:
+        """The next ``times`` requests to ``path`` (any method, any query) answer 500."""
+        self.failures[path] = times
 
     def restart(self) -> None:
         """An API server restart: open watches are cut, then the same port serves the same state."""
