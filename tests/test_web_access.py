@@ -87,9 +87,13 @@ async def test_served_on_loopback_with_its_script_and_no_inline_code(plane: Cont
         assert '<script src="/static/web.js"' in page and "<script>" not in page and " style=" not in page
         async with s.get(base + "/static/web.js") as r:
             assert r.status == 200 and r.content_type == "text/javascript" and "setInterval" in await r.text()
-        # Nothing changed since: a poll costs no rendering.
+        # Nothing changed since: a poll costs no rendering; another browser's first view reuses it.
+        renders = plane.web.renders
         async with s.get(base + "/", params={"fragment": "1", "since": generation}) as r:
             assert r.status == 204
+        async with s.get(base + "/", params={"fragment": "1"}) as r:
+            assert r.status == 200 and r.headers["X-Generation"] == generation
+        assert plane.web.renders == renders
         async with s.get(base + "/rule", params={"gateway": "server/simple-gateway", "route": "HTTPRoute server/http-route-sample", "rule": "0"}) as r:
             assert r.status == 200 and "mirror/server/pipy-mirror/8080" in await r.text()
         async with s.get(base + "/rule", params={"gateway": "x", "route": "y", "rule": "0"}) as r:

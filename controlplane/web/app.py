@@ -57,7 +57,7 @@ class WebPage:
         self.rebuild_every = rebuild_every
         self.history = history or History(sources.comparisons)
         self.latencies = Latencies()
-        self.renders = 0  # how many fragments or pages were rendered (the benchmark reads it)
+        self.renders = 0  # how many times a view was rendered rather than reused
         self._xds_events = 0
         self._overview: Overview | None = None
         self._built_for = ""
