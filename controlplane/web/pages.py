@@ -42,7 +42,7 @@ def rule_url(row: RuleRow) -> str:
 
 def document(title: str, live_url: str, generation: str, fragment: str, *, q: str | None, every_ms: int) -> str:
     search = (
-        '<form class="filter" method="get" action="">'
+        '<form class="filter" method="get">'
         f'<input name="q" value="{esc(q)}" placeholder="filter: Gateway, route, Envoy, backend, path…" '
         'autocomplete="off" spellcheck="false" aria-label="filter"></form>'
         if q is not None
