@@ -14,7 +14,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY controlplane ./controlplane
-COPY envoy ./envoy
 # A regular (not editable) install: the bootstrap template ships inside the package.
 # Every folder a one-shot writes into (docker-compose.yml's named volumes) exists here and
 # belongs to the unprivileged user: Docker gives a fresh named volume the owner and mode of the

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test conformance golden mutation bench protos manifests clean
+.PHONY: run test test-fast check conformance golden mutation bench protos manifests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,13 +12,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[run,test]'
 	@touch $@
 
-# The seed scenario locally: two echo backends, the control plane and an Envoy on port 8000. The
-# mirror answers 500 on /v2-only, so that `mirrorplane diff` has a difference to show (docs/shadow-testing.md).
+# The seed scenario locally: two echo backends (HTTP and gRPC), the control plane, an Envoy on
+# port 8000 (HTTP seed) and one on port 8001 (gRPC seed, docs/grpc.md). The mirror answers 500 on
+# /v2-only, so that `mirrorplane diff` has a difference to show (docs/shadow-testing.md).
 run: $(STAMP)
-	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081 --echo pipy-mirror=8082,/v2-only=500
+	$(VENV)/bin/mirrorplane run manifests/local --echo pipy=8081,grpc=8083 --echo pipy-mirror=8082,grpc=8084,/v2-only=500
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the tests that start Envoys, run the conformance suite, talk to
+# the fake Kubernetes API server or take long (markers: tests/conftest.py, docs/development.md).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not envoy and not conformance and not kubernetes and not slow"
+
+# Lint, format and types, as configured in pyproject.toml (CI runs it before the tests).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Gateway API v1.6.1 conformance against real Envoys (conformance/); writes conformance-report.yaml.
 # `make test` runs it too (tests/test_conformance.py::test_full_conformance_run).
@@ -59,6 +71,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.fleet memory
 	$(PY) -m benchmarks.conformance
 	$(PY) -m benchmarks.mirror_stall
+	$(PY) -m benchmarks.grpc_mirror
 	$(PY) -m benchmarks.shadow
 
 clean:

@@ -44,12 +44,12 @@ from aiohttp import web
 from controlplane.echo import build_app
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
-from controlplane.store import Store
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.translator import XdsOptions, build_resources
 

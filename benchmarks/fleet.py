@@ -5,7 +5,7 @@
     python -m benchmarks.fleet memory [--streams 1000 5000] [--delta]
 
 The server (SnapshotCache + ADS server) runs in this process; the clients
-(controlplane.xds.simfleet) run in child processes, one per 1,000 clients, each stream on its own
+(benchmarks.simfleet) run in child processes, one per 1,000 clients, each stream on its own
 TCP connection.
 
 latency: each round publishes a new generation of every Gateway (``cache.set``: snapshot build
@@ -41,10 +41,10 @@ from controlplane.serve import ControlPlane
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.resources import ENDPOINT
 from controlplane.xds.server import build_server
-from controlplane.xds.simfleet import fleet_resources, gateway_name
 from controlplane.xds.tracking import NodeRegistry
 
 from . import workload
+from .simfleet import fleet_resources, gateway_name
 
 PER_PROCESS = 1000
 FILE_GATEWAY = f"{workload.NAMESPACE}/gw"
@@ -97,7 +97,7 @@ class Clients:
         port, count, gateways, delta, first = self.args
         for start in range(first, first + count, PER_PROCESS):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "controlplane.xds.simfleet",
+                sys.executable, "-m", "benchmarks.simfleet",
                 "--port", str(port), "--clients", str(min(PER_PROCESS, first + count - start)),
                 "--gateways", str(gateways), "--first", str(start), *(["--delta"] if delta else []),
                 *(["--gateway", self.gateway] if self.gateway else []),

@@ -28,7 +28,7 @@ from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
-from controlplane.store import Store
+from controlplane.gatewayapi.store import Store
 from controlplane.xds.translator import XdsOptions, build_resources
 
 from .workload import NAMESPACE, objects, route

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
@@ -55,9 +54,18 @@ async def primary_latency(requests: int, concurrency: int) -> None:
                 text = (LOCAL / f).read_text().replace("8081", str(ports["pipy"])).replace("8082", str(ports["mirror"]))
                 (folder / f).write_text(text)
             options = XdsOptions(bind_address="127.0.0.1", port_map={8000: ports["gw"]})
-            plane = ControlPlane(FileProvider(folder), xds_host="127.0.0.1", xds_port=ports["xds"], http_port=None, xds_options=options)
+            plane = ControlPlane(
+                FileProvider(folder), xds_host="127.0.0.1", xds_port=ports["xds"], http_port=None, xds_options=options
+            )
             await plane.start()
-            envoy = LocalEnvoy(node_id="bench", gateway=GATEWAY, xds_port=ports["xds"], admin_port=0, log_sink=lambda _: None, concurrency=1)
+            envoy = LocalEnvoy(
+                node_id="bench",
+                gateway=GATEWAY,
+                xds_port=ports["xds"],
+                admin_port=0,
+                log_sink=lambda _: None,
+                concurrency=1,
+            )
             try:
                 await envoy.start()
                 await _until_ok(url)
@@ -77,7 +85,9 @@ async def primary_latency(requests: int, concurrency: int) -> None:
             proc.terminate()
             await proc.wait()
     base = results["comparison off"]
-    print(f"1. primary latency through Envoy (1 worker), {requests} POSTs of 64 bytes, {concurrency} at a time, mirror on")
+    print(
+        f"1. primary latency through Envoy (1 worker), {requests} POSTs of 64 bytes, {concurrency} at a time, mirror on"
+    )
     for name, r in results.items():
         print(
             f"   {name:<15} p50 {r['p50']:6.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:6.2f} ms"
@@ -116,7 +126,9 @@ def _entry_pair(i: int, tag: str, primary_only: bool) -> list:  # type: ignore[t
 
 
 async def _send(address: str, pairs: int, primary_only: bool, offset: int) -> float:
-    tag = RouteTag("HTTPRoute server/bench", "0", (MirrorTag("mirror/server/pipy-mirror/8080", 100, True, ("content-type",)),)).encode()
+    tag = RouteTag(
+        "HTTPRoute server/bench", "0", (MirrorTag("mirror/server/pipy-mirror/8080", 100, True, ("content-type",)),)
+    ).encode()
 
     def messages():  # type: ignore[no-untyped-def]
         for start in range(offset, offset + pairs, BATCH // 2):
@@ -162,7 +174,9 @@ async def receiver(pairs: int) -> None:
     try:
         await _until_ok(f"http://127.0.0.1:{http}/healthz")
         rss0, cpu0 = _rss_mib(proc.pid), _cpu_seconds(proc.pid)
-        sender = await asyncio.create_subprocess_exec(sys.executable, "-m", "benchmarks.shadow", "--send", address, str(pairs), "0")
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.shadow", "--send", address, str(pairs), "0"
+        )
         started = time.perf_counter()
         await sender.wait()
         while True:
@@ -172,16 +186,25 @@ async def receiver(pairs: int) -> None:
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu = _cpu_seconds(proc.pid) - cpu0
-        print(f"2. one receiver process (`mirrorplane collect`), {pairs} pairs streamed over gRPC ALS in messages of {BATCH} entries")
+        print(
+            f"2. one receiver process (`mirrorplane collect`), {pairs} pairs streamed over gRPC ALS"
+            f" in messages of {BATCH} entries"
+        )
         print(f"   {2 * pairs / elapsed:9.0f} entries/s  ({pairs / elapsed:.0f} pairs/s; {elapsed:.1f} s wall)")
-        print(f"   {cpu / pairs * 1e6:9.1f} us receiver CPU per compared pair ({cpu:.1f} s CPU)  RSS {rss0:.0f} -> {_rss_mib(proc.pid):.0f} MiB")
+        print(
+            f"   {cpu / pairs * 1e6:9.1f} us receiver CPU per compared pair ({cpu:.1f} s CPU)"
+            f"  RSS {rss0:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
+        )
         rss1 = _rss_mib(proc.pid)
-        sender = await asyncio.create_subprocess_exec(sys.executable, "-m", "benchmarks.shadow", "--send-primaries", address, str(3 * limit), str(10 * pairs))
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.shadow", "--send-primaries", address, str(3 * limit), str(10 * pairs)
+        )
         await sender.wait()
         got = await _receiver(address)
         print(f"3. only primaries: {3 * limit} entries with no mirror leg, pending limit {limit}")
         print(
-            f"   pending {got.receiver.pending}  dropped_window_full {got.receiver.entries.get('dropped_window_full', 0)}"
+            f"   pending {got.receiver.pending}"
+            f"  dropped_window_full {got.receiver.entries.get('dropped_window_full', 0)}"
             f"  RSS {rss1:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
         )
     finally:

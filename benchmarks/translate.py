@@ -22,9 +22,9 @@ import statistics
 from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
 from controlplane.gcpause import paused_gc
-from controlplane.store import Store
 from controlplane.xds.cache import Snapshot, SnapshotCache
 from controlplane.xds.translator import build_resources
 

@@ -26,8 +26,9 @@ from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.translator import XdsOptions
 
-from . import fixture
+from . import fixture, rpc
 from .http import Case, Client, Target, expect_consistent
+from .rpc import GrpcCase, GrpcClient
 from .pods import Pods
 from .status import (
     Cond,
@@ -63,6 +64,7 @@ class Env:
         self._base = base
         self.controller = DEFAULT_CONTROLLER
         self.client = Client()
+        self.grpc = GrpcClient()
         self._status_plane: ControlPlane | None = None
         self._gateways: dict[tuple[str, str], _GatewayRuntime] = {}
         self._lock = asyncio.Lock()
@@ -97,6 +99,7 @@ class Env:
 
     async def stop(self) -> None:
         await self.client.close()
+        await self.grpc.close()
         for rt in self._gateways.values():
             await rt.envoy.stop()
             await rt.plane.stop(grace=0)
@@ -131,7 +134,7 @@ class Env:
         if kind == "GatewayClass":
             obj = store.gatewayclasses.get(name)
         else:
-            obj = {"HTTPRoute": store.httproutes, "Gateway": store.gateways}[kind].get((namespace, name))
+            obj = {"HTTPRoute": store.httproutes, "GRPCRoute": store.grpcroutes, "Gateway": store.gateways}[kind].get((namespace, name))
         return obj.generation if obj is not None else None
 
     # -- status assertions -----------------------------------------------------------------------
@@ -145,7 +148,7 @@ class Env:
         )
 
     async def gateway_and_routes_accepted(
-        self, gw: tuple[str, str], routes: list[tuple[str, str]], *listeners: str
+        self, gw: tuple[str, str], routes: list[tuple[str, str]], *listeners: str, kind: str = "HTTPRoute"
     ) -> Target:
         """upstream's GatewayAndHTTPRoutesMustBeAccepted(NewGatewayRef(gw, listeners...)): one
         accepted parent per listener name (one without sectionName when none is given); returns
@@ -153,7 +156,7 @@ class Env:
         await eventually(lambda: self._gateway_ready(gw), f"Gateway {gw[0]}/{gw[1]} address")
         expected = [Parent(gw[0], gw[1], (accepted("True", "Accepted"),), name) for name in listeners or (None,)]
         for ns, name in routes:
-            await self.route_must_have_parents((ns, name), expected, filter_gateway=gw)
+            await self.route_must_have_parents((ns, name), expected, filter_gateway=gw, kind=kind)
         required = [Cond("ResolvedRefs", "True"), Cond("Accepted", "True"), Cond("Programmed", "True")]
 
         def listeners_ready() -> str:
@@ -168,10 +171,10 @@ class Env:
         return await self.target(gw, listeners[0] if listeners else None)
 
     async def route_must_have_parents(
-        self, route: tuple[str, str], parents: list[Parent], filter_gateway: tuple[str, str] | None = None
+        self, route: tuple[str, str], parents: list[Parent], filter_gateway: tuple[str, str] | None = None, kind: str = "HTTPRoute"
     ) -> None:
         def check() -> str:
-            status, gen = self.status("HTTPRoute", *route), self.generation("HTTPRoute", *route)
+            status, gen = self.status(kind, *route), self.generation(kind, *route)
             if gen is None:
                 return "route not found"
             actual = (status or {}).get("parents") or []
@@ -184,13 +187,13 @@ class Env:
                 ]
             return parents_match(parents, actual, route[0], self.controller, gen)
 
-        await eventually(check, f"HTTPRoute {route[0]}/{route[1]} parents")
+        await eventually(check, f"{kind} {route[0]}/{route[1]} parents")
 
-    async def route_condition(self, route: tuple[str, str], gw: tuple[str, str], cond: Cond) -> None:
+    async def route_condition(self, route: tuple[str, str], gw: tuple[str, str], cond: Cond, kind: str = "HTTPRoute") -> None:
         """upstream's HTTPRouteMustHaveCondition (HTTPRouteMustHaveResolvedRefsConditionsTrue)."""
 
         def check() -> str:
-            status, gen = self.status("HTTPRoute", *route), self.generation("HTTPRoute", *route)
+            status, gen = self.status(kind, *route), self.generation(kind, *route)
             found = False
             for p in (status or {}).get("parents") or []:
                 why = stale(gen or 0, p.get("conditions") or [])
@@ -201,10 +204,10 @@ class Env:
                     found = found or not conditions_match([cond], p.get("conditions") or [])
             return "" if found else f"no parent {gw[1]} with {cond}"
 
-        await eventually(check, f"HTTPRoute {route[0]}/{route[1]} condition {cond.type}")
+        await eventually(check, f"{kind} {route[0]}/{route[1]} condition {cond.type}")
 
-    async def resolved_refs_true(self, route: tuple[str, str], gw: tuple[str, str]) -> None:
-        await self.route_condition(route, gw, Cond("ResolvedRefs", "True", "ResolvedRefs"))
+    async def resolved_refs_true(self, route: tuple[str, str], gw: tuple[str, str], kind: str = "HTTPRoute") -> None:
+        await self.route_condition(route, gw, Cond("ResolvedRefs", "True", "ResolvedRefs"), kind)
 
     async def gateway_listeners(self, gw: tuple[str, str], expected: list[ListenerExpectation]) -> None:
         """upstream's GatewayStatusMustHaveListeners."""
@@ -303,9 +306,28 @@ class Env:
 
         return collections.Counter(await asyncio.gather(*(one() for _ in range(total))))
 
-    async def expect(self, target: Target, *cases: Case) -> None:
+    async def grpc_distribution(self, target: Target, case: GrpcCase, total: int, concurrency: int = 10) -> collections.Counter[str]:
+        """As :meth:`distribution`, with gRPC calls (each with unique metadata, as upstream's)."""
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> str:
+            async with semaphore:
+                got = await self.grpc.call(target, case, (("x-request-index", str(i)),))
+            if got.response is None:
+                return f"status {got.code.name}"
+            return got.response.assertions.context.pod.rsplit("-", 2)[0]
+
+        return collections.Counter(await asyncio.gather(*(one(i) for i in range(total))))
+
+    async def expect(self, target: Target, *cases: Case | GrpcCase) -> None:
         """Every case eventually consistent (they run in parallel, as upstream's t.Parallel)."""
-        results = await asyncio.gather(*(expect_consistent(self.client, target, c) for c in cases), return_exceptions=True)
+        results = await asyncio.gather(
+            *(
+                rpc.expect_consistent(self.grpc, target, c) if isinstance(c, GrpcCase) else expect_consistent(self.client, target, c)
+                for c in cases
+            ),
+            return_exceptions=True,
+        )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             if not all(isinstance(f, ConformanceFailure) for f in failures):

@@ -40,7 +40,10 @@ RUNTIME_SECRETS = (
 # echo-basic's container ports: HTTP_PORT and H2C_PORT defaults.
 HTTP_PORT, H2C_PORT = 3000, 3001
 # Modes the local echo does not implement: those pods are reported as not run.
-_OTHER_MODES = ("GRPC_ECHO_SERVER", "TCP_ECHO_SERVER", "UDP_ECHO_SERVER", "TLS_SERVER_CERT")
+_OTHER_MODES = ("TCP_ECHO_SERVER", "UDP_ECHO_SERVER", "TLS_SERVER_CERT")
+# GRPC_ECHO_SERVER: echo-basic serves plaintext gRPC on HTTP_PORT instead of HTTP; the local echo
+# does the same with --grpc-port (its HTTP port then moves to SPARE_PORT, which no Service names).
+GRPC_MODE, SPARE_PORT = "GRPC_ECHO_SERVER", 3002
 
 
 def render(text: str) -> str:
@@ -63,6 +66,7 @@ class PodSpec:
     container: str
     labels: tuple[tuple[str, str], ...]
     ip: str
+    grpc: bool = False  # GRPC_ECHO_SERVER: gRPC on HTTP_PORT
 
 
 @dataclass
@@ -103,6 +107,7 @@ def echo_pods(docs: list[dict[str, Any]], subnet: tuple[int, int]) -> Deployment
                     container=container["name"],
                     labels=labels,
                     ip=f"127.{subnet[0]}.{subnet[1]}.{n}",
+                    grpc=GRPC_MODE in env,
                 )
             )
     return out

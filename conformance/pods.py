@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from controlplane.localenvoy import _pdeathsig_preexec
 
-from .fixture import H2C_PORT, HTTP_PORT, PodSpec
+from .fixture import H2C_PORT, HTTP_PORT, SPARE_PORT, PodSpec
 
 log = logging.getLogger("mirrorplane.conformance")
 
@@ -46,9 +46,10 @@ class Pods:
         for spec in specs:
             pod = Pod(spec, services.get((spec.namespace, spec.deployment), ""))
             env = dict(os.environ, POD_NAME=spec.name, NAMESPACE=spec.namespace, SERVICE_NAME=pod.service)
+            ports = ["--port", str(SPARE_PORT), "--grpc-port", str(HTTP_PORT)] if spec.grpc else ["--port", str(HTTP_PORT), "--h2c-port", str(H2C_PORT)]
             pod.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "controlplane.echo",
-                "--host", spec.ip, "--port", str(HTTP_PORT), "--h2c-port", str(H2C_PORT), "--name", spec.container,
+                "--host", spec.ip, *ports, "--name", spec.container,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,

@@ -113,8 +113,8 @@ class ListenerExpectation:
 
 
 def listeners_match(expected: list[ListenerExpectation], actual: list[dict[str, Any]]) -> str:
-    """Upstream's listenersMatch: same count; each expected listener by name with its kinds,
-    attached routes and conditions."""
+    """Upstream's listenersMatch: same count; each expected listener by name with (at least) its
+    kinds, attached routes and conditions."""
     if len(expected) != len(actual):
         return f"expected {len(expected)} listener(s), got {len(actual)}"
     for want in expected:
@@ -122,7 +122,9 @@ def listeners_match(expected: list[ListenerExpectation], actual: list[dict[str, 
         if have is None:
             return f"no listener {want.name}"
         kinds = {(k.get("group", GATEWAY_GROUP), k["kind"]) for k in have.get("supportedKinds") or []}
-        if set(want.supported_kinds) != kinds:
+        # As upstream: the expected kinds must be there (an implementation may support more, e.g.
+        # GRPCRoute); an expected empty list must be empty.
+        if not set(want.supported_kinds) <= kinds or (not want.supported_kinds and kinds):
             return f"listener {want.name} supportedKinds {sorted(kinds)}, want {list(want.supported_kinds)}"
         if have.get("attachedRoutes") != want.attached_routes:
             return f"listener {want.name} attachedRoutes {have.get('attachedRoutes')}, want {want.attached_routes}"

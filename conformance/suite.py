@@ -87,7 +87,7 @@ class RunResult:
 
 
 def all_tests() -> list[ConformanceTest]:
-    from . import tests_core, tests_extended, tests_mirror  # noqa: F401 - registers the tests
+    from . import tests_core, tests_extended, tests_grpc, tests_mirror  # noqa: F401 - registers the tests
 
     return sorted(TESTS, key=lambda t: t.short_name)
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .errors import ConflictError, UsageError
 from .identity import OPERATOR, gateway_id
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def parse_gateway(text: str) -> tuple[str, str]:
     """``NAMESPACE/NAME`` checked as Kubernetes names (they become paths and Secret names)."""
     ns, sep, name = text.partition("/")
     if not sep or not _NAMESPACE.fullmatch(ns) or len(ns) > 63 or not _NAME.fullmatch(name) or len(name) > 253:
-        raise ValueError(f"--gateway {text!r}: expected NAMESPACE/NAME (lowercase Kubernetes names)")
+        raise UsageError(f"--gateway {text!r}: expected NAMESPACE/NAME (lowercase Kubernetes names)")
     return ns, name
 
 
@@ -120,7 +121,7 @@ class Authority:
         """The control plane's certificate: ``server_names`` are the DNS names or IPs Envoys
         reach it by (Envoy checks the one it asks for with --xds-sni)."""
         if not server_names:
-            raise ValueError("give at least one --server-name (the name Envoys reach the control plane by)")
+            raise UsageError("give at least one --server-name (the name Envoys reach the control plane by)")
         sans: list[x509.GeneralName] = []
         for name in server_names:
             try:
@@ -154,12 +155,15 @@ def folder_of(folder: Path, what: str) -> Path:
 
 
 def _write(directory: Path, files: dict[str, bytes]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        path = directory / name
-        path.write_bytes(data)
-        if name.endswith(".key"):
-            path.chmod(0o600)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            path = directory / name
+            path.write_bytes(data)
+            if name.endswith(".key"):
+                path.chmod(0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or directory}: {exc.strerror or exc}") from exc
 
 
 def ensure_folder(folder: Path, server_names: list[str], gateways: Sequence[str] = ()) -> tuple[list[Path], list[Path]]:
@@ -174,7 +178,7 @@ def ensure_folder(folder: Path, server_names: list[str], gateways: Sequence[str]
     else:
         existing = [d for d in targets.values() if d.exists()]
         if existing:
-            raise ValueError(
+            raise ConflictError(
                 f"{existing[0]} exists without the CA that issued it ({ca_dir}): delete {folder} to issue everything from one CA"
             )
         ca = Authority.new()
@@ -198,7 +202,7 @@ def gateway_secret(gateway: str) -> str:
     ns, name = parse_gateway(gateway)
     secret_name = f"mirrorplane-xds-envoy.{ns}.{name}"
     if len(secret_name) > 253:
-        raise ValueError(f"--gateway {gateway!r}: the Secret name {secret_name!r} is longer than 253 characters")
+        raise UsageError(f"--gateway {gateway!r}: the Secret name {secret_name!r} is longer than 253 characters")
     return secret_name
 
 
@@ -255,7 +259,7 @@ async def ensure_secrets(
     if body is None:
         orphan = next((name for name, found in existing.items() if found), None)
         if orphan:
-            raise ValueError(
+            raise ConflictError(
                 f"Secret {namespace}/{orphan} exists without the CA Secret {namespace}/{ca_secret}; "
                 "delete it so that one CA issues every certificate"
             )
@@ -264,7 +268,7 @@ async def ensure_secrets(
             created.append(ca_secret)
         body = await get(ca_secret)
         if body is None:
-            raise ValueError(f"Secret {namespace}/{ca_secret} vanished while it was being created")
+            raise ConflictError(f"Secret {namespace}/{ca_secret} vanished while it was being created")
     data = body.get("data") or {}
     ca = Authority(base64.b64decode(data.get(FILES["cert"], "")), base64.b64decode(data.get(FILES["key"], "")))
     kept = [ca_secret] if ca_secret not in created else []

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import certs, echo, logs
 from .echo import cli as echo_cli
 from .admin import client as admin_client
+from .errors import MirrorplaneError, SourceError, UsageError
 from .shadow import client as shadow_client
 from .shadow import collect
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
@@ -46,9 +47,16 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
         default="127.0.0.1",
         help="address the gRPC port binds (default 127.0.0.1); beyond loopback it needs mutual TLS or --insecure",
     )
-    p.add_argument("--xds-port", type=int, default=18000, help="gRPC port: ADS, admin API, CSDS, health, reflection (default 18000)")
+    p.add_argument(
+        "--xds-port",
+        type=int,
+        default=18000,
+        help="gRPC port: ADS, admin API, CSDS, health, reflection (default 18000)",
+    )
     p.add_argument("--http-address", default="127.0.0.1", help="address the HTTP port binds (default 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)")
+    p.add_argument(
+        "--http-port", type=int, default=19001, help="HTTP port: /metrics, /healthz, /readyz (default 19001)"
+    )
     p.add_argument(
         "--insecure",
         action="store_true",
@@ -81,7 +89,7 @@ _SIZE_UNITS = {"": 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
 def _byte_size(text: str) -> int:
     """Bytes as a plain number or with a Kubernetes-style binary suffix (Ki, Mi, Gi)."""
-    number, unit = text.rstrip("KMGi"), text[len(text.rstrip("KMGi")):]
+    number, unit = text.rstrip("KMGi"), text[len(text.rstrip("KMGi")) :]
     if not number.isdigit() or unit not in _SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"{text!r}: expected bytes, e.g. 1048576, 512Ki or 8Mi")
     value = int(number) * _SIZE_UNITS[unit]
@@ -92,8 +100,12 @@ def _byte_size(text: str) -> int:
 
 def _add_kubernetes(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("Kubernetes (serve --kubernetes instead of DIR)")
-    k.add_argument("--kubernetes", action="store_true", help="watch a cluster's Gateway API objects and write their status")
-    k.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)")
+    k.add_argument(
+        "--kubernetes", action="store_true", help="watch a cluster's Gateway API objects and write their status"
+    )
+    k.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster service account, else ~/.kube/config)"
+    )
     k.add_argument(
         "--gateway-service",
         metavar="NS/NAME",
@@ -105,23 +117,27 @@ def _add_kubernetes(p: argparse.ArgumentParser) -> None:
         help="namespace of the status writer's Lease (default: $POD_NAMESPACE, else mirrorplane-system)",
     )
     k.add_argument("--lease-name", default="mirrorplane-status-writer")
-    k.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a standby replica takes over (default 15)")
+    k.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds before a standby replica takes over (default 15)"
+    )
     k.add_argument(
         "--identity",
         default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
         help="this replica's Lease holder identity (default: $POD_NAME)",
     )
-    k.add_argument("--no-leader-election", action="store_true", help="write status without holding the Lease (one replica only)")
+    k.add_argument(
+        "--no-leader-election", action="store_true", help="write status without holding the Lease (one replica only)"
+    )
 
 
 def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
     """The provider (a folder, or the cluster) and what runs beside it (status writer + Lease)."""
     if not getattr(args, "kubernetes", False):
         if args.dir is None:
-            raise ValueError("give a folder of YAML to serve, or --kubernetes")
+            raise UsageError("give a folder of YAML to serve, or --kubernetes")
         return FileProvider(args.dir), []
     if args.dir is not None:
-        raise ValueError(f"--kubernetes serves a cluster: drop {args.dir}")
+        raise UsageError(f"--kubernetes serves a cluster: drop {args.dir}")
     from .providers.k8s_status import KubernetesStatus
     from .providers.kubernetes import KubernetesProvider
     from .providers.leader import LeaseOptions
@@ -130,19 +146,25 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
     if args.gateway_service:
         ns, _, name = args.gateway_service.partition("/")
         if not ns or not name:
-            raise ValueError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
+            raise UsageError(f"--gateway-service {args.gateway_service!r}: expected NAMESPACE/NAME")
         service = (ns, name)
     d = args.lease_duration
-    lease = None if args.no_leader_election else LeaseOptions(
-        namespace=args.lease_namespace,
-        name=args.lease_name,
-        identity=args.identity,
-        lease_duration=d,
-        renew_deadline=d * 2 / 3,
-        retry_period=d * 2 / 15,
+    lease = (
+        None
+        if args.no_leader_election
+        else LeaseOptions(
+            namespace=args.lease_namespace,
+            name=args.lease_name,
+            identity=args.identity,
+            lease_duration=d,
+            renew_deadline=d * 2 / 3,
+            retry_period=d * 2 / 15,
+        )
     )
     provider = KubernetesProvider(args.kubeconfig)
-    return provider, [KubernetesStatus(provider, controller_name=args.controller_name, lease=lease, gateway_service=service)]
+    return provider, [
+        KubernetesStatus(provider, controller_name=args.controller_name, lease=lease, gateway_service=service)
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--echo",
         action="append",
         default=[],
-        metavar="NAME=PORT[,PATH=CODE]",
-        help="also start an echo backend NAME on 127.0.0.1:PORT, answering PATH with CODE (repeatable)",
+        metavar="NAME=PORT[,grpc=PORT][,PATH=CODE...]",
+        help="also start an echo backend NAME on 127.0.0.1:PORT, its gRPC echo on grpc=PORT, answering the "
+        "exact PATH with CODE (e.g. /v2-only=500; repeatable)",
     )
 
     echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
@@ -178,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser(
         "bootstrap",
-        help="print the Envoy bootstrap for one Envoy (envoy/bootstrap.yaml rendered), e.g. from an init container",
+        help="print the Envoy bootstrap for one Envoy (controlplane/bootstrap.yaml rendered), e.g. from an init container",
     )
     boot.add_argument("--gateway", required=True, help="the Gateway this Envoy serves, NAMESPACE/NAME (node.cluster)")
     boot.add_argument(
@@ -190,18 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-port", type=int, default=18000)
     boot.add_argument("--admin-port", type=int, default=19000)
     boot.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
-    boot.add_argument("--xds-ca", help="TLS to the xDS port: the CA file (as Envoy sees it) that signed its certificate")
+    boot.add_argument(
+        "--xds-ca", help="TLS to the xDS port: the CA file (as Envoy sees it) that signed its certificate"
+    )
     boot.add_argument("--xds-cert", help="mutual TLS: this Envoy's certificate file")
     boot.add_argument("--xds-key", help="mutual TLS: this Envoy's private key file")
     boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
-    boot.add_argument("--als-address", metavar="HOST:PORT", help="shadow testing: send access logs to `mirrorplane collect` there (default: the xDS port)")
+    boot.add_argument(
+        "--als-address",
+        metavar="HOST:PORT",
+        help="shadow testing: send access logs to `mirrorplane collect` there (default: the xDS port)",
+    )
 
     certs = sub.add_parser(
         "certs",
         help="issue a CA, the control plane's certificate, the operator's and one per Gateway's Envoys, for mTLS (idempotent)",
     )
     certs.add_argument(
-        "--server-name", action="append", required=True, help="a DNS name or IP Envoys reach the control plane by (repeatable)"
+        "--server-name",
+        action="append",
+        required=True,
+        help="a DNS name or IP Envoys reach the control plane by (repeatable)",
     )
     certs.add_argument(
         "--gateway",
@@ -212,12 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = certs.add_mutually_exclusive_group(required=True)
     where.add_argument(
-        "--out", type=Path, help="write DIR/ca, DIR/server, DIR/operator and DIR/gateways/NS/NAME (ca.crt, tls.crt, tls.key)"
+        "--out",
+        type=Path,
+        help="write DIR/ca, DIR/server, DIR/operator and DIR/gateways/NS/NAME (ca.crt, tls.crt, tls.key)",
     )
     where.add_argument("--kubernetes", action="store_true", help="create kubernetes.io/tls Secrets instead")
     certs.add_argument("--kubeconfig", type=Path, help="with --kubernetes: a kubeconfig (default: in-cluster config)")
     certs.add_argument("--namespace", default="mirrorplane-system", help="with --kubernetes: where the Secrets go")
-    certs.add_argument("--ca-secret", default="mirrorplane-xds-ca", help="the CA (certificate and key), for this step only")
+    certs.add_argument(
+        "--ca-secret", default="mirrorplane-xds-ca", help="the CA (certificate and key), for this step only"
+    )
     certs.add_argument("--server-secret", default="mirrorplane-xds-server")
     certs.add_argument("--operator-secret", default="mirrorplane-xds-operator")
 
@@ -233,7 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A :class:`MirrorplaneError` (bad input, an unusable environment) is one line
+    and exit 1; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MirrorplaneError as exc:
+        print(f"mirrorplane: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "echo":
         return echo.main_from_args(args)
     if args.command == "translate":
@@ -241,15 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bootstrap":
         return _bootstrap(args)
     if args.command == "certs":
-        # Imported here, as for `serve --kubernetes`: kubernetes_asyncio adds ~40 MB of RSS that a
-        # control plane serving a folder never needs.
-        from .providers.kubeapi import ApiError
-
-        try:
-            return asyncio.run(_certs(args))
-        except (OSError, ValueError, ApiError) as exc:
-            print(f"mirrorplane: error: {exc}", file=sys.stderr)
-            return 1
+        return asyncio.run(_certs(args))
     if args.command in admin_client.COMMANDS:
         return admin_client.run(args)
     if args.command == "diff":
@@ -262,17 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:
         return 0
-    except (OSError, RuntimeError, ValueError) as exc:
-        print(f"mirrorplane: error: {exc}", file=sys.stderr)
-        return 1
 
 
 def _translate(args: argparse.Namespace) -> int:
     from .offline import translate_folder
 
     if not args.dir.exists():
-        print(f"mirrorplane: error: {args.dir} does not exist", file=sys.stderr)
-        return 1
+        raise SourceError(f"{args.dir} does not exist")
     out = translate_folder(
         args.dir,
         options=Options(controller_name=args.controller_name),
@@ -288,19 +322,14 @@ def _translate(args: argparse.Namespace) -> int:
 def _host_port_arg(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--als-address {text!r}: expected HOST:PORT")
+        raise UsageError(f"--als-address {text!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
     if "/" not in args.gateway:
-        print(f"mirrorplane: error: --gateway {args.gateway!r}: expected NAMESPACE/NAME", file=sys.stderr)
-        return 1
-    try:
-        als = _host_port_arg(args.als_address) if args.als_address else None
-    except ValueError as e:
-        print(f"mirrorplane: error: {e}", file=sys.stderr)
-        return 1
+        raise UsageError(f"--gateway {args.gateway!r}: expected NAMESPACE/NAME")
+    als = _host_port_arg(args.als_address) if args.als_address else None
     text = render_bootstrap(
         node_id=args.node_id,
         node_cluster=args.gateway,
@@ -311,7 +340,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
         als_address=als,
     )
     if args.output:
-        args.output.write_text(text)
+        try:
+            args.output.write_text(text)
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: {exc.strerror or exc}") from exc
     else:
         sys.stdout.write(text)
     return 0
@@ -345,18 +377,27 @@ async def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_echo(spec: str) -> tuple[str, int, dict[str, int]]:
-    """NAME=PORT[,PATH=CODE...]: the paths (exact) answered with CODE, e.g. a mirror that fails
-    on one path for shadow testing's seed scenario."""
-    head, *paths = spec.split(",")
+def _parse_echo(spec: str) -> tuple[str, int, int | None, dict[str, int]]:
+    """``NAME=PORT[,grpc=PORT][,PATH=CODE...]``: the echo's HTTP port, optionally its gRPC port,
+    and exact paths answered with CODE (shadow testing's seed: a mirror that fails on one path)."""
+    head, *rest = spec.split(",")
     name, _, port = head.partition("=")
+    grpc_port: int | None = None
+    paths: dict[str, int] = {}
+    usage = f"--echo {spec!r}: expected NAME=PORT[,grpc=PORT][,PATH=CODE...], e.g. pipy=8081,grpc=8083,/v2-only=500"
     if not name or not port.isdigit():
-        raise ValueError(f"--echo {spec!r}: expected NAME=PORT[,PATH=CODE...], e.g. pipy=8081")
-    try:
-        statuses = dict(echo_cli.path_status_arg(p) for p in paths)
-    except argparse.ArgumentTypeError as e:
-        raise ValueError(f"--echo {spec!r}: {e}") from None
-    return name, int(port), statuses
+        raise UsageError(usage)
+    for part in rest:
+        key, _, value = part.partition("=")
+        if key == "grpc" and value.isdigit():
+            grpc_port = int(value)
+            continue
+        try:
+            path, code = echo_cli.path_status_arg(part)
+        except argparse.ArgumentTypeError:
+            raise UsageError(usage) from None
+        paths[path] = code
+    return name, int(port), grpc_port, paths
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -371,10 +412,10 @@ async def _serve(args: argparse.Namespace) -> int:
     tls = None
     if getattr(args, "tls_cert", None) or getattr(args, "tls_key", None):
         if not (args.tls_cert and args.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
     elif getattr(args, "client_ca", None):
-        raise ValueError("--client-ca needs --tls-cert and --tls-key")
+        raise UsageError("--client-ca needs --tls-cert and --tls-key")
     provider, extensions = _source(args)
     plane = ControlPlane(
         provider,
@@ -394,7 +435,10 @@ async def _serve(args: argparse.Namespace) -> int:
         extensions=extensions,
     )
     await plane.start()
-    tasks = [asyncio.create_task(echo.run_echo(port, name, path_status=paths)) for name, port, paths in echos]
+    tasks = [
+        asyncio.create_task(echo.run_echo(port, name, grpc_port=grpc_port, path_status=paths))
+        for name, port, grpc_port, paths in echos
+    ]
     envoys = []
     try:
         if args.command == "run":

@@ -18,12 +18,12 @@ from typing import Any
 from .gatewayapi.model import HTTPRoute
 from .gatewayapi.refs import with_current_endpoints
 from .gatewayapi.rules import RouteMemo
-from .gatewayapi.status import StatusKey, stamp
+from .gatewayapi.status import StatusKey, conditions_in, is_problem, stamp
+from .gatewayapi.store import NsName, Store
 from .gatewayapi.translator import Options, Translation, translate
 from .gcpause import paused_gc
 from .ir import GatewayIR
 from .quarantine import Held, held_statuses, without_held
-from .store import NsName, Store
 from .xds.cache import Snapshot, SnapshotCache
 from .xds.resources import Resources
 from .xds.translator import EncodedMemo, XdsOptions, build_resources, load_assignment
@@ -32,9 +32,6 @@ log = logging.getLogger("mirrorplane.controller")
 
 # What an HTTPRoute's references resolve to: a change to any of these recompiles every route.
 _REFERENCED_KINDS = {"services", "endpointslices", "referencegrants", "namespaces", "secrets"}
-
-# Conditions whose "good" value is False.
-_NEGATIVE_POLARITY = {"Conflicted", "PartiallyInvalid"}
 
 
 @dataclass(frozen=True)
@@ -155,7 +152,11 @@ class Controller:
         changed = self._store.changed(store) if self._store is not None else None
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
-        self._memo.changed = changed.get("httproutes", set()) if changed is not None else None
+        self._memo.changed = (
+            {("HTTPRoute", *k) for k in changed.get("httproutes", ())} | {("GRPCRoute", *k) for k in changed.get("grpcroutes", ())}
+            if changed is not None
+            else None
+        )
         updates = self._endpoints_only(store, changed)
         if updates is not None:
             self._resources.update(updates)
@@ -195,7 +196,7 @@ class Controller:
         else:
             for listener in self.status_listeners:
                 listener(self.statuses)
-            routes = len(self._store.httproutes) if self._store is not None else 0
+            routes = len(self._store.httproutes) + len(self._store.grpcroutes) if self._store is not None else 0
             log.info("translate.done gateways=%d routes=%d seconds=%.3f", len(plan.result.gateways), routes, seconds)
         for on_update in self.update_listeners:
             on_update(seconds, plan.statuses_changed or 0)
@@ -219,29 +220,16 @@ class Controller:
         return changed
 
 
-def _conditions(body: Any, where: str = "") -> list[tuple[str, dict[str, Any]]]:
-    """Every condition in a status body, with where it sits (listener or parent)."""
-    out = []
-    if isinstance(body, dict):
-        for c in body.get("conditions") or []:
-            out.append((where, c))
-        for lst in body.get("listeners") or []:
-            out += _conditions(lst, f"listener {lst.get('name')}: ")
-        for parent in body.get("parents") or []:
-            out += _conditions(parent, f"parent {parent['parentRef'].get('name')}: ")
-    return out
-
-
 def _summary(body: dict[str, Any]) -> list[tuple[str, str, str, str, Any]]:
-    return [(w, c["type"], c["status"], c["reason"], c.get("observedGeneration")) for w, c in _conditions(body)]
+    return [(w, c["type"], c["status"], c["reason"], c.get("observedGeneration")) for w, c in conditions_in(body)]
 
 
 def _log_status(key: StatusKey, body: dict[str, Any]) -> None:
     kind, ns, name = key
     bad = [
-        f"{w}{c['type']}={c['status']} ({c['reason']}: {c['message']})"
-        for w, c in _conditions(body)
-        if (c["status"] == "True") == (c["type"] in _NEGATIVE_POLARITY)
+        f"{w + ': ' if w else ''}{c['type']}={c['status']} ({c['reason']}: {c['message']})"
+        for w, c in conditions_in(body)
+        if is_problem(c)
     ]
     obj = f"{kind} {ns + '/' if ns else ''}{name}"
     if bad:

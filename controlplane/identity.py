@@ -124,7 +124,7 @@ async def _require_operator(context: grpc.aio.ServicerContext, method: str) -> N
     who = peer(context)
     if who.operator:
         return
-    log.warning("authz.denied rpc=%s identity=%s peer=%s reason=operator identity required", method, who.describe(), who.address)
+    log.warning("authz.denied rpc=%s identity=%s peer=%s reason=operator_identity_required", method, who.describe(), who.address)
     await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the operator identity ({OPERATOR}), got {who.describe()}")
 
 

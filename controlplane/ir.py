@@ -152,7 +152,7 @@ def origin_regex(origin: str) -> str | None:
 
 @dataclass(frozen=True)
 class Route:
-    """One Envoy route: one match of one HTTPRoute rule.
+    """One Envoy route: one match of one HTTPRoute or GRPCRoute rule.
 
     ``direct_status`` set means no upstream is called at all (e.g. every backend invalid → 500).
     """

@@ -1,8 +1,8 @@
 """Run a real, local Envoy: for ``mirrorplane run`` and for tests.
 
 The bootstrap comes from the one template shared by every mode,
-``envoy/bootstrap.yaml`` at the repository root, shipped in the wheel as the
-package data of ``controlplane.bootstrap``. :class:`LocalEnvoy` renders it into
+``controlplane/bootstrap.yaml`` (package data, as Envoy Gateway embeds its
+``bootstrap.yaml.tpl``). :class:`LocalEnvoy` renders it into
 a temporary directory, starts Envoy on it (always ``--disable-hot-restart``, so
 any number of Envoys can run side by side with no shared memory or base id),
 streams Envoy's log lines to a sink and talks to its admin endpoint.
@@ -32,12 +32,13 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Sequence
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+
+from .errors import EnvoyError, EnvoyNotFoundError, EnvoyStartError, UsageError
 
 __all__ = [
     "EnvoyError",
@@ -50,58 +51,19 @@ __all__ = [
     "XdsTls",
 ]
 
-BOOTSTRAP_PACKAGE = "controlplane.bootstrap"
-BOOTSTRAP_RESOURCE = "bootstrap.yaml"
 # Compact: time, level, logger name, message.
 LOG_FORMAT = "[%T.%e][%l][%n] %v"
 STOP_GRACE_SECONDS = 5.0
 _TAIL_LINES = 200
 
 
-class EnvoyError(RuntimeError):
-    """Envoy could not be found, started or reached, or it exited."""
-
-
-class EnvoyNotFoundError(EnvoyError):
-    pass
-
-
-class EnvoyStartError(EnvoyError):
-    pass
-
-
 # --------------------------------------------------------------------------
 # Bootstrap template
 
 
-def _template_resource() -> Traversable:
-    """Where the bootstrap template is: the installed package data, or the
-    source tree.
-
-    A wheel installs it as ``controlplane/bootstrap/bootstrap.yaml``. An
-    editable install cannot expose ``controlplane.bootstrap`` (setuptools'
-    editable finder does not map a namespace sub-package whose directory is
-    elsewhere, pypa/setuptools#4943), so there the file is read from the
-    checkout, next to the ``controlplane`` package.
-    """
-    try:
-        resource = importlib.resources.files(BOOTSTRAP_PACKAGE) / BOOTSTRAP_RESOURCE
-        if resource.is_file():
-            return resource
-    except (ModuleNotFoundError, NotADirectoryError):
-        pass
-    source = Path(__file__).resolve().parent.parent / "envoy" / BOOTSTRAP_RESOURCE
-    if source.is_file():
-        return source
-    raise FileNotFoundError(
-        f"Envoy bootstrap template not found: neither package data "
-        f"{BOOTSTRAP_PACKAGE}/{BOOTSTRAP_RESOURCE} nor {source}"
-    )
-
-
 def bootstrap_template() -> str:
-    """The unrendered bootstrap template (``envoy/bootstrap.yaml``)."""
-    return _template_resource().read_text(encoding="utf-8")
+    """The unrendered bootstrap template (``controlplane/bootstrap.yaml``)."""
+    return importlib.resources.files("controlplane").joinpath("bootstrap.yaml").read_text(encoding="utf-8")
 
 
 def _yaml_dq(value: str) -> str:
@@ -115,7 +77,7 @@ def _port(name: str, value: int, *, allow_zero: bool = False) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     low = 0 if allow_zero else 1
     if not low <= value <= 65535:
-        raise ValueError(f"{name} must be in {low}..65535, not {value}")
+        raise UsageError(f"{name} must be in {low}..65535, not {value}")
     return value
 
 
@@ -155,7 +117,7 @@ def render_bootstrap(
     """
     for name, value in (("node_id", node_id), ("node_cluster", node_cluster), ("xds_host", xds_host)):
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string")
+            raise UsageError(f"{name} must be a non-empty string")
     text = string.Template(bootstrap_template()).substitute(
         NODE_ID=_yaml_dq(node_id),
         NODE_CLUSTER=_yaml_dq(node_cluster),
@@ -165,7 +127,7 @@ def render_bootstrap(
     )
     if ads_api_type is not None:
         if ads_api_type not in ("GRPC", "DELTA_GRPC"):
-            raise ValueError(f"ads_api_type must be GRPC or DELTA_GRPC, got {ads_api_type!r}")
+            raise UsageError(f"ads_api_type must be GRPC or DELTA_GRPC, got {ads_api_type!r}")
         text = re.sub(r"(?m)^(\s+api_type:) \w+$", rf"\1 {ads_api_type}", text, count=1)
     if als_address is not None:
         text = _with_als_address(text, *als_address)
@@ -178,14 +140,16 @@ def _with_als_address(text: str, host: str, port: int) -> str:
         if cluster["name"] == "mirrorplane_als":
             address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
             address["socket_address"] = {"address": host, "port_value": _port("als port", port)}
-    return "# Rendered from envoy/bootstrap.yaml with the access log to mirrorplane collect.\n" + yaml.safe_dump(doc, sort_keys=False)
+    return "# Rendered from envoy/bootstrap.yaml with the access log to mirrorplane collect.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
 
 
 def _with_xds_tls(text: str, tls: XdsTls) -> str:
     """The rendered bootstrap with the xds_cluster (and the ALS cluster, which reaches the same
     port by default) speaking TLS (HTTP/2 via ALPN, as gRPC needs)."""
     if (tls.cert is None) != (tls.key is None):
-        raise ValueError("xds TLS: give both a client certificate and key, or neither")
+        raise UsageError("xds TLS: give both a client certificate and key, or neither")
     doc = yaml.safe_load(text)
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
@@ -204,7 +168,9 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     for cluster in doc["static_resources"]["clusters"]:
         if cluster["name"] in ("xds_cluster", "mirrorplane_als"):
             cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": context}
-    return "# Rendered from envoy/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(doc, sort_keys=False)
+    return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
 
 
 # --------------------------------------------------------------------------
@@ -379,12 +345,17 @@ class LocalEnvoy:
 
         argv = [
             binary,
-            "-c", str(self.bootstrap_path),
+            "-c",
+            str(self.bootstrap_path),
             "--disable-hot-restart",
-            "--concurrency", str(self.concurrency),
-            "-l", self.log_level,
-            "--log-format", LOG_FORMAT,
-            "--admin-address-path", str(address_path),
+            "--concurrency",
+            str(self.concurrency),
+            "-l",
+            self.log_level,
+            "--log-format",
+            LOG_FORMAT,
+            "--admin-address-path",
+            str(address_path),
             *self.extra_args,
         ]
         try:
@@ -586,8 +557,7 @@ class LocalEnvoy:
             if time.monotonic() >= deadline:
                 detail = f"; last error: {last_error!r}" if last_error else ""
                 raise TimeoutError(
-                    f"condition not met within {timeout:g}s{detail}; "
-                    f"envoy's last log lines:\n{self._logs_text(15)}"
+                    f"condition not met within {timeout:g}s{detail}; envoy's last log lines:\n{self._logs_text(15)}"
                 )
             await asyncio.sleep(interval)
 

@@ -1,7 +1,17 @@
-"""Structured logs: one line per event, ``event key=value ...``, quiet by default.
+"""Structured logs: one line per event, ``event.name key=value ...``, quiet by default.
 
-Modules log ``log.info("event.name key=%s", value)``; this module only decides the line's frame
-(time, level, logger) and whether it is text for people or JSON for collectors.
+The one style every module logs in (tests/test_log_style.py checks the package's source):
+
+* the message starts with the event: dotted, lower case, area first (``xds.nack``,
+  ``file.invalid``, ``lease.acquired``);
+* then only ``key=value`` pairs. A value is one token (a name, a number, a version); text that may
+  hold spaces goes in with ``%r``, so that it stays one quoted value (``error='no such file'``);
+  what happens next is a pair too (``then=retry``), not a sentence;
+* ``log.info("event.name key=%s", value)``: arguments, not f-strings, so that nothing is
+  formatted for a level that is off.
+
+This module only decides the line's frame (time, level, logger) and whether it is text for people
+or JSON for collectors.
 """
 
 from __future__ import annotations

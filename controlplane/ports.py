@@ -14,6 +14,8 @@ import random
 import socket
 from pathlib import Path
 
+from .errors import BindError
+
 _handed_out: set[int] = set()
 _LOW = 10000  # above the usual well-known and registered service ports people run locally
 
@@ -41,4 +43,4 @@ def free_port(host: str = "127.0.0.1") -> int:
         if port not in _handed_out:
             _handed_out.add(port)
             return port
-    raise RuntimeError("no free TCP port found")
+    raise BindError(f"no free TCP port found on {host}")

@@ -40,7 +40,7 @@ from envoy.config.route.v3 import route_pb2
 
 from .gatewayapi.model import GATEWAY_GROUP, HTTPRoute
 from .gatewayapi.status import Condition, StatusKey, conditions
-from .store import NsName, Store
+from .gatewayapi.store import NsName, Store
 from .xds.cache import serialize
 from .xds.resources import CLUSTER, ROUTE
 from .xds.tracking import Event, EventKind, NodeRegistry

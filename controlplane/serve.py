@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2
 
 from .admin.service import admin_services
 from .controller import Controller
+from .errors import BindError, UsageError
 from .exposure import exposure_error, host_port, is_loopback
 from .gatewayapi.translator import Options
 from .identity import Authorizer
@@ -28,7 +29,7 @@ from .quarantine import Quarantine
 from .shadow.hub import Comparisons
 from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
 from .shadow.service import expire_forever, shadow_service
-from .store import Store
+from .gatewayapi.store import Store
 from .tls import TlsFiles, server_credentials
 from .web.app import WebPage
 from .web.model import Sources
@@ -72,7 +73,7 @@ class ControlPlane:
     ) -> None:
         problem = exposure_error(xds_host, tls, insecure)
         if problem:
-            raise ValueError(problem)
+            raise UsageError(problem)
         self.provider = provider
         self.extensions = list(extensions)
         self.tls = tls
@@ -214,13 +215,19 @@ class ControlPlane:
         self.web.add_routes(app)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
-        await web.TCPSite(self._http, self.http_host, self.http_port).start()
+        try:
+            await web.TCPSite(self._http, self.http_host, self.http_port).start()
+        except OSError as exc:
+            where = host_port(self.http_host, self.http_port)
+            raise BindError(f"cannot listen on {where} (HTTP): {exc.strerror or exc}") from exc
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render() + self.comparisons.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return web.Response(
+            body=self.metrics.render() + self.comparisons.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        )
 
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.controller.translations == 0:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import grpc
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -24,19 +26,20 @@ class TlsFiles:
         return self.client_ca is not None
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_pem(path: Path, what: str) -> bytes:
+    """The PEM file given by flag ``what``; a UsageError names it when it is missing or not PEM."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if b"-----BEGIN" not in data:
-        raise ValueError(f"{what} {path} is not PEM (no -----BEGIN line)")
+        raise UsageError(f"{what} {path} is not PEM (no -----BEGIN line)")
     return data
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """gRPC server credentials; a ValueError names the file that is missing or not PEM."""
-    cert = _read(files.cert, "--tls-cert")
-    key = _read(files.key, "--tls-key")
-    ca = _read(files.client_ca, "--client-ca") if files.client_ca else None
+    """gRPC server credentials; a UsageError names the file that is missing or not PEM."""
+    cert = read_pem(files.cert, "--tls-cert")
+    key = read_pem(files.key, "--tls-key")
+    ca = read_pem(files.client_ca, "--client-ca") if files.client_ca else None
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)

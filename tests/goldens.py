@@ -1,4 +1,11 @@
-"""The golden files: what each case under tests/golden/ must contain, and the one command that rewrites them.
+"""The golden files: what each case under tests/golden/ and tests/golden-xds/ must contain, and
+the one command that rewrites them.
+
+Two stages, as Envoy Gateway's testdata: a case under tests/golden/ goes from Gateway API YAML
+(input/) to the IR (ir.json, the checkpoint between the two translators), Envoy resources
+(xds.json), status (status.json) and load errors (errors.json); a case under tests/golden-xds/
+goes from a hand-written IR (ir.json, the input) to Envoy resources (xds.json) through the xDS
+translator alone.
 
 tests/test_golden.py only compares; rewriting is this separate command, so an update can never
 count as a passing test run:
@@ -13,20 +20,117 @@ feature changes one golden file, not one per case.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
 
+from controlplane import ir
+from controlplane.gatewayapi.translator import translate
 from controlplane.offline import translate_folder
+from controlplane.providers.files import FileProvider
+from controlplane.xds.jsonview import resources_to_json
+from controlplane.xds.translator import build_resources
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN_XDS = Path(__file__).resolve().parent / "golden-xds"
 FEATURES = GOLDEN / "supported-features.json"
 FEATURES_REF = "see tests/golden/supported-features.json"
 
 
+# -- the IR as JSON and back ----------------------------------------------------------------------
+#
+# A field equal to its default is left out, so a new IR field with a default changes no golden
+# file; reading fills the defaults back in. PEM bytes are written as text.
+
+T = TypeVar("T")
+
+
+def to_json(value: Any) -> Any:
+    """A JSON value (dicts, lists, str, int, bool, None) for an IR object."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if f.default is not dataclasses.MISSING and v == f.default:
+                continue
+            if f.default_factory is not dataclasses.MISSING and v == f.default_factory():
+                continue
+            out[f.name] = to_json(v)
+        return out
+    if isinstance(value, tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    return value
+
+
+def from_json(cls: type[T], data: Any) -> T:
+    """The IR object of type ``cls`` that :func:`to_json` turned into ``data``."""
+    return typing.cast(T, _read(cls, data))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, vars(ir))
+
+
+def _read(tp: Any, data: Any) -> Any:
+    if dataclasses.is_dataclass(tp):
+        assert isinstance(tp, type)
+        hints = _hints(tp)
+        unknown = set(data) - hints.keys()
+        assert not unknown, f"{tp.__name__} has no field {sorted(unknown)}"
+        return tp(**{name: _read(hints[name], value) for name, value in data.items()})
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if data is None:
+            return None
+        [inner] = [a for a in args if a is not type(None)]
+        return _read(inner, data)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_read(args[0], v) for v in data)
+        return tuple(_read(a, v) for a, v in zip(args, data, strict=True))
+    if origin is Literal:
+        assert data in args, f"{data!r} is not one of {args}"
+        return data
+    if tp is bytes:
+        return data.encode("ascii")
+    assert isinstance(data, tp), f"expected {tp}, got {data!r}"
+    return data
+
+
+# -- the cases ---------------------------------------------------------------------------------------
+
+
 def cases() -> list[str]:
     return sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
+
+
+def xds_cases() -> list[str]:
+    return sorted(p.name for p in GOLDEN_XDS.iterdir() if p.is_dir())
+
+
+def gateway_irs(case: str) -> dict[str, ir.GatewayIR]:
+    """The IR of every Gateway of a tests/golden case, by ``namespace/name``."""
+    return dict(sorted(translate(FileProvider(GOLDEN / case / "input").load()).gateways.items()))
+
+
+def xds_case_ir(case: str) -> ir.GatewayIR:
+    """The hand-written IR of a tests/golden-xds case."""
+    return from_json(ir.GatewayIR, json.loads((GOLDEN_XDS / case / "ir.json").read_text()))
+
+
+def rendered_xds(case: str) -> dict[Path, object]:
+    """A tests/golden-xds case's output as it must be."""
+    return {GOLDEN_XDS / case / "xds.json": resources_to_json(build_resources(xds_case_ir(case)))}
 
 
 def dump(value: object) -> str:
@@ -42,7 +146,8 @@ def rendered(case: str) -> tuple[dict[Path, object], list[object]]:
         if key.startswith("GatewayClass/") and "supportedFeatures" in body:
             features.append(body["supportedFeatures"])
             status[key] = {**body, "supportedFeatures": FEATURES_REF}
-    files = {GOLDEN / case / "xds.json": out["gateways"], GOLDEN / case / "status.json": status,
+    files = {GOLDEN / case / "ir.json": {key: to_json(gw) for key, gw in gateway_irs(case).items()},
+             GOLDEN / case / "xds.json": out["gateways"], GOLDEN / case / "status.json": status,
              GOLDEN / case / "errors.json": out["errors"]}  # fmt: skip
     return files, features
 
@@ -55,6 +160,8 @@ def update() -> list[Path]:
         files, found = rendered(case)
         wanted.update(files)
         features += found
+    for case in xds_cases():
+        wanted.update(rendered_xds(case))
     distinct = {dump(f) for f in features}
     if len(distinct) > 1:
         raise SystemExit("golden: GatewayClasses disagree on supportedFeatures; the translator must claim one list")
@@ -77,7 +184,8 @@ def main() -> int:
     root = GOLDEN.parent.parent
     for path in changed:
         print(f"golden.rewritten file={path.relative_to(root)}")
-    print(f"golden.done changed={len(changed)} (review with `git diff tests/golden`; `make test` compares)")
+    review = "review with `git diff tests/golden tests/golden-xds`; `make test` compares"
+    print(f"golden.done changed={len(changed)} ({review})")
     return 0
 
 

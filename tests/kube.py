@@ -129,6 +129,7 @@ def control_plane(
     gateway_port: int | None = None,
     lease: LeaseOptions | None = None,
     options: WatchOptions = FAST,
+    port_map: dict[int, int] | None = None,
 ) -> tuple[ControlPlane, KubernetesProvider, KubernetesStatus]:
     """A control plane replica serving the cluster, as `serve --kubernetes` builds it."""
     provider = KubernetesProvider(c.kubeconfig, options=options)
@@ -138,7 +139,8 @@ def control_plane(
         xds_host="127.0.0.1",
         xds_port=free_port(),
         http_port=None,
-        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port or free_port()}),
+        # 8001: the example Gateway's gRPC listener, never on its fixed port in tests.
+        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port or free_port(), 8001: free_port(), **(port_map or {})}),
         extensions=[status],
     )
     return plane, provider, status
@@ -175,7 +177,8 @@ class KubeStack:
             return resp.status, await resp.read()
 
     async def mirror_policies(self) -> list[dict[str, Any]]:
-        return await mirror_policies(self.envoy)
+        """The HTTP seed's mirror policies (the example GRPCRoute's, to mirror/grpc/..., left out)."""
+        return [p for p in await mirror_policies(self.envoy) if not p["cluster"].startswith("mirror/grpc/")]
 
 
 async def start_echo(exits: AsyncExitStack, name: str) -> tuple[int, EchoLog]:

@@ -97,7 +97,7 @@ async def test_get_snapshot_is_the_json_translate_prints(stack):
 
 async def test_get_snapshot_errors_are_clear(stack):
     for data, code, text in [
-        ({"gateway": "nope/nope"}, "NotFound", "no snapshot for Gateway 'nope/nope' (served: server/simple-gateway)"),
+        ({"gateway": "nope/nope"}, "NotFound", "no snapshot for Gateway 'nope/nope' (served: server/simple-gateway, server/simple-gateway-grpc)"),
         ({"node_id": "ghost"}, "NotFound", "node 'ghost' is not connected"),
         ({}, "InvalidArgument", "set gateway (NAMESPACE/NAME) or node_id"),
         ({"gateway": GATEWAY, "types": ["secrets"]}, "InvalidArgument", "unknown type 'secrets'"),
@@ -114,14 +114,17 @@ async def test_get_status_shows_the_conditions(stack):
         ("GatewayClass", "", "mirrorplane"),
         ("Gateway", "server", "simple-gateway"),
         ("HTTPRoute", "server", "http-route-sample"),
+        ("GRPCRoute", "server", "grpc-route-sample"),  # the gRPC seed (manifests/local/grpc.yaml)
     }
+    [grpc_parent] = objects[("GRPCRoute", "server", "grpc-route-sample")]["parents"]
+    assert {c["type"]: c["status"] for c in grpc_parent["conditions"]} == {"Accepted": "True", "ResolvedRefs": "True"}
     [parent] = objects[("HTTPRoute", "server", "http-route-sample")]["parents"]
     conditions = {c["type"]: c for c in parent["conditions"]}
     assert conditions["Accepted"]["status"] == "True"
     assert conditions["ResolvedRefs"]["status"] == "True"
     assert conditions["Accepted"]["lastTransitionTime"].endswith("Z")
     only = await call(stack, f"{ADMIN}/GetStatus", {"kind": "Gateway"})
-    assert [o["name"] for o in only["objects"]] == ["simple-gateway"]
+    assert [o["name"] for o in only["objects"]] == ["simple-gateway", "simple-gateway-grpc"]
 
 
 async def test_a_nack_shows_in_list_nodes_watch_and_csds_and_envoy_keeps_serving(stack):

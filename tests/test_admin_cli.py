@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -91,7 +92,9 @@ async def test_status_text_lists_conditions_and_problems(stack):
     assert code == 0, err
     assert out.splitlines()[0].split() == ["KIND", "NAMESPACE", "NAME", "WHERE", "CONDITIONS"]
     assert any(line.split()[:3] == ["Gateway", "server", "simple-gateway"] for line in out.splitlines())
-    assert "parent simple-gateway  Accepted=True ResolvedRefs=False" in out
+    # Columns are padded to the widest cell (the gRPC seed's "parent simple-gateway-grpc" now).
+    assert re.search(r"parent simple-gateway +Accepted=True ResolvedRefs=False", out)
+    assert any(line.split()[:3] == ["GRPCRoute", "server", "grpc-route-sample"] for line in out.splitlines())
     [problem] = [line for line in out.splitlines() if "ResolvedRefs=False" in line and "BackendNotFound" in line]
     assert problem.startswith("  HTTPRoute server/http-route-sample parent simple-gateway: ResolvedRefs=False BackendNotFound:")
     assert "no-such-service" in problem
@@ -151,7 +154,7 @@ async def test_snapshot_text_and_json_match_grpcurl(stack):
 async def test_errors_are_one_line_and_exit_1(stack):
     code, out, err = await mirrorplane("snapshot", "--gateway", "nope/nope", server=target(stack))
     assert (code, out) == (1, "")
-    assert err == "mirrorplane snapshot: NOT_FOUND: no snapshot for Gateway 'nope/nope' (served: server/simple-gateway)\n"
+    assert err == "mirrorplane snapshot: NOT_FOUND: no snapshot for Gateway 'nope/nope' (served: server/simple-gateway, server/simple-gateway-grpc)\n"
 
     code, _, err = await mirrorplane("nodes", "--timeout", "2", server=f"127.0.0.1:{free_port()}")
     assert code == 1

@@ -26,7 +26,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controlplane.xds.cache import Snapshot, SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
-from controlplane.xds.server import ADS_SERVICE_NAME, build_response, build_server
+from controlplane.xds.server import ADS_SERVICE_NAME, build_server
+from controlplane.xds.sotw import build_response
 from controlplane.xds.tracking import EventKind, NodeRegistry
 from support import free_port, wait_until
 
@@ -299,7 +300,7 @@ async def test_nack_is_recorded_and_not_resent(plane, caplog):
     assert ts.nacked and ts.nacks == 1 and ts.acked_version == first[CLUSTER].version_info
     assert [e.kind for e in events if e.kind is EventKind.NACK] == [EventKind.NACK]
 
-    [line] = [r for r in caplog.records if "NACK" in r.getMessage()]
+    [line] = [r for r in caplog.records if r.getMessage().startswith("xds.nack ")]
     assert line.levelno == logging.WARNING
     text = line.getMessage()
     assert "\n" not in text
@@ -465,7 +466,7 @@ async def test_unknown_gateway_is_served_once_its_snapshot_appears(plane, caplog
     await wait_until(lambda: LISTENER in plane.state().types)
     stream = plane.state()
     assert stream.gateway == "ns/late" and stream.snapshot_version is None
-    waiting = [r for r in caplog.records if "waiting for a snapshot" in r.getMessage()]
+    waiting = [r for r in caplog.records if r.getMessage().startswith("xds.snapshot_waiting ")]
     assert len(waiting) == 1 and waiting[0].levelno == logging.INFO
 
     plane.cache.set(GW, make_resources())  # another Gateway: does not concern this stream
@@ -477,7 +478,7 @@ async def test_unknown_gateway_is_served_once_its_snapshot_appears(plane, caplog
     lds = await env.recv()
     assert lds.type_url == LISTENER and lds.version_info == snap.version_of(LISTENER)
     assert plane.state().snapshot_version == snap.version
-    assert len([r for r in caplog.records if "waiting for a snapshot" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if r.getMessage().startswith("xds.snapshot_waiting ")]) == 1
 
 
 async def test_stale_nonce_is_ignored(plane):
@@ -594,16 +595,16 @@ async def test_malformed_requests_close_only_their_stream(plane):
 
 
 async def test_a_failing_stream_is_closed_and_logged_alone(plane, monkeypatch, caplog):
-    from controlplane.xds import server as server_module
+    from controlplane.xds import sotw
 
-    real = server_module.build_response
+    real = sotw.build_response
 
     def flaky(type_url, *args, **kwargs):
         if type_url == LISTENER:
             raise RuntimeError("boom")
         return real(type_url, *args, **kwargs)
 
-    monkeypatch.setattr(server_module, "build_response", flaky)
+    monkeypatch.setattr(sotw, "build_response", flaky)
     plane.cache.set(GW, make_resources())
     good = plane.envoy(node_id="good")
     await good.request(CLUSTER, [])
@@ -614,7 +615,7 @@ async def test_a_failing_stream_is_closed_and_logged_alone(plane, monkeypatch, c
     await doomed.request(LISTENER, [])
     assert await doomed.call.code() == grpc.StatusCode.INTERNAL
     await wait_until(lambda: "doomed" not in plane.registry)
-    [record] = [r for r in caplog.records if "stream failed" in r.getMessage()]
+    [record] = [r for r in caplog.records if r.getMessage().startswith("xds.stream_failed ")]
     assert "node=doomed" in record.getMessage() and record.exc_info is not None
 
     plane.cache.set(GW, make_resources(clusters={"c1": 8080, "c2": 1}))
@@ -662,7 +663,7 @@ def test_registry_model_and_observers(caplog):
     assert (ts.responses, ts.acks, ts.nacks) == (2, 1, 1)
     assert seen == ["connect", "subscribe", "send", "ack", "send", "nack"]
     assert [e.kind.value for e in registry.recent] == ["connect", "ack", "nack"]
-    assert caplog.text.count("registry observer") == 6  # logged, the other observer still ran
+    assert caplog.text.count("registry.observer_failed") == 6  # logged, the other observer still ran
     json.dumps(registry.to_dict())
     json.dumps([e.to_dict() for e in registry.recent])
     remove()

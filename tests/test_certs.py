@@ -94,6 +94,7 @@ def test_a_folder_from_before_per_gateway_certificates_is_a_clear_error(tmp_path
         certs.ensure_folder(tmp_path, ["cp"])
 
 
+@pytest.mark.kubernetes
 async def test_kubernetes_secrets_are_created_once_and_orphans_are_refused(tmp_path: Path) -> None:
     with FakeApiServer() as fake:
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
@@ -125,6 +126,7 @@ def test_no_server_name_is_a_clear_error() -> None:
         certs.Authority.new().server([])
 
 
+@pytest.mark.kubernetes
 async def test_an_unreachable_api_is_a_one_line_error(tmp_path: Path) -> None:
     with FakeApiServer() as fake:
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")

@@ -172,3 +172,42 @@ def test_the_cli_loads_the_kubernetes_client_only_when_asked_to() -> None:
     code = "import sys, controlplane.cli; print('kubernetes_asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- errors: the user's are one line, a bug keeps its traceback (controlplane/errors.py) ----------
+
+
+@pytest.mark.parametrize(
+    "flags, cause",
+    [
+        (["--node-id", ""], "node_id must be a non-empty string"),
+        (["--xds-port", "70000"], "xds_port must be in 1..65535"),
+        (["--output", "/nonexistent-dir/envoy.yaml"], "--output /nonexistent-dir/envoy.yaml"),
+    ],
+)
+async def test_bad_bootstrap_flags_are_one_line(flags: list[str], cause: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *MIRRORPLANE, "bootstrap", "--gateway", "ns/gw", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert err.decode().startswith(f"mirrorplane: error: {cause}") and err.decode().count("\n") == 1, err.decode()
+
+
+def test_a_bug_is_not_turned_into_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane import certs, cli
+    from controlplane.errors import ConflictError
+
+    def broken(*args: object) -> None:
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr(certs, "ensure_folder", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["certs", "--out", str(tmp_path), "--server-name", "x"])
+
+    def refused(*args: object) -> None:
+        raise ConflictError("the user's state")
+
+    monkeypatch.setattr(certs, "ensure_folder", refused)
+    assert cli.main(["certs", "--out", str(tmp_path), "--server-name", "x"]) == 1

@@ -94,7 +94,10 @@ def test_echo_pods_follow_the_deployments() -> None:
     assert len({p.ip for p in deployments.pods}) == len(deployments.pods)
     assert all(p.ip.startswith("127.7.9.") for p in deployments.pods)
     # Modes the local echo does not implement are reported, never silently dropped.
-    assert "GRPC_ECHO_SERVER" in deployments.not_run["gateway-conformance-infra/grpc-infra-backend-v1"]
+    # gRPC echo pods run since issue 13 (mirrorplane echo --grpc-port on echo-basic's port).
+    grpc_v1 = by_deployment["gateway-conformance-infra/grpc-infra-backend-v1"]
+    assert len(grpc_v1) == 2 and all(p.grpc for p in grpc_v1)
+    assert not any(p.grpc for p in by_deployment["gateway-conformance-infra/infra-backend-v1"])
     assert "TLS_SERVER_CERT" in deployments.not_run["gateway-conformance-infra/tls-backend"]
     assert "coredns" in deployments.not_run["gateway-conformance-infra/coredns"]
 
@@ -214,6 +217,13 @@ def test_conditions_and_listeners_match() -> None:
     lst = {"name": "http", "attachedRoutes": 1, "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}], "conditions": conds}
     assert listeners_match([ListenerExpectation("http", 1, (Cond("Accepted", "True"),))], [lst]) == ""
     assert "attachedRoutes" in listeners_match([ListenerExpectation("http", 2, ())], [lst])
+    # As upstream's listenersMatch: more supported kinds than expected is fine (GRPCRoute), fewer
+    # is not, and an expected empty list must be empty.
+    both = {**lst, "supportedKinds": [*lst["supportedKinds"], {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}]}
+    assert listeners_match([ListenerExpectation("http", 1, ())], [both]) == ""
+    grpc_only = ListenerExpectation("http", 1, (), (("gateway.networking.k8s.io", "GRPCRoute"),))
+    assert "supportedKinds" in listeners_match([grpc_only], [lst])
+    assert "supportedKinds" in listeners_match([ListenerExpectation("http", 1, (), ())], [lst])
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -250,6 +260,9 @@ def test_report_shape_and_feature_verdicts() -> None:
 # --- the real thing ----------------------------------------------------------------------------
 
 
+@pytest.mark.conformance
+@pytest.mark.envoy
+@pytest.mark.slow
 async def test_full_conformance_run(tmp_path: Path) -> None:
     """Every upstream test, real Envoys: all required tests pass and the GatewayClass is honest."""
     with open(tmp_path / "progress.txt", "w") as progress:

@@ -4,8 +4,8 @@ control plane, legs paired by x-request-id and compared (docs/shadow-testing.md)
 from __future__ import annotations
 
 import asyncio
-import re
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -102,7 +102,6 @@ async def test_mirror_500_is_status_differs(tmp_path: Path) -> None:
         await stack.exits.aclose()
 
 
-
 async def test_slower_mirror_is_same_with_its_latency(tmp_path: Path) -> None:
     stack = await shadow_stack(tmp_path, delay=0.3)
     try:
@@ -112,8 +111,14 @@ async def test_slower_mirror_is_same_with_its_latency(tmp_path: Path) -> None:
         stats = stack.plane.comparisons.rules[(GATEWAY, ROUTE, "compared", MIRROR)]
         assert min(stats.mirror) >= 0.3 > max(stats.primary)
         metrics = stack.plane.comparisons.render().decode()
-        assert 'mirrorplane_mirror_latency_seconds_count{gateway="server/simple-gateway",leg="mirror",route="HTTPRoute server/shadow",rule="compared"} 3.0' in metrics
-        assert 'mirrorplane_mirror_comparisons_total{gateway="server/simple-gateway",mirror="mirror/server/pipy-mirror/8080",result="same",route="HTTPRoute server/shadow",rule="compared"} 3.0' in metrics
+        assert (
+            'mirrorplane_mirror_latency_seconds_count{gateway="server/simple-gateway",leg="mirror",'
+            'route="HTTPRoute server/shadow",rule="compared"} 3.0' in metrics
+        )
+        assert (
+            'mirrorplane_mirror_comparisons_total{gateway="server/simple-gateway",mirror="mirror/server/pipy-mirror/8080",'
+            'result="same",route="HTTPRoute server/shadow",rule="compared"} 3.0' in metrics
+        )
     finally:
         await stack.exits.aclose()
 
@@ -130,7 +135,9 @@ async def test_mirror_down_is_mirror_failed(shadow: Stack) -> None:
 async def test_mirror_timing_out_is_mirror_failed(tmp_path: Path) -> None:
     stack = await shadow_stack(tmp_path, delay=3)
     try:
-        stack.write("shadow.yaml", SHADOW_ROUTE.replace("    backendRefs:", "    timeouts: {request: 1s}\n    backendRefs:"))
+        stack.write(
+            "shadow.yaml", SHADOW_ROUTE.replace("    backendRefs:", "    timeouts: {request: 1s}\n    backendRefs:")
+        )
         await wait_until(lambda: _timeout_set(stack), timeout=15, message="the 1 s timeout served")
         assert (await stack.request("/t/slow", data=b"x"))[0] == 200
         assert await compared(stack, 1) == {"mirror_failed": 1}
@@ -164,7 +171,10 @@ async def test_a_request_not_sampled_logs_neither_leg(shadow: Stack) -> None:
     legs, one above it on neither (Envoy's own count of entries says so)."""
     stack = shadow
     stack.write("policy.yaml", HALF)
-    await wait_until(lambda: _no_full_threshold(stack), timeout=15, message="the 50 % thresholds served")
+    # The mirror cluster's threshold changes, so Envoy updates the cluster and warms it until its
+    # endpoints come again: the server does not resend unchanged endpoints after a cluster update,
+    # and Envoy 1.40 waits for its initial fetch timeout (15 s; init_fetch_timeout counts it).
+    await wait_until(lambda: _no_full_threshold(stack), timeout=60, message="the 50 % thresholds served")
     # Envoy sets the id of an external request itself: read the ids from the mirror's log.
     assert set(await fire(stack, ["/t/s"] * 40)) == {200}
     ids = [h["headers"]["x-request-id"] for h in stack.echos["pipy-mirror"].log.heads() if h["path"] == "/t/s"]
@@ -228,21 +238,53 @@ async def test_diff_cli_and_grpcurl_show_counts_and_differing_pairs(tmp_path: Pa
         assert (await stack.request("/t/v2-only", data=b"x"))[0] == 200
         assert await compared(stack, 1) == {"status_differs": 1}
         server = target(stack)
-        code, out, err = await _run(sys.executable, "-m", "controlplane.cli", "diff", "--server", server, "--route", "server/shadow")
+        code, out, err = await _run(
+            sys.executable, "-m", "controlplane.cli", "diff", "--server", server, "--route", "server/shadow"
+        )
         assert code == 0, err
         lines = out.splitlines()
         assert lines[0].split()[:5] == ["GATEWAY", "ROUTE", "RULE", "MIRROR", "PAIRS"]
-        assert lines[1].split()[:13] == [GATEWAY, "HTTPRoute", "server/shadow", "compared", MIRROR, "1", "0", "1", "0", "0", "0", "0", "100%"]
+        assert lines[1].split()[:13] == [
+            GATEWAY,
+            "HTTPRoute",
+            "server/shadow",
+            "compared",
+            MIRROR,
+            "1",
+            "0",
+            "1",
+            "0",
+            "0",
+            "0",
+            "0",
+            "100%",
+        ]
         assert "status_differs" in out and "POST /t/v2-only" in out and "status 200 != 500" in out
         # -o json is the value grpcurl prints for the same call (through reflection, no .proto file).
-        code, as_json, err = await _run(sys.executable, "-m", "controlplane.cli", "diff", "--server", server, "--route", "server/shadow", "-o", "json")
+        code, as_json, err = await _run(
+            sys.executable,
+            "-m",
+            "controlplane.cli",
+            "diff",
+            "--server",
+            server,
+            "--route",
+            "server/shadow",
+            "-o",
+            "json",
+        )
         assert code == 0, err
         code, by_grpcurl, err = await grpcurl(server, f"{SHADOW_API}/GetComparisons", data={"route": "server/shadow"})
         assert code == 0, err
         assert json.loads(as_json)["rules"] == json.loads(by_grpcurl)["rules"]
         [rule] = json.loads(by_grpcurl)["rules"]
         [pair] = rule["recent"]
-        assert (pair["primary"]["status"], pair["mirror_leg"]["status"], pair["method"], pair["path"]) == (200, 500, "POST", "/t/v2-only")
+        assert (pair["primary"]["status"], pair["mirror_leg"]["status"], pair["method"], pair["path"]) == (
+            200,
+            500,
+            "POST",
+            "/t/v2-only",
+        )
 
         # The streaming method: each differing pair as it is found.
         watch = await asyncio.create_subprocess_exec(
@@ -255,7 +297,11 @@ async def test_diff_cli_and_grpcurl_show_counts_and_differing_pairs(tmp_path: Pa
             while not text.rstrip().endswith("}") or text.count("{") != text.count("}"):
                 text += (await asyncio.wait_for(watch.stdout.readline(), 30)).decode()  # type: ignore[union-attr]
             watched = json.loads(text)
-            assert (watched["path"], watched["result"], watched["mirror_leg"]["status"]) == ("/t/watched", "status_differs", 500)
+            assert (watched["path"], watched["result"], watched["mirror_leg"]["status"]) == (
+                "/t/watched",
+                "status_differs",
+                500,
+            )
         finally:
             watch.kill()
             await watch.wait()
@@ -288,7 +334,7 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
     for name, status in (("grpc-primary", None), ("grpc-mirror", 500)):
         log = EchoLog()
         tasks.append(asyncio.create_task(run_echo(0, name, grpc_port=0, out=log, status=status)))
-        await wait_until(lambda: "listening on" in log._buf, timeout=15, message=f"{name} up")
+        await wait_until(lambda log=log: "listening on" in log._buf, timeout=15, message=f"{name} up")
         ports[name] = int(re.search(r"listening grpc on \S+:(\d+)", log._buf).group(1))  # type: ignore[union-attr]
     try:
         stack.write(
@@ -310,7 +356,9 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
             )
         assert answer.status_code == 200 and answer.http_version == "HTTP/2"
         route = "HTTPRoute server/grpc"
-        await wait_until(lambda: (GATEWAY, route, "0", "mirror/server/grpc-mirror/8080") in stack.plane.comparisons.rules, timeout=30)
+        await wait_until(
+            lambda: (GATEWAY, route, "0", "mirror/server/grpc-mirror/8080") in stack.plane.comparisons.rules, timeout=30
+        )
         stats = stack.plane.comparisons.rules[(GATEWAY, route, "0", "mirror/server/grpc-mirror/8080")]
         assert dict(stats.results) == {"status_differs": 1}
         d = stats.recent[-1]

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from controlplane import ir
 from controlplane.gatewayapi.envoy_limits import MAX_PROGRAM_SIZE, header_mods_problems, regex_problem
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
 from controlplane.providers.files import parse_text
-from controlplane.store import Store
 from controlplane.xds.translator import build_resources
 from envoy_validate import envoy_rejects
 from test_fuzz import BASE

@@ -1,6 +1,6 @@
 """A simulated fleet on loopback: 1,000 ADS streams across 10 Gateways against one server.
 
-The clients run in a child process (controlplane.xds.simfleet) so that they do not share the
+The clients run in a child process (benchmarks.simfleet) so that they do not share the
 server's event loop; convergence is read from the server's registry (an ACK of a version means
 the client received it)."""
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from benchmarks.simfleet import fleet_resources, gateway_name
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.xds.server import build_server
-from controlplane.xds.simfleet import fleet_resources, gateway_name
 from controlplane.xds.tracking import NodeRegistry, StreamState
 from support import free_port, wait_until
 
@@ -71,7 +71,7 @@ async def fleet(*, delta: bool, stuck_every: int = 0, services: int = 20, endpoi
         f = Fleet(cache, registry, services, endpoints)
         f.publish(0)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controlplane.xds.simfleet",
+            sys.executable, "-m", "benchmarks.simfleet",
             "--port", str(port), "--clients", str(CLIENTS), "--gateways", str(GATEWAYS),
             "--stuck-every", str(stuck_every), *(["--delta"] if delta else []),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -23,9 +23,9 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
 from controlplane.providers.files import parse_text
-from controlplane.store import Store
 from controlplane.xds.translator import INVALID_BACKEND_CLUSTER, build_resources
 from support import SUMMARY
 

@@ -10,7 +10,7 @@ from benchmarks.workload import NAMESPACE, objects
 from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
-from controlplane.store import Store
+from controlplane.gatewayapi.store import Store
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -111,6 +111,41 @@ def test_a_route_change_recompiles_that_route_only_and_matches_a_full_translatio
     assert controller._memo.hits - hits == 300, "every other route is reused"
     assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
     assert controller._resources[f"{NAMESPACE}/gw2"] is gw2_resources, "the other Gateway is not rebuilt"
+
+
+def _grpc_route(i: int, percent: int = 100) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": f"route-{i}", "namespace": NAMESPACE},  # the names HTTPRoutes have too
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": [f"grpc-{i}.example.com"],
+            "rules": [
+                {
+                    "matches": [{"method": {"service": f"svc{i}.Echo", "method": "Echo"}}],
+                    "filters": [
+                        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "svc-1", "port": 8080}, "percent": percent}}
+                    ],
+                    "backendRefs": [{"name": "svc-0", "port": 8080}],
+                }
+            ],
+        },
+    }
+
+
+def test_a_grpcroute_change_recompiles_that_route_only_and_matches_a_full_translation() -> None:
+    docs = [*objects(100), *(_grpc_route(i) for i in range(100))]
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    hits, misses = controller._memo.hits, controller._memo.misses
+
+    store = _replace(store, _grpc_route(7, percent=42))
+    controller.update(store)
+    assert controller._memo.misses - misses == 1, "only the changed GRPCRoute is compiled again"
+    assert controller._memo.hits - hits == 199, "every other route, HTTPRoute or GRPCRoute, is reused"
+    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
 
 
 def test_a_service_change_recompiles_every_route() -> None:
@@ -215,6 +250,32 @@ def test_a_provider_that_rebuilds_every_object_still_recompiles_only_the_changed
     assert controller._memo.misses - misses == 1
     assert controller._encoded[GATEWAY].encoded - encoded == 1
     assert _entries(controller) == _full_entries(store)
+
+
+def test_httproute_grpcroute_conflicts_are_the_same_with_the_memo() -> None:
+    """The conflict between kinds is decided after each route's (memoised) attachment: editing
+    either side must give exactly what a fresh translation gives, statuses included."""
+    http = next(d for d in objects(3) if d["kind"] == "HTTPRoute")
+    docs = [*objects(3), {**_grpc_route(0), "metadata": {"name": "grpc-0", "namespace": NAMESPACE}}]
+    grpc = docs[-1]
+    grpc["spec"]["hostnames"] = list(http["spec"]["hostnames"])  # the same host as an HTTPRoute
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    # The same (empty) creationTimestamp: namespace/name decides, and "grpc-0" < "route-0".
+    loser = ("HTTPRoute", NAMESPACE, http["metadata"]["name"])
+    [parent] = controller.statuses[loser]["parents"]
+    assert {c["type"]: c["status"] for c in parent["conditions"]}["Accepted"] == "False"
+
+    changed = copy.deepcopy(grpc)
+    changed["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] = 42
+    store = _replace(store, changed)
+    controller.update(store)
+    fresh = Controller(SnapshotCache())
+    fresh.update(store)
+    strip = lambda s: {k: v for k, v in s.items() if k[0] != "GatewayClass"}  # noqa: E731
+    assert strip(controller.statuses) == strip(fresh.statuses)
+    assert controller.cache.get(GATEWAY).versions() == fresh.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
 
 
 def _mirror_policy(route: str, header: str) -> dict[str, Any]:

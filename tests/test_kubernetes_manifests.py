@@ -23,7 +23,7 @@ from controlplane.providers.files import parse_text
 from controlplane.providers.kubernetes import CORE_RESOURCES, GATEWAY_RESOURCES, POLICY_RESOURCES, STATUS_KINDS
 from controlplane.providers.leader import LEASE, LeaseOptions
 from controlplane.exposure import exposure_error
-from controlplane.store import Store
+from controlplane.gatewayapi.store import Store
 from controlplane.tls import TlsFiles
 from controlplane.xds.jsonview import resources_to_json
 from controlplane.xds.translator import XdsOptions, build_resources

@@ -83,7 +83,8 @@ async def test_full_resync_gives_the_same_snapshot(c: Cluster, plane: ControlPla
     translations = plane.controller.translations
     await provider.resync()
     # A restarted control plane sees the same cluster the same way: same content, same versions.
-    fresh, fresh_provider, _ = control_plane(c, gateway_port=plane.controller.xds_options.port_map[8000])
+    ports = plane.controller.xds_options.port_map
+    fresh, fresh_provider, _ = control_plane(c, gateway_port=ports[8000], port_map={8001: ports[8001]})
     fresh.controller.update(await fresh_provider.start())
     await fresh_provider.close()
     assert plane.cache.get(GATEWAY) is snapshot

@@ -25,9 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from controlplane.gatewayapi.store import Store
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
-from controlplane.store import Store
 from e2e import LOCAL, Stack, copy_local
 from support import free_port, wait_until
 from test_cli import MIRRORPLANE, Proc

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from controlplane.localenvoy import EnvoyStartError, LocalEnvoy, envoy_binary, r
 from support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO / "envoy" / "bootstrap.yaml"
+TEMPLATE = REPO / "controlplane" / "bootstrap.yaml"
 PLACEHOLDERS = {"NODE_ID", "NODE_CLUSTER", "XDS_HOST", "XDS_PORT", "ADMIN_PORT"}
 
 
@@ -142,8 +141,7 @@ def test_packaged_template_resolves_via_importlib_resources(tmp_path):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("controlplane", "envoy"):
-        shutil.copytree(REPO / name, src / name, ignore=ignore)
+    shutil.copytree(REPO / "controlplane", src / "controlplane", ignore=ignore)
     dist = tmp_path / "dist"
     dist.mkdir()
     # The real thing: pip's isolated PEP 517 build, as `pip install .` does.
@@ -152,37 +150,25 @@ def test_packaged_template_resolves_via_importlib_resources(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (wheel,) = dist.glob("mirrorplane-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        assert zf.read("controlplane/bootstrap/bootstrap.yaml").decode() == TEMPLATE.read_text()
+        assert zf.read("controlplane/bootstrap.yaml").decode() == TEMPLATE.read_text()
+        modules = {p.relative_to(REPO).as_posix() for p in (REPO / "controlplane").rglob("*.py")}
+        assert modules - set(zf.namelist()) == set(), "a module is missing from the wheel (no __init__.py?)"
         site = tmp_path / "site"
         zf.extractall(site)  # a pure-Python wheel installs by unpacking
     probe = textwrap.dedent(
         """
-        import importlib.resources, sys
+        import sys
         sys.path.insert(0, sys.argv[1])
-        text = importlib.resources.files("controlplane.bootstrap").joinpath("bootstrap.yaml").read_text()
         from controlplane import localenvoy
-        assert localenvoy.bootstrap_template() == text
-        print(localenvoy._template_resource())
+        print(localenvoy.__file__)
+        print(localenvoy.bootstrap_template(), end="")
         """
     )
     result = subprocess.run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert Path(result.stdout.strip()) == site / "controlplane" / "bootstrap" / "bootstrap.yaml"
-
-
-def test_pyproject_lists_every_package():
-    """[tool.setuptools] packages is explicit (controlplane.bootstrap lives in
-    envoy/, which find cannot see): a sub-package missing there would be
-    missing from the wheel while the editable install hides it."""
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
-    assert config["package-dir"]["controlplane.bootstrap"] == "envoy"
-    on_disk = {
-        ".".join(path.parent.relative_to(REPO).parts)
-        for path in (REPO / "controlplane").rglob("*.py")
-        if "__pycache__" not in path.parts
-    }
-    assert on_disk - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    where, text = result.stdout.split("\n", 1)
+    assert Path(where) == site / "controlplane" / "localenvoy.py"  # the wheel's, not the checkout's
+    assert text == TEMPLATE.read_text()
 
 
 # -- a real Envoy --------------------------------------------------------------
@@ -261,12 +247,14 @@ async def test_two_envoys_run_at_once():
     assert not _alive(a.pid) and not _alive(b.pid)
 
 
+@pytest.mark.envoy
 async def test_admin_port_zero_picks_a_free_port():
     async with LocalEnvoy(node_id="z", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None) as envoy:
         assert envoy.admin_port > 0
         assert (await envoy.server_info())["state"] in {"PRE_INITIALIZING", "INITIALIZING", "LIVE"}
 
 
+@pytest.mark.envoy
 async def test_wait_for_times_out_with_the_reason():
     async with LocalEnvoy(node_id="w", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None) as envoy:
 

@@ -615,7 +615,7 @@ def test_exception_reads_like_kubectl() -> None:
         ("v1", "Secret", True),
         ("v1", "Namespace", True),
         (f"{GROUP}/v1alpha2", "HTTPRoute", False),
-        (f"{GROUP}/v1", "GRPCRoute", False),
+        (f"{GROUP}/v1", "GRPCRoute", True),  # issue 13: GRPCRoute is served
         (f"{GROUP}/v1", "TLSRoute", False),
         ("apps/v1", "Deployment", False),
         ("discovery.k8s.io/v1beta1", "EndpointSlice", False),
@@ -628,9 +628,9 @@ def test_supported(api_version: str, kind: str, expected: bool) -> None:
 
 def test_unsupported_kind_says_what_is_supported() -> None:
     body = load(ROUTE)
-    body["kind"] = "GRPCRoute"
+    body["kind"] = "TLSRoute"  # was GRPCRoute, served since issue 13
     [error] = errors_of(body)
-    assert error.startswith(f'no matches for kind "GRPCRoute" in version "{GROUP}/v1" (supported: ')
+    assert error.startswith(f'no matches for kind "TLSRoute" in version "{GROUP}/v1" (supported: ')
     assert f"{GROUP}/v1beta1 HTTPRoute" in error and "discovery.k8s.io/v1 EndpointSlice" in error
 
 

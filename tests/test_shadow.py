@@ -22,7 +22,14 @@ TAG_TEXT = RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 100, True, ("content-
 
 
 def entry(
-    rid: str, *, primary: bool, status: int = 200, size: int = 10, ctype: str = "text/plain", tag: str = TAG_TEXT, cluster_min: str = ""
+    rid: str,
+    *,
+    primary: bool,
+    status: int = 200,
+    size: int = 10,
+    ctype: str = "text/plain",
+    tag: str = TAG_TEXT,
+    cluster_min: str = "",
 ) -> accesslog_pb2.HTTPAccessLogEntry:
     e = accesslog_pb2.HTTPAccessLogEntry()
     e.request.request_id = rid
@@ -67,7 +74,9 @@ def hub(**kw: object) -> tuple[Comparisons, Clock]:
 
 
 def results(c: Comparisons) -> dict[str, int]:
-    return dict(c.rules[(GW, "HTTPRoute ns/r", "0", "m")].results) if (GW, "HTTPRoute ns/r", "0", "m") in c.rules else {}
+    return (
+        dict(c.rules[(GW, "HTTPRoute ns/r", "0", "m")].results) if (GW, "HTTPRoute ns/r", "0", "m") in c.rules else {}
+    )
 
 
 @pytest.mark.parametrize(
@@ -177,7 +186,9 @@ def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:
     import re
     from pathlib import Path
 
-    dash = json.loads((Path(__file__).resolve().parent.parent / "manifests" / "dashboards" / "shadow-testing.json").read_text())
+    dash = json.loads(
+        (Path(__file__).resolve().parent.parent / "manifests" / "dashboards" / "shadow-testing.json").read_text()
+    )
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     exprs += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
     used = {m for e in exprs for m in re.findall(r"mirrorplane_\w+", e)}

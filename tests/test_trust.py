@@ -111,6 +111,7 @@ async def mtls(tmp_path: Path) -> AsyncIterator[Plane]:
     """Two Gateways served over mutual TLS: HTTPS (a listener private key) and plain HTTP."""
     folder = tmp_path / "config"
     shutil.copytree(LOCAL, folder)
+    (folder / "grpc.yaml").unlink()  # the gRPC seed's Gateway: these tests want exactly two
     ca = trustme.CA()
     (folder / "https.yaml").write_text(GATEWAY_YAML.split("---\n", 1)[1] + "---\n" + tls_secret_yaml(ca))
     secret = next(d for d in yaml.safe_load_all((folder / "https.yaml").read_text()) if d["kind"] == "Secret")

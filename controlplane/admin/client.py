@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,13 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from ..errors import MirrorplaneError, UsageError
+from ..gatewayapi.status import conditions_in, is_problem
+from ..tls import read_pem
 from .v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_SERVER = os.environ.get("MIRRORPLANE_SERVER", "127.0.0.1:18000")
 # Conditions whose healthy value is False (Gateway API).
-_NEGATIVE_POLARITY = frozenset({"Conflicted", "PartiallyInvalid"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,14 +46,14 @@ def channel(args: argparse.Namespace) -> grpc.Channel:
     """Plaintext, or TLS when --cacert is given (with a client certificate for mutual TLS)."""
     if args.cacert is None:
         if args.cert or args.key:
-            raise ValueError("--cert and --key need --cacert")
+            raise UsageError("--cert and --key need --cacert")
         return grpc.insecure_channel(args.server)
     if bool(args.cert) != bool(args.key):
-        raise ValueError("--cert and --key go together")
+        raise UsageError("--cert and --key go together")
     credentials = grpc.ssl_channel_credentials(
-        args.cacert.read_bytes(),
-        args.key.read_bytes() if args.key else None,
-        args.cert.read_bytes() if args.cert else None,
+        read_pem(args.cacert, "--cacert"),
+        read_pem(args.key, "--key") if args.key else None,
+        read_pem(args.cert, "--cert") if args.cert else None,
     )
     options = [("grpc.ssl_target_name_override", args.servername)] if args.servername else []
     return grpc.secure_channel(args.server, credentials, options=options)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with channel(args) as ch:
             response, render = COMMANDS[args.command](admin_pb2_grpc.AdminStub(ch), args)
-    except (OSError, ValueError) as e:
+    except MirrorplaneError as e:
         print(f"mirrorplane {args.command}: error: {e}", file=sys.stderr)
         return 1
     except grpc.RpcError as e:
@@ -198,21 +200,6 @@ def render_nodes(response: admin_pb2.ListNodesResponse, now: float | None = None
     return "\n".join(blocks)
 
 
-def _conditions(body: dict[str, Any], where: str) -> Iterable[tuple[str, dict[str, Any]]]:
-    for c in body.get("conditions") or []:
-        yield where, c
-    for listener in body.get("listeners") or []:
-        yield from _conditions(listener, f"listener {listener.get('name')}")
-    for parent in body.get("parents") or []:
-        ref = parent.get("parentRef", {})
-        name = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref.get("name", "?")
-        yield from _conditions(parent, f"parent {name}")
-    for ancestor in body.get("ancestors") or []:  # a policy's targets (GEP-713)
-        ref = ancestor.get("ancestorRef", {})
-        section = f" rule {ref['sectionName']}" if ref.get("sectionName") else ""
-        yield from _conditions(ancestor, f"target {ref.get('kind', '?')} {ref.get('name', '?')}{section}")
-
-
 def render_status(response: admin_pb2.GetStatusResponse) -> str:
     if not response.objects:
         return "no objects\n"
@@ -221,9 +208,9 @@ def render_status(response: admin_pb2.GetStatusResponse) -> str:
     for obj in response.objects:
         body = json_format.MessageToDict(obj.status)
         grouped: dict[str, list[str]] = {}
-        for where, c in _conditions(body, ""):
+        for where, c in conditions_in(body):
             grouped.setdefault(where, []).append(f"{c['type']}={c['status']}")
-            if (c["status"] == "True") == (c["type"] in _NEGATIVE_POLARITY):
+            if is_problem(c):
                 what = f"{obj.kind} {obj.namespace + '/' if obj.namespace else ''}{obj.name}"
                 problems.append(f"{what}{' ' + where if where else ''}: {c['type']}={c['status']} {c['reason']}: {c.get('message', '')}")
         first = True

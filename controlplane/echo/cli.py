@@ -133,19 +133,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="server name, used as log prefix (e.g. pipy)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; ::1 works)")
     parser.add_argument(
-        "--h2c-port", type=int, default=int(env["H2C_PORT"]) if env.get("H2C_PORT") else None,
+        "--h2c-port",
+        type=int,
+        default=int(env["H2C_PORT"]) if env.get("H2C_PORT") else None,
         help="also serve HTTP/2 cleartext (prior knowledge) on this port (env H2C_PORT; 0 = any free port)",
     )
     parser.add_argument(
-        "--grpc-port", type=int, default=None,
+        "--grpc-port",
+        type=int,
+        default=None,
         help="also serve upstream's gRPC conformance echo (GrpcEcho) and StreamEcho on this port (0 = any free port)",
     )
     parser.add_argument("--namespace", default=env.get("NAMESPACE", ""), help="reported namespace (env NAMESPACE)")
-    parser.add_argument("--pod", default=env.get("POD_NAME", ""), help="reported pod name (env POD_NAME; default NAME-<random>)")
-    parser.add_argument("--service", default=env.get("SERVICE_NAME", ""), help="reported service (env SERVICE_NAME; default NAME)")
+    parser.add_argument(
+        "--pod", default=env.get("POD_NAME", ""), help="reported pod name (env POD_NAME; default NAME-<random>)"
+    )
+    parser.add_argument(
+        "--service", default=env.get("SERVICE_NAME", ""), help="reported service (env SERVICE_NAME; default NAME)"
+    )
     parser.add_argument("--ingress", default=env.get("INGRESS_NAME", ""), help="reported ingress (env INGRESS_NAME)")
-    parser.add_argument("--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)")
-    parser.add_argument("--status", type=_status_arg, default=None, help="answer every echo with this status (e.g. 503; gRPC: the matching code, 500 = INTERNAL)")
+    parser.add_argument(
+        "--delay", type=_delay_arg, default=0.0, help="delay every answer: seconds or Go duration (2, 0.5, 500ms)"
+    )
+    parser.add_argument(
+        "--status",
+        type=_status_arg,
+        default=None,
+        help="answer every echo with this status (e.g. 503; gRPC: the matching code, 500 = INTERNAL)",
+    )
     parser.add_argument("--stall", action="store_true", help="accept connections and never read them: a stuck backend")
     parser.add_argument(
         "--path-status",
@@ -218,4 +233,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_arguments(parser)
     return main_from_args(parser.parse_args(argv))
-

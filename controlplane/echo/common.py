@@ -21,9 +21,7 @@ from typing import Any, TextIO
 _K8S_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 # RFC 7230 "token" characters; Go only canonicalises header names made of these.
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 # Request headers that Go's net/http moves out of ``Request.Header``; echo-basic
 # therefore never reports them under "headers", and neither do we.
@@ -76,7 +74,7 @@ def parse_go_duration(text: str) -> float:
         if not int_part and not frac_part:
             # "." alone, or ".s": no digits at all
             raise ValueError(f"time: invalid duration {quoted}")
-        s = s[m.end():]
+        s = s[m.end() :]
         unit_len = 0
         while unit_len < len(s) and s[unit_len] not in "0123456789.":
             unit_len += 1

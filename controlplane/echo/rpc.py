@@ -140,7 +140,9 @@ class _Servicer:
     def server_stream(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[stream_pb.StreamResponse]:
         request, _, _ = self._call(raw, context, stream_pb.StreamRequest)
         if request.count > MAX_STREAM_COUNT:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"count must be at most {MAX_STREAM_COUNT}, got {request.count}")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"count must be at most {MAX_STREAM_COUNT}, got {request.count}"
+            )
         for index in range(request.count):
             yield stream_pb.StreamResponse(index=index, message=request.message, pod=self.echo.config.pod)
 
@@ -150,7 +152,11 @@ def _handlers(servicer: _Servicer) -> Sequence[grpc.GenericRpcHandler]:
     def unary(fn: Callable[..., Any]) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(fn, response_serializer=pb.EchoResponse.SerializeToString)
 
-    echo = {"Echo": unary(servicer.echo_call), "EchoTwo": unary(servicer.echo_call), "EchoThree": unary(servicer.echo_three)}
+    echo = {
+        "Echo": unary(servicer.echo_call),
+        "EchoTwo": unary(servicer.echo_call),
+        "EchoThree": unary(servicer.echo_three),
+    }
     stream = grpc.unary_stream_rpc_method_handler(
         servicer.server_stream, response_serializer=stream_pb.StreamResponse.SerializeToString
     )

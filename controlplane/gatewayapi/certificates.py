@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..ir import Certificate
-from ..store import Store
 from .refs import RefProblem, kind_and_grant_problem
+from .store import Store
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 

@@ -1,7 +1,7 @@
 """Gateway listeners: validity, conflicts, certificates, and the Gateway's status.
 
 Two questions are kept apart because the spec keeps them apart: whether a listener *accepts
-routes* (it is Accepted, not Conflicted, and allows HTTPRoutes; routes attached to it count in
+routes* (it is Accepted, not Conflicted, and allows HTTPRoutes or GRPCRoutes; routes attached to it count in
 attachedRoutes) and whether it is *programmed* into Envoy (it also has every reference it needs,
 e.g. a usable certificate for HTTPS).
 """
@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir import Certificate
-from ..store import Store
 from .certificates import resolve_certificate
 from .model import GATEWAY_GROUP, Gateway
 from .status import Condition, conditions
+from .store import Store
 
 HTTPROUTE_KIND = {"group": GATEWAY_GROUP, "kind": "HTTPRoute"}
+GRPCROUTE_KIND = {"group": GATEWAY_GROUP, "kind": "GRPCRoute"}
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")  # both served on HTTP (h2c prior knowledge) and HTTPS listeners
 PROTOCOLS = ("HTTP", "HTTPS")
 
 
@@ -34,7 +36,7 @@ class GatewayListener:
     accepts_routes: bool
     programmed: bool
     certificates: tuple[Certificate, ...] = ()
-    attached: set[tuple[str, str]] = field(default_factory=set)
+    attached: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, namespace, name)
 
 
 def gateway_listeners(store: Store, gw: Gateway) -> list[GatewayListener]:
@@ -74,7 +76,7 @@ def gateway_listeners(store: Store, gw: Gateway) -> list[GatewayListener]:
                 "ResolvedRefs",
                 False,
                 "InvalidRouteKinds",
-                f"route kinds {', '.join(bad_kinds)} are not supported; only HTTPRoute is",
+                f"route kinds {', '.join(bad_kinds)} are not supported; only HTTPRoute and GRPCRoute are",
                 gen,
             )
         elif protocol == "HTTPS" and accepted.status is True:
@@ -120,12 +122,13 @@ def _route_kinds(spec: dict[str, Any], protocol: str) -> tuple[list[dict[str, st
     serves_http = protocol in PROTOCOLS
     given = (spec.get("allowedRoutes") or {}).get("kinds")
     if given is None:
-        return ([dict(HTTPROUTE_KIND)] if serves_http else []), []
+        return ([dict(HTTPROUTE_KIND), dict(GRPCROUTE_KIND)] if serves_http else []), []
     good, bad = [], []
     for k in given:
-        if k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP and k["kind"] == "HTTPRoute" and serves_http:
-            if dict(HTTPROUTE_KIND) not in good:
-                good.append(dict(HTTPROUTE_KIND))
+        if k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP and k["kind"] in ROUTE_KINDS and serves_http:
+            kind = {"group": GATEWAY_GROUP, "kind": k["kind"]}
+            if kind not in good:
+                good.append(kind)
         else:
             bad.append(f"{k.get('group', GATEWAY_GROUP)}/{k['kind']}")
     return good, bad

@@ -13,13 +13,13 @@ def route_match(m: dict[str, Any]) -> ir.Match:
     return ir.Match(
         path_type=path.get("type", "PathPrefix"),
         path=path.get("value", "/"),
-        headers=_first_by_name(m.get("headers") or [], fold_case=True),
-        query_params=_first_by_name(m.get("queryParams") or [], fold_case=False),
+        headers=first_by_name(m.get("headers") or [], fold_case=True),
+        query_params=first_by_name(m.get("queryParams") or [], fold_case=False),
         method=m.get("method"),
     )
 
 
-def _first_by_name(items: list[dict[str, Any]], *, fold_case: bool) -> tuple[ir.StringMatch, ...]:
+def first_by_name(items: list[dict[str, Any]], *, fold_case: bool) -> tuple[ir.StringMatch, ...]:
     """The spec: when several matches name the same header/param, only the first counts."""
     seen, out = set(), []
     for item in items:

@@ -15,7 +15,7 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 MIRRORPLANE_GROUP = "mirrorplane.io"  # mirrorplane's own kinds (MirrorPolicy)
 
 # (apiVersion, kind) pairs mirrorplane understands.
-GATEWAY_API_KINDS = {"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"}
+GATEWAY_API_KINDS = {"GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"}
 CORE_KINDS = {("v1", "Service"), ("discovery.k8s.io/v1", "EndpointSlice"), ("v1", "Secret"), ("v1", "Namespace")}
 
 
@@ -151,6 +151,33 @@ class HTTPRouteSpec(TypedDict):
     rules: list[HTTPRouteRule]
 
 
+# --- GRPCRoute --------------------------------------------------------------------------------
+
+
+class GRPCMethodMatch(TypedDict):
+    type: Literal["Exact", "RegularExpression"]  # CRD default Exact
+    service: NotRequired[str]
+    method: NotRequired[str]
+
+
+class GRPCRouteMatch(TypedDict):
+    method: NotRequired[GRPCMethodMatch]
+    headers: NotRequired[list[HTTPHeaderMatch]]
+
+
+class GRPCRouteRule(TypedDict):
+    name: NotRequired[str]
+    matches: NotRequired[list[GRPCRouteMatch]]
+    filters: NotRequired[list[HTTPRouteFilter]]
+    backendRefs: NotRequired[list[HTTPBackendRef]]
+
+
+class GRPCRouteSpec(TypedDict):
+    parentRefs: NotRequired[list[ParentReference]]
+    hostnames: NotRequired[list[str]]
+    rules: NotRequired[list[GRPCRouteRule]]
+
+
 # --- ReferenceGrant ----------------------------------------------------------------------------
 
 
@@ -275,6 +302,7 @@ class K8sObject(Generic[SpecT]):
 GatewayClass = K8sObject[GatewayClassSpec]
 Gateway = K8sObject[GatewaySpec]
 HTTPRoute = K8sObject[HTTPRouteSpec]
+GRPCRoute = K8sObject[GRPCRouteSpec]
 ReferenceGrant = K8sObject[dict[str, Any]]
 Service = K8sObject[ServiceSpec]
 EndpointSlice = K8sObject[EndpointSliceBody]

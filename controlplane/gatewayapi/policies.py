@@ -26,12 +26,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
-from ..store import Store
 from .envoy_limits import header_mods_problems
 from .filters import header_mods
 from .model import GATEWAY_GROUP, K8sObject, MirrorPolicy
 from .rules import Rule
 from .status import Condition, StatusKey, conditions
+from .store import Store
 
 KIND = "MirrorPolicy"
 # Route kinds a MirrorPolicy can target, and the Store field holding them (GRPCRoute: once the

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..ir import Backend, Endpoint
-from ..store import Store
+from .store import Store
 from .model import GATEWAY_GROUP, K8sObject
 
 
@@ -33,9 +33,22 @@ class RefProblem:
     message: str
 
 
-def cluster_name(namespace: str, service: str, port: int, *, mirror: bool = False) -> str:
-    """``ns/svc/port`` for primary traffic, ``mirror/ns/svc/port`` for mirrored copies."""
+# gRPC needs HTTP/2 to the backend: behind a GRPCRoute a Service port without appProtocol is
+# taken as h2c; one that names HTTP/1 (or WebSocket) cannot carry gRPC.
+GRPC_APP_PROTOCOLS: dict[str, Literal["http1", "h2c"]] = {"kubernetes.io/h2c": "h2c"}
+
+
+def cluster_name(namespace: str, service: str, port: int, *, mirror: bool = False, grpc: bool = False) -> str:
+    """``ns/svc/port`` for primary traffic, ``mirror/ns/svc/port`` for mirrored copies.
+
+    Backends of GRPCRoutes get a ``grpc/`` prefix (``grpc/ns/svc/port``, ``mirror/grpc/ns/svc/port``):
+    their cluster is always HTTP/2 while an HTTPRoute to the same port without appProtocol
+    speaks HTTP/1, so one Service mirrored from both kinds becomes two clusters whose protocols
+    never clash, and Envoy's stats count gRPC traffic apart.
+    """
     base = f"{namespace}/{service}/{port}"
+    if grpc:
+        base = f"grpc/{base}"
     return f"mirror/{base}" if mirror else base
 
 
@@ -137,21 +150,25 @@ def resolve_backend(
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} needs a port")
     spec: dict[str, Any] = service.spec  # type: ignore[assignment]
     service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
+    grpc = route.kind == "GRPCRoute"
+    cluster = cluster_name(namespace, name, port, mirror=mirror, grpc=grpc)
     if spec.get("type") == "ExternalName" and spec.get("externalName"):
         endpoints = (Endpoint(spec["externalName"], port),)
-        return Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, "dns"), None
+        return Backend(cluster, endpoints, "dns", "h2c" if grpc else "http1"), None
     if service_port is None:
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} has no port {port}")
     app_protocol = service_port.get("appProtocol")
-    protocol = APP_PROTOCOLS.get(app_protocol) if app_protocol else "http1"
+    known = GRPC_APP_PROTOCOLS if grpc else APP_PROTOCOLS
+    protocol = known.get(app_protocol) if app_protocol else ("h2c" if grpc else "http1")
     if protocol is None:
         return None, RefProblem(
             "UnsupportedProtocol",
-            f"{what}: Service {namespace}/{name} port {port} has appProtocol {app_protocol}; supported: "
-            + ", ".join(sorted(APP_PROTOCOLS)),
+            f"{what}: Service {namespace}/{name} port {port} has appProtocol {app_protocol}; supported"
+            + (" behind a GRPCRoute (none means h2c): " if grpc else ": ")
+            + ", ".join(sorted(known)),
         )
     endpoints, discovery = _endpoints(store, namespace, name, service_port)
-    backend = Backend(cluster_name(namespace, name, port, mirror=mirror), endpoints, discovery, protocol, (namespace, name, port))
+    backend = Backend(cluster, endpoints, discovery, protocol, (namespace, name, port))
     return backend, None
 
 

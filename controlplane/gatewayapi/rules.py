@@ -7,6 +7,7 @@ what depends on the listener (a redirect's default port and scheme) is finished 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from .. import ir
 from .envoy_limits import cors_problems, header_mods_problems, match_problems, path_problem
 from .filters import PREFIX, RuleFilters, rule_filters
 from .matches import route_match
-from .model import HTTPRoute
+from .model import HTTPRoute, K8sObject
 from .refs import BackendResolver, RefProblem
 
 # Deprecated HTTPRoute annotation (MirrorPolicy keepShadowHostSuffix replaces it, and wins over
@@ -33,39 +34,44 @@ class Rule:
     timeout_ms: int | None
     backend_timeout_ms: int | None
     direct_status: int | None
+    # GRPCRoute only: each match's (service characters, method characters, header matches),
+    # which order it among other gRPC matches (grpcroutes.py).
+    ranks: tuple[tuple[int, int, int], ...] = ()
 
 
 Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
+RouteKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclass
 class RouteMemo:
-    """The compiled rules of each HTTPRoute, kept from one translation to the next.
+    """The compiled rules of each HTTPRoute and GRPCRoute, kept from one translation to the next.
 
     A route's rules depend only on the route and on what its references resolve to (Services,
     EndpointSlices, ReferenceGrants). So while those are unchanged (the caller calls
-    :meth:`invalidate` when they change), an HTTPRoute seen before (the same object, or an equal
-    one) is not compiled again: a change to one route recompiles that route only.
+    :meth:`invalidate` when they change), a route seen before (the same object, or an equal
+    one) is not compiled again: a change to one route recompiles that route only. Routes are
+    keyed by (kind, namespace, name): an HTTPRoute and a GRPCRoute may share a name.
     """
 
-    entries: dict[tuple[str, str], tuple[HTTPRoute, Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
+    entries: dict[RouteKey, tuple[K8sObject[Any], Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
     # What the translator made of each route last time (where it attached, its status, its IR
     # routes) and the virtual hosts it built, valid while ``context`` (the Gateways, classes and
     # options attachment depends on) compares equal. Reusing these objects is what lets the xDS
     # translator reuse the bytes of unchanged virtual hosts (xds.translator.EncodedMemo).
-    attached: dict[tuple[str, str], Any] = field(default_factory=dict)
+    attached: dict[RouteKey, Any] = field(default_factory=dict)
     context: Any = None
     # (Gateway, virtual host name) → the virtual host and the backends its routes use.
     vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
     next_vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
 
-    # The HTTPRoutes that differ from the previous translation's input, when the caller knows
+    # The routes that differ from the previous translation's input, when the caller knows
     # (Store.changed): every other route is unchanged without comparing it again.
-    changed: set[tuple[str, str]] | None = None
+    changed: set[RouteKey] | None = None
 
-    def same(self, key: tuple[str, str], old: HTTPRoute, new: HTTPRoute) -> bool:
+    def same(self, key: RouteKey, old: K8sObject[Any], new: K8sObject[Any]) -> bool:
         """Whether ``new`` is the route ``old`` was (the same object, or known or found equal)."""
         return old is new or (self.changed is not None and key not in self.changed) or old == new
 
@@ -103,8 +109,10 @@ class RouteMemo:
     def end_translation(self) -> None:
         self.vhosts, self.next_vhosts = self.next_vhosts, {}
 
-    def compile(self, resolver: BackendResolver, route: HTTPRoute) -> Compiled:
-        key = (route.namespace, route.name)
+    def compile(
+        self, resolver: BackendResolver, route: K8sObject[Any], compiler: Callable[[BackendResolver, Any], Compiled] | None = None
+    ) -> Compiled:
+        key = route.key
         hit = self.entries.get(key)
         if hit is not None and self.same(key, hit[0], route):
             # Equal but not the same object: a provider that rebuilt an unchanged object.
@@ -115,13 +123,13 @@ class RouteMemo:
         self.misses += 1
         resolver.touched = {}
         try:
-            compiled = route_rules(resolver, route)
+            compiled = (compiler or route_rules)(resolver, route)
             self.entries[key] = (route, compiled, resolver.touched)
         finally:
             resolver.touched = None
         return compiled
 
-    def keep_only(self, keys: set[tuple[str, str]]) -> None:
+    def keep_only(self, keys: set[RouteKey]) -> None:
         """Forget routes that are gone."""
         for key in self.entries.keys() - keys:
             del self.entries[key]
@@ -152,25 +160,13 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         # What Envoy would refuse must not reach it: one refused value NACKs the whole Gateway's
         # RouteConfiguration. A refused match is left out; the rest of the rule answers 500.
         refused_matches = {mi: p for mi, m in enumerate(matches) if (p := match_problems(m))}
-        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + _refused_filters(filters)
+        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + refused_filters(filters)
         if refused:
             unsupported += refused
             matches = tuple(m for mi, m in enumerate(matches) if mi not in refused_matches)
             filters = RuleFilters()
 
-        weighted = []
-        for bi, bref in enumerate(rule.get("backendRefs") or []):
-            weight = bref.get("weight", 1)
-            if weight <= 0:
-                continue
-            backend, problem = resolver.resolve(route, bref)
-            if problem:
-                problems.append(problem)
-                weighted.append(ir.WeightedBackend(None, weight))
-            elif backend and bi in filters.backend_headers:
-                weighted.append(ir.WeightedBackend(backend.name, weight, *filters.backend_headers[bi]))
-            elif backend:
-                weighted.append(ir.WeightedBackend(backend.name, weight))
+        weighted = weighted_backends(resolver, route, rule, filters, problems)
 
         timeouts = rule.get("timeouts")
         request_ms = backend_ms = None
@@ -200,7 +196,26 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     return rules, problems, dropped
 
 
-def _refused_filters(filters: RuleFilters) -> list[str]:
+def weighted_backends(
+    resolver: BackendResolver, route: K8sObject[Any], rule: dict[str, Any], filters: RuleFilters, problems: list[RefProblem]
+) -> list[ir.WeightedBackend]:
+    """A rule's backendRefs with their weights and own header filters (HTTPRoute and GRPCRoute
+    alike); an unresolvable one stays, without a cluster, for its share of 500s."""
+    weighted = []
+    for bi, bref in enumerate(rule.get("backendRefs") or []):
+        weight = bref.get("weight", 1)
+        if weight <= 0:
+            continue
+        backend, problem = resolver.resolve(route, bref)
+        if problem:
+            problems.append(problem)
+            weighted.append(ir.WeightedBackend(None, weight))
+        elif backend:
+            weighted.append(ir.WeightedBackend(backend.name, weight, *filters.backend_headers.get(bi, ())))
+    return weighted
+
+
+def refused_filters(filters: RuleFilters) -> list[str]:
     out = header_mods_problems(filters.request_headers, "RequestHeaderModifier")
     out += header_mods_problems(filters.response_headers, "ResponseHeaderModifier")
     for bi, (request, response) in sorted(filters.backend_headers.items()):

@@ -51,12 +51,14 @@ import jsonschema
 import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
-GATEWAY_GROUP = "gateway.networking.k8s.io"
+from ..errors import MirrorplaneError
+from .model import GATEWAY_GROUP
 
 _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",
     "Gateway": "gateway.networking.k8s.io_gateways.yaml",
     "HTTPRoute": "gateway.networking.k8s.io_httproutes.yaml",
+    "GRPCRoute": "gateway.networking.k8s.io_grpcroutes.yaml",
     "ReferenceGrant": "gateway.networking.k8s.io_referencegrants.yaml",
     # mirrorplane's own policy kind (group mirrorplane.io), validated exactly like the others.
     "MirrorPolicy": "mirrorplane.io_mirrorpolicies.yaml",
@@ -70,7 +72,7 @@ _MISSING: Any = object()
 # --- errors ------------------------------------------------------------------------------------
 
 
-class ValidationError(Exception):
+class ValidationError(MirrorplaneError):
     """An object the API server would refuse, with every reason it would give.
 
     The lines match what ``kubectl apply`` prints, so that a user who later moves the same file

@@ -7,10 +7,14 @@ mode) stamps the time, keeping the old one when a condition did not change.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 StatusKey = tuple[str, str, str]  # (kind, namespace, name)
+
+NEGATIVE_POLARITY = frozenset({"Conflicted", "PartiallyInvalid"})
+"""Condition types that say something is wrong when True (every other type: when False)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,30 @@ class Condition:
 
 def conditions(*conds: Condition) -> list[dict[str, Any]]:
     return [c.to_dict() for c in conds]
+
+
+def is_problem(condition: dict[str, Any]) -> bool:
+    """Whether a condition (a status body's dict) reports something wrong."""
+    return bool(condition["status"] == "True") == (condition["type"] in NEGATIVE_POLARITY)
+
+
+def conditions_in(body: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every condition in a status body, with where it sits: ``""`` (the object itself),
+    ``listener NAME``, ``parent [NAMESPACE/]NAME`` or, for a policy, ``target KIND NAME[ rule R]``."""
+    if not isinstance(body, dict):
+        return
+    for c in body.get("conditions") or []:
+        yield where, c
+    for listener in body.get("listeners") or []:
+        yield from conditions_in(listener, f"listener {listener.get('name')}")
+    for parent in body.get("parents") or []:
+        ref = parent.get("parentRef", {})
+        name = f"{ref['namespace']}/{ref['name']}" if ref.get("namespace") else ref.get("name", "?")
+        yield from conditions_in(parent, f"parent {name}")
+    for ancestor in body.get("ancestors") or []:  # a policy's targets (GEP-713)
+        ref = ancestor.get("ancestorRef", {})
+        section = f" rule {ref['sectionName']}" if ref.get("sectionName") else ""
+        yield from conditions_in(ancestor, f"target {ref.get('kind', '?')} {ref.get('name', '?')}{section}")
 
 
 def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str, Any]:

@@ -8,19 +8,21 @@ other valid object keeps being served.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ir
-from ..store import Store
+from .store import Store
 from . import hostnames
 from .filters import redirect_for, rewrite_for
-from .listeners import HTTPROUTE_KIND, GatewayListener, gateway_listeners, gateway_status
+from .grpcroutes import grpc_precedence, grpc_route_rules
+from .listeners import GatewayListener, gateway_listeners, gateway_status
 from .matches import precedence
-from .model import GATEWAY_GROUP, HTTPRoute
+from .model import GATEWAY_GROUP, K8sObject
 from .policies import Policies, resolve as resolve_policies
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Rule, RouteMemo, backends_of, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, RouteMemo, backends_of, route_rules
 from .status import Condition, StatusKey, conditions
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
@@ -34,6 +36,8 @@ SUPPORTED_FEATURES = (
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
@@ -76,7 +80,7 @@ class Translation:
 
 @dataclass
 class _Attachment:
-    route: HTTPRoute
+    route: K8sObject[Any]  # an HTTPRoute or a GRPCRoute
     listener: GatewayListener
     hostnames: list[str]
     rules: list[Rule]
@@ -88,7 +92,7 @@ class _Attachment:
 class _Attached:
     """What attaching one route gave (RouteMemo.attached): replayed while nothing it read changed."""
 
-    route: HTTPRoute
+    route: K8sObject[Any]
     status: dict[str, Any] | None
     found: tuple[tuple[str, str, list[str], list[tuple[str, tuple[Any, ...], ir.Route]]], ...]
     policies: Any = None  # the MirrorPolicies that applied (Policies.for_route): a change replays nothing
@@ -108,12 +112,15 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
 
     resolver = BackendResolver(store)
     policies = resolve_policies(store, options.controller_name, statuses)
+    found: list[_Attachment] = []
+    for routes in (store.httproutes, store.grpcroutes):
+        for _, route in sorted(routes.items()):
+            found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
-    for _, route in sorted(store.httproutes.items()):
-        for a in _attach_route(store, route, listeners, resolver, policies, options, statuses, memo):
-            attachments[a.listener.gateway].append(a)
+    for a in _reject_kind_conflicts(found, statuses):
+        attachments[a.listener.gateway].append(a)
     if memo is not None:
-        memo.keep_only(set(store.httproutes))
+        memo.keep_only({r.key for r in store.httproutes.values()} | {r.key for r in store.grpcroutes.values()})
 
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
@@ -141,12 +148,16 @@ def _gateway_classes(store: Store, options: Options, statuses: dict[StatusKey, d
     return ours
 
 
-# --- HTTPRoute attachment ----------------------------------------------------------------------
+# --- route attachment (HTTPRoute and GRPCRoute) -------------------------------------------------
+
+
+def _compiler(route: K8sObject[Any]) -> Callable[[BackendResolver, Any], Compiled]:
+    return grpc_route_rules if route.kind == "GRPCRoute" else route_rules
 
 
 def _attach_route(
     store: Store,
-    route: HTTPRoute,
+    route: K8sObject[Any],
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
     policies: Policies,
@@ -154,10 +165,10 @@ def _attach_route(
     statuses: dict[StatusKey, dict[str, Any]],
     memo: RouteMemo | None = None,
 ) -> list[_Attachment]:
-    applied = policies.for_route(("HTTPRoute", route.namespace, route.name))
+    applied = policies.for_route(route.key)
     if memo is not None:
-        hit = memo.attached.get((route.namespace, route.name))
-        if hit is not None and hit.policies == applied and memo.same((route.namespace, route.name), hit.route, route):
+        hit = memo.attached.get(route.key)
+        if hit is not None and hit.policies == applied and memo.same(route.key, hit.route, route):
             return _replay(route, hit, listeners, resolver, policies, memo, statuses)
     gen = route.generation
     ours = [
@@ -168,11 +179,12 @@ def _attach_route(
     ours = [(ref, key) for ref, key in ours if key in listeners]
     if not ours:
         if memo is not None:
-            memo.attached[(route.namespace, route.name)] = _Attached(route, None, (), applied)
+            memo.attached[route.key] = _Attached(route, None, (), applied)
         return []
 
-    rules, problems, dropped = memo.compile(resolver, route) if memo is not None else route_rules(resolver, route)
-    rules = policies.apply("HTTPRoute", route, rules)  # after the memo: a policy change is never stale
+    compiler = _compiler(route)
+    rules, problems, dropped = memo.compile(resolver, route, compiler) if memo is not None else compiler(resolver, route)
+    rules = policies.apply(route.kind, route, rules)  # after the memo: a policy change is never stale
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
@@ -188,7 +200,7 @@ def _attach_route(
             )
         if accepted.status is True:
             for lst, names in found:
-                lst.attached.add((route.namespace, route.name))
+                lst.attached.add(route.key)
                 attachments.append(_Attachment(route, lst, names, rules, _ir_routes(route, rules, lst)))
         conds = [accepted, resolved]
         if dropped and usable:
@@ -198,15 +210,15 @@ def _attach_route(
         parents.append(
             {"parentRef": dict(ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
         )
-    status = statuses[("HTTPRoute", route.namespace, route.name)] = {"parents": parents}
+    status = statuses[route.key] = {"parents": parents}
     if memo is not None:
         found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
-        memo.attached[(route.namespace, route.name)] = _Attached(route, status, found_, applied)
+        memo.attached[route.key] = _Attached(route, status, found_, applied)
     return attachments
 
 
 def _replay(
-    route: HTTPRoute,
+    route: K8sObject[Any],
     hit: _Attached,
     listeners: dict[str, list[GatewayListener]],
     resolver: BackendResolver,
@@ -215,32 +227,90 @@ def _replay(
     statuses: dict[StatusKey, dict[str, Any]],
 ) -> list[_Attachment]:
     """_attach_route's result for a route, Gateways, references and policies all unchanged since it ran."""
-    rules = policies.apply("HTTPRoute", route, memo.compile(resolver, route)[0])
+    rules = policies.apply(route.kind, route, memo.compile(resolver, route, _compiler(route))[0])
     if hit.route is not route:
-        memo.attached[(route.namespace, route.name)] = replace(hit, route=route)
+        memo.attached[route.key] = replace(hit, route=route)
     if hit.status is not None:
-        statuses[("HTTPRoute", route.namespace, route.name)] = hit.status
+        statuses[route.key] = hit.status
     out = []
     for gateway, name, names, routes in hit.found:
         lst = next(lst for lst in listeners[gateway] if lst.name == name)
-        lst.attached.add((route.namespace, route.name))
+        lst.attached.add(route.key)
         out.append(_Attachment(route, lst, names, rules, routes))
     return out
 
 
-def _ir_routes(route: HTTPRoute, rules: list[Rule], lst: GatewayListener) -> list[tuple[str, tuple[Any, ...], ir.Route]]:
-    meta = route.metadata
+def _ir_routes(route: K8sObject[Any], rules: list[Rule], lst: GatewayListener) -> list[tuple[str, tuple[Any, ...], ir.Route]]:
+    grpc = route.kind == "GRPCRoute"
     out = []
     for rule in rules:
         for mi, match in enumerate(rule.matches):
-            name = f"httproute/{meta.namespace}/{meta.name}/rule/{rule.name or rule.index}/match/{mi}"
-            source = f"HTTPRoute {meta.namespace}/{meta.name}"
-            out.append((name, precedence(route, rule.index, mi, match), _route(name, match, rule, lst, source)))
+            name = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/{rule.name or rule.index}/match/{mi}"
+            order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
+            out.append((name, order, _route(name, match, rule, lst, route)))
     return out
 
 
+def _reject_kind_conflicts(found: list[_Attachment], statuses: dict[StatusKey, dict[str, Any]]) -> list[_Attachment]:
+    """An HTTPRoute and a GRPCRoute on one listener with intersecting hostnames: the spec accepts
+    exactly one, the older, then the first by namespace/name. The other loses that listener; a
+    route left with no listener of a Gateway is not Accepted by it.
+
+    Done after attachment, over its results, so that each route's own attachment stays a
+    function of that route alone (RouteMemo replays it) and only listeners holding both kinds
+    cost anything here."""
+    by_listener: dict[int, list[_Attachment]] = defaultdict(list)
+    for a in found:
+        by_listener[id(a.listener)].append(a)
+    lost: dict[int, _Attachment] = {}  # id(loser) → the attachment that won
+    for group in by_listener.values():
+        if len({a.route.kind for a in group}) < 2:
+            continue
+        winners: list[_Attachment] = []
+        for a in sorted(group, key=lambda a: (a.route.metadata.creation_timestamp, a.route.namespace, a.route.name, a.route.kind)):
+            rival = next((w for w in winners if w.route.kind != a.route.kind and _overlap(a.hostnames, w.hostnames)), None)
+            if rival is None:
+                winners.append(a)
+            else:
+                lost[id(a)] = rival
+    if not lost:
+        return found
+    kept = [a for a in found if id(a) not in lost]
+    for a in found:
+        rival = lost.get(id(a))
+        if rival is None:
+            continue
+        route, lst = a.route, a.listener
+        if not any(k.route is route and k.listener is lst for k in kept):
+            lst.attached.discard(route.key)
+        if not any(k.route is route and k.listener.gateway == lst.gateway for k in kept):
+            why = (
+                f"hostnames intersect those of {rival.route.describe()} on listener {lst.name}, which was accepted "
+                "first (the older route, then by namespace/name); an HTTPRoute and a GRPCRoute cannot share a hostname"
+            )
+            statuses[route.key] = _not_accepted(statuses[route.key], route, lst.gateway, why)
+    return kept
+
+
+def _overlap(a: list[str], b: list[str]) -> bool:
+    return any(x == hostnames.CATCH_ALL or y == hostnames.CATCH_ALL or hostnames.intersect(x, [y]) for x in a for y in b)
+
+
+def _not_accepted(status: dict[str, Any], route: K8sObject[Any], gateway: str, why: str) -> dict[str, Any]:
+    """A copy of a route's status (the memo may hold the original) with Accepted=False on the
+    parents naming ``gateway``."""
+    cond = Condition("Accepted", False, "NotAllowedByListeners", why, route.generation).to_dict()
+    parents = []
+    for parent in status["parents"]:
+        ref = parent["parentRef"]
+        if f"{ref.get('namespace') or route.namespace}/{ref['name']}" == gateway:
+            parent = {**parent, "conditions": [cond if c["type"] == "Accepted" else c for c in parent["conditions"]]}
+        parents.append(parent)
+    return {**status, "parents": parents}
+
+
 def _accept(
-    store: Store, route: HTTPRoute, ref: dict[str, Any], gw_listeners: list[GatewayListener]
+    store: Store, route: K8sObject[Any], ref: dict[str, Any], gw_listeners: list[GatewayListener]
 ) -> tuple[Condition, list[tuple[GatewayListener, list[str]]]]:
     """Which listeners of a Gateway take this parentRef, and the Accepted condition saying so."""
     gen = route.generation
@@ -279,8 +349,8 @@ def _accept(
     return Condition("Accepted", True, "Accepted", "Route is accepted", gen), found
 
 
-def _allows(store: Store, lst: GatewayListener, route: HTTPRoute) -> bool:
-    if HTTPROUTE_KIND not in lst.kinds:
+def _allows(store: Store, lst: GatewayListener, route: K8sObject[Any]) -> bool:
+    if {"group": GATEWAY_GROUP, "kind": route.kind} not in lst.kinds:
         return False
     gw_namespace = lst.gateway.split("/", 1)[0]
     mode = lst.allowed_namespaces.get("from", "Same")
@@ -405,26 +475,23 @@ def _virtual_hosts(
     return tuple(out)
 
 
-def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, source: str) -> ir.Route:
+def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, route: K8sObject[Any]) -> ir.Route:
     f = rule.filters
-    rule_id = rule.name or str(rule.index)
+    origin = {"kind": route.kind, "source": route.describe(), "rule": rule.name or str(rule.index)}
     if rule.direct_status is not None:
         return ir.Route(
             name=name,
             match=match,
-            source=source,
-            rule=rule_id,
             request_headers=f.request_headers,
             response_headers=f.response_headers,
             direct_status=rule.direct_status,
+            **origin,  # type: ignore[arg-type]
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
     return ir.Route(
         name=name,
         match=match,
-        source=source,
-        rule=rule_id,
         backends=rule.backends,
         mirrors=tuple(f.mirrors),
         request_headers=f.request_headers,
@@ -435,4 +502,5 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, so
         timeout_ms=rule.timeout_ms,
         backend_timeout_ms=rule.backend_timeout_ms,
         stat_prefix=name if rule.name else "",
+        **origin,  # type: ignore[arg-type]
     )

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from ..store import Store
+from ..gatewayapi.store import Store
 
 OnChange = Callable[[Store], Awaitable[None] | None]
 

@@ -28,10 +28,11 @@ from typing import Any, TypeVar
 import yaml
 from watchfiles import awatch
 
+from ..errors import SourceError
 from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
+from ..gatewayapi.store import Store
 from ..gcpause import paused_gc
-from ..store import Store
 from . import yamlread
 from .base import OnChange, deliver
 from .yamlread import Limits
@@ -189,7 +190,7 @@ class FileProvider:
 
     async def start(self) -> Store:
         if not self.root.exists():
-            raise FileNotFoundError(f"{self.root} does not exist: give a folder (or file) of Gateway API YAML")
+            raise SourceError(f"{self.root} does not exist: give a folder (or file) of Gateway API YAML")
         return await self._off_loop(self.load)
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
@@ -222,7 +223,7 @@ class FileProvider:
         for path in sorted(self._state):
             for key, obj in self._state[path].objects.items():
                 if key in seen:
-                    log.warning("file.duplicate object=%r first=%s again=%s (the later file wins)", obj.describe(), seen[key], path)
+                    log.warning("file.duplicate object=%r first=%s again=%s winner=again", obj.describe(), seen[key], path)
                 seen[key] = path
                 objects.append(obj)
         return Store.from_objects(objects)

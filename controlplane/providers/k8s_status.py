@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..gatewayapi.status import StatusKey, stamp
 from .kubeapi import MERGE_PATCH, ApiError, KubeApi
-from .kubernetes import KubernetesProvider
+from .kubernetes import ROUTE_KINDS, KubernetesProvider
 from .leader import LeaderElector, LeaseOptions
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ Addresses = list[dict[str, str]]
 
 # Status lists that several controllers share, one entry each per controllerName: an HTTPRoute's
 # parents, a policy's ancestors (GEP-713).
-_SHARED_LISTS = {"HTTPRoute": "parents", "MirrorPolicy": "ancestors"}
+_SHARED_LISTS = {"HTTPRoute": "parents", "GRPCRoute": "parents", "MirrorPolicy": "ancestors"}
 
 
 def service_addresses(spec: dict[str, Any], status: dict[str, Any]) -> Addresses | None:
@@ -143,8 +143,9 @@ class StatusWriter:
     def _patches(self) -> list[tuple[StatusKey, dict[str, Any], dict[str, Any]] | None]:
         wanted = dict(self.wanted)
         # Routes whose parents no longer include a Gateway of ours: drop our stale entries.
-        for ns, name in self.provider.live_keys("HTTPRoute"):
-            wanted.setdefault(("HTTPRoute", ns, name), {"parents": []})
+        for kind in ROUTE_KINDS:
+            for ns, name in self.provider.live_keys(kind):
+                wanted.setdefault((kind, ns, name), {"parents": []})
         addresses = self._addresses()
         return [self._patch(key, body, addresses) for key, body in sorted(wanted.items())]
 
@@ -199,7 +200,7 @@ class StatusWriter:
                     return False
                 if key not in self._failing:
                     self._failing.add(key)
-                    log.warning("status.write_failed object=%r error=%s (retrying)", f"{kind} {ns + '/' if ns else ''}{name}", exc)
+                    log.warning("status.write_failed object=%r error=%r then=retry", f"{kind} {ns + '/' if ns else ''}{name}", str(exc))
                 return False
         self._failing.discard(key)
         self.writes += 1

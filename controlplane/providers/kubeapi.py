@@ -18,16 +18,13 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 
+from ..errors import KubernetesApiError, SourceError
+
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class ApiError(RuntimeError):
-    """A non-2xx answer from the API server (``status`` is the HTTP code, 0 when unreachable)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}" if status else message)
-        self.status = status
-        self.message = message
+ApiError = KubernetesApiError
+"""A non-2xx answer from the API server, or none (the name the providers use)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ async def load_configuration(kubeconfig: Path | None) -> client.Configuration:
                 await config.load_kube_config(client_configuration=cfg, persist_config=False)
     except (config.ConfigException, OSError) as exc:
         where = kubeconfig or "in-cluster service account or ~/.kube/config"
-        raise RuntimeError(f"no usable Kubernetes configuration ({where}): {exc}") from exc
+        raise SourceError(f"no usable Kubernetes configuration ({where}): {exc}") from exc
     return cfg
 
 

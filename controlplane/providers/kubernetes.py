@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import SourceError
 from ..gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP, K8sObject, from_dict
-from ..store import Store
+from ..gatewayapi.store import Store
 from . import yamlread
 from .base import OnChange, deliver
 from .kubeapi import ApiError, KubeApi, Resource
@@ -45,12 +46,14 @@ GATEWAY_RESOURCES = (
     ("GatewayClass", "gatewayclasses", False, ("v1",)),
     ("Gateway", "gateways", True, ("v1",)),
     ("HTTPRoute", "httproutes", True, ("v1",)),
+    ("GRPCRoute", "grpcroutes", True, ("v1",)),
     ("ReferenceGrant", "referencegrants", True, ("v1", "v1beta1")),
 )
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 # mirrorplane's own kinds: watched when the cluster serves them (the MirrorPolicy CRD is in
 # manifests/install.yaml), so that a cluster without the CRD still routes, without policies.
 POLICY_RESOURCES = (Resource("MirrorPolicy", MIRRORPLANE_GROUP, "v1alpha1", "mirrorpolicies", True),)
-STATUS_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "MirrorPolicy")  # we write their status
+STATUS_KINDS = ("GatewayClass", "Gateway", *ROUTE_KINDS, "MirrorPolicy")  # we write their status
 KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
 
 
@@ -78,7 +81,7 @@ class _Outage:
     def failed(self, kind: str, error: Exception) -> None:
         if not self.failing:
             self.since = time.monotonic()
-            log.warning("kubernetes.unreachable host=%s error=%r (serving the last known config; retrying)", self.host, str(error))
+            log.warning("kubernetes.unreachable host=%s error=%r serving=last_known_config then=retry", self.host, str(error))
         self.failing.add(kind)
 
     def ok(self, kind: str) -> None:
@@ -145,12 +148,12 @@ class Reflector:
             yamlread.check_tree(body, self.options.limits)
         except yamlread.Rejected as exc:
             meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-            log.error("object.rejected kind=%s object=%s/%s error=%r (skipped)", self.kind, meta.get("namespace"), meta.get("name"), str(exc))
+            log.error("object.rejected kind=%s object=%s/%s error=%r then=skip", self.kind, meta.get("namespace"), meta.get("name"), str(exc))
             return None
         try:
             obj = from_dict(body, source="kubernetes")
         except (KeyError, TypeError, ValueError) as exc:  # the API server validated it: not expected
-            log.error("object.unreadable kind=%s error=%r (skipped)", self.kind, str(exc))
+            log.error("object.unreadable kind=%s error=%r then=skip", self.kind, str(exc))
             return None
         return (obj.namespace, obj.name), obj
 
@@ -166,7 +169,7 @@ class Reflector:
                 self.outage.ok(self.kind)
             except ApiError as exc:
                 if exc.status == 410:
-                    log.info("watch.expired kind=%s resource_version=%s (relisting)", self.kind, self.resource_version)
+                    log.info("watch.expired kind=%s resource_version=%s then=relist", self.kind, self.resource_version)
                     self.resource_version = ""
                     continue
                 self.outage.failed(self.kind, exc)
@@ -265,7 +268,7 @@ class KubernetesProvider:
                 return await self._start_once()
             except ApiError as exc:
                 log.warning(
-                    "kubernetes.start_failed host=%s %s error=%r retry_in=%.1fs (not ready until every kind is listed)",
+                    "kubernetes.start_failed host=%s %s error=%r retry_in=%.1fs ready=after_every_kind_listed",
                     self.api.host,
                     getattr(exc, "resource", "discovery"),
                     str(exc),
@@ -299,8 +302,8 @@ class KubernetesProvider:
                 out.append(r)
             else:
                 log.warning(
-                    "kubernetes.kind_not_served kind=%s group=%s version=%s (install its CRD from manifests/install.yaml "
-                    "to use it)", r.kind, r.group, r.version,
+                    "kubernetes.kind_not_served kind=%s group=%s version=%s fix=install_its_crd",
+                    r.kind, r.group, r.version,
                 )
         return out
 
@@ -317,7 +320,7 @@ class KubernetesProvider:
                     out.append(Resource(kind, GATEWAY_GROUP, version, plural, namespaced))
                     break
             else:
-                raise RuntimeError(
+                raise SourceError(
                     f"the Kubernetes API at {self.api.host} does not serve {plural}.{GATEWAY_GROUP} "
                     f"({'/'.join(versions)}): install the Gateway API CRDs (manifests/install.yaml)"
                 )
@@ -360,7 +363,7 @@ class KubernetesProvider:
             try:
                 await self.resync()
             except ApiError as exc:
-                log.info("resync.failed error=%s (the watches keep running)", exc)
+                log.info("resync.failed error=%r watches=running", str(exc))
 
     async def close(self) -> None:
         if self.api is not None:

@@ -151,4 +151,4 @@ class LeaderElector:
             await self.api.request("PUT", LEASE.path(o.namespace, o.name), body=lease, timeout=5)
             log.info("lease.released lease=%s/%s identity=%s", o.namespace, o.name, o.identity)
         except ApiError as exc:
-            log.info("lease.release_failed error=%s (another replica takes over when it expires)", exc)
+            log.info("lease.release_failed error=%r then=takeover_on_expiry", str(exc))

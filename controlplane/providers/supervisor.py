@@ -55,7 +55,7 @@ class Supervisor:
                 if time.monotonic() - began > self.stable_after:
                     delay = self.backoff[0]
                 log.exception(
-                    "provider.stopped source=%s restart_in=%.1fs (serving the last good config; not ready meanwhile)",
+                    "provider.stopped source=%s restart_in=%.1fs serving=last_good_config ready=false",
                     self.provider.describe(),
                     delay,
                 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 
@@ -18,14 +18,25 @@ from ..admin.client import _table, add_arguments, channel, to_json
 from .compare import RESULTS
 from .v1 import shadow_pb2, shadow_pb2_grpc
 
-_COLUMNS = {"same": "SAME", "status_differs": "STATUS", "body_differs": "BODY", "headers_differ": "HEADERS", "mirror_failed": "FAILED", "unpaired": "UNPAIRED"}
+_COLUMNS = {
+    "same": "SAME",
+    "status_differs": "STATUS",
+    "body_differs": "BODY",
+    "headers_differ": "HEADERS",
+    "mirror_failed": "FAILED",
+    "unpaired": "UNPAIRED",
+}
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("diff", help="shadow testing: how each mirror answered compared with the primary, per route rule")
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "diff", help="shadow testing: how each mirror answered compared with the primary, per route rule"
+    )
     p.add_argument("--gateway", default="", help="only this Gateway, NAMESPACE/NAME")
     p.add_argument("--route", default="", help="only this route, NAMESPACE/NAME")
-    p.add_argument("-w", "--watch", action="store_true", help="then print each differing pair as it is found (Ctrl-C ends)")
+    p.add_argument(
+        "-w", "--watch", action="store_true", help="then print each differing pair as it is found (Ctrl-C ends)"
+    )
     add_arguments(p)
 
 
@@ -33,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with channel(args) as ch:
             stub = shadow_pb2_grpc.ShadowStub(ch)
-            response = stub.GetComparisons(shadow_pb2.GetComparisonsRequest(gateway=args.gateway, route=args.route), timeout=args.timeout)
+            response = stub.GetComparisons(
+                shadow_pb2.GetComparisonsRequest(gateway=args.gateway, route=args.route), timeout=args.timeout
+            )
             if args.output == "json":
                 print(json.dumps(to_json(response), indent=2), flush=True)
             else:
@@ -78,16 +91,29 @@ def _leg(leg: shadow_pb2.Leg) -> str:
 
 
 def _pair_line(p: shadow_pb2.DifferingPair, *, with_rule: bool = False) -> str:
-    at = datetime.fromtimestamp(p.at.ToNanoseconds() / 1e9, tz=timezone.utc).strftime("%H:%M:%S")
+    at = datetime.fromtimestamp(p.at.ToNanoseconds() / 1e9, tz=UTC).strftime("%H:%M:%S")
     where = f"{p.gateway} {p.route} rule {p.rule} -> {p.mirror}  " if with_rule else ""
-    return f"{at}  {where}{p.result:<15} {p.request_id}  {p.method} {p.path}  primary {_leg(p.primary)}  mirror {_leg(p.mirror_leg)}  {p.detail}"
+    legs = f"primary {_leg(p.primary)}  mirror {_leg(p.mirror_leg)}"
+    return f"{at}  {where}{p.result:<15} {p.request_id}  {p.method} {p.path}  {legs}  {p.detail}"
 
 
 def render(response: shadow_pb2.GetComparisonsResponse) -> str:
     if not response.rules:
         out = "no mirrored request compared yet\n"
     else:
-        rows = [["GATEWAY", "ROUTE", "RULE", "MIRROR", "PAIRS", *_COLUMNS.values(), "DIFFER", "PRIMARY p50/p99", "MIRROR p50/p99"]]
+        rows = [
+            [
+                "GATEWAY",
+                "ROUTE",
+                "RULE",
+                "MIRROR",
+                "PAIRS",
+                *_COLUMNS.values(),
+                "DIFFER",
+                "PRIMARY p50/p99",
+                "MIRROR p50/p99",
+            ]
+        ]
         for r in response.rules:
             total = sum(r.results.values())
             differing = total - r.results.get("same", 0)
@@ -112,6 +138,7 @@ def render(response: shadow_pb2.GetComparisonsResponse) -> str:
                 out += f"  {_pair_line(p)}  [{r.route} rule {r.rule}]\n"
     rx = response.receiver
     dropped = {k: v for k, v in rx.entries.items() if k.startswith("dropped") or k == "malformed"}
-    out += f"\nreceiver: {rx.entries.get('received', 0)} entries, {rx.pending} waiting for their other leg (at most {rx.pending_limit}, {rx.window_seconds:g}s)"
+    out += f"\nreceiver: {rx.entries.get('received', 0)} entries, {rx.pending} waiting for their other leg"
+    out += f" (at most {rx.pending_limit}, {rx.window_seconds:g}s)"
     out += (", dropped " + ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) if dropped else "") + "\n"
     return out

@@ -34,16 +34,29 @@ from .service import expire_forever, shadow_service
 log = logging.getLogger("mirrorplane.collect")
 
 
-def add_arguments(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("collect", help="shadow testing's access log receiver alone, for a large fleet (docs/shadow-testing.md)")
+def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "collect", help="shadow testing's access log receiver alone, for a large fleet (docs/shadow-testing.md)"
+    )
     p.add_argument("--address", default="127.0.0.1", help="address both ports bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=18090, help="gRPC port: ALS from Envoys, the Shadow admin service (default 18090)")
+    p.add_argument(
+        "--port", type=int, default=18090, help="gRPC port: ALS from Envoys, the Shadow admin service (default 18090)"
+    )
     p.add_argument("--http-port", type=int, default=19091, help="HTTP port: /metrics, /healthz (default 19091)")
-    p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help=f"seconds a leg waits for the other (default {DEFAULT_WINDOW:g})")
-    p.add_argument("--pending-limit", type=int, default=DEFAULT_LIMIT, help=f"requests waiting at once (default {DEFAULT_LIMIT})")
+    p.add_argument(
+        "--window",
+        type=float,
+        default=DEFAULT_WINDOW,
+        help=f"seconds a leg waits for the other (default {DEFAULT_WINDOW:g})",
+    )
+    p.add_argument(
+        "--pending-limit", type=int, default=DEFAULT_LIMIT, help=f"requests waiting at once (default {DEFAULT_LIMIT})"
+    )
     p.add_argument("--tls-cert", type=Path)
     p.add_argument("--tls-key", type=Path)
-    p.add_argument("--client-ca", type=Path, help="mutual TLS: Envoys present their Gateway's certificate, operators theirs")
+    p.add_argument(
+        "--client-ca", type=Path, help="mutual TLS: Envoys present their Gateway's certificate, operators theirs"
+    )
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without mutual TLS")
     return p
 
@@ -62,8 +75,11 @@ class Collector:
     async def run(self) -> None:
         server = grpc.aio.server(interceptors=[OperatorOnly([ALS_SERVICE_NAME])] if self.authorizer.enforced else [])
         names = [health.SERVICE_NAME]
-        for name, add in (als_service(AccessLogReceiver(self.comparisons, self.authorizer)), shadow_service(self.comparisons)):
-            add(server)  # type: ignore[operator]
+        for name, add in (
+            als_service(AccessLogReceiver(self.comparisons, self.authorizer)),
+            shadow_service(self.comparisons),
+        ):
+            add(server)
             names.append(name)
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
@@ -73,13 +89,18 @@ class Collector:
             server.add_insecure_port(self.address)
         await server.start()
         app = web.Application()
-        app.router.add_get("/healthz", lambda _: web.Response(text="ok\n"))
+        app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, *self.http).start()
         expire = asyncio.create_task(expire_forever(self.comparisons))
-        log.info("collect.started grpc=%s http=%s security=%s", self.address, host_port(*self.http), "mtls-identities" if self.authorizer.enforced else ("tls" if self.tls else "plaintext"))
+        log.info(
+            "collect.started grpc=%s http=%s security=%s",
+            self.address,
+            host_port(*self.http),
+            "mtls-identities" if self.authorizer.enforced else ("tls" if self.tls else "plaintext"),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,6 +109,9 @@ class Collector:
         expire.cancel()
         await server.stop(0)
         await runner.cleanup()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=self.comparisons.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
+from google.protobuf import duration_pb2
 
 from .tagging import CLUSTER_TAG, TAG
 
@@ -91,5 +92,5 @@ def _size(headers: dict[str, str], wire: int, head: int) -> int:
     return -1
 
 
-def _seconds(d: object) -> float:
-    return d.seconds + d.nanos / 1e9  # type: ignore[attr-defined]
+def _seconds(d: duration_pb2.Duration) -> float:
+    return float(d.seconds + d.nanos / 1e9)

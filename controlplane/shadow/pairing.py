@@ -56,7 +56,15 @@ Count = Callable[[str, int], None]
 
 
 class Pairer:
-    def __init__(self, emit: Emit, count: Count, *, window: float = DEFAULT_WINDOW, limit: int = DEFAULT_LIMIT, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        count: Count,
+        *,
+        window: float = DEFAULT_WINDOW,
+        limit: int = DEFAULT_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.emit, self.count = emit, count
         self.window, self.limit, self.clock = window, limit, clock
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()

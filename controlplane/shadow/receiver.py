@@ -9,7 +9,7 @@ this itself, so it is listed as self-checked for the operator-only interceptor.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
@@ -19,6 +19,8 @@ from .hub import Comparisons
 
 log = logging.getLogger("mirrorplane.shadow")
 
+ServiceAdder = Callable[[grpc.aio.Server], object]
+"""As xds.server.build_server(services=...) takes it (not imported: this package stands alone)."""
 ALS_SERVICE_NAME = als_pb2.DESCRIPTOR.services_by_name["AccessLogService"].full_name
 
 
@@ -39,9 +41,17 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
                     gateway = msg.identifier.node.cluster
                     denial = self._denial(context, gateway)
                     if denial:
-                        log.warning("als.denied gateway=%s node=%s peer=%s reason=%s", gateway or "-", msg.identifier.node.id, context.peer(), denial)
+                        log.warning(
+                            "als.denied gateway=%s node=%s peer=%s reason=%s",
+                            gateway or "-",
+                            msg.identifier.node.id,
+                            context.peer(),
+                            denial,
+                        )
                         await context.abort(grpc.StatusCode.PERMISSION_DENIED, denial)
-                    log.info("als.connected gateway=%s node=%s peer=%s", gateway, msg.identifier.node.id, context.peer())
+                    log.info(
+                        "als.connected gateway=%s node=%s peer=%s", gateway, msg.identifier.node.id, context.peer()
+                    )
                 add = self.comparisons.add_entry
                 for entry in msg.http_logs.log_entry:
                     add(gateway, entry)
@@ -58,5 +68,5 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
         return self.authorizer.stream_denial(context, gateway)
 
 
-def als_service(receiver: AccessLogReceiver) -> tuple[str, object]:
+def als_service(receiver: AccessLogReceiver) -> tuple[str, ServiceAdder]:
     return ALS_SERVICE_NAME, lambda server: als_pb2_grpc.add_AccessLogServiceServicer_to_server(receiver, server)

@@ -14,6 +14,7 @@ from google.protobuf import timestamp_pb2
 
 from .entries import Leg
 from .hub import Comparisons, Diff, RuleStats, percentile
+from .receiver import ServiceAdder
 from .v1 import shadow_pb2, shadow_pb2_grpc
 
 SHADOW_SERVICE_NAME = shadow_pb2.DESCRIPTOR.services_by_name["Shadow"].full_name
@@ -119,7 +120,7 @@ class ShadowServicer(shadow_pb2_grpc.ShadowServicer):
             self.comparisons.watchers.discard(q)
 
 
-def shadow_service(comparisons: Comparisons) -> tuple[str, object]:
+def shadow_service(comparisons: Comparisons) -> tuple[str, ServiceAdder]:
     servicer = ShadowServicer(comparisons)
     return SHADOW_SERVICE_NAME, lambda server: shadow_pb2_grpc.add_ShadowServicer_to_server(servicer, server)
 

@@ -9,7 +9,8 @@ applies the same function to decide which mirror legs to expect.
 The primary leg's entry carries its route's tag (route metadata, copied by a custom tag); a
 mirror leg has no route in Envoy, only its cluster, so mirror clusters carry their own threshold
 (the highest of the rules mirroring to them) in cluster metadata. A route's tag depends on the
-route alone, so the translator's per-virtual-host memo stays valid. Pure functions only: the translator and the receiver both import this.
+route alone, so the translator's per-virtual-host memo stays valid. Pure functions only: the
+translator and the receiver both import this.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class RouteTag:
         )
 
     @staticmethod
-    def decode(text: str) -> "RouteTag":
+    def decode(text: str) -> RouteTag:
         """Raises ValueError (or KeyError/TypeError) on anything that is not what encode wrote."""
         data = json.loads(text)
         return RouteTag(

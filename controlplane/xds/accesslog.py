@@ -57,7 +57,12 @@ def tag_route(source: ir.Route, route: route_pb2.Route) -> None:
     Depends on ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo)."""
     name, rule = _source(source)
     mirrors = tuple(
-        MirrorTag(cluster=m.backend, percent=m.comparison.sample_percent, always=m.numerator >= m.denominator, headers=m.comparison.headers)
+        MirrorTag(
+            cluster=m.backend,
+            percent=m.comparison.sample_percent,
+            always=m.numerator >= m.denominator,
+            headers=m.comparison.headers,
+        )
         for m in source.mirrors
     )
     meta = _set_below(route.metadata, max((m.percent for m in mirrors), default=0))
@@ -124,7 +129,9 @@ def _logger(headers: tuple[str, ...]) -> accesslog_pb2.AccessLog:
             buffer_flush_interval=duration_pb2.Duration(nanos=500_000_000),
             custom_tags=[
                 _metadata_tag(TAG, metadata_pb2.MetadataKind(route=metadata_pb2.MetadataKind.Route()), "tag"),
-                _metadata_tag(CLUSTER_TAG, metadata_pb2.MetadataKind(cluster=metadata_pb2.MetadataKind.Cluster()), "min"),
+                _metadata_tag(
+                    CLUSTER_TAG, metadata_pb2.MetadataKind(cluster=metadata_pb2.MetadataKind.Cluster()), "min"
+                ),
             ],
         ),
         additional_response_headers_to_log=list(headers),
@@ -132,7 +139,8 @@ def _logger(headers: tuple[str, ...]) -> accesslog_pb2.AccessLog:
     )
     flt = accesslog_pb2.AccessLogFilter(
         extension_filter=accesslog_pb2.ExtensionFilter(
-            name="envoy.access_loggers.extension_filters.cel", typed_config=_any(cel_pb2.ExpressionFilter(expression=CEL_FILTER))
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=_any(cel_pb2.ExpressionFilter(expression=CEL_FILTER)),
         )
     )
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", filter=flt, typed_config=_any(config))
@@ -142,7 +150,10 @@ def _metadata_tag(tag: str, kind: metadata_pb2.MetadataKind, field: str) -> cust
     return custom_tag_pb2.CustomTag(
         tag=tag,
         metadata=custom_tag_pb2.CustomTag.Metadata(
-            kind=kind, metadata_key=metadata_pb2.MetadataKey(key=METADATA_KEY, path=[metadata_pb2.MetadataKey.PathSegment(key=field)])
+            kind=kind,
+            metadata_key=metadata_pb2.MetadataKey(
+                key=METADATA_KEY, path=[metadata_pb2.MetadataKey.PathSegment(key=field)]
+            ),
         ),
     )
 

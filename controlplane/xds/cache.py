@@ -223,11 +223,11 @@ class SnapshotCache:
         gateway = new.gateway
         old = self._snapshots.get(gateway)
         if old is not None and old.version == new.version:
-            log.debug("snapshot unchanged gateway=%s version=%s", gateway, old.version)
+            log.debug("snapshot.unchanged gateway=%s version=%s", gateway, old.version)
             return old
         self._snapshots[gateway] = new
         log.debug(
-            "snapshot set gateway=%s version=%s changed=%s",
+            "snapshot.set gateway=%s version=%s changed=%s",
             gateway,
             new.version,
             ",".join(SHORT_NAMES[t] for t in new.changed_types(old)),
@@ -241,7 +241,7 @@ class SnapshotCache:
     def remove(self, gateway: str) -> None:
         """Forget ``gateway``. Its streams are woken (they see ``None``) but stay open."""
         if self._snapshots.pop(gateway, None) is not None:
-            log.debug("snapshot removed gateway=%s", gateway)
+            log.debug("snapshot.removed gateway=%s", gateway)
             self._notify(gateway)
 
     def gateways(self) -> list[str]:

@@ -1,9 +1,9 @@
 """Delta (incremental) ADS: the same stream rules as State of the World, in resources, not types.
 
-A Delta stream is the SotW stream of :mod:`.server` (lifecycle, node and Gateway, one response
-in flight per type, stale nonces, NACKs recorded in the same :class:`NodeRegistry`,
-make-before-break ordering and held clusters) with a different notion of what the Envoy has and
-what a response carries:
+A Delta stream follows the rules of :mod:`.stream` as the SotW stream (:mod:`.sotw`) does
+(lifecycle, node and Gateway, one response in flight per type, stale nonces, NACKs recorded in
+the same :class:`NodeRegistry`, make-before-break ordering and held clusters) with a different
+notion of what the Envoy has and what a response carries:
 
 * Per type, the stream keeps ``known``: name → version of every resource the Envoy has or will
   have once it applies what is in flight. Versions are the content hashes of :mod:`.cache`, so
@@ -23,7 +23,7 @@ what a response carries:
   reconnecting Envoy that has everything current gives it a nonce to ACK.
 * A NACK leaves ``known`` as sent: the rejected content is not sent again (a later, different
   version of the resource is). The registry's ``kept_version`` is the last ACKed one.
-* Make-before-break removals: while :meth:`_holding` keeps clusters, their names (and the
+* Make-before-break removals: while clusters are held, their names (and the
   endpoints the snapshot dropped) are simply not put in ``removed_resources`` yet.
 
 A response is assembled per stream from the snapshot's serialized bytes; nothing is serialized
@@ -33,15 +33,15 @@ per stream.
 from __future__ import annotations
 
 import logging
+from collections.abc import Set
 from dataclasses import dataclass, field
 
-import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from .cache import Entry, Snapshot, content_version
 from .resources import CLUSTER, LISTENER
-from .server import AggregatedDiscoveryServicer, _AdsStream, _short
+from .stream import AdsStream, TypeProgress, short
 
 log = logging.getLogger("mirrorplane.xds")
 
@@ -50,22 +50,16 @@ _LEGACY_WILDCARD = frozenset({CLUSTER, LISTENER})
 
 
 @dataclass
-class _DeltaType:
+class _DeltaType(TypeProgress):
     """What one Delta stream knows about one type."""
 
-    type_url: str
-    wildcard: bool = False
     names: set[str] = field(default_factory=set)
-    """Names subscribed explicitly (besides the wildcard)."""
     known: dict[str, str] = field(default_factory=dict)
     """Name → version the Envoy has or will have (sent, or announced on reconnect)."""
     absent: set[str] = field(default_factory=set)
     """Subscribed names the Envoy was told do not exist."""
     answered: bool = False
     """A response was sent for this type on this stream."""
-    version: str | None = None
-    nonce: str | None = None
-    in_flight: bool = False
 
 
 @dataclass
@@ -76,56 +70,41 @@ class _DeltaPlan:
     removed: list[str]
 
 
-class DeltaAdsStream(_AdsStream):
+class DeltaStream(AdsStream[discovery_pb2.DeltaDiscoveryRequest, _DeltaType, _DeltaPlan, str]):
     """One ``DeltaAggregatedResources`` stream."""
-
-    def __init__(self, servicer: AggregatedDiscoveryServicer, context: grpc.aio.ServicerContext) -> None:
-        super().__init__(servicer, context)
-        self._types: dict[str, _DeltaType] = {}  # type: ignore[assignment]
 
     # -- input ------------------------------------------------------------------------------
 
-    async def _on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:  # type: ignore[override]
-        assert self._state is not None
+    async def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        assert self.state is not None
         type_url = req.type_url
-        if not self._served(type_url):
+        if not self.served(type_url):
             return
-        ts = self._types.get(type_url)
+        ts = self.types.get(type_url)
         if ts is None:
             # The first request of this type on this stream: what a reconnecting Envoy has.
-            ts = self._types[type_url] = _DeltaType(type_url, known=dict(req.initial_resource_versions))
+            ts = self.types[type_url] = _DeltaType(type_url, known=dict(req.initial_resource_versions))
             ts.wildcard = type_url in _LEGACY_WILDCARD and not req.resource_names_subscribe
         else:
             self._on_answer(ts, req)
         self._subscribe(ts, req)
-        await self._push()
+        await self.push()
 
     def _on_answer(self, ts: _DeltaType, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
         """The ACK or NACK part of a request (none when it carries no nonce)."""
-        assert self._state is not None
+        assert self.state is not None
         nonce = req.response_nonce
-        if not nonce or ts.nonce is None:
-            return
-        if nonce != ts.nonce:
-            log.debug(
-                "xds stale nonce ignored %s type=%s nonce=%s current=%s",
-                self._who(), _short(ts.type_url), nonce, ts.nonce,
-            )
-            return
-        if not ts.in_flight:
+        if not nonce or ts.nonce is None or self.stale(ts, nonce) or not ts.in_flight:
             return
         ts.in_flight = False
         if req.HasField("error_detail"):
-            kept = self._state.type_state(ts.type_url).acked_version or ""
-            self._on_nack(ts, req, kept_version=kept)  # type: ignore[arg-type]
+            kept = self.state.type_state(ts.type_url).acked_version or ""
+            self.on_nack(ts, nonce, req.error_detail, kept_version=kept)
         else:
-            self._registry.record_ack(self._state, ts.type_url, version=ts.version or "", nonce=nonce)
-            log.debug(
-                "xds ACK %s type=%s version=%s nonce=%s", self._who(), _short(ts.type_url), ts.version, nonce
-            )
+            self.on_ack(ts, version=ts.version or "", nonce=nonce)
 
-    def _subscribe(self, ts: _DeltaType, req: discovery_pb2.DeltaDiscoveryRequest) -> None:  # type: ignore[override]
-        assert self._state is not None
+    def _subscribe(self, ts: _DeltaType, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        assert self.state is not None
         subscribe, unsubscribe = set(req.resource_names_subscribe), set(req.resource_names_unsubscribe)
         if ts.answered and not subscribe and not unsubscribe:
             return
@@ -139,20 +118,20 @@ class DeltaAdsStream(_AdsStream):
             ts.absent.discard(name)
             if not ts.wildcard:
                 ts.known.pop(name, None)  # the Envoy drops it itself
-        self._registry.record_subscription(self._state, ts.type_url, ts.names, wildcard=ts.wildcard)
+        self.deps.registry.record_subscription(self.state, ts.type_url, ts.names, wildcard=ts.wildcard)
 
-    # -- output (the hooks of _AdsStream._push) ---------------------------------------------
+    # -- output -----------------------------------------------------------------------------
 
-    def _resume(self, snap: Snapshot) -> None:
-        """Nothing to do: ``initial_resource_versions`` already seeded ``known``."""
-
-    def _envoy_may_have(self, ts: _DeltaType) -> dict[str, str]:  # type: ignore[override]
+    def envoy_may_have(self, ts: _DeltaType) -> dict[str, str]:
         return ts.known
 
-    def _plan(self, ts: _DeltaType, snap: Snapshot) -> _DeltaPlan:  # type: ignore[override]
+    def names_sent(self, ts: _DeltaType) -> Set[str]:
+        return ts.known.keys()
+
+    def plan(self, ts: _DeltaType, snap: Snapshot) -> _DeltaPlan:
         current = snap[ts.type_url].entries
         scope = current if ts.wildcard else {n: current[n] for n in sorted(ts.names) if n in current}
-        held = self._held(ts, snap)  # type: ignore[arg-type]
+        held = self.held(ts, snap)
         updates = [e for n, e in scope.items() if ts.known.get(n) != e.version]
         removed = sorted(n for n in ts.known if n not in scope and n not in held)
         removed += sorted(n for n in ts.names - ts.absent if n not in current and n not in ts.known)
@@ -163,23 +142,16 @@ class DeltaAdsStream(_AdsStream):
             version = snap[ts.type_url].version
         return _DeltaPlan(version, updates, removed)
 
-    @staticmethod
-    def _needs_send(ts: _DeltaType, plan: _DeltaPlan) -> bool:  # type: ignore[override]
+    def needs_send(self, ts: _DeltaType, plan: _DeltaPlan) -> bool:
         if plan.updates or plan.removed:
             return True
         return not ts.answered and (ts.wildcard or bool(ts.names))
 
-    def _update_held(self, snap: Snapshot) -> None:
-        assert self._state is not None
-        cds = self._types.get(CLUSTER)
-        held = cds.known.keys() - snap[CLUSTER].entries.keys() if cds else ()
-        self._state.held_clusters = frozenset(held)
-
     def _holds(self, ts: _DeltaType) -> dict[str, Entry]:
         """For the registry (CSDS): the snapshot's resources the Envoy holds once it applies what
         was sent. (Resources it holds in another version, e.g. held clusters, are left out.)"""
-        assert self._snapshot is not None
-        current = self._snapshot[ts.type_url].entries
+        assert self.snapshot is not None
+        current = self.snapshot[ts.type_url].entries
         holds = {}
         for name, version in ts.known.items():
             entry = current.get(name)
@@ -187,9 +159,8 @@ class DeltaAdsStream(_AdsStream):
                 holds[name] = entry
         return holds
 
-    async def _send(self, ts: _DeltaType, plan: _DeltaPlan) -> None:  # type: ignore[override]
-        assert self._state is not None and self._snapshot is not None
-        nonce = self._new_nonce()
+    async def send(self, ts: _DeltaType, plan: _DeltaPlan) -> None:
+        nonce = self.new_nonce()
         response = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=plan.version,
             type_url=ts.type_url,
@@ -205,21 +176,12 @@ class DeltaAdsStream(_AdsStream):
             ts.known.pop(name, None)
             if name in ts.names:
                 ts.absent.add(name)
-        if self._cp_id:
-            response.control_plane.identifier = self._cp_id
-        ts.answered, ts.version, ts.nonce, ts.in_flight = True, plan.version, nonce, True
-        if ts.type_url == CLUSTER:
-            self._update_held(self._snapshot)
-        self._registry.record_sent(
-            self._state,
-            ts.type_url,
-            version=plan.version,
-            nonce=nonce,
-            resources=len(plan.updates),
-            entries=self._holds(ts),
-        )
+        if self.deps.control_plane_id:
+            response.control_plane.identifier = self.deps.control_plane_id
+        ts.answered = True
+        self.record_sent(ts, version=plan.version, nonce=nonce, resources=len(plan.updates), entries=self._holds(ts))
         log.debug(
-            "xds delta push %s type=%s version=%s nonce=%s resources=%d removed=%d",
-            self._who(), _short(ts.type_url), plan.version, nonce, len(plan.updates), len(plan.removed),
+            "xds.push %s type=%s version=%s nonce=%s resources=%d removed=%d",
+            self.who(), short(ts.type_url), plan.version, nonce, len(plan.updates), len(plan.removed),
         )
-        await self._ctx.write(response)
+        await self.ctx.write(response)

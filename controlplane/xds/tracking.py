@@ -274,7 +274,7 @@ class NodeRegistry:
             try:
                 observer(event)
             except Exception:
-                log.exception("registry observer %r failed on %s", observer, event.kind.value)
+                log.exception("registry.observer_failed observer=%r event=%s", observer, event.kind.value)
 
     # -- writers (the ADS server) ----------------------------------------------------------
 

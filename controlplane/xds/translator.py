@@ -67,6 +67,16 @@ _BODYLESS = (
 )
 
 
+# A gRPC call never announces its size: it is an HTTP/2 POST without content-length. Matching
+# only known sizes would mean a gRPC mirror that never fires, so a GRPCRoute's mirrored route
+# also takes every gRPC call (docs/grpc.md, "Mirroring and the body bound"). The buffers are the
+# same bound + 64 KiB: a unary or server-streaming call whose request fits the bound can never
+# push back on the client, however stuck the mirror.
+_GRPC_CALL = rc.HeaderMatcher(
+    name="content-type", string_match=string_pb2.StringMatcher(prefix="application/grpc")
+)
+
+
 @dataclass(frozen=True)
 class XdsOptions:
     bind_address: str = "0.0.0.0"
@@ -344,8 +354,9 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
 
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
     body (HTTP/1.1: neither Content-Length nor Transfer-Encoding) with a method that carries
-    none; every other request falls through to the same route without mirrors, whose own
-    stat_prefix makes Envoy count them (vhost.<vhost>.route.<name>/not-mirrored.upstream_rq_*).
+    none, or (GRPCRoute only) a gRPC call; every other request falls through to the same route
+    without mirrors, whose own stat_prefix makes Envoy count them
+    (vhost.<vhost>.route.<name>/not-mirrored.upstream_rq_*).
     """
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
@@ -353,8 +364,13 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     tag_route(route, out)  # shadow testing compares its legs (accesslog.py)
     bodyless, unmirrored = rc.Route(), rc.Route()
     bodyless.CopyFrom(out)
-    bodyless.name += "/no-body"
-    bodyless.match.headers.extend(_BODYLESS)
+    if route.kind == "GRPCRoute":
+        bodyless.name += "/grpc"
+        bodyless.match.headers.append(_GRPC_CALL)
+        bodyless.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
+    else:
+        bodyless.name += "/no-body"
+        bodyless.match.headers.extend(_BODYLESS)
     unmirrored.CopyFrom(out)
     unmirrored.name += "/not-mirrored"
     unmirrored.stat_prefix = (route.stat_prefix or route.name) + "/not-mirrored"

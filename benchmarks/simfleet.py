@@ -1,14 +1,14 @@
 """A simulated fleet of ADS clients (gRPC streams, not Envoys), for the fleet tests and benchmarks.
 
-Nothing in the control plane imports this module. Each simulated client opens one ADS stream
-(State of the World or Delta) on its own channel (own TCP connection, as every Envoy has),
-subscribes to everything of its Gateway (clusters and listeners as wildcard, endpoints and
-routes with ``"*"``), and ACKs every response at once without decoding it, so that a process
-can hold thousands of them. A *stuck* client sends its subscriptions and then never reads.
+It lives beside the benchmarks, outside the package: nothing in the control plane imports it.
+Each simulated client opens one ADS stream (State of the World or Delta) on its own channel (own
+TCP connection, as every Envoy has), subscribes to everything of its Gateway (clusters and
+listeners as wildcard, endpoints and routes with ``"*"``), and ACKs every response at once without
+decoding it, so that a process can hold thousands of them. A *stuck* client sends its subscriptions and then never reads.
 
 Run it as a separate process so that clients and server do not share an event loop:
 
-    python -m controlplane.xds.simfleet --port 18000 --clients 1000 --gateways 10 [--delta]
+    python -m benchmarks.simfleet --port 18000 --clients 1000 --gateways 10 [--delta]
         [--stuck-every 10] [--first 0] [--gateway NS/NAME]
 
 It prints one JSON line per response received, ``{"c": client, "t": type, "v": version,
@@ -43,7 +43,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
-from .resources import CLUSTER, LISTENER, PUSH_ORDER, SHORT_NAMES, Resources
+from controlplane.xds.resources import CLUSTER, LISTENER, PUSH_ORDER, SHORT_NAMES, Resources
 
 FLEET_NAMESPACE = "fleet"
 OPEN_TIMEOUT = 5.0

@@ -12,10 +12,11 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
-from .gatewayapi.model import (
+from .model import (
     EndpointSlice,
     Gateway,
     GatewayClass,
+    GRPCRoute,
     HTTPRoute,
     K8sObject,
     MirrorPolicy,
@@ -31,6 +32,7 @@ _FIELD_BY_KIND = {
     "GatewayClass": "gatewayclasses",
     "Gateway": "gateways",
     "HTTPRoute": "httproutes",
+    "GRPCRoute": "grpcroutes",
     "ReferenceGrant": "referencegrants",
     "Service": "services",
     "EndpointSlice": "endpointslices",
@@ -49,6 +51,7 @@ class Store:
     gatewayclasses: Mapping[str, GatewayClass] = field(default_factory=_frozen)
     gateways: Mapping[NsName, Gateway] = field(default_factory=_frozen)
     httproutes: Mapping[NsName, HTTPRoute] = field(default_factory=_frozen)
+    grpcroutes: Mapping[NsName, GRPCRoute] = field(default_factory=_frozen)
     referencegrants: Mapping[NsName, ReferenceGrant] = field(default_factory=_frozen)
     services: Mapping[NsName, Service] = field(default_factory=_frozen)
     endpointslices: Mapping[NsName, EndpointSlice] = field(default_factory=_frozen)
