@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -61,7 +62,9 @@ def _pair(i: int, tag: str) -> list[accesslog_pb2.HTTPAccessLogEntry]:
         e.request.path = "/v2-only" if differs else f"/r0/{i}"
         e.request.request_method = 1  # GET
         e.common_properties.upstream_cluster = PRIMARY if primary else MIRROR
-        e.common_properties.time_to_last_upstream_rx_byte.nanos = (1_000_000 if primary else 1_500_000) + (i % 7) * 100_000
+        e.common_properties.time_to_last_upstream_rx_byte.nanos = (1_000_000 if primary else 1_500_000) + (
+            i % 7
+        ) * 100_000
         if primary:
             e.common_properties.route_name = f"httproute/{workload.NAMESPACE}/route-0/rule/0/match/0"
             e.common_properties.custom_tags[TAG] = tag
@@ -78,7 +81,7 @@ async def send(address: str, rate: int) -> None:
     per_tick, tick = max(1, rate // 10), 0.1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1) else None)
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 1) else None)
 
     async def messages():  # type: ignore[no-untyped-def]
         i, first, next_at = 0, True, time.monotonic()
@@ -133,16 +136,22 @@ async def browse(base: str, path: str, browsers: int, seconds: float) -> None:
 
 
 async def _child(*args: str, stdout: int | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", *args, stdin=asyncio.subprocess.PIPE, stdout=stdout)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", *args, stdin=asyncio.subprocess.PIPE, stdout=stdout
+    )
 
 
-async def _phase(name: str, pid: int, seconds: float, base: str, path: str | None, browsers: int) -> tuple[str, float, str]:
+async def _phase(
+    name: str, pid: int, seconds: float, base: str, path: str | None, browsers: int
+) -> tuple[str, float, str]:
     cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
     polls = ""
     if path is None:
         await asyncio.sleep(seconds)
     else:
-        proc = await _child("benchmarks.web", "--browse", base, path, str(browsers), str(seconds), stdout=asyncio.subprocess.PIPE)
+        proc = await _child(
+            "benchmarks.web", "--browse", base, path, str(browsers), str(seconds), stdout=asyncio.subprocess.PIPE
+        )
         out, _ = await proc.communicate()
         ok, same, p50, p99 = out.decode().split()
         polls = f"polls answered 200: {ok:>4}, 204 (nothing new): {same:>4}; poll latency p50 {p50} ms p99 {p99} ms"
@@ -156,22 +165,44 @@ async def run(seconds: float, browsers: int, rate: int) -> None:
         (folder / "all.yaml").write_text(yaml.safe_dump_all(workload.objects(1000)))
         xds, http = free_port(), free_port()
         plane = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controlplane.cli", "serve", str(folder), "--xds-port", str(xds), "--http-port", str(http),
+            sys.executable, "-m", "controlplane.cli", "serve", str(folder),
+            "--xds-port", str(xds), "--http-port", str(http),
             "--log-level", "warning",
         )  # fmt: skip
         children: list[asyncio.subprocess.Process] = []
         base = f"http://127.0.0.1:{http}"
         try:
             await _until_ok(base + "/readyz")
-            children.append(await _child("controlplane.xds.simfleet", "--port", str(xds), "--clients", "100", "--gateway", GATEWAY, stdout=asyncio.subprocess.DEVNULL))
+            children.append(
+                await _child(
+                    "benchmarks.simfleet",
+                    "--port",
+                    str(xds),
+                    "--clients",
+                    "100",
+                    "--gateway",
+                    GATEWAY,
+                    stdout=asyncio.subprocess.DEVNULL,
+                )
+            )
             await asyncio.sleep(5)  # the streams served
             rows = [await _phase("0. idle: no log entries, no browser", plane.pid, seconds, base, None, 0)]
-            rows.append(await _phase(f"0b. idle, {browsers} browsers on the overview", plane.pid, seconds, base, "/", browsers))
+            rows.append(
+                await _phase(f"0b. idle, {browsers} browsers on the overview", plane.pid, seconds, base, "/", browsers)
+            )
             children.append(await _child("benchmarks.web", "--send", f"127.0.0.1:{xds}", str(rate)))
             await asyncio.sleep(2)
             rows.append(await _phase(f"1. busy rule ({rate} pairs/s), no browser", plane.pid, seconds, base, None, 0))
-            rows.append(await _phase(f"2. busy rule, {browsers} browsers on its page", plane.pid, seconds, base, RULE_PAGE, browsers))
-            rows.append(await _phase(f"3. busy rule, {browsers} browsers on the overview", plane.pid, seconds, base, "/", browsers))
+            rows.append(
+                await _phase(
+                    f"2. busy rule, {browsers} browsers on its page", plane.pid, seconds, base, RULE_PAGE, browsers
+                )
+            )
+            rows.append(
+                await _phase(
+                    f"3. busy rule, {browsers} browsers on the overview", plane.pid, seconds, base, "/", browsers
+                )
+            )
         finally:
             for child in children:
                 if child.stdin is not None:
@@ -179,7 +210,7 @@ async def run(seconds: float, browsers: int, rate: int) -> None:
             for child in children:
                 try:
                     await asyncio.wait_for(child.wait(), 15)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     child.kill()
             plane.terminate()
             await plane.wait()

@@ -59,7 +59,13 @@ class Browser:
         chromium, driver = ensure_chromium()
         options = webdriver.ChromeOptions()
         options.binary_location = chromium
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,1000",
+        ):
             options.add_argument(arg)
         # The driver path is given, so Selenium Manager never looks for (or downloads) one.
         self.driver = webdriver.Chrome(service=Service(executable_path=driver), options=options)

@@ -46,7 +46,9 @@ def browser(shots: Path) -> Iterator[Browser]:
 async def seed(tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
     """The seed scenario with the page on: pipy-mirror answers 500 on /v2-only (as `make run`)."""
     port = free_port()
-    stack = await start_stack(tmp_path, mirror_options={"path_status": {"/v2-only": 500}}, plane_options={"http_port": port})
+    stack = await start_stack(
+        tmp_path, mirror_options={"path_status": {"/v2-only": 500}}, plane_options={"http_port": port}
+    )
     try:
         yield stack, f"http://127.0.0.1:{port}"
     finally:
@@ -93,13 +95,18 @@ async def test_overview_then_differing_pairs_live_then_both_legs(seed: tuple[Sta
 
     # The chart fills in at the history's next interval, still without a reload; the pair that
     # was opened stays open across the updates.
-    await browser.wait_for("the chart's bars", lambda: browser.script("return document.querySelectorAll('svg.chart rect.r-status').length"))
+    await browser.wait_for(
+        "the chart's bars", lambda: browser.script("return document.querySelectorAll('svg.chart rect.r-status').length")
+    )
     assert await browser.script("return document.querySelector(`details[data-key='${arguments[0]}']`).open", opened)
     assert await browser.script("return window.notReloaded === true")
     await browser.screenshot("rule")
 
 
-V2_ONLY = "const v2only = () => [...document.querySelectorAll('#pairs details.pair summary')].filter(s => s.innerText.includes('GET /v2-only'));"
+V2_ONLY = (
+    "const v2only = () => [...document.querySelectorAll('#pairs details.pair summary')]"
+    ".filter(s => s.innerText.includes('GET /v2-only'));"
+)
 
 
 async def _has(browser: Browser, css: str, text: str) -> str:
@@ -121,7 +128,7 @@ async def test_a_thousand_rules_and_a_hundred_envoys_filter_and_page(tmp_path: P
     xds_port, http_port = free_port(), free_port()
     async with ControlPlane(FileProvider(folder), xds_port=xds_port, http_port=http_port) as plane:
         fleet = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controlplane.xds.simfleet", "--port", str(xds_port), "--clients", "100",
+            sys.executable, "-m", "benchmarks.simfleet", "--port", str(xds_port), "--clients", "100",
             "--gateway", "bench/gw", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         try:

@@ -23,7 +23,8 @@ from controlplane.web import pages
 from controlplane.web.access import refusal
 from controlplane.web.model import scrub
 from e2e import LOCAL
-from features_stack import GATEWAY as HTTPS_GATEWAY, GATEWAY_YAML, NS, tls_secret_yaml
+from features_stack import GATEWAY as HTTPS_GATEWAY
+from features_stack import GATEWAY_YAML, NS, tls_secret_yaml
 from support import free_port
 
 TOKEN = "Bearer s3cret-t0ken-for-backends"
@@ -94,7 +95,10 @@ async def test_served_on_loopback_with_its_script_and_no_inline_code(plane: Cont
         async with s.get(base + "/", params={"fragment": "1"}) as r:
             assert r.status == 200 and r.headers["X-Generation"] == generation
         assert plane.web.renders == renders
-        async with s.get(base + "/rule", params={"gateway": "server/simple-gateway", "route": "HTTPRoute server/http-route-sample", "rule": "0"}) as r:
+        async with s.get(
+            base + "/rule",
+            params={"gateway": "server/simple-gateway", "route": "HTTPRoute server/http-route-sample", "rule": "0"},
+        ) as r:
             assert r.status == 200 and "mirror/server/pipy-mirror/8080" in await r.text()
         async with s.get(base + "/rule", params={"gateway": "x", "route": "y", "rule": "0"}) as r:
             assert r.status == 404 and "no mirrored route rule" in await r.text()
@@ -116,7 +120,9 @@ async def test_exposed_port_serves_the_page_to_loopback_only_unless_insecure(ins
     if other is None:
         pytest.skip("this machine has no non-loopback IPv4 address to reach the port from")
     port = free_port()
-    plane = ControlPlane(FileProvider(LOCAL), xds_port=free_port(), http_host="0.0.0.0", http_port=port, insecure=insecure)
+    plane = ControlPlane(
+        FileProvider(LOCAL), xds_port=free_port(), http_host="0.0.0.0", http_port=port, insecure=insecure
+    )
     async with plane:
         status, text = await _get(f"http://{other}:{port}/")
         if insecure:
@@ -141,7 +147,9 @@ async def test_no_private_key_or_authorization_value_on_any_page(tmp_path: Path)
     folder = tmp_path / "config"
     shutil.copytree(LOCAL, folder)
     ca = trustme.CA()
-    (folder / "https.yaml").write_text(GATEWAY_YAML.split("---\n", 1)[1] + "---\n" + tls_secret_yaml(ca) + MIRRORED_HTTPS_ROUTE)
+    (folder / "https.yaml").write_text(
+        GATEWAY_YAML.split("---\n", 1)[1] + "---\n" + tls_secret_yaml(ca) + MIRRORED_HTTPS_ROUTE
+    )
     secret = next(d for d in yaml.safe_load_all((folder / "https.yaml").read_text()) if d and d["kind"] == "Secret")
     key_pem = base64.b64decode(secret["data"]["tls.key"]).decode()
     port = free_port()
@@ -163,10 +171,15 @@ def test_sensitive_response_headers_and_keys_in_messages_are_not_shown() -> None
     def leg(primary: bool, cookie: str) -> Leg:
         return Leg(
             request_id="rid", cluster="c", primary=primary, tag="", cluster_min="", status=200, grpc_status="", size=10,
-            latency=0.001, failure="", method="GET", path="/", headers={"set-cookie": cookie, "content-type": "text/plain"},
+            latency=0.001, failure="", method="GET", path="/",
+            headers={"set-cookie": cookie, "content-type": "text/plain"},
         )  # fmt: skip
 
-    html = pages.pair(Diff("g", "r", "0", "m", "headers_differ", "set-cookie differs", leg(True, "sid=AAA"), leg(False, "sid=BBB"), 0.0))
+    html = pages.pair(
+        Diff(
+            "g", "r", "0", "m", "headers_differ", "set-cookie differs", leg(True, "sid=AAA"), leg(False, "sid=BBB"), 0.0
+        )
+    )
     assert "sid=AAA" not in html and "sid=BBB" not in html
     assert "[redacted: differs between legs]" in html and "text/plain" in html
     pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----"

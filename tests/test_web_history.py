@@ -28,7 +28,10 @@ def test_each_interval_gets_its_own_results_and_latencies() -> None:
     _pairs(stats, "unpaired", 3, 0, 0)
     history.tick(now=110)
     points = history.series([KEY])[KEY]
-    assert [(p.at, p.results) for p in points] == [(100, {"same": 8, "status_differs": 2}), (110, {"same": 1, "unpaired": 3})]
+    assert [(p.at, p.results) for p in points] == [
+        (100, {"same": 8, "status_differs": 2}),
+        (110, {"same": 1, "unpaired": 3}),
+    ]
     assert points[0].primary == (0.001, 0.001) and points[0].mirror == (0.002, 0.002)
     # Only the pair of the second interval counts for its latency, not the older samples.
     assert points[1].primary == (0.010, 0.010) and points[1].mirror == (0.5, 0.5)

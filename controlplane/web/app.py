@@ -19,10 +19,10 @@ from importlib import resources
 from aiohttp import web
 
 from ..xds.tracking import Event
+from . import pages
 from .access import refusal
 from .history import History
 from .model import Latencies, Overview, Sources, build
-from . import pages
 
 log = logging.getLogger("mirrorplane.web")
 
@@ -107,14 +107,26 @@ class WebPage:
         reason = refusal(request.remote, request.headers.get("Host"), open_to_all=self.open_to_all)
         if reason is None:
             return None
-        log.warning("web.refused peer=%s host=%r path=%s reason=%r", request.remote, request.headers.get("Host"), request.path, reason)
+        log.warning(
+            "web.refused peer=%s host=%r path=%s reason=%r",
+            request.remote,
+            request.headers.get("Host"),
+            request.path,
+            reason,
+        )
         return web.Response(status=403, text=f"mirrorplane: {reason}\n", headers=SECURITY_HEADERS)
 
-    def _answer(self, request: web.Request, title: str, generation: str, render: Callable[[], str], *, q: str | None) -> web.Response:
+    def _answer(
+        self, request: web.Request, title: str, generation: str, render: Callable[[], str], *, q: str | None
+    ) -> web.Response:
         fragment = request.query.get("fragment") == "1"
         if fragment and request.query.get("since") == generation:
             return web.Response(status=204, headers={**SECURITY_HEADERS, "X-Generation": generation})
-        key = request.path + "?" + "&".join(f"{k}={v}" for k, v in sorted(request.query.items()) if k not in ("fragment", "since"))
+        key = (
+            request.path
+            + "?"
+            + "&".join(f"{k}={v}" for k, v in sorted(request.query.items()) if k not in ("fragment", "since"))
+        )
         body = self._rendered.get(key)
         if body is None:
             self.renders += 1
@@ -125,7 +137,10 @@ class WebPage:
             live = request.path_qs
             body = pages.document(title, live, generation, body, q=q, every_ms=POLL_MS)
         return web.Response(
-            text=body, content_type="text/html", charset="utf-8", headers={**SECURITY_HEADERS, "X-Generation": generation}
+            text=body,
+            content_type="text/html",
+            charset="utf-8",
+            headers={**SECURITY_HEADERS, "X-Generation": generation},
         )
 
     async def _overview_page(self, request: web.Request) -> web.Response:
@@ -135,7 +150,9 @@ class WebPage:
         q = request.query.get("q", "")[:200]
         sort = "differing" if request.query.get("sort") == "differing" else ""
         numbers = {k: _int(request.query.get(k)) for k in ("gpage", "epage", "rpage")}
-        return self._answer(request, "overview", generation, lambda: pages.overview(ov, q, numbers, self.latencies, sort), q=q)
+        return self._answer(
+            request, "overview", generation, lambda: pages.overview(ov, q, numbers, self.latencies, sort), q=q
+        )
 
     async def _rule_page(self, request: web.Request) -> web.Response:
         if (refused := self._refused(request)) is not None:

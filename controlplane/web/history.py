@@ -81,7 +81,9 @@ class History:
             new = current - before if before is not None else current
             self._seen[key] = current
             paired = sum(new.values()) - new.get("unpaired", 0)
-            point = Point(now, dict(new), p50_p99(_newest(stats.primary, paired)), p50_p99(_newest(stats.mirror, paired)))
+            point = Point(
+                now, dict(new), p50_p99(_newest(stats.primary, paired)), p50_p99(_newest(stats.mirror, paired))
+            )
             self._append(key, point)
         for gone in [k for k in self._seen if k not in self.comparisons.rules]:
             del self._seen[gone]

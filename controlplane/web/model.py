@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import ir
 from ..gatewayapi.status import StatusKey
+from ..gatewayapi.store import Store
 from ..shadow.hub import Comparisons, Diff, RuleStats
-from ..store import Store
 from ..xds.resources import PUSH_ORDER
 from ..xds.tracking import NodeRegistry, StreamState, TypeState
 from .history import RuleKey, p50_p99
@@ -157,7 +157,9 @@ def _attached(statuses: Mapping[StatusKey, dict[str, Any]]) -> dict[str, list[st
             continue
         for parent in body.get("parents") or []:
             ref = parent.get("parentRef", {})
-            accepted = any(c.get("type") == "Accepted" and c.get("status") == "True" for c in parent.get("conditions", []))
+            accepted = any(
+                c.get("type") == "Accepted" and c.get("status") == "True" for c in parent.get("conditions", [])
+            )
             if accepted and ref.get("kind", "Gateway") == "Gateway":
                 gateway = f"{ref.get('namespace', ns)}/{ref.get('name')}"
                 route = f"{kind} {ns}/{name}"
@@ -166,7 +168,9 @@ def _attached(statuses: Mapping[StatusKey, dict[str, Any]]) -> dict[str, list[st
     return out
 
 
-def gateway_rows(statuses: Mapping[StatusKey, dict[str, Any]], store: Store | None, registry: NodeRegistry) -> list[GatewayRow]:
+def gateway_rows(
+    statuses: Mapping[StatusKey, dict[str, Any]], store: Store | None, registry: NodeRegistry
+) -> list[GatewayRow]:
     attached = _attached(statuses)
     envoys: dict[str, set[str]] = {}
     for s in registry.streams():
@@ -177,10 +181,10 @@ def gateway_rows(statuses: Mapping[StatusKey, dict[str, Any]], store: Store | No
             continue
         key = f"{ns}/{name}"
         obj = store.gateways.get((ns, name)) if store is not None else None
-        specs = {lst["name"]: lst for lst in obj.spec["listeners"]} if obj is not None else {}
+        specs: dict[str, Any] = {lst["name"]: lst for lst in obj.spec["listeners"]} if obj is not None else {}
         listeners = []
         for lst in body.get("listeners") or []:
-            spec = specs.get(lst["name"], {})
+            spec: dict[str, Any] = specs.get(lst["name"], {})
             listeners.append(
                 ListenerRow(
                     name=lst["name"],
@@ -193,7 +197,11 @@ def gateway_rows(statuses: Mapping[StatusKey, dict[str, Any]], store: Store | No
             )
         routes = tuple(sorted(attached.get(key, [])))
         text = " ".join([key, *routes, *(f"{x.name} {x.hostname}" for x in listeners)]).lower()
-        rows.append(GatewayRow(key, _problem(body.get("conditions", [])), tuple(listeners), routes, len(envoys.get(key, ())), text))
+        rows.append(
+            GatewayRow(
+                key, _problem(body.get("conditions", [])), tuple(listeners), routes, len(envoys.get(key, ())), text
+            )
+        )
     return rows
 
 
@@ -268,15 +276,26 @@ def rule_rows(gateways: Mapping[str, ir.GatewayIR], comparisons: Comparisons) ->
                         for m in route.mirrors:
                             if m.backend not in row.mirrors:
                                 row.mirrors[m.backend] = MirrorRow(m.backend, fraction(m), m.policy or "", m, None)
-    for (gateway, route, rule, mirror), stats in comparisons.rules.items():
-        row = rows.get((gateway, route, rule))
+    for (gateway, source, rule, mirror), stats in comparisons.rules.items():
+        row = rows.get((gateway, source, rule))
         if row is None:  # compared, but no longer (or never) in the served config
-            row = rows[(gateway, route, rule)] = RuleRow(gateway, route, rule, in_config=False)
+            row = rows[(gateway, source, rule)] = RuleRow(gateway, source, rule, in_config=False)
         have = row.mirrors.get(mirror)
-        row.mirrors[mirror] = MirrorRow(mirror, have.fraction if have else "", have.policy if have else "", have.mirror if have else None, stats)
+        row.mirrors[mirror] = MirrorRow(
+            mirror, have.fraction if have else "", have.policy if have else "", have.mirror if have else None, stats
+        )
     for row in rows.values():
         row.text = " ".join(
-            [row.gateway, row.route, f"rule {row.rule}", *row.matches, *row.hostnames, *row.backends, *row.mirrors, *(m.policy for m in row.mirrors.values())]
+            [
+                row.gateway,
+                row.route,
+                f"rule {row.rule}",
+                *row.matches,
+                *row.hostnames,
+                *row.backends,
+                *row.mirrors,
+                *(m.policy for m in row.mirrors.values()),
+            ]
         ).lower()
     return sorted(rows.values(), key=lambda r: (r.gateway, r.route, r.rule))
 

@@ -21,7 +21,13 @@ ENVOYS_PER_PAGE = 25
 RULES_PER_PAGE = 50
 ROUTES_SHOWN = 8  # attached routes listed per Gateway row; the rest as "+N more"
 DIFFERING = ("status_differs", "body_differs", "headers_differ")
-SERIES = (("status_differs", "status"), ("body_differs", "body"), ("headers_differ", "headers"), ("mirror_failed", "failed"), ("unpaired", "unpaired"))
+SERIES = (
+    ("status_differs", "status"),
+    ("body_differs", "body"),
+    ("headers_differ", "headers"),
+    ("mirror_failed", "failed"),
+    ("unpaired", "unpaired"),
+)
 
 
 def esc(value: object) -> str:
@@ -57,7 +63,8 @@ def document(title: str, live_url: str, generation: str, fragment: str, *, q: st
         f'<body data-live="{esc(live_url)}" data-generation="{esc(generation)}" data-every="{every_ms}">'
         '<header><a class="home" href="/">mirrorplane</a>'
         f'<span class="where">{esc(title)}</span>'
-        f'<span class="live" id="state">live · updated <time id="updated">{clock(time.time())}</time> UTC</span></header>'
+        f'<span class="live" id="state">live · updated <time id="updated">{clock(time.time())}</time> UTC</span>'
+        "</header>"
         f'<main>{search}<div id="live">{fragment}</div></main></body></html>\n'
     )
 
@@ -90,9 +97,9 @@ def _count(total: int, everything: int) -> str:
 
 def _gateway(row: GatewayRow, words: list[str]) -> str:
     listeners = "".join(
-        f'<li><b>{esc(lst.name)}</b> {esc(lst.protocol)} :{esc(lst.port or "?")}'
+        f"<li><b>{esc(lst.name)}</b> {esc(lst.protocol)} :{esc(lst.port or '?')}"
         + (f' <span class="muted">{esc(lst.hostname)}</span>' if lst.hostname else "")
-        + f' · {lst.attached} route{"s" if lst.attached != 1 else ""}'
+        + f" · {lst.attached} route{'s' if lst.attached != 1 else ''}"
         + (f' <span class="bad">{esc(lst.problem)}</span>' if lst.problem else ' <span class="ok">programmed</span>')
         + "</li>"
         for lst in row.listeners
@@ -105,23 +112,29 @@ def _gateway(row: GatewayRow, words: list[str]) -> str:
     state = f'<span class="bad">{esc(row.problem)}</span>' if row.problem else '<span class="ok">programmed</span>'
     return (
         f'<tr data-gateway="{esc(row.name)}"><td><b>{esc(row.name)}</b><br>{state}</td>'
-        f'<td><ul class="plain">{listeners}</ul></td><td><ul class="plain">{routes or "<li class=muted>none</li>"}</ul></td>'
+        f'<td><ul class="plain">{listeners}</ul></td><td>'
+        f'<ul class="plain">{routes or "<li class=muted>none</li>"}</ul></td>'
         f'<td class="num">{row.envoys}</td></tr>'
     )
 
 
+_STATE_CLASS = {"ACKed": "ok", "NACKed": "bad", "sent": "warn", "waiting": "warn"}
+
+
 def _envoy(row: EnvoyRow) -> str:
-    cls = {"ACKed": "ok", "NACKed": "bad", "waiting": "warn"}.get(row.state, "muted")
+    cls = _STATE_CLASS.get(row.state, "muted")
     types = "".join(
-        f'<li><b>{esc(t.type)}</b> sent {esc(t.sent or "-")} · acked {esc(t.acked or "-")} '
-        f'<span class="{ {"ACKed": "ok", "NACKed": "bad", "sent": "warn"}.get(t.state, "muted") }">{esc(t.state)}</span>'
+        f"<li><b>{esc(t.type)}</b> sent {esc(t.sent or '-')} · acked {esc(t.acked or '-')} "
+        f'<span class="{_STATE_CLASS.get(t.state, "muted")}">{esc(t.state)}</span>'
         + (f'<div class="error">{esc(t.error)}</div>' if t.error else "")
         + "</li>"
         for t in row.types
     )
     return (
-        f'<tr data-node="{esc(row.node_id)}"><td><b>{esc(row.node_id)}</b><br><span class="muted">{esc(row.user_agent)}</span></td>'
-        f"<td>{esc(row.gateway)}</td><td>{esc(row.address)}<br><span class=\"muted\">since {clock(row.connected_at)}</span></td>"
+        f'<tr data-node="{esc(row.node_id)}"><td><b>{esc(row.node_id)}</b>'
+        f'<br><span class="muted">{esc(row.user_agent)}</span></td>'
+        f"<td>{esc(row.gateway)}</td><td>{esc(row.address)}<br>"
+        f'<span class="muted">since {clock(row.connected_at)}</span></td>'
         f'<td><span class="state {cls}">{esc(row.state)}</span></td><td><ul class="plain types">{types}</ul></td></tr>'
     )
 
@@ -152,7 +165,8 @@ def _mirror_cells(row: RuleRow, m: MirrorRow, latencies: Latencies) -> str:
         f'<td class="num{" bad" if differing else ""}">{differing}</td>'
         f'<td class="num{" bad" if results.get("mirror_failed") else ""}">{results.get("mirror_failed", 0)}</td>'
         f'<td class="num">{results.get("unpaired", 0)}</td>'
-        f'<td class="num">{_latency_cell(lat[0] if lat else None)}</td><td class="num">{_latency_cell(lat[1] if lat else None)}</td>'
+        f'<td class="num">{_latency_cell(lat[0] if lat else None)}</td>'
+        f'<td class="num">{_latency_cell(lat[1] if lat else None)}</td>'
     )
 
 
@@ -162,13 +176,17 @@ def _rule(row: RuleRow, latencies: Latencies) -> str:
     where = "" if row.in_config else ' <span class="warn">not in the served config</span>'
     head = (
         f'<td rowspan="{span}">{esc(row.gateway)}</td>'
-        f'<td rowspan="{span}"><a class="rule" href="{esc(rule_url(row))}">{esc(row.route)} · rule {esc(row.rule)}</a>{where}'
+        f'<td rowspan="{span}">'
+        f'<a class="rule" href="{esc(rule_url(row))}">{esc(row.route)} · rule {esc(row.rule)}</a>{where}'
         f'<br><span class="muted">{esc(", ".join(row.matches[:3]))}{" …" if len(row.matches) > 3 else ""}</span></td>'
         f'<td rowspan="{span}">{_share(row.results())}</td>'
     )
     out = []
     for i, m in enumerate(mirrors):
-        out.append(f'<tr data-rule="{esc(row.route)} {esc(row.rule)}">{head if i == 0 else ""}{_mirror_cells(row, m, latencies)}</tr>')
+        out.append(
+            f'<tr data-rule="{esc(row.route)} {esc(row.rule)}">{head if i == 0 else ""}'
+            f"{_mirror_cells(row, m, latencies)}</tr>"
+        )
     return "".join(out)
 
 
@@ -182,21 +200,34 @@ def overview(ov: Overview, q: str, pages: dict[str, int], latencies: Latencies, 
     e0, e_pager = _pager(len(envoys), pages.get("epage", 1), ENVOYS_PER_PAGE, "epage", query)
     r0, r_pager = _pager(len(rules), pages.get("rpage", 1), RULES_PER_PAGE, "rpage", query)
     other_sort = "name" if sort == "differing" else "differing"
-    sort_link = f'<a href="?{esc(urlencode({**{k: v for k, v in query.items() if k != "rpage"}, "sort": other_sort}))}">sort by {other_sort}</a>'
+    sort_query = {**{k: v for k, v in query.items() if k != "rpage"}, "sort": other_sort}
+    sort_link = f'<a href="?{esc(urlencode(sort_query))}">sort by {other_sort}</a>'
     return (
         f'<section id="gateways"><h2>Gateways <span class="count">{_count(len(gateways), len(ov.gateways))}</span></h2>'
-        '<table><thead><tr><th>Gateway</th><th>Listeners</th><th>Attached routes</th><th>Envoys</th></tr></thead><tbody>'
+        "<table><thead><tr><th>Gateway</th><th>Listeners</th>"
+        "<th>Attached routes</th><th>Envoys</th></tr></thead><tbody>"
         + "".join(_gateway(r, q.lower().split()) for r in gateways[g0 : g0 + GATEWAYS_PER_PAGE])
         + f"</tbody></table>{g_pager}</section>"
         f'<section id="envoys"><h2>Envoys <span class="count">{_count(len(envoys), len(ov.envoys))}</span></h2>'
-        '<table><thead><tr><th>Node</th><th>Gateway</th><th>Address</th><th>State</th><th>Sent / ACKed / NACKed</th></tr></thead><tbody>'
-        + ("".join(_envoy(r) for r in envoys[e0 : e0 + ENVOYS_PER_PAGE]) or f'<tr><td colspan="5" class="muted">{"no Envoy matches" if ov.envoys else "no Envoy connected"}</td></tr>')
+        "<table><thead><tr><th>Node</th><th>Gateway</th><th>Address</th>"
+        "<th>State</th><th>Sent / ACKed / NACKed</th></tr></thead><tbody>"
+        + (
+            "".join(_envoy(r) for r in envoys[e0 : e0 + ENVOYS_PER_PAGE])
+            or f'<tr><td colspan="5" class="muted">{"no Envoy " + ("matches" if ov.envoys else "connected")}</td></tr>'
+        )
         + f"</tbody></table>{e_pager}</section>"
-        f'<section id="rules"><h2>Mirrored route rules <span class="count">{_count(len(rules), len(ov.rules))}</span> {sort_link}</h2>'
-        '<table><thead><tr><th>Gateway</th><th>Route rule</th><th>Mirror answers</th><th>Mirror backend</th><th>Fraction</th>'
+        '<section id="rules">'
+        f'<h2>Mirrored route rules <span class="count">{_count(len(rules), len(ov.rules))}</span> {sort_link}</h2>'
+        "<table><thead><tr><th>Gateway</th><th>Route rule</th>"
+        "<th>Mirror answers</th><th>Mirror backend</th><th>Fraction</th>"
         "<th>MirrorPolicy</th><th>Pairs</th><th>Same</th><th>Differing</th><th>Mirror failed</th><th>Unpaired</th>"
         "<th>Primary p50/p99</th><th>Mirror p50/p99</th></tr></thead><tbody>"
-        + ("".join(_rule(r, latencies) for r in rules[r0 : r0 + RULES_PER_PAGE]) or f'<tr><td colspan="13" class="muted">{"no mirrored route rule matches" if ov.rules else "no route rule has a mirror"}</td></tr>')
+        + (
+            "".join(_rule(r, latencies) for r in rules[r0 : r0 + RULES_PER_PAGE])
+            or '<tr><td colspan="13" class="muted">'
+            + ("no mirrored route rule matches" if ov.rules else "no route rule has a mirror")
+            + "</td></tr>"
+        )
         + f"</tbody></table>{r_pager}</section>"
     )
 
@@ -216,13 +247,17 @@ def share_chart(points: list[Point], interval: float, now: float) -> str:
     t0, t1 = min(points[0].at - interval, now - 10 * interval), now
     bar = max(1.0, w * interval / (t1 - t0) - 1)
     parts = [
-        f'<svg class="chart" viewBox="0 0 {w + left + 10} {h + bottom + 10}" role="img" aria-label="share of differing pairs over time">',
-        *(f'<line class="grid" x1="{left}" x2="{left + w}" y1="{5 + h * (1 - f)}" y2="{5 + h * (1 - f)}"/>'
-          f'<text class="axis" x="{left - 4}" y="{9 + h * (1 - f)}" text-anchor="end">{int(f * 100)}%</text>' for f in (0, 0.5, 1)),
+        f'<svg class="chart" viewBox="0 0 {w + left + 10} {h + bottom + 10}" role="img" '
+        'aria-label="share of differing pairs over time">',
+        *(
+            f'<line class="grid" x1="{left}" x2="{left + w}" y1="{5 + h * (1 - f)}" y2="{5 + h * (1 - f)}"/>'
+            f'<text class="axis" x="{left - 4}" y="{9 + h * (1 - f)}" text-anchor="end">{int(f * 100)}%</text>'
+            for f in (0, 0.5, 1)
+        ),
     ]
     for p in points:
         x = left + _x(p.at, t0, t1, w) - bar
-        y = 5 + h
+        y = 5.0 + h
         tip = f"{clock(p.at)} UTC: {p.differing} of {p.pairs} pairs not same"
         tip += "".join(f", {label} {p.results[r]}" for r, label in SERIES if p.results.get(r))
         for result, label in SERIES:
@@ -230,11 +265,19 @@ def share_chart(points: list[Point], interval: float, now: float) -> str:
             if n:
                 height = h * n / p.pairs
                 y -= height
-                parts.append(f'<rect class="r-{label}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}"><title>{esc(tip)}</title></rect>')
+                parts.append(
+                    f'<rect class="r-{label}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}">'
+                    f"<title>{esc(tip)}</title></rect>"
+                )
         if not p.differing:
-            parts.append(f'<rect class="r-same" x="{x:.1f}" y="{5 + h - 2}" width="{bar:.1f}" height="2"><title>{esc(tip)}</title></rect>')
+            parts.append(
+                f'<rect class="r-same" x="{x:.1f}" y="{5 + h - 2}" width="{bar:.1f}" height="2">'
+                f"<title>{esc(tip)}</title></rect>"
+            )
     parts.append(f'<text class="axis" x="{left}" y="{h + bottom + 8}">{clock(t0)}</text>')
-    parts.append(f'<text class="axis" x="{left + w}" y="{h + bottom + 8}" text-anchor="end">{clock(t1)} UTC</text></svg>')
+    parts.append(
+        f'<text class="axis" x="{left + w}" y="{h + bottom + 8}" text-anchor="end">{clock(t1)} UTC</text></svg>'
+    )
     legend = "".join(f'<span class="key"><i class="sw r-{label}"></i>{label}</span>' for _, label in SERIES)
     return "".join(parts) + f'<p class="legend">{legend}</p>'
 
@@ -249,9 +292,13 @@ def latency_chart(points: list[Point], interval: float, now: float) -> str:
     top = max(max(p.primary[1], p.mirror[1]) for p in points) * 1.1 or 1.0
     lines = (("primary", 0, "p50"), ("primary", 1, "p99"), ("mirror", 0, "p50"), ("mirror", 1, "p99"))
     parts = [
-        f'<svg class="chart" viewBox="0 0 {w + left + 10} {h + bottom + 10}" role="img" aria-label="latency of both legs over time">',
-        *(f'<line class="grid" x1="{left}" x2="{left + w}" y1="{5 + h * (1 - f)}" y2="{5 + h * (1 - f)}"/>'
-          f'<text class="axis" x="{left - 4}" y="{9 + h * (1 - f)}" text-anchor="end">{ms(top * f)}</text>' for f in (0, 0.5, 1)),
+        f'<svg class="chart" viewBox="0 0 {w + left + 10} {h + bottom + 10}" role="img" '
+        'aria-label="latency of both legs over time">',
+        *(
+            f'<line class="grid" x1="{left}" x2="{left + w}" y1="{5 + h * (1 - f)}" y2="{5 + h * (1 - f)}"/>'
+            f'<text class="axis" x="{left - 4}" y="{9 + h * (1 - f)}" text-anchor="end">{ms(top * f)}</text>'
+            for f in (0, 0.5, 1)
+        ),
     ]
     for leg, i, label in lines:
         xy = " ".join(f"{left + _x(p.at, t0, t1, w):.1f},{5 + h * (1 - getattr(p, leg)[i] / top):.1f}" for p in points)
@@ -260,8 +307,12 @@ def latency_chart(points: list[Point], interval: float, now: float) -> str:
             x, y = xy.split(",")
             parts.append(f'<circle class="l-{leg}" cx="{x}" cy="{y}" r="3"><title>{leg} {label}</title></circle>')
     parts.append(f'<text class="axis" x="{left}" y="{h + bottom + 8}">{clock(t0)}</text>')
-    parts.append(f'<text class="axis" x="{left + w}" y="{h + bottom + 8}" text-anchor="end">{clock(t1)} UTC</text></svg>')
-    legend = "".join(f'<span class="key"><i class="ln l-{leg} l-{label}"></i>{leg} {label}</span>' for leg, _, label in lines)
+    parts.append(
+        f'<text class="axis" x="{left + w}" y="{h + bottom + 8}" text-anchor="end">{clock(t1)} UTC</text></svg>'
+    )
+    legend = "".join(
+        f'<span class="key"><i class="ln l-{leg} l-{label}"></i>{leg} {label}</span>' for leg, _, label in lines
+    )
     return "".join(parts) + f'<p class="legend">{legend}</p>'
 
 
@@ -285,30 +336,44 @@ def pair(d: Diff) -> str:
     method, path = (either.method, either.path) if either else ("", "")
     p, m = d.primary, d.mirror_leg
     status = f'{esc(p.status if p else "-")} → <span class="bad">{esc(m.status if m and m.status else "none")}</span>'
-    rows = [("request id", esc(d.request_id), esc(d.request_id)), ("method, path", esc(f"{method} {path}"), esc(f"{method} {path}"))]
-    rows += [(f, _leg_value(p, f), _leg_value(m, f)) for f in ("backend", "status", "grpc-status", "size", "digest", "latency", "failure")]
-    rows += [(f"header {name}", esc(a) or '<span class="muted">-</span>', esc(b) or '<span class="muted">-</span>')
-             for name, a, b in shown_headers(p.headers if p else {}, m.headers if m else {})]
+    rows = [
+        ("request id", esc(d.request_id), esc(d.request_id)),
+        ("method, path", esc(f"{method} {path}"), esc(f"{method} {path}")),
+    ]
+    rows += [
+        (f, _leg_value(p, f), _leg_value(m, f))
+        for f in ("backend", "status", "grpc-status", "size", "digest", "latency", "failure")
+    ]
+    rows += [
+        (f"header {name}", esc(a) or '<span class="muted">-</span>', esc(b) or '<span class="muted">-</span>')
+        for name, a, b in shown_headers(p.headers if p else {}, m.headers if m else {})
+    ]
     table = "".join(
-        f'<tr{" class=differs" if a != b else ""}><th>{esc(name)}</th><td class="leg-primary">{a}</td><td class="leg-mirror">{b}</td></tr>'
+        f"<tr{' class=differs' if a != b else ''}><th>{esc(name)}</th>"
+        f'<td class="leg-primary">{a}</td><td class="leg-mirror">{b}</td></tr>'
         for name, a, b in rows
     )
     key = f"{d.mirror}|{d.request_id}|{d.at}"
     return (
-        f'<details class="pair" data-key="{esc(key)}"><summary><time>{clock(d.at)}</time> <span class="result r-{esc(d.result)}">{esc(d.result)}</span> '
+        f'<details class="pair" data-key="{esc(key)}"><summary>'
+        f'<time>{clock(d.at)}</time> <span class="result r-{esc(d.result)}">{esc(d.result)}</span> '
         f'<code>{esc(method)} {esc(path)}</code> {status} <span class="muted">{esc(d.detail)}</span></summary>'
-        f'<table class="legs"><thead><tr><th></th><th>primary</th><th>mirror</th></tr></thead><tbody>{table}</tbody></table></details>'
+        '<table class="legs"><thead><tr><th></th><th>primary</th>'
+        f"<th>mirror</th></tr></thead><tbody>{table}</tbody></table></details>"
     )
 
 
-def rule(row: RuleRow, series: dict[tuple[str, str, str, str], list[Point]], latencies: Latencies, interval: float) -> str:
+def rule(
+    row: RuleRow, series: dict[tuple[str, str, str, str], list[Point]], latencies: Latencies, interval: float
+) -> str:
     now = time.time()
     mirrors = []
     for m in row.mirrors.values():
         key = (row.gateway, row.route, row.rule, m.backend)
         comparison = m.mirror.comparison if m.mirror else None
         settings = (
-            f'compared: {comparison.sample_percent}% of mirrored requests · headers {esc(", ".join(comparison.headers) or "-")}'
+            f"compared: {comparison.sample_percent}% of mirrored requests"
+            f" · headers {esc(', '.join(comparison.headers) or '-')}"
             + (" · bodies by digest" if comparison.body else "")
             if comparison
             else "not in the served config"
@@ -318,19 +383,22 @@ def rule(row: RuleRow, series: dict[tuple[str, str, str, str], list[Point]], lat
             f'<p class="muted">{settings}'
             + (f" · Host {esc(m.mirror.hostname)}" if m.mirror and m.mirror.hostname else "")
             + "</p>"
-            '<table><thead><tr><th>Mirror backend</th><th>Fraction</th><th>MirrorPolicy</th><th>Pairs</th><th>Same</th><th>Differing</th>'
+            "<table><thead><tr><th>Mirror backend</th><th>Fraction</th>"
+            "<th>MirrorPolicy</th><th>Pairs</th><th>Same</th><th>Differing</th>"
             "<th>Mirror failed</th><th>Unpaired</th><th>Primary p50/p99</th><th>Mirror p50/p99</th></tr></thead>"
             f"<tbody><tr>{_mirror_cells(row, m, latencies)}</tr></tbody></table>"
             f"<h4>Share of pairs not the same, per {interval:g} s</h4>{share_chart(series.get(key, []), interval, now)}"
-            f"<h4>Latency of both legs, per {interval:g} s</h4>{latency_chart(series.get(key, []), interval, now)}</section>"
+            f"<h4>Latency of both legs, per {interval:g} s</h4>"
+            f"{latency_chart(series.get(key, []), interval, now)}</section>"
         )
     recent = row.recent()
     pairs = "".join(pair(d) for d in recent) or '<p class="muted">No differing pair yet.</p>'
     where = "" if row.in_config else ' <span class="warn">not in the served config</span>'
     return (
         f'<section id="rule"><h2>{esc(row.route)} · rule {esc(row.rule)}{where}</h2>'
-        f'<p>Gateway <b>{esc(row.gateway)}</b> · matches {esc("; ".join(row.matches) or "-")} · hostnames {esc(", ".join(row.hostnames) or "-")}'
-        f' · backends {esc(", ".join(row.backends) or "-")} · {_share(row.results())}</p></section>'
+        f"<p>Gateway <b>{esc(row.gateway)}</b> · matches {esc('; '.join(row.matches) or '-')}"
+        f" · hostnames {esc(', '.join(row.hostnames) or '-')}"
+        f" · backends {esc(', '.join(row.backends) or '-')} · {_share(row.results())}</p></section>"
         + "".join(mirrors)
         + f'<section id="pairs"><h2>Most recent differing pairs <span class="count">{len(recent)}</span></h2>'
         '<p class="muted">The last 10 per mirror. Open one to see both legs side by side.</p>'
