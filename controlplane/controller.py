@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
-from .gatewayapi.model import HTTPRoute
+from .gatewayapi.model import K8sObject
 from .gatewayapi.refs import with_current_endpoints
 from .gatewayapi.rules import RouteMemo
 from .gatewayapi.status import StatusKey, conditions_in, is_problem, stamp
-from .gatewayapi.store import NsName, Store
+from .gatewayapi.store import RouteKey, Store
 from .gatewayapi.translator import Options, Translation, translate
 from .gcpause import paused_gc
 from .ir import GatewayIR
@@ -66,15 +66,15 @@ class Controller:
         self._memo = RouteMemo()
         self._encoded: dict[str, EncodedMemo] = {}  # per Gateway: its serialized virtual hosts
         self._unstamped: dict[StatusKey, dict[str, Any]] = {}  # the statuses as translated, before stamping
-        # HTTPRoutes left out because Envoy NACKed what they became (quarantine.py), and the
-        # store as the provider gave it (with them), which refresh() translates again.
-        self.held: dict[NsName, Held] = {}
+        # Routes of either kind left out because Envoy NACKed what they became (quarantine.py),
+        # and the store as the provider gave it (with them), which refresh() translates again.
+        self.held: dict[RouteKey, Held] = {}
         self._input: Store | None = None
 
     @property
-    def routes(self) -> Mapping[NsName, HTTPRoute]:
-        """Every HTTPRoute the provider holds, held ones included."""
-        return self._input.httproutes if self._input is not None else {}
+    def routes(self) -> Mapping[RouteKey, K8sObject[Any]]:
+        """Every route (of either kind) the provider holds, held ones included."""
+        return self._input.routes if self._input is not None else {}
 
     def resources(self, gateway: str) -> Resources | None:
         """What the last translation made of a Gateway (the snapshot served, unless a test or a
@@ -83,11 +83,11 @@ class Controller:
 
     @property
     def last_input(self) -> Store | None:
-        """The store the provider last gave (held HTTPRoutes included)."""
+        """The store the provider last gave (held routes included)."""
         return self._input
 
     def refresh(self) -> None:
-        """Translate the last store again: the held HTTPRoutes changed."""
+        """Translate the last store again: the held routes changed."""
         if self._input is not None:
             self.update(self._input)
 

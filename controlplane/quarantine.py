@@ -1,14 +1,16 @@
-"""A NACK never freezes a Gateway: the HTTPRoutes Envoy rejected are left out until they change.
+"""A NACK never freezes a Gateway: the routes Envoy rejected are left out until they change.
 
 The Gateway API translator already refuses what Envoy is known to refuse (gatewayapi/envoy_limits.py).
 This is the net for what nobody foresaw. Envoy validates a RouteConfiguration (or a Cluster) as a
 whole, so without it one bad value would make Envoy ignore every later change to any route of
 the Gateway until someone removes it.
 
-On a NACK of a Gateway's routes or clusters, the culprit is looked for among the HTTPRoutes whose
-part of the config changed between what that Envoy last ACKed and what it NACKed:
+On a NACK of a Gateway's routes or clusters, the culprit is looked for among the routes
+(HTTPRoutes and GRPCRoutes alike, keyed by kind, namespace and name) whose part of the config
+changed between what that Envoy last ACKed and what it NACKed:
 
-1. narrowed by Envoy's error text when it names an Envoy route (``httproute/ns/name/...``) or
+1. narrowed by Envoy's error text when it names an Envoy route (``httproute/ns/name/...``,
+   ``grpcroute/ns/name/...``) or
    quotes a value ("regex '/a{97}' RE2 program size ...") found in only some of them;
 2. one left: it is *rejected*: translated as if absent, with ``Accepted=False`` reason
    ``UnsupportedValue`` and Envoy's message in its status;
@@ -17,8 +19,8 @@ part of the config changed between what that Envoy last ACKed and what it NACKed
    releases half of the held ones, and so on: log2(n) pushes find each culprit, and the other
    routes of the Gateway keep being served and updated meanwhile.
 
-A rejected or held HTTPRoute is served again as soon as its object changes (any edit: the user
-fixing it). A NACK of listeners or endpoints does not come from an HTTPRoute: it is logged as
+A rejected or held route is served again as soon as its object changes (any edit: the user
+fixing it). A NACK of listeners or endpoints does not come from a route: it is logged as
 unattributed (``nack.unattributed``) and the Gateway keeps the previous config for that type.
 
 Process wiring, not translation: the translators stay pure; this module watches the registry's
@@ -38,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from envoy.config.route.v3 import route_pb2
 
-from .gatewayapi.model import GATEWAY_GROUP, HTTPRoute
+from .gatewayapi.model import GATEWAY_GROUP, K8sObject
 from .gatewayapi.status import Condition, StatusKey, conditions
-from .gatewayapi.store import NsName, Store
+from .gatewayapi.store import ROUTE_FIELDS, RouteKey, Store
 from .xds.cache import serialize
 from .xds.resources import CLUSTER, ROUTE
 from .xds.tracking import Event, EventKind, NodeRegistry
@@ -51,15 +53,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mirrorplane.quarantine")
 
-_ROUTE_NAME = re.compile(r"httproute/([^/]+)/([^/]+)/rule/")
+# An Envoy route's name starts with the kind, lowercased, of the route it comes from
+# (gatewayapi/translator.py): "grpcroute/ns/name/rule/...".
+_KINDS = {kind.lower(): kind for kind in ROUTE_FIELDS}
+_ROUTE_NAME = re.compile(rf"({'|'.join(_KINDS)})/([^/]+)/([^/]+)/rule/")
 _QUOTED = re.compile(r"'([^']{2,})'")
 
 
 @dataclass(frozen=True)
 class Held:
-    """An HTTPRoute left out of translation, as it was when left out."""
+    """A route left out of translation, as it was when left out."""
 
-    route: HTTPRoute
+    route: K8sObject[Any]
     message: str
     confirmed: bool
     """Envoy rejected this route (True), or it waits while a bisection tests others (False)."""
@@ -68,22 +73,35 @@ class Held:
     """The xDS type whose NACK put it here: an ACK of that type releases held routes."""
 
 
-def without_held(store: Store, held: dict[NsName, Held]) -> Store:
-    """``store`` without the held HTTPRoutes; a held route that changed is lifted (removed from
+def _key_of(envoy_route: str) -> RouteKey | None:
+    """The route an Envoy route came from."""
+    m = _ROUTE_NAME.match(envoy_route)
+    return _key(m) if m else None
+
+
+def _key(m: re.Match[str]) -> RouteKey:
+    return (_KINDS[m[1]], m[2], m[3])
+
+
+def without_held(store: Store, held: dict[RouteKey, Held]) -> Store:
+    """``store`` without the held routes; a held route that changed is lifted (removed from
     ``held``) and translated again."""
     for key in list(held):
-        if store.httproutes.get(key) != held[key].route:
-            log.info("quarantine.lifted route=%s/%s reason=changed", *key)
+        if store.routes.get(key) != held[key].route:
+            log.info("quarantine.lifted kind=%s route=%s/%s reason=changed", *key)
             del held[key]
-    if not held:
-        return store
-    return replace(store, httproutes=MappingProxyType({k: r for k, r in store.httproutes.items() if k not in held}))
+    fields = {
+        f: MappingProxyType({k: r for k, r in getattr(store, f).items() if (kind, *k) not in held})
+        for kind, f in ROUTE_FIELDS.items()
+        if any(key[0] == kind for key in held)
+    }
+    return replace(store, **fields) if fields else store
 
 
-def held_statuses(held: Mapping[NsName, Held], gateways: Mapping[str, Any], controller_name: str) -> dict[StatusKey, dict[str, Any]]:
-    """The status of each held HTTPRoute: not Accepted by the Gateways it names, and why."""
+def held_statuses(held: Mapping[RouteKey, Held], gateways: Mapping[str, Any], controller_name: str) -> dict[StatusKey, dict[str, Any]]:
+    """The status of each held route: not Accepted by the Gateways it names, and why."""
     out: dict[StatusKey, dict[str, Any]] = {}
-    for (ns, name), h in held.items():
+    for (kind, ns, name), h in held.items():
         route = h.route
         # Held while a bisection runs: not known yet (Gateway API's Unknown/Pending).
         accepted = Condition("Accepted", False, "UnsupportedValue", h.message, route.generation)
@@ -97,21 +115,21 @@ def held_statuses(held: Mapping[NsName, Held], gateways: Mapping[str, Any], cont
             and f"{ref.get('namespace') or ns}/{ref['name']}" in gateways
         ]
         if parents:
-            out[("HTTPRoute", ns, name)] = {"parents": parents}
+            out[(kind, ns, name)] = {"parents": parents}
     return out
 
 
-def _routes_of(configs: Iterable[route_pb2.RouteConfiguration]) -> dict[NsName, set[bytes]]:
-    """HTTPRoute → the serialized Envoy routes it became in these RouteConfigurations, each with
-    the domains it serves (from the route's hostnames). A set: an HTTPRoute whose routes and
+def _routes_of(configs: Iterable[route_pb2.RouteConfiguration]) -> dict[RouteKey, set[bytes]]:
+    """Route → the serialized Envoy routes it became in these RouteConfigurations, each with
+    the domains it serves (from the route's hostnames). A set: a route whose Envoy routes and
     domains are all the same did not change, whatever else moved around it."""
-    out: dict[NsName, set[bytes]] = {}
+    out: dict[RouteKey, set[bytes]] = {}
     for config in configs:
         for vh in config.virtual_hosts:
             domains = "\0".join(vh.domains).encode()
             for r in vh.routes:
-                if m := _ROUTE_NAME.match(r.name):
-                    out.setdefault((m[1], m[2]), set()).add(domains + b"\0" + r.SerializeToString(deterministic=True))
+                if key := _key_of(r.name):
+                    out.setdefault(key, set()).add(domains + b"\0" + r.SerializeToString(deterministic=True))
     return out
 
 
@@ -120,7 +138,7 @@ def _decoded(entries: Mapping[str, "Entry"] | None) -> list[route_pb2.RouteConfi
 
 
 class Quarantine:
-    """Watches NACKs and ACKs and keeps the controller's held HTTPRoutes."""
+    """Watches NACKs and ACKs and keeps the controller's held routes."""
 
     def __init__(
         self, controller: "Controller", registry: NodeRegistry, refresh: "Callable[[], None] | None" = None
@@ -175,7 +193,7 @@ class Quarantine:
                 gateway,
                 event.type_url,
             )
-            log.warning("quarantine.rejected route=%s/%s gateway=%s error=%r", *key, gateway, message)
+            log.warning("quarantine.rejected kind=%s route=%s/%s gateway=%s error=%r", *key, gateway, message)
             return True
         for key in keys[len(keys) // 2 :]:
             held[key] = Held(
@@ -194,8 +212,8 @@ class Quarantine:
 
     def _suspects(
         self, gateway: str, type_url: str, sent: Mapping[str, "Entry"] | None, acked: Mapping[str, "Entry"] | None
-    ) -> dict[NsName, bytes]:
-        """HTTPRoutes whose config changed between ``acked`` and ``sent`` and is still what the
+    ) -> dict[RouteKey, bytes]:
+        """Routes whose config changed between ``acked`` and ``sent`` and is still what the
         controller translates them to (one that changed again since is no suspect any more)."""
         current = self.controller.resources(gateway)
         if current is None:
@@ -203,7 +221,7 @@ class Quarantine:
         if type_url == ROUTE:
             new, old, now = _routes_of(_decoded(sent)), _routes_of(_decoded(acked)), _routes_of(current.routes.values())
             return {k: b"".join(sorted(v)) for k, v in new.items() if old.get(k) != v and now.get(k) == v}
-        # A cluster: the HTTPRoutes whose rules send (or mirror) to a cluster Envoy did not have.
+        # A cluster: the routes whose rules send (or mirror) to a cluster Envoy did not have.
         # A cluster that only changed comes from its Service, not from the routes using it:
         # leaving them out would stop traffic Envoy still serves with the cluster's old version.
         clusters = {
@@ -212,14 +230,14 @@ class Quarantine:
             if n not in (acked or {}) and n in current.clusters and serialize(current.clusters[n]) == e.data
         }
         ir = self.controller.gateways.get(gateway)
-        out: dict[NsName, bytes] = {}
+        out: dict[RouteKey, bytes] = {}
         for listener in ir.listeners if ir else ():
             for chain in listener.chains:
                 for vh in chain.virtual_hosts:
                     for r in vh.routes:
                         used = {b.backend for b in r.backends} | {m.backend for m in r.mirrors}
-                        if (m := _ROUTE_NAME.match(r.name)) and used & clusters:
-                            out[(m[1], m[2])] = b"".join(sent[c].data for c in sorted(used & clusters))  # type: ignore[index]
+                        if (key := _key_of(r.name)) and used & clusters:
+                            out[key] = b"".join(sent[c].data for c in sorted(used & clusters))  # type: ignore[index]
         return out
 
     def _release_half(self, gateway: str, type_url: str) -> bool:
@@ -235,9 +253,9 @@ class Quarantine:
         return True
 
 
-def _narrow(suspects: dict[NsName, bytes], message: str) -> dict[NsName, bytes]:
+def _narrow(suspects: dict[RouteKey, bytes], message: str) -> dict[RouteKey, bytes]:
     """The suspects Envoy's message points at (a route name, or a quoted value); all if none."""
-    named = {(m[1], m[2]) for m in _ROUTE_NAME.finditer(message)} & suspects.keys()
+    named = {_key(m) for m in _ROUTE_NAME.finditer(message)} & suspects.keys()
     if named:
         return {k: suspects[k] for k in named}
     for quoted in _QUOTED.findall(message):

@@ -144,7 +144,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 # -- text --------------------------------------------------------------------------------------
 
 
-def _table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
+def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "".join(
         indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n" for row in rows
@@ -189,11 +189,11 @@ def render_nodes(response: admin_pb2.ListNodesResponse, now: float | None = None
                 node.snapshot_version or "(none yet)",
             ],
         ]
-        block = _table(header)
+        block = table(header)
         if node.types:
             rows = [["TYPE", "SENT", "ACKED", "STATE"]]
             rows += [[t.type, t.sent_version or "-", t.acked_version or "-", _type_state(t, now)] for t in node.types]
-            block += _table(rows, indent="  ")
+            block += table(rows, indent="  ")
         if node.held_clusters:
             block += f"  held until routes move off them: {', '.join(node.held_clusters)}\n"
         blocks.append(block)
@@ -218,7 +218,7 @@ def render_status(response: admin_pb2.GetStatusResponse) -> str:
             lead = [obj.kind, obj.namespace, obj.name] if first else ["", "", ""]
             rows.append([*lead, where or "-", " ".join(conds)])
             first = False
-    out = _table(rows)
+    out = table(rows)
     if problems:
         out += "\nproblems:\n" + "".join(f"  {p}\n" for p in problems)
     return out
@@ -229,7 +229,7 @@ def render_snapshot(response: admin_pb2.GetSnapshotResponse) -> str:
     for rs in response.types:
         out.append(f"\n{rs.type} (version {rs.version}, {len(rs.resources)} shown)\n")
         if rs.resources:
-            out.append(_table([[r.name, r.version] for r in rs.resources], indent="  "))
+            out.append(table([[r.name, r.version] for r in rs.resources], indent="  "))
         if rs.type == "routes":
             out.extend(_mirror_bounds(rs))
     out.append("\n-o json prints every resource in full.\n")

@@ -31,12 +31,9 @@ from .filters import header_mods
 from .model import GATEWAY_GROUP, K8sObject, MirrorPolicy
 from .rules import Rule
 from .status import Condition, StatusKey, conditions
-from .store import Store
+from .store import ROUTE_FIELDS, Store
 
 KIND = "MirrorPolicy"
-# Route kinds a MirrorPolicy can target, and the Store field holding them (GRPCRoute: once the
-# store has one; until then a GRPCRoute target is simply not found).
-_ROUTE_FIELDS = {"HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes"}
 _TRACE_SAMPLED = {"FollowPrimary": None, "Always": True, "Never": False}
 
 RouteKey = tuple[str, str, str]  # (kind, namespace, name)
@@ -142,7 +139,7 @@ def _describe(namespace: str, ref: dict[str, Any]) -> str:
 def _route(store: Store, namespace: str, ref: dict[str, Any]) -> K8sObject[Any] | None:
     if ref["group"] != GATEWAY_GROUP:
         return None
-    return getattr(store, _ROUTE_FIELDS.get(ref["kind"], ""), {}).get((namespace, ref["name"]))
+    return getattr(store, ROUTE_FIELDS.get(ref["kind"], ""), {}).get((namespace, ref["name"]))
 
 
 def _attach(

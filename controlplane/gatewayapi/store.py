@@ -27,6 +27,10 @@ from .model import (
 )
 
 NsName = tuple[str, str]
+RouteKey = tuple[str, str, str]  # (kind, namespace, name)
+
+# The route kinds, and the field of a Store holding each.
+ROUTE_FIELDS = {"HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes"}
 
 _FIELD_BY_KIND = {
     "GatewayClass": "gatewayclasses",
@@ -87,6 +91,11 @@ class Store:
     def objects(self) -> Iterable[K8sObject[Any]]:
         for fname in _FIELD_BY_KIND.values():
             yield from getattr(self, fname).values()
+
+    @cached_property
+    def routes(self) -> Mapping[RouteKey, K8sObject[Any]]:
+        """Every route of either kind, by (kind, namespace, name): the NACK quarantine treats them alike."""
+        return MappingProxyType({r.key: r for f in ROUTE_FIELDS.values() for r in getattr(self, f).values()})
 
     def endpointslices_for(self, namespace: str, service: str) -> list[EndpointSlice]:
         """EndpointSlices labelled ``kubernetes.io/service-name`` for a Service, sorted by name for determinism."""

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import grpc
 
-from ..admin.client import _table, add_arguments, channel, to_json
+from ..admin.client import add_arguments, channel, table, to_json
 from .compare import RESULTS
 from .v1 import shadow_pb2, shadow_pb2_grpc
 
@@ -130,7 +130,7 @@ def render(response: shadow_pb2.GetComparisonsResponse) -> str:
                     f"{_ms(r.mirror_latency.p50_seconds)}/{_ms(r.mirror_latency.p99_seconds)}",
                 ]
             )
-        out = _table(rows)
+        out = table(rows)
         recent = [(r, p) for r in response.rules for p in r.recent]
         if recent:
             out += "\nlast differing pairs:\n"
