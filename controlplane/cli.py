@@ -445,6 +445,8 @@ async def _serve(args: argparse.Namespace) -> int:
             envoys = await _start_envoys(plane, args)
             if not envoys:
                 return 1
+            if plane.page_url:
+                print(f"mirrorplane run: the page is at {plane.page_url} (Gateways, Envoys, mirrors and how they differ)", flush=True)
         await stop.wait()
         return 0
     finally:

@@ -31,6 +31,8 @@ from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
 from .shadow.service import expire_forever, shadow_service
 from .gatewayapi.store import Store
 from .tls import TlsFiles, server_credentials
+from .web.app import WebPage
+from .web.model import Sources
 from .xds.cache import SnapshotCache
 from .xds.server import build_server
 from .xds.tracking import NodeRegistry
@@ -96,6 +98,18 @@ class ControlPlane:
         self.als = AccessLogReceiver(self.comparisons, self.authorizer)
         self.xds_address = host_port(xds_host, xds_port)
         self.http_host, self.http_port = http_host, http_port
+        # The page shows config: served to loopback only, unless --insecure (controlplane/web/access.py).
+        self.web = WebPage(
+            Sources(
+                gateways=lambda: self.controller.gateways,
+                statuses=lambda: self.controller.statuses,
+                store=lambda: self.controller.last_input,
+                registry=self.registry,
+                comparisons=self.comparisons,
+            ),
+            translations=lambda: self.controller.translations,
+            open_to_all=insecure,
+        )
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -127,6 +141,7 @@ class ControlPlane:
         await self._grpc.start()
         if self.http_port is not None:
             await self._start_http(self.http_port)
+            await self.web.start()
         self._expire = asyncio.create_task(expire_forever(self.comparisons), name="shadow-expire")
         try:
             await self._update(await self.provider.start())
@@ -138,14 +153,24 @@ class ControlPlane:
         for ext in self.extensions:
             await ext.start(self)
         log.info(
-            "serve.started source=%s xds=%s xds_security=%s http=%s gateways=%s mirror_body_limit=%d",
+            "serve.started source=%s xds=%s xds_security=%s http=%s page=%s gateways=%s mirror_body_limit=%d",
             self.provider.describe(),
             self.xds_address,
             self._security(),
             host_port(self.http_host, self.http_port) if self.http_port is not None else "off",
+            self.page_url or "off",
             ",".join(self.cache.gateways()) or "(none yet)",
             self.controller.xds_options.mirror_body_limit,
         )
+
+    @property
+    def page_url(self) -> str | None:
+        """Where a browser on this machine opens the page (docs/web.md), or None without an HTTP port."""
+        if self.http_port is None:
+            return None
+        host = self.http_host.strip("[]")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        return f"http://{host_port(host, self.http_port)}/"
 
     def _security(self) -> str:
         if self.authorizer.enforced:
@@ -187,6 +212,7 @@ class ControlPlane:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        self.web.add_routes(app)
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         try:
@@ -224,6 +250,7 @@ class ControlPlane:
                     await task
         if self._grpc is not None:
             await self._grpc.stop(grace)
+        await self.web.stop()
         if self._http is not None:
             await self._http.cleanup()
 

@@ -91,6 +91,11 @@ async def test_run_quickstart_mirrors_and_stops_cleanly(quickstart: tuple[Proc, 
             assert resp.status == 200
         async with session.get(f"http://127.0.0.1:{ports['http']}/metrics") as resp:
             assert resp.status == 200 and "process_" in await resp.text()
+        # `make run` says where the page is, and the page is there (docs/web.md).
+        page = f"http://127.0.0.1:{ports['http']}/"
+        await wait_until(lambda: proc.saw(f"mirrorplane run: the page is at {page} "), message="the page's URL printed")
+        async with session.get(page) as resp:
+            assert resp.status == 200 and "server/simple-gateway" in await resp.text()
         async with session.get(f"http://127.0.0.1:{ports['admin']}/ready") as resp:
             assert resp.status == 200  # Envoy's admin is where the README says
         async with session.get(f"http://127.0.0.1:{ports['admin']}/listeners") as resp:
