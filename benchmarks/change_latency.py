@@ -88,7 +88,10 @@ def http_routes(n: int) -> list[dict[str, Any]]:
                 "filters": [
                     {
                         "type": "RequestMirror",
-                        "requestMirror": {"backendRef": {"name": f"mirror-{i % SERVICES}", "port": 8080}, "percent": 50},
+                        "requestMirror": {
+                            "backendRef": {"name": f"mirror-{i % SERVICES}", "port": 8080},
+                            "percent": 50,
+                        },
                     }
                 ],
                 "backendRefs": [{"name": f"svc-{i % SERVICES}", "port": 8080}],
@@ -156,7 +159,13 @@ class Bench:
         return await asyncio.wait_for(_until_served(session, self.url + path, host, started), 120)
 
     def envoy(self) -> LocalEnvoy:
-        return LocalEnvoy(node_id=f"bench-{time.monotonic_ns()}", gateway=GATEWAY, xds_port=self.xds_port, admin_port=0, log_sink=lambda _: None)
+        return LocalEnvoy(
+            node_id=f"bench-{time.monotonic_ns()}",
+            gateway=GATEWAY,
+            xds_port=self.xds_port,
+            admin_port=0,
+            log_sink=lambda _: None,
+        )
 
     async def run(
         self,
@@ -240,7 +249,12 @@ async def files_child(n: int, rounds: int) -> dict[str, Any]:
     docs = http_routes(n)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        bench = Bench(n, lambda xo, port: ControlPlane(FileProvider(folder), xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo))
+        bench = Bench(
+            n,
+            lambda xo, port: ControlPlane(
+                FileProvider(folder), xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo
+            ),
+        )
         (folder / "base.yaml").write_text(yaml.dump_all(objects(0, endpoint_port=bench.echo_port), Dumper=Dumper))
         text = yaml.dump_all(docs, Dumper=Dumper)
         (folder / "routes.yaml").write_text(text)
@@ -272,9 +286,8 @@ async def files_child(n: int, rounds: int) -> dict[str, Any]:
 
 async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from fakeapi import FakeApiServer  # the fake API server the tests use
-
     from controlplane.providers.kubernetes import KubernetesProvider
+    from fakeapi import FakeApiServer  # the fake API server the tests use
 
     from .workload import route
 
@@ -283,7 +296,9 @@ async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
         kubeconfig = Path(api.write_kubeconfig(Path(tmp) / "kubeconfig"))
         bench = Bench(
             n,
-            lambda xo, port: ControlPlane(KubernetesProvider(kubeconfig), xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo),
+            lambda xo, port: ControlPlane(
+                KubernetesProvider(kubeconfig), xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo
+            ),
         )
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         for doc in [*objects(0, endpoint_port=bench.echo_port), *docs]:
@@ -292,11 +307,16 @@ async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
         def host(i: int) -> str:  # one HTTPRoute, one hostname per route
             return f"host-{i}.example.com"
 
-
         async def change(k: int) -> tuple[str, str]:
             i = _index(n, k)
             path = f"/r{i}-v{k}"
-            patch = {"spec": {"rules": [{**docs[i]["spec"]["rules"][0], "matches": [{"path": {"type": "PathPrefix", "value": path}}]}]}}
+            patch = {
+                "spec": {
+                    "rules": [
+                        {**docs[i]["spec"]["rules"][0], "matches": [{"path": {"type": "PathPrefix", "value": path}}]}
+                    ]
+                }
+            }
             await asyncio.to_thread(api.patch, "HTTPRoute", f"route-{i}", patch, NAMESPACE)
             return path, host(i)
 

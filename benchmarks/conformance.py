@@ -25,8 +25,10 @@ def main() -> None:
     run = asyncio.run(suite.run(concurrency=args.concurrency, out=io.StringIO()))
     timed = sorted((r for r in run.results if r.outcome != "Skipped"), key=lambda r: -r.seconds)
     seconds = [r.seconds for r in timed]
-    print(f"conformance: {len(timed)} tests in {run.seconds:.1f}s wall (concurrency {args.concurrency}); "
-          f"per test median {statistics.median(seconds):.2f}s, mean {statistics.mean(seconds):.2f}s, max {seconds[0]:.2f}s")
+    print(
+        f"conformance: {len(timed)} tests in {run.seconds:.1f}s wall (concurrency {args.concurrency}); "
+        f"per test median {statistics.median(seconds):.2f}s, mean {statistics.mean(seconds):.2f}s, max {seconds[0]:.2f}s"
+    )
     for r in timed:
         print(f"  {r.test.short_name:<55} {r.seconds:6.2f}s  {r.outcome}")
 

@@ -99,11 +99,21 @@ class Clients:
         port, count, gateways, delta, first = self.args
         for start in range(first, first + count, PER_PROCESS):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "benchmarks.simfleet",
-                "--port", str(port), "--clients", str(min(PER_PROCESS, first + count - start)),
-                "--gateways", str(gateways), "--first", str(start), *(["--delta"] if delta else []),
+                sys.executable,
+                "-m",
+                "benchmarks.simfleet",
+                "--port",
+                str(port),
+                "--clients",
+                str(min(PER_PROCESS, first + count - start)),
+                "--gateways",
+                str(gateways),
+                "--first",
+                str(start),
+                *(["--delta"] if delta else []),
                 *(["--gateway", self.gateway] if self.gateway else []),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
             self.procs.append(proc)
             self.readers.append(asyncio.ensure_future(self._read(proc)))
@@ -130,7 +140,7 @@ class Clients:
         for proc in self.procs:
             try:
                 await asyncio.wait_for(proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
         for reader in self.readers:
@@ -292,7 +302,9 @@ def main() -> None:
     lat.add_argument("--clients", type=int, default=1000)
     lat.add_argument("--rounds", type=int, default=20)
     lat.add_argument(
-        "--file", type=int, metavar="ROUTES",
+        "--file",
+        type=int,
+        metavar="ROUTES",
         help="the whole path instead of cache.set: a control plane serving a folder of ROUTES mirrored"
         " routes (one Gateway), where each round saves an EndpointSlice file",
     )

@@ -148,7 +148,14 @@ async def run(calls: int, concurrency: int) -> None:
                 xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8001: ports["gw"]}),
             )  # fmt: skip
             await plane.start()
-            envoy = LocalEnvoy(node_id="bench-grpc", gateway=GATEWAY, xds_port=ports["xds"], admin_port=0, log_sink=lambda _: None, concurrency=1)
+            envoy = LocalEnvoy(
+                node_id="bench-grpc",
+                gateway=GATEWAY,
+                xds_port=ports["xds"],
+                admin_port=0,
+                log_sink=lambda _: None,
+                concurrency=1,
+            )
             try:
                 await envoy.start()
                 for name, mirror in (("mirror off", False), ("mirror on 100%", True)):

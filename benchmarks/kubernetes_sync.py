@@ -90,12 +90,22 @@ async def apply_to_served(n_routes: int, rounds: int) -> None:
                 probe["metadata"]["name"] = f"probe-{i}"
                 started = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
-                    "kubectl", f"--kubeconfig={kubeconfig}", "apply", "--validate=false", "-f", "-",
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+                    "kubectl",
+                    f"--kubeconfig={kubeconfig}",
+                    "apply",
+                    "--validate=false",
+                    "-f",
+                    "-",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.DEVNULL,
                 )
                 await proc.communicate(yaml.safe_dump(probe).encode())
                 applied = time.perf_counter()
-                total.append(await _until_served(session, f"{url}/r{n_routes + 1}-k8s-{i}", f"host-{n_routes + 1}.example.com", started))
+                total.append(
+                    await _until_served(
+                        session, f"{url}/r{n_routes + 1}-k8s-{i}", f"host-{n_routes + 1}.example.com", started
+                    )
+                )
                 kubectl_only.append(applied - started)
         await envoy.stop()
         await plane.stop()

@@ -13,7 +13,9 @@ from collections import Counter
 import aiohttp
 
 
-async def run(url: str, requests: int, concurrency: int, body: bytes, timeout: float | None = None) -> dict[str, object]:
+async def run(
+    url: str, requests: int, concurrency: int, body: bytes, timeout: float | None = None
+) -> dict[str, object]:
     """A request that takes longer than ``timeout`` seconds is abandoned and counted as "timeout"."""
     latencies: list[float] = []
     statuses: Counter[int | str] = Counter()
@@ -28,7 +30,7 @@ async def run(url: str, requests: int, concurrency: int, body: bytes, timeout: f
                     async with session.post(url, data=body) as resp:
                         await resp.read()
                     statuses[resp.status] += 1
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     statuses["timeout"] += 1
                 latencies.append(time.perf_counter() - started)
 

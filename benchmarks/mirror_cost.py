@@ -83,7 +83,14 @@ async def local_gateway(ports: dict[str, int]) -> AsyncIterator[tuple[Path, Loca
             xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: ports["gw"]}),
         )
         await plane.start()
-        envoy = LocalEnvoy(node_id="bench", gateway=GATEWAY, xds_port=ports["xds"], admin_port=0, log_sink=lambda _: None, concurrency=1)
+        envoy = LocalEnvoy(
+            node_id="bench",
+            gateway=GATEWAY,
+            xds_port=ports["xds"],
+            admin_port=0,
+            log_sink=lambda _: None,
+            concurrency=1,
+        )
         try:
             await envoy.start()
             await _until_ok(f"http://127.0.0.1:{ports['gw']}/")
@@ -103,7 +110,11 @@ async def run(requests: int, concurrency: int) -> None:
     results: dict[str, dict[str, float]] = {}
     try:
         async with local_gateway(ports) as (folder, envoy):
-            for name, mirror, mirror_up in (("mirror off", False, True), ("mirror on 100%", True, True), ("mirror backend down", True, False)):
+            for name, mirror, mirror_up in (
+                ("mirror off", False, True),
+                ("mirror on 100%", True, True),
+                ("mirror backend down", True, False),
+            ):
                 if not mirror_up and backends["mirror"].returncode is None:
                     backends["mirror"].terminate()
                     await backends["mirror"].wait()

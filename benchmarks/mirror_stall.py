@@ -61,7 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a request is abandoned (default 30)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds before a request is abandoned (default 30)"
+    )
     args = parser.parse_args()
     asyncio.run(run(args.requests, args.concurrency, args.timeout))
 

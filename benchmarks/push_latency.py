@@ -21,14 +21,14 @@ import yaml
 from aiohttp import web
 
 from controlplane.echo import build_app
-from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi import schema
+from controlplane.gatewayapi.model import from_dict
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
-from controlplane.gatewayapi.store import Store
 from controlplane.xds.translator import XdsOptions, build_resources
 
 from .workload import NAMESPACE, objects, route
@@ -60,7 +60,9 @@ async def run(n_routes: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "base.yaml").write_text(yaml.safe_dump_all(base))
-        plane = ControlPlane(FileProvider(folder), xds_host="127.0.0.1", xds_port=xds_port, http_port=None, xds_options=xds_options)
+        plane = ControlPlane(
+            FileProvider(folder), xds_host="127.0.0.1", xds_port=xds_port, http_port=None, xds_options=xds_options
+        )
         await plane.start()
         envoy = LocalEnvoy(node_id="bench", gateway=GATEWAY, xds_port=xds_port, admin_port=0, log_sink=lambda _: None)
         await envoy.start()
@@ -77,24 +79,30 @@ async def run(n_routes: int, rounds: int) -> None:
                 tmp_file.write_text(yaml.safe_dump(probe))
                 tmp_file.replace(folder / "probe.yaml")
                 file_times.append(
-                    await _until_served(session, f"{url}/r{n_routes + 1}-file-{i}", f"host-{n_routes + 1}.example.com", started)
+                    await _until_served(
+                        session, f"{url}/r{n_routes + 1}-file-{i}", f"host-{n_routes + 1}.example.com", started
+                    )
                 )
                 # The floor: a snapshot built beforehand, handed straight to the cache.
                 extra = from_dict(schema.validate(route(n_routes + 2, tag=f"-bare-{i}")))
-                prebuilt = build_resources(translate(Store.from_objects([*valid_base, extra])).gateways[GATEWAY], xds_options)
+                prebuilt = build_resources(
+                    translate(Store.from_objects([*valid_base, extra])).gateways[GATEWAY], xds_options
+                )
                 started = time.perf_counter()
                 plane.cache.set(GATEWAY, prebuilt)
                 bare_times.append(
-                    await _until_served(session, f"{url}/r{n_routes + 2}-bare-{i}", f"host-{n_routes + 2}.example.com", started)
+                    await _until_served(
+                        session, f"{url}/r{n_routes + 2}-bare-{i}", f"host-{n_routes + 2}.example.com", started
+                    )
                 )
         await envoy.stop()
         await plane.stop()
     await runner.cleanup()
     fm, bm = statistics.median(file_times), statistics.median(bare_times)
     print(
-        f"routes={n_routes} rounds={rounds} | file save → Envoy serving: median {fm*1e3:.1f} ms"
-        f" (max {max(file_times)*1e3:.1f}) | bare push → serving: median {bm*1e3:.1f} ms"
-        f" (max {max(bare_times)*1e3:.1f}) | overhead ratio {fm/bm:.2f}x the floor"
+        f"routes={n_routes} rounds={rounds} | file save → Envoy serving: median {fm * 1e3:.1f} ms"
+        f" (max {max(file_times) * 1e3:.1f}) | bare push → serving: median {bm * 1e3:.1f} ms"
+        f" (max {max(bare_times) * 1e3:.1f}) | overhead ratio {fm / bm:.2f}x the floor"
     )
 
 

@@ -175,7 +175,7 @@ class SimClient:
         while True:
             try:
                 await self._stream(report)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.TimeoutError) as e:
+            except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
                 log.debug("client %d: stream failed, retrying: %r", self.index, e)
                 await self.channel.close()
                 self.channel = self._connect()
@@ -194,7 +194,7 @@ class SimClient:
 
         try:
             await asyncio.wait_for(open_stream(), OPEN_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             call.cancel()
             raise
         if self.stuck:

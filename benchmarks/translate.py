@@ -14,12 +14,11 @@ any protobuf-based control plane pays for this many routes.
 from __future__ import annotations
 
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
-
-import statistics
 
 from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
@@ -31,7 +30,6 @@ from controlplane.xds.cache import Snapshot, SnapshotCache
 from controlplane.xds.translator import build_resources
 
 from .workload import NAMESPACE, objects, route
-
 
 _T = TypeVar("_T")
 
@@ -57,10 +55,10 @@ def run(n: int) -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     routes = sum(len(vh.routes) for vh in route_config.virtual_hosts)
     print(
-        f"N={n:>6} routes={routes:>6} | validate {t_validate*1e3:8.1f} ms | translate {t_translate*1e3:7.1f} ms"
-        f" | build {t_build*1e3:7.1f} ms | serialize {t_serialize*1e3:6.1f} ms"
-        f" | translate+build+serialize {total*1e3:7.1f} ms ({total/t_floor:5.1f}x the bare serialize floor"
-        f" of {t_floor*1e3:.1f} ms, {len(blob)/1e6:.1f} MB) | peak RSS {rss:.0f} MiB"
+        f"N={n:>6} routes={routes:>6} | validate {t_validate * 1e3:8.1f} ms | translate {t_translate * 1e3:7.1f} ms"
+        f" | build {t_build * 1e3:7.1f} ms | serialize {t_serialize * 1e3:6.1f} ms"
+        f" | translate+build+serialize {total * 1e3:7.1f} ms ({total / t_floor:5.1f}x the bare serialize floor"
+        f" of {t_floor * 1e3:.1f} ms, {len(blob) / 1e6:.1f} MB) | peak RSS {rss:.0f} MiB"
     )
     controller = Controller(SnapshotCache())
     _, t_cold = _timed(controller.update, store)
@@ -71,8 +69,8 @@ def run(n: int) -> None:
         changes.append(_timed(controller.update, store)[1])
     change = statistics.median(changes)
     print(
-        f"N={n:>6} controller | first update {t_cold*1e3:7.1f} ms | one route changed: median {change*1e3:6.1f} ms"
-        f" ({change/t_cold*100:4.1f}% of the first; {change/t_floor:5.1f}x the bare serialize floor)"
+        f"N={n:>6} controller | first update {t_cold * 1e3:7.1f} ms | one route changed: median {change * 1e3:6.1f} ms"
+        f" ({change / t_cold * 100:4.1f}% of the first; {change / t_floor:5.1f}x the bare serialize floor)"
     )
 
 

@@ -41,7 +41,11 @@ def objects(n_routes: int, *, gateway_port: int = 8000, endpoint_port: int = 9, 
                 {
                     "apiVersion": "discovery.k8s.io/v1",
                     "kind": "EndpointSlice",
-                    "metadata": {"name": f"{name}-1", "namespace": NAMESPACE, "labels": {"kubernetes.io/service-name": name}},
+                    "metadata": {
+                        "name": f"{name}-1",
+                        "namespace": NAMESPACE,
+                        "labels": {"kubernetes.io/service-name": name},
+                    },
                     "addressType": "IPv4",
                     "endpoints": [{"addresses": ["127.0.0.1"]}],
                     "ports": [{"port": endpoint_port}],

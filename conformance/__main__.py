@@ -13,8 +13,15 @@ from . import report, suite
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
-    parser.add_argument("--report", type=Path, default=Path("conformance-report.yaml"), help="where to write the ConformanceReport (default: %(default)s)")
-    parser.add_argument("--run-test", action="append", default=[], metavar="NAME", help="run only this test (repeatable)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=Path("conformance-report.yaml"),
+        help="where to write the ConformanceReport (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--run-test", action="append", default=[], metavar="NAME", help="run only this test (repeatable)"
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="tests run at once (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep each test's folder of YAML for inspection")
     parser.add_argument("--verbose", action="store_true", help="show mirrorplane's own log lines")

@@ -31,8 +31,8 @@ from controlplane.xds.translator import XdsOptions
 
 from . import fixture, rpc
 from .http import Case, Client, Target, expect_consistent
-from .rpc import GrpcCase, GrpcClient
 from .pods import Pods
+from .rpc import GrpcCase, GrpcClient
 from .status import (
     Cond,
     ConformanceError,
@@ -144,7 +144,9 @@ class Env:
             obj = store.gatewayclasses.get(name)
         else:
             by_kind: dict[str, Mapping[tuple[str, str], K8sObject[Any]]] = {
-                "HTTPRoute": store.httproutes, "GRPCRoute": store.grpcroutes, "Gateway": store.gateways
+                "HTTPRoute": store.httproutes,
+                "GRPCRoute": store.grpcroutes,
+                "Gateway": store.gateways,
             }
             obj = by_kind[kind].get((namespace, name))
         return obj.generation if obj is not None else None
@@ -183,7 +185,11 @@ class Env:
         return await self.target(gw, listeners[0] if listeners else None)
 
     async def route_must_have_parents(
-        self, route: tuple[str, str], parents: list[Parent], filter_gateway: tuple[str, str] | None = None, kind: str = "HTTPRoute"
+        self,
+        route: tuple[str, str],
+        parents: list[Parent],
+        filter_gateway: tuple[str, str] | None = None,
+        kind: str = "HTTPRoute",
     ) -> None:
         def check() -> str:
             status, gen = self.status(kind, *route), self.generation(kind, *route)
@@ -201,7 +207,9 @@ class Env:
 
         await eventually(check, f"{kind} {route[0]}/{route[1]} parents")
 
-    async def route_condition(self, route: tuple[str, str], gw: tuple[str, str], cond: Cond, kind: str = "HTTPRoute") -> None:
+    async def route_condition(
+        self, route: tuple[str, str], gw: tuple[str, str], cond: Cond, kind: str = "HTTPRoute"
+    ) -> None:
         """upstream's HTTPRouteMustHaveCondition (HTTPRouteMustHaveResolvedRefsConditionsTrue)."""
 
         def check() -> str:
@@ -228,7 +236,9 @@ class Env:
             status, gen = self.status("Gateway", *gw), self.generation("Gateway", *gw)
             if status is None or gen is None:
                 return "no Gateway status"
-            return stale(gen, status.get("conditions") or []) or listeners_match(expected, status.get("listeners") or [])
+            return stale(gen, status.get("conditions") or []) or listeners_match(
+                expected, status.get("listeners") or []
+            )
 
         await eventually(check, f"Gateway {gw[0]}/{gw[1]} listeners")
 
@@ -240,7 +250,9 @@ class Env:
             status, gen = self.status(kind, namespace, name), self.generation(kind, namespace, name)
             if status is None or gen is None:
                 return f"no {kind} status"
-            return stale(gen, status.get("conditions") or []) or conditions_match(list(conds), status.get("conditions") or [])
+            return stale(gen, status.get("conditions") or []) or conditions_match(
+                list(conds), status.get("conditions") or []
+            )
 
         await eventually(check, f"{kind} {namespace + '/' if namespace else ''}{name} conditions")
 
@@ -278,7 +290,9 @@ class Env:
         if https:
             ref = chosen["tls"]["certificateRefs"][0]
             ca = self.certs[(ref.get("namespace") or gw[0], ref["name"])].cert_pem
-        return Target(addresses[0]["value"], chosen["port"], runtime.ports[chosen["port"]], "https" if https else "http", ca)
+        return Target(
+            addresses[0]["value"], chosen["port"], runtime.ports[chosen["port"]], "https" if https else "http", ca
+        )
 
     async def _gateway(self, gw: tuple[str, str], ports: list[int]) -> _GatewayRuntime:
         async with self._lock:
@@ -303,7 +317,9 @@ class Env:
             self._gateways[gw] = _GatewayRuntime(plane, envoy, port_map)
             return self._gateways[gw]
 
-    async def distribution(self, target: Target, case: Case, total: int, concurrency: int = 10) -> collections.Counter[str]:
+    async def distribution(
+        self, target: Target, case: Case, total: int, concurrency: int = 10
+    ) -> collections.Counter[str]:
         """Send ``total`` requests (``concurrency`` at a time); count the answering backends by
         Deployment (the pod name without its two generated suffixes)."""
         semaphore = asyncio.Semaphore(concurrency)
@@ -317,7 +333,9 @@ class Env:
 
         return collections.Counter(await asyncio.gather(*(one() for _ in range(total))))
 
-    async def grpc_distribution(self, target: Target, case: GrpcCase, total: int, concurrency: int = 10) -> collections.Counter[str]:
+    async def grpc_distribution(
+        self, target: Target, case: GrpcCase, total: int, concurrency: int = 10
+    ) -> collections.Counter[str]:
         """As :meth:`distribution`, with gRPC calls (each with unique metadata, as upstream's)."""
         semaphore = asyncio.Semaphore(concurrency)
 
@@ -334,7 +352,9 @@ class Env:
         """Every case eventually consistent (they run in parallel, as upstream's t.Parallel)."""
         results = await asyncio.gather(
             *(
-                rpc.expect_consistent(self.grpc, target, c) if isinstance(c, GrpcCase) else expect_consistent(self.client, target, c)
+                rpc.expect_consistent(self.grpc, target, c)
+                if isinstance(c, GrpcCase)
+                else expect_consistent(self.client, target, c)
                 for c in cases
             ),
             return_exceptions=True,
@@ -343,7 +363,9 @@ class Env:
         if failures:
             if not all(isinstance(f, ConformanceError) for f in failures):
                 raise next(f for f in failures if not isinstance(f, ConformanceError))
-            raise ConformanceError("; ".join(str(f) for f in failures[:3]) + (f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""))
+            raise ConformanceError(
+                "; ".join(str(f) for f in failures[:3]) + (f" (+{len(failures) - 3} more)" if len(failures) > 3 else "")
+            )
 
 
 def edit_docs(env: Env, kind: str, namespace: str, name: str, mutate: Any) -> None:

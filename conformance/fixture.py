@@ -137,7 +137,11 @@ def endpoint_slices(docs: list[dict[str, Any]], pods: list[PodSpec], ready: set[
                 },
                 "addressType": "IPv4",
                 "endpoints": [
-                    {"addresses": [p.ip], "conditions": {"ready": p.name in ready}, "targetRef": {"kind": "Pod", "name": p.name}}
+                    {
+                        "addresses": [p.ip],
+                        "conditions": {"ready": p.name in ready},
+                        "targetRef": {"kind": "Pod", "name": p.name},
+                    }
                     for p in members
                 ],
                 "ports": [
@@ -159,7 +163,7 @@ def self_signed(hosts: tuple[str, ...]) -> Certificate:
     """Like upstream's MustCreateSelfSignedCertSecret: one RSA key, the hosts as SANs."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme Co")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -174,7 +178,9 @@ def self_signed(hosts: tuple[str, ...]) -> Certificate:
     )
     return Certificate(
         cert.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ),
     )
 
 

@@ -63,7 +63,7 @@ class Case:
     mirrored_to: tuple[tuple[str, str], ...] = ()  # (namespace, service)
     sni: str = ""  # HTTPS: server name to send (default: host)
 
-    def with_request_id(self) -> "Case":
+    def with_request_id(self) -> Case:
         """Mirror cases carry a fresh uuid so the mirror's log line is this request's alone."""
         rid = f"{MIRROR_ID_PARAM}={uuid.uuid4()}"
         sep = "&" if "?" in self.path else "?"
@@ -261,7 +261,9 @@ async def expect_consistent(
             continue
         successes = 0
         if time.monotonic() - start > MAX_TIME_TO_CONSISTENCY:
-            raise ConformanceError(f"{case.name()}: {why} (no {threshold} consecutive matches in {MAX_TIME_TO_CONSISTENCY:g}s)")
+            raise ConformanceError(
+                f"{case.name()}: {why} (no {threshold} consecutive matches in {MAX_TIME_TO_CONSISTENCY:g}s)"
+            )
         await asyncio.sleep(RETRY_DELAY)
 
 

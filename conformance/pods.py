@@ -46,10 +46,20 @@ class Pods:
         for spec in specs:
             pod = Pod(spec, services.get((spec.namespace, spec.deployment), ""))
             env = dict(os.environ, POD_NAME=spec.name, NAMESPACE=spec.namespace, SERVICE_NAME=pod.service)
-            ports = ["--port", str(SPARE_PORT), "--grpc-port", str(HTTP_PORT)] if spec.grpc else ["--port", str(HTTP_PORT), "--h2c-port", str(H2C_PORT)]
+            ports = (
+                ["--port", str(SPARE_PORT), "--grpc-port", str(HTTP_PORT)]
+                if spec.grpc
+                else ["--port", str(HTTP_PORT), "--h2c-port", str(H2C_PORT)]
+            )
             pod.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "controlplane.echo",
-                "--host", spec.ip, *ports, "--name", spec.container,
+                sys.executable,
+                "-m",
+                "controlplane.echo",
+                "--host",
+                spec.ip,
+                *ports,
+                "--name",
+                spec.container,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
@@ -62,9 +72,15 @@ class Pods:
         except TimeoutError:
             late = [p.spec.name for p in self.pods if not p.ready.is_set()]
             raise RuntimeError(f"echo pods not ready within {timeout:g}s: {late}") from None
-        dead = {p.spec.name: p.lines[-1][1] if p.lines else "(no output)" for p in self.pods if p.proc and p.proc.returncode is not None}
+        dead = {
+            p.spec.name: p.lines[-1][1] if p.lines else "(no output)"
+            for p in self.pods
+            if p.proc and p.proc.returncode is not None
+        }
         if dead:
-            raise OSError(f"echo pods exited at start (is port {HTTP_PORT} or {H2C_PORT} taken on all addresses?): {dead}")
+            raise OSError(
+                f"echo pods exited at start (is port {HTTP_PORT} or {H2C_PORT} taken on all addresses?): {dead}"
+            )
 
     async def _read(self, pod: Pod) -> None:
         assert pod.proc is not None and pod.proc.stdout is not None

@@ -62,7 +62,7 @@ def build(run: RunResult) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "ConformanceReport",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "gatewayAPIVersion": GATEWAY_API_VERSION,
         "gatewayAPIChannel": "standard",
         "implementation": {
@@ -114,7 +114,9 @@ def summary(run: RunResult) -> str:
     if not run.complete:
         lines.append("(a partial run: supportedFeatures are judged on full runs only)")
     elif over or under:
-        lines.append(f"GatewayClass supportedFeatures disagree with the results: claimed but failing {over}, passing but not claimed {under}")
+        lines.append(
+            f"GatewayClass supportedFeatures disagree with the results: claimed but failing {over}, passing but not claimed {under}"
+        )
     else:
         lines.append(f"GatewayClass supportedFeatures ({len(run.claimed_features)}) are exactly the passing features")
     return "\n".join(lines)

@@ -137,7 +137,11 @@ async def run(
             else:
                 async with semaphore:
                     result = await _run_one(test, root / test.short_name, pods, certs, base)
-            print(f"{test.short_name:<55} {result.outcome:<7} {result.seconds:6.1f}s{_short(result.reason)}", file=out, flush=True)
+            print(
+                f"{test.short_name:<55} {result.outcome:<7} {result.seconds:6.1f}s{_short(result.reason)}",
+                file=out,
+                flush=True,
+            )
             return result
 
         results = await asyncio.gather(*(one(t) for t in tests))

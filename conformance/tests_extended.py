@@ -9,7 +9,15 @@ from typing import Any
 import aiohttp
 
 from .env import INFRA, SAME_NAMESPACE, Env
-from .http import H2C_PRIOR_KNOWLEDGE, MAX_TIME_TO_CONSISTENCY, REQUEST_TIMEOUT, REQUIRED_CONSECUTIVE_SUCCESSES, Case, Redirect, Target
+from .http import (
+    H2C_PRIOR_KNOWLEDGE,
+    MAX_TIME_TO_CONSISTENCY,
+    REQUEST_TIMEOUT,
+    REQUIRED_CONSECUTIVE_SUCCESSES,
+    Case,
+    Redirect,
+    Target,
+)
 from .status import Cond, ConformanceError, ListenerExpectation, Parent
 from .suite import conformance_test, skipped_test
 from .tests_core import CORE, MODIFIED, V1, V2, V3, accepted_with_refs, code, ok, request_header_cases
@@ -24,63 +32,130 @@ async def same_namespace(env: Env, route: str) -> Target:
 # --- matching ----------------------------------------------------------------------------------
 
 
-@conformance_test("HTTPRouteMethodMatching", "Method matching for different backends", CORE + ["HTTPRouteMethodMatching"], ["tests/httproute-method-matching.yaml"])
+@conformance_test(
+    "HTTPRouteMethodMatching",
+    "Method matching for different backends",
+    CORE + ["HTTPRouteMethodMatching"],
+    ["tests/httproute-method-matching.yaml"],
+)
 async def method_matching(env: Env) -> None:
     t = await same_namespace(env, "method-matching")
     await env.expect(
         t,
-        ok(method="POST"), ok(backend=V2, method="GET"), code(404, method="HEAD"),
-        ok("/path1", method="GET"), ok(backend=V2, method="PUT", headers={"version": "one"}),
+        ok(method="POST"),
+        ok(backend=V2, method="GET"),
+        code(404, method="HEAD"),
+        ok("/path1", method="GET"),
+        ok(backend=V2, method="PUT", headers={"version": "one"}),
         ok("/path2", V3, method="POST", headers={"version": "two"}),
-        ok("/path3", method="PATCH"), ok("/path4", method="DELETE", headers={"version": "three"}),
-        code(404, method="PUT"), code(404, "/path4", method="DELETE"),
-        ok("/path5", method="PATCH"), ok(backend=V2, method="PATCH", headers={"version": "four"}),
+        ok("/path3", method="PATCH"),
+        ok("/path4", method="DELETE", headers={"version": "three"}),
+        code(404, method="PUT"),
+        code(404, "/path4", method="DELETE"),
+        ok("/path5", method="PATCH"),
+        ok(backend=V2, method="PATCH", headers={"version": "four"}),
     )
 
 
-@conformance_test("HTTPRouteQueryParamMatching", "Query param matching for different backends", CORE + ["HTTPRouteQueryParamMatching"], ["tests/httproute-query-param-matching.yaml"])
+@conformance_test(
+    "HTTPRouteQueryParamMatching",
+    "Query param matching for different backends",
+    CORE + ["HTTPRouteQueryParamMatching"],
+    ["tests/httproute-query-param-matching.yaml"],
+)
 async def query_param_matching(env: Env) -> None:
     t = await same_namespace(env, "query-param-matching")
     await env.expect(
         t,
-        ok("/?animal=whale"), ok("/?animal=dolphin", V2), ok("/?animal=dolphin&color=blue", V3), ok("/?ANIMAL=Whale", V3),
-        ok("/?animal=whale&otherparam=irrelevant"), ok("/?animal=dolphin&color=yellow", V2),
-        code(404, "/?color=blue"), code(404, "/?animal=dog"), code(404, "/?animal=whaledolphin"), code(404, "/"),
-        ok("/path1?animal=whale"), ok("/?animal=whale", V2, headers={"version": "one"}),
+        ok("/?animal=whale"),
+        ok("/?animal=dolphin", V2),
+        ok("/?animal=dolphin&color=blue", V3),
+        ok("/?ANIMAL=Whale", V3),
+        ok("/?animal=whale&otherparam=irrelevant"),
+        ok("/?animal=dolphin&color=yellow", V2),
+        code(404, "/?color=blue"),
+        code(404, "/?animal=dog"),
+        code(404, "/?animal=whaledolphin"),
+        code(404, "/"),
+        ok("/path1?animal=whale"),
+        ok("/?animal=whale", V2, headers={"version": "one"}),
         ok("/path2?animal=whale", V3, headers={"version": "two"}),
-        ok("/path3?animal=shark"), ok("/path4?animal=kraken", headers={"version": "three"}),
-        code(404, "/?animal=shark"), code(404, "/path4?animal=kraken"),
-        ok("/path5?animal=hydra"), ok("/?animal=hydra", V3, headers={"version": "four"}),
+        ok("/path3?animal=shark"),
+        ok("/path4?animal=kraken", headers={"version": "three"}),
+        code(404, "/?animal=shark"),
+        code(404, "/path4?animal=kraken"),
+        ok("/path5?animal=hydra"),
+        ok("/?animal=hydra", V3, headers={"version": "four"}),
     )
 
 
 # --- header modifiers --------------------------------------------------------------------------
 
 
-@conformance_test("HTTPRouteResponseHeaderModifier", "Set, add and remove response headers", CORE + ["HTTPRouteResponseHeaderModification"], ["tests/httproute-response-header-modifier.yaml"])
+@conformance_test(
+    "HTTPRouteResponseHeaderModifier",
+    "Set, add and remove response headers",
+    CORE + ["HTTPRouteResponseHeaderModification"],
+    ["tests/httproute-response-header-modifier.yaml"],
+)
 async def response_header_modifier(env: Env) -> None:
     t = await same_namespace(env, "response-header-modifier")
     other = {"Some-Other-Header": "val"}
-    multiple = {"X-Header-Set-2": "set-val-2", "X-Header-Add-2": "add-val-2", "X-Header-Remove-2": "remove-val-2", "Another-Header": "another-header-val"}
+    multiple = {
+        "X-Header-Set-2": "set-val-2",
+        "X-Header-Add-2": "add-val-2",
+        "X-Header-Remove-2": "remove-val-2",
+        "Another-Header": "another-header-val",
+    }
     await env.expect(
         t,
-        ok("/set", backend_set_response_headers=other, response_headers={**other, "X-Header-Set": "set-overwrites-values"}),
-        ok("/set", backend_set_response_headers={**other, "X-Header-Set": "some-other-value"}, response_headers={**other, "X-Header-Set": "set-overwrites-values"}),
-        ok("/add", backend_set_response_headers=other, response_headers={**other, "X-Header-Add": "add-appends-values"}),
-        ok("/add", backend_set_response_headers={**other, "X-Header-Add": "some-other-value"}, response_headers={**other, "X-Header-Add": "some-other-value,add-appends-values"}),
+        ok(
+            "/set",
+            backend_set_response_headers=other,
+            response_headers={**other, "X-Header-Set": "set-overwrites-values"},
+        ),
+        ok(
+            "/set",
+            backend_set_response_headers={**other, "X-Header-Set": "some-other-value"},
+            response_headers={**other, "X-Header-Set": "set-overwrites-values"},
+        ),
+        ok(
+            "/add", backend_set_response_headers=other, response_headers={**other, "X-Header-Add": "add-appends-values"}
+        ),
+        ok(
+            "/add",
+            backend_set_response_headers={**other, "X-Header-Add": "some-other-value"},
+            response_headers={**other, "X-Header-Add": "some-other-value,add-appends-values"},
+        ),
         ok("/remove", backend_set_response_headers={"X-Header-Remove": "val"}, response_absent=("X-Header-Remove",)),
         ok(
             "/multiple",
             backend_set_response_headers=multiple,
-            response_headers={"X-Header-Set-1": "header-set-1", "X-Header-Set-2": "header-set-2", "X-Header-Add-1": "header-add-1", "X-Header-Add-2": "add-val-2,header-add-2", "X-Header-Add-3": "header-add-3", "Another-Header": "another-header-val"},
+            response_headers={
+                "X-Header-Set-1": "header-set-1",
+                "X-Header-Set-2": "header-set-2",
+                "X-Header-Add-1": "header-add-1",
+                "X-Header-Add-2": "add-val-2,header-add-2",
+                "X-Header-Add-3": "header-add-3",
+                "Another-Header": "another-header-val",
+            },
             response_absent=("X-Header-Remove-1", "X-Header-Remove-2"),
         ),
         ok(
             "/case-insensitivity",
-            backend_set_response_headers={"x-header-set": "original-val-set", "x-header-add": "original-val-add", "x-header-remove": "original-val-remove", "Another-Header": "another-header-val"},
+            backend_set_response_headers={
+                "x-header-set": "original-val-set",
+                "x-header-add": "original-val-add",
+                "x-header-remove": "original-val-remove",
+                "Another-Header": "another-header-val",
+            },
             response_headers={
-                "X-Header-Set": "header-set", "X-Header-Add": "original-val-add,header-add", "X-Lowercase-Add": "lowercase-add",
-                "X-Mixedcase-Add-1": "mixedcase-add-1", "X-Mixedcase-Add-2": "mixedcase-add-2", "X-Uppercase-Add": "uppercase-add",
+                "X-Header-Set": "header-set",
+                "X-Header-Add": "original-val-add,header-add",
+                "X-Lowercase-Add": "lowercase-add",
+                "X-Mixedcase-Add-1": "mixedcase-add-1",
+                "X-Mixedcase-Add-2": "mixedcase-add-2",
+                "X-Uppercase-Add": "uppercase-add",
                 "Another-Header": "another-header-val",
             },
             response_absent=("x-header-remove", "X-Header-Remove"),
@@ -88,7 +163,13 @@ async def response_header_modifier(env: Env) -> None:
         ok(
             "/response-and-request-header-modifiers",
             backend_set_response_headers=multiple,
-            response_headers={"X-Header-Set-1": "header-set-1", "X-Header-Set-2": "header-set-2", "X-Header-Add-1": "header-add-1", "X-Header-Add-2": "add-val-2,header-add-2", "Another-Header": "another-header-val"},
+            response_headers={
+                "X-Header-Set-1": "header-set-1",
+                "X-Header-Set-2": "header-set-2",
+                "X-Header-Add-1": "header-add-1",
+                "X-Header-Add-2": "add-val-2,header-add-2",
+                "Another-Header": "another-header-val",
+            },
             response_absent=("X-Header-Remove-1", "X-Header-Remove-2"),
             **MODIFIED,
         ),
@@ -98,13 +179,23 @@ async def response_header_modifier(env: Env) -> None:
 BACKEND_HEADERS = CORE + ["HTTPRouteBackendRequestHeaderModification"]
 
 
-@conformance_test("HTTPRouteBackendRequestHeaderModifier", "RequestHeaderModifier filters on backendRefs", BACKEND_HEADERS, ["tests/httproute-request-header-modifier-backend.yaml"])
+@conformance_test(
+    "HTTPRouteBackendRequestHeaderModifier",
+    "RequestHeaderModifier filters on backendRefs",
+    BACKEND_HEADERS,
+    ["tests/httproute-request-header-modifier-backend.yaml"],
+)
 async def backend_request_header_modifier(env: Env) -> None:
     t = await same_namespace(env, "request-header-modifier")
     await env.expect(t, *request_header_cases())
 
 
-@conformance_test("HTTPRouteRequestHeaderModifierBackendWeights", "Each weighted backendRef's own header filter reaches only that backend", BACKEND_HEADERS, ["tests/httproute-request-header-modifier-backend-weights.yaml"])
+@conformance_test(
+    "HTTPRouteRequestHeaderModifierBackendWeights",
+    "Each weighted backendRef's own header filter reaches only that backend",
+    BACKEND_HEADERS,
+    ["tests/httproute-request-header-modifier-backend-weights.yaml"],
+)
 async def backend_weights_header_modifier(env: Env) -> None:
     t = await same_namespace(env, "request-header-modifier-backend-weights")
     await env.expect(t, ok(backend="infra-backend-"))
@@ -131,7 +222,12 @@ def redirect(request_path: str, status: int = 302, **kw: str) -> Case:
     return Case(path=request_path, status=status, redirect=Redirect(**kw), namespace=INFRA)
 
 
-@conformance_test("HTTPRouteRedirectPath", "RequestRedirect with path replacement", CORE + ["HTTPRoutePathRedirect"], ["tests/httproute-redirect-path.yaml"])
+@conformance_test(
+    "HTTPRouteRedirectPath",
+    "RequestRedirect with path replacement",
+    CORE + ["HTTPRoutePathRedirect"],
+    ["tests/httproute-redirect-path.yaml"],
+)
 async def redirect_path(env: Env) -> None:
     t = await same_namespace(env, "redirect-path")
     await env.expect(
@@ -145,7 +241,12 @@ async def redirect_path(env: Env) -> None:
     )
 
 
-@conformance_test("HTTPRouteRedirectPort", "RequestRedirect with a port", CORE + ["HTTPRoutePortRedirect"], ["tests/httproute-redirect-port.yaml"])
+@conformance_test(
+    "HTTPRouteRedirectPort",
+    "RequestRedirect with a port",
+    CORE + ["HTTPRoutePortRedirect"],
+    ["tests/httproute-redirect-port.yaml"],
+)
 async def redirect_port(env: Env) -> None:
     t = await same_namespace(env, "redirect-port")
     await env.expect(
@@ -157,7 +258,12 @@ async def redirect_port(env: Env) -> None:
     )
 
 
-@conformance_test("HTTPRouteRedirectScheme", "RequestRedirect with a scheme", CORE + ["HTTPRouteSchemeRedirect"], ["tests/httproute-redirect-scheme.yaml"])
+@conformance_test(
+    "HTTPRouteRedirectScheme",
+    "RequestRedirect with a scheme",
+    CORE + ["HTTPRouteSchemeRedirect"],
+    ["tests/httproute-redirect-scheme.yaml"],
+)
 async def redirect_scheme(env: Env) -> None:
     t = await same_namespace(env, "redirect-scheme")
     await env.expect(
@@ -177,31 +283,41 @@ async def redirect_scheme(env: Env) -> None:
 )
 async def redirect_port_and_scheme(env: Env) -> None:
     t80 = await accepted_with_refs(env, SAME_NAMESPACE, (INFRA, "http-route-for-listener-on-port-80"))
-    t8080 = await accepted_with_refs(env, (INFRA, "same-namespace-with-http-listener-on-8080"), (INFRA, "http-route-for-listener-on-port-8080"))
+    t8080 = await accepted_with_refs(
+        env, (INFRA, "same-namespace-with-http-listener-on-8080"), (INFRA, "http-route-for-listener-on-port-8080")
+    )
     t443 = await accepted_with_refs(env, HTTPS_GW, (INFRA, "http-route-for-listener-on-port-443"))
     org = "example.org"
 
     def tls(path: str, **kw: str) -> Case:
-        return Case(path=path, host="example.org", sni="example.org", status=302, redirect=Redirect(**kw), namespace=INFRA)
+        return Case(
+            path=path, host="example.org", sni="example.org", status=302, redirect=Redirect(**kw), namespace=INFRA
+        )
 
     await asyncio.gather(
         env.expect(
             t80,
-            redirect("/scheme-nil-and-port-nil", scheme="http", host=org), redirect("/scheme-nil-and-port-80", scheme="http", host=org),
+            redirect("/scheme-nil-and-port-nil", scheme="http", host=org),
+            redirect("/scheme-nil-and-port-80", scheme="http", host=org),
             redirect("/scheme-nil-and-port-8080", scheme="http", port="8080", host=org),
-            redirect("/scheme-https-and-port-nil", scheme="https", host=org), redirect("/scheme-https-and-port-443", scheme="https", host=org),
+            redirect("/scheme-https-and-port-nil", scheme="https", host=org),
+            redirect("/scheme-https-and-port-443", scheme="https", host=org),
             redirect("/scheme-https-and-port-8443", scheme="https", port="8443", host=org),
         ),
         env.expect(
             t8080,
-            redirect("/scheme-nil-and-port-nil", scheme="http", port="8080", host=org), redirect("/scheme-nil-and-port-80", scheme="http", host=org),
+            redirect("/scheme-nil-and-port-nil", scheme="http", port="8080", host=org),
+            redirect("/scheme-nil-and-port-80", scheme="http", host=org),
             redirect("/scheme-https-and-port-nil", scheme="https", host=org),
         ),
         env.expect(
             t443,
-            tls("/scheme-nil-and-port-nil", scheme="https", host=org), tls("/scheme-nil-and-port-443", scheme="https", host=org),
-            tls("/scheme-nil-and-port-8443", scheme="https", port="8443", host=org), tls("/scheme-http-and-port-nil", scheme="http", host=org),
-            tls("/scheme-http-and-port-80", scheme="http", host=org), tls("/scheme-http-and-port-8080", scheme="http", port="8080", host=org),
+            tls("/scheme-nil-and-port-nil", scheme="https", host=org),
+            tls("/scheme-nil-and-port-443", scheme="https", host=org),
+            tls("/scheme-nil-and-port-8443", scheme="https", port="8443", host=org),
+            tls("/scheme-http-and-port-nil", scheme="http", host=org),
+            tls("/scheme-http-and-port-80", scheme="http", host=org),
+            tls("/scheme-http-and-port-8080", scheme="http", port="8080", host=org),
         ),
     )
 
@@ -209,7 +325,13 @@ async def redirect_port_and_scheme(env: Env) -> None:
 def _status_redirect_test(code_: int, route: str, path: str) -> None:
     feature = f"HTTPRoute{code_}RedirectStatusCode"
 
-    @conformance_test(f"HTTPRoute{code_}Redirect", f"An HTTPRoute with a {code_} redirect filter", CORE + [feature], [f"tests/httproute-{code_}-redirect.yaml"], provisional=True)
+    @conformance_test(
+        f"HTTPRoute{code_}Redirect",
+        f"An HTTPRoute with a {code_} redirect filter",
+        CORE + [feature],
+        [f"tests/httproute-{code_}-redirect.yaml"],
+        provisional=True,
+    )
     async def run(env: Env) -> None:
         t = await same_namespace(env, route)
         await env.expect(t, Case(path=path, method="POST", status=code_, redirect=Redirect(path=path), namespace=INFRA))
@@ -223,7 +345,12 @@ _status_redirect_test(308, "308-redirect", "/permanent")
 # --- rewrites and timeouts ---------------------------------------------------------------------
 
 
-@conformance_test("HTTPRouteRewriteHost", "URLRewrite of the hostname", CORE + ["HTTPRouteHostRewrite"], ["tests/httproute-rewrite-host.yaml"])
+@conformance_test(
+    "HTTPRouteRewriteHost",
+    "URLRewrite of the hostname",
+    CORE + ["HTTPRouteHostRewrite"],
+    ["tests/httproute-rewrite-host.yaml"],
+)
 async def rewrite_host(env: Env) -> None:
     t = await same_namespace(env, "rewrite-host")
     await env.expect(
@@ -234,7 +361,12 @@ async def rewrite_host(env: Env) -> None:
     )
 
 
-@conformance_test("HTTPRouteRewritePath", "URLRewrite of the path", CORE + ["HTTPRoutePathRewrite"], ["tests/httproute-rewrite-path.yaml"])
+@conformance_test(
+    "HTTPRouteRewritePath",
+    "URLRewrite of the path",
+    CORE + ["HTTPRoutePathRewrite"],
+    ["tests/httproute-rewrite-path.yaml"],
+)
 async def rewrite_path(env: Env) -> None:
     t = await same_namespace(env, "rewrite-path")
     modified = dict(MODIFIED, headers={**MODIFIED["headers"], "X-Header-Set": "set-val"})
@@ -249,7 +381,12 @@ async def rewrite_path(env: Env) -> None:
     )
 
 
-@conformance_test("HTTPRouteTimeoutRequest", "A request timeout answers 504; 0s disables it", CORE + ["HTTPRouteRequestTimeout"], ["tests/httproute-timeout-request.yaml"])
+@conformance_test(
+    "HTTPRouteTimeoutRequest",
+    "A request timeout answers 504; 0s disables it",
+    CORE + ["HTTPRouteRequestTimeout"],
+    ["tests/httproute-timeout-request.yaml"],
+)
 async def timeout_request(env: Env) -> None:
     t = await same_namespace(env, "request-timeout")
     await env.expect(
@@ -260,7 +397,12 @@ async def timeout_request(env: Env) -> None:
     )
 
 
-@conformance_test("HTTPRouteTimeoutBackendRequest", "A backendRequest timeout answers 504; 0s disables it", CORE + ["HTTPRouteBackendTimeout"], ["tests/httproute-timeout-backend-request.yaml"])
+@conformance_test(
+    "HTTPRouteTimeoutBackendRequest",
+    "A backendRequest timeout answers 504; 0s disables it",
+    CORE + ["HTTPRouteBackendTimeout"],
+    ["tests/httproute-timeout-backend-request.yaml"],
+)
 async def timeout_backend_request(env: Env) -> None:
     t = await same_namespace(env, "backend-request-timeout")
     await env.expect(
@@ -276,7 +418,12 @@ async def timeout_backend_request(env: Env) -> None:
 PARENT_PORT = CORE + ["HTTPRouteParentRefPort"]
 
 
-@conformance_test("HTTPRouteListenerPortMatching", "parentRef.port selects the listeners a route attaches to", PARENT_PORT, ["tests/httproute-listener-port-matching.yaml"])
+@conformance_test(
+    "HTTPRouteListenerPortMatching",
+    "parentRef.port selects the listeners a route attaches to",
+    PARENT_PORT,
+    ["tests/httproute-listener-port-matching.yaml"],
+)
 async def listener_port_matching(env: Env) -> None:
     gw = (INFRA, "httproute-listener-port-matching")
     t80 = await accepted_with_refs(env, gw, (INFRA, "backend-v1"), listeners=("listener-1",))
@@ -289,7 +436,12 @@ async def listener_port_matching(env: Env) -> None:
     )
 
 
-@conformance_test("HTTPRouteInvalidParentRefSectionNameNotMatchingPort", "A parentRef whose sectionName and port disagree: NoMatchingParent", PARENT_PORT, ["tests/httproute-invalid-parentref-section-name-not-matching-port.yaml"])
+@conformance_test(
+    "HTTPRouteInvalidParentRefSectionNameNotMatchingPort",
+    "A parentRef whose sectionName and port disagree: NoMatchingParent",
+    PARENT_PORT,
+    ["tests/httproute-invalid-parentref-section-name-not-matching-port.yaml"],
+)
 async def section_name_not_matching_port(env: Env) -> None:
     gw = (INFRA, "gateway-with-one-not-matching-port-and-section-name-route")
     route = (INFRA, "httproute-listener-section-name-not-matching-port")
@@ -308,13 +460,23 @@ skipped_test(
 # --- backend protocols -------------------------------------------------------------------------
 
 
-@conformance_test("HTTPRouteBackendProtocolH2C", "A backend Service port with appProtocol kubernetes.io/h2c", CORE + ["HTTPRouteBackendProtocolH2C"], ["tests/httproute-backend-protocol-h2c.yaml"])
+@conformance_test(
+    "HTTPRouteBackendProtocolH2C",
+    "A backend Service port with appProtocol kubernetes.io/h2c",
+    CORE + ["HTTPRouteBackendProtocolH2C"],
+    ["tests/httproute-backend-protocol-h2c.yaml"],
+)
 async def backend_protocol_h2c(env: Env) -> None:
     t = await env.gateway_and_routes_accepted(SAME_NAMESPACE, [(INFRA, "backend-protocol-h2c")])
     await env.expect(t, ok(protocol=H2C_PRIOR_KNOWLEDGE))
 
 
-@conformance_test("HTTPRouteBackendProtocolWebSocket", "A backend Service port with appProtocol kubernetes.io/ws", CORE + ["HTTPRouteBackendProtocolWebSocket"], ["tests/httproute-backend-protocol-websocket.yaml"])
+@conformance_test(
+    "HTTPRouteBackendProtocolWebSocket",
+    "A backend Service port with appProtocol kubernetes.io/ws",
+    CORE + ["HTTPRouteBackendProtocolWebSocket"],
+    ["tests/httproute-backend-protocol-websocket.yaml"],
+)
 async def backend_protocol_websocket(env: Env) -> None:
     t = await env.gateway_and_routes_accepted(SAME_NAMESPACE, [(INFRA, "backend-protocol-ws")])
     deadline = asyncio.get_running_loop().time() + MAX_TIME_TO_CONSISTENCY
@@ -350,7 +512,13 @@ async def _websocket_round_trip(session: aiohttp.ClientSession, t: Target) -> st
 # --- named rules and CORS ----------------------------------------------------------------------
 
 
-@conformance_test("HTTPRouteNamedRule", "Routing works with name: set on a rule", CORE + ["HTTPRouteNamedRouteRule"], ["tests/httproute-named-rule.yaml"], provisional=True)
+@conformance_test(
+    "HTTPRouteNamedRule",
+    "Routing works with name: set on a rule",
+    CORE + ["HTTPRouteNamedRouteRule"],
+    ["tests/httproute-named-rule.yaml"],
+    provisional=True,
+)
 async def named_rule(env: Env) -> None:
     t = await same_namespace(env, "http-named-rules")
     await env.expect(t, ok("/named"), ok("/unnamed", V2))
@@ -373,9 +541,19 @@ FOO_ALLOW = {
 X12 = "x-header-1, x-header-2"
 
 
-@conformance_test("HTTPRouteCORS", "A CORS filter allows requests from the configured origins", CORE + ["HTTPRouteCORS"], ["tests/httproute-cors.yaml"])
+@conformance_test(
+    "HTTPRouteCORS",
+    "A CORS filter allows requests from the configured origins",
+    CORE + ["HTTPRouteCORS"],
+    ["tests/httproute-cors.yaml"],
+)
 async def cors(env: Env) -> None:
-    routes = ("cors-multiple-origins-methods-headers", "cors-wildcard-methods", "cors-wildcard-origin", "cors-wildcard-methods-headers")
+    routes = (
+        "cors-multiple-origins-methods-headers",
+        "cors-wildcard-methods",
+        "cors-wildcard-origin",
+        "cors-wildcard-methods-headers",
+    )
     t = await env.gateway_and_routes_accepted(SAME_NAMESPACE, [(INFRA, r) for r in routes[:2]])
     for r in routes:
         await env.resolved_refs_true((INFRA, r), SAME_NAMESPACE)
@@ -384,57 +562,154 @@ async def cors(env: Env) -> None:
     def allow(origin: str) -> dict[str, tuple[str, ...]]:
         return {"access-control-allow-origin": (origin,), **FOO_ALLOW}
 
-    def simple(path: str, origin: str, method: str = "GET", extra: dict[str, str] | None = None, **response: Any) -> Case:
+    def simple(
+        path: str, origin: str, method: str = "GET", extra: dict[str, str] | None = None, **response: Any
+    ) -> Case:
         return Case(path=path, method=method, headers={"Origin": origin, **(extra or {})}, namespace=INFRA, **response)
 
     req = {"access-control-request-method": "GET", "access-control-request-headers": X12}
     await env.expect(
         t,
-        _preflight("/cors-1", "https://www.foo.com", "GET", X12, status_codes=(200, 204), valid_header_values=allow("https://www.foo.com"), ignore_whitespace=True),
-        _preflight("/cors-1", "https://www.bar.com", "GET", X12, valid_header_values=allow("https://www.bar.com"), ignore_whitespace=True),
-        _preflight("/cors-1", "https://xpto.www.bar.com", "GET", X12, valid_header_values=allow("https://xpto.www.bar.com"), ignore_whitespace=True),
-        _preflight("/cors-1", "https://foobar.com", "GET", status_codes=(200, 204, 403), response_absent=("access-control-allow-origin",)),
-        simple("/cors-1", "https://www.foo.com", extra=req, status_codes=(200, 204), response_headers={"access-control-allow-origin": "https://www.foo.com"}),
-        simple("/cors-1", "https://www.bar.com", extra=req, status_codes=(200, 204), response_headers={"access-control-allow-origin": "https://www.bar.com"}),
-        simple("/cors-1", "https://foobar.com", extra={"access-control-request-method": "GET"}, response_absent=("access-control-allow-origin",)),
         _preflight(
-            "/cors-2", "https://www.foo.com", "POST", status_codes=(200, 204),
-            valid_header_values={"access-control-allow-methods": ("POST", "*")},
-            response_headers={"access-control-allow-origin": "https://www.foo.com"}, response_absent=creds_absent,
-        ),
-        _preflight("/cors-2", "https://www.foo.com", "POST", response_absent=creds_absent),
-        _preflight(
-            "/cors-wildcard-origin", "https://foobar.com", "PUT", status_codes=(200, 204),
-            valid_header_values={"access-control-allow-origin": ("https://foobar.com", "*"), "access-control-allow-methods": ("PUT",)},
-            response_absent=creds_absent,
-        ),
-        _preflight(
-            "/cors-wildcard-origin", "https://foobar.com:12345", "PUT", status_codes=(200, 204),
-            valid_header_values={"access-control-allow-origin": ("https://foobar.com:12345", "*"), "access-control-allow-methods": ("PUT",)},
-            response_absent=creds_absent,
-        ),
-        simple("/cors-wildcard-origin", "https://foobar.com:12345", "PUT", status_codes=(200,), valid_header_values={"access-control-allow-origin": ("https://foobar.com:12345", "*")}),
-        simple(
-            "/cors-wildcard-origin", "https://foobar.com", "PUT", status_codes=(200, 204),
-            valid_header_values={"access-control-allow-origin": ("https://foobar.com", "*")}, response_absent=creds_absent,
-        ),
-        _preflight(
-            "/cors-wildcard-methods-headers", "https://other.foo.com", "PUT", X12,
-            valid_header_values={"access-control-allow-origin": ("https://other.foo.com",), "access-control-allow-methods": ("PUT",), "access-control-allow-headers": FOO_ALLOW["access-control-allow-headers"], "access-control-allow-credentials": ("true",)},
+            "/cors-1",
+            "https://www.foo.com",
+            "GET",
+            X12,
+            status_codes=(200, 204),
+            valid_header_values=allow("https://www.foo.com"),
             ignore_whitespace=True,
         ),
         _preflight(
-            "/cors-wildcard-methods-headers-unauth", "https://other.foo.com", "PUT", X12,
-            valid_header_values={"access-control-allow-origin": ("https://other.foo.com", "*"), "access-control-allow-methods": ("PUT", "*"), "access-control-allow-headers": (*FOO_ALLOW["access-control-allow-headers"], "*")},
-            response_absent=creds_absent, ignore_whitespace=True,
+            "/cors-1",
+            "https://www.bar.com",
+            "GET",
+            X12,
+            valid_header_values=allow("https://www.bar.com"),
+            ignore_whitespace=True,
+        ),
+        _preflight(
+            "/cors-1",
+            "https://xpto.www.bar.com",
+            "GET",
+            X12,
+            valid_header_values=allow("https://xpto.www.bar.com"),
+            ignore_whitespace=True,
+        ),
+        _preflight(
+            "/cors-1",
+            "https://foobar.com",
+            "GET",
+            status_codes=(200, 204, 403),
+            response_absent=("access-control-allow-origin",),
         ),
         simple(
-            "/cors-wildcard-methods-headers", "https://other.foo.com", extra={"Authorization": "Bearer test"},
-            valid_header_values={"access-control-allow-origin": ("https://other.foo.com",), "access-control-allow-credentials": ("true",)},
+            "/cors-1",
+            "https://www.foo.com",
+            extra=req,
+            status_codes=(200, 204),
+            response_headers={"access-control-allow-origin": "https://www.foo.com"},
         ),
         simple(
-            "/cors-wildcard-methods-headers-unauth", "https://other.foo.com", extra={"Authorization": "Bearer test"},
-            valid_header_values={"access-control-allow-origin": ("https://other.foo.com",)}, response_absent=creds_absent,
+            "/cors-1",
+            "https://www.bar.com",
+            extra=req,
+            status_codes=(200, 204),
+            response_headers={"access-control-allow-origin": "https://www.bar.com"},
+        ),
+        simple(
+            "/cors-1",
+            "https://foobar.com",
+            extra={"access-control-request-method": "GET"},
+            response_absent=("access-control-allow-origin",),
+        ),
+        _preflight(
+            "/cors-2",
+            "https://www.foo.com",
+            "POST",
+            status_codes=(200, 204),
+            valid_header_values={"access-control-allow-methods": ("POST", "*")},
+            response_headers={"access-control-allow-origin": "https://www.foo.com"},
+            response_absent=creds_absent,
+        ),
+        _preflight("/cors-2", "https://www.foo.com", "POST", response_absent=creds_absent),
+        _preflight(
+            "/cors-wildcard-origin",
+            "https://foobar.com",
+            "PUT",
+            status_codes=(200, 204),
+            valid_header_values={
+                "access-control-allow-origin": ("https://foobar.com", "*"),
+                "access-control-allow-methods": ("PUT",),
+            },
+            response_absent=creds_absent,
+        ),
+        _preflight(
+            "/cors-wildcard-origin",
+            "https://foobar.com:12345",
+            "PUT",
+            status_codes=(200, 204),
+            valid_header_values={
+                "access-control-allow-origin": ("https://foobar.com:12345", "*"),
+                "access-control-allow-methods": ("PUT",),
+            },
+            response_absent=creds_absent,
+        ),
+        simple(
+            "/cors-wildcard-origin",
+            "https://foobar.com:12345",
+            "PUT",
+            status_codes=(200,),
+            valid_header_values={"access-control-allow-origin": ("https://foobar.com:12345", "*")},
+        ),
+        simple(
+            "/cors-wildcard-origin",
+            "https://foobar.com",
+            "PUT",
+            status_codes=(200, 204),
+            valid_header_values={"access-control-allow-origin": ("https://foobar.com", "*")},
+            response_absent=creds_absent,
+        ),
+        _preflight(
+            "/cors-wildcard-methods-headers",
+            "https://other.foo.com",
+            "PUT",
+            X12,
+            valid_header_values={
+                "access-control-allow-origin": ("https://other.foo.com",),
+                "access-control-allow-methods": ("PUT",),
+                "access-control-allow-headers": FOO_ALLOW["access-control-allow-headers"],
+                "access-control-allow-credentials": ("true",),
+            },
+            ignore_whitespace=True,
+        ),
+        _preflight(
+            "/cors-wildcard-methods-headers-unauth",
+            "https://other.foo.com",
+            "PUT",
+            X12,
+            valid_header_values={
+                "access-control-allow-origin": ("https://other.foo.com", "*"),
+                "access-control-allow-methods": ("PUT", "*"),
+                "access-control-allow-headers": (*FOO_ALLOW["access-control-allow-headers"], "*"),
+            },
+            response_absent=creds_absent,
+            ignore_whitespace=True,
+        ),
+        simple(
+            "/cors-wildcard-methods-headers",
+            "https://other.foo.com",
+            extra={"Authorization": "Bearer test"},
+            valid_header_values={
+                "access-control-allow-origin": ("https://other.foo.com",),
+                "access-control-allow-credentials": ("true",),
+            },
+        ),
+        simple(
+            "/cors-wildcard-methods-headers-unauth",
+            "https://other.foo.com",
+            extra={"Authorization": "Bearer test"},
+            valid_header_values={"access-control-allow-origin": ("https://other.foo.com",)},
+            response_absent=creds_absent,
         ),
     )
 
@@ -446,7 +721,10 @@ async def cors(env: Env) -> None:
     "GatewayHTTPListenerIsolation",
     "A request reaches only the route of the most specific matching listener",
     ["Gateway", "GatewayHTTPListenerIsolation", "HTTPRoute"],
-    ["tests/gateway-http-listener-isolation.yaml", "tests/gateway-http-listener-isolation-with-hostname-intersection.yaml"],
+    [
+        "tests/gateway-http-listener-isolation.yaml",
+        "tests/gateway-http-listener-isolation-with-hostname-intersection.yaml",
+    ],
 )
 async def http_listener_isolation(env: Env) -> None:
     paths = ("/empty-hostname", "/wildcard-example-com", "/wildcard-foo-example-com", "/abc-foo-example-com")
@@ -456,7 +734,10 @@ async def http_listener_isolation(env: Env) -> None:
         for i, host in enumerate(hosts)
         for j, path in enumerate(paths)
     ]
-    for gw, suffix in (("http-listener-isolation", ""), ("http-listener-isolation-with-hostname-intersection", "-with-hostname-intersection")):
+    for gw, suffix in (
+        ("http-listener-isolation", ""),
+        ("http-listener-isolation-with-hostname-intersection", "-with-hostname-intersection"),
+    ):
         routes = [(INFRA, f"attaches-to-{p.lstrip('/')}{suffix}") for p in paths]
         t = await accepted_with_refs(env, (INFRA, gw), *routes)
         await env.expect(t, *cases)
@@ -472,24 +753,44 @@ async def detect_misdirected_requests(env: Env) -> None:
     routes = [(INFRA, f"https-listener-detect-misdirected-requests-test-{i}") for i in range(1, 5)]
     t = await accepted_with_refs(env, HTTPS_GW, *routes)
     table = [
-        ("example.org", "example.org", 200, V1), ("example.org", "second-example.org", 421, ""), ("example.org", "unknown-example.org", 404, ""),
-        ("second-example.org", "second-example.org", 200, V2), ("second-example.org", "example.org", 421, ""), ("second-example.org", "unknown-example.org", 421, ""),
-        ("third-example.wildcard.org", "third-example.wildcard.org", 200, V3), ("third-example.wildcard.org", "fith-example.wildcard.org", 200, V3),
-        ("third-example.wildcard.org", "fourth-example.wildcard.org", 421, ""), ("third-example.wildcard.org", "second-example.org", 421, ""),
+        ("example.org", "example.org", 200, V1),
+        ("example.org", "second-example.org", 421, ""),
+        ("example.org", "unknown-example.org", 404, ""),
+        ("second-example.org", "second-example.org", 200, V2),
+        ("second-example.org", "example.org", 421, ""),
+        ("second-example.org", "unknown-example.org", 421, ""),
+        ("third-example.wildcard.org", "third-example.wildcard.org", 200, V3),
+        ("third-example.wildcard.org", "fith-example.wildcard.org", 200, V3),
+        ("third-example.wildcard.org", "fourth-example.wildcard.org", 421, ""),
+        ("third-example.wildcard.org", "second-example.org", 421, ""),
         ("third-example.wildcard.org", "unknown-example.org", 421, ""),
-        ("fourth-example.wildcard.org", "fourth-example.wildcard.org", 200, V1), ("fourth-example.wildcard.org", "fith-example.wildcard.org", 421, ""),
-        ("unknown-example.org", "example.org", 200, V1), ("unknown-example.org", "unknown-example.org", 404, ""),
+        ("fourth-example.wildcard.org", "fourth-example.wildcard.org", 200, V1),
+        ("fourth-example.wildcard.org", "fith-example.wildcard.org", 421, ""),
+        ("unknown-example.org", "example.org", 200, V1),
+        ("unknown-example.org", "unknown-example.org", 404, ""),
     ]
     await env.expect(
         t,
         *(
-            Case(path="/detect-misdirected-requests", host=host, sni=sni, status_codes=(status,), backend=backend, namespace=INFRA)
+            Case(
+                path="/detect-misdirected-requests",
+                host=host,
+                sni=sni,
+                status_codes=(status,),
+                backend=backend,
+                namespace=INFRA,
+            )
             for sni, host, status, backend in table
         ),
     )
 
 
-@conformance_test("GatewayWithAttachedRoutesWithPort8080", "Listener attachedRoutes with a listener on port 8080", ["Gateway", "GatewayPort8080"], ["tests/gateway-with-attached-routes-with-port-8080.yaml"])
+@conformance_test(
+    "GatewayWithAttachedRoutesWithPort8080",
+    "Listener attachedRoutes with a listener on port 8080",
+    ["Gateway", "GatewayPort8080"],
+    ["tests/gateway-with-attached-routes-with-port-8080.yaml"],
+)
 async def attached_routes_port_8080(env: Env) -> None:
     good = (Cond("Accepted", "True"), Cond("ResolvedRefs", "True"))
     await env.gateway_listeners(

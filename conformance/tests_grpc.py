@@ -36,13 +36,20 @@ async def _accepted(env: Env, route: str, gw: tuple[str, str] = SAME_NAMESPACE, 
     return target
 
 
-@conformance_test("GRPCExactMethodMatching", "Exact method matching for different backends", GRPC, ["tests/grpcroute-exact-method-matching.yaml"])
+@conformance_test(
+    "GRPCExactMethodMatching",
+    "Exact method matching for different backends",
+    GRPC,
+    ["tests/grpcroute-exact-method-matching.yaml"],
+)
 async def exact_method_matching(env: Env) -> None:
     target = await _accepted(env, "exact-matching")
     await env.expect(target, ok("Echo"), ok("EchoTwo", V2), unimplemented("EchoThree"))
 
 
-@conformance_test("GRPCRouteHeaderMatching", "Header matching for different backends", GRPC, ["tests/grpcroute-header-matching.yaml"])
+@conformance_test(
+    "GRPCRouteHeaderMatching", "Header matching for different backends", GRPC, ["tests/grpcroute-header-matching.yaml"]
+)
 async def header_matching(env: Env) -> None:
     target = await _accepted(env, "grpc-header-matching")
     await env.expect(

@@ -36,11 +36,18 @@ async def expect_mirrored(env: Env, case: Case) -> None:
         deadline = time.monotonic() + REQUEST_TIMEOUT
         while not any(pattern.search(line) for line in env.pods.logs(namespace, service, since)):
             if time.monotonic() > deadline:
-                raise ConformanceError(f"{case.path}: no mirrored request in the logs of {namespace}/{service} within {REQUEST_TIMEOUT:g}s")
+                raise ConformanceError(
+                    f"{case.path}: no mirrored request in the logs of {namespace}/{service} within {REQUEST_TIMEOUT:g}s"
+                )
             await asyncio.sleep(0.05)
 
 
-@conformance_test("HTTPRouteRequestMirror", "An HTTPRoute with a request mirror filter", MIRROR, ["tests/httproute-request-mirror.yaml"])
+@conformance_test(
+    "HTTPRouteRequestMirror",
+    "An HTTPRoute with a request mirror filter",
+    MIRROR,
+    ["tests/httproute-request-mirror.yaml"],
+)
 async def request_mirror(env: Env) -> None:
     await env.gateway_and_routes_accepted(SAME_NAMESPACE, [(INFRA, "request-mirror")])
     await asyncio.gather(
@@ -78,7 +85,7 @@ def binomial_band(percent: float, n: int = TOTAL_REQUESTS) -> tuple[float, float
 async def _mirrored_count(env: Env, case: Case, since: float) -> int:
     """Lines for this batch's path in the mirror's logs, once mirrors stop arriving."""
     pattern = mirror_regexp(case.expect_path or case.path)
-    (namespace, service), = case.mirrored_to
+    ((namespace, service),) = case.mirrored_to
     last, stable_since = -1, time.monotonic()
     deadline = time.monotonic() + REQUEST_TIMEOUT
     while time.monotonic() < deadline:
@@ -127,5 +134,3 @@ async def request_percentage_mirror(env: Env) -> None:
         _percentage(env, mirror_case("/percent-mirror-fraction", V2), 50),
         _percentage(env, mirror_case("/percent-mirror-and-modify-headers", V2, modify=True), 35),
     )
-
-

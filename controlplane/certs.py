@@ -65,15 +65,22 @@ class Pair:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mirrorplane"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mirrorplane"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -93,7 +100,7 @@ class Authority:
     key: bytes
 
     @classmethod
-    def new(cls) -> "Authority":
+    def new(cls) -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         name = _name("mirrorplane xDS CA")
         cert = (
@@ -132,7 +139,9 @@ class Authority:
 
     def client(self, spiffe_id: str) -> Pair:
         """A client certificate whose only URI SAN is ``spiffe_id`` (the identity gRPC reports)."""
-        return self._leaf(spiffe_id.rsplit("/", 1)[-1], ExtendedKeyUsageOID.CLIENT_AUTH, [x509.UniformResourceIdentifier(spiffe_id)])
+        return self._leaf(
+            spiffe_id.rsplit("/", 1)[-1], ExtendedKeyUsageOID.CLIENT_AUTH, [x509.UniformResourceIdentifier(spiffe_id)]
+        )
 
 
 def _issue(ca: Authority, what: str, server_names: list[str]) -> Pair:
@@ -218,7 +227,7 @@ def secret(namespace: str, name: str, files: dict[str, bytes]) -> dict[str, obje
 
 
 async def ensure_secrets(
-    api: "KubeApi",
+    api: KubeApi,
     namespace: str,
     server_names: list[str],
     gateways: Sequence[str] = (),

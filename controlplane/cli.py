@@ -14,16 +14,16 @@ import sys
 from pathlib import Path
 
 from . import certs, echo, logs
-from .echo import cli as echo_cli
 from .admin import client as admin_client
+from .echo import cli as echo_cli
 from .errors import MirrorplaneError, SourceError, UsageError
-from .shadow import client as shadow_client
-from .shadow import collect
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
-from .providers.files import FileProvider
 from .providers.base import Provider
+from .providers.files import FileProvider
 from .serve import ControlPlane, Extension
+from .shadow import client as shadow_client
+from .shadow import collect
 from .tls import TlsFiles
 from .xds.translator import DEFAULT_MIRROR_BODY_LIMIT, MAX_MIRROR_BODY_LIMIT, XdsOptions
 
@@ -446,7 +446,10 @@ async def _serve(args: argparse.Namespace) -> int:
             if not envoys:
                 return 1
             if plane.page_url:
-                print(f"mirrorplane run: the page is at {plane.page_url} (Gateways, Envoys, mirrors and how they differ)", flush=True)
+                print(
+                    f"mirrorplane run: the page is at {plane.page_url} (Gateways, Envoys, mirrors and how they differ)",
+                    flush=True,
+                )
         await stop.wait()
         return 0
     finally:

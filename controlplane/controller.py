@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -46,7 +46,9 @@ class Plan:
 
 
 class Controller:
-    def __init__(self, cache: SnapshotCache, *, options: Options = Options(), xds_options: XdsOptions = XdsOptions()) -> None:
+    def __init__(
+        self, cache: SnapshotCache, *, options: Options = Options(), xds_options: XdsOptions = XdsOptions()
+    ) -> None:
         self.cache = cache
         self.options = options
         self.xds_options = xds_options
@@ -153,7 +155,8 @@ class Controller:
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
         self._memo.changed = (
-            {("HTTPRoute", *k) for k in changed.get("httproutes", ())} | {("GRPCRoute", *k) for k in changed.get("grpcroutes", ())}
+            {("HTTPRoute", *k) for k in changed.get("httproutes", ())}
+            | {("GRPCRoute", *k) for k in changed.get("grpcroutes", ())}
             if changed is not None
             else None
         )
@@ -205,7 +208,7 @@ class Controller:
 
     def _record_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> int:
         """Stamp and keep ``statuses``; returns how many objects' conditions changed."""
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         fresh = {}
         changed = 0
         for key, body in statuses.items():

@@ -48,7 +48,7 @@ def gateway_of(spiffe_id: str) -> str | None:
     """``NAMESPACE/NAME`` for a Gateway's SPIFFE ID, else None."""
     if not spiffe_id.startswith(_GATEWAY_PREFIX):
         return None
-    ns, sep, name = spiffe_id[len(_GATEWAY_PREFIX):].partition("/gateway/")
+    ns, sep, name = spiffe_id[len(_GATEWAY_PREFIX) :].partition("/gateway/")
     if not sep or not ns or not name or "/" in ns or "/" in name:
         return None
     return f"{ns}/{name}"
@@ -125,8 +125,12 @@ async def _require_operator(context: grpc.aio.ServicerContext, method: str) -> N
     who = peer(context)
     if who.operator:
         return
-    log.warning("authz.denied rpc=%s identity=%s peer=%s reason=operator_identity_required", method, who.describe(), who.address)
-    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the operator identity ({OPERATOR}), got {who.describe()}")
+    log.warning(
+        "authz.denied rpc=%s identity=%s peer=%s reason=operator_identity_required", method, who.describe(), who.address
+    )
+    await context.abort(
+        grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the operator identity ({OPERATOR}), got {who.describe()}"
+    )
 
 
 def _answering(inner: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:

@@ -30,8 +30,8 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -413,7 +413,7 @@ class LocalEnvoy:
         try:
             async with self._session.get(self.admin_url + "/server_info") as resp:
                 return resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
 
     async def _pump(self, stream: asyncio.StreamReader | None) -> None:
@@ -441,7 +441,7 @@ class LocalEnvoy:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._reader), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             pass
         except Exception:  # noqa: BLE001 - the pump's own failure; nothing to add
             pass
@@ -457,7 +457,7 @@ class LocalEnvoy:
                     pass
                 try:
                     await asyncio.wait_for(proc.wait(), STOP_GRACE_SECONDS)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     try:
                         proc.kill()
                     except ProcessLookupError:

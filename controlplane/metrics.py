@@ -50,7 +50,9 @@ class _LiveState(Collector):
 
     def collect(self) -> Iterator[Metric]:
         streams = GaugeMetricFamily(
-            "mirrorplane_xds_streams", "Connected ADS streams by Gateway and the xDS type they subscribed to.", labels=["gateway", "type"]
+            "mirrorplane_xds_streams",
+            "Connected ADS streams by Gateway and the xDS type they subscribed to.",
+            labels=["gateway", "type"],
         )
         counts: dict[tuple[str, str], int] = {}
         nacked = GaugeMetricFamily(
@@ -72,7 +74,9 @@ class _LiveState(Collector):
         yield nacked
 
         resources = GaugeMetricFamily(
-            "mirrorplane_xds_resources", "Resources in the snapshot each Gateway serves, by xDS type.", labels=["gateway", "type"]
+            "mirrorplane_xds_resources",
+            "Resources in the snapshot each Gateway serves, by xDS type.",
+            labels=["gateway", "type"],
         )
         for gateway in self.cache.gateways():
             snapshot = self.cache.get(gateway)
@@ -98,10 +102,18 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         r.register(_LiveState(nodes, cache, nack_messages))
-        self.connects = Counter("mirrorplane_xds_stream_connects", "ADS streams opened, by Gateway.", ["gateway"], registry=r)
-        self.pushes = Counter("mirrorplane_xds_pushes", "Responses sent, by Gateway and type.", ["gateway", "type"], registry=r)
-        self.acks = Counter("mirrorplane_xds_acks", "Responses ACKed, by Gateway and type.", ["gateway", "type"], registry=r)
-        self.nacks = Counter("mirrorplane_xds_nacks", "Responses NACKed, by Gateway and type.", ["gateway", "type"], registry=r)
+        self.connects = Counter(
+            "mirrorplane_xds_stream_connects", "ADS streams opened, by Gateway.", ["gateway"], registry=r
+        )
+        self.pushes = Counter(
+            "mirrorplane_xds_pushes", "Responses sent, by Gateway and type.", ["gateway", "type"], registry=r
+        )
+        self.acks = Counter(
+            "mirrorplane_xds_acks", "Responses ACKed, by Gateway and type.", ["gateway", "type"], registry=r
+        )
+        self.nacks = Counter(
+            "mirrorplane_xds_nacks", "Responses NACKed, by Gateway and type.", ["gateway", "type"], registry=r
+        )
         self.push_ack = Histogram(
             "mirrorplane_xds_push_ack_seconds",
             "From sending a response to its ACK or NACK, by type.",
@@ -119,7 +131,9 @@ class Metrics:
             "mirrorplane_status_changes", "Objects whose Gateway API conditions changed.", registry=r
         )
         self.provider_events = Counter(
-            "mirrorplane_provider_events", "Changes the provider (folder watch, Kubernetes watch) delivered.", registry=r
+            "mirrorplane_provider_events",
+            "Changes the provider (folder watch, Kubernetes watch) delivered.",
+            registry=r,
         )
         if mirror_body_limit is not None:
             # What the requests Envoy counts as not mirrored (docs/mirroring.md) were measured against.

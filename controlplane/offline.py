@@ -26,11 +26,20 @@ def translate_folder(
     result = translate(store, options)
     base = provider.root if provider.root.is_dir() else provider.root.parent
     return {
-        "gateways": {key: resources_to_json(build_resources(gw, xds_options)) for key, gw in sorted(result.gateways.items())},
-        "status": {f"{kind}/{ns}/{name}" if ns else f"{kind}/{name}": body for (kind, ns, name), body in sorted(result.statuses.items())},
+        "gateways": {
+            key: resources_to_json(build_resources(gw, xds_options)) for key, gw in sorted(result.gateways.items())
+        },
+        "status": {
+            f"{kind}/{ns}/{name}" if ns else f"{kind}/{name}": body
+            for (kind, ns, name), body in sorted(result.statuses.items())
+        },
         "mirrorPolicies": _policed_mirrors(result.gateways),
         "errors": [
-            {"source": str(Path(e.source).relative_to(base)) if Path(e.source).is_relative_to(base) else e.source, "object": e.object, "message": e.message}
+            {
+                "source": str(Path(e.source).relative_to(base)) if Path(e.source).is_relative_to(base) else e.source,
+                "object": e.object,
+                "message": e.message,
+            }
             for errs in provider.errors.values()
             for e in errs
         ],

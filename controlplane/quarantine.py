@@ -98,7 +98,9 @@ def without_held(store: Store, held: dict[RouteKey, Held]) -> Store:
     return replace(store, **fields) if fields else store
 
 
-def held_statuses(held: Mapping[RouteKey, Held], gateways: Mapping[str, Any], controller_name: str) -> dict[StatusKey, dict[str, Any]]:
+def held_statuses(
+    held: Mapping[RouteKey, Held], gateways: Mapping[str, Any], controller_name: str
+) -> dict[StatusKey, dict[str, Any]]:
     """The status of each held route: not Accepted by the Gateways it names, and why."""
     out: dict[StatusKey, dict[str, Any]] = {}
     for (kind, ns, name), h in held.items():
@@ -133,7 +135,7 @@ def _routes_of(configs: Iterable[route_pb2.RouteConfiguration]) -> dict[RouteKey
     return out
 
 
-def _decoded(entries: Mapping[str, "Entry"] | None) -> list[route_pb2.RouteConfiguration]:
+def _decoded(entries: Mapping[str, Entry] | None) -> list[route_pb2.RouteConfiguration]:
     return [route_pb2.RouteConfiguration.FromString(e.data) for e in (entries or {}).values()]
 
 
@@ -141,7 +143,7 @@ class Quarantine:
     """Watches NACKs and ACKs and keeps the controller's held routes."""
 
     def __init__(
-        self, controller: "Controller", registry: NodeRegistry, refresh: "Callable[[], None] | None" = None
+        self, controller: Controller, registry: NodeRegistry, refresh: Callable[[], None] | None = None
     ) -> None:
         self.controller = controller
         # How to translate again once the held routes changed; the server passes one that queues
@@ -161,7 +163,10 @@ class Quarantine:
             if event.kind is EventKind.NACK:
                 log.warning(
                     "nack.unattributed gateway=%s type=%s version=%s error=%r",
-                    event.stream.gateway, event.stream.types[type_url].short_name, event.version, event.message,
+                    event.stream.gateway,
+                    event.stream.types[type_url].short_name,
+                    event.version,
+                    event.message,
                 )
             return
         changed = False
@@ -183,7 +188,13 @@ class Quarantine:
         held = self.controller.held
         suspects = {k: v for k, v in suspects.items() if k not in held and k in self.controller.routes}
         if not suspects:
-            log.warning("nack.unattributed gateway=%s type=%s version=%s error=%r", gateway, ts.short_name, event.version, message)
+            log.warning(
+                "nack.unattributed gateway=%s type=%s version=%s error=%r",
+                gateway,
+                ts.short_name,
+                event.version,
+                message,
+            )
             return False
         narrowed = _narrow(suspects, message)
         keys = sorted(narrowed)
@@ -209,12 +220,16 @@ class Quarantine:
             )
         log.warning(
             "quarantine.bisecting gateway=%s suspects=%d served=%d held=%d error=%r",
-            gateway, len(keys), len(keys) // 2, len(keys) - len(keys) // 2, message,
+            gateway,
+            len(keys),
+            len(keys) // 2,
+            len(keys) - len(keys) // 2,
+            message,
         )
         return True
 
     def _suspects(
-        self, gateway: str, type_url: str, sent: Mapping[str, "Entry"] | None, acked: Mapping[str, "Entry"] | None
+        self, gateway: str, type_url: str, sent: Mapping[str, Entry] | None, acked: Mapping[str, Entry] | None
     ) -> dict[RouteKey, bytes]:
         """Routes whose config changed between ``acked`` and ``sent`` and is still what the
         controller translates them to (one that changed again since is no suspect any more)."""
@@ -248,13 +263,20 @@ class Quarantine:
     def _release_half(self, gateway: str, type_url: str) -> bool:
         """An ACK: what is served is fine, so half of the routes held for this Gateway go back."""
         held = self.controller.held
-        waiting = sorted(k for k, h in held.items() if not h.confirmed and (h.gateway, h.type_url) == (gateway, type_url))
+        waiting = sorted(
+            k for k, h in held.items() if not h.confirmed and (h.gateway, h.type_url) == (gateway, type_url)
+        )
         if not waiting:
             return False
         released = waiting[: max(1, len(waiting) // 2)]
         for key in released:
             del held[key]
-        log.info("quarantine.released gateway=%s routes=%d still_held=%d", gateway, len(released), len(waiting) - len(released))
+        log.info(
+            "quarantine.released gateway=%s routes=%d still_held=%d",
+            gateway,
+            len(released),
+            len(waiting) - len(released),
+        )
         return True
 
 

@@ -20,16 +20,17 @@ from .admin.service import admin_services
 from .controller import Controller
 from .errors import BindError, UsageError
 from .exposure import exposure_error, host_port, is_loopback
+from .gatewayapi.store import Store
 from .gatewayapi.translator import Options
 from .identity import Authorizer
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .providers.base import Provider
 from .providers.supervisor import Supervisor
 from .quarantine import Quarantine
 from .shadow.hub import Comparisons
 from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
 from .shadow.service import expire_forever, shadow_service
-from .gatewayapi.store import Store
 from .tls import TlsFiles, server_credentials
 from .web.app import WebPage
 from .web.model import Sources
@@ -44,7 +45,7 @@ log = logging.getLogger("mirrorplane.serve")
 class Extension(Protocol):
     """Something that runs beside serving, e.g. the Kubernetes status writer and its Lease."""
 
-    async def start(self, plane: "ControlPlane") -> None: ...
+    async def start(self, plane: ControlPlane) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -254,7 +255,7 @@ class ControlPlane:
         if self._http is not None:
             await self._http.cleanup()
 
-    async def __aenter__(self) -> "ControlPlane":
+    async def __aenter__(self) -> ControlPlane:
         await self.start()
         return self
 

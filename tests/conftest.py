@@ -11,7 +11,6 @@ from hypothesis import Phase, settings
 import support
 from e2e import Stack, start_stack
 
-
 # `python -m tests.mutation` only needs to know that a property fails, not its smallest example.
 settings.register_profile("mutation", phases=(Phase.explicit, Phase.generate), database=None)
 

@@ -116,7 +116,9 @@ def copy_local(folder: Path, *, gateway_port: int, pipy_port: int, mirror_port: 
     grpc_port = free_port()  # the gRPC seed's Gateway (grpc.yaml) gets its own Envoy under `run`
     for name in ("gateway.yaml", "route.yaml", "grpc.yaml"):
         f = folder / name
-        f.write_text(f.read_text().replace("port: 8000", f"port: {gateway_port}").replace("port: 8001", f"port: {grpc_port}"))
+        f.write_text(
+            f.read_text().replace("port: 8000", f"port: {gateway_port}").replace("port: 8001", f"port: {grpc_port}")
+        )
     svc = folder / "services.yaml"
     svc.write_text(svc.read_text().replace("8081", str(pipy_port)).replace("8082", str(mirror_port)))
     return folder

@@ -178,7 +178,10 @@ def update() -> list[Path]:
 
 def main() -> int:
     if os.environ.get("CI"):
-        print("golden: refusing to rewrite golden files with CI set; run `make golden` locally and commit the diff", file=sys.stderr)
+        print(
+            "golden: refusing to rewrite golden files with CI set; run `make golden` locally and commit the diff",
+            file=sys.stderr,
+        )
         return 2
     changed = update()
     root = GOLDEN.parent.parent

@@ -48,7 +48,9 @@ class Cluster:
 
     def need_fake(self, what: str) -> FakeApiServer:
         if self.fake is None:
-            pytest.skip(f"{what} needs the fake API server's test controls (MIRRORPLANE_TEST_KUBECONFIG is a real cluster)")
+            pytest.skip(
+                f"{what} needs the fake API server's test controls (MIRRORPLANE_TEST_KUBECONFIG is a real cluster)"
+            )
         return self.fake
 
     async def kubectl(self, *args: str, input: str | None = None) -> str:
@@ -105,7 +107,9 @@ async def seed(c: Cluster) -> None:
     await c.apply(endpoint_slice("pipy-mirror", 9002))
 
 
-def endpoint_slice(service: str, port: int, *, name: str | None = None, addresses: tuple[str, ...] = ("127.0.0.1",)) -> str:
+def endpoint_slice(
+    service: str, port: int, *, name: str | None = None, addresses: tuple[str, ...] = ("127.0.0.1",)
+) -> str:
     """What the EndpointSlice controller writes for a Service's ready pods (here: local echo servers)."""
     return yaml.safe_dump(
         {
@@ -133,14 +137,19 @@ def control_plane(
 ) -> tuple[ControlPlane, KubernetesProvider, KubernetesStatus]:
     """A control plane replica serving the cluster, as `serve --kubernetes` builds it."""
     provider = KubernetesProvider(c.kubeconfig, options=options)
-    status = KubernetesStatus(provider, controller_name=DEFAULT_CONTROLLER, lease=lease, gateway_service=(SYSTEM, "envoy"))
+    status = KubernetesStatus(
+        provider, controller_name=DEFAULT_CONTROLLER, lease=lease, gateway_service=(SYSTEM, "envoy")
+    )
     plane = ControlPlane(
         provider,
         xds_host="127.0.0.1",
         xds_port=free_port(),
         http_port=None,
         # 8001: the example Gateway's gRPC listener, never on its fixed port in tests.
-        xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: gateway_port or free_port(), 8001: free_port(), **(port_map or {})}),
+        xds_options=XdsOptions(
+            bind_address="127.0.0.1",
+            port_map={8000: gateway_port or free_port(), 8001: free_port(), **(port_map or {})},
+        ),
         extensions=[status],
     )
     return plane, provider, status
@@ -204,7 +213,13 @@ async def start_kube_stack(c: Cluster) -> KubeStack:
         plane, provider, status = control_plane(c, gateway_port=gateway_port)
         await plane.start()
         exits.push_async_callback(plane.stop)
-        envoy = LocalEnvoy(node_id="kube-e2e", gateway=GATEWAY, xds_port=int(plane.xds_address.rsplit(":", 1)[1]), admin_port=0, log_sink=lambda _: None)
+        envoy = LocalEnvoy(
+            node_id="kube-e2e",
+            gateway=GATEWAY,
+            xds_port=int(plane.xds_address.rsplit(":", 1)[1]),
+            admin_port=0,
+            log_sink=lambda _: None,
+        )
         await envoy.start()
         exits.push_async_callback(envoy.stop)
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))

@@ -68,8 +68,8 @@ MUTATIONS = (
         "fraction-rounding",
         "a fraction Envoy cannot express exactly is truncated, not rounded (2/3 becomes 666666/MILLION)",
         XDS,
-        "return FractionalPercent(numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=FractionalPercent.MILLION)",
-        "return FractionalPercent(numerator=numerator * 1_000_000 // denominator, denominator=FractionalPercent.MILLION)",
+        "numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=FractionalPercent.MILLION",
+        "numerator=numerator * 1_000_000 // denominator, denominator=FractionalPercent.MILLION",
         (GOLDEN, FRACTIONS),
     ),
     Mutation(
@@ -124,8 +124,8 @@ MUTATIONS = (
         "policy-headers-on-primary",
         "a MirrorPolicy's header changes are dropped from the mirror leg",
         XDS,
-        "    policy.request_headers_mutations.extend(mutation_rules_pb2.HeaderMutation(remove=name)",
-        "    (mutation_rules_pb2.HeaderMutation(remove=name)",
+        "    policy.request_headers_mutations.extend(\n        mutation_rules_pb2.HeaderMutation(remove=name)",
+        "    (\n        mutation_rules_pb2.HeaderMutation(remove=name)",
         (GOLDEN, "tests/test_e2e_mirror_policy.py"),
     ),
 )
@@ -134,7 +134,10 @@ MUTATIONS = (
 def copy_tree(dest: Path) -> None:
     """The working tree as it is (tracked and new files, uncommitted edits included), without .venv."""
     files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
     ).stdout.split(b"\0")
     for name in filter(None, files):
         src = ROOT / os.fsdecode(name)

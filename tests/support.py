@@ -11,6 +11,7 @@ from controlplane.ports import free_port
 
 __all__ = ["free_port", "wait_until"]
 
+
 async def wait_until(
     predicate: Callable[[], object],
     timeout: float = 10.0,

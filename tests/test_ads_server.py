@@ -739,9 +739,7 @@ async def test_real_envoy_serves_traffic_and_survives_a_nack(plane, ads_api_type
                 r.route.cluster = "backend"
             bad = plane.cache.set(
                 GW,
-                make_resources(
-                    clusters={"backend": backend_port}, route=bad_route, listener_port=listener_port
-                ),
+                make_resources(clusters={"backend": backend_port}, route=bad_route, listener_port=listener_port),
             )
             assert bad.changed_types(good) == [ROUTE]
             await wait_until(lambda: stream.types[ROUTE].last_nack is not None, timeout=10)
@@ -813,9 +811,7 @@ async def test_real_envoy_cluster_swap_keeps_serving(plane, ads_api_type):
             swapped = plane.cache.set(
                 GW, make_resources(clusters={"new": backend_port}, routes={"/": "new"}, listener_port=listener_port)
             )
-            await wait_until(
-                lambda: stream.types[CLUSTER].acked_version == swapped.version_of(CLUSTER), timeout=10
-            )
+            await wait_until(lambda: stream.types[CLUSTER].acked_version == swapped.version_of(CLUSTER), timeout=10)
 
             async def only_new_cluster() -> bool:
                 dump = await envoy.config_dump("dynamic_active_clusters")
@@ -844,7 +840,6 @@ async def test_real_envoy_reconnect_to_restarted_control_plane_gets_no_churn(ads
     def resources() -> Resources:
         return make_resources(clusters={"c1": 1}, listener_port=listener_port)
 
-
     cache1, registry1 = SnapshotCache(), NodeRegistry()
     snap = cache1.set(GW, resources())
     server1 = build_server(cache1, registry1, address=f"127.0.0.1:{xds_port}")
@@ -858,8 +853,7 @@ async def test_real_envoy_reconnect_to_restarted_control_plane_gets_no_churn(ads
             def settled(registry: NodeRegistry) -> bool:
                 streams = registry.by_node("real-3")
                 return bool(streams) and all(
-                    t in streams[0].types and streams[0].types[t].acked_version == v
-                    for t, v in snap.versions().items()
+                    t in streams[0].types and streams[0].types[t].acked_version == v for t, v in snap.versions().items()
                 )
 
             await wait_until(lambda: settled(registry1), timeout=30)

@@ -39,7 +39,9 @@ async def test_issued_certificates_carry_envoy_and_the_admin_client_over_mutual_
     stack = await start_stack(
         tmp_path,
         plane_options={"tls": TlsFiles(server / "tls.crt", server / "tls.key", server / "ca.crt")},
-        envoy_options={"xds_tls": XdsTls(str(envoy / "ca.crt"), str(envoy / "tls.crt"), str(envoy / "tls.key"), "mirrorplane")},
+        envoy_options={
+            "xds_tls": XdsTls(str(envoy / "ca.crt"), str(envoy / "tls.crt"), str(envoy / "tls.key"), "mirrorplane")
+        },
     )
     try:
         # A real Envoy with its Gateway's certificate gets that Gateway's config.
@@ -47,7 +49,16 @@ async def test_issued_certificates_carry_envoy_and_the_admin_client_over_mutual_
         target = stack.plane.xds_address
 
         def client(d: Path) -> list[str]:
-            return ["--server", target, "--cacert", str(d / "ca.crt"), "--cert", str(d / "tls.crt"), "--key", str(d / "tls.key")]
+            return [
+                "--server",
+                target,
+                "--cacert",
+                str(d / "ca.crt"),
+                "--cert",
+                str(d / "tls.crt"),
+                "--key",
+                str(d / "tls.key"),
+            ]
 
         code, out = await run("nodes", *client(operator))
         assert code == 0 and "e2e" in out, out
@@ -72,7 +83,9 @@ async def test_folder_and_keys_are_kept_and_a_new_gateway_joins_the_same_ca(tmp_
     key = (tmp_path / "server" / "tls.key").read_bytes()
     for secret in ("ca/ca.key", "server/tls.key", "operator/tls.key", "gateways/ns-a/gw/tls.key"):
         assert oct((tmp_path / secret).stat().st_mode & 0o777) == "0o600", secret
-    assert _uri_sans((tmp_path / "gateways/ns-a/gw/tls.crt").read_bytes()) == ["spiffe://mirrorplane/ns/ns-a/gateway/gw"]
+    assert _uri_sans((tmp_path / "gateways/ns-a/gw/tls.crt").read_bytes()) == [
+        "spiffe://mirrorplane/ns/ns-a/gateway/gw"
+    ]
     assert _uri_sans((tmp_path / "operator/tls.crt").read_bytes()) == ["spiffe://mirrorplane/operator"]
 
     issued, kept = certs.ensure_folder(tmp_path, ["cp"], ["ns-a/gw", "ns-b/other"])
@@ -99,7 +112,14 @@ async def test_kubernetes_secrets_are_created_once_and_orphans_are_refused(tmp_p
     with FakeApiServer() as fake:
         kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
         fake.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mirrorplane-system"}})
-        args = ("certs", "--kubernetes", "--kubeconfig", kubeconfig, "--server-name", "mirrorplane.mirrorplane-system.svc")
+        args = (
+            "certs",
+            "--kubernetes",
+            "--kubeconfig",
+            kubeconfig,
+            "--server-name",
+            "mirrorplane.mirrorplane-system.svc",
+        )
         code, out = await run(*args, "--gateway", GATEWAY)
         assert code == 0 and out.startswith("created Secret mirrorplane-system/mirrorplane-xds-ca"), out
         envoy_secret = "mirrorplane-xds-envoy.server.simple-gateway"
@@ -109,12 +129,19 @@ async def test_kubernetes_secrets_are_created_once_and_orphans_are_refused(tmp_p
         assert server["type"] == "kubernetes.io/tls"
         assert server["data"]["ca.crt"] == client["data"]["ca.crt"] == operator["data"]["ca.crt"], "one CA signs all"
         assert b"BEGIN CERTIFICATE" in base64.b64decode(server["data"]["tls.crt"])
-        assert _uri_sans(base64.b64decode(client["data"]["tls.crt"])) == ["spiffe://mirrorplane/ns/server/gateway/simple-gateway"]
+        assert _uri_sans(base64.b64decode(client["data"]["tls.crt"])) == [
+            "spiffe://mirrorplane/ns/server/gateway/simple-gateway"
+        ]
 
         code, out = await run(*args, "--gateway", GATEWAY, "--gateway", "other/gw")
-        assert code == 0 and out.splitlines()[0] == "created Secret mirrorplane-system/mirrorplane-xds-envoy.other.gw", out
+        assert (
+            code == 0 and out.splitlines()[0] == "created Secret mirrorplane-system/mirrorplane-xds-envoy.other.gw"
+        ), out
         assert fake.get("Secret", "mirrorplane-xds-server", "mirrorplane-system")["data"] == server["data"]
-        assert fake.get("Secret", "mirrorplane-xds-envoy.other.gw", "mirrorplane-system")["data"]["ca.crt"] == server["data"]["ca.crt"]
+        assert (
+            fake.get("Secret", "mirrorplane-xds-envoy.other.gw", "mirrorplane-system")["data"]["ca.crt"]
+            == server["data"]["ca.crt"]
+        )
 
         fake.delete("Secret", "mirrorplane-xds-ca", "mirrorplane-system")
         code, out = await run(*args)

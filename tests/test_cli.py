@@ -49,7 +49,11 @@ class Proc:
 
 async def spawn(*args: str) -> Proc:
     proc = await asyncio.create_subprocess_exec(
-        *MIRRORPLANE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        *MIRRORPLANE,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     return Proc(proc)
 
@@ -58,7 +62,9 @@ async def spawn(*args: str) -> Proc:
 async def quickstart(tmp_path: Path) -> AsyncIterator[tuple[Proc, dict[str, int]]]:
     """`mirrorplane run manifests/local --echo ...`, with every fixed port moved to a free one."""
     ports = {name: free_port() for name in ("gateway", "pipy", "mirror", "xds", "http", "admin")}
-    folder = copy_local(tmp_path / "local", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"])
+    folder = copy_local(
+        tmp_path / "local", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"]
+    )
     proc = await spawn(
         "run",
         str(folder),
@@ -187,8 +193,13 @@ def test_the_cli_loads_the_kubernetes_client_only_when_asked_to() -> None:
 )
 async def test_bad_bootstrap_flags_are_one_line(flags: list[str], cause: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *MIRRORPLANE, "bootstrap", "--gateway", "ns/gw", *flags,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *MIRRORPLANE,
+        "bootstrap",
+        "--gateway",
+        "ns/gw",
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
     assert proc.returncode == 1

@@ -28,9 +28,9 @@ from compose_spec import PyCompose
 
 from controlplane.certs import folder_of
 from controlplane.cli import build_parser
+from controlplane.exposure import exposure_error
 from controlplane.localenvoy import envoy_binary
 from controlplane.offline import translate_folder
-from controlplane.exposure import exposure_error
 from controlplane.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +137,9 @@ def test_control_plane_serves_the_mounted_manifests_on_its_published_ports():
     assert set(published("controlplane")) == {args.xds_port, args.http_port}
     # Reachable from the Envoy container, hence a non-loopback bind: only because it is mutual TLS.
     assert args.xds_address == "0.0.0.0" and args.client_ca and not args.insecure
-    assert exposure_error(args.xds_address, TlsFiles(args.tls_cert, args.tls_key, args.client_ca), args.insecure) is None
+    assert (
+        exposure_error(args.xds_address, TlsFiles(args.tls_cert, args.tls_key, args.client_ca), args.insecure) is None
+    )
     healthcheck = " ".join(services()["controlplane"]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{args.http_port}/readyz" in healthcheck
 
@@ -170,7 +172,9 @@ def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path
     certs_argv = [a.replace(str(certs_root), str(local)) for a in services()["certs"]["command"]]
     subprocess.run([*MIRRORPLANE, *certs_argv], check=True, timeout=30)
     # The Envoy presents its own Gateway's certificate (the only config it can then fetch).
-    assert PurePosixPath(str(boot.xds_cert)).parent == PurePosixPath(str(folder_of(Path(str(certs_root)), boot.gateway)))
+    assert PurePosixPath(str(boot.xds_cert)).parent == PurePosixPath(
+        str(folder_of(Path(str(certs_root)), boot.gateway))
+    )
     assert boot.gateway in certs_args.gateway
     assert serve.tls_cert and serve.client_ca and PurePosixPath(str(serve.tls_cert)).is_relative_to(certs_root)
     for path in (boot.xds_ca, boot.xds_cert, boot.xds_key, serve.tls_cert, serve.tls_key, serve.client_ca):
@@ -182,7 +186,12 @@ def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path
     argv = [a.replace(str(certs_root), str(local)) for a in services()["envoy-bootstrap"]["command"]]
     argv[argv.index("--output") + 1] = str(rendered)
     subprocess.run([*MIRRORPLANE, *argv], check=True, timeout=30)
-    check = subprocess.run([envoy_binary(), "--mode", "validate", "--disable-hot-restart", "-c", str(rendered)], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "--disable-hot-restart", "-c", str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     node = yaml.safe_load(rendered.read_text())["node"]
     assert node == {"id": "compose-envoy", "cluster": boot.gateway}
@@ -274,7 +283,11 @@ def test_every_service_can_use_the_volumes_it_mounts():
 
 
 def test_dockerfile_copies_exist_and_are_not_docker_ignored():
-    ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    ignore = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ignore[0] == "*"  # everything is excluded but what is listed
     for copy in instruction("COPY"):
         *sources, _dest = shlex.split(copy)
@@ -322,7 +335,9 @@ class Project:
     def run(self, *args: str, timeout: float = STEP_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
         if check and done.returncode != 0:
-            raise AssertionError(f"docker compose {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}\n{self.logs()}")
+            raise AssertionError(
+                f"docker compose {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}\n{self.logs()}"
+            )
         return done
 
     def logs(self, service: str = "") -> str:
@@ -381,7 +396,14 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
     compose = Project(project, _override(tmp_path / "override.yml", f"{project}:local", config))
     boot = parsed("envoy-bootstrap")
     # The admin API answers the operator's certificate (the certs step issues it), never an Envoy's.
-    admin_tls = ["--cacert", "/certs/operator/ca.crt", "--cert", "/certs/operator/tls.crt", "--key", "/certs/operator/tls.key"]
+    admin_tls = [
+        "--cacert",
+        "/certs/operator/ca.crt",
+        "--cert",
+        "/certs/operator/tls.crt",
+        "--key",
+        "/certs/operator/tls.key",
+    ]
     nodes_cmd = ["mirrorplane", "nodes", "--server", f"{boot.xds_host}:{boot.xds_port}", "-o", "json"]
     try:
         compose.run("up", "--build", "--detach", "--wait", timeout=UP_TIMEOUT)
@@ -465,7 +487,9 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
         run = compose.exec("controlplane", "mirrorplane", "run", "/config", check=False)
         assert run.returncode == 1 and "mirrorplane[run]" in run.stderr, run
     finally:
-        subprocess.run([*compose.base, "down", "--volumes", "--timeout", "5"], capture_output=True, timeout=120, cwd=REPO)
+        subprocess.run(
+            [*compose.base, "down", "--volumes", "--timeout", "5"], capture_output=True, timeout=120, cwd=REPO
+        )
         for image in client.images.list(filters={"label": f"com.docker.compose.project={project}"}):
             client.images.remove(image.id, force=True)
 

@@ -22,26 +22,63 @@ from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, SUPPORTED_FEA
 
 # Issue 3, "What must pass": the Core tests of CONFORMANCE.md §2 and these Extended features.
 REQUIRED_EXTENDED = {
-    "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
-    "HTTPRouteMethodMatching", "HTTPRouteQueryParamMatching", "HTTPRouteResponseHeaderModification",
-    "HTTPRouteBackendRequestHeaderModification", "HTTPRoutePathRedirect", "HTTPRoutePortRedirect",
-    "HTTPRouteSchemeRedirect", "HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode",
-    "HTTPRoute308RedirectStatusCode", "HTTPRouteHostRewrite", "HTTPRoutePathRewrite", "HTTPRouteRequestTimeout",
-    "HTTPRouteBackendTimeout", "HTTPRouteParentRefPort", "HTTPRouteBackendProtocolH2C",
-    "HTTPRouteBackendProtocolWebSocket", "HTTPRouteNamedRouteRule", "HTTPRouteCORS", "GatewayPort8080",
-    "GatewayHTTPListenerIsolation", "GatewayHTTPSListenerDetectMisdirectedRequests",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteSchemeRedirect",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteHostRewrite",
+    "HTTPRoutePathRewrite",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteParentRefPort",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteCORS",
+    "GatewayPort8080",
+    "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
 }
 REQUIRED_CORE = {
-    "HTTPRouteSimpleSameNamespace", "HTTPRouteCrossNamespace", "HTTPRouteExactPathMatching", "HTTPRouteHeaderMatching",
-    "HTTPRouteMatching", "HTTPRouteMatchingAcrossRoutes", "HTTPRoutePathMatchOrder", "HTTPRouteHostnameIntersection",
-    "HTTPRouteListenerHostnameMatching", "HTTPRouteMultipleGateways", "HTTPRouteHTTPSListener",
-    "HTTPRouteInvalidNonExistentBackendRef", "HTTPRouteInvalidBackendRefUnknownKind",
-    "HTTPRouteInvalidCrossNamespaceParentRef", "HTTPRouteInvalidParentRefNotMatchingSectionName", "HTTPRouteNoBackendRefs",
-    "HTTPRouteObservedGenerationBump", "HTTPRouteServiceTypes", "HTTPRouteWeight", "HTTPRouteRequestHeaderModifier",
-    "HTTPRouteRedirectHostAndStatus", "GatewayWithAttachedRoutes", "HTTPRouteReferenceGrant",
-    "HTTPRouteInvalidCrossNamespaceBackendRef", "HTTPRouteInvalidReferenceGrant",
-    "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant", "GatewaySecretMissingReferenceGrant",
-    "GatewaySecretInvalidReferenceGrant", "GatewaySecretReferenceGrantAllInNamespace", "GatewaySecretReferenceGrantSpecific",
+    "HTTPRouteSimpleSameNamespace",
+    "HTTPRouteCrossNamespace",
+    "HTTPRouteExactPathMatching",
+    "HTTPRouteHeaderMatching",
+    "HTTPRouteMatching",
+    "HTTPRouteMatchingAcrossRoutes",
+    "HTTPRoutePathMatchOrder",
+    "HTTPRouteHostnameIntersection",
+    "HTTPRouteListenerHostnameMatching",
+    "HTTPRouteMultipleGateways",
+    "HTTPRouteHTTPSListener",
+    "HTTPRouteInvalidNonExistentBackendRef",
+    "HTTPRouteInvalidBackendRefUnknownKind",
+    "HTTPRouteInvalidCrossNamespaceParentRef",
+    "HTTPRouteInvalidParentRefNotMatchingSectionName",
+    "HTTPRouteNoBackendRefs",
+    "HTTPRouteObservedGenerationBump",
+    "HTTPRouteServiceTypes",
+    "HTTPRouteWeight",
+    "HTTPRouteRequestHeaderModifier",
+    "HTTPRouteRedirectHostAndStatus",
+    "GatewayWithAttachedRoutes",
+    "HTTPRouteReferenceGrant",
+    "HTTPRouteInvalidCrossNamespaceBackendRef",
+    "HTTPRouteInvalidReferenceGrant",
+    "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
+    "GatewaySecretMissingReferenceGrant",
+    "GatewaySecretInvalidReferenceGrant",
+    "GatewaySecretReferenceGrantAllInNamespace",
+    "GatewaySecretReferenceGrantSpecific",
 }
 
 TARGET = Target("127.0.0.1", 80, 18080)
@@ -107,9 +144,16 @@ def test_endpoint_slices_use_target_ports_and_ready_pods() -> None:
     docs = fixture.load(fixture.BASE_MANIFESTS)
     pods = fixture.echo_pods(docs, (1, 2)).pods
     ready = {p.name for p in pods if p.deployment != "infra-backend-v2"}
-    slices = {(s["metadata"]["namespace"], s["metadata"]["labels"]["kubernetes.io/service-name"]): s for s in fixture.endpoint_slices(docs, pods, ready)}
+    slices = {
+        (s["metadata"]["namespace"], s["metadata"]["labels"]["kubernetes.io/service-name"]): s
+        for s in fixture.endpoint_slices(docs, pods, ready)
+    }
     v1 = slices[("gateway-conformance-infra", "infra-backend-v1")]
-    assert {(p["name"], p["port"]) for p in v1["ports"]} == {("first-port", 3000), ("second-port", 3001), ("third-port", 3000)}
+    assert {(p["name"], p["port"]) for p in v1["ports"]} == {
+        ("first-port", 3000),
+        ("second-port", 3001),
+        ("third-port", 3000),
+    }
     assert [e["conditions"]["ready"] for e in v1["endpoints"]] == [True, True]
     v2 = slices[("gateway-conformance-infra", "infra-backend-v2")]
     assert [e["conditions"]["ready"] for e in v2["endpoints"]] == [False, False]
@@ -119,7 +163,9 @@ def test_tls_secret_carries_the_requested_hosts() -> None:
     cert = fixture.self_signed(("*", "*.org"))
     secret = fixture.tls_secret("ns", "name", cert)
     parsed = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
-    sans = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    sans = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
     assert sans == ["*", "*.org"]
     assert secret["type"] == "kubernetes.io/tls" and b"PRIVATE KEY" in base64.b64decode(secret["data"]["tls.key"])
 
@@ -153,11 +199,17 @@ def test_compare_timeouts_and_status_sets() -> None:
 
 def test_compare_response_headers() -> None:
     got = Captured(200, {"access-control-allow-methods": ["OPTIONS,GET"]}, None, None)
-    lenient = Case(check_request=False, valid_header_values={"Access-Control-Allow-Methods": ("GET, OPTIONS", "OPTIONS, GET")}, ignore_whitespace=True)
+    lenient = Case(
+        check_request=False,
+        valid_header_values={"Access-Control-Allow-Methods": ("GET, OPTIONS", "OPTIONS, GET")},
+        ignore_whitespace=True,
+    )
     assert compare(TARGET, lenient, got) == ""
     strict = Case(check_request=False, valid_header_values={"access-control-allow-methods": ("OPTIONS, GET",)})
     assert "one of" in compare(TARGET, strict, got)
-    assert "not be set" in compare(TARGET, Case(check_request=False, response_absent=("Access-Control-Allow-Methods",)), got)
+    assert "not be set" in compare(
+        TARGET, Case(check_request=False, response_absent=("Access-Control-Allow-Methods",)), got
+    )
 
 
 @pytest.mark.parametrize(
@@ -202,7 +254,11 @@ def test_percentage_band_is_three_sigma() -> None:
 
 def test_parents_match_namespace_and_generation() -> None:
     cond = {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 2}
-    parent = {"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}, "controllerName": "c", "conditions": [cond]}
+    parent = {
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+        "controllerName": "c",
+        "conditions": [cond],
+    }
     want = [Parent("ns", "gw", (Cond("Accepted", "True", "Accepted"),))]
     assert parents_match(want, [parent], "ns", "c", 2) == ""  # namespace may be nil in the same namespace
     assert "namespace" in parents_match(want, [parent], "other", "c", 2)  # ... but is required across namespaces
@@ -215,12 +271,20 @@ def test_conditions_and_listeners_match() -> None:
     conds = [{"type": "Accepted", "status": "True", "reason": "Accepted"}]
     assert conditions_match([Cond("Accepted", "True")], conds) == ""
     assert conditions_match([Cond("Accepted", "True", "Other")], conds) != ""
-    lst: dict[str, Any] = {"name": "http", "attachedRoutes": 1, "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}], "conditions": conds}
+    lst: dict[str, Any] = {
+        "name": "http",
+        "attachedRoutes": 1,
+        "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+        "conditions": conds,
+    }
     assert listeners_match([ListenerExpectation("http", 1, (Cond("Accepted", "True"),))], [lst]) == ""
     assert "attachedRoutes" in listeners_match([ListenerExpectation("http", 2, ())], [lst])
     # As upstream's listenersMatch: more supported kinds than expected is fine (GRPCRoute), fewer
     # is not, and an expected empty list must be empty.
-    both = {**lst, "supportedKinds": [*lst["supportedKinds"], {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}]}
+    both = {
+        **lst,
+        "supportedKinds": [*lst["supportedKinds"], {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}],
+    }
     assert listeners_match([ListenerExpectation("http", 1, ())], [both]) == ""
     grpc_only = ListenerExpectation("http", 1, (), (("gateway.networking.k8s.io", "GRPCRoute"),))
     assert "supportedKinds" in listeners_match([grpc_only], [lst])
@@ -231,7 +295,9 @@ def test_conditions_and_listeners_match() -> None:
 
 
 def _result(name: str, features: tuple[str, ...], outcome: str) -> suite.Result:
-    return suite.Result(suite.ConformanceTest(name, "", features, (), None), outcome, 1.0, "why" if outcome != "Passed" else "")
+    return suite.Result(
+        suite.ConformanceTest(name, "", features, (), None), outcome, 1.0, "why" if outcome != "Passed" else ""
+    )
 
 
 def test_report_shape_and_feature_verdicts() -> None:
@@ -244,7 +310,10 @@ def test_report_shape_and_feature_verdicts() -> None:
     run = suite.RunResult(results, 3.0, claimed_features=["Gateway", "HTTPRoute", "HTTPRouteCORS"])
     doc = report.build(run)
     assert (doc["apiVersion"], doc["kind"], doc["gatewayAPIVersion"], doc["gatewayAPIChannel"]) == (
-        "gateway.networking.k8s.io/v1", "ConformanceReport", "v1.6.1", "standard",
+        "gateway.networking.k8s.io/v1",
+        "ConformanceReport",
+        "v1.6.1",
+        "standard",
     )
     profile = doc["profiles"][0]
     assert profile["name"] == "GATEWAY-HTTP"
@@ -275,7 +344,9 @@ async def test_full_conformance_run(tmp_path: Path) -> None:
     passing = set(report.passing_features(run.results))
     assert REQUIRED_EXTENDED <= passing, REQUIRED_EXTENDED - passing
     assert run.claimed_features == sorted(SUPPORTED_FEATURES)
-    assert report.feature_mismatch(run) == ([], []), "translator.SUPPORTED_FEATURES must list exactly the passing features"
+    assert report.feature_mismatch(run) == ([], []), (
+        "translator.SUPPORTED_FEATURES must list exactly the passing features"
+    )
     doc = report.build(run)
     assert not REQUIRED_EXTENDED & set(doc["profiles"][0]["extended"]["unsupportedFeatures"])
     assert run.seconds < 180, f"the whole run must stay short: {run.seconds:.0f}s"

@@ -36,7 +36,6 @@ spec:
 """
 
 
-
 async def mirrored(stack: Stack, prefix: str = "/") -> bool:
     """A fresh request is answered by the primary and reaches the mirror."""
     uri = f"{prefix}?probe={uuid.uuid4()}"
@@ -50,7 +49,9 @@ async def mirrored(stack: Stack, prefix: str = "/") -> bool:
     return True
 
 
-async def test_unparsable_file_is_reported_and_the_rest_stays_served(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+async def test_unparsable_file_is_reported_and_the_rest_stays_served(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="mirrorplane.files")
     stack.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x\n")
     await wait_until(lambda: stack.file_errors("broken.yaml"), message="the broken file being reported")
@@ -82,7 +83,9 @@ async def test_cel_violation_rejects_that_route_only(stack: Stack, caplog: pytes
     message = stack.file_errors("bad-route.yaml")[0]
     assert "HTTPRoute server/bad" in message
     assert "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter" in message
-    assert any("HTTPRoute server/bad" in r.getMessage() and "percent or fraction" in r.getMessage() for r in caplog.records)
+    assert any(
+        "HTTPRoute server/bad" in r.getMessage() and "percent or fraction" in r.getMessage() for r in caplog.records
+    )
     assert ("HTTPRoute", "server", "bad") not in stack.plane.controller.statuses
     assert await mirrored(stack)
     assert await mirrored(stack, "/bad"), "/bad falls through to the seed route, which still mirrors"

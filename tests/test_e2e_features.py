@@ -95,7 +95,9 @@ REDIRECTS = {
 async def test_request_redirect_location_and_status(
     stack: FeatureStack, port: int, path: str, status: int, location: str
 ) -> None:
-    stack.write("redirects.yaml", route_yaml("redirects", "".join(rule(p, f, backends="") for p, f in REDIRECTS.items())))
+    stack.write(
+        "redirects.yaml", route_yaml("redirects", "".join(rule(p, f, backends="") for p, f in REDIRECTS.items()))
+    )
     kw = {"host": "example.org"} if port == 443 else {}
     _, headers, _ = await stack.until(path, status, port=port, **kw)
     assert headers["location"] == location
@@ -121,7 +123,11 @@ REWRITES = "".join(
         rule("/strip-prefix", rewrite(path={"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"})),
         rule("/full/one", rewrite(path={"type": "ReplaceFullPath", "replaceFullPath": "/one"})),
         rule("/host", rewrite(hostname="one.example.org")),
-        rule("/both", rewrite(hostname="test.example.org", path={"type": "ReplaceFullPath", "replaceFullPath": "/test"}) + HEADERS),
+        rule(
+            "/both",
+            rewrite(hostname="test.example.org", path={"type": "ReplaceFullPath", "replaceFullPath": "/test"})
+            + HEADERS,
+        ),
     ]
 )
 
@@ -139,7 +145,9 @@ REWRITES = "".join(
         ("/both/a", "/test", "test.example.org"),
     ],
 )
-async def test_url_rewrite_is_what_the_backend_sees(stack: FeatureStack, path: str, seen_path: str, seen_host: str | None) -> None:
+async def test_url_rewrite_is_what_the_backend_sees(
+    stack: FeatureStack, path: str, seen_path: str, seen_host: str | None
+) -> None:
     stack.write("rewrites.yaml", route_yaml("rewrites", REWRITES, hostnames="  hostnames: [rewrite.example]\n"))
     headers = {"X-Header-Remove": "gone", "X-Header-Add": "first"}
     _, _, body = await stack.until(path, 200, host="rewrite.example", headers=headers)
@@ -149,7 +157,10 @@ async def test_url_rewrite_is_what_the_backend_sees(stack: FeatureStack, path: s
         assert got["host"] == seen_host
     if path.startswith("/both"):
         assert got["headers"]["X-Header-Set"] == ["set-overwrites-values"]
-        assert got["headers"]["X-Header-Add"] == ["first,header-val-1"] or got["headers"]["X-Header-Add"] == ["first", "header-val-1"]
+        assert got["headers"]["X-Header-Add"] == ["first,header-val-1"] or got["headers"]["X-Header-Add"] == [
+            "first",
+            "header-val-1",
+        ]
         assert "X-Header-Remove" not in got["headers"]
 
 
@@ -202,7 +213,10 @@ async def test_backend_request_header_modifier_applies_only_to_its_backend(stack
       - type: RequestHeaderModifier
         requestHeaderModifier: {set: [{name: Backend, value: v2}]}
 """
-    stack.write("backend-headers.yaml", route_yaml("backend-headers", rules, hostnames="  hostnames: [backend-headers.example]\n"))
+    stack.write(
+        "backend-headers.yaml",
+        route_yaml("backend-headers", rules, hostnames="  hostnames: [backend-headers.example]\n"),
+    )
     await stack.until("/", 200, host="backend-headers.example")
     seen = set()
     for _ in range(30):
@@ -263,7 +277,9 @@ async def test_cors_preflight_from_allowed_origins(stack: FeatureStack) -> None:
 async def test_cors_rejects_other_origins_and_answers_simple_requests(stack: FeatureStack) -> None:
     stack.write("cors.yaml", route_yaml("cors", CORS, hostnames="  hostnames: [cors.example]\n"))
     await stack.until("/cors-1", 200, host="cors.example")
-    status, got, _ = await stack.request("/cors-1", method="OPTIONS", host="cors.example", headers={"Origin": "https://foobar.com", **PREFLIGHT})
+    status, got, _ = await stack.request(
+        "/cors-1", method="OPTIONS", host="cors.example", headers={"Origin": "https://foobar.com", **PREFLIGHT}
+    )
     assert status in (200, 204, 403) and "access-control-allow-origin" not in got
     status, got, _ = await stack.request("/cors-1", host="cors.example", headers={"Origin": "https://www.foo.com"})
     assert status == 200 and got["access-control-allow-origin"] == "https://www.foo.com"
@@ -302,11 +318,15 @@ async def test_websocket_backend_echoes_text_and_binary_frames(stack: FeatureSta
 async def test_unknown_app_protocol_is_unresolved_and_answers_500(stack: FeatureStack) -> None:
     stack.write(
         "services-grpc.yaml",
-        (stack.dir / "services.yaml").read_text().split("---")[1].replace("name: v1", "name: grpc-svc").replace(
-            "targetPort", "appProtocol: grpc, targetPort"
-        ),
+        (stack.dir / "services.yaml")
+        .read_text()
+        .split("---")[1]
+        .replace("name: v1", "name: grpc-svc")
+        .replace("targetPort", "appProtocol: grpc, targetPort"),
     )
-    stack.write("grpc.yaml", route_yaml("grpc", rule("/", backends="grpc-svc"), hostnames="  hostnames: [grpc.example]\n"))
+    stack.write(
+        "grpc.yaml", route_yaml("grpc", rule("/", backends="grpc-svc"), hostnames="  hostnames: [grpc.example]\n")
+    )
     await stack.until("/", 500, host="grpc.example")
     assert stack.route_condition("grpc", "ResolvedRefs") == ("False", "UnsupportedProtocol")
     assert stack.route_condition("grpc", "Accepted") == ("True", "Accepted")
@@ -316,7 +336,12 @@ async def test_unknown_app_protocol_is_unresolved_and_answers_500(stack: Feature
 
 HTTPS_ROUTES = "---\n".join(
     [
-        route_yaml("tls-1", rule("/tls", backends="v1"), parent="    sectionName: https\n", hostnames="  hostnames: [example.org]\n"),
+        route_yaml(
+            "tls-1",
+            rule("/tls", backends="v1"),
+            parent="    sectionName: https\n",
+            hostnames="  hostnames: [example.org]\n",
+        ),
         route_yaml("tls-2", rule("/tls", backends="v2"), parent="    sectionName: https-second\n"),
         route_yaml("tls-3", rule("/tls", backends="h2c"), parent="    sectionName: https-wildcard\n"),
     ]
@@ -355,7 +380,13 @@ async def test_https_sni_selects_the_listener_and_misdirected_hosts_get_421(
 
 async def test_https_listener_with_a_missing_secret_is_not_programmed(stack: FeatureStack) -> None:
     text = (stack.dir / "gateway.yaml").read_text()
-    stack.write("gateway.yaml", text.replace("hostname: second-example.org\n    tls: {certificateRefs: [{name: tls-cert}]}", "hostname: second-example.org\n    tls: {certificateRefs: [{name: missing}]}"))
+    stack.write(
+        "gateway.yaml",
+        text.replace(
+            "hostname: second-example.org\n    tls: {certificateRefs: [{name: tls-cert}]}",
+            "hostname: second-example.org\n    tls: {certificateRefs: [{name: missing}]}",
+        ),
+    )
     try:
 
         def conditions() -> dict[str, tuple[str, str]]:
@@ -365,7 +396,10 @@ async def test_https_listener_with_a_missing_secret_is_not_programmed(stack: Fea
         # Wait on the status. (This test used to wait for sni=second-example.org, Host example.org to
         # answer 421, but that was also the answer before the change, so the status could be read
         # before the change arrived.)
-        await wait_until(lambda: conditions()["ResolvedRefs"] == ("False", "InvalidCertificateRef"), message="the missing Secret seen")
+        await wait_until(
+            lambda: conditions()["ResolvedRefs"] == ("False", "InvalidCertificateRef"),
+            message="the missing Secret seen",
+        )
         conds = conditions()
         assert conds["Programmed"] == ("False", "Invalid")
         assert conds["Accepted"] == ("True", "Accepted")
@@ -407,7 +441,9 @@ async def test_the_mirror_sees_the_request_as_the_rules_filters_changed_it(stack
     stack.write("mirror-filters.yaml", route_yaml("mirror-filters", rules, hostnames="  hostnames: [mirror.example]\n"))
     await stack.until("/mirror-modified", 200, host="mirror.example")
     uri = "/mirror-modified/a?gateway-api-conformance-request-id=8a7c"
-    _, _, body = await stack.request(uri, host="mirror.example", headers={"X-Header-Remove": "r", "X-Header-Add": "orig"})
+    _, _, body = await stack.request(
+        uri, host="mirror.example", headers={"X-Header-Remove": "r", "X-Header-Add": "orig"}
+    )
     primary = echoed(body)
     assert primary["path"] == "/new/a?gateway-api-conformance-request-id=8a7c"
     shadow = await _mirrored(stack, "v2", primary["path"])
@@ -421,8 +457,12 @@ async def test_the_mirror_sees_the_request_as_the_rules_filters_changed_it(stack
 async def test_a_mirror_listed_before_a_modifier_still_sees_the_modification(stack: FeatureStack) -> None:
     """Documented deviation from "filters SHOULD be applied in order": Envoy applies every
     route-level request modification before it shadows, whatever the filter order."""
-    rules = rule("/mirror-first", mirror() + HEADERS + rewrite(path={"type": "ReplaceFullPath", "replaceFullPath": "/full"}))
-    stack.write("mirror-order.yaml", route_yaml("mirror-order", rules, hostnames="  hostnames: [mirror-order.example]\n"))
+    rules = rule(
+        "/mirror-first", mirror() + HEADERS + rewrite(path={"type": "ReplaceFullPath", "replaceFullPath": "/full"})
+    )
+    stack.write(
+        "mirror-order.yaml", route_yaml("mirror-order", rules, hostnames="  hostnames: [mirror-order.example]\n")
+    )
     await stack.until("/mirror-first", 200, host="mirror-order.example")
     await stack.request("/mirror-first/x?id=order", host="mirror-order.example")
     shadow = await _mirrored(stack, "v2", "/full?id=order")
@@ -493,4 +533,6 @@ async def test_parent_ref_port_selects_the_8080_listener_and_named_rules_get_sta
     assert listeners["http-8080"] >= 1
     stats = await stack.envoy.admin_get("/stats?filter=the-named-rule")
     # Per-route stats under the rule's name: Envoy's only per-rule traffic counters.
-    assert re.search(r"route\.httproute/infra/port-8080/rule/the-named-rule/match/0\.upstream_rq_200: [1-9]", stats), stats
+    assert re.search(r"route\.httproute/infra/port-8080/rule/the-named-rule/match/0\.upstream_rq_200: [1-9]", stats), (
+        stats
+    )

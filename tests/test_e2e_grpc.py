@@ -99,7 +99,9 @@ class GrpcStack:
     def calls(self, name: str, method: str = ECHO) -> list[dict[str, Any]]:
         return [h for h in self.logs[name].heads() if h.get("method") == method]
 
-    async def echo(self, payload: bytes = b"", metadata: tuple[tuple[str, str], ...] = (), timeout: float = 10) -> pb.EchoResponse:
+    async def echo(
+        self, payload: bytes = b"", metadata: tuple[tuple[str, str], ...] = (), timeout: float = 10
+    ) -> pb.EchoResponse:
         """A unary Echo with the raw request bytes ``payload`` (unknown fields of the empty
         EchoRequest, so the echo logs their exact digest)."""
         call = self.channel.unary_unary(ECHO, request_serializer=None, response_deserializer=pb.EchoResponse.FromString)
@@ -136,7 +138,8 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     (folder / "gateway.yaml").write_text(GATEWAY)
     (folder / "services.yaml").write_text(
         # No appProtocol: behind a GRPCRoute a Service port is taken as h2c.
-        service_yaml("grpc-primary", primary_port) + service_yaml("grpc-mirror", mirror_port)
+        service_yaml("grpc-primary", primary_port)
+        + service_yaml("grpc-mirror", mirror_port)
         + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n"
         + service_yaml("other-mirror", other_port, namespace="other")
     )
@@ -152,7 +155,9 @@ async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     )
     await plane.start()
     exits.push_async_callback(plane.stop)
-    envoy = LocalEnvoy(node_id="e2e-grpc", gateway="server/grpc-gateway", xds_port=xds_port, admin_port=0, log_level="warning")
+    envoy = LocalEnvoy(
+        node_id="e2e-grpc", gateway="server/grpc-gateway", xds_port=xds_port, admin_port=0, log_level="warning"
+    )
     await envoy.start()
     exits.push_async_callback(envoy.stop)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -200,7 +205,9 @@ async def test_unary_call_is_mirrored_with_same_method_metadata_and_bytes(stack:
 async def test_server_streaming_call_is_mirrored(stack: GrpcStack) -> None:
     tag = uuid.uuid4().hex
     call = stack.channel.unary_stream(
-        STREAM, request_serializer=stream_pb.StreamRequest.SerializeToString, response_deserializer=stream_pb.StreamResponse.FromString
+        STREAM,
+        request_serializer=stream_pb.StreamRequest.SerializeToString,
+        response_deserializer=stream_pb.StreamResponse.FromString,
     )
     request = stream_pb.StreamRequest(message=tag, count=5)
     answers = [r async for r in call(request, metadata=(("x-trace", tag),), timeout=10)]
@@ -275,7 +282,9 @@ async def test_mirror_share_within_three_sigma(stack: GrpcStack, extra: str, wan
         counts.append(await _settled(functools.partial(mirrored, batch)))
         if low <= counts[-1] <= high:
             return
-    pytest.fail(f"mirrored {counts} of {TOTAL_REQUESTS} RPCs in {DISTRIBUTION_CHECKS} batches, expected {low:.1f}..{high:.1f}")
+    pytest.fail(
+        f"mirrored {counts} of {TOTAL_REQUESTS} RPCs in {DISTRIBUTION_CHECKS} batches, expected {low:.1f}..{high:.1f}"
+    )
 
 
 async def test_cross_namespace_mirror_needs_a_reference_grant(stack: GrpcStack) -> None:
@@ -284,7 +293,11 @@ async def test_cross_namespace_mirror_needs_a_reference_grant(stack: GrpcStack) 
 
     def resolved(reason: str) -> bool:
         body = stack.plane.controller.statuses.get(key) or {}
-        return any(c["type"] == "ResolvedRefs" and c["reason"] == reason for p in body.get("parents", []) for c in p["conditions"])
+        return any(
+            c["type"] == "ResolvedRefs" and c["reason"] == reason
+            for p in body.get("parents", [])
+            for c in p["conditions"]
+        )
 
     await wait_until(lambda: resolved("RefNotPermitted"), timeout=15, message="ResolvedRefs=False/RefNotPermitted")
     await wait_until(lambda: _no_mirror(stack), timeout=15, message="Envoy without the ungranted mirror")
@@ -303,7 +316,9 @@ spec:
     )
     await wait_until(lambda: resolved("ResolvedRefs"), timeout=15, message="ResolvedRefs=True with the grant")
 
-    await wait_until(lambda: _mirrors_a_call(stack, "other-mirror"), timeout=30, message="the granted mirror receiving calls")
+    await wait_until(
+        lambda: _mirrors_a_call(stack, "other-mirror"), timeout=30, message="the granted mirror receiving calls"
+    )
     # Calls are answered in order and the grant came after: the ungranted call was never copied.
     assert not any(c["metadata"].get("x-trace") == tag for c in stack.calls("other-mirror"))
 
@@ -331,7 +346,9 @@ async def test_editing_the_file_adds_and_removes_the_mirror_without_restarting_e
     await stack.echo(metadata=(("x-trace", tag),))
 
     stack.write("route.yaml", grpc_route())
-    await wait_until(lambda: _mirrors_a_call(stack, "grpc-mirror"), timeout=30, message="the mirror receiving calls again")
+    await wait_until(
+        lambda: _mirrors_a_call(stack, "grpc-mirror"), timeout=30, message="the mirror receiving calls again"
+    )
     # The sentinel reached the mirror after the unmirrored call was answered: that one never did.
     assert not any(c["metadata"].get("x-trace") == tag for c in stack.calls("grpc-mirror"))
     assert stack.envoy.pid == pid, "Envoy must not be restarted"
@@ -364,9 +381,11 @@ async def test_mirror_policy_shapes_only_the_mirror_leg_and_its_removal_restores
 
     async def call(tag: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         await stack.echo(metadata=(("x-trace", tag), ("authorization", "Bearer secret")))
+
         def one(name: str) -> dict[str, Any] | None:
             got = [c for c in stack.calls(name) if c["metadata"].get("x-trace") == tag]
             return got[0] if got else None
+
         try:
             await wait_until(lambda: one("grpc-mirror") is not None, timeout=10, message="the mirror logging the call")
         except TimeoutError:

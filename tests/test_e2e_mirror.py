@@ -53,7 +53,6 @@ def rule(path: str, *filters: str) -> str:
     return out + PRIMARY
 
 
-
 async def test_seed_post_is_answered_by_primary_and_mirrored_byte_for_byte(stack: Stack) -> None:
     body = b"Hello world"
     status, answer = await stack.request("/", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -129,7 +128,10 @@ async def _policy_count(stack: Stack, n: int) -> bool:
 
 @pytest.mark.parametrize(
     ("spec", "p"),
-    [("\n        percent: 20", 0.20), ("\n        fraction:\n          numerator: 25\n          denominator: 50", 0.50)],
+    [
+        ("\n        percent: 20", 0.20),
+        ("\n        fraction:\n          numerator: 25\n          denominator: 50", 0.50),
+    ],
     ids=["percent-20", "fraction-25-50"],
 )
 async def test_mirror_fraction_within_three_sigma(stack: Stack, spec: str, p: float) -> None:
@@ -151,7 +153,9 @@ async def test_mirror_fraction_within_three_sigma(stack: Stack, spec: str, p: fl
         counts.append(await _settled(functools.partial(mirrored, batch)))
         if low <= counts[-1] <= high:
             return
-    pytest.fail(f"mirrored {counts} of {TOTAL_REQUESTS} in {DISTRIBUTION_CHECKS} batches, expected {low:.1f}..{high:.1f}")
+    pytest.fail(
+        f"mirrored {counts} of {TOTAL_REQUESTS} in {DISTRIBUTION_CHECKS} batches, expected {low:.1f}..{high:.1f}"
+    )
 
 
 async def _settled(count: Callable[[], int]) -> int:

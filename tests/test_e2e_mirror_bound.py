@@ -75,7 +75,9 @@ class BadMirror:
 async def _use_mirror(stack: Stack, port: int) -> None:
     """Point the pipy-mirror Service at ``port`` and wait until Envoy's mirror cluster uses it."""
     services = stack.dir / "services.yaml"
-    stack.write("services.yaml", services.read_text().replace(f"port: {stack.echos['pipy-mirror'].port}", f"port: {port}"))
+    stack.write(
+        "services.yaml", services.read_text().replace(f"port: {stack.echos['pipy-mirror'].port}", f"port: {port}")
+    )
 
     async def envoy_uses_it() -> bool:
         dump = await stack.envoy.config_dump("dynamic_endpoint_configs", include_eds=True)
@@ -129,7 +131,9 @@ async def test_large_posts_get_the_primary_answer_whatever_the_mirror_does(stack
     # Small requests are still mirrored (Envoy tries the mirror) and still get the primary's answer.
     tried = await _mirror_connections(stack)
     assert await _post(stack.url + "/small", b"small") == (200, b"small")
-    await wait_until(lambda: _more_mirror_connections(stack, tried), message=f"Envoy sending the small request to the {mode} mirror")
+    await wait_until(
+        lambda: _more_mirror_connections(stack, tried), message=f"Envoy sending the small request to the {mode} mirror"
+    )
 
 
 async def test_body_up_to_the_bound_is_mirrored_byte_for_byte_and_a_larger_one_is_counted(stack: Stack) -> None:
@@ -197,7 +201,9 @@ async def test_stuck_http2_mirror_cannot_stall_concurrent_requests_within_the_bo
     services = stack.dir / "services.yaml"
     # appProtocol h2c: Envoy speaks HTTP/2 to the mirror, which could multiplex every copy on one
     # connection whose buffer they would then share.
-    text = services.read_text().replace("    targetPort: 8082", "    targetPort: 8082\n    appProtocol: kubernetes.io/h2c")
+    text = services.read_text().replace(
+        "    targetPort: 8082", "    targetPort: 8082\n    appProtocol: kubernetes.io/h2c"
+    )
     assert text != services.read_text()
     stack.write("services.yaml", text)
     await _use_mirror(stack, mirror.port)

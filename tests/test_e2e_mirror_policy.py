@@ -84,7 +84,9 @@ async def test_keep_shadow_host_suffix_and_the_deprecated_annotation(stack: Stac
     # The policy wins over the deprecated annotation; without the policy the annotation still works.
     route = (stack.dir / "route.yaml").read_text()
     annotated = route.replace(
-        "  namespace: server\n", "  namespace: server\n  annotations: {mirrorplane.io/mirror-shadow-host-suffix: \"true\"}\n", 1
+        "  namespace: server\n",
+        '  namespace: server\n  annotations: {mirrorplane.io/mirror-shadow-host-suffix: "true"}\n',
+        1,
     )
     stack.write("route.yaml", annotated)
     stack.write("policy.yaml", POLICY.format(body="  keepShadowHostSuffix: false\n"))
@@ -100,12 +102,14 @@ async def test_keep_shadow_host_suffix_and_the_deprecated_annotation(stack: Stac
 async def test_an_invalid_policy_file_is_refused_and_the_route_keeps_serving(stack: Stack) -> None:
     """A CEL violation and an unknown field: the file is refused with the API server's wording,
     the route keeps mirroring with its defaults."""
-    stack.write("policy.yaml", POLICY.format(body="  hostname: a.example\n  keepShadowHostSuffix: true\n  colour: red\n"))
+    stack.write(
+        "policy.yaml", POLICY.format(body="  hostname: a.example\n  keepShadowHostSuffix: true\n  colour: red\n")
+    )
     await wait_until(lambda: 'unknown field "spec.colour"' in _errors(stack), message="the file refused")
     assert _errors(stack).startswith('The MirrorPolicy "seed-shadow" is invalid: ')
     stack.write("policy.yaml", POLICY.format(body="  hostname: a.example\n  keepShadowHostSuffix: true\n"))
     await wait_until(
-        lambda: "spec: Invalid value: \"object\": hostname and keepShadowHostSuffix cannot both be set" in _errors(stack),
+        lambda: 'spec: Invalid value: "object": hostname and keepShadowHostSuffix cannot both be set' in _errors(stack),
         message="the CEL rule's message",
     )
     primary, mirror = await _mirrored(stack, {"Authorization": "Bearer x"})

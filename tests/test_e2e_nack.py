@@ -111,7 +111,9 @@ def unchecked_regexes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rules, "match_problems", lambda match: [])
 
 
-async def test_an_unforeseen_nack_rejects_the_culprit_and_later_edits_still_apply(stack: Stack, unchecked_regexes: None) -> None:
+async def test_an_unforeseen_nack_rejects_the_culprit_and_later_edits_still_apply(
+    stack: Stack, unchecked_regexes: None
+) -> None:
     stack.write("good.yaml", route("good", "/good"))
     await wait_until(lambda: edit_seen(stack, "/good", "1"), message="the good route served")
     stack.write("bad.yaml", route("bad", "/(?=look)ahead", path_type="RegularExpression"))
@@ -131,13 +133,23 @@ async def test_an_unforeseen_nack_rejects_the_culprit_and_later_edits_still_appl
     assert accepted(stack, "bad") == ("True", "Accepted", "Route is accepted")
 
 
-async def test_an_unforeseen_nack_among_several_new_routes_is_found_by_bisection(stack: Stack, unchecked_regexes: None) -> None:
+async def test_an_unforeseen_nack_among_several_new_routes_is_found_by_bisection(
+    stack: Stack, unchecked_regexes: None
+) -> None:
     good = [f"good-{i}" for i in range(5)]
     stack.write(
         "many.yaml",
-        "---\n".join([route(n, f"/{n}") for n in good[:2]] + [route("bad", "/(?<=x)y", path_type="RegularExpression")] + [route(n, f"/{n}") for n in good[2:]]),
+        "---\n".join(
+            [route(n, f"/{n}") for n in good[:2]]
+            + [route("bad", "/(?<=x)y", path_type="RegularExpression")]
+            + [route(n, f"/{n}") for n in good[2:]]
+        ),
     )
-    await wait_until(lambda: (accepted(stack, "bad") or ("", "Pending"))[1] == "UnsupportedValue", timeout=30, message="the culprit found")
+    await wait_until(
+        lambda: (accepted(stack, "bad") or ("", "Pending"))[1] == "UnsupportedValue",
+        timeout=30,
+        message="the culprit found",
+    )
     assert "invalid perl operator: (?<=" in accepted_now(stack, "bad")[2]
     for name in good:
         await wait_until(functools.partial(edit_seen, stack, f"/{name}", "1"), message=f"{name} served")
@@ -163,14 +175,20 @@ async def test_an_unforeseen_cluster_nack_rejects_the_route_that_brought_the_clu
     # The seed HTTPRoute (every hostname) is replaced: it would take grpc.example from a GRPCRoute.
     stack.write("route.yaml", route("good", "/good", hostnames="[web.example]"))
     await wait_until(lambda: edit_seen(stack, "/good", "1", host="web.example"), message="the good route served")
-    bad = route("bad", "/bad", backend="doomed") if kind == "HTTPRoute" else grpc_route("bad", "Exact", "x", backend="doomed")
+    bad = (
+        route("bad", "/bad", backend="doomed")
+        if kind == "HTTPRoute"
+        else grpc_route("bad", "Exact", "x", backend="doomed")
+    )
     stack.write("doomed.yaml", service_yaml("doomed", stack.echos["pipy"].port) + "---\n" + bad)
     await wait_until(lambda: (accepted(stack, "bad", kind) or ("",))[0] == "False", message="the culprit rejected")
     status, reason, message = accepted_now(stack, "bad", kind)
     assert (status, reason) == ("False", "UnsupportedValue")
     assert "Envoy rejected" in message and "Expected positive duration" in message, message
     stack.write("route.yaml", route("good", "/good", edit="2", hostnames="[web.example]"))
-    await wait_until(lambda: edit_seen(stack, "/good", "2", host="web.example"), message="an edit of the good route reaching Envoy")
+    await wait_until(
+        lambda: edit_seen(stack, "/good", "2", host="web.example"), message="an edit of the good route reaching Envoy"
+    )
 
 
 async def envoy_route_names(stack: Stack) -> set[str]:
@@ -192,7 +210,9 @@ async def test_an_unforeseen_nack_caused_by_a_grpcroute_rejects_it_and_later_edi
     stack.write("route.yaml", route("good", "/good", hostnames="[web.example]"))
     await wait_until(lambda: edit_seen(stack, "/good", "1", host="web.example"), message="the good route served")
     stack.write("bad-grpc.yaml", grpc_route("bad", "RegularExpression", "(?=look)ahead"))
-    await wait_until(lambda: (accepted(stack, "bad", "GRPCRoute") or ("",))[0] == "False", message="the GRPCRoute rejected")
+    await wait_until(
+        lambda: (accepted(stack, "bad", "GRPCRoute") or ("",))[0] == "False", message="the GRPCRoute rejected"
+    )
     status, reason, message = accepted_now(stack, "bad", "GRPCRoute")
     assert (status, reason) == ("False", "UnsupportedValue")
     assert "Envoy rejected" in message and "invalid perl operator: (?=" in message, message
@@ -200,7 +220,9 @@ async def test_an_unforeseen_nack_caused_by_a_grpcroute_rejects_it_and_later_edi
     assert any(ts.nacks for s in stack.plane.registry.streams() for ts in s.types.values()), "Envoy did NACK"
 
     stack.write("route.yaml", route("good", "/good", edit="2", hostnames="[web.example]"))
-    await wait_until(lambda: edit_seen(stack, "/good", "2", host="web.example"), message="an edit of the HTTPRoute reaching Envoy")
+    await wait_until(
+        lambda: edit_seen(stack, "/good", "2", host="web.example"), message="an edit of the HTTPRoute reaching Envoy"
+    )
 
     # Fixing the GRPCRoute lifts the quarantine: it is translated, accepted and in Envoy's config.
     stack.write("bad-grpc.yaml", grpc_route("bad", "Exact", "look"))

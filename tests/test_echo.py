@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import hashlib
+import io
 import json
 import os
 import re
@@ -215,7 +215,7 @@ async def test_log_lines_per_request_in_order(server: Server) -> None:
     assert len(lines) == 2, lines
     head_line, echo_line = lines
     assert head_line.startswith("[pipy] {")
-    head = json.loads(head_line[len("[pipy] "):])
+    head = json.loads(head_line[len("[pipy] ") :])
     assert list(head) == ["protocol", "method", "path", "headers", "body"]
     assert head["body"] == {"bytes": 2, "sha256": hashlib.sha256(b"hi").hexdigest()}
     assert head["protocol"] == "HTTP/1.1"
@@ -239,7 +239,7 @@ async def test_log_lines_stay_paired_under_concurrency(server: Server, session: 
     lines = server.out.lines()
     assert len(lines) == 40
     for head_line, echo_line in zip(lines[0::2], lines[1::2], strict=True):
-        path = json.loads(head_line[len("[pipy] "):])["path"]
+        path = json.loads(head_line[len("[pipy] ") :])["path"]
         assert echo_line.startswith(f"[pipy] Echoing back request made to {path} to client (127.0.0.1:")
 
 
@@ -248,7 +248,7 @@ async def test_health_and_status_log_head_only(server: Server, session: aiohttp.
         assert await resp.text() == "OK"
     lines = server.out.lines()
     assert len(lines) == 1
-    assert json.loads(lines[0][len("[pipy] "):])["path"] == "/health"
+    assert json.loads(lines[0][len("[pipy] ") :])["path"] == "/health"
 
 
 # ---------------------------------------------------------------------------
@@ -393,8 +393,18 @@ def test_build_app_rejects_bad_options() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("2s", 2.0), ("500ms", 0.5), ("1h2m3s", 3723.0), ("1.5s", 1.5), (".5s", 0.5), ("0", 0.0), ("-1s", -1.0),
-     ("10us", 1e-5), ("10µs", 1e-5), ("7ns", 7e-9)],
+    [
+        ("2s", 2.0),
+        ("500ms", 0.5),
+        ("1h2m3s", 3723.0),
+        ("1.5s", 1.5),
+        (".5s", 0.5),
+        ("0", 0.0),
+        ("-1s", -1.0),
+        ("10us", 1e-5),
+        ("10µs", 1e-5),
+        ("7ns", 7e-9),
+    ],
 )
 def test_parse_go_duration(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
@@ -402,9 +412,13 @@ def test_parse_go_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("", 'time: invalid duration ""'), ("2", 'time: missing unit in duration "2"'),
-     ("2x", 'time: unknown unit "x" in duration "2x"'), ("abc", 'time: invalid duration "abc"'),
-     (".s", 'time: invalid duration ".s"')],
+    [
+        ("", 'time: invalid duration ""'),
+        ("2", 'time: missing unit in duration "2"'),
+        ("2x", 'time: unknown unit "x" in duration "2x"'),
+        ("abc", 'time: invalid duration "abc"'),
+        (".s", 'time: invalid duration ".s"'),
+    ],
 )
 def test_parse_go_duration_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError) as excinfo:
@@ -511,7 +525,13 @@ async def test_module_subprocess(session: aiohttp.ClientSession, sig: signal.Sig
     env = dict(os.environ, POD_NAME="pipy-from-env", NAMESPACE="ns-env")
     env.pop("PYTHONUNBUFFERED", None)  # stdout is a pipe: lines must be flushed explicitly
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controlplane.echo", "--port", "0", "--name", "pipy",
+        sys.executable,
+        "-m",
+        "controlplane.echo",
+        "--port",
+        "0",
+        "--name",
+        "pipy",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO_ROOT,
@@ -529,10 +549,12 @@ async def test_module_subprocess(session: aiohttp.ClientSession, sig: signal.Sig
             assert await resp.read() == b"Hello world"
         head_line = await _readline(proc)
         echo_line = await _readline(proc)
-        head = json.loads(head_line[len("[pipy] "):])
+        head = json.loads(head_line[len("[pipy] ") :])
         assert head_line.startswith("[pipy] {")
         assert (head["method"], head["path"]) == ("POST", "/hello?a=b")
-        assert re.fullmatch(r"\[pipy\] Echoing back request made to /hello\?a=b to client \(127\.0\.0\.1:\d+\)", echo_line)
+        assert re.fullmatch(
+            r"\[pipy\] Echoing back request made to /hello\?a=b to client \(127\.0\.0\.1:\d+\)", echo_line
+        )
 
         async with session.get(URL(f"http://127.0.0.1:{port}/j", encoded=True)) as resp:
             data = await resp.json()
@@ -605,10 +627,17 @@ async def test_h2c_prior_knowledge_answers_like_http1() -> None:
         assert resp.status_code == 200 and resp.headers["x-back"] == "yes"
         data = resp.json()
         assert (data["path"], data["method"], data["proto"]) == ("/h2?x=1", "GET", "HTTP/2.0")
-        assert (data["namespace"], data["pod"], data["service"]) == ("ns", "infra-backend-v1-abc-def", "infra-backend-v1")
+        assert (data["namespace"], data["pod"], data["service"]) == (
+            "ns",
+            "infra-backend-v1-abc-def",
+            "infra-backend-v1",
+        )
         assert data["host"] == f"127.0.0.1:{port}" and data["headers"]["X-Mine"] == ["a"]
         assert slow.status_code == 200
-        assert any(re.search(r"Echoing back request made to /h2\?x=1 to client \(127\.0\.0\.1:\d+\)", line) for line in out.lines())
+        assert any(
+            re.search(r"Echoing back request made to /h2\?x=1 to client \(127\.0\.0\.1:\d+\)", line)
+            for line in out.lines()
+        )
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

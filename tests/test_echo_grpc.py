@@ -68,8 +68,13 @@ class EchoProcess:
         if data is not None:
             flags = ("-d", json.dumps(data), *flags)
         proc = await asyncio.create_subprocess_exec(
-            str(GRPCURL), "-plaintext", *flags, self.grpc_target, *call,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            str(GRPCURL),
+            "-plaintext",
+            *flags,
+            self.grpc_target,
+            *call,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         return proc.returncode or 0, out.decode(), err.decode()
@@ -83,12 +88,27 @@ async def start_echo() -> AsyncIterator[Start]:
     started: list[EchoProcess] = []
 
     async def start(*flags: str) -> EchoProcess:
-        env = dict(os.environ, NAMESPACE="gateway-conformance-infra", POD_NAME="grpc-infra-backend-v1-abc-def",
-                   SERVICE_NAME="grpc-infra-backend-v1", INGRESS_NAME="gw")
+        env = dict(
+            os.environ,
+            NAMESPACE="gateway-conformance-infra",
+            POD_NAME="grpc-infra-backend-v1-abc-def",
+            SERVICE_NAME="grpc-infra-backend-v1",
+            INGRESS_NAME="gw",
+        )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controlplane.echo", "--port", "0", "--grpc-port", "0",
-            "--name", "grpc-infra-backend-v1", *flags,
-            stdout=asyncio.subprocess.PIPE, cwd=REPO, env=env,
+            sys.executable,
+            "-m",
+            "controlplane.echo",
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--name",
+            "grpc-infra-backend-v1",
+            *flags,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=REPO,
+            env=env,
         )
         echo = EchoProcess(proc)
         started.append(echo)
@@ -203,8 +223,18 @@ async def test_a_busy_grpc_port_is_a_one_line_error(start_echo: Start) -> None:
     echo = await start_echo()
     port = echo.grpc_target.rpartition(":")[2]
     second = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controlplane.echo", "--port", "0", "--grpc-port", port, "--name", "busy",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+        sys.executable,
+        "-m",
+        "controlplane.echo",
+        "--port",
+        "0",
+        "--grpc-port",
+        port,
+        "--name",
+        "busy",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
     )
     try:
         _, err = await asyncio.wait_for(second.communicate(), 30)

@@ -27,10 +27,51 @@ _SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Heal
 # repetition caps, bad classes and escapes) and its program size, and plenty that are fine.
 _REGEX_PIECES = st.sampled_from(
     [
-        "a", "/", ".", ".*", "[a-z]", "[z-a]", "\\d", "\\1", "\\k<x>", "(", ")", "(?:", "(?=", "(?!", "(?<=",
-        "(?<!", "(?>", "(?P<x>", "(?<x>", "(?i)", "+", "*", "?", "*+", "{2}", "{1000}", "{1001}", "{2,50}",
-        "|", "^", "$", "\\p{Greek}", "\\pL", "\\Q", "\\E", "\\C", "é", "[a-é]", "\\x{100}", "(?i)k", "[^a]",
-        "[[:alpha:]]", "\\b", "x{30}", "{20}",
+        "a",
+        "/",
+        ".",
+        ".*",
+        "[a-z]",
+        "[z-a]",
+        "\\d",
+        "\\1",
+        "\\k<x>",
+        "(",
+        ")",
+        "(?:",
+        "(?=",
+        "(?!",
+        "(?<=",
+        "(?<!",
+        "(?>",
+        "(?P<x>",
+        "(?<x>",
+        "(?i)",
+        "+",
+        "*",
+        "?",
+        "*+",
+        "{2}",
+        "{1000}",
+        "{1001}",
+        "{2,50}",
+        "|",
+        "^",
+        "$",
+        "\\p{Greek}",
+        "\\pL",
+        "\\Q",
+        "\\E",
+        "\\C",
+        "é",
+        "[a-é]",
+        "\\x{100}",
+        "(?i)k",
+        "[^a]",
+        "[[:alpha:]]",
+        "\\b",
+        "x{30}",
+        "{20}",
     ]
 )
 _REGEXES = st.lists(_REGEX_PIECES, min_size=1, max_size=8).map("".join)
@@ -59,7 +100,9 @@ def test_the_program_size_limit_is_envoys() -> None:
 
 
 _NAMES = st.sampled_from(["x-a", "Host", "host", ":path", ":status", "x\nb", "x\0", "a b", "é", "", "X-Mixed"])
-_VALUES = st.lists(st.sampled_from(["v", " ", "\r", "\n", "\0", "\t", "é", "%", "%REQ(x)%", "\x7f", "\x01"]), max_size=4).map("".join)
+_VALUES = st.lists(
+    st.sampled_from(["v", " ", "\r", "\n", "\0", "\t", "é", "%", "%REQ(x)%", "\x7f", "\x01"]), max_size=4
+).map("".join)
 
 
 @_SETTINGS
@@ -84,7 +127,10 @@ def test_a_header_modifier_is_refused_exactly_when_envoy_refuses_it(
 def _hostile_route(draw: st.DrawFn) -> dict[str, Any]:
     """An HTTPRoute whose every Envoy-bound string comes from the pools above."""
     mods = {
-        "set": [{"name": n, "value": v} for n, v in draw(st.lists(st.tuples(_NAMES, _VALUES), max_size=2, unique_by=lambda t: t[0].lower()))],
+        "set": [
+            {"name": n, "value": v}
+            for n, v in draw(st.lists(st.tuples(_NAMES, _VALUES), max_size=2, unique_by=lambda t: t[0].lower()))
+        ],
         "remove": draw(st.lists(_NAMES, max_size=2, unique=True)),
     }
     match: dict[str, Any] = {"path": {"type": "RegularExpression", "value": draw(_REGEXES)}}

@@ -106,7 +106,11 @@ def parent_status(reason: str = "Accepted", status: str = "True") -> dict[str, A
         "lastTransitionTime": "2026-01-01T00:00:00Z",
         "observedGeneration": 1,
     }
-    return {"parentRef": {"name": "gw"}, "controllerName": "mirrorplane.io/gateway-controller", "conditions": [condition]}
+    return {
+        "parentRef": {"name": "gw"},
+        "controllerName": "mirrorplane.io/gateway-controller",
+        "conditions": [condition],
+    }
 
 
 def rv(obj: dict[str, Any]) -> int:
@@ -155,7 +159,9 @@ async def test_generation_counts_spec_changes_only(cluster: Cluster) -> None:
 async def test_status_subresource_is_isolated_from_the_main_resource(cluster: Cluster) -> None:
     routes = Routes(cluster)
     await routes.create(route("a"))
-    written = await routes.patch("a", {"status": {"parents": [parent_status()]}, "spec": {"hostnames": ["ignored.example"]}}, status=True)
+    written = await routes.patch(
+        "a", {"status": {"parents": [parent_status()]}, "spec": {"hostnames": ["ignored.example"]}}, status=True
+    )
     assert written["status"]["parents"][0]["controllerName"] == "mirrorplane.io/gateway-controller"
     assert "hostnames" not in written["spec"], "a /status write must not change the spec"
     main = await routes.patch("a", {"status": {"parents": []}, "spec": {"hostnames": ["b.example"]}})
@@ -239,7 +245,10 @@ async def test_strategic_merge_patch_merges_containers_by_name(cluster: Cluster)
         "metadata": {"name": "envoy"},
         "spec": {
             "selector": {"matchLabels": {"app": "envoy"}},
-            "template": {"metadata": {"labels": {"app": "envoy"}}, "spec": {"containers": [container, {"name": "side", "image": "s:1"}]}},
+            "template": {
+                "metadata": {"labels": {"app": "envoy"}},
+                "spec": {"containers": [container, {"name": "side", "image": "s:1"}]},
+            },
         },
     }
     # A plain dict body, as kubectl sends it: the client serializes it as is (its hints name only the model).
@@ -254,7 +263,10 @@ async def test_strategic_merge_patch_merges_containers_by_name(cluster: Cluster)
 
 async def test_a_service_gets_a_cluster_ip_that_updates_keep(cluster: Cluster) -> None:
     core = client.CoreV1Api(cluster.api)
-    body = {"metadata": {"name": "envoy"}, "spec": {"selector": {"app": "envoy"}, "ports": [{"name": "http", "port": 8000}]}}
+    body = {
+        "metadata": {"name": "envoy"},
+        "spec": {"selector": {"app": "envoy"}, "ports": [{"name": "http", "port": 8000}]},
+    }
     # A plain dict body, as kubectl sends it: the client serializes it as is (its hints name only the model).
     created = await core.create_namespaced_service(cluster.namespace, body)  # type: ignore[arg-type]
     assert created.spec.cluster_ip and created.spec.cluster_ips == [created.spec.cluster_ip]
@@ -434,7 +446,9 @@ async def test_a_compacted_resource_version_is_gone(cluster: Cluster) -> None:
         await routes.list(resource_version=old, resource_version_match="Exact")
     assert exc.value.status == 410
     # A fresh list gives a resourceVersion to watch from again.
-    events = await collect(routes.watch(resource_version=(await routes.list())["metadata"]["resourceVersion"], timeout_seconds=1))
+    events = await collect(
+        routes.watch(resource_version=(await routes.list())["metadata"]["resourceVersion"], timeout_seconds=1)
+    )
     assert all(e["type"] == "BOOKMARK" for e in events)
 
 
@@ -495,7 +509,9 @@ async def test_watch_over_http_with_watch_1_and_a_410_error_event(fake: FakeApiS
         assert lines[0]["object"]["code"] == 410 and lines[0]["object"]["reason"] == "Expired"
 
 
-async def test_restart_cuts_watches_and_keeps_state_and_resource_versions(fake: FakeApiServer, cluster: Cluster) -> None:
+async def test_restart_cuts_watches_and_keeps_state_and_resource_versions(
+    fake: FakeApiServer, cluster: Cluster
+) -> None:
     ns = cluster.namespace
     path = f"/apis/{GROUP}/v1/namespaces/{ns}/httproutes"
     fake.create({**route("a"), "metadata": {"name": "a", "namespace": ns}})
@@ -531,21 +547,31 @@ async def test_request_log_and_patch_content_types(fake: FakeApiServer, cluster:
         url = f"/apis/{GROUP}/v1/namespaces/{cluster.namespace}/httproutes/a"
         resp = await s.patch(url, data=b"{}", headers={"Content-Type": "application/strategic-merge-patch+json"})
         assert resp.status == 415, "custom resources take no strategic merge patch"
-        resp = await s.patch(url, json=[{"op": "add", "path": "/spec/hostnames", "value": ["j.example"]}], headers={"Content-Type": "application/json-patch+json"})
+        resp = await s.patch(
+            url,
+            json=[{"op": "add", "path": "/spec/hostnames", "value": ["j.example"]}],
+            headers={"Content-Type": "application/json-patch+json"},
+        )
         assert resp.status == 200 and (await resp.json())["spec"]["hostnames"] == ["j.example"]
         bad = await s.get(f"/apis/{GROUP}/v1/httproutes?labelSelector=a%20in%20(")
         assert bad.status == 400 and (await bad.json())["reason"] == "BadRequest"
-        strict = await s.patch(f"{url}?fieldValidation=Strict", json={"spec": {"notAField": 1}}, headers={"Content-Type": MERGE})
+        strict = await s.patch(
+            f"{url}?fieldValidation=Strict", json={"spec": {"notAField": 1}}, headers={"Content-Type": MERGE}
+        )
         assert strict.status == 422 and 'unknown field \\"spec.notAField\\"' in await strict.text()
         missing_ns = await s.post(f"/apis/{GROUP}/v1/namespaces/nowhere/httproutes", json=route("z"))
         assert missing_ns.status == 404 and "namespaces" in (await missing_ns.json())["message"]
 
 
 async def test_table_output_for_kubectl_get(fake: FakeApiServer, cluster: Cluster) -> None:
-    fake.create({**route("a"), "metadata": {"name": "a", "namespace": cluster.namespace}, "spec": {"hostnames": ["a.example"]}})
+    fake.create(
+        {**route("a"), "metadata": {"name": "a", "namespace": cluster.namespace}, "spec": {"hostnames": ["a.example"]}}
+    )
     accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
     async with aiohttp.ClientSession(fake.url, timeout=HTTP_TIMEOUT) as s:
-        table = await (await s.get(f"/apis/{GROUP}/v1/namespaces/{cluster.namespace}/httproutes", headers={"Accept": accept})).json()
+        table = await (
+            await s.get(f"/apis/{GROUP}/v1/namespaces/{cluster.namespace}/httproutes", headers={"Accept": accept})
+        ).json()
     assert table["kind"] == "Table"
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Hostnames", "Age"]
     assert table["rows"][0]["cells"][:2] == ["a", ["a.example"]]
@@ -561,7 +587,9 @@ async def test_a_created_crd_serves_its_kind(fake: FakeApiServer, cluster: Clust
             "group": "example.com",
             "scope": "Namespaced",
             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
-            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object"}}}],
+            "versions": [
+                {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object"}}}
+            ],
         },
     }
     # A plain dict body, as kubectl sends it: the client serializes it as is (its hints name only the model).

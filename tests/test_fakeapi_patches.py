@@ -31,7 +31,14 @@ def test_merge_patch_merges_maps_replaces_lists_and_deletes_nulls() -> None:
 def test_strategic_merge_merges_lists_by_their_merge_key() -> None:
     patch = {
         "$setElementOrder/containers": [{"name": "envoy"}, {"name": "side"}],
-        "containers": [{"name": "envoy", "image": "envoy:2", "$setElementOrder/env": [{"name": "A"}, {"name": "B"}], "env": [{"name": "A", "value": "9"}]}],
+        "containers": [
+            {
+                "name": "envoy",
+                "image": "envoy:2",
+                "$setElementOrder/env": [{"name": "A"}, {"name": "B"}],
+                "env": [{"name": "A", "value": "9"}],
+            }
+        ],
         "tolerations": [{"key": "b"}],
     }
     out = strategic_merge_patch(POD, patch)
@@ -48,13 +55,17 @@ def test_strategic_merge_directives() -> None:
     assert replaced["containers"] == [{"name": "only", "image": "o:1"}]
     reordered = strategic_merge_patch(POD, {"$setElementOrder/containers": [{"name": "side"}, {"name": "envoy"}]})
     assert [c["name"] for c in reordered["containers"]] == ["side", "envoy"]
-    retained = strategic_merge_patch({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}, {"$retainKeys": ["type"], "type": "Recreate"})
+    retained = strategic_merge_patch(
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}, {"$retainKeys": ["type"], "type": "Recreate"}
+    )
     assert retained == {"type": "Recreate"}
     finalizers = strategic_merge_patch({"finalizers": ["a", "b"]}, {"$deleteFromPrimitiveList/finalizers": ["a"]})
     assert finalizers == {"finalizers": ["b"]}
     assert strategic_merge_patch({"finalizers": ["a"]}, {"finalizers": ["b"]}) == {"finalizers": ["a", "b"]}
     assert strategic_merge_patch({"spec": {"a": 1}, "x": 1}, {"spec": {"$patch": "delete"}}) == {"x": 1}
-    assert strategic_merge_patch({"spec": {"a": 1, "b": 2}}, {"spec": {"$patch": "replace", "c": 3}}) == {"spec": {"c": 3}}
+    assert strategic_merge_patch({"spec": {"a": 1, "b": 2}}, {"spec": {"$patch": "replace", "c": 3}}) == {
+        "spec": {"c": 3}
+    }
 
 
 def test_service_ports_merge_by_port_and_container_ports_by_container_port() -> None:

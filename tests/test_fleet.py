@@ -37,7 +37,9 @@ class Fleet:
 
     def publish(self, generation: int) -> None:
         for g in range(GATEWAYS):
-            self.cache.set(gateway_name(g), fleet_resources(generation, services=self.services, endpoints=self.endpoints))
+            self.cache.set(
+                gateway_name(g), fleet_resources(generation, services=self.services, endpoints=self.endpoints)
+            )
 
     def reading(self) -> list[StreamState]:
         return [s for s in self.registry.streams() if not s.node_id.endswith("-stuck")]
@@ -71,10 +73,20 @@ async def fleet(*, delta: bool, stuck_every: int = 0, services: int = 20, endpoi
         f = Fleet(cache, registry, services, endpoints)
         f.publish(0)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.simfleet",
-            "--port", str(port), "--clients", str(CLIENTS), "--gateways", str(GATEWAYS),
-            "--stuck-every", str(stuck_every), *(["--delta"] if delta else []),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "benchmarks.simfleet",
+            "--port",
+            str(port),
+            "--clients",
+            str(CLIENTS),
+            "--gateways",
+            str(GATEWAYS),
+            "--stuck-every",
+            str(stuck_every),
+            *(["--delta"] if delta else []),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
 
         async def read_lines() -> None:
@@ -92,7 +104,7 @@ async def fleet(*, delta: bool, stuck_every: int = 0, services: int = 20, endpoi
                 proc.stdin.close()  # the fleet closes its streams and exits
                 try:
                     await asyncio.wait_for(proc.wait(), 10)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     proc.kill()
                     await proc.wait()
         if drain is not None:

@@ -86,7 +86,9 @@ def mirror_filter(draw: st.DrawFn, clean: bool = False) -> dict[str, Any]:
     spec["backendRef"].pop("weight", None)
     choice = draw(st.integers(0, 8))
     if choice in (1, 2, 3):
-        spec["percent"] = draw(maybe(st.sampled_from([1, 20, 50, 99, 100] if clean else [0, 1, 20, 50, 99, 100]), clean))
+        spec["percent"] = draw(
+            maybe(st.sampled_from([1, 20, 50, 99, 100] if clean else [0, 1, 20, 50, 99, 100]), clean)
+        )
     elif choice in (4, 5, 6):  # clean: no 0 (which means no mirror policy), noisy: 0 often
         fraction = {"numerator": draw(st.integers(1 if clean else 0, 12))}
         if draw(st.booleans()):
@@ -114,11 +116,13 @@ def filters(clean: bool) -> st.SearchStrategy[dict[str, Any]]:
         mirror_filter(),
         mirror_filter(),
         *MODIFIERS,
-        st.sampled_from([
-            {"type": "RequestRedirect", "requestRedirect": {"statusCode": 302}},
-            REWRITE,
-            {"type": "ExtensionRef", "extensionRef": {"group": "x.io", "kind": "K", "name": "n"}},
-        ]),
+        st.sampled_from(
+            [
+                {"type": "RequestRedirect", "requestRedirect": {"statusCode": 302}},
+                REWRITE,
+                {"type": "ExtensionRef", "extensionRef": {"group": "x.io", "kind": "K", "name": "n"}},
+            ]
+        ),
         maybe(st.just({"type": "RequestMirror"})),  # junk, or the union CEL rule's missing requestMirror
     )
 
@@ -176,7 +180,9 @@ def gateway(draw: st.DrawFn, clean: bool = False) -> dict[str, Any]:
     """``clean``: the first listener is "http", plain HTTP on 8000, open to routes of every namespace."""
     listeners: list[dict[str, Any]] = []
     if clean:
-        listeners.append({"name": "http", "port": 8000, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}})
+        listeners.append(
+            {"name": "http", "port": 8000, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}
+        )
     for name in draw(st.lists(st.sampled_from(["http", "other", "web"]), min_size=1, max_size=3, unique=True)):
         if clean and name == "http":
             continue
@@ -258,7 +264,9 @@ def test_translation_never_raises_and_explains_everything() -> None:
 
     run()
     share = seen["mirror policy served"] / seen["examples"]
-    line = "fuzz.stats " + " ".join(f"{k.replace(' ', '_')}={v}" for k, v in seen.items()) + f" mirrored_share={share:.0%}"
+    line = (
+        "fuzz.stats " + " ".join(f"{k.replace(' ', '_')}={v}" for k, v in seen.items()) + f" mirrored_share={share:.0%}"
+    )
     SUMMARY.append(line)
     print(line)
     assert share >= MIN_MIRRORED_SHARE, f"the generator reaches too few mirror policies: {line}"
@@ -284,7 +292,9 @@ def check(docs: list[Any]) -> tuple[int, int]:
     for (ns, name), route in store.httproutes.items():
         if not gateway_served:
             break  # the generated Gateway itself was rejected (and reported) by the schema
-        parents = [p for p in route.spec.get("parentRefs", []) if p["name"] == "gw" and (p.get("namespace") or ns) == "server"]
+        parents = [
+            p for p in route.spec.get("parentRefs", []) if p["name"] == "gw" and (p.get("namespace") or ns) == "server"
+        ]
         if not parents:
             continue
         status = result.statuses[("HTTPRoute", ns, name)]
@@ -301,7 +311,9 @@ def check(docs: list[Any]) -> tuple[int, int]:
         for a in ancestors:
             [c] = a["conditions"]
             assert c["type"] == "Accepted" and c["message"]
-            assert c["reason"] in (("Accepted",) if c["status"] == "True" else ("Invalid", "TargetNotFound", "Conflicted"))
+            assert c["reason"] in (
+                ("Accepted",) if c["status"] == "True" else ("Invalid", "TargetNotFound", "Conflicted")
+            )
 
     mirrored = 0
     for gateway_ir in result.gateways.values():
@@ -315,6 +327,8 @@ def check(docs: list[Any]) -> tuple[int, int]:
                     for policy in r.route.request_mirror_policies:
                         mirrored += 1
                         assert policy.cluster in served, f"mirror names unserved cluster {policy.cluster}"
-                    named = [r.route.cluster] if r.route.cluster else [c.name for c in r.route.weighted_clusters.clusters]
+                    named = (
+                        [r.route.cluster] if r.route.cluster else [c.name for c in r.route.weighted_clusters.clusters]
+                    )
                     assert all(c in served or c == INVALID_BACKEND_CLUSTER for c in named)
     return attached, mirrored

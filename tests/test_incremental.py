@@ -126,7 +126,10 @@ def _grpc_route(i: int, percent: int = 100) -> dict[str, Any]:
                 {
                     "matches": [{"method": {"service": f"svc{i}.Echo", "method": "Echo"}}],
                     "filters": [
-                        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "svc-1", "port": 8080}, "percent": percent}}
+                        {
+                            "type": "RequestMirror",
+                            "requestMirror": {"backendRef": {"name": "svc-1", "port": 8080}, "percent": percent},
+                        }
                     ],
                     "backendRefs": [{"name": "svc-0", "port": 8080}],
                 }

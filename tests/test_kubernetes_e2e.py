@@ -61,8 +61,15 @@ async def test_kubectl_apply_mirrors_and_kubectl_get_shows_status(stack: KubeSta
 
     # The Envoy fleet's Service gets a load balancer: the Gateway reports its address, typed.
     await c.kubectl(
-        "patch", "service", "envoy", "-n", "mirrorplane-system", "--subresource=status", "--type=merge",
-        "-p", '{"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}',
+        "patch",
+        "service",
+        "envoy",
+        "-n",
+        "mirrorplane-system",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}',
     )
 
     async def gateway_address() -> list:
@@ -78,7 +85,9 @@ async def test_kubectl_apply_mirrors_and_kubectl_get_shows_status(stack: KubeSta
 
     # Writes were merge patches to the status subresource, never to the objects themselves.
     if c.fake is not None:
-        writes = [r for r in c.fake.requests() if r.method in ("PATCH", "PUT") and "gateway.networking.k8s.io" in r.path]
+        writes = [
+            r for r in c.fake.requests() if r.method in ("PATCH", "PUT") and "gateway.networking.k8s.io" in r.path
+        ]
         assert writes and all(r.path.endswith("/status") for r in writes)
         assert {r.content_type.split(";")[0] for r in writes} == {"application/merge-patch+json"}
 
@@ -125,10 +134,19 @@ async def test_serve_kubernetes_process_writes_status_and_releases_its_lease(tmp
         await c.apply(EXAMPLES)
         http_port = free_port()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controlplane.cli", "serve", "--kubernetes", f"--kubeconfig={c.kubeconfig}",
-            f"--xds-port={free_port()}", f"--http-port={http_port}", f"--lease-namespace={SYSTEM}",
-            "--identity=replica-1", "--gateway-service=mirrorplane-system/envoy",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "controlplane.cli",
+            "serve",
+            "--kubernetes",
+            f"--kubeconfig={c.kubeconfig}",
+            f"--xds-port={free_port()}",
+            f"--http-port={http_port}",
+            f"--lease-namespace={SYSTEM}",
+            "--identity=replica-1",
+            "--gateway-service=mirrorplane-system/envoy",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         try:
             async with aiohttp.ClientSession() as session:

@@ -53,11 +53,15 @@ spec:
 
 
 def grpc_route(mirror: bool) -> str:
-    filters = """    filters:
+    filters = (
+        """    filters:
     - type: RequestMirror
       requestMirror:
         backendRef: {name: grpc-echo-mirror, port: 9090}
-""" if mirror else ""
+"""
+        if mirror
+        else ""
+    )
     return f"""apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {{name: grpc-echo, namespace: server}}
@@ -101,11 +105,15 @@ async def kube(tmp_path: Path) -> AsyncIterator[tuple[Cluster, int, dict[str, Ec
             yield c, local, logs, envoy
 
 
-async def test_kubectl_apply_grpcroute_mirrors_and_kubectl_get_shows_status(kube: tuple[Cluster, int, dict[str, EchoLog], LocalEnvoy]) -> None:
+async def test_kubectl_apply_grpcroute_mirrors_and_kubectl_get_shows_status(
+    kube: tuple[Cluster, int, dict[str, EchoLog], LocalEnvoy],
+) -> None:
     c, port, logs, envoy = kube
     await c.apply(grpc_route(mirror=True))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(ECHO, request_serializer=pb.EchoRequest.SerializeToString, response_deserializer=pb.EchoResponse.FromString)
+        echo = channel.unary_unary(
+            ECHO, request_serializer=pb.EchoRequest.SerializeToString, response_deserializer=pb.EchoResponse.FromString
+        )
 
         async def call(tag: str) -> bool:
             try:
@@ -132,7 +140,10 @@ async def test_kubectl_apply_grpcroute_mirrors_and_kubectl_get_shows_status(kube
         route = await c.get("grpcroute", "grpc-echo", "server")
         [parent] = route["status"]["parents"]
         assert parent["controllerName"] == DEFAULT_CONTROLLER
-        assert {cond["type"]: cond["observedGeneration"] for cond in parent["conditions"]} == {"Accepted": 1, "ResolvedRefs": 1}
+        assert {cond["type"]: cond["observedGeneration"] for cond in parent["conditions"]} == {
+            "Accepted": 1,
+            "ResolvedRefs": 1,
+        }
         gw = await c.get("gateway", "grpc-gateway", "server")
         [listener] = gw["status"]["listeners"]
         assert {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"} in listener["supportedKinds"]

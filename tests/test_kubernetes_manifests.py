@@ -16,14 +16,14 @@ import yaml
 
 from controlplane.certs import gateway_secret
 from controlplane.cli import build_parser
+from controlplane.exposure import exposure_error
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP, K8sObject
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, translate
 from controlplane.providers.files import parse_text
 from controlplane.providers.kubernetes import CORE_RESOURCES, GATEWAY_RESOURCES, POLICY_RESOURCES, STATUS_KINDS
 from controlplane.providers.leader import LEASE, LeaseOptions
-from controlplane.exposure import exposure_error
-from controlplane.gatewayapi.store import Store
 from controlplane.tls import TlsFiles
 from controlplane.xds.jsonview import resources_to_json
 from controlplane.xds.translator import XdsOptions, build_resources
@@ -89,9 +89,7 @@ def test_crds_are_byte_copies_of_upstream() -> None:
     assert copies == upstream
 
 
-@pytest.mark.parametrize(
-    "path", [MANIFESTS / "install.yaml", *EXAMPLES], ids=lambda p: str(p.relative_to(MANIFESTS))
-)
+@pytest.mark.parametrize("path", [MANIFESTS / "install.yaml", *EXAMPLES], ids=lambda p: str(p.relative_to(MANIFESTS)))
 def test_every_object_is_valid_against_its_schema(path: Path) -> None:
     docs = _docs(path)
     assert docs
@@ -232,7 +230,10 @@ def test_xds_is_mutual_tls_with_the_certificates_the_certgen_job_issues() -> Non
         assert _mounted_secret(plane, serve_container, str(path)) == certgen.server_secret
     # Bound beyond loopback (Envoys and probes reach the pod IP), which serve allows only with mTLS.
     assert serve.xds_address == serve.http_address == "0.0.0.0" and not serve.insecure
-    assert exposure_error(serve.xds_address, TlsFiles(serve.tls_cert, serve.tls_key, serve.client_ca), serve.insecure) is None
+    assert (
+        exposure_error(serve.xds_address, TlsFiles(serve.tls_cert, serve.tls_key, serve.client_ca), serve.insecure)
+        is None
+    )
     # The operator certificate is there for `kubectl exec ... mirrorplane nodes`.
     assert _mounted_secret(plane, serve_container, "/etc/mirrorplane/operator/tls.crt") == certgen.operator_secret
 

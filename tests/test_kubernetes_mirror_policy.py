@@ -50,7 +50,11 @@ async def test_kubectl_apply_policy_status_and_delete(stack: KubeStack) -> None:
     }  # fmt: skip
     assert ancestor["controllerName"] == DEFAULT_CONTROLLER
     [cond] = ancestor["conditions"]
-    assert (cond["type"], cond["reason"], cond["observedGeneration"]) == ("Accepted", "Accepted", policy["metadata"]["generation"])
+    assert (cond["type"], cond["reason"], cond["observedGeneration"]) == (
+        "Accepted",
+        "Accepted",
+        policy["metadata"]["generation"],
+    )
     assert cond["lastTransitionTime"]
 
     primary, mirror = await _mirrored_headers(stack, "/with-policy")
@@ -59,7 +63,10 @@ async def test_kubectl_apply_policy_status_and_delete(stack: KubeStack) -> None:
 
     # The route's own status is unchanged by the policy: Gateway API conditions only.
     route = await c.get("httproute", "http-route-sample", "server")
-    assert {cond["type"] for p in route["status"]["parents"] for cond in p["conditions"]} == {"Accepted", "ResolvedRefs"}
+    assert {cond["type"] for p in route["status"]["parents"] for cond in p["conditions"]} == {
+        "Accepted",
+        "ResolvedRefs",
+    }
 
     # A retarget to a rule that does not exist: TargetNotFound, at the new generation.
     await c.kubectl(
@@ -87,7 +94,9 @@ async def test_kubectl_apply_policy_status_and_delete(stack: KubeStack) -> None:
 async def test_bad_policies_are_refused_with_the_api_servers_wording(stack: KubeStack) -> None:
     c = stack.cluster
     text = (EXAMPLES / "40-mirrorpolicy.yaml").read_text()
-    cel = text.replace("  # hostname: pipy-next.server.svc", "  hostname: pipy-next.server.svc\n  keepShadowHostSuffix: true")
+    cel = text.replace(
+        "  # hostname: pipy-next.server.svc", "  hostname: pipy-next.server.svc\n  keepShadowHostSuffix: true"
+    )
     with pytest.raises(AssertionError) as refused:
         await c.kubectl("apply", "--validate=false", "-f", "-", input=cel.replace("sample-shadow", "both"))
     assert (
@@ -97,7 +106,9 @@ async def test_bad_policies_are_refused_with_the_api_servers_wording(stack: Kube
     wrong_kind = text.replace("kind: HTTPRoute", "kind: Service")
     with pytest.raises(AssertionError) as refused:
         await c.kubectl("apply", "--validate=false", "-f", "-", input=wrong_kind.replace("sample-shadow", "svc"))
-    assert 'spec.targetRefs[0].kind: Unsupported value: "Service": supported values: "HTTPRoute", "GRPCRoute"' in str(refused.value)
+    assert 'spec.targetRefs[0].kind: Unsupported value: "Service": supported values: "HTTPRoute", "GRPCRoute"' in str(
+        refused.value
+    )
     # Strict field validation, as kubectl asks for it by default (this kubectl cannot: the fake
     # serves no OpenAPI document, so the request is sent as kubectl would send it).
     unknown = yaml.safe_load(text.replace("sample-shadow", "colour"))
@@ -107,7 +118,9 @@ async def test_bad_policies_are_refused_with_the_api_servers_wording(stack: Kube
             "create", "--raw", "/apis/mirrorplane.io/v1alpha1/namespaces/server/mirrorpolicies?fieldValidation=Strict",
             "-f", "-", input=json.dumps(unknown),
         )  # fmt: skip
-    assert 'unknown field \\"spec.colour\\"' in str(refused.value) or 'unknown field "spec.colour"' in str(refused.value)
+    assert 'unknown field \\"spec.colour\\"' in str(refused.value) or 'unknown field "spec.colour"' in str(
+        refused.value
+    )
 
     # The route keeps serving and mirroring.
     async with stack.session.get(f"http://127.0.0.1:{stack.port}/still") as resp:
@@ -118,7 +131,9 @@ async def test_bad_policies_are_refused_with_the_api_servers_wording(stack: Kube
             await c.get("mirrorpolicy", name, "server")
 
 
-async def test_a_cluster_without_the_crd_routes_without_policies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_cluster_without_the_crd_routes_without_policies(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with cluster(tmp_path) as c:
         fake = c.need_fake("serving no MirrorPolicy CRD")
         await seed(c)

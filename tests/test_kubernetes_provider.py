@@ -119,7 +119,9 @@ def _retries(provider: KubernetesProvider) -> int:
     return sum(r.retries for r in provider.reflectors.values())
 
 
-async def test_410_gone_relists_without_churn(c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture) -> None:
+async def test_410_gone_relists_without_churn(
+    c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = c.need_fake("compacting the API server's history")
     caplog.set_level(logging.INFO, logger="mirrorplane.kubernetes")
     provider = kubernetes(plane)
@@ -194,8 +196,19 @@ data: {{tls.crt: "", tls.key: ""}}
             "allowedRoutes": {"namespaces": {"from": "Same"}},
         }
     ]
-    await c.kubectl("patch", "gateway", "simple-gateway", "-n", "server", "--type=merge", "-p", json.dumps({"spec": {"listeners": listeners}}))
-    await wait_until(lambda: ("server", "referenced") in provider.store.secrets, message="the referenced Secret in the store")
+    await c.kubectl(
+        "patch",
+        "gateway",
+        "simple-gateway",
+        "-n",
+        "server",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"listeners": listeners}}),
+    )
+    await wait_until(
+        lambda: ("server", "referenced") in provider.store.secrets, message="the referenced Secret in the store"
+    )
     assert ("server", "unrelated") not in provider.store.secrets
 
 
@@ -232,7 +245,9 @@ async def test_watch_timeouts_reopen_from_the_last_resource_version(c: Cluster) 
         await plane.stop()
 
 
-async def test_start_retries_a_500_on_the_first_list_and_an_unreachable_api(c: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+async def test_start_retries_a_500_on_the_first_list_and_an_unreachable_api(
+    c: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
     """main: `serve --kubernetes` exited at once. Now: not ready, retried with backoff, the
     failing resource named in the log; ready once every kind is listed."""
     import asyncio
@@ -246,7 +261,10 @@ async def test_start_retries_a_500_on_the_first_list_and_an_unreachable_api(c: C
     plane, provider, _ = control_plane(c)
     starting = asyncio.create_task(plane.start())
     try:
-        await wait_until(lambda: any("kubernetes.start_failed" in r.getMessage() for r in caplog.records), message="a failed start logged")
+        await wait_until(
+            lambda: any("kubernetes.start_failed" in r.getMessage() for r in caplog.records),
+            message="a failed start logged",
+        )
         assert not starting.done() and not plane.ready()
         assert plane.health._server_status[""] == health_pb2.HealthCheckResponse.NOT_SERVING
         fake.start()
@@ -261,7 +279,9 @@ async def test_start_retries_a_500_on_the_first_list_and_an_unreachable_api(c: C
         await plane.stop()
 
 
-async def test_an_object_over_the_limits_is_skipped_and_named(c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_object_over_the_limits_is_skipped_and_named(
+    c: Cluster, plane: ControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
     """The file provider's limits hold for objects from the API too (here: a Service nested 200
     deep in a field the API server does not prune)."""
     fake = c.need_fake("storing an object a real API server may refuse")
@@ -269,8 +289,18 @@ async def test_an_object_over_the_limits_is_skipped_and_named(c: Cluster, plane:
     deep: dict[str, object] = {}
     for _ in range(200):
         deep = {"x": deep}
-    fake.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "deep", "namespace": "server"}, "spec": {"ports": [{"port": 80}], "extra": deep}})
-    await wait_until(lambda: any("object.rejected" in r.getMessage() and "server/deep" in r.getMessage() for r in caplog.records), message="the deep Service rejected")
+    fake.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "deep", "namespace": "server"},
+            "spec": {"ports": [{"port": 80}], "extra": deep},
+        }
+    )
+    await wait_until(
+        lambda: any("object.rejected" in r.getMessage() and "server/deep" in r.getMessage() for r in caplog.records),
+        message="the deep Service rejected",
+    )
     assert ("server", "deep") not in kubernetes(plane).store.services
     await c.apply(ROUTE_YAML.format(name="after-deep"))
     await wait_until(lambda: "/after-deep" in route_names(plane), message="later changes still arrive")

@@ -20,7 +20,12 @@ from kube import EXAMPLES, FAST, GATEWAY, SYSTEM, Cluster, cluster, control_plan
 from support import wait_until
 
 OTHER = {
-    "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "someone-elses", "namespace": "server"},
+    "parentRef": {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "someone-elses",
+        "namespace": "server",
+    },
     "controllerName": "example.com/other-controller",
     "conditions": [
         {
@@ -65,6 +70,7 @@ async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
     for plane, _, _ in replicas:
         await plane.start()
     try:
+
         def leaders() -> list[int]:
             return [i for i, (_, _, s) in enumerate(replicas) if s.is_leader]
 
@@ -143,7 +149,16 @@ async def test_other_controllers_entries_are_kept_and_writes_happen_only_on_chan
 
         # Our entry for a Gateway the route no longer names is removed; theirs stays.
         route["spec"]["parentRefs"] = [{"name": "not-ours"}]
-        await c.kubectl("patch", "httproute", "http-route-sample", "-n", "server", "--type=merge", "-p", json.dumps({"spec": {"parentRefs": route["spec"]["parentRefs"]}}))
+        await c.kubectl(
+            "patch",
+            "httproute",
+            "http-route-sample",
+            "-n",
+            "server",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"parentRefs": route["spec"]["parentRefs"]}}),
+        )
         await wait_until(lambda: _none_ours(c), message="our stale entry removed")
         route = await c.get("httproute", "http-route-sample", "server")
         assert route["status"]["parents"] == [OTHER]
@@ -173,7 +188,10 @@ async def test_conflict_is_retried_and_deleted_objects_are_skipped(c: Cluster) -
         # The Gateway is deleted while its (changed) status is being written: 404, nothing to retry.
         await c.kubectl("delete", "gateway", "simple-gateway", "-n", "server")
         key = ("Gateway", "server", "simple-gateway")
-        changed = {**controller.statuses[key], "conditions": [{**controller.statuses[key]["conditions"][0], "message": "changed"}]}
+        changed = {
+            **controller.statuses[key],
+            "conditions": [{**controller.statuses[key]["conditions"][0], "message": "changed"}],
+        }
         writer.on_statuses({**controller.statuses, key: changed})
         assert await writer.sync() == 0, "404 for a deleted object is not an error"
         assert any(r.status == 404 for r in c.fake.requests(method="PATCH")) if c.fake else True

@@ -17,9 +17,10 @@ Kubelet's rules, as modelled:
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -103,7 +104,10 @@ def files_used(pod: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
                 reads += [str(p) for p in (parsed.tls_cert, parsed.tls_key, parsed.client_ca) if p]
             elif parsed.command == "bootstrap":
                 writes.append(str(parsed.output))
-                rendered_for_envoy += [str(parsed.output), *(p for p in (parsed.xds_ca, parsed.xds_cert, parsed.xds_key) if p)]
+                rendered_for_envoy += [
+                    str(parsed.output),
+                    *(p for p in (parsed.xds_ca, parsed.xds_cert, parsed.xds_key) if p),
+                ]
         elif container["image"].startswith("envoyproxy/envoy"):
             reads += rendered_for_envoy  # the bootstrap and the files it names
     return used
@@ -128,7 +132,9 @@ def problems(docs: list[dict[str, Any]]) -> list[str]:
                 if "emptyDir" not in volume and not mount.get("readOnly"):
                     found.append(f"{name}: {mount['mountPath']} ({mount['name']}) is read-only anyway: say readOnly")
                 if not readable(pod, volume, who):
-                    found.append(f"{name}: uid {who.uid} (groups {sorted(who.groups)}) cannot read {mount['mountPath']}")
+                    found.append(
+                        f"{name}: uid {who.uid} (groups {sorted(who.groups)}) cannot read {mount['mountPath']}"
+                    )
             reads, writes = used[container["name"]]
             for path in reads:
                 mount = mount_of(container, path)
@@ -158,9 +164,22 @@ def _pod(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
         # The keys are 0440 root's: readable for the containers' users through fsGroup only.
         (lambda docs: _pod(docs, "Deployment", "envoy")["securityContext"].pop("fsGroup"), "cannot read"),
         (lambda docs: _pod(docs, "Deployment", "mirrorplane")["securityContext"].pop("fsGroup"), "cannot read"),
-        (lambda docs: _pod(docs, "Deployment", "envoy")["containers"][0]["securityContext"].pop("runAsUser"), "no runAsUser"),
-        (lambda docs: _pod(docs, "Deployment", "envoy")["initContainers"][0]["volumeMounts"][0].update(readOnly=True), "cannot write"),
-        (lambda docs: _pod(docs, "Job", "mirrorplane-certgen")["containers"][0]["securityContext"].update(runAsUser=0), "may run as root"),
+        (
+            lambda docs: _pod(docs, "Deployment", "envoy")["containers"][0]["securityContext"].pop("runAsUser"),
+            "no runAsUser",
+        ),
+        (
+            lambda docs: _pod(docs, "Deployment", "envoy")["initContainers"][0]["volumeMounts"][0].update(
+                readOnly=True
+            ),
+            "cannot write",
+        ),
+        (
+            lambda docs: _pod(docs, "Job", "mirrorplane-certgen")["containers"][0]["securityContext"].update(
+                runAsUser=0
+            ),
+            "may run as root",
+        ),
     ],
     ids=["envoy-no-fsgroup", "controlplane-no-fsgroup", "envoy-no-user", "bootstrap-read-only", "certgen-root"],
 )

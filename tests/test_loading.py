@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.gatewayapi.store import Store
 from controlplane.providers.files import FileProvider
@@ -32,10 +32,16 @@ from e2e import LOCAL, Stack, copy_local
 from support import free_port, wait_until
 from test_cli import MIRRORPLANE, Proc
 
-DEEP = "apiVersion: v1\nkind: Service\nmetadata: {name: deep, namespace: server}\nspec:\n  x: " + "[" * 5000 + "]" * 5000 + "\n"
+DEEP = (
+    "apiVersion: v1\nkind: Service\nmetadata: {name: deep, namespace: server}\nspec:\n  x: "
+    + "[" * 5000
+    + "]" * 5000
+    + "\n"
+)
 # 544 bytes that expand to 10^9 strings: accepted by main in a Service (open fields).
-LAUGHS = "apiVersion: v1\nkind: Secret\nmetadata: {name: lol, namespace: server}\ndata:\n  a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
-    f"  {chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)
+LAUGHS = (
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: lol, namespace: server}\ndata:\n  a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n"
+    + "".join(f"  {chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8))
 )
 SERVICE = """apiVersion: v1
 kind: Service
@@ -46,7 +52,9 @@ spec:
 """
 
 
-async def test_a_deeply_nested_file_is_rejected_alone_and_later_edits_still_apply(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_deeply_nested_file_is_rejected_alone_and_later_edits_still_apply(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="mirrorplane.files")
     stack.write("deep.yaml", DEEP)
     await wait_until(lambda: stack.file_errors("deep.yaml"), message="the deep file being reported")
@@ -68,7 +76,11 @@ async def _no_mirror(stack: Stack) -> bool:
         ("deep.yaml", DEEP.encode(), "nesting depth"),
         ("laughs.yaml", LAUGHS.encode(), "nodes once aliases are expanded"),
         ("garbage.yaml", bytes(range(256)) * 8, "not UTF-8 text"),
-        ("latin1.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: café}\n".encode("latin-1"), "not UTF-8 text: byte 49"),
+        (
+            "latin1.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: café}\n".encode("latin-1"),
+            "not UTF-8 text: byte 49",
+        ),
         ("nul.yaml", b"apiVersion: v1\x00\n", "YAML does not parse"),
         ("big.yaml", b"# padding\n" * 900_000, "larger than 8388608 bytes"),
     ],
@@ -139,7 +151,9 @@ async def test_health_answers_while_a_large_folder_loads(tmp_path: Path) -> None
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             # main loaded everything before listening: nothing answered until it was done.
-            await wait_until(lambda: _get(session, f"http://127.0.0.1:{http}/healthz"), timeout=5, message="/healthz answering")
+            await wait_until(
+                lambda: _get(session, f"http://127.0.0.1:{http}/healthz"), timeout=5, message="/healthz answering"
+            )
             assert not starting.done(), "the folder is still loading"
             assert await _get(session, f"http://127.0.0.1:{http}/readyz") == 503
             assert await _grpc_health(xds) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -178,7 +192,9 @@ class StopsOnce(FileProvider):
         await super().watch(on_change)
 
 
-async def test_a_stopped_provider_is_restarted_and_not_ready_meanwhile(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_stopped_provider_is_restarted_and_not_ready_meanwhile(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="mirrorplane.provider")
     folder = copy_local(tmp_path / "local", gateway_port=free_port(), pipy_port=free_port(), mirror_port=free_port())
     provider = StopsOnce(folder)
@@ -189,17 +205,26 @@ async def test_a_stopped_provider_is_restarted_and_not_ready_meanwhile(tmp_path:
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             ready = f"http://127.0.0.1:{http}/readyz"
-            await wait_until(lambda: provider.watches == 1 and plane.supervisor.restarts == 1, message="the watch failing")
+            await wait_until(
+                lambda: provider.watches == 1 and plane.supervisor.restarts == 1, message="the watch failing"
+            )
             assert await _get(session, ready) == 503
             assert await _grpc_health(xds) == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert any("provider.stopped" in r.getMessage() and "the watcher broke" in (r.exc_text or "") for r in caplog.records)
-            (folder / "route.yaml").write_text((folder / "route.yaml").read_text().replace("http-route-sample", "renamed"))
+            assert any(
+                "provider.stopped" in r.getMessage() and "the watcher broke" in (r.exc_text or "")
+                for r in caplog.records
+            )
+            (folder / "route.yaml").write_text(
+                (folder / "route.yaml").read_text().replace("http-route-sample", "renamed")
+            )
             provider.go.set()
             await wait_until(lambda: _status_is(_get(session, ready), 200), message="ready again after the restart")
             assert await _grpc_health(xds) == health_pb2.HealthCheckResponse.SERVING
             assert ("HTTPRoute", "server", "renamed") in plane.controller.statuses, "what changed while down is read"
             (folder / "route.yaml").write_text((folder / "route.yaml").read_text().replace("renamed", "again"))
-            await wait_until(lambda: ("HTTPRoute", "server", "again") in plane.controller.statuses, message="the restarted watch")
+            await wait_until(
+                lambda: ("HTTPRoute", "server", "again") in plane.controller.statuses, message="the restarted watch"
+            )
     finally:
         await plane.stop()
 
@@ -260,7 +285,12 @@ async def readme_demo(tmp_path: Path) -> AsyncIterator[tuple[Proc, dict[str, int
     """`make run` as a user runs it: `mirrorplane run manifests/local` with a RELATIVE folder,
     from a temp copy (ports moved to free ones) with the working directory set."""
     ports = {name: free_port() for name in ("gateway", "pipy", "mirror", "xds", "http", "admin")}
-    copy_local(tmp_path / "manifests" / "local", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"])
+    copy_local(
+        tmp_path / "manifests" / "local",
+        gateway_port=ports["gateway"],
+        pipy_port=ports["pipy"],
+        mirror_port=ports["mirror"],
+    )
     proc = await asyncio.create_subprocess_exec(
         *MIRRORPLANE, "run", "manifests/local",
         "--xds-port", str(ports["xds"]), "--http-port", str(ports["http"]), "--admin-port", str(ports["admin"]),
@@ -275,7 +305,9 @@ async def readme_demo(tmp_path: Path) -> AsyncIterator[tuple[Proc, dict[str, int
         await p.stop(signal.SIGKILL)
 
 
-async def test_readme_demo_from_a_relative_folder_stops_and_restarts_mirroring(readme_demo: tuple[Proc, dict[str, int], Path]) -> None:
+async def test_readme_demo_from_a_relative_folder_stops_and_restarts_mirroring(
+    readme_demo: tuple[Proc, dict[str, int], Path],
+) -> None:
     proc, ports, folder = readme_demo
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         sent = 0
@@ -284,7 +316,9 @@ async def test_readme_demo_from_a_relative_folder_stops_and_restarts_mirroring(r
             nonlocal sent
             sent += 1
             try:
-                async with session.post(f"http://127.0.0.1:{ports['gateway']}/probe-{sent}", data=b"Hello world") as resp:
+                async with session.post(
+                    f"http://127.0.0.1:{ports['gateway']}/probe-{sent}", data=b"Hello world"
+                ) as resp:
                     if resp.status != 200:
                         return False
             except aiohttp.ClientError:
@@ -295,7 +329,9 @@ async def test_readme_demo_from_a_relative_folder_stops_and_restarts_mirroring(r
         await wait_until(mirrored, timeout=30, message="the quick start mirroring")
         route = folder / "route.yaml"
         original = route.read_text()
-        route.write_text(re.sub(r"    filters:\n(?:    - .*\n|      .*\n)+", "", original))  # "delete the filters: block and save"
+        route.write_text(
+            re.sub(r"    filters:\n(?:    - .*\n|      .*\n)+", "", original)
+        )  # "delete the filters: block and save"
 
         async def not_mirrored() -> bool:
             return not await mirrored() and proc.saw(f"[pipy] Echoing back request made to /probe-{sent} ")

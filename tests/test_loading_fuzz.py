@@ -116,7 +116,11 @@ payloads = st.one_of(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 @given(data=payloads)
 def test_any_bytes_keep_serve_responsive_and_small(serve: Serve, data: bytes) -> None:
     path = serve.folder / f"example-{time.monotonic_ns()}.yaml"

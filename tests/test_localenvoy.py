@@ -88,7 +88,9 @@ def test_render_bootstrap_quotes_awkward_strings():
     assert doc["node"] == {"id": 'a"b\\c: d', "cluster": "ns/gw # x"}
 
 
-@pytest.mark.parametrize("kwargs", [{"xds_port": 0}, {"admin_port": 70000}, {"xds_port": "18000"}, {"node_id": ""}, {"ads_api_type": "REST"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"xds_port": 0}, {"admin_port": 70000}, {"xds_port": "18000"}, {"node_id": ""}, {"ads_api_type": "REST"}]
+)
 def test_render_bootstrap_rejects_bad_arguments(kwargs):
     args = {"node_id": "n", "node_cluster": "ns/gw", **kwargs}
     with pytest.raises((ValueError, TypeError)):
@@ -104,9 +106,17 @@ def test_template_uses_only_envsubst_placeholders():
 
 @pytest.mark.skipif(shutil.which("envsubst") is None, reason="envsubst (gettext-base) not installed")
 def test_envsubst_renders_the_same_bootstrap():
-    env = {"NODE_ID": "n1", "NODE_CLUSTER": "ns/gw", "XDS_HOST": "xds.example", "XDS_PORT": "18000", "ADMIN_PORT": "19000"}
+    env = {
+        "NODE_ID": "n1",
+        "NODE_CLUSTER": "ns/gw",
+        "XDS_HOST": "xds.example",
+        "XDS_PORT": "18000",
+        "ADMIN_PORT": "19000",
+    }
     out = subprocess.run(["envsubst"], input=TEMPLATE.read_text(), capture_output=True, text=True, check=True, env=env)
-    ours = render_bootstrap(node_id="n1", node_cluster="ns/gw", xds_host="xds.example", xds_port=18000, admin_port=19000)
+    ours = render_bootstrap(
+        node_id="n1", node_cluster="ns/gw", xds_host="xds.example", xds_port=18000, admin_port=19000
+    )
     assert yaml.safe_load(out.stdout) == yaml.safe_load(ours)
 
 
@@ -166,7 +176,9 @@ def test_packaged_template_resolves_via_importlib_resources(tmp_path):
         print(localenvoy.bootstrap_template(), end="")
         """
     )
-    result = subprocess.run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(site)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     where, text = result.stdout.split("\n", 1)
     assert Path(where) == site / "controlplane" / "localenvoy.py"  # the wheel's, not the checkout's
@@ -251,14 +263,18 @@ async def test_two_envoys_run_at_once():
 
 @pytest.mark.envoy
 async def test_admin_port_zero_picks_a_free_port():
-    async with LocalEnvoy(node_id="z", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None) as envoy:
+    async with LocalEnvoy(
+        node_id="z", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None
+    ) as envoy:
         assert envoy.admin_port > 0
         assert (await envoy.server_info())["state"] in {"PRE_INITIALIZING", "INITIALIZING", "LIVE"}
 
 
 @pytest.mark.envoy
 async def test_wait_for_times_out_with_the_reason():
-    async with LocalEnvoy(node_id="w", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None) as envoy:
+    async with LocalEnvoy(
+        node_id="w", gateway="ns/gw", xds_port=free_port(), admin_port=0, log_sink=lambda _: None
+    ) as envoy:
 
         async def never() -> bool:
             return False

@@ -102,11 +102,15 @@ async def test_streams_pushes_acks_resources_and_translation(stack):
 
 
 async def test_file_edit_counts_a_provider_event_a_translation_and_a_push(stack):
-    stack.write("route.yaml", (stack.dir / "route.yaml").read_text().replace("name: pipy-mirror", "name: missing-mirror"))
+    stack.write(
+        "route.yaml", (stack.dir / "route.yaml").read_text().replace("name: pipy-mirror", "name: missing-mirror")
+    )
     m = await scrape_until(stack, 2, "mirrorplane_xds_acks_total", gateway=GATEWAY, type="routes")
     assert m.value("mirrorplane_provider_events_total") >= 1
     assert m.value("mirrorplane_translation_seconds_count") >= 2
-    assert m.get("mirrorplane_status_changes_total") == len(stack.plane.controller.statuses) + 1  # the route's ResolvedRefs
+    assert (
+        m.get("mirrorplane_status_changes_total") == len(stack.plane.controller.statuses) + 1
+    )  # the route's ResolvedRefs
     assert m.get("mirrorplane_xds_pushes_total", gateway=GATEWAY, type="routes") == 2
     assert m.get("mirrorplane_xds_resources", gateway=GATEWAY, type="clusters") == 1  # the mirror's cluster is gone
 

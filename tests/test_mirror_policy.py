@@ -107,7 +107,9 @@ def test_crd_accepts_every_field_and_checks_what_envoy_and_gep_713_need() -> Non
     assert 'spec.targetRefs[0]: Invalid value: "object": group must be gateway.networking.k8s.io' in _invalid(bad)
     bad = copy.deepcopy(good)
     bad["spec"]["targetRefs"].append(dict(bad["spec"]["targetRefs"][0]))
-    assert "sectionName must be unique when targetRefs includes 2 or more references to the same target" in _invalid(bad)
+    assert "sectionName must be unique when targetRefs includes 2 or more references to the same target" in _invalid(
+        bad
+    )
     bad = copy.deepcopy(good)
     bad["spec"]["keepShadowHostSuffix"] = True
     assert 'spec: Invalid value: "object": hostname and keepShadowHostSuffix cannot both be set' in _invalid(bad)
@@ -115,14 +117,17 @@ def test_crd_accepts_every_field_and_checks_what_envoy_and_gep_713_need() -> Non
     bad["spec"]["comparison"]["samplePercent"] = 101
     bad["spec"]["comparison"]["ignoreJSONPaths"] = ["timestamp"]
     message = _invalid(bad)
-    assert "spec.comparison.samplePercent: Invalid value: 101: spec.comparison.samplePercent in body should be less than or equal to 100" in message
+    assert (
+        "spec.comparison.samplePercent: Invalid value: 101: spec.comparison.samplePercent in body should be less than or equal to 100"
+        in message
+    )
     assert 'spec.comparison.ignoreJSONPaths[0]: Invalid value: "timestamp"' in message
     bad = copy.deepcopy(good)
     bad["spec"]["targetRefs"] = []
     assert "spec.targetRefs: Invalid value: 0: spec.targetRefs in body should have at least 1 items" in _invalid(bad)
     bad = copy.deepcopy(good)
     del bad["spec"]["targetRefs"]
-    assert 'spec.targetRefs: Required value' in _invalid(bad)
+    assert "spec.targetRefs: Required value" in _invalid(bad)
 
 
 def test_transition_times_are_kept_per_ancestor() -> None:

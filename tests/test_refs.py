@@ -26,8 +26,11 @@ def endpoint_slice(service_name: str, addresses: list[str], *, address_type: str
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"name": name or f"{service_name}-x", "namespace": namespace,
-                     "labels": {"kubernetes.io/service-name": service_name}},  # fmt: skip
+        "metadata": {
+            "name": name or f"{service_name}-x",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },  # fmt: skip
         "addressType": address_type,
         "ports": [{"name": port_name, "port": 8080}],
         "endpoints": [{"addresses": [a], "conditions": {"ready": ready}} for a in addresses],
@@ -101,9 +104,12 @@ def test_a_cross_namespace_reference_needs_a_matching_reference_grant(
     s = store(service("api", "app"), *docs)
     backend, problem = resolve(s, {"name": "api", "namespace": "app", "port": 80})
     assert (problem is None) is granted, problem
-    assert reference_granted(
-        s, from_kind="HTTPRoute", from_namespace="web", to_namespace="app", to_kind="Service", to_name="api"
-    ) is granted
+    assert (
+        reference_granted(
+            s, from_kind="HTTPRoute", from_namespace="web", to_namespace="app", to_kind="Service", to_name="api"
+        )
+        is granted
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,9 +127,7 @@ def test_a_cross_namespace_reference_needs_a_matching_reference_grant(
         ),
     ],
 )
-def test_what_cannot_be_a_cluster_says_why(
-    ref: dict[str, Any], docs: list[dict[str, Any]], reason: str
-) -> None:
+def test_what_cannot_be_a_cluster_says_why(ref: dict[str, Any], docs: list[dict[str, Any]], reason: str) -> None:
     backend, problem = resolve(store(*docs), ref)
     assert backend is None and problem.reason == reason, problem
 

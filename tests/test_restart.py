@@ -31,7 +31,9 @@ async def _start_echo(name: str, port: int, log: EchoLog) -> aiohttp.web.AppRunn
 
 async def test_envoy_keeps_serving_while_the_control_plane_is_killed_and_resyncs_on_restart(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("gateway", "pipy", "mirror", "xds", "http", "admin")}
-    folder = copy_local(tmp_path / "cfg", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"])
+    folder = copy_local(
+        tmp_path / "cfg", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"]
+    )
     logs = {"pipy": EchoLog(), "pipy-mirror": EchoLog()}
     runners = [
         await _start_echo("pipy", ports["pipy"], logs["pipy"]),
@@ -39,7 +41,9 @@ async def test_envoy_keeps_serving_while_the_control_plane_is_killed_and_resyncs
     ]
     serve_args = ("serve", str(folder), "--xds-port", str(ports["xds"]), "--http-port", str(ports["http"]))
     plane = await spawn(*serve_args)
-    envoy = LocalEnvoy(node_id="restart", gateway=GATEWAY, xds_port=ports["xds"], admin_port=ports["admin"], log_sink=lambda _: None)
+    envoy = LocalEnvoy(
+        node_id="restart", gateway=GATEWAY, xds_port=ports["xds"], admin_port=ports["admin"], log_sink=lambda _: None
+    )
     url = f"http://127.0.0.1:{ports['gateway']}"
     try:
         await envoy.start()
@@ -63,7 +67,9 @@ async def test_envoy_keeps_serving_while_the_control_plane_is_killed_and_resyncs
             await wait_until(lambda: _equals(connected, 0), message="Envoy noticing the control plane is gone")
             for i in range(1, 21):  # the control plane is down: Envoy serves and mirrors from its last config
                 assert await hello(i)
-            await wait_until(lambda: logs["pipy-mirror"].echoed("/n20"), message="mirroring while the control plane is down")
+            await wait_until(
+                lambda: logs["pipy-mirror"].echoed("/n20"), message="mirroring while the control plane is down"
+            )
 
             # While it is down, the route loses its mirror; the restarted control plane must resync Envoy.
             route = folder / "route.yaml"
@@ -83,9 +89,13 @@ async def test_envoy_keeps_serving_while_the_control_plane_is_killed_and_resyncs
 
 async def test_graceful_stop_closes_streams_at_once(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("gateway", "pipy", "mirror", "xds", "http", "admin")}
-    folder = copy_local(tmp_path / "cfg", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"])
+    folder = copy_local(
+        tmp_path / "cfg", gateway_port=ports["gateway"], pipy_port=ports["pipy"], mirror_port=ports["mirror"]
+    )
     plane = await spawn("serve", str(folder), "--xds-port", str(ports["xds"]), "--http-port", str(ports["http"]))
-    envoy = LocalEnvoy(node_id="graceful", gateway=GATEWAY, xds_port=ports["xds"], admin_port=ports["admin"], log_sink=lambda _: None)
+    envoy = LocalEnvoy(
+        node_id="graceful", gateway=GATEWAY, xds_port=ports["xds"], admin_port=ports["admin"], log_sink=lambda _: None
+    )
     try:
         await envoy.start()
         await wait_until(lambda: _equals(lambda: envoy.stat("control_plane.connected_state"), 1), timeout=15)

@@ -57,7 +57,9 @@ async def mtls_stack(tmp_path: Path, pki: Pki) -> AsyncIterator[Stack]:
     s = await start_stack(
         tmp_path,
         plane_options={"tls": TlsFiles(pki.server_cert, pki.server_key, pki.ca)},
-        envoy_options={"xds_tls": XdsTls(ca=str(pki.ca), cert=str(pki.client_cert), key=str(pki.client_key), sni="mirrorplane")},
+        envoy_options={
+            "xds_tls": XdsTls(ca=str(pki.ca), cert=str(pki.client_cert), key=str(pki.client_key), sni="mirrorplane")
+        },
     )
     try:
         yield s
@@ -89,7 +91,9 @@ async def test_clients_without_a_trusted_certificate_are_refused(mtls_stack: Sta
 
     refused = {
         "plaintext": grpc.aio.insecure_channel(_target(mtls_stack)),
-        "TLS without a client certificate": grpc.aio.secure_channel(_target(mtls_stack), grpc.ssl_channel_credentials(ca)),
+        "TLS without a client certificate": grpc.aio.secure_channel(
+            _target(mtls_stack), grpc.ssl_channel_credentials(ca)
+        ),
         "a certificate from another CA": grpc.aio.secure_channel(
             _target(mtls_stack),
             grpc.ssl_channel_credentials(ca, pki.other_key.read_bytes(), pki.other_cert.read_bytes()),

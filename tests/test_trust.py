@@ -35,7 +35,8 @@ from controlplane.serve import ControlPlane
 from controlplane.tls import TlsFiles
 from controlplane.xds.resources import LISTENER
 from e2e import LOCAL
-from features_stack import GATEWAY as HTTPS_GATEWAY, GATEWAY_YAML, tls_secret_yaml
+from features_stack import GATEWAY as HTTPS_GATEWAY
+from features_stack import GATEWAY_YAML, tls_secret_yaml
 from support import free_port, wait_until
 
 HTTP_GATEWAY = "server/simple-gateway"  # manifests/local
@@ -79,7 +80,10 @@ def test_serve_refuses_a_non_loopback_address_without_mutual_tls(tmp_path: Path)
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 1, out
-    assert out.stderr.startswith("mirrorplane: error: --xds-address 0.0.0.0 is not loopback") and out.stderr.count("\n") == 1, out.stderr
+    assert (
+        out.stderr.startswith("mirrorplane: error: --xds-address 0.0.0.0 is not loopback")
+        and out.stderr.count("\n") == 1
+    ), out.stderr
     assert "--client-ca" in out.stderr and "--insecure" in out.stderr
     # Server-only TLS authenticates no client: refused too. --insecure is the explicit way out.
     pem = trustme.CA().cert_pem
@@ -87,7 +91,9 @@ def test_serve_refuses_a_non_loopback_address_without_mutual_tls(tmp_path: Path)
     with pytest.raises(ValueError, match="not loopback"):
         ControlPlane(FileProvider(LOCAL), xds_host="::", tls=TlsFiles(tmp_path / "x.pem", tmp_path / "x.pem"))
     ControlPlane(FileProvider(LOCAL), xds_host="0.0.0.0", insecure=True)
-    ControlPlane(FileProvider(LOCAL), xds_host="::", tls=TlsFiles(tmp_path / "x.pem", tmp_path / "x.pem", tmp_path / "x.pem"))
+    ControlPlane(
+        FileProvider(LOCAL), xds_host="::", tls=TlsFiles(tmp_path / "x.pem", tmp_path / "x.pem", tmp_path / "x.pem")
+    )
 
 
 # -- identities over mutual TLS ----------------------------------------------------------------
@@ -150,7 +156,9 @@ async def _first_response(channel: grpc.aio.Channel, delta: bool, gateway: str):
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
-async def test_a_gateway_certificate_streams_its_own_gateway_only(mtls: Plane, delta: bool, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_gateway_certificate_streams_its_own_gateway_only(
+    mtls: Plane, delta: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     async with mtls.channel(HTTPS_GATEWAY) as channel:
         call, response = await _first_response(channel, delta, HTTPS_GATEWAY)
         assert response.resources and mtls.key_pem in response.SerializeToString(), "its Envoys need their key"
@@ -166,7 +174,9 @@ async def test_a_gateway_certificate_streams_its_own_gateway_only(mtls: Plane, d
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("xds.stream_rejected")]
     assert len(lines) == 2 and all("code=PERMISSION_DENIED" in line for line in lines), lines
     assert "spiffe://mirrorplane/ns/server/gateway/simple-gateway is for Gateway server/simple-gateway" in lines[0]
-    assert "spiffe://mirrorplane/operator is not a Gateway's" in lines[1] and "node=n1 gateway=infra/features" in lines[1]
+    assert (
+        "spiffe://mirrorplane/operator is not a Gateway's" in lines[1] and "node=n1 gateway=infra/features" in lines[1]
+    )
     assert mtls.plane.registry.streams() == []  # refused streams were never registered
 
 
@@ -226,11 +236,17 @@ async def test_admin_and_csds_answer_the_operator_only(mtls: Plane, caplog: pyte
             allowed = await _admin_calls(operator)
         ads.cancel()
     for name, result in refused.items():
-        assert isinstance(result, grpc.aio.AioRpcError) and result.code() == grpc.StatusCode.PERMISSION_DENIED, (name, result)
+        assert isinstance(result, grpc.aio.AioRpcError) and result.code() == grpc.StatusCode.PERMISSION_DENIED, (
+            name,
+            result,
+        )
         assert "spiffe://mirrorplane/operator" in result.details()
     denied = [r.getMessage() for r in caplog.records if r.getMessage().startswith("authz.denied")]
     assert len(denied) == len(refused)
-    assert "identity=spiffe://mirrorplane/ns/infra/gateway/features" in denied[0] and "rpc=/mirrorplane.admin.v1.Admin/ListNodes" in denied[0]
+    assert (
+        "identity=spiffe://mirrorplane/ns/infra/gateway/features" in denied[0]
+        and "rpc=/mirrorplane.admin.v1.Admin/ListNodes" in denied[0]
+    )
     for name, result in allowed.items():
         assert not isinstance(result, Exception), (name, result)
     nodes = allowed["ListNodes"]
@@ -270,7 +286,9 @@ async def test_admin_and_csds_never_show_private_key_bytes(mtls: Plane) -> None:
     assert mtls.cert_pem.split(b"\n")[1] in status.SerializeToString()
 
 
-async def test_a_real_envoy_with_another_gateways_certificate_gets_nothing(mtls: Plane, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_real_envoy_with_another_gateways_certificate_gets_nothing(
+    mtls: Plane, caplog: pytest.LogCaptureFixture
+) -> None:
     """A real Envoy whose bootstrap claims the HTTPS Gateway but presents the HTTP Gateway's
     certificate: refused on every (re)connect, it never holds a listener (nor its key)."""
     caplog.set_level(logging.WARNING, logger="mirrorplane.xds")
@@ -284,7 +302,11 @@ async def test_a_real_envoy_with_another_gateways_certificate_gets_nothing(mtls:
         xds_tls=XdsTls(str(stolen / "ca.crt"), str(stolen / "tls.crt"), str(stolen / "tls.key")),
     )
     async with envoy:
-        await wait_until(lambda: any("node=thief" in r.getMessage() and "PERMISSION_DENIED" in r.getMessage() for r in caplog.records))
+        await wait_until(
+            lambda: any(
+                "node=thief" in r.getMessage() and "PERMISSION_DENIED" in r.getMessage() for r in caplog.records
+            )
+        )
         dump = await envoy.config_dump()
     listeners = [lst for cfg in dump["configs"] for lst in cfg.get("dynamic_listeners", [])]
     clusters = [c["cluster"]["name"] for cfg in dump["configs"] for c in cfg.get("static_clusters", [])]

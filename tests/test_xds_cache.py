@@ -74,9 +74,7 @@ def make_resources(
     r.match.prefix = "/"
     r.route.cluster = "c1"
 
-    return Resources(
-        clusters={"c1": cluster}, endpoints={"c1": cla}, listeners={"l1": listener}, routes={"r": route}
-    )
+    return Resources(clusters={"c1": cluster}, endpoints={"c1": cla}, listeners={"l1": listener}, routes={"r": route})
 
 
 def test_build_serializes_and_versions_each_type():

@@ -31,9 +31,17 @@ DEFAULT_SERVER = os.environ.get("MIRRORPLANE_SERVER", "127.0.0.1:18000")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags every client command shares."""
     parser.add_argument(
-        "--server", default=DEFAULT_SERVER, help=f"mirrorplane's xDS port, HOST:PORT (default {DEFAULT_SERVER}; env MIRRORPLANE_SERVER)"
+        "--server",
+        default=DEFAULT_SERVER,
+        help=f"mirrorplane's xDS port, HOST:PORT (default {DEFAULT_SERVER}; env MIRRORPLANE_SERVER)",
     )
-    parser.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text (default) or json (the same JSON value grpcurl prints)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="text (default) or json (the same JSON value grpcurl prints)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)")
     tls = parser.add_argument_group("TLS (when serve has --tls-cert; names as grpcurl's)")
     tls.add_argument("--cacert", type=Path, help="PEM CA that signed the server's certificate: connect with TLS")
@@ -216,7 +224,9 @@ def render_status(response: admin_pb2.GetStatusResponse) -> str:
             grouped.setdefault(where, []).append(f"{c['type']}={c['status']}")
             if is_problem(c):
                 what = f"{obj.kind} {obj.namespace + '/' if obj.namespace else ''}{obj.name}"
-                problems.append(f"{what}{' ' + where if where else ''}: {c['type']}={c['status']} {c['reason']}: {c.get('message', '')}")
+                problems.append(
+                    f"{what}{' ' + where if where else ''}: {c['type']}={c['status']} {c['reason']}: {c.get('message', '')}"
+                )
         first = True
         for where, conds in (grouped or {"": []}).items():
             lead = [obj.kind, obj.namespace, obj.name] if first else ["", "", ""]

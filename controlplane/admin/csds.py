@@ -113,7 +113,9 @@ class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer): 
     def client_config(self, stream: StreamState, *, with_contents: bool = True) -> csds_pb2.ClientConfig:
         agent, _, version = stream.user_agent.partition(" ")
         config = csds_pb2.ClientConfig(
-            node=base_pb2.Node(id=stream.node_id, cluster=stream.gateway, user_agent_name=agent, user_agent_version=version)
+            node=base_pb2.Node(
+                id=stream.node_id, cluster=stream.gateway, user_agent_name=agent, user_agent_version=version
+            )
         )
         snapshot = self.cache.get(stream.gateway)
         for type_url in PUSH_ORDER:
@@ -139,7 +141,9 @@ class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer): 
             config_status=status,
         )
         if with_contents and entry is not None:
-            generic.xds_config.CopyFrom(any_pb2.Any(type_url=ts.type_url, value=redacted_bytes(ts.type_url, entry.data)))
+            generic.xds_config.CopyFrom(
+                any_pb2.Any(type_url=ts.type_url, value=redacted_bytes(ts.type_url, entry.data))
+            )
         if status == csds_pb2.ERROR and ts.last_nack is not None:
             generic.client_status = config_dump_shared_pb2.NACKED
             generic.error_state.CopyFrom(
@@ -157,14 +161,20 @@ class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer): 
             generic.client_status = config_dump_shared_pb2.REQUESTED
         return generic
 
-    async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest, context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:  # noqa: N802 - the gRPC method's name
+    async def FetchClientStatus(  # noqa: N802 - the gRPC method's name
+        self, request: csds_pb2.ClientStatusRequest, context: grpc.aio.ServicerContext
+    ) -> csds_pb2.ClientStatusResponse:
         return self.status(request)
 
-    async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:  # noqa: N802 - the gRPC method's name
+    async def StreamClientStatus(  # noqa: N802 - the gRPC method's name
+        self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
         async for request in request_iterator:
             yield self.status(request)
 
 
 def csds_service(servicer: ClientStatusServicer) -> tuple[str, ServiceAdder]:
     """CSDS as ``build_server(services=...)`` takes it."""
-    return CSDS_SERVICE_NAME, lambda server: csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(servicer, server)
+    return CSDS_SERVICE_NAME, lambda server: csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+        servicer, server
+    )

@@ -36,8 +36,10 @@ def _may_hold_secrets(descriptor: Descriptor | UpbDescriptor, seen: dict[str, bo
     if name in seen:
         return seen[name]
     seen[name] = True  # while in progress (a recursive type): assume yes, never a false "no"
-    found = name in SECRET_FIELDS or name == _ANY or any(
-        f.message_type is not None and _may_hold_secrets(f.message_type, seen) for f in descriptor.fields
+    found = (
+        name in SECRET_FIELDS
+        or name == _ANY
+        or any(f.message_type is not None and _may_hold_secrets(f.message_type, seen) for f in descriptor.fields)
     )
     seen[name] = found
     return found
@@ -60,8 +62,10 @@ def redact(message: Message) -> bool:
         return False
     for field_name in SECRET_FIELDS.get(descriptor.full_name, ()):
         field = descriptor.fields_by_name[field_name]
-        values = getattr(message, field_name) if field.is_repeated else (
-            [getattr(message, field_name)] if message.HasField(field_name) else []
+        values = (
+            getattr(message, field_name)
+            if field.is_repeated
+            else ([getattr(message, field_name)] if message.HasField(field_name) else [])
         )
         for source in values:
             source.Clear()

@@ -91,8 +91,7 @@ def node_message(stream: StreamState) -> admin_pb2.Node:
         snapshot_version=stream.snapshot_version or "",
         held_clusters=sorted(stream.held_clusters),
         types=[
-            type_message(ts)
-            for ts in sorted(stream.types.values(), key=lambda t: order.get(t.type_url, len(order)))
+            type_message(ts) for ts in sorted(stream.types.values(), key=lambda t: order.get(t.type_url, len(order)))
         ],
     )
 
@@ -129,14 +128,18 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self.registry = registry
         self.statuses = statuses
 
-    async def ListNodes(self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListNodesResponse:  # noqa: N802 - the gRPC method's name
+    async def ListNodes(  # noqa: N802 - the gRPC method's name
+        self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListNodesResponse:
         streams = sorted(
             (s for s in self.registry.streams() if _selected(s, request.gateway, request.node_id)),
             key=lambda s: (s.gateway, s.node_id, s.stream_id),
         )
         return admin_pb2.ListNodesResponse(nodes=[node_message(s) for s in streams])
 
-    async def GetSnapshot(self, request: admin_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetSnapshotResponse:  # noqa: N802 - the gRPC method's name
+    async def GetSnapshot(  # noqa: N802 - the gRPC method's name
+        self, request: admin_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetSnapshotResponse:
         gateway = request.gateway
         if request.node_id:
             streams = self.registry.by_node(request.node_id)
@@ -181,7 +184,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             )
         return admin_pb2.GetSnapshotResponse(gateway=gateway, version=snapshot.version, types=sets)
 
-    async def GetStatus(self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetStatusResponse:  # noqa: N802 - the gRPC method's name
+    async def GetStatus(  # noqa: N802 - the gRPC method's name
+        self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetStatusResponse:
         objects = [
             admin_pb2.ObjectStatus(kind=kind, namespace=ns, name=name, status=struct(body))
             for (kind, ns, name), body in sorted(self.statuses().items())
@@ -191,7 +196,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         ]
         return admin_pb2.GetStatusResponse(objects=objects)
 
-    async def WatchNodes(self, request: admin_pb2.WatchNodesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[admin_pb2.NodeEvent]:  # noqa: N802 - the gRPC method's name
+    async def WatchNodes(  # noqa: N802 - the gRPC method's name
+        self, request: admin_pb2.WatchNodesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin_pb2.NodeEvent]:
         queue: asyncio.Queue[admin_pb2.NodeEvent] = asyncio.Queue(WATCH_BUFFER)
         overflowed = False
 
@@ -205,7 +212,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 overflowed = True
 
         remove = self.registry.add_observer(on_event)
-        log.info("admin.watch_started peer=%s gateway=%s node=%s", context.peer(), request.gateway or "*", request.node_id or "*")
+        log.info(
+            "admin.watch_started peer=%s gateway=%s node=%s",
+            context.peer(),
+            request.gateway or "*",
+            request.node_id or "*",
+        )
         try:
             for stream in self.registry.streams():
                 if _selected(stream, request.gateway, request.node_id):

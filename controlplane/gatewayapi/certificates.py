@@ -38,7 +38,9 @@ def resolve_certificate(
         return None, RefProblem("InvalidCertificateRef", f"certificateRef: Secret {namespace}/{name} not found")
     body: dict[str, Any] = secret.spec
     if body.get("type", TLS_SECRET_TYPE) != TLS_SECRET_TYPE:
-        return None, RefProblem("InvalidCertificateRef", f"Secret {namespace}/{name} has type {body.get('type')}, not {TLS_SECRET_TYPE}")
+        return None, RefProblem(
+            "InvalidCertificateRef", f"Secret {namespace}/{name} has type {body.get('type')}, not {TLS_SECRET_TYPE}"
+        )
     cert, key = _field(body, "tls.crt"), _field(body, "tls.key")
     if not cert or not key:
         return None, RefProblem("InvalidCertificateRef", f"Secret {namespace}/{name} needs both tls.crt and tls.key")

@@ -50,7 +50,11 @@ def gateway_listeners(store: Store, gw: Gateway) -> list[GatewayListener]:
         accepted = Condition("Accepted", True, "Accepted", "Listener is valid", gen)
         if protocol not in PROTOCOLS:
             accepted = Condition(
-                "Accepted", False, "UnsupportedProtocol", f"protocol {protocol} is not supported; use HTTP or HTTPS", gen
+                "Accepted",
+                False,
+                "UnsupportedProtocol",
+                f"protocol {protocol} is not supported; use HTTP or HTTPS",
+                gen,
             )
         elif protocol == "HTTPS" and (spec.get("tls") or {}).get("mode", "Terminate") != "Terminate":
             accepted = Condition(
@@ -59,7 +63,11 @@ def gateway_listeners(store: Store, gw: Gateway) -> list[GatewayListener]:
         conflicted = Condition("Conflicted", False, "NoConflicts", "No conflicts", gen)
         if any(s["protocol"] != protocol for s in same_port):
             conflicted = Condition(
-                "Conflicted", True, "ProtocolConflict", f"another listener on port {port} uses a different protocol", gen
+                "Conflicted",
+                True,
+                "ProtocolConflict",
+                f"another listener on port {port} uses a different protocol",
+                gen,
             )
         elif sum(1 for s in same_port if s.get("hostname") == hostname) > 1:
             conflicted = Condition(
@@ -93,7 +101,9 @@ def gateway_listeners(store: Store, gw: Gateway) -> list[GatewayListener]:
                     "ResolvedRefs", False, problems[0].reason, "; ".join(p.message for p in problems), gen
                 )
             elif not certificates:
-                resolved = Condition("ResolvedRefs", False, "InvalidCertificateRef", "HTTPS needs a certificateRef", gen)
+                resolved = Condition(
+                    "ResolvedRefs", False, "InvalidCertificateRef", "HTTPS needs a certificateRef", gen
+                )
         accepts = accepted.status is True and conflicted.status is False and bool(kinds)
         programmed_ok = accepts and (protocol == "HTTP" or bool(certificates))
         programmed = (
@@ -135,7 +145,9 @@ def _route_kinds(spec: Mapping[str, Any], protocol: str) -> tuple[list[dict[str,
     return good, bad
 
 
-def gateway_status(gw: Gateway, listeners: list[GatewayListener], addresses: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+def gateway_status(
+    gw: Gateway, listeners: list[GatewayListener], addresses: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
     gen = gw.generation
     valid = [lst for lst in listeners if lst.programmed]
     if len(valid) == len(listeners):
@@ -147,7 +159,9 @@ def gateway_status(gw: Gateway, listeners: list[GatewayListener], addresses: tup
     params = (gw.spec.get("infrastructure") or {}).get("parametersRef")
     if params:  # conformance GatewayInvalidParametersRef: mirrorplane reads no parameters kind
         what = f"{params.get('group')}/{params.get('kind')} {params.get('name')}"
-        accepted = Condition("Accepted", False, "InvalidParameters", f"infrastructure.parametersRef {what} is not supported", gen)
+        accepted = Condition(
+            "Accepted", False, "InvalidParameters", f"infrastructure.parametersRef {what} is not supported", gen
+        )
     programmed = (
         Condition("Programmed", True, "Programmed", "Gateway is programmed in Envoy", gen)
         if valid

@@ -195,7 +195,10 @@ def _accepted(store: Store, policy: MirrorPolicy, ref: Mapping[str, Any], polici
 
 
 def _mirrors(rule: dict[str, Any]) -> bool:
-    filters = [*(rule.get("filters") or []), *(f for b in rule.get("backendRefs") or [] for f in b.get("filters") or [])]
+    filters = [
+        *(rule.get("filters") or []),
+        *(f for b in rule.get("backendRefs") or [] for f in b.get("filters") or []),
+    ]
     return any(f.get("type") == "RequestMirror" for f in filters)
 
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..ir import Backend, Endpoint
-from .store import Store
 from .model import GATEWAY_GROUP, K8sObject
-
+from .store import Store
 
 # Service port appProtocol → how Envoy talks to the backend. WebSocket needs nothing per cluster:
 # every listener allows the upgrade, and it runs over HTTP/1.1.
@@ -53,7 +52,16 @@ def cluster_name(namespace: str, service: str, port: int, *, mirror: bool = Fals
     return f"mirror/{base}" if mirror else base
 
 
-def reference_granted(store: Store, *, from_kind: str, from_namespace: str, to_namespace: str, to_kind: str, to_name: str, to_group: str = "") -> bool:
+def reference_granted(
+    store: Store,
+    *,
+    from_kind: str,
+    from_namespace: str,
+    to_namespace: str,
+    to_kind: str,
+    to_name: str,
+    to_group: str = "",
+) -> bool:
     """Does a ReferenceGrant in ``to_namespace`` let ``from_kind`` objects in ``from_namespace``
     refer to the target? Same-namespace references need no grant."""
     if from_namespace == to_namespace:
@@ -91,10 +99,16 @@ def kind_and_grant_problem(
     if group != "" or kind != expected_kind:
         shown = f"{group}/{kind}" if group else kind
         return RefProblem(
-            invalid_kind_reason, f"{what} {namespace}/{name}: kind {shown} is not supported; only core {expected_kind}s are"
+            invalid_kind_reason,
+            f"{what} {namespace}/{name}: kind {shown} is not supported; only core {expected_kind}s are",
         )
     if not reference_granted(
-        store, from_kind=from_kind, from_namespace=from_namespace, to_namespace=namespace, to_kind=expected_kind, to_name=name
+        store,
+        from_kind=from_kind,
+        from_namespace=from_namespace,
+        to_namespace=namespace,
+        to_kind=expected_kind,
+        to_name=name,
     ):
         return RefProblem(
             "RefNotPermitted",
@@ -118,8 +132,19 @@ class BackendResolver:
         self.touched: dict[str, Backend] | None = None
         self._memo: dict[tuple[Any, ...], tuple[Backend | None, RefProblem | None]] = {}
 
-    def resolve(self, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False) -> tuple[Backend | None, RefProblem | None]:
-        key = (route.kind, route.namespace, ref.get("group", ""), ref.get("kind", "Service"), ref["name"], ref.get("namespace"), ref.get("port"), mirror)
+    def resolve(
+        self, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False
+    ) -> tuple[Backend | None, RefProblem | None]:
+        key = (
+            route.kind,
+            route.namespace,
+            ref.get("group", ""),
+            ref.get("kind", "Service"),
+            ref["name"],
+            ref.get("namespace"),
+            ref.get("port"),
+            mirror,
+        )
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = resolve_backend(self.store, route, ref, mirror=mirror)

@@ -110,7 +110,10 @@ class RouteMemo:
         self.vhosts, self.next_vhosts = self.next_vhosts, {}
 
     def compile(
-        self, resolver: BackendResolver, route: K8sObject[Any], compiler: Callable[[BackendResolver, Any], Compiled] | None = None
+        self,
+        resolver: BackendResolver,
+        route: K8sObject[Any],
+        compiler: Callable[[BackendResolver, Any], Compiled] | None = None,
     ) -> Compiled:
         key = route.key
         hit = self.entries.get(key)
@@ -197,7 +200,11 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
 
 
 def weighted_backends(
-    resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], filters: RuleFilters, problems: list[RefProblem]
+    resolver: BackendResolver,
+    route: K8sObject[Any],
+    rule: Mapping[str, Any],
+    filters: RuleFilters,
+    problems: list[RefProblem],
 ) -> list[ir.WeightedBackend]:
     """A rule's backendRefs with their weights and own header filters (HTTPRoute and GRPCRoute
     alike); an unresolvable one stays, without a cluster, for its share of 500s."""
@@ -230,7 +237,9 @@ def refused_filters(filters: RuleFilters) -> list[str]:
 
 
 def _replaces_prefix(filters: RuleFilters) -> bool:
-    return any(f is not None and f.path is not None and f.path.type == PREFIX for f in (filters.redirect, filters.rewrite))
+    return any(
+        f is not None and f.path is not None and f.path.type == PREFIX for f in (filters.redirect, filters.rewrite)
+    )
 
 
 _DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s)")

@@ -311,7 +311,15 @@ _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
     "null": lambda v: v is None,
 }
 _FAST_FORMATS: dict[str, Callable[[Any], bool]] = {"ipv4": _is_ipv4, "ipv6": _is_ipv6, "byte": _is_base64}
-_FAST_KEYWORDS = _JSONSCHEMA_KEYWORDS | {"properties", "items", "additionalProperties", "oneOf", "anyOf", "allOf", "not"}
+_FAST_KEYWORDS = _JSONSCHEMA_KEYWORDS | {
+    "properties",
+    "items",
+    "additionalProperties",
+    "oneOf",
+    "anyOf",
+    "allOf",
+    "not",
+}
 
 
 def _is_number(v: Any) -> bool:

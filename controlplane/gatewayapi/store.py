@@ -64,7 +64,7 @@ class Store:
     mirrorpolicies: Mapping[NsName, MirrorPolicy] = field(default_factory=_frozen)
 
     @classmethod
-    def from_objects(cls, objects: Iterable[K8sObject[Any]]) -> "Store":
+    def from_objects(cls, objects: Iterable[K8sObject[Any]]) -> Store:
         """Index objects; a later object with the same kind/namespace/name replaces an earlier one."""
         buckets: dict[str, dict[Any, K8sObject[Any]]] = {f: {} for f in _FIELD_BY_KIND.values()}
         for obj in objects:
@@ -75,7 +75,7 @@ class Store:
             buckets[fname][key] = obj
         return cls(**{f: MappingProxyType(b) for f, b in buckets.items()})
 
-    def changed(self, other: "Store") -> dict[str, set[Any]]:
+    def changed(self, other: Store) -> dict[str, set[Any]]:
         """Per field (``"services"``, ``"endpointslices"``, ...), the keys whose object differs
         between the two stores: added, removed or changed. Objects compare by content."""
         out: dict[str, set[Any]] = {}
@@ -83,7 +83,11 @@ class Store:
             mine, theirs = getattr(self, fname), getattr(other, fname)
             if mine is theirs:
                 continue
-            keys = {k for k in mine.keys() | theirs.keys() if mine.get(k) is not theirs.get(k) and mine.get(k) != theirs.get(k)}
+            keys = {
+                k
+                for k in mine.keys() | theirs.keys()
+                if mine.get(k) is not theirs.get(k) and mine.get(k) != theirs.get(k)
+            }
             if keys:
                 out[fname] = keys
         return out

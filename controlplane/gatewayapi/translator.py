@@ -13,21 +13,29 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .. import ir
-from .store import NsName, Store
 from . import hostnames
 from .filters import redirect_for, rewrite_for
 from .grpcroutes import grpc_precedence, grpc_route_rules
 from .listeners import GatewayListener, gateway_listeners, gateway_status
 from .matches import precedence
 from .model import GATEWAY_GROUP, K8sObject
-from .policies import Policies, resolve as resolve_policies
+from .policies import Policies
+from .policies import resolve as resolve_policies
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, RouteMemo, backends_of, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, RouteMemo, Rule, backends_of, route_rules
 from .status import Condition, StatusKey, conditions
+from .store import NsName, Store
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
 
-__all__ = ["DEFAULT_CONTROLLER", "SHADOW_HOST_SUFFIX_ANNOTATION", "SUPPORTED_FEATURES", "Options", "Translation", "translate"]
+__all__ = [
+    "DEFAULT_CONTROLLER",
+    "SHADOW_HOST_SUFFIX_ANNOTATION",
+    "SUPPORTED_FEATURES",
+    "Options",
+    "Translation",
+    "translate",
+]
 
 # Only features proven end to end with a real Envoy (tests/test_e2e_*.py and the conformance
 # harness, which reports which of them pass the upstream tests).
@@ -185,7 +193,9 @@ def _attach_route(
         return []
 
     compiler = _compiler(route)
-    rules, problems, dropped = memo.compile(resolver, route, compiler) if memo is not None else compiler(resolver, route)
+    rules, problems, dropped = (
+        memo.compile(resolver, route, compiler) if memo is not None else compiler(resolver, route)
+    )
     rules = policies.apply(route.kind, route, rules)  # after the memo: a policy change is never stale
     resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
     if problems:
@@ -206,9 +216,7 @@ def _attach_route(
                 attachments.append(_Attachment(route, lst, names, rules, _ir_routes(route, rules, lst)))
         conds = [accepted, resolved]
         if dropped and usable:
-            conds.append(
-                Condition("PartiallyInvalid", True, "UnsupportedValue", "; ".join(dropped.values()), gen)
-            )
+            conds.append(Condition("PartiallyInvalid", True, "UnsupportedValue", "; ".join(dropped.values()), gen))
         parents.append(
             {"parentRef": dict(ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
         )
@@ -242,7 +250,9 @@ def _replay(
     return out
 
 
-def _ir_routes(route: K8sObject[Any], rules: list[Rule], lst: GatewayListener) -> list[tuple[str, tuple[Any, ...], ir.Route]]:
+def _ir_routes(
+    route: K8sObject[Any], rules: list[Rule], lst: GatewayListener
+) -> list[tuple[str, tuple[Any, ...], ir.Route]]:
     grpc = route.kind == "GRPCRoute"
     out = []
     for rule in rules:
@@ -269,8 +279,12 @@ def _reject_kind_conflicts(found: list[_Attachment], statuses: dict[StatusKey, d
         if len({a.route.kind for a in group}) < 2:
             continue
         winners: list[_Attachment] = []
-        for a in sorted(group, key=lambda a: (a.route.metadata.creation_timestamp, a.route.namespace, a.route.name, a.route.kind)):
-            rival = next((w for w in winners if w.route.kind != a.route.kind and _overlap(a.hostnames, w.hostnames)), None)
+        for a in sorted(
+            group, key=lambda a: (a.route.metadata.creation_timestamp, a.route.namespace, a.route.name, a.route.kind)
+        ):
+            rival = next(
+                (w for w in winners if w.route.kind != a.route.kind and _overlap(a.hostnames, w.hostnames)), None
+            )
             if rival is None:
                 winners.append(a)
             else:
@@ -295,7 +309,9 @@ def _reject_kind_conflicts(found: list[_Attachment], statuses: dict[StatusKey, d
 
 
 def _overlap(a: list[str], b: list[str]) -> bool:
-    return any(x == hostnames.CATCH_ALL or y == hostnames.CATCH_ALL or hostnames.intersect(x, [y]) for x in a for y in b)
+    return any(
+        x == hostnames.CATCH_ALL or y == hostnames.CATCH_ALL or hostnames.intersect(x, [y]) for x in a for y in b
+    )
 
 
 def _not_accepted(status: dict[str, Any], route: K8sObject[Any], gateway: str, why: str) -> dict[str, Any]:
@@ -319,12 +335,11 @@ def _accept(
     candidates = [
         lst
         for lst in gw_listeners
-        if ("sectionName" not in ref or ref["sectionName"] == lst.name) and ("port" not in ref or ref["port"] == lst.port)
+        if ("sectionName" not in ref or ref["sectionName"] == lst.name)
+        and ("port" not in ref or ref["port"] == lst.port)
     ]
     if not candidates:
-        what = " and ".join(
-            f"{field} {ref[field]!r}" for field in ("sectionName", "port") if field in ref
-        )
+        what = " and ".join(f"{field} {ref[field]!r}" for field in ("sectionName", "port") if field in ref)
         return Condition("Accepted", False, "NoMatchingParent", f"Gateway has no listener with {what}", gen), []
     allowed = [lst for lst in candidates if lst.accepts_routes and _allows(store, lst, route)]
     if not allowed:

@@ -104,7 +104,10 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     except yamlread.RejectedError as exc:
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
-    parsed = {d.digest: known[d.digest] if d.digest in known else _parse_document(built[d.digest], d.index, source) for d in documents}
+    parsed = {
+        d.digest: known[d.digest] if d.digest in known else _parse_document(built[d.digest], d.index, source)
+        for d in documents
+    }
     previous, objects, errors = state.objects, {}, []
     for d in documents:
         result = parsed[d.digest]
@@ -128,7 +131,9 @@ def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
     failures: list[tuple[str, str, ObjKey | None]] = []
     for item in items:
         if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
-            failures.append((f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)", None))
+            failures.append(
+                (f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)", None)
+            )
             continue
         ident = _identity(item)
         try:
@@ -153,7 +158,11 @@ def _identity(doc: dict[str, Any]) -> str:
 def _key_of(doc: dict[str, Any]) -> ObjKey:
     meta = m if isinstance(m := doc.get("metadata"), dict) else {}
     cluster_scoped = doc.get("kind") in ("GatewayClass", "Namespace")
-    return (str(doc.get("kind")), "" if cluster_scoped else str(meta.get("namespace") or "default"), str(meta.get("name")))
+    return (
+        str(doc.get("kind")),
+        "" if cluster_scoped else str(meta.get("namespace") or "default"),
+        str(meta.get("name")),
+    )
 
 
 def yaml_files(root: Path) -> list[Path]:
@@ -224,7 +233,9 @@ class FileProvider:
         for path in sorted(self._state):
             for key, obj in self._state[path].objects.items():
                 if key in seen:
-                    log.warning("file.duplicate object=%r first=%s again=%s winner=again", obj.describe(), seen[key], path)
+                    log.warning(
+                        "file.duplicate object=%r first=%s again=%s winner=again", obj.describe(), seen[key], path
+                    )
                 seen[key] = path
                 objects.append(obj)
         return Store.from_objects(objects)
@@ -252,7 +263,9 @@ class FileProvider:
         except IsADirectoryError:
             return
         except (OSError, yamlread.RejectedError) as exc:
-            self._reject(path, state, f"unreadable: {exc.strerror or exc}" if isinstance(exc, OSError) else f"rejected: {exc}")
+            self._reject(
+                path, state, f"unreadable: {exc.strerror or exc}" if isinstance(exc, OSError) else f"rejected: {exc}"
+            )
             return
         digest = hashlib.blake2b(data, digest_size=16).digest()
         if state is not None and state.digest == digest:

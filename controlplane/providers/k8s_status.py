@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..gatewayapi.status import StatusKey, stamp
@@ -174,7 +174,9 @@ class StatusWriter:
         shared = _SHARED_LISTS.get(kind)
         if shared is not None:
             # Theirs are compared and sent as they are; stamp() below gives their times back.
-            others = [p for p in without_times(current.get(shared) or []) if p.get("controllerName") != self.controller_name]
+            others = [
+                p for p in without_times(current.get(shared) or []) if p.get("controllerName") != self.controller_name
+            ]
             body = {**body, shared: others + body[shared]}
             if not body[shared] and not current.get(shared):
                 return None
@@ -183,7 +185,7 @@ class StatusWriter:
             return None
         if self._sent.get(key) == (resource_version, body):
             return None  # written already; the watch has not delivered it yet
-        stamped = stamp(body, current, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        stamped = stamp(body, current, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, body
 
     async def _write(self, sem: asyncio.Semaphore, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
@@ -200,7 +202,11 @@ class StatusWriter:
                     return False
                 if key not in self._failing:
                     self._failing.add(key)
-                    log.warning("status.write_failed object=%r error=%r then=retry", f"{kind} {ns + '/' if ns else ''}{name}", str(exc))
+                    log.warning(
+                        "status.write_failed object=%r error=%r then=retry",
+                        f"{kind} {ns + '/' if ns else ''}{name}",
+                        str(exc),
+                    )
                 return False
         self._failing.discard(key)
         self.writes += 1

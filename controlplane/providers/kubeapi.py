@@ -78,7 +78,7 @@ class KubeApi:
         self._client = client.ApiClient(configuration=cfg)
 
     @classmethod
-    async def connect(cls, kubeconfig: Path | None = None) -> "KubeApi":
+    async def connect(cls, kubeconfig: Path | None = None) -> KubeApi:
         return cls(await load_configuration(kubeconfig))
 
     async def close(self) -> None:

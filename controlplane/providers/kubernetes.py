@@ -81,7 +81,9 @@ class _Outage:
     def failed(self, kind: str, error: Exception) -> None:
         if not self.failing:
             self.since = time.monotonic()
-            log.warning("kubernetes.unreachable host=%s error=%r serving=last_known_config then=retry", self.host, str(error))
+            log.warning(
+                "kubernetes.unreachable host=%s error=%r serving=last_known_config then=retry", self.host, str(error)
+            )
         self.failing.add(kind)
 
     def ok(self, kind: str) -> None:
@@ -94,7 +96,9 @@ class _Outage:
 class Reflector:
     """The objects of one kind, kept current by list + watch."""
 
-    def __init__(self, api: KubeApi, resource: Resource, options: WatchOptions, outage: _Outage, changed: asyncio.Event) -> None:
+    def __init__(
+        self, api: KubeApi, resource: Resource, options: WatchOptions, outage: _Outage, changed: asyncio.Event
+    ) -> None:
         self.api = api
         self.resource = resource
         self.options = options
@@ -148,7 +152,13 @@ class Reflector:
             yamlread.check_tree(body, self.options.limits)
         except yamlread.RejectedError as exc:
             meta = m if isinstance(m := body.get("metadata"), dict) else {}
-            log.error("object.rejected kind=%s object=%s/%s error=%r then=skip", self.kind, meta.get("namespace"), meta.get("name"), str(exc))
+            log.error(
+                "object.rejected kind=%s object=%s/%s error=%r then=skip",
+                self.kind,
+                meta.get("namespace"),
+                meta.get("name"),
+                str(exc),
+            )
             return None
         try:
             obj = from_dict(body, source="kubernetes")
@@ -303,7 +313,9 @@ class KubernetesProvider:
             else:
                 log.warning(
                     "kubernetes.kind_not_served kind=%s group=%s version=%s fix=install_its_crd",
-                    r.kind, r.group, r.version,
+                    r.kind,
+                    r.group,
+                    r.version,
                 )
         return out
 

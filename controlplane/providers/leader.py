@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .kubeapi import ApiError, KubeApi, Resource
@@ -38,7 +38,7 @@ class LeaseOptions:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -84,7 +84,13 @@ class LeaderElector:
     def _set(self, leader: bool) -> None:
         if leader != self.is_leader:
             self.is_leader = leader
-            log.info("lease.%s lease=%s/%s identity=%s", "acquired" if leader else "lost", self.options.namespace, self.options.name, self.options.identity)
+            log.info(
+                "lease.%s lease=%s/%s identity=%s",
+                "acquired" if leader else "lost",
+                self.options.namespace,
+                self.options.name,
+                self.options.identity,
+            )
             self.on_change(leader)
 
     async def _try_acquire_or_renew(self) -> bool:

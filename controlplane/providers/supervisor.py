@@ -64,4 +64,3 @@ class Supervisor:
             delay = min(delay * 2, self.backoff[1])
             self.restarts += 1
             log.warning("provider.restarting source=%s restarts=%d", self.provider.describe(), self.restarts)
-

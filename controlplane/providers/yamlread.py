@@ -69,7 +69,9 @@ def decode(data: bytes) -> str:
     try:
         return data.decode(codec)
     except UnicodeDecodeError as exc:
-        raise RejectedError(f"not {codec.upper().removesuffix('-SIG')} text: byte {exc.start} is {data[exc.start:exc.start + 1]!r}") from None
+        raise RejectedError(
+            f"not {codec.upper().removesuffix('-SIG')} text: byte {exc.start} is {data[exc.start : exc.start + 1]!r}"
+        ) from None
 
 
 def split(text: str, limits: Limits = Limits()) -> list[Document]:
@@ -96,14 +98,18 @@ def split(text: str, limits: Limits = Limits()) -> list[Document]:
                 size, height = anchors[event.anchor]
                 count += size
                 if len(stack) + height > limits.max_depth:
-                    raise RejectedError(f"alias *{event.anchor} nests deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})")
+                    raise RejectedError(
+                        f"alias *{event.anchor} nests deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})"
+                    )
                 if stack:
                     stack[-1][2] = max(stack[-1][2], height)
             elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
                 stack.append([event.anchor, count, 0])
                 count += 1
                 if len(stack) > limits.max_depth:
-                    raise RejectedError(f"nested deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})")
+                    raise RejectedError(
+                        f"nested deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})"
+                    )
             elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
                 anchor, opened, height = stack.pop()
                 if anchor:
@@ -118,7 +124,10 @@ def split(text: str, limits: Limits = Limits()) -> list[Document]:
                 raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
     finally:
         loader.dispose()
-    return [Document(i, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest()) for i, (a, b) in enumerate(spans)]
+    return [
+        Document(i, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        for i, (a, b) in enumerate(spans)
+    ]
 
 
 def construct(text: str, documents: Sequence[Document], wanted: Sequence[Document]) -> list[Any]:

@@ -123,7 +123,7 @@ class Snapshot:
     resources: Resources | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def build(cls, gateway: str, resources: Resources, previous: "Snapshot | None" = None) -> "Snapshot":
+    def build(cls, gateway: str, resources: Resources, previous: Snapshot | None = None) -> Snapshot:
         """Serialize every resource once and compute content versions.
 
         Serialization is deterministic (see :func:`serialize`), so versions do not depend on map
@@ -151,14 +151,11 @@ class Snapshot:
                 full_name = message.DESCRIPTOR.full_name
                 if full_name != expected:
                     raise ValueError(
-                        f"{gateway}: {SHORT_NAMES[type_url]}[{name!r}] is a {full_name}, "
-                        f"expected {expected}"
+                        f"{gateway}: {SHORT_NAMES[type_url]}[{name!r}] is a {full_name}, expected {expected}"
                     )
                 inner = resource_name(type_url, message)
                 if inner != name:
-                    raise ValueError(
-                        f"{gateway}: {SHORT_NAMES[type_url]}[{name!r}] carries name {inner!r}"
-                    )
+                    raise ValueError(f"{gateway}: {SHORT_NAMES[type_url]}[{name!r}] carries name {inner!r}")
                 data = serialize(message)
                 entries[name] = Entry(name, bytes_version(data), data)
             ordered = {n: entries[n] for n in sorted(entries)}
@@ -180,7 +177,7 @@ class Snapshot:
         """Type URL → type version, in PUSH_ORDER."""
         return {t: self.types[t].version for t in PUSH_ORDER}
 
-    def changed_types(self, other: "Snapshot | None") -> list[str]:
+    def changed_types(self, other: Snapshot | None) -> list[str]:
         """Type URLs (in PUSH_ORDER) whose version differs from ``other``'s."""
         if other is None:
             return list(PUSH_ORDER)
@@ -192,8 +189,7 @@ class Snapshot:
             "gateway": self.gateway,
             "version": self.version,
             "types": {
-                SHORT_NAMES[t]: {"version": self.types[t].version, "count": len(self.types[t])}
-                for t in PUSH_ORDER
+                SHORT_NAMES[t]: {"version": self.types[t].version, "count": len(self.types[t])} for t in PUSH_ORDER
             },
         }
 

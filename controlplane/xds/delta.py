@@ -182,6 +182,11 @@ class DeltaStream(AdsStream[discovery_pb2.DeltaDiscoveryRequest, _DeltaType, _De
         self.record_sent(ts, version=plan.version, nonce=nonce, resources=len(plan.updates), entries=self._holds(ts))
         log.debug(
             "xds.push %s type=%s version=%s nonce=%s resources=%d removed=%d",
-            self.who(), short(ts.type_url), plan.version, nonce, len(plan.updates), len(plan.removed),
+            self.who(),
+            short(ts.type_url),
+            plan.version,
+            nonce,
+            len(plan.updates),
+            len(plan.removed),
         )
         await self.ctx.write(response)

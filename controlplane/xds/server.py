@@ -91,7 +91,7 @@ def build_server(
             ("grpc.keepalive_timeout_ms", 20_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ]
+        ],
     )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
         AggregatedDiscoveryServicer(cache, registry, control_plane_id=control_plane_id, authorizer=authorizer), server

@@ -203,6 +203,10 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, _SotwType, _Plan, Ent
         self.record_sent(ts, version=plan.version, nonce=nonce, resources=len(plan.entries), entries=plan.entries)
         log.debug(
             "xds.push %s type=%s version=%s nonce=%s resources=%d",
-            self.who(), short(ts.type_url), plan.version, nonce, len(plan.entries),
+            self.who(),
+            short(ts.type_url),
+            plan.version,
+            nonce,
+            len(plan.entries),
         )
         await self.ctx.write(response)

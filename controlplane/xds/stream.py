@@ -285,9 +285,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         """``nonce`` answers an older response than the last one sent for the type: ignore it."""
         if not nonce or ts.nonce is None or nonce == ts.nonce:
             return False
-        log.debug(
-            "xds.nonce_stale %s type=%s nonce=%s current=%s", self.who(), short(ts.type_url), nonce, ts.nonce
-        )
+        log.debug("xds.nonce_stale %s type=%s nonce=%s current=%s", self.who(), short(ts.type_url), nonce, ts.nonce)
         return True
 
     def on_ack(self, ts: T, *, version: str, nonce: str) -> None:
@@ -310,8 +308,13 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         )
         log.warning(
             "xds.nack node=%s gateway=%s type=%s version=%s nonce=%s kept_version=%s error=%r",
-            self.state.node_id, self.state.gateway, short(ts.type_url), ts.version,
-            nonce, kept_version, message,
+            self.state.node_id,
+            self.state.gateway,
+            short(ts.type_url),
+            ts.version,
+            nonce,
+            kept_version,
+            message,
         )
 
     # -- output -----------------------------------------------------------------------------
@@ -350,11 +353,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         if not keep or ts.type_url == CLUSTER:
             return keep
         current = snap[ts.type_url].entries
-        return {
-            n: e
-            for n, e in self.envoy_may_have(ts).items()
-            if (ts.wildcard or n in ts.names) and n not in current
-        }
+        return {n: e for n, e in self.envoy_may_have(ts).items() if (ts.wildcard or n in ts.names) and n not in current}
 
     async def push(self) -> None:
         """Send what is due, type by type in ``PUSH_ORDER``, each waiting for ``WAITS_FOR``."""

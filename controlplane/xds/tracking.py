@@ -91,10 +91,10 @@ class TypeState:
     acks: int = 0
     nacks: int = 0
 
-    sent_entries: Mapping[str, "Entry"] | None = field(default=None, repr=False)
+    sent_entries: Mapping[str, Entry] | None = field(default=None, repr=False)
     """Every resource the Envoy holds once it applies the last response (the server's own
     mapping, not a copy), so CSDS can tell per resource what it runs; ``None`` if not reported."""
-    acked_entries: Mapping[str, "Entry"] | None = field(default=None, repr=False)
+    acked_entries: Mapping[str, Entry] | None = field(default=None, repr=False)
 
     _sent_mono: float | None = field(default=None, repr=False)
 
@@ -278,9 +278,7 @@ class NodeRegistry:
 
     # -- writers (the ADS server) ----------------------------------------------------------
 
-    def open_stream(
-        self, *, node_id: str, gateway: str, peer: str, user_agent: str = ""
-    ) -> StreamState:
+    def open_stream(self, *, node_id: str, gateway: str, peer: str, user_agent: str = "") -> StreamState:
         stream = StreamState(
             stream_id=next(self._ids),
             node_id=node_id,
@@ -315,7 +313,7 @@ class NodeRegistry:
         version: str,
         nonce: str,
         resources: int,
-        entries: Mapping[str, "Entry"] | None = None,
+        entries: Mapping[str, Entry] | None = None,
     ) -> TypeState:
         ts = stream.type_state(type_url)
         ts.sent_entries = entries
@@ -334,7 +332,7 @@ class NodeRegistry:
         stream: StreamState,
         type_url: str,
         version: str,
-        entries: Mapping[str, "Entry"] | None = None,
+        entries: Mapping[str, Entry] | None = None,
     ) -> TypeState:
         """Envoy reconnected already holding ``version``, which is current: nothing is sent."""
         ts = stream.type_state(type_url)
@@ -345,9 +343,7 @@ class NodeRegistry:
         ts.in_flight = False
         return ts
 
-    def record_ack(
-        self, stream: StreamState, type_url: str, *, version: str, nonce: str
-    ) -> TypeState:
+    def record_ack(self, stream: StreamState, type_url: str, *, version: str, nonce: str) -> TypeState:
         ts = stream.type_state(type_url)
         now = time.time()
         latency = time.monotonic() - ts._sent_mono if ts._sent_mono is not None else None
@@ -378,7 +374,5 @@ class NodeRegistry:
         ts.last_nack = nack
         ts.in_flight = False
         ts.nacks += 1
-        self._emit(
-            Event(EventKind.NACK, stream, now, type_url, version, nonce, latency, message)
-        )
+        self._emit(Event(EventKind.NACK, stream, now, type_url, version, nonce, latency, message))
         return nack

@@ -63,7 +63,8 @@ _BODYLESS = (
     rc.HeaderMatcher(name="content-length", present_match=False),
     rc.HeaderMatcher(name="transfer-encoding", present_match=False),
     rc.HeaderMatcher(
-        name=":method", string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="GET|HEAD|DELETE|OPTIONS|TRACE"))
+        name=":method",
+        string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="GET|HEAD|DELETE|OPTIONS|TRACE")),
     ),
 )
 
@@ -73,9 +74,7 @@ _BODYLESS = (
 # also takes every gRPC call (docs/grpc.md, "Mirroring and the body bound"). The buffers are the
 # same bound + 64 KiB: a unary or server-streaming call whose request fits the bound can never
 # push back on the client, however stuck the mirror.
-_GRPC_CALL = rc.HeaderMatcher(
-    name="content-type", string_match=string_pb2.StringMatcher(prefix="application/grpc")
-)
+_GRPC_CALL = rc.HeaderMatcher(name="content-type", string_match=string_pb2.StringMatcher(prefix="application/grpc"))
 
 
 @dataclass(frozen=True)
@@ -164,10 +163,16 @@ def fractional_percent(numerator: int, denominator: int) -> FractionalPercent | 
     """
     if numerator >= denominator:
         return None
-    for scale, kind in ((100, FractionalPercent.HUNDRED), (10_000, FractionalPercent.TEN_THOUSAND), (1_000_000, FractionalPercent.MILLION)):
+    for scale, kind in (
+        (100, FractionalPercent.HUNDRED),
+        (10_000, FractionalPercent.TEN_THOUSAND),
+        (1_000_000, FractionalPercent.MILLION),
+    ):
         if scale % denominator == 0:
             return FractionalPercent(numerator=numerator * (scale // denominator), denominator=kind)
-    return FractionalPercent(numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=FractionalPercent.MILLION)
+    return FractionalPercent(
+        numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=FractionalPercent.MILLION
+    )
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -463,7 +468,9 @@ def _action(route: ir.Route) -> rc.RouteAction:
 def _mirror_policy(m: ir.Mirror) -> rc.RouteAction.RequestMirrorPolicy:
     """One mirror. What a MirrorPolicy sets acts on the mirrored copy only: Envoy applies
     ``request_headers_mutations`` and ``host_rewrite_literal`` after copying the request."""
-    policy = rc.RouteAction.RequestMirrorPolicy(cluster=m.backend, disable_shadow_host_suffix_append=not m.shadow_host_suffix)
+    policy = rc.RouteAction.RequestMirrorPolicy(
+        cluster=m.backend, disable_shadow_host_suffix_append=not m.shadow_host_suffix
+    )
     fraction = fractional_percent(m.numerator, m.denominator)
     if fraction is not None:
         policy.runtime_fraction.default_value.CopyFrom(fraction)
@@ -472,7 +479,9 @@ def _mirror_policy(m: ir.Mirror) -> rc.RouteAction.RequestMirrorPolicy:
     if m.hostname:
         policy.host_rewrite_literal = m.hostname
     # Envoy runs the mutations in order; removing first matches a route's own header handling.
-    policy.request_headers_mutations.extend(mutation_rules_pb2.HeaderMutation(remove=name) for name in m.request_headers.remove)
+    policy.request_headers_mutations.extend(
+        mutation_rules_pb2.HeaderMutation(remove=name) for name in m.request_headers.remove
+    )
     policy.request_headers_mutations.extend(
         mutation_rules_pb2.HeaderMutation(append=opt) for opt in _header_options(m.request_headers)
     )
@@ -525,7 +534,9 @@ def _header_options(mods: ir.HeaderMods) -> list[base_pb2.HeaderValueOption]:
     (and NACKs the whole RouteConfiguration for "100%"): every ``%`` is escaped as ``%%``."""
     opt = base_pb2.HeaderValueOption
     return [
-        opt(header=base_pb2.HeaderValue(key=k, value=v.replace("%", "%%")), append_action=opt.OVERWRITE_IF_EXISTS_OR_ADD)
+        opt(
+            header=base_pb2.HeaderValue(key=k, value=v.replace("%", "%%")), append_action=opt.OVERWRITE_IF_EXISTS_OR_ADD
+        )
         for k, v in mods.set
     ] + [
         opt(header=base_pb2.HeaderValue(key=k, value=v.replace("%", "%%")), append_action=opt.APPEND_IF_EXISTS_OR_ADD)

@@ -72,9 +72,17 @@ def _status_schema(api_version: str, kind: str) -> Any:
         return None
     whole = {
         "type": "object",
-        "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {}, "spec": {}, "status": status},
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {},
+            "spec": {},
+            "status": status,
+        },
     }
-    return schema._KindSchema.build(whole, strict=True, name_format=schema._DNS1123_SUBDOMAIN, namespaced=crd.namespaced)
+    return schema._KindSchema.build(
+        whole, strict=True, name_format=schema._DNS1123_SUBDOMAIN, namespaced=crd.namespaced
+    )
 
 
 def _admit_status(resource: Resource, obj: Obj, strict: bool) -> Obj:
@@ -130,7 +138,10 @@ def _service_defaults(obj: Obj, old: Obj | None) -> Obj:
     old_spec = (old or {}).get("spec") or {}
     if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
         if old_spec.get("clusterIP"):
-            spec["clusterIP"], spec["clusterIPs"] = old_spec["clusterIP"], old_spec.get("clusterIPs", [old_spec["clusterIP"]])
+            spec["clusterIP"], spec["clusterIPs"] = (
+                old_spec["clusterIP"],
+                old_spec.get("clusterIPs", [old_spec["clusterIP"]]),
+            )
         else:
             n = next(_cluster_ips)
             spec["clusterIP"] = f"10.96.{n // 250}.{n % 250 + 1}"

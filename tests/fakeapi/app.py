@@ -128,7 +128,11 @@ class ApiApp:
     """aiohttp handlers for one Store. ``bookmark_interval`` is in seconds (real servers: ~60 s)."""
 
     def __init__(
-        self, store: Store, bookmark_interval: float, record: Callable[[RecordedRequest], None], failures: dict[str, int] | None = None
+        self,
+        store: Store,
+        bookmark_interval: float,
+        record: Callable[[RecordedRequest], None],
+        failures: dict[str, int] | None = None,
     ) -> None:
         self.store = store
         self.failures = failures if failures is not None else {}
@@ -189,7 +193,13 @@ class ApiApp:
         parts = [p for p in request.path.split("/") if p]
         if self.failures.get(request.path, 0) > 0:
             self.failures[request.path] -= 1
-            return _error(ApiError(500, "InternalError", "an error on the server (injected by the test) has prevented the request from succeeding"))
+            return _error(
+                ApiError(
+                    500,
+                    "InternalError",
+                    "an error on the server (injected by the test) has prevented the request from succeeding",
+                )
+            )
         try:
             if parts == ["version"]:
                 return _json(SERVER_VERSION)
@@ -297,7 +307,15 @@ class ApiApp:
             if method == "GET":
                 obj = self.store.get(t.resource, t.namespace, t.name)
                 if tables.wants_table(request.headers.get("Accept", "")):
-                    return _json(tables.table(t.resource, t.version, [obj], obj["metadata"]["resourceVersion"], q.get("includeObject", "Metadata")))
+                    return _json(
+                        tables.table(
+                            t.resource,
+                            t.version,
+                            [obj],
+                            obj["metadata"]["resourceVersion"],
+                            q.get("includeObject", "Metadata"),
+                        )
+                    )
                 return _json(self._out(obj, t))
             if method == "PUT":
                 body = await self._object_body(request)
@@ -326,7 +344,9 @@ class ApiApp:
     async def _object_body(self, request: web.Request) -> Obj:
         body = await self._body(request)
         if not isinstance(body, dict):
-            raise ApiError(400, "BadRequest", f"the body of the request must be a JSON object, not {type(body).__name__}")
+            raise ApiError(
+                400, "BadRequest", f"the body of the request must be a JSON object, not {type(body).__name__}"
+            )
         return body
 
     def _out(self, obj: Obj, t: Target) -> Obj:
@@ -340,7 +360,11 @@ class ApiApp:
     def _list(self, request: web.Request, t: Target) -> web.Response:
         q = request.query
         rv_param = q.get("resourceVersion", "")
-        if q.get("resourceVersionMatch") == "Exact" and rv_param and _number(q, "resourceVersion") < self.store.compacted:
+        if (
+            q.get("resourceVersionMatch") == "Exact"
+            and rv_param
+            and _number(q, "resourceVersion") < self.store.compacted
+        ):
             raise ApiError(410, "Expired", f"too old resource version: {rv_param} ({self.store.compacted})")
         selected = self._selected(request)
         objects, rv = self.store.list(t.resource, t.namespace)
@@ -387,7 +411,9 @@ class ApiApp:
         for obj in objects:
             if selected(obj):
                 try:
-                    deleted.append(self.store.delete(t.resource, obj["metadata"].get("namespace"), obj["metadata"]["name"]))
+                    deleted.append(
+                        self.store.delete(t.resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                    )
                 except ApiError:
                     continue  # deleted meanwhile
         return _json(
@@ -469,7 +495,9 @@ class ApiApp:
 
         def encode(kind: str, obj: Obj) -> bytes:
             if as_table and kind not in ("BOOKMARK", "ERROR"):
-                obj = tables.table(t.resource, t.version, [obj], obj["metadata"]["resourceVersion"], q.get("includeObject", "Metadata"))
+                obj = tables.table(
+                    t.resource, t.version, [obj], obj["metadata"]["resourceVersion"], q.get("includeObject", "Metadata")
+                )
             elif kind != "ERROR":
                 obj = self._out(obj, t)
             return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
@@ -478,7 +506,9 @@ class ApiApp:
             meta: Obj = {"resourceVersion": str(rv)}
             if initial_end:
                 meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-            return encode("BOOKMARK", {"kind": t.resource.kind, "apiVersion": t.resource.api_version(t.version), "metadata": meta})
+            return encode(
+                "BOOKMARK", {"kind": t.resource.kind, "apiVersion": t.resource.api_version(t.version), "metadata": meta}
+            )
 
         try:
             if start is None:
@@ -549,4 +579,3 @@ class ApiApp:
         if now:
             return "ADDED"
         return "DELETED" if before else None
-

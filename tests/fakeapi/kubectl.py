@@ -56,8 +56,8 @@ async def kubectl_async(
 class KubectlWatch:
     """A long-running ``kubectl get -w ...``; its output lines are collected as they come.
 
-        async with KubectlWatch(kubeconfig, "get", "httproute", "-w") as w:
-            await w.wait_for(lambda line: "MODIFIED" in line)
+    async with KubectlWatch(kubeconfig, "get", "httproute", "-w") as w:
+        await w.wait_for(lambda line: "MODIFIED" in line)
     """
 
     def __init__(self, kubeconfig: str | os.PathLike[str], *args: str) -> None:

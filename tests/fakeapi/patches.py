@@ -182,6 +182,7 @@ def _merge_list(field: str, original: list[Any], patch: list[Any]) -> list[Any]:
 
 def _reorder(items: list[Any], order: list[Any], key: str | None) -> list[Any]:
     """Sort items as $setElementOrder lists them; items it does not name keep their place at the end."""
+
     def ident(item: Any) -> Any:
         return item.get(key) if key and isinstance(item, dict) else item
 

@@ -75,7 +75,9 @@ class Resource:
         return entries
 
 
-def _core(plural: str, kind: str, namespaced: bool = True, short: tuple[str, ...] = (), status: bool = False) -> Resource:
+def _core(
+    plural: str, kind: str, namespaced: bool = True, short: tuple[str, ...] = (), status: bool = False
+) -> Resource:
     return Resource("", ("v1",), plural, kind, namespaced, short, status)
 
 
@@ -96,10 +98,32 @@ BUILTIN: tuple[Resource, ...] = (
     Resource("rbac.authorization.k8s.io", ("v1",), "clusterrolebindings", "ClusterRoleBinding", False),
     Resource("rbac.authorization.k8s.io", ("v1",), "roles", "Role", True),
     Resource("rbac.authorization.k8s.io", ("v1",), "rolebindings", "RoleBinding", True),
-    Resource("apiextensions.k8s.io", ("v1",), "customresourcedefinitions", "CustomResourceDefinition", False, ("crd", "crds"), True),
+    Resource(
+        "apiextensions.k8s.io",
+        ("v1",),
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        True,
+    ),
     # Stored only (no admission is enforced): the Gateway API standard channel installs them.
-    Resource("admissionregistration.k8s.io", ("v1",), "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False, (), True),
-    Resource("admissionregistration.k8s.io", ("v1",), "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", False),
+    Resource(
+        "admissionregistration.k8s.io",
+        ("v1",),
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        False,
+        (),
+        True,
+    ),
+    Resource(
+        "admissionregistration.k8s.io",
+        ("v1",),
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        False,
+    ),
 )
 
 

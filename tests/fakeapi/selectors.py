@@ -47,7 +47,9 @@ def parse_label_selector(text: str | None) -> Matcher:
         elif m["op"] is None:
             checks.append(partial(_requirement, m["key"], "exists", frozenset()))
         else:
-            checks.append(partial(_requirement, m["key"], "notin" if m["op"] == "!=" else "in", frozenset({m["value"]})))
+            checks.append(
+                partial(_requirement, m["key"], "notin" if m["op"] == "!=" else "in", frozenset({m["value"]}))
+            )
     return lambda obj: all(check(obj) for check in checks)
 
 

@@ -62,7 +62,12 @@ def _details(resource: Resource, name: str) -> Obj:
 
 def conflict(resource: Resource, name: str, why: str = "") -> ApiError:
     why = why or "the object has been modified; please apply your changes to the latest version and try again"
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource.qualified} "{name}": {why}', _details(resource, name))
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {resource.qualified} "{name}": {why}',
+        _details(resource, name),
+    )
 
 
 def gone(message: str) -> ApiError:
@@ -105,7 +110,9 @@ class Store:
         self._history_rvs: list[int] = []
         self._listeners: list[Callable[[], None]] = []
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
-            self.create(self.registry.lookup("namespaces"), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            self.create(
+                self.registry.lookup("namespaces"), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+            )
 
     # -- bookkeeping -----------------------------------------------------
 
@@ -195,7 +202,9 @@ class Store:
         ns = namespace or meta.get("namespace") or "default"
         if meta.get("namespace") and meta["namespace"] != ns:
             raise ApiError(
-                400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request"
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
             )
         ns_obj = self._bucket(self.registry.lookup("namespaces")).get(("", ns))
         if ns_obj is None:
@@ -228,7 +237,9 @@ class Store:
                 )
             bucket = self._bucket(resource)
             if (ns, name) in bucket:
-                raise ApiError(409, "AlreadyExists", f'{resource.qualified} "{name}" already exists', _details(resource, name))
+                raise ApiError(
+                    409, "AlreadyExists", f'{resource.qualified} "{name}" already exists', _details(resource, name)
+                )
             if resource.has_status:
                 obj.pop("status", None)
             for field in ("resourceVersion", "deletionTimestamp", "managedFields"):
@@ -245,7 +256,12 @@ class Store:
             return obj
 
     def update(
-        self, resource: Resource, obj: Obj, namespace: str | None = None, subresource: str | None = None, strict: bool = False
+        self,
+        resource: Resource,
+        obj: Obj,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        strict: bool = False,
     ) -> Obj:
         """PUT: replace the object (or only its .status through the status subresource)."""
         obj = copy.deepcopy(obj)
@@ -350,7 +366,9 @@ class Store:
         }
         self._bucket(resource)[("", old["metadata"]["name"])] = terminating
         self._commit(resource, "MODIFIED", terminating, old)
-        timer = threading.Timer(self.namespace_deletion_delay, self._finish_namespace, (resource, old["metadata"]["name"]))
+        timer = threading.Timer(
+            self.namespace_deletion_delay, self._finish_namespace, (resource, old["metadata"]["name"])
+        )
         timer.daemon = True
         timer.start()
         return terminating

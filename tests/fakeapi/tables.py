@@ -58,12 +58,12 @@ def _json_path(obj: Obj, path: str) -> Any:
 
 
 def _columns(resource: Resource, version: str) -> list[Obj]:
-    return [
-        c for c in resource.printer_columns.get(version, ()) if c.get("jsonPath") != ".metadata.creationTimestamp"
-    ]
+    return [c for c in resource.printer_columns.get(version, ()) if c.get("jsonPath") != ".metadata.creationTimestamp"]
 
 
-def table(resource: Resource, version: str, objects: list[Obj], rv: str, include: str = "Metadata", cont: str = "") -> Obj:
+def table(
+    resource: Resource, version: str, objects: list[Obj], rv: str, include: str = "Metadata", cont: str = ""
+) -> Obj:
     """A Table of ``objects`` (a list, one object, or one watch event's object)."""
     extra = _columns(resource, version)
     definitions = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
