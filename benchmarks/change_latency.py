@@ -260,7 +260,9 @@ async def files_child(n: int, rounds: int) -> dict[str, Any]:
         def prebuilt(plane: ControlPlane, k: int) -> tuple[str, str, Snapshot]:
             i = (_index(n, k) + 1) % max(n - 1, 1)
             path = f"{_path(i)}-b{k}"
-            store = plane.provider.store()  # type: ignore[attr-defined]
+            provider = plane.provider
+            assert isinstance(provider, FileProvider)
+            store = provider.store()
             return path, _host(i), _prebuilt(plane, store, _changed_route(docs, i, path), bench.xds_options)
 
         out = await bench.run(rounds, (_path(n - 1), _host(n - 1)), change, prebuilt)
@@ -286,7 +288,10 @@ async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         for doc in [*objects(0, endpoint_port=bench.echo_port), *docs]:
             api.create(doc)
-        host = lambda i: f"host-{i}.example.com"  # noqa: E731  (one HTTPRoute, one hostname per route)
+
+        def host(i: int) -> str:  # one HTTPRoute, one hostname per route
+            return f"host-{i}.example.com"
+
 
         async def change(k: int) -> tuple[str, str]:
             i = _index(n, k)
@@ -300,7 +305,9 @@ async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
             path = f"/r{i}-b{k}"
             doc = copy.deepcopy(docs[i])
             doc["spec"]["rules"][0]["matches"][0]["path"]["value"] = path
-            store = plane.provider.store  # type: ignore[attr-defined]
+            provider = plane.provider
+            assert isinstance(provider, KubernetesProvider)
+            store = provider.store
             return path, host(i), _prebuilt(plane, store, doc, bench.xds_options)
 
         out = await bench.run(rounds, (_path(n - 1), host(n - 1)), change, prebuilt)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
@@ -32,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -180,8 +182,9 @@ async def latency(clients: int, gateways: int, rounds: int, delta: bool, service
         await fleet.start()
         await fleet.wait_ready(120)
         results = []
+        expected: dict[str, str] = {}  # what this round published, per Gateway
         for _ in range(rounds):
-            expected: dict[str, str] = {}
+            expected.clear()
             results.append(
                 await measure_round(
                     fleet,
@@ -224,11 +227,13 @@ async def file_latency(clients: int, rounds: int, delta: bool, routes: int) -> N
             await fleet.wait_ready(120)
             results = []
             for i in range(rounds):
-                old = plane.cache.get(FILE_GATEWAY).version_of(ENDPOINT)
+                old = plane.cache[FILE_GATEWAY].version_of(ENDPOINT)
+
+                def is_new(e: dict[str, Any], old: str = old) -> bool:
+                    return e["v"] != old
+
                 results.append(
-                    await measure_round(
-                        fleet, plane.registry, clients, lambda: save_slice(1001 + i), lambda e: e["v"] != old
-                    )
+                    await measure_round(fleet, plane.registry, clients, functools.partial(save_slice, 1001 + i), is_new)
                 )
             mode = "delta" if delta else "sotw"
             report(

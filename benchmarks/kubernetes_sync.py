@@ -27,13 +27,14 @@ from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.serve import ControlPlane
+from controlplane.xds.resources import ROUTE
 from controlplane.xds.translator import XdsOptions
 
 from .push_latency import GATEWAY, _until_served
 from .workload import objects, route
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fakeapi import FakeApiServer  # noqa: E402
+from fakeapi import FakeApiServer  # noqa: E402 - importable only once tests/ is on sys.path (above)
 
 
 def _fill(api: FakeApiServer, docs: list[dict]) -> None:
@@ -46,14 +47,15 @@ async def initial_sync(n_routes: int) -> None:
     with FakeApiServer() as api, tempfile.TemporaryDirectory() as tmp:
         _fill(api, objects(n_routes))
         kubeconfig = api.write_kubeconfig(Path(tmp) / "kubeconfig")
-        plane = ControlPlane(KubernetesProvider(Path(kubeconfig)), xds_host="127.0.0.1", xds_port=free_port(), http_port=None)
+        provider = KubernetesProvider(Path(kubeconfig))
+        plane = ControlPlane(provider, xds_host="127.0.0.1", xds_port=free_port(), http_port=None)
         started = time.perf_counter()
-        store = await plane.provider.start()
+        store = await provider.start()
         listed = time.perf_counter()
         plane.controller.update(store)
         done = time.perf_counter()
-        await plane.provider.close()  # type: ignore[attr-defined]
-        routes = len(plane.cache.get(GATEWAY)["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"])  # type: ignore[index]
+        await provider.close()
+        routes = len(plane.cache[GATEWAY][ROUTE])
     print(
         f"routes={n_routes} | initial sync: list+wrap {(listed - started) * 1e3:.0f} ms, "
         f"first translation {(done - listed) * 1e3:.0f} ms, total {(done - started) * 1e3:.0f} ms "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -25,7 +26,7 @@ from controlplane.providers.files import FileProvider
 from .workload import objects
 
 
-def _timed(fn, *args):  # type: ignore[no-untyped-def]
+def _timed(fn: Callable[..., object], *args: object) -> float:
     started = time.perf_counter()
     fn(*args)
     return time.perf_counter() - started

@@ -104,7 +104,7 @@ async def _until_logging(envoy: LocalEnvoy, present: bool) -> None:
     raise RuntimeError("Envoy never got the listener change")
 
 
-def _entry_pair(i: int, tag: str, primary_only: bool) -> list:  # type: ignore[type-arg]
+def _entry_pair(i: int, tag: str, primary_only: bool) -> list:
     from envoy.data.accesslog.v3 import accesslog_pb2
 
     rid = f"{i:08x}-0000-4000-8000-000000000000"
@@ -130,7 +130,7 @@ async def _send(address: str, pairs: int, primary_only: bool, offset: int) -> fl
         "HTTPRoute server/bench", "0", (MirrorTag("mirror/server/pipy-mirror/8080", 100, True, ("content-type",)),)
     ).encode()
 
-    def messages():  # type: ignore[no-untyped-def]
+    def messages():
         for start in range(offset, offset + pairs, BATCH // 2):
             msg = als_pb2.StreamAccessLogsMessage()
             if start == offset:

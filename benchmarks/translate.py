@@ -16,6 +16,8 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import statistics
 
@@ -31,7 +33,10 @@ from controlplane.xds.translator import build_resources
 from .workload import NAMESPACE, objects, route
 
 
-def _timed(fn, *args):  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _timed(fn: Callable[..., _T], *args: object) -> tuple[_T, float]:
     started = time.perf_counter()
     out = fn(*args)
     return out, time.perf_counter() - started

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -19,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from controlplane.gatewayapi.model import K8sObject
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
@@ -32,7 +35,7 @@ from .rpc import GrpcCase, GrpcClient
 from .pods import Pods
 from .status import (
     Cond,
-    ConformanceFailure,
+    ConformanceError,
     ListenerExpectation,
     Parent,
     accepted,
@@ -128,13 +131,22 @@ class Env:
         assert self._status_plane is not None
         return self._status_plane.controller.statuses.get((kind, namespace, name))
 
-    def generation(self, kind: str, namespace: str, name: str) -> int | None:
+    def _status_store(self) -> Store:
         assert self._status_plane is not None
-        store = self._status_plane.provider.store()  # type: ignore[attr-defined]
+        provider = self._status_plane.provider
+        assert isinstance(provider, FileProvider)  # the harness serves a folder
+        return provider.store()
+
+    def generation(self, kind: str, namespace: str, name: str) -> int | None:
+        store = self._status_store()
+        obj: K8sObject[Any] | None
         if kind == "GatewayClass":
             obj = store.gatewayclasses.get(name)
         else:
-            obj = {"HTTPRoute": store.httproutes, "GRPCRoute": store.grpcroutes, "Gateway": store.gateways}[kind].get((namespace, name))
+            by_kind: dict[str, Mapping[tuple[str, str], K8sObject[Any]]] = {
+                "HTTPRoute": store.httproutes, "GRPCRoute": store.grpcroutes, "Gateway": store.gateways
+            }
+            obj = by_kind[kind].get((namespace, name))
         return obj.generation if obj is not None else None
 
     # -- status assertions -----------------------------------------------------------------------
@@ -255,8 +267,7 @@ class Env:
 
     async def target(self, gw: tuple[str, str], listener: str | None = None) -> Target:
         """The Gateway's address and the port of its first (or the named) listener, Envoy running."""
-        assert self._status_plane is not None
-        store = self._status_plane.provider.store()  # type: ignore[attr-defined]
+        store = self._status_store()
         spec = store.gateways[gw].spec
         listeners = spec["listeners"]
         chosen = next((lst for lst in listeners if lst["name"] == listener), listeners[0])
@@ -330,9 +341,9 @@ class Env:
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            if not all(isinstance(f, ConformanceFailure) for f in failures):
-                raise next(f for f in failures if not isinstance(f, ConformanceFailure))
-            raise ConformanceFailure("; ".join(str(f) for f in failures[:3]) + (f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""))
+            if not all(isinstance(f, ConformanceError) for f in failures):
+                raise next(f for f in failures if not isinstance(f, ConformanceError))
+            raise ConformanceError("; ".join(str(f) for f in failures[:3]) + (f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""))
 
 
 def edit_docs(env: Env, kind: str, namespace: str, name: str, mutate: Any) -> None:
@@ -356,4 +367,4 @@ def edit_docs(env: Env, kind: str, namespace: str, name: str, mutate: Any) -> No
         if hit:
             env.write(path.name, kept)
             return
-    raise ConformanceFailure(f"{kind} {namespace}/{name} is not in the test's manifests")
+    raise ConformanceError(f"{kind} {namespace}/{name} is not in the test's manifests")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .status import ConformanceFailure
+from .status import ConformanceError
 
 REQUIRED_CONSECUTIVE_SUCCESSES = 3
 MAX_TIME_TO_CONSISTENCY = 30.0
@@ -261,7 +261,7 @@ async def expect_consistent(
             continue
         successes = 0
         if time.monotonic() - start > MAX_TIME_TO_CONSISTENCY:
-            raise ConformanceFailure(f"{case.name()}: {why} (no {threshold} consecutive matches in {MAX_TIME_TO_CONSISTENCY:g}s)")
+            raise ConformanceError(f"{case.name()}: {why} (no {threshold} consecutive matches in {MAX_TIME_TO_CONSISTENCY:g}s)")
         await asyncio.sleep(RETRY_DELAY)
 
 

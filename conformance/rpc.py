@@ -17,7 +17,7 @@ import grpc
 from controlplane.echo.grpcecho import grpcecho_pb2 as pb
 
 from .http import MAX_TIME_TO_CONSISTENCY, REQUEST_TIMEOUT, REQUIRED_CONSECUTIVE_SUCCESSES, RETRY_DELAY, Target
-from .status import ConformanceFailure
+from .status import ConformanceError
 
 SERVICE = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"
 
@@ -102,7 +102,7 @@ async def expect_consistent(client: GrpcClient, target: Target, case: GrpcCase) 
             continue
         successes = 0
         if time.monotonic() - start > MAX_TIME_TO_CONSISTENCY:
-            raise ConformanceFailure(
+            raise ConformanceError(
                 f"{case.name()}: {why} (no {REQUIRED_CONSECUTIVE_SUCCESSES} consecutive matches in {MAX_TIME_TO_CONSISTENCY:g}s)"
             )
         await asyncio.sleep(RETRY_DELAY)

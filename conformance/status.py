@@ -21,7 +21,7 @@ STATUS_TIMEOUT = 15.0
 POLL = 0.05
 
 
-class ConformanceFailure(AssertionError):
+class ConformanceError(AssertionError):
     """An upstream assertion that did not hold; the message says what was expected and seen."""
 
 
@@ -65,7 +65,7 @@ async def eventually(check: Callable[[], str], what: str, timeout: float = STATU
         if not why:
             return
         if time.monotonic() > deadline:
-            raise ConformanceFailure(f"{what}: {why} (after {timeout:g}s)")
+            raise ConformanceError(f"{what}: {why} (after {timeout:g}s)")
         await asyncio.sleep(POLL)
 
 
@@ -84,7 +84,7 @@ def parents_match(
 ) -> str:
     if len(expected) != len(actual):
         return f"expected {len(expected)} parent(s), got {len(actual)}: {[p['parentRef'] for p in actual]}"
-    for want, have in zip(expected, actual):
+    for want, have in zip(expected, actual, strict=True):
         ref = have["parentRef"]
         if have.get("controllerName") != controller:
             return f"controllerName {have.get('controllerName')!r} != {controller!r}"

@@ -26,7 +26,7 @@ from controlplane.providers.files import FileProvider
 from . import fixture
 from .env import Env
 from .pods import Pods
-from .status import ConformanceFailure
+from .status import ConformanceError
 
 CORE_FEATURES = frozenset({"Gateway", "HTTPRoute", "ReferenceGrant"})
 TEST_TIMEOUT = 150.0
@@ -166,7 +166,7 @@ async def _run_one(
         await env.start(list(test.manifests))
         await asyncio.wait_for(test.run(env), TEST_TIMEOUT)
         return Result(test, "Passed", time.monotonic() - t0)
-    except ConformanceFailure as exc:
+    except ConformanceError as exc:
         return Result(test, "Failed", time.monotonic() - t0, str(exc))
     except TimeoutError:
         return Result(test, "Failed", time.monotonic() - t0, f"timed out after {TEST_TIMEOUT:g}s")

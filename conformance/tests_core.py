@@ -6,10 +6,11 @@ Each function replays one upstream test: same manifests, same requests, same exp
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from .env import INFRA, SAME_NAMESPACE, Env, edit_docs
 from .http import Case, Redirect, Target
-from .status import Cond, ConformanceFailure, ListenerExpectation, Parent, accepted
+from .status import Cond, ConformanceError, ListenerExpectation, Parent, accepted
 from .suite import conformance_test, skipped_test
 
 CORE = ["Gateway", "HTTPRoute"]
@@ -18,19 +19,19 @@ WEB = "gateway-conformance-web-backend"
 APP = "gateway-conformance-app-backend"
 V1, V2, V3 = "infra-backend-v1", "infra-backend-v2", "infra-backend-v3"
 # The header filter upstream pairs with mirrors and rewrites, and what the backend must then see.
-MODIFIED = {
+MODIFIED: dict[str, Any] = {
     "headers": {"X-Header-Remove": "remove-val", "X-Header-Add-Append": "append-val-1"},
     "expect_headers": {"X-Header-Add": "header-val-1", "X-Header-Add-Append": "append-val-1,header-val-2", "X-Header-Set": "set-overwrites-values"},
     "expect_absent": ("X-Header-Remove",),
 }
 
 
-def ok(path: str = "/", backend: str = V1, namespace: str = INFRA, **kw: object) -> Case:
-    return Case(path=path, backend=backend, namespace=namespace, **kw)  # type: ignore[arg-type]
+def ok(path: str = "/", backend: str = V1, namespace: str = INFRA, **kw: Any) -> Case:
+    return Case(path=path, backend=backend, namespace=namespace, **kw)
 
 
-def code(status: int, path: str = "/", **kw: object) -> Case:
-    return Case(path=path, status=status, **kw)  # type: ignore[arg-type]
+def code(status: int, path: str = "/", **kw: Any) -> Case:
+    return Case(path=path, status=status, **kw)
 
 
 async def accepted_with_refs(env: Env, gw: tuple[str, str], *routes: tuple[str, str], listeners: tuple[str, ...] = ()) -> Target:
@@ -62,7 +63,10 @@ async def exact_path_matching(env: Env) -> None:
 @conformance_test("HTTPRouteHeaderMatching", "Header matching for different backends", CORE, ["tests/httproute-header-matching.yaml"])
 async def header_matching(env: Env) -> None:
     target = await accepted_with_refs(env, SAME_NAMESPACE, (INFRA, "header-matching"))
-    h = lambda **kw: {k.replace("_", "-"): v for k, v in kw.items()}  # noqa: E731
+
+    def h(**kw: str) -> dict[str, str]:  # header names with dashes from keyword arguments
+        return {k.replace("_", "-"): v for k, v in kw.items()}
+
     await env.expect(
         target,
         ok(headers=h(Version="one")),
@@ -126,7 +130,10 @@ async def hostname_intersection(env: Env) -> None:
         (INFRA, "wildcard-host-matches-listener-wildcard-host"),
     ]
     target = await accepted_with_refs(env, gw, *routes)
-    nf = lambda host, path: code(404, path, host=host)  # noqa: E731
+
+    def nf(host: str, path: str) -> Case:
+        return code(404, path, host=host)
+
     await env.expect(
         target,
         ok("/s1", host="very.specific.com"), ok("/s1", host="very.specific.com:1234"),
@@ -293,7 +300,7 @@ async def weight(env: Env) -> None:
             why += f" unexpected backends {sorted(unexpected)}"
         if not why:
             return
-    raise ConformanceFailure(f"weighted distribution: {why}")
+    raise ConformanceError(f"weighted distribution: {why}")
 
 
 @conformance_test("HTTPRouteRequestHeaderModifier", "Set, add and remove request headers", CORE, ["tests/httproute-request-header-modifier.yaml"])

@@ -3,11 +3,14 @@ real gRPC calls through Envoy to the gRPC echo pods (grpc-infra-backend-v1/v2/v3
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from .env import INFRA, SAME_NAMESPACE, Env
+from .http import Target
 from .rpc import GrpcCase
-from .status import ConformanceFailure
+from .status import ConformanceError
 from .suite import conformance_test
 
 GRPC = ["Gateway", "GRPCRoute"]
@@ -15,19 +18,19 @@ V1, V2, V3 = "grpc-infra-backend-v1", "grpc-infra-backend-v2", "grpc-infra-backe
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
 
 
-def ok(method: str = "Echo", backend: str = V1, **kw: object) -> GrpcCase:
-    return GrpcCase(method=method, backend=backend, **kw)  # type: ignore[arg-type]
+def ok(method: str = "Echo", backend: str = V1, **kw: Any) -> GrpcCase:
+    return GrpcCase(method=method, backend=backend, **kw)
 
 
-def unimplemented(method: str = "Echo", **kw: object) -> GrpcCase:
-    return GrpcCase(method=method, code=UNIMPLEMENTED, **kw)  # type: ignore[arg-type]
+def unimplemented(method: str = "Echo", **kw: Any) -> GrpcCase:
+    return GrpcCase(method=method, code=UNIMPLEMENTED, **kw)
 
 
 def md(**headers: str) -> tuple[tuple[str, str], ...]:
     return tuple(headers.items())
 
 
-async def _accepted(env: Env, route: str, gw: tuple[str, str] = SAME_NAMESPACE, *listeners: str) -> object:
+async def _accepted(env: Env, route: str, gw: tuple[str, str] = SAME_NAMESPACE, *listeners: str) -> Target:
     target = await env.gateway_and_routes_accepted(gw, [(INFRA, route)], *listeners, kind="GRPCRoute")
     await env.resolved_refs_true((INFRA, route), gw, kind="GRPCRoute")
     return target
@@ -36,14 +39,14 @@ async def _accepted(env: Env, route: str, gw: tuple[str, str] = SAME_NAMESPACE, 
 @conformance_test("GRPCExactMethodMatching", "Exact method matching for different backends", GRPC, ["tests/grpcroute-exact-method-matching.yaml"])
 async def exact_method_matching(env: Env) -> None:
     target = await _accepted(env, "exact-matching")
-    await env.expect(target, ok("Echo"), ok("EchoTwo", V2), unimplemented("EchoThree"))  # type: ignore[arg-type]
+    await env.expect(target, ok("Echo"), ok("EchoTwo", V2), unimplemented("EchoThree"))
 
 
 @conformance_test("GRPCRouteHeaderMatching", "Header matching for different backends", GRPC, ["tests/grpcroute-header-matching.yaml"])
 async def header_matching(env: Env) -> None:
     target = await _accepted(env, "grpc-header-matching")
     await env.expect(
-        target,  # type: ignore[arg-type]
+        target,
         ok(metadata=md(version="one")),
         ok(backend=V2, metadata=md(version="two")),
         ok(metadata=md(version="two", color="orange")),
@@ -70,7 +73,7 @@ async def listener_hostname_matching(env: Env) -> None:
     await env.gateway_and_routes_accepted(gw, [(INFRA, "backend-v2")], "listener-2", kind="GRPCRoute")
     await env.gateway_and_routes_accepted(gw, [(INFRA, "backend-v3")], "listener-3", "listener-4", kind="GRPCRoute")
     await env.expect(
-        target,  # type: ignore[arg-type]
+        target,
         ok(authority="bar.com"),
         ok(backend=V2, authority="foo.bar.com"),
         ok(backend=V3, authority="baz.bar.com"),
@@ -91,7 +94,7 @@ async def listener_hostname_matching(env: Env) -> None:
 )
 async def named_rule(env: Env) -> None:
     target = await _accepted(env, "grpc-named-rules")
-    await env.expect(target, ok("Echo"), ok("EchoTwo", V2))  # type: ignore[arg-type]
+    await env.expect(target, ok("Echo"), ok("EchoTwo", V2))
 
 
 WEIGHT_TOTAL, WEIGHT_TOLERANCE, WEIGHT_ATTEMPTS = 500, 0.05, 5
@@ -100,11 +103,11 @@ WEIGHT_TOTAL, WEIGHT_TOLERANCE, WEIGHT_ATTEMPTS = 500, 0.05, 5
 @conformance_test("GRPCRouteWeight", "Calls are spread over weighted backends", GRPC, ["tests/grpcroute-weight.yaml"])
 async def weight(env: Env) -> None:
     target = await _accepted(env, "weighted-backends")
-    await env.expect(target, ok(backend="grpc-infra-backend-v"))  # type: ignore[arg-type]
+    await env.expect(target, ok(backend="grpc-infra-backend-v"))
     want = {V1: 0.7, V2: 0.3, V3: 0.0}
     why = ""
     for _ in range(WEIGHT_ATTEMPTS):
-        counts = await env.grpc_distribution(target, ok(), WEIGHT_TOTAL)  # type: ignore[arg-type]
+        counts = await env.grpc_distribution(target, ok(), WEIGHT_TOTAL)
         unexpected = set(counts) - set(want)
         if unexpected:
             why = f"unexpected answers {dict(counts)}"
@@ -113,4 +116,4 @@ async def weight(env: Env) -> None:
         if all(abs(shares[b] - p) <= WEIGHT_TOLERANCE for b, p in want.items()):
             return
         why = f"shares {shares}, want {want} ±{WEIGHT_TOLERANCE}"
-    raise ConformanceFailure(f"{why} in {WEIGHT_ATTEMPTS} attempts")
+    raise ConformanceError(f"{why} in {WEIGHT_ATTEMPTS} attempts")

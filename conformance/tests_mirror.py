@@ -14,7 +14,7 @@ import time
 
 from .env import INFRA, SAME_NAMESPACE, Env
 from .http import MAX_TIME_TO_CONSISTENCY, REQUEST_TIMEOUT, Case, expect_consistent, mirror_regexp
-from .status import ConformanceFailure
+from .status import ConformanceError
 from .suite import conformance_test
 from .tests_core import MODIFIED, V1, V2, V3, accepted_with_refs
 
@@ -23,7 +23,7 @@ MIRROR = ["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"]
 
 def mirror_case(path: str, *mirrors: str, modify: bool = False) -> Case:
     extra = MODIFIED if modify else {}
-    return Case(path=path, backend=V1, namespace=INFRA, mirrored_to=tuple((INFRA, m) for m in mirrors), **extra)  # type: ignore[arg-type]
+    return Case(path=path, backend=V1, namespace=INFRA, mirrored_to=tuple((INFRA, m) for m in mirrors), **extra)
 
 
 async def expect_mirrored(env: Env, case: Case) -> None:
@@ -36,7 +36,7 @@ async def expect_mirrored(env: Env, case: Case) -> None:
         deadline = time.monotonic() + REQUEST_TIMEOUT
         while not any(pattern.search(line) for line in env.pods.logs(namespace, service, since)):
             if time.monotonic() > deadline:
-                raise ConformanceFailure(f"{case.path}: no mirrored request in the logs of {namespace}/{service} within {REQUEST_TIMEOUT:g}s")
+                raise ConformanceError(f"{case.path}: no mirrored request in the logs of {namespace}/{service} within {REQUEST_TIMEOUT:g}s")
             await asyncio.sleep(0.05)
 
 
@@ -96,21 +96,21 @@ async def _percentage(env: Env, case: Case, percent: int) -> None:
     await expect_consistent(env.client, target, case.with_request_id())
     low, high = binomial_band(percent)
     why = ""
-    for attempt in range(DISTRIBUTION_CHECKS):
+    semaphore = asyncio.Semaphore(CONCURRENT_REQUESTS)
+
+    async def one(batch: Case) -> None:
+        async with semaphore:
+            await expect_consistent(env.client, target, batch, threshold=1)
+
+    for _ in range(DISTRIBUTION_CHECKS):
         batch = case.with_request_id()
         since = time.time()
-        semaphore = asyncio.Semaphore(CONCURRENT_REQUESTS)
-
-        async def one() -> None:
-            async with semaphore:
-                await expect_consistent(env.client, target, batch, threshold=1)
-
-        await asyncio.gather(*(one() for _ in range(TOTAL_REQUESTS)))
+        await asyncio.gather(*(one(batch) for _ in range(TOTAL_REQUESTS)))
         count = await _mirrored_count(env, batch, since)
         if low <= count <= high:
             return
         why = f"{case.path}: {count} of {TOTAL_REQUESTS} mirrored, want [{low:.1f}, {high:.1f}] ({percent} %)"
-    raise ConformanceFailure(f"{why} in all {DISTRIBUTION_CHECKS} distribution checks")
+    raise ConformanceError(f"{why} in all {DISTRIBUTION_CHECKS} distribution checks")
 
 
 @conformance_test(

@@ -161,7 +161,8 @@ class Controller:
         if updates is not None:
             self._resources.update(updates)
             self._store = store
-            return Plan(self._last, self._snapshots(updates), [], started, None)  # type: ignore[arg-type]
+            assert self._last is not None  # _endpoints_only answers only after a full translation
+            return Plan(self._last, self._snapshots(updates), [], started, None)
         with paused_gc():
             result = translate(store, self.options, self._memo)
             built = {key: self._build(key, gateway) for key, gateway in result.gateways.items()}
@@ -174,8 +175,8 @@ class Controller:
             statuses = {**statuses, **held_statuses(self.held, result.gateways, self.options.controller_name)}
         with paused_gc():
             statuses_changed = self._record_statuses(statuses)
-        gone = sorted(set(self.cache.gateways()) - set(result.gateways))
-        return Plan(result, snapshots, gone, started, statuses_changed)
+        untranslated = sorted(set(self.cache.gateways()) - set(result.gateways))
+        return Plan(result, snapshots, untranslated, started, statuses_changed)
 
     def _snapshots(self, built: dict[str, Resources]) -> dict[str, Snapshot]:
         return {key: Snapshot.build(key, res, previous=self.cache.get(key)) for key, res in built.items()}

@@ -49,6 +49,8 @@ class KubernetesApiError(MirrorplaneError, RuntimeError):
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
+        # ``resource=PLURAL`` when listing a kind failed (the reflector sets it), for the log line.
+        self.resource: str | None = None
 
 
 class BindError(MirrorplaneError, OSError):

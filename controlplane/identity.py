@@ -78,11 +78,11 @@ def peer(context: grpc.aio.ServicerContext) -> Peer:
     return Peer(values[0].decode() if values else None, context.peer() or "")
 
 
+@dataclass(frozen=True)
 class Authorizer:
     """Whether identities are checked: only when the port requires client certificates."""
 
-    def __init__(self, enforced: bool) -> None:
-        self.enforced = enforced
+    enforced: bool
 
     def stream_denial(self, context: grpc.aio.ServicerContext, gateway: str) -> str | None:
         """Why an ADS stream asking for ``gateway`` (its ``node.cluster``) is refused, or None.
@@ -101,7 +101,8 @@ class Authorizer:
 PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
 
 
-class OperatorOnly(grpc.aio.ServerInterceptor):
+# grpc ships no type stubs: the base class is Any to mypy.
+class OperatorOnly(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Every service but the public ones and ``self_checked`` (ADS, which checks per stream)
     needs the operator identity: default-deny, so a service added later is not open by mistake."""
 

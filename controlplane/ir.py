@@ -96,9 +96,12 @@ class StringMatch:
     regex: bool = False
 
 
+PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
+
+
 @dataclass(frozen=True)
 class Match:
-    path_type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    path_type: PathType = "PathPrefix"
     path: str = "/"
     headers: tuple[StringMatch, ...] = ()
     query_params: tuple[StringMatch, ...] = ()

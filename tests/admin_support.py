@@ -22,7 +22,7 @@ NACK_MESSAGE = "Only a single wildcard domain is permitted"
 
 def all_acked(stack: Stack) -> bool:
     """The Envoy ACKed the current snapshot for every type it subscribed to."""
-    snapshot = stack.plane.cache.get(GATEWAY)
+    snapshot = stack.plane.cache[GATEWAY]
     streams = stack.plane.registry.by_node("e2e")
     return bool(streams) and all(
         ts.acked_version == snapshot.version_of(t) and not ts.in_flight for t, ts in streams[0].types.items()

@@ -90,6 +90,12 @@ class Stack:
         async with self.session.request(method, self.url + path, data=data, **kw) as resp:
             return resp.status, await resp.read()
 
+    def file_errors(self, name: str) -> list[str]:
+        """What the file provider reports about one file of the stack's folder."""
+        provider = self.plane.provider
+        assert isinstance(provider, FileProvider)
+        return [str(e) for e in provider.errors.get(self.dir / name, [])]
+
     async def mirror_policies(self) -> list[dict[str, Any]]:
         return await mirror_policies(self.envoy)
 
@@ -177,6 +183,7 @@ async def start_stack(
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
     exits.push_async_callback(session.close)
     gateway_port, xds_port = free_port(), free_port()
+    # The plane and the Envoy come once the echo ports are known (below); a Stack is never seen without them.
     stack = Stack(folder, None, None, gateway_port, {}, session, exits)  # type: ignore[arg-type]
     primary = await stack.add_echo("pipy")
     mirror = await stack.add_echo("pipy-mirror", **(mirror_options or {}))

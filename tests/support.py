@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from controlplane.ports import free_port
 
 __all__ = ["free_port", "wait_until"]
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]],
+    predicate: Callable[[], object],
     timeout: float = 10.0,
     interval: float = 0.05,
     message: str = "",
 ) -> None:
-    """Poll ``predicate`` (sync or async) until it returns true; instead of sleeps.
+    """Poll ``predicate`` (sync or async) until what it returns (or awaits to) is truthy; instead of sleeps.
 
     Raises TimeoutError after ``timeout`` seconds, naming the predicate's last
     exception if it raised.

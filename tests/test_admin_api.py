@@ -96,12 +96,13 @@ async def test_get_snapshot_is_the_json_translate_prints(stack):
 
 
 async def test_get_snapshot_errors_are_clear(stack):
-    for data, code, text in [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"gateway": "nope/nope"}, "NotFound", "no snapshot for Gateway 'nope/nope' (served: server/simple-gateway, server/simple-gateway-grpc)"),
         ({"node_id": "ghost"}, "NotFound", "node 'ghost' is not connected"),
         ({}, "InvalidArgument", "set gateway (NAMESPACE/NAME) or node_id"),
         ({"gateway": GATEWAY, "types": ["secrets"]}, "InvalidArgument", "unknown type 'secrets'"),
-    ]:
+    ]
+    for data, code, text in cases:
         returncode, _, err = await grpcurl(target(stack), f"{ADMIN}/GetSnapshot", data=data)
         assert returncode != 0
         assert f"Code: {code}" in err and text in err
@@ -135,13 +136,14 @@ async def test_a_nack_shows_in_list_nodes_watch_and_csds_and_envoy_keeps_serving
     watch = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         # grpcurl prints each message as an indented JSON object; the first is the node as it is.
+        assert watch.stdout is not None  # stdout=PIPE
         first = await asyncio.wait_for(_read_json(watch.stdout), 15)
         assert first["kind"] == "CURRENT" and first["node"]["node_id"] == "e2e"
 
         bad = push_rejected_route(stack)
         assert bad.changed_types(good) == [ROUTE]
 
-        events = []
+        events: list[dict[str, Any]] = []
         while not events or events[-1]["kind"] != "NACK":
             events.append(await asyncio.wait_for(_read_json(watch.stdout), 15))
         assert [e["kind"] for e in events] == ["SEND", "NACK"]
@@ -198,7 +200,7 @@ async def test_csds_reports_synced_per_resource(stack):
 
 async def _read_json(stream: asyncio.StreamReader) -> dict[str, Any]:
     """One message of grpcurl's stream output: a JSON object whose closing brace is at column 0."""
-    lines = []
+    lines: list[str] = []
     while True:
         line = (await stream.readline()).decode()
         if not line:

@@ -12,7 +12,13 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from support import wait_until
-from test_ads_server import GW, MESSAGE_CLASSES, make_resources, plane, with_connect_timeout  # noqa: F401 (fixture)
+from test_ads_server import (  # noqa: F401 - pytest finds the fixture here
+    GW,
+    MESSAGE_CLASSES,
+    make_resources,
+    plane_fixture,
+    with_connect_timeout,
+)
 
 
 class DeltaEnvoy:
@@ -386,7 +392,7 @@ async def test_real_envoy_on_delta_mirrors_the_seed_scenario_and_survives_a_nack
         await wait_until(lambda: any(h.get("body") == digest(body) for h in mirror.heads()))
 
         # Envoy rejects a RouteConfiguration with the same domain in two virtual hosts.
-        good = stack.plane.cache.get(GATEWAY)
+        good = stack.plane.cache[GATEWAY]
         [stream] = stack.plane.registry.by_node("e2e")
         await wait_until(lambda: stream.types[ROUTE].acked_version == good.version_of(ROUTE))
         messages = {
@@ -401,6 +407,7 @@ async def test_real_envoy_on_delta_mirrors_the_seed_scenario_and_survives_a_nack
         assert bad.changed_types(good) == [ROUTE]
         await wait_until(lambda: stream.types[ROUTE].last_nack is not None, timeout=10)
         nack = stream.types[ROUTE].last_nack
+        assert nack is not None
         assert nack.version == bad.version_of(ROUTE) and nack.kept_version == good.version_of(ROUTE)
         assert "dup.example" in nack.message
         assert stream.types[ROUTE].acked_version == good.version_of(ROUTE)

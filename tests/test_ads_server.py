@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
 import grpc
@@ -29,7 +29,7 @@ from controlplane.xds.cache import Snapshot, SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resources
 from controlplane.xds.server import ADS_SERVICE_NAME, build_server
 from controlplane.xds.sotw import build_response
-from controlplane.xds.tracking import EventKind, NodeRegistry
+from controlplane.xds.tracking import Event, EventKind, NodeRegistry
 from support import free_port, wait_until
 
 GW = "ns/gw"
@@ -196,8 +196,8 @@ class Plane:
         return stream if type_url is None else stream.types[type_url]
 
 
-@pytest.fixture
-async def plane():
+@pytest.fixture(name="plane")
+async def plane_fixture() -> AsyncIterator[Plane]:
     cache, registry = SnapshotCache(), NodeRegistry()
     port = free_port()
     server = build_server(cache, registry, address=f"127.0.0.1:{port}")
@@ -286,7 +286,7 @@ async def test_nack_is_recorded_and_not_resent(plane, caplog):
     env = plane.envoy()
     first = await subscribe_all(env, plane.cache.get(GW))
 
-    events = []
+    events: list[Event] = []
     plane.registry.add_observer(events.append)
     bad = plane.cache.set(GW, make_resources(clusters={"c1": 8080, "c9": 8089}, routes={"/": "c9"}))
     cds = await env.recv()
@@ -574,7 +574,7 @@ async def test_stale_nonce_is_ignored(plane):
 
 async def test_registry_lists_the_node_until_it_disconnects(plane):
     plane.cache.set(GW, make_resources())
-    events = []
+    events: list[Event] = []
     plane.registry.add_observer(events.append)
     env = plane.envoy(node_id="envoy-a")
     other = plane.envoy(node_id="envoy-b", gateway="ns/other")
@@ -910,7 +910,10 @@ async def test_real_envoy_reconnect_to_restarted_control_plane_gets_no_churn(ads
     from controlplane.localenvoy import LocalEnvoy
 
     xds_port, listener_port = free_port(), free_port()
-    resources = lambda: make_resources(clusters={"c1": 1}, listener_port=listener_port)  # noqa: E731
+
+    def resources() -> Resources:
+        return make_resources(clusters={"c1": 1}, listener_port=listener_port)
+
 
     cache1, registry1 = SnapshotCache(), NodeRegistry()
     snap = cache1.set(GW, resources())
@@ -931,7 +934,7 @@ async def test_real_envoy_reconnect_to_restarted_control_plane_gets_no_churn(ads
 
             await wait_until(lambda: settled(registry1), timeout=30)
             # What Envoy did with its config: updates applied, and clusters/listeners (re)built.
-            churn = (
+            churn: tuple[str, ...] = (
                 "cluster_manager.cds.update_success",
                 "listener_manager.lds.update_success",
                 "cluster_manager.cluster_added",

@@ -113,7 +113,7 @@ def test_every_referenced_file_exists():
     for name, svc in services().items():
         if "build" in svc:
             assert (REPO / svc["build"] / "Dockerfile").is_file(), name
-        for target, source in mounts(name).items():
+        for source in mounts(name).values():
             if source.startswith("."):
                 assert (REPO / source).exists(), f"{name}: {source}"
         for dep in svc.get("depends_on", {}):
@@ -300,11 +300,12 @@ STEP_TIMEOUT = 30
 
 def _docker():
     import docker
+    import requests
 
     try:
         client = docker.from_env()
         client.ping()
-    except Exception as e:  # docker.errors.DockerException and connection errors alike
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
         pytest.skip(f"no Docker engine here ({type(e).__name__}: {e}); the live compose test runs where one exists")
     version = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if version.returncode != 0:

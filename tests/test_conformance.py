@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -214,7 +215,7 @@ def test_conditions_and_listeners_match() -> None:
     conds = [{"type": "Accepted", "status": "True", "reason": "Accepted"}]
     assert conditions_match([Cond("Accepted", "True")], conds) == ""
     assert conditions_match([Cond("Accepted", "True", "Other")], conds) != ""
-    lst = {"name": "http", "attachedRoutes": 1, "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}], "conditions": conds}
+    lst: dict[str, Any] = {"name": "http", "attachedRoutes": 1, "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}], "conditions": conds}
     assert listeners_match([ListenerExpectation("http", 1, (Cond("Accepted", "True"),))], [lst]) == ""
     assert "attachedRoutes" in listeners_match([ListenerExpectation("http", 2, ())], [lst])
     # As upstream's listenersMatch: more supported kinds than expected is fine (GRPCRoute), fewer

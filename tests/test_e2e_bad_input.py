@@ -50,15 +50,11 @@ async def mirrored(stack: Stack, prefix: str = "/") -> bool:
     return True
 
 
-def errors_of(stack: Stack, name: str) -> list[str]:
-    return [str(e) for e in stack.plane.provider.errors.get(stack.dir / name, [])]
-
-
 async def test_unparsable_file_is_reported_and_the_rest_stays_served(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="mirrorplane.files")
     stack.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x\n")
-    await wait_until(lambda: errors_of(stack, "broken.yaml"), message="the broken file being reported")
-    assert "YAML does not parse" in errors_of(stack, "broken.yaml")[0]
+    await wait_until(lambda: stack.file_errors("broken.yaml"), message="the broken file being reported")
+    assert "YAML does not parse" in stack.file_errors("broken.yaml")[0]
     assert any("broken.yaml" in r.getMessage() and "YAML does not parse" in r.getMessage() for r in caplog.records)
     assert await mirrored(stack)
 
@@ -66,11 +62,11 @@ async def test_unparsable_file_is_reported_and_the_rest_stays_served(stack: Stac
 async def test_a_file_that_breaks_keeps_its_last_good_objects_until_fixed(stack: Stack) -> None:
     good = (stack.dir / "route.yaml").read_text()
     stack.write("route.yaml", good + "\n  - this is: [not yaml\n")
-    await wait_until(lambda: errors_of(stack, "route.yaml"), message="the broken route file being reported")
+    await wait_until(lambda: stack.file_errors("route.yaml"), message="the broken route file being reported")
     assert await mirrored(stack), "the last good route (with its mirror) must keep serving"
     # Now a valid change, to prove the file is live again once fixed.
     stack.write("route.yaml", ROUTE_HEAD + rule("/"))
-    await wait_until(lambda: not errors_of(stack, "route.yaml"))
+    await wait_until(lambda: not stack.file_errors("route.yaml"))
     await wait_until(lambda: _no_mirror(stack), message="the fixed file taking effect")
 
 
@@ -82,8 +78,8 @@ async def test_cel_violation_rejects_that_route_only(stack: Stack, caplog: pytes
     caplog.set_level(logging.ERROR, logger="mirrorplane.files")
     both = "\n        percent: 20\n        fraction:\n          numerator: 1\n          denominator: 2"
     stack.write("bad-route.yaml", OTHER_ROUTE.format(name="bad", path="/bad", mirror_extra=both, backend="pipy"))
-    await wait_until(lambda: errors_of(stack, "bad-route.yaml"), message="the CEL violation being reported")
-    message = errors_of(stack, "bad-route.yaml")[0]
+    await wait_until(lambda: stack.file_errors("bad-route.yaml"), message="the CEL violation being reported")
+    message = stack.file_errors("bad-route.yaml")[0]
     assert "HTTPRoute server/bad" in message
     assert "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter" in message
     assert any("HTTPRoute server/bad" in r.getMessage() and "percent or fraction" in r.getMessage() for r in caplog.records)

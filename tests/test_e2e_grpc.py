@@ -7,6 +7,7 @@ There is no upstream conformance test for GRPCRoute mirroring; these are ours (i
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -260,15 +261,18 @@ async def test_mirror_share_within_three_sigma(stack: GrpcStack, extra: str, wan
     low, high = binomial_band(want * 100)
     counts = []
     sem = asyncio.Semaphore(10)
+
+    async def one(batch: str, i: int) -> None:
+        async with sem:
+            await stack.echo(metadata=(("x-batch", batch), ("x-i", str(i))))
+
+    def mirrored(batch: str) -> int:
+        return sum(1 for c in stack.calls("grpc-mirror") if c["metadata"].get("x-batch") == batch)
+
     for _ in range(DISTRIBUTION_CHECKS):
         batch = uuid.uuid4().hex
-
-        async def one(i: int) -> None:
-            async with sem:
-                await stack.echo(metadata=(("x-batch", batch), ("x-i", str(i))))
-
-        await asyncio.gather(*(one(i) for i in range(TOTAL_REQUESTS)))
-        counts.append(await _settled(lambda: sum(1 for c in stack.calls("grpc-mirror") if c["metadata"].get("x-batch") == batch)))
+        await asyncio.gather(*(one(batch, i) for i in range(TOTAL_REQUESTS)))
+        counts.append(await _settled(functools.partial(mirrored, batch)))
         if low <= counts[-1] <= high:
             return
     pytest.fail(f"mirrored {counts} of {TOTAL_REQUESTS} RPCs in {DISTRIBUTION_CHECKS} batches, expected {low:.1f}..{high:.1f}")

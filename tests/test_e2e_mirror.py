@@ -4,6 +4,7 @@ backends. Every change is made the way a user makes it: by editing a file."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -114,8 +115,12 @@ async def test_two_mirrors_both_get_every_request(stack: Stack) -> None:
     await wait_until(lambda: _policy_count(stack, 2), message="two mirror policies in Envoy")
     uris = [f"/two?id={uuid.uuid4()}" for _ in range(5)]
     assert await fire(stack, uris) == [200] * 5
+
+    def echoed_by_both(uri: str) -> bool:
+        return stack.echos["pipy-mirror"].log.echoed(uri) and audit.log.echoed(uri)
+
     for uri in uris:
-        await wait_until(lambda: stack.echos["pipy-mirror"].log.echoed(uri) and audit.log.echoed(uri))
+        await wait_until(functools.partial(echoed_by_both, uri))
 
 
 async def _policy_count(stack: Stack, n: int) -> bool:
@@ -135,11 +140,15 @@ async def test_mirror_fraction_within_three_sigma(stack: Stack, spec: str, p: fl
     counts = []
     # μ±3σ misses 0.27% of correct batches: retry as the conformance harness does (a wrong
     # fraction misses the band every time).
+
+    def mirrored(batch: str) -> int:
+        return sum(1 for path in mirror.paths() if f"batch={batch}" in path)
+
     for _ in range(DISTRIBUTION_CHECKS):
         batch = uuid.uuid4().hex
         uris = [f"/pct?batch={batch}&i={i}" for i in range(TOTAL_REQUESTS)]
         assert await fire(stack, uris) == [200] * TOTAL_REQUESTS
-        counts.append(await _settled(lambda: sum(1 for path in mirror.paths() if f"batch={batch}" in path)))
+        counts.append(await _settled(functools.partial(mirrored, batch)))
         if low <= counts[-1] <= high:
             return
     pytest.fail(f"mirrored {counts} of {TOTAL_REQUESTS} in {DISTRIBUTION_CHECKS} batches, expected {low:.1f}..{high:.1f}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from controlplane.providers.files import FileProvider
 from e2e import Stack
 from support import wait_until
 
@@ -112,4 +113,6 @@ async def test_an_invalid_policy_file_is_refused_and_the_route_keeps_serving(sta
 
 
 def _errors(stack: Stack) -> str:
-    return " | ".join(e.message for errs in stack.plane.provider.errors.values() for e in errs)  # type: ignore[attr-defined]
+    provider = stack.plane.provider
+    assert isinstance(provider, FileProvider)
+    return " | ".join(e.message for errs in provider.errors.values() for e in errs)

@@ -4,6 +4,7 @@ control plane, legs paired by x-request-id and compared (docs/shadow-testing.md)
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import sys
@@ -14,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from controlplane.shadow.entries import Leg
+from controlplane.shadow.hub import Diff
 from controlplane.shadow.tagging import sampled
-from e2e import Stack, fire, start_stack
+from e2e import EchoLog, Stack, fire, start_stack
 from support import wait_until
 
 ROUTE = "HTTPRoute server/shadow"
@@ -49,6 +52,16 @@ def results(stack: Stack, route: str = ROUTE) -> dict[str, int]:
         for k, v in stats.results.items():
             out[k] = out.get(k, 0) + v
     return out
+
+
+def legs(d: Diff) -> tuple[Leg, Leg]:
+    """Both legs of a paired comparison."""
+    assert d.primary is not None and d.mirror_leg is not None, d
+    return d.primary, d.mirror_leg
+
+
+def _listening(log: EchoLog) -> bool:
+    return "listening on" in log._buf
 
 
 async def compared(stack: Stack, n: int, **kw: Any) -> dict[str, int]:
@@ -95,9 +108,10 @@ async def test_mirror_500_is_status_differs(tmp_path: Path) -> None:
         assert await compared(stack, 3) == {"status_differs": 3}
         stats = stack.plane.comparisons.rules[(GATEWAY, ROUTE, "compared", MIRROR)]
         d = stats.recent[-1]
-        assert (d.primary.status, d.mirror_leg.status, d.detail) == (200, 500, "status 200 != 500")
-        assert d.primary.request_id == d.mirror_leg.request_id
-        assert d.mirror_leg.cluster_min == "~"  # Envoy copied the mirror cluster's metadata into the entry
+        primary, mirror_leg = legs(d)
+        assert (primary.status, mirror_leg.status, d.detail) == (200, 500, "status 200 != 500")
+        assert primary.request_id == mirror_leg.request_id
+        assert mirror_leg.cluster_min == "~"  # Envoy copied the mirror cluster's metadata into the entry
     finally:
         await stack.exits.aclose()
 
@@ -128,8 +142,9 @@ async def test_mirror_down_is_mirror_failed(shadow: Stack) -> None:
     assert (await shadow.request("/t/down", data=b"x"))[0] == 200
     assert await compared(shadow, 1) == {"mirror_failed": 1}
     d = shadow.plane.comparisons.rules[(GATEWAY, ROUTE, "compared", MIRROR)].recent[-1]
-    assert d.mirror_leg.status == 0 and "upstream_connection_failure" in d.mirror_leg.failure
-    assert d.primary.status == 200
+    primary, mirror_leg = legs(d)
+    assert mirror_leg.status == 0 and "upstream_connection_failure" in mirror_leg.failure
+    assert primary.status == 200
 
 
 async def test_mirror_timing_out_is_mirror_failed(tmp_path: Path) -> None:
@@ -142,10 +157,11 @@ async def test_mirror_timing_out_is_mirror_failed(tmp_path: Path) -> None:
         assert (await stack.request("/t/slow", data=b"x"))[0] == 200
         assert await compared(stack, 1) == {"mirror_failed": 1}
         d = stack.plane.comparisons.rules[(GATEWAY, ROUTE, "compared", MIRROR)].recent[-1]
+        primary, mirror_leg = legs(d)
         # Envoy 1.40 sets no response flag on the shadow's upstream entry when the shadow's timeout
         # (the route's) fires: there is just no response code, after the timeout.
-        assert d.mirror_leg.failure == "no response" and d.mirror_leg.status == 0
-        assert 0.5 < d.mirror_leg.latency < 3  # ended by the 1 s timeout, not by the 3 s answer
+        assert mirror_leg.failure == "no response" and mirror_leg.status == 0
+        assert 0.5 < mirror_leg.latency < 3  # ended by the 1 s timeout, not by the 3 s answer
     finally:
         await stack.exits.aclose()
 
@@ -294,8 +310,9 @@ async def test_diff_cli_and_grpcurl_show_counts_and_differing_pairs(tmp_path: Pa
             await wait_until(lambda: len(stack.plane.comparisons.watchers) == 1, timeout=15, message="grpcurl watching")
             assert (await stack.request("/t/watched", data=b"x"))[0] == 200
             text = ""
+            assert watch.stdout is not None  # stdout=PIPE
             while not text.rstrip().endswith("}") or text.count("{") != text.count("}"):
-                text += (await asyncio.wait_for(watch.stdout.readline(), 30)).decode()  # type: ignore[union-attr]
+                text += (await asyncio.wait_for(watch.stdout.readline(), 30)).decode()
             watched = json.loads(text)
             assert (watched["path"], watched["result"], watched["mirror_leg"]["status"]) == (
                 "/t/watched",
@@ -327,15 +344,17 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
     """gRPC through an HTTPRoute to h2c backends (GRPCRoute is another branch's): both legs answer
     HTTP 200, the mirror with grpc-status 13 (INTERNAL) in its trailers."""
     from controlplane.echo import run_echo
-    from e2e import EchoLog, service_yaml
+    from e2e import service_yaml
 
     ports: dict[str, int] = {}
     tasks = []
     for name, status in (("grpc-primary", None), ("grpc-mirror", 500)):
         log = EchoLog()
         tasks.append(asyncio.create_task(run_echo(0, name, grpc_port=0, out=log, status=status)))
-        await wait_until(lambda log=log: "listening on" in log._buf, timeout=15, message=f"{name} up")
-        ports[name] = int(re.search(r"listening grpc on \S+:(\d+)", log._buf).group(1))  # type: ignore[union-attr]
+        await wait_until(functools.partial(_listening, log), timeout=15, message=f"{name} up")
+        grpc_port = re.search(r"listening grpc on \S+:(\d+)", log._buf)
+        assert grpc_port is not None, log._buf
+        ports[name] = int(grpc_port.group(1))
     try:
         stack.write(
             "grpc.yaml",
@@ -362,8 +381,9 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
         stats = stack.plane.comparisons.rules[(GATEWAY, route, "0", "mirror/server/grpc-mirror/8080")]
         assert dict(stats.results) == {"status_differs": 1}
         d = stats.recent[-1]
-        assert (d.primary.status, d.mirror_leg.status) == (200, 200)
-        assert (d.primary.grpc_status, d.mirror_leg.grpc_status, d.detail) == ("0", "13", "grpc-status 0 != 13")
+        primary, mirror_leg = legs(d)
+        assert (primary.status, mirror_leg.status) == (200, 200)
+        assert (primary.grpc_status, mirror_leg.grpc_status, d.detail) == ("0", "13", "grpc-status 0 != 13")
     finally:
         for t in tasks:
             t.cancel()

@@ -238,7 +238,7 @@ async def test_log_lines_stay_paired_under_concurrency(server: Server, session: 
     await asyncio.gather(*(one(i) for i in range(20)))
     lines = server.out.lines()
     assert len(lines) == 40
-    for head_line, echo_line in zip(lines[0::2], lines[1::2]):
+    for head_line, echo_line in zip(lines[0::2], lines[1::2], strict=True):
         path = json.loads(head_line[len("[pipy] "):])["path"]
         assert echo_line.startswith(f"[pipy] Echoing back request made to {path} to client (127.0.0.1:")
 
@@ -583,9 +583,11 @@ async def test_websocket_echoes_text_and_binary_frames(server: Server, session: 
 async def _h2c_echo(out: LineSink, **options) -> tuple[asyncio.Task[None], int, int]:
     task = asyncio.create_task(run_echo(0, "infra-backend-v1", h2c_port=0, out=out, **options))
     lines = await out.wait_for(lambda ls: any(" listening on " in line for line in ls))
-    h2c = int(re.search(r"listening h2c on 127\.0\.0\.1:(\d+)", "\n".join(lines)).group(1))
-    http = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", "\n".join(lines)).group(1))
-    return task, http, h2c
+    text = "\n".join(lines)
+    h2c = re.search(r"listening h2c on 127\.0\.0\.1:(\d+)", text)
+    http = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
+    assert h2c is not None and http is not None, text
+    return task, int(http[1]), int(h2c[1])
 
 
 async def test_h2c_prior_knowledge_answers_like_http1() -> None:

@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -58,7 +59,7 @@ class EchoProcess:
 
     async def logged_call(self, method: str) -> dict:
         """The JSON log line of the (first) call of ``method``."""
-        line = await self.line(lambda l: f'"method": "/{method}"' in l)
+        line = await self.line(lambda text: f'"method": "/{method}"' in text)
         assert line.startswith("[grpc-infra-backend-v1] {"), line
         return json.loads(line.partition(" ")[2])
 
@@ -91,9 +92,9 @@ async def start_echo() -> AsyncIterator[Start]:
         )
         echo = EchoProcess(proc)
         started.append(echo)
-        ready = await echo.line(lambda l: " listening grpc on " in l)
+        ready = await echo.line(lambda text: " listening grpc on " in text)
         echo.grpc_target = ready.rpartition(" ")[2]
-        await echo.line(lambda l: " listening on " in l)  # printed last: every port is up
+        await echo.line(lambda text: " listening on " in text)  # printed last: every port is up
         return echo
 
     yield start
@@ -172,7 +173,7 @@ async def test_status_flag_answers_the_mapped_grpc_code(start_echo: Start) -> No
 
 async def test_server_stream_sends_count_messages_and_logs_the_request_digest(start_echo: Start) -> None:
     echo = await start_echo()
-    data = {"message": "mirror me", "count": 3}
+    data: dict[str, Any] = {"message": "mirror me", "count": 3}
     code, out, err = await echo.grpcurl(f"{STREAM}/ServerStream", data=data)
     assert code == 0, err
     messages = _messages(out)
@@ -229,10 +230,10 @@ async def test_in_process_with_python_clients_and_binary_metadata() -> None:
             pass
 
     async def wait_line(pattern: str) -> str:
-        while not any(re.search(pattern, l) for l in lines):
+        while not any(re.search(pattern, line) for line in lines):
             changed.clear()
             await asyncio.wait_for(changed.wait(), 30)
-        return next(l for l in lines if re.search(pattern, l))
+        return next(line for line in lines if re.search(pattern, line))
 
     server = asyncio.create_task(run_echo(0, "v2", grpc_port=0, out=Sink(), pod="v2-pod"))
     try:

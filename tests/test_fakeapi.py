@@ -68,7 +68,8 @@ class Routes:
 
     async def patch(self, name: str, body: dict[str, Any], status: bool = False) -> dict[str, Any]:
         call = self.api.patch_namespaced_custom_object_status if status else self.api.patch_namespaced_custom_object
-        return await call(GROUP, VERSION, self.ns, "httproutes", name, body, _content_type=MERGE)
+        # The client takes _content_type at run time; its type hints leave it out.
+        return await call(GROUP, VERSION, self.ns, "httproutes", name, body, _content_type=MERGE)  # type: ignore[call-arg]
 
     async def delete(self, name: str) -> dict[str, Any]:
         return await self.api.delete_namespaced_custom_object(GROUP, VERSION, self.ns, "httproutes", name)
@@ -112,6 +113,13 @@ def rv(obj: dict[str, Any]) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
 
+def _status_of(exc: client.ApiException) -> dict[str, Any]:
+    """The Status object an error answer carries."""
+    assert exc.body is not None, f"HTTP {exc.status} without a body"
+    status: dict[str, Any] = json.loads(exc.body)
+    return status
+
+
 # -- objects: server-owned fields, generation, status, conflicts ------------------------------
 
 
@@ -128,7 +136,7 @@ async def test_create_sets_uid_timestamps_resource_version_and_generation(cluste
     assert int(listed["metadata"]["resourceVersion"]) >= rv(created)
     with pytest.raises(client.ApiException) as exc:
         await routes.create(route("a"))
-    assert exc.value.status == 409 and json.loads(exc.value.body)["reason"] == "AlreadyExists"
+    assert exc.value.status == 409 and _status_of(exc.value)["reason"] == "AlreadyExists"
 
 
 async def test_generation_counts_spec_changes_only(cluster: Cluster) -> None:
@@ -168,7 +176,7 @@ async def test_update_with_a_stale_resource_version_conflicts(cluster: Cluster) 
     assert rv(fresh) > rv(created)
     with pytest.raises(client.ApiException) as exc:
         await routes.replace({**created, "spec": {**created["spec"], "hostnames": ["y.example"]}})
-    status = json.loads(exc.value.body)
+    status = _status_of(exc.value)
     assert exc.value.status == 409 and status["reason"] == "Conflict" and status["kind"] == "Status"
     with pytest.raises(client.ApiException) as exc:
         await routes.patch("a", {"metadata": {"resourceVersion": created["metadata"]["resourceVersion"]}, "spec": {}})
@@ -194,7 +202,7 @@ async def test_lease_updates_are_optimistic_so_only_one_candidate_wins(cluster: 
 async def test_missing_object_is_a_not_found_status(cluster: Cluster) -> None:
     with pytest.raises(client.ApiException) as exc:
         await Routes(cluster).get("nope")
-    status = json.loads(exc.value.body)
+    status = _status_of(exc.value)
     assert exc.value.status == 404
     assert status["kind"] == "Status" and status["reason"] == "NotFound" and status["details"]["name"] == "nope"
 
@@ -213,8 +221,8 @@ async def test_writes_are_defaulted_and_validated_against_the_crd(cluster: Clust
     assert created["spec"]["parentRefs"][0]["kind"] == "Gateway"
     with pytest.raises(client.ApiException) as exc:
         await routes.create(route("bad", port=0))
-    assert exc.value.status == 422 and json.loads(exc.value.body)["reason"] == "Invalid"
-    assert "spec.rules[0].backendRefs[0].port" in json.loads(exc.value.body)["message"]
+    assert exc.value.status == 422 and _status_of(exc.value)["reason"] == "Invalid"
+    assert "spec.rules[0].backendRefs[0].port" in _status_of(exc.value)["message"]
     with pytest.raises(client.ApiException) as exc:
         await routes.patch("a", {"status": {"parents": [parent_status(status="Maybe")]}}, status=True)
     assert exc.value.status == 422, "status writes are validated too"
@@ -234,7 +242,8 @@ async def test_strategic_merge_patch_merges_containers_by_name(cluster: Cluster)
             "template": {"metadata": {"labels": {"app": "envoy"}}, "spec": {"containers": [container, {"name": "side", "image": "s:1"}]}},
         },
     }
-    await apps.create_namespaced_deployment(cluster.namespace, body)
+    # A plain dict body, as kubectl sends it: the client serializes it as is (its hints name only the model).
+    await apps.create_namespaced_deployment(cluster.namespace, body)  # type: ignore[arg-type]
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "envoy", "image": "envoy:2"}]}}}}
     patched = await apps.patch_namespaced_deployment("envoy", cluster.namespace, patch)  # strategic by default
     containers = {c.name: c for c in patched.spec.template.spec.containers}
@@ -246,7 +255,8 @@ async def test_strategic_merge_patch_merges_containers_by_name(cluster: Cluster)
 async def test_a_service_gets_a_cluster_ip_that_updates_keep(cluster: Cluster) -> None:
     core = client.CoreV1Api(cluster.api)
     body = {"metadata": {"name": "envoy"}, "spec": {"selector": {"app": "envoy"}, "ports": [{"name": "http", "port": 8000}]}}
-    created = await core.create_namespaced_service(cluster.namespace, body)
+    # A plain dict body, as kubectl sends it: the client serializes it as is (its hints name only the model).
+    created = await core.create_namespaced_service(cluster.namespace, body)  # type: ignore[arg-type]
     assert created.spec.cluster_ip and created.spec.cluster_ips == [created.spec.cluster_ip]
     assert created.spec.type == "ClusterIP" and created.spec.ports[0].protocol == "TCP"
     more = {"spec": {"ports": [{"name": "admin", "port": 9901}]}}
@@ -264,7 +274,7 @@ async def test_a_deleted_namespace_terminates_then_goes_with_its_objects(cluster
     assert terminating.status.phase == "Terminating" and terminating.metadata.deletion_timestamp
     with pytest.raises(client.ApiException) as exc:
         await routes.create(route("b"))
-    assert exc.value.status == 403 and json.loads(exc.value.body)["reason"] == "Forbidden"
+    assert exc.value.status == 403 and _status_of(exc.value)["reason"] == "Forbidden"
 
     async def gone() -> bool:
         try:
@@ -396,7 +406,8 @@ async def test_watch_bookmarks_carry_the_resource_version_to_resume_from(cluster
 async def test_send_initial_events_ends_the_initial_list_with_a_bookmark(cluster: Cluster) -> None:
     cluster.require_fake("sendInitialEvents needs the WatchList feature, which not every cluster enables")
     core = client.CoreV1Api(cluster.api)
-    await core.create_namespaced_config_map(cluster.namespace, {"metadata": {"name": "a"}, "data": {"k": "v"}})
+    # A plain dict body, as kubectl sends it: the client serializes it as is (its hints name only the model).
+    await core.create_namespaced_config_map(cluster.namespace, {"metadata": {"name": "a"}, "data": {"k": "v"}})  # type: ignore[arg-type]
     stream = watch.Watch().stream(
         core.list_namespaced_config_map,
         cluster.namespace,
@@ -553,7 +564,8 @@ async def test_a_created_crd_serves_its_kind(fake: FakeApiServer, cluster: Clust
             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {"type": "object"}}}],
         },
     }
-    created_crd = await client.ApiextensionsV1Api(cluster.api).create_custom_resource_definition(crd)
+    # A plain dict body, as kubectl sends it: the client serializes it as is (its hints name only the model).
+    created_crd = await client.ApiextensionsV1Api(cluster.api).create_custom_resource_definition(crd)  # type: ignore[arg-type]
     assert {c.type: c.status for c in created_crd.status.conditions}["Established"] == "True"
     widgets = client.CustomObjectsApi(cluster.api)
     body = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}}

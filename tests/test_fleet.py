@@ -51,7 +51,7 @@ class Fleet:
         if len(streams) != expected:
             return False
         for s in streams:
-            versions = self.cache.get(s.gateway).versions()
+            versions = self.cache[s.gateway].versions()
             for type_url, version in versions.items():
                 ts = s.types.get(type_url)
                 if ts is None or ts.acked_version != version:
@@ -88,6 +88,7 @@ async def fleet(*, delta: bool, stuck_every: int = 0, services: int = 20, endpoi
     finally:
         if proc is not None:
             if proc.returncode is None:
+                assert proc.stdin is not None  # started with stdin=PIPE
                 proc.stdin.close()  # the fleet closes its streams and exits
                 try:
                     await asyncio.wait_for(proc.wait(), 10)

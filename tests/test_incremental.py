@@ -10,6 +10,7 @@ from benchmarks.workload import NAMESPACE, objects
 from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
+from controlplane.gatewayapi.status import StatusKey
 from controlplane.gatewayapi.store import Store
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -32,7 +33,7 @@ def with_endpoint(docs: list[dict[str, Any]], slice_name: str, address: str) -> 
 def full_translation(store: Store) -> dict[str, str]:
     controller = Controller(SnapshotCache())
     controller.update(store)
-    return controller.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
+    return controller.cache[GATEWAY].versions()
 
 
 def test_endpoint_change_takes_the_fast_path_and_matches_a_full_translation() -> None:
@@ -76,7 +77,7 @@ def test_any_other_change_takes_the_full_path() -> None:
     store = store_of(with_endpoint(renamed, "svc-1-1", "127.0.0.9"))
     controller.update(store)
     assert controller.endpoint_updates == 0
-    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+    assert controller.cache[GATEWAY].versions() == full_translation(store)
 
 
 def _replace(store: Store, doc: dict[str, Any]) -> Store:
@@ -109,7 +110,7 @@ def test_a_route_change_recompiles_that_route_only_and_matches_a_full_translatio
     controller.update(store)
     assert controller._memo.misses - misses == 1, "only the changed route is compiled again"
     assert controller._memo.hits - hits == 300, "every other route is reused"
-    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+    assert controller.cache[GATEWAY].versions() == full_translation(store)
     assert controller._resources[f"{NAMESPACE}/gw2"] is gw2_resources, "the other Gateway is not rebuilt"
 
 
@@ -145,7 +146,7 @@ def test_a_grpcroute_change_recompiles_that_route_only_and_matches_a_full_transl
     controller.update(store)
     assert controller._memo.misses - misses == 1, "only the changed GRPCRoute is compiled again"
     assert controller._memo.hits - hits == 199, "every other route, HTTPRoute or GRPCRoute, is reused"
-    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+    assert controller.cache[GATEWAY].versions() == full_translation(store)
 
 
 def test_a_service_change_recompiles_every_route() -> None:
@@ -159,7 +160,7 @@ def test_a_service_change_recompiles_every_route() -> None:
     store = _replace(store, service)
     controller.update(store)
     assert controller._memo.misses - misses == 50
-    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+    assert controller.cache[GATEWAY].versions() == full_translation(store)
 
 
 def test_after_an_endpoint_update_a_route_change_keeps_the_new_endpoints() -> None:
@@ -176,7 +177,7 @@ def test_after_an_endpoint_update_a_route_change_keeps_the_new_endpoints() -> No
     route["spec"]["hostnames"] = ["changed.example.com"]
     store = _replace(store, route)
     controller.update(store)
-    assert controller.cache.get(GATEWAY).versions() == full_translation(store)  # type: ignore[union-attr]
+    assert controller.cache[GATEWAY].versions() == full_translation(store)
 
 
 def _entries(controller: Controller, gateway: str = GATEWAY) -> dict[str, dict[str, bytes]]:
@@ -273,9 +274,12 @@ def test_httproute_grpcroute_conflicts_are_the_same_with_the_memo() -> None:
     controller.update(store)
     fresh = Controller(SnapshotCache())
     fresh.update(store)
-    strip = lambda s: {k: v for k, v in s.items() if k[0] != "GatewayClass"}  # noqa: E731
+
+    def strip(statuses: dict[StatusKey, dict[str, Any]]) -> dict[StatusKey, dict[str, Any]]:
+        return {k: v for k, v in statuses.items() if k[0] != "GatewayClass"}
+
     assert strip(controller.statuses) == strip(fresh.statuses)
-    assert controller.cache.get(GATEWAY).versions() == fresh.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
+    assert controller.cache[GATEWAY].versions() == fresh.cache[GATEWAY].versions()
 
 
 def _mirror_policy(route: str, header: str) -> dict[str, Any]:
@@ -297,16 +301,16 @@ def test_a_mirror_policy_change_reaches_the_targeted_route_and_matches_a_full_tr
     controller = Controller(SnapshotCache())
     store = store_of(docs)
     controller.update(store)
-    unpoliced = controller.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
+    unpoliced = controller.cache[GATEWAY].versions()
     misses = controller._memo.misses
     for route, header in (("route-3", "a"), ("route-3", "b"), ("route-4", "b")):
         store = _replace(store, _mirror_policy(route, header))
         controller.update(store)
-        versions = controller.cache.get(GATEWAY).versions()  # type: ignore[union-attr]
+        versions = controller.cache[GATEWAY].versions()
         assert versions == full_translation(store), (route, header)
         assert _entries(controller) == _full_entries(store), (route, header)
         assert versions[ROUTE] != unpoliced[ROUTE]
     assert controller._memo.misses == misses, "a policy change compiles no route again"
     store = Store.from_objects(o for o in store.objects() if o.kind != "MirrorPolicy")
     controller.update(store)
-    assert controller.cache.get(GATEWAY).versions() == unpoliced  # type: ignore[union-attr]
+    assert controller.cache[GATEWAY].versions() == unpoliced

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -114,8 +114,8 @@ async def _has_mirror(stack: KubeStack) -> bool:
     return bool(await stack.mirror_policies())
 
 
-async def _eq(value: object, expected: object) -> bool:
-    return await value == expected  # type: ignore[misc]
+async def _eq(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
 
 
 async def test_serve_kubernetes_process_writes_status_and_releases_its_lease(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ mirroring gRPC calls to real gRPC echo servers → status that `kubectl get grpc
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -161,5 +161,5 @@ async def _eventually(check: Callable[[], bool]) -> bool:
     return True
 
 
-async def _none(policies: object) -> bool:
-    return not await policies  # type: ignore[misc]
+async def _none(policies: Awaitable[object]) -> bool:
+    return not await policies

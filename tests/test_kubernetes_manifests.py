@@ -17,7 +17,7 @@ import yaml
 from controlplane.certs import gateway_secret
 from controlplane.cli import build_parser
 from controlplane.gatewayapi import schema
-from controlplane.gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP
+from controlplane.gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP, K8sObject
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, translate
 from controlplane.providers.files import parse_text
 from controlplane.providers.kubernetes import CORE_RESOURCES, GATEWAY_RESOURCES, POLICY_RESOURCES, STATUS_KINDS
@@ -198,7 +198,7 @@ def test_envoy_fleet_bootstraps_for_the_example_gateway_from_the_control_plane_s
 def test_examples_translate_to_a_mirrored_route_under_the_installed_gateway_class() -> None:
     gateway_class = _find(INSTALL, "GatewayClass", "mirrorplane")
     assert gateway_class["spec"]["controllerName"] == DEFAULT_CONTROLLER
-    objects = []
+    objects: list[K8sObject[Any]] = []
     for path in [MANIFESTS / "install.yaml", *EXAMPLES]:
         parsed, errors = parse_text(path.read_text(), str(path))
         assert not errors

@@ -99,13 +99,15 @@ async def test_api_server_restart_keeps_serving_and_resumes(
     provider = kubernetes(plane)
     snapshot = plane.cache.get(GATEWAY)
     caplog.set_level(logging.WARNING, logger="mirrorplane.kubernetes")
+    outage = provider.outage
+    assert outage is not None  # start() made it
     fake.stop()
     # Every watch notices, retries with backoff, and the outage is logged once.
-    await wait_until(lambda: len(provider.outage.failing) == len(provider.reflectors), message="all watches failing")
+    await wait_until(lambda: len(outage.failing) == len(provider.reflectors), message="all watches failing")
     await wait_until(lambda: _retries(provider) >= 3, message="several retries")
     assert plane.cache.get(GATEWAY) is snapshot, "the served config stays while the API is gone"
     fake.start()
-    await wait_until(lambda: not provider.outage.failing, message="watches back")
+    await wait_until(lambda: not outage.failing, message="watches back")
     events = [r.message.split()[0] for r in caplog.records]
     assert events.count("kubernetes.unreachable") == 1 and events.count("kubernetes.reachable") == 1
     assert plane.cache.get(GATEWAY) is snapshot, "reconnecting to the same state changes nothing"

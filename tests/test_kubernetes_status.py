@@ -73,7 +73,8 @@ async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
         first = leaders()[0]
         assert all(plane.cache.get(GATEWAY) is not None for plane, _, _ in replicas), "every replica serves xDS"
         for i, (_, _, s) in enumerate(replicas):
-            assert (s.writer.writes > 0) == (i == first), "only the Lease holder writes"  # type: ignore[union-attr]
+            assert s.writer is not None
+            assert (s.writer.writes > 0) == (i == first), "only the Lease holder writes"
         held = await c.get("lease", "mirrorplane-status-writer", SYSTEM)
         assert held["spec"]["holderIdentity"] == f"replica-{'abc'[first]}"
 
@@ -89,8 +90,10 @@ async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
         # A crash (no release): the last standby takes over once the Lease expires.
         second = next(i for i in leaders() if i != first)
         status = replicas[second][2]
-        await status.writer.stop()  # type: ignore[union-attr]
-        status.elector._task.cancel()  # type: ignore[union-attr]
+        assert status.writer is not None and status.elector is not None  # started with a Lease
+        await status.writer.stop()
+        assert status.elector._task is not None  # running
+        status.elector._task.cancel()
         last_renewal = _time((await c.get("lease", "mirrorplane-status-writer", SYSTEM))["spec"]["renewTime"])
         third = next(i for i in range(3) if i not in (first, second))
         await wait_until(lambda: replicas[third][2].is_leader, timeout=60, message="takeover after expiry")
@@ -134,7 +137,8 @@ async def test_other_controllers_entries_are_kept_and_writes_happen_only_on_chan
         # Something changes that the translation reads, but no status depends on.
         await c.kubectl("label", "service", "pipy", "-n", "server", "touched=yes")
         await wait_until(lambda: plane.controller.translations > translations, message="translated again")
-        await status.writer.sync()  # type: ignore[union-attr]
+        assert status.writer is not None
+        await status.writer.sync()
         assert status_patches() == writes, "same status (ignoring lastTransitionTime): no write"
 
         # Our entry for a Gateway the route no longer names is removed; theirs stays.

@@ -46,15 +46,11 @@ spec:
 """
 
 
-def errors_of(stack: Stack, name: str) -> list[str]:
-    return [str(e) for e in stack.plane.provider.errors.get(stack.dir / name, [])]
-
-
 async def test_a_deeply_nested_file_is_rejected_alone_and_later_edits_still_apply(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="mirrorplane.files")
     stack.write("deep.yaml", DEEP)
-    await wait_until(lambda: errors_of(stack, "deep.yaml"), message="the deep file being reported")
-    assert "nesting depth" in errors_of(stack, "deep.yaml")[0] or "nested deeper" in errors_of(stack, "deep.yaml")[0]
+    await wait_until(lambda: stack.file_errors("deep.yaml"), message="the deep file being reported")
+    assert "nesting depth" in stack.file_errors("deep.yaml")[0] or "nested deeper" in stack.file_errors("deep.yaml")[0]
     assert any("deep.yaml" in r.getMessage() and "file.invalid" in r.getMessage() for r in caplog.records)
     # The watcher is alive: deleting the mirror filter still stops mirroring.
     route = (stack.dir / "route.yaml").read_text()
@@ -137,7 +133,8 @@ async def test_health_answers_while_a_large_folder_loads(tmp_path: Path) -> None
     for f in range(8):
         (folder / f"services-{f}.yaml").write_text("".join(SERVICE.format(i=f * 1000 + i) for i in range(1000)))
     xds, http = free_port(), free_port()
-    plane = ControlPlane(FileProvider(folder), xds_host="127.0.0.1", xds_port=xds, http_host="127.0.0.1", http_port=http)
+    provider = FileProvider(folder)
+    plane = ControlPlane(provider, xds_host="127.0.0.1", xds_port=xds, http_host="127.0.0.1", http_port=http)
     starting = asyncio.create_task(plane.start())
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
@@ -152,7 +149,7 @@ async def test_health_answers_while_a_large_folder_loads(tmp_path: Path) -> None
                 answered += 1
             await starting
             assert answered >= 2
-            assert len(plane.controller.statuses) > 0 and len(plane.provider.store().services) >= 8000
+            assert len(plane.controller.statuses) > 0 and len(provider.store().services) >= 8000
             assert await _get(session, f"http://127.0.0.1:{http}/readyz") == 200
             assert await _grpc_health(xds) == health_pb2.HealthCheckResponse.SERVING
     finally:
@@ -246,7 +243,12 @@ def test_unchanged_documents_are_not_validated_again(tmp_path: Path, monkeypatch
     provider.load()
     validated: list[str] = []
     real = schema.validate
-    monkeypatch.setattr(schema, "validate", lambda body: validated.append(body["metadata"]["name"]) or real(body))
+
+    def validate(body: dict[str, Any]) -> dict[str, Any]:
+        validated.append(body["metadata"]["name"])
+        return real(body)
+
+    monkeypatch.setattr(schema, "validate", validate)
     (folder / "many.yaml").write_text("".join(SERVICE.format(i=i) for i in range(50)).replace("svc-7,", "svc-seven,"))
     store = provider.load()
     assert validated == ["svc-seven"]

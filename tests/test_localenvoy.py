@@ -26,8 +26,10 @@ TEMPLATE = REPO / "controlplane" / "bootstrap.yaml"
 PLACEHOLDERS = {"NODE_ID", "NODE_CLUSTER", "XDS_HOST", "XDS_PORT", "ADMIN_PORT"}
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+def _alive(pid: int | None) -> bool:
+    """True while ``pid`` exists and is not a zombie (no pid: never started)."""
+    if pid is None:
+        return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -285,6 +287,7 @@ def test_envoy_dies_with_its_parent(tmp_path):
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
+        assert parent.stdout is not None  # stdout=PIPE
         line = parent.stdout.readline()
         assert line.strip().isdigit(), f"no pid from the parent (exit {parent.poll()})"
         envoy_pid = int(line)

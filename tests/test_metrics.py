@@ -34,12 +34,19 @@ class Scrape:
     def get(self, name: str, **labels: str) -> float | None:
         return self.samples.get((name, frozenset(labels.items())))
 
-    def matching(self, name: str, **labels: str) -> dict[frozenset, float]:
+    def value(self, name: str, **labels: str) -> float:
+        """A sample that must be there, for comparisons (a missing one fails naming it)."""
+        got = self.get(name, **labels)
+        assert got is not None, f"no sample {name} {labels}"
+        return got
+
+    def matching(self, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
         want = set(labels.items())
         return {k: v for (n, k), v in self.samples.items() if n == name and want <= k}
 
 
-async def scrape(port: int) -> Scrape:
+async def scrape(port: int | None) -> Scrape:
+    assert port is not None, "the control plane serves no HTTP port"
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=")
@@ -83,22 +90,22 @@ async def test_streams_pushes_acks_resources_and_translation(stack):
         assert m.get("mirrorplane_xds_resources", gateway=GATEWAY, type=t) == len(snapshot[type_url]), t
     assert m.get("mirrorplane_xds_stream_connects_total", gateway=GATEWAY) == 1
     assert m.get("mirrorplane_translation_seconds_count") == 1
-    assert 0 < m.get("mirrorplane_translation_seconds_sum") < 5
+    assert 0 < m.value("mirrorplane_translation_seconds_sum") < 5
     assert m.get("mirrorplane_status_changes_total") == len(stack.plane.controller.statuses)
     assert m.get("mirrorplane_provider_events_total") == 0
     assert m.matching("mirrorplane_xds_nacks_total") == {}
     assert m.matching("mirrorplane_xds_nack_info") == {}
     # Process metrics come with it.
-    assert m.get("process_cpu_seconds_total") > 0
-    assert m.get("process_resident_memory_bytes") > 0
+    assert m.value("process_cpu_seconds_total") > 0
+    assert m.value("process_resident_memory_bytes") > 0
     assert "python_info" in m.names
 
 
 async def test_file_edit_counts_a_provider_event_a_translation_and_a_push(stack):
     stack.write("route.yaml", (stack.dir / "route.yaml").read_text().replace("name: pipy-mirror", "name: missing-mirror"))
     m = await scrape_until(stack, 2, "mirrorplane_xds_acks_total", gateway=GATEWAY, type="routes")
-    assert m.get("mirrorplane_provider_events_total") >= 1
-    assert m.get("mirrorplane_translation_seconds_count") >= 2
+    assert m.value("mirrorplane_provider_events_total") >= 1
+    assert m.value("mirrorplane_translation_seconds_count") >= 2
     assert m.get("mirrorplane_status_changes_total") == len(stack.plane.controller.statuses) + 1  # the route's ResolvedRefs
     assert m.get("mirrorplane_xds_pushes_total", gateway=GATEWAY, type="routes") == 2
     assert m.get("mirrorplane_xds_resources", gateway=GATEWAY, type="clusters") == 1  # the mirror's cluster is gone
@@ -107,8 +114,8 @@ async def test_file_edit_counts_a_provider_event_a_translation_and_a_push(stack)
 async def test_a_nack_is_counted_and_shows_envoys_message(stack):
     bad = push_rejected_route(stack)
     m = await scrape_until(stack, 1, "mirrorplane_xds_nacks_total", gateway=GATEWAY, type="routes")
-    [(labels, value)] = m.matching("mirrorplane_xds_nack_info").items()
-    labels = dict(labels)
+    [(label_set, value)] = m.matching("mirrorplane_xds_nack_info").items()
+    labels = dict(label_set)
     assert value == 1
     assert (labels["gateway"], labels["node_id"], labels["type"]) == (GATEWAY, "e2e", "routes")
     assert labels["version"] == bad.version_of("type.googleapis.com/envoy.config.route.v3.RouteConfiguration")

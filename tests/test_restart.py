@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -99,7 +100,7 @@ async def test_graceful_stop_closes_streams_at_once(tmp_path: Path) -> None:
         await plane.stop(signal.SIGKILL)
 
 
-async def _equals(read, expected: int) -> bool:  # type: ignore[no-untyped-def]
+async def _equals(read: Callable[[], Awaitable[int | None]], expected: int) -> bool:
     return await read() == expected
 
 

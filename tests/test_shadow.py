@@ -4,6 +4,7 @@ bounds, expiry and attribution, which a real Envoy can only show slowly."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -66,8 +67,8 @@ class Clock:
         return self.now
 
 
-def hub(**kw: object) -> tuple[Comparisons, Clock]:
-    c = Comparisons(**kw)  # type: ignore[arg-type]
+def hub(**kw: Any) -> tuple[Comparisons, Clock]:
+    c = Comparisons(**kw)
     clock = Clock()
     c.pairer.clock = clock
     return c, clock
@@ -164,7 +165,7 @@ async def test_receiver_attributes_a_stream_to_its_node_gateway_and_refuses_a_ba
     c = Comparisons()
     server = grpc.aio.server()
     _, add = als_service(AccessLogReceiver(c, Authorizer(enforced=False)))
-    add(server)  # type: ignore[operator]
+    add(server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -200,7 +201,7 @@ def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:
     assert {"mirrorplane_mirror_comparisons_total", "mirrorplane_mirror_latency_seconds_bucket"} <= used
 
 
-def test_no_shadow_leaves_the_access_log_out(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_shadow_leaves_the_access_log_out(tmp_path) -> None:
     """`serve --no-shadow`: no logger, no thresholds; by default both (and the seed route's tag)."""
     import json
     from pathlib import Path

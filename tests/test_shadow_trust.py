@@ -9,10 +9,10 @@ from envoy.service.accesslog.v3 import als_pb2_grpc
 
 from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
 from test_shadow import one_pair_stream
-from test_trust import HTTP_GATEWAY, HTTPS_GATEWAY, Plane, mtls  # noqa: F401 (the fixture)
+from test_trust import HTTP_GATEWAY, HTTPS_GATEWAY, Plane, mtls_fixture  # noqa: F401 - pytest finds the fixture here
 
 
-async def test_an_access_log_stream_counts_for_its_certificates_gateway_only(mtls: Plane) -> None:  # noqa: F811
+async def test_an_access_log_stream_counts_for_its_certificates_gateway_only(mtls: Plane) -> None:
     async with mtls.channel(HTTPS_GATEWAY) as channel:
         await als_pb2_grpc.AccessLogServiceStub(channel).StreamAccessLogs(one_pair_stream(HTTPS_GATEWAY), timeout=10)
     for role in (HTTP_GATEWAY, "operator"):

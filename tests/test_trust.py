@@ -106,8 +106,8 @@ class Plane:
         return grpc.aio.secure_channel(self.plane.xds_address, creds)
 
 
-@pytest.fixture
-async def mtls(tmp_path: Path) -> AsyncIterator[Plane]:
+@pytest.fixture(name="mtls")
+async def mtls_fixture(tmp_path: Path) -> AsyncIterator[Plane]:
     """Two Gateways served over mutual TLS: HTTPS (a listener private key) and plain HTTP."""
     folder = tmp_path / "config"
     shutil.copytree(LOCAL, folder)
@@ -233,7 +233,9 @@ async def test_admin_and_csds_answer_the_operator_only(mtls: Plane, caplog: pyte
     assert "identity=spiffe://mirrorplane/ns/infra/gateway/features" in denied[0] and "rpc=/mirrorplane.admin.v1.Admin/ListNodes" in denied[0]
     for name, result in allowed.items():
         assert not isinstance(result, Exception), (name, result)
-    assert [n.gateway for n in allowed["ListNodes"].nodes] == [HTTPS_GATEWAY]  # type: ignore[attr-defined]
+    nodes = allowed["ListNodes"]
+    assert isinstance(nodes, admin_pb2.ListNodesResponse)
+    assert [n.gateway for n in nodes.nodes] == [HTTPS_GATEWAY]
 
 
 def _forms(blob: bytes) -> dict[str, bytes]:

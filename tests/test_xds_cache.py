@@ -101,7 +101,9 @@ def test_build_serializes_and_versions_each_type():
     assert snap.version_of(CLUSTER) == content_version([("c1", entry.data)])
     assert len(snap.version) == len(entry.version) == 16
     assert len({snap.version_of(t) for t in PUSH_ORDER}) == 4
-    assert snap.summary()["types"]["endpoints"] == {"version": snap.version_of(ENDPOINT), "count": 1}
+    types = snap.summary()["types"]
+    assert isinstance(types, dict)
+    assert types["endpoints"] == {"version": snap.version_of(ENDPOINT), "count": 1}
 
 
 def test_same_content_gives_same_versions_and_keeps_the_snapshot_object():

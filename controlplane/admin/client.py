@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +99,21 @@ def _whole(value: Any) -> Any:
 # -- the calls ---------------------------------------------------------------------------------
 
 
-def _nodes(stub: admin_pb2_grpc.AdminStub, args: argparse.Namespace):
+# A command's response and the function that renders it as text.
+_Answer = tuple[Message, Callable[[Any], str]]
+
+
+def _nodes(stub: admin_pb2_grpc.AdminStub, args: argparse.Namespace) -> _Answer:
     request = admin_pb2.ListNodesRequest(gateway=args.gateway or "", node_id=args.node or "")
     return stub.ListNodes(request, timeout=args.timeout), render_nodes
 
 
-def _status(stub: admin_pb2_grpc.AdminStub, args: argparse.Namespace):
+def _status(stub: admin_pb2_grpc.AdminStub, args: argparse.Namespace) -> _Answer:
     request = admin_pb2.GetStatusRequest(kind=args.kind or "", namespace=args.namespace or "", name=args.name or "")
     return stub.GetStatus(request, timeout=args.timeout), render_status
 
 
-def _snapshot(stub: admin_pb2_grpc.AdminStub, args: argparse.Namespace):
+def _snapshot(stub: admin_pb2_grpc.AdminStub, args: argparse.Namespace) -> _Answer:
     request = admin_pb2.GetSnapshotRequest(
         gateway=args.gateway or "", node_id=args.node or "", types=args.type or [], names=args.name or []
     )
@@ -119,7 +123,7 @@ def _snapshot(stub: admin_pb2_grpc.AdminStub, args: argparse.Namespace):
 COMMANDS = {"nodes": _nodes, "status": _status, "snapshot": _snapshot}
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``nodes``, ``status`` and ``snapshot`` on the ``mirrorplane`` parser."""
     p = sub.add_parser("nodes", help="every connected Envoy: what it was sent, ACKed and NACKed (admin API)")
     p.add_argument("--gateway", help="only Envoys serving this Gateway, NAMESPACE/NAME")
@@ -147,7 +151,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "".join(
-        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n" for row in rows
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n" for row in rows
     )
 
 

@@ -16,7 +16,8 @@ Resources are shown with their private keys redacted (:mod:`.redact`), as the ad
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import TypeAlias
 
 import grpc
 from envoy.admin.v3 import config_dump_shared_pb2
@@ -34,7 +35,7 @@ from .redact import redacted_bytes
 
 CSDS_SERVICE_NAME = csds_pb2.DESCRIPTOR.services_by_name["ClientStatusDiscoveryService"].full_name
 
-_Generic = csds_pb2.ClientConfig.GenericXdsConfig
+_Generic: TypeAlias = csds_pb2.ClientConfig.GenericXdsConfig
 
 
 def string_matches(matcher: string_pb2.StringMatcher, value: str) -> bool:
@@ -93,7 +94,8 @@ def _type_status(ts: TypeState, current: Entry | None) -> tuple[int, Entry | Non
     return csds_pb2.NOT_SENT, current, None
 
 
-class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
+# xds-protos ships no type stubs: the base class is Any to mypy.
+class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(self, cache: SnapshotCache, registry: NodeRegistry) -> None:
         self.cache = cache
         self.registry = registry
@@ -118,7 +120,7 @@ class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
             ts = stream.types.get(type_url)
             if ts is None:
                 continue
-            current = {}
+            current: Mapping[str, Entry] = {}
             if snapshot is not None:
                 entries = snapshot[type_url].entries
                 current = entries if ts.wildcard else {n: entries[n] for n in ts.resource_names if n in entries}
@@ -155,10 +157,10 @@ class ClientStatusServicer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
             generic.client_status = config_dump_shared_pb2.REQUESTED
         return generic
 
-    async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest, context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:  # noqa: N802
+    async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest, context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:  # noqa: N802 - the gRPC method's name
         return self.status(request)
 
-    async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:  # noqa: N802
+    async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:  # noqa: N802 - the gRPC method's name
         async for request in request_iterator:
             yield self.status(request)
 

@@ -10,10 +10,15 @@ chain's transport socket), so it does not depend on where the translator puts a
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from google.protobuf import any_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
+
+if TYPE_CHECKING:
+    # What ``Message.DESCRIPTOR`` is typed as besides the pure-Python Descriptor (the upb one at runtime).
+    from google._upb._message import Descriptor as UpbDescriptor
 
 REDACTED = "[redacted]"
 # Message type → its DataSource fields that hold secrets (Envoy's own "sensitive" fields).
@@ -25,14 +30,14 @@ SECRET_FIELDS: dict[str, tuple[str, ...]] = {
 _ANY = any_pb2.Any.DESCRIPTOR.full_name
 
 
-def _may_hold_secrets(descriptor: Descriptor, seen: dict[str, bool]) -> bool:
+def _may_hold_secrets(descriptor: Descriptor | UpbDescriptor, seen: dict[str, bool]) -> bool:
     """Whether a message of this type can contain a secret field (an ``Any`` can hold anything)."""
     name = descriptor.full_name
     if name in seen:
         return seen[name]
     seen[name] = True  # while in progress (a recursive type): assume yes, never a false "no"
     found = name in SECRET_FIELDS or name == _ANY or any(
-        f.type == FieldDescriptor.TYPE_MESSAGE and _may_hold_secrets(f.message_type, seen) for f in descriptor.fields
+        f.message_type is not None and _may_hold_secrets(f.message_type, seen) for f in descriptor.fields
     )
     seen[name] = found
     return found
@@ -47,10 +52,10 @@ def redact(message: Message) -> bool:
     if not _may_hold_secrets(descriptor, _SEEN):
         return False
     changed = False
-    if descriptor.full_name == _ANY:
-        inner = _unpack(message)  # type: ignore[arg-type]
+    if isinstance(message, any_pb2.Any):  # the class of every Any (descriptor.full_name == _ANY)
+        inner = _unpack(message)
         if inner is not None and redact(inner):
-            message.Pack(inner)  # type: ignore[attr-defined]
+            message.Pack(inner)
             return True
         return False
     for field_name in SECRET_FIELDS.get(descriptor.full_name, ()):
@@ -63,10 +68,11 @@ def redact(message: Message) -> bool:
             source.inline_string = REDACTED
             changed = True
     for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE or not _may_hold_secrets(field.message_type, _SEEN):
+        message_type = field.message_type  # None unless a message (or map) field
+        if message_type is None or not _may_hold_secrets(message_type, _SEEN):
             continue
-        if field.message_type.GetOptions().map_entry:
-            values = list(value.values()) if field.message_type.fields_by_name["value"].message_type else []
+        if message_type.GetOptions().map_entry:
+            values = list(value.values()) if message_type.fields_by_name["value"].message_type else []
         elif field.is_repeated:
             values = list(value)
         else:

@@ -129,14 +129,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self.registry = registry
         self.statuses = statuses
 
-    async def ListNodes(self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListNodesResponse:  # noqa: N802
+    async def ListNodes(self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext) -> admin_pb2.ListNodesResponse:  # noqa: N802 - the gRPC method's name
         streams = sorted(
             (s for s in self.registry.streams() if _selected(s, request.gateway, request.node_id)),
             key=lambda s: (s.gateway, s.node_id, s.stream_id),
         )
         return admin_pb2.ListNodesResponse(nodes=[node_message(s) for s in streams])
 
-    async def GetSnapshot(self, request: admin_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetSnapshotResponse:  # noqa: N802
+    async def GetSnapshot(self, request: admin_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetSnapshotResponse:  # noqa: N802 - the gRPC method's name
         gateway = request.gateway
         if request.node_id:
             streams = self.registry.by_node(request.node_id)
@@ -155,6 +155,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         if snapshot is None:
             known = ", ".join(self.cache.gateways()) or "none"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no snapshot for Gateway {gateway!r} (served: {known})")
+            raise AssertionError("unreachable: abort() raises")  # grpc is untyped: mypy cannot know it
         types = {_TYPE_BY_NAME[t] for t in request.types} or set(PUSH_ORDER)
         names = set(request.names)
         sets = []
@@ -180,7 +181,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             )
         return admin_pb2.GetSnapshotResponse(gateway=gateway, version=snapshot.version, types=sets)
 
-    async def GetStatus(self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetStatusResponse:  # noqa: N802
+    async def GetStatus(self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.GetStatusResponse:  # noqa: N802 - the gRPC method's name
         objects = [
             admin_pb2.ObjectStatus(kind=kind, namespace=ns, name=name, status=struct(body))
             for (kind, ns, name), body in sorted(self.statuses().items())
@@ -190,7 +191,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         ]
         return admin_pb2.GetStatusResponse(objects=objects)
 
-    async def WatchNodes(self, request: admin_pb2.WatchNodesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[admin_pb2.NodeEvent]:  # noqa: N802
+    async def WatchNodes(self, request: admin_pb2.WatchNodesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[admin_pb2.NodeEvent]:  # noqa: N802 - the gRPC method's name
         queue: asyncio.Queue[admin_pb2.NodeEvent] = asyncio.Queue(WATCH_BUFFER)
         overflowed = False
 

@@ -209,8 +209,9 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
                 await serve
             except asyncio.CancelledError:
                 pass
-    if serve.done() and not serve.cancelled() and serve.exception() is not None:
-        raise serve.exception()  # type: ignore[misc]
+    failure = serve.exception() if serve.done() and not serve.cancelled() else None
+    if failure is not None:
+        raise failure
 
 
 def main_from_args(args: argparse.Namespace) -> int:

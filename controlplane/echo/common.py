@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 # Kubernetes' "safe" alphabet for generated name suffixes (no vowels, no
 # look-alike characters), so default pod names look like real pod names.
@@ -154,6 +154,14 @@ def _default_pod_name(name: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+class LogStream(Protocol):
+    """Where log lines go: a text stream, or anything that takes its writes (a test's collector)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class EchoConfig:
     name: str
@@ -164,7 +172,7 @@ class EchoConfig:
     delay: float
     status: int | None
     http_port: int
-    out: TextIO | None
+    out: LogStream | None
     path_status: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -178,7 +186,7 @@ def make_config(
     delay: float = 0.0,
     status: int | None = None,
     http_port: int = 0,
-    out: TextIO | None = None,
+    out: LogStream | None = None,
     path_status: Mapping[str, int] | None = None,
 ) -> EchoConfig:
     """Check and complete an echo server's options.

@@ -41,7 +41,8 @@ class H2CProtocol(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's transport
+        self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         for task in self._tasks:
@@ -68,6 +69,7 @@ class H2CProtocol(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, RequestReceived):
+                # header_encoding="utf-8" makes h2 hand over str pairs; its Header type says bytes | str.
                 self._streams[event.stream_id] = (list(event.headers), bytearray())  # type: ignore[arg-type]
             elif isinstance(event, DataReceived):
                 self._streams[event.stream_id][1].extend(event.data)

@@ -233,7 +233,8 @@ class _Stalled(asyncio.Protocol):
     """Accept, then never read: the kernel buffers fill and the sender is pushed back."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]
+        assert isinstance(transport, asyncio.ReadTransport)  # a TCP server's transport
+        transport.pause_reading()
 
 
 async def serve_stalled(host: str, port: int) -> asyncio.Server:

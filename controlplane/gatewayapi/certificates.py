@@ -42,9 +42,9 @@ def resolve_certificate(
     cert, key = _field(body, "tls.crt"), _field(body, "tls.key")
     if not cert or not key:
         return None, RefProblem("InvalidCertificateRef", f"Secret {namespace}/{name} needs both tls.crt and tls.key")
-    problem = _check_pair(cert, key)
-    if problem:
-        return None, RefProblem("InvalidCertificateRef", f"Secret {namespace}/{name}: {problem}")
+    mismatch = _check_pair(cert, key)
+    if mismatch:
+        return None, RefProblem("InvalidCertificateRef", f"Secret {namespace}/{name}: {mismatch}")
     return Certificate(f"{namespace}/{name}", cert, key), None
 
 

@@ -7,6 +7,7 @@ get a 500) and the route says so in a PartiallyInvalid condition.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ class RuleFilters:
 
 
 def rule_filters(
-    resolver: BackendResolver, route: K8sObject[Any], rule: dict[str, Any], shadow_suffix: bool
+    resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], shadow_suffix: bool
 ) -> RuleFilters:
     out = RuleFilters()
     backend_refs = rule.get("backendRefs") or []

@@ -12,6 +12,7 @@ method, then the number of header matches; then the oldest route, namespace/name
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from .. import ir
@@ -26,7 +27,7 @@ from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, refused_filter
 _ANY_SEGMENT = "[^/]+"
 
 
-def method_match(spec: dict[str, Any] | None) -> tuple[str, str]:
+def method_match(spec: dict[str, Any] | None) -> tuple[ir.PathType, str]:
     """A GRPCMethodMatch as an IR (path type, path).
 
     Exact service and method: the exact path ``/service/method``. Service only: the prefix
@@ -45,14 +46,14 @@ def method_match(spec: dict[str, Any] | None) -> tuple[str, str]:
     return "RegularExpression", f"/{_ANY_SEGMENT}/{re.escape(method)}"
 
 
-def grpc_match(m: dict[str, Any]) -> tuple[ir.Match, tuple[int, int, int]]:
+def grpc_match(m: Mapping[str, Any]) -> tuple[ir.Match, tuple[int, int, int]]:
     """One GRPCRouteMatch as an IR match, with its precedence: (service characters, method
     characters, header matches), larger first."""
     path_type, path = method_match(m.get("method"))
     headers = first_by_name(m.get("headers") or [], fold_case=True)
     method = m.get("method") or {}
     rank = (len(method.get("service") or ""), len(method.get("method") or ""), len(headers))
-    return ir.Match(path_type=path_type, path=path, headers=headers), rank  # type: ignore[arg-type]
+    return ir.Match(path_type=path_type, path=path, headers=headers), rank
 
 
 def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
@@ -60,7 +61,7 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
     rules, problems, dropped = [], [], {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
     for index, rule in enumerate(route.spec.get("rules") or []):
-        filters = rule_filters(resolver, route, rule, shadow_suffix)  # type: ignore[arg-type]
+        filters = rule_filters(resolver, route, rule, shadow_suffix)
         problems += filters.problems
         compiled = [grpc_match(m) for m in rule.get("matches") or [{}]]
         unsupported = list(filters.unsupported)
@@ -71,7 +72,7 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
             unsupported += refused
             compiled = [c for mi, c in enumerate(compiled) if mi not in refused_matches]
             filters = RuleFilters()
-        weighted = weighted_backends(resolver, route, rule, filters, problems)  # type: ignore[arg-type]
+        weighted = weighted_backends(resolver, route, rule, filters, problems)
         direct = None
         if unsupported:
             outcome = "its calls fail with gRPC status UNKNOWN (HTTP 500)" if compiled else "it is not served"

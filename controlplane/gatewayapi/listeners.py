@@ -8,6 +8,7 @@ e.g. a usable certificate for HTTPS).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,7 @@ def gateway_listeners(store: Store, gw: Gateway) -> list[GatewayListener]:
     return out
 
 
-def _route_kinds(spec: dict[str, Any], protocol: str) -> tuple[list[dict[str, str]], list[str]]:
+def _route_kinds(spec: Mapping[str, Any], protocol: str) -> tuple[list[dict[str, str]], list[str]]:
     serves_http = protocol in PROTOCOLS
     given = (spec.get("allowedRoutes") or {}).get("kinds")
     if given is None:

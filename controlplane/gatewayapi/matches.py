@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .. import ir
 from .model import K8sObject
 
 
-def route_match(m: dict[str, Any]) -> ir.Match:
+def route_match(m: Mapping[str, Any]) -> ir.Match:
     path = m.get("path") or {"type": "PathPrefix", "value": "/"}
     return ir.Match(
         path_type=path.get("type", "PathPrefix"),

@@ -81,6 +81,7 @@ class GatewaySpec(TypedDict):
     gatewayClassName: str
     listeners: list[Listener]
     addresses: NotRequired[list[dict[str, Any]]]
+    infrastructure: NotRequired[dict[str, Any]]  # read only to refuse a parametersRef
 
 
 # --- HTTPRoute ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ RequestMirror filter is added, with no other change).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -131,12 +132,12 @@ def resolve(store: Store, controller_name: str, statuses: dict[StatusKey, dict[s
     return policies
 
 
-def _describe(namespace: str, ref: dict[str, Any]) -> str:
+def _describe(namespace: str, ref: Mapping[str, Any]) -> str:
     section = ref.get("sectionName")
     return f"{ref['kind']} {namespace}/{ref['name']}" + (f" rule {section!r}" if section else "")
 
 
-def _route(store: Store, namespace: str, ref: dict[str, Any]) -> K8sObject[Any] | None:
+def _route(store: Store, namespace: str, ref: Mapping[str, Any]) -> K8sObject[Any] | None:
     if ref["group"] != GATEWAY_GROUP:
         return None
     return getattr(store, ROUTE_FIELDS.get(ref["kind"], ""), {}).get((namespace, ref["name"]))
@@ -145,7 +146,7 @@ def _route(store: Store, namespace: str, ref: dict[str, Any]) -> K8sObject[Any] 
 def _attach(
     store: Store,
     policy: MirrorPolicy,
-    ref: dict[str, Any],
+    ref: Mapping[str, Any],
     settings: MirrorSettings,
     problems: list[str],
     owners: dict[tuple[RouteKey, str | None], str],
@@ -172,7 +173,7 @@ def _attach(
     return None
 
 
-def _accepted(store: Store, policy: MirrorPolicy, ref: dict[str, Any], policies: Policies) -> Condition:
+def _accepted(store: Store, policy: MirrorPolicy, ref: Mapping[str, Any], policies: Policies) -> Condition:
     """The Accepted condition of an attached targetRef, saying which rules it acts on."""
     route = _route(store, policy.namespace, ref)
     assert route is not None

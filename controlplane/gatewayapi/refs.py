@@ -8,6 +8,7 @@ stats count mirrored traffic apart from primary traffic.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -148,13 +149,12 @@ def resolve_backend(
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} not found")
     if port is None:
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} needs a port")
-    spec: dict[str, Any] = service.spec  # type: ignore[assignment]
+    spec: Mapping[str, Any] = service.spec
     service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
     grpc = route.kind == "GRPCRoute"
     cluster = cluster_name(namespace, name, port, mirror=mirror, grpc=grpc)
     if spec.get("type") == "ExternalName" and spec.get("externalName"):
-        endpoints = (Endpoint(spec["externalName"], port),)
-        return Backend(cluster, endpoints, "dns", "h2c" if grpc else "http1"), None
+        return Backend(cluster, (Endpoint(spec["externalName"], port),), "dns", "h2c" if grpc else "http1"), None
     if service_port is None:
         return None, RefProblem("BackendNotFound", f"{what}: Service {namespace}/{name} has no port {port}")
     app_protocol = service_port.get("appProtocol")
@@ -182,15 +182,17 @@ def with_current_endpoints(store: Store, backend: Backend) -> Backend:
         return backend
     namespace, name, port = backend.service
     service = store.services.get((namespace, name))
-    spec: dict[str, Any] = service.spec if service is not None else {}  # type: ignore[assignment]
+    spec: Mapping[str, Any] = service.spec if service is not None else {}
     service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
     if service_port is None:
         return backend
     endpoints, discovery = _endpoints(store, namespace, name, service_port)
-    return replace(backend, endpoints=endpoints, discovery=discovery)  # type: ignore[arg-type]
+    return replace(backend, endpoints=endpoints, discovery=discovery)
 
 
-def _endpoints(store: Store, namespace: str, service: str, service_port: dict[str, Any]) -> tuple[tuple[Endpoint, ...], str]:
+def _endpoints(
+    store: Store, namespace: str, service: str, service_port: dict[str, Any]
+) -> tuple[tuple[Endpoint, ...], Literal["eds", "dns"]]:
     """Ready endpoints of a Service port from its EndpointSlices.
 
     A slice port is matched by the Service port's name (both empty for a single unnamed port).
@@ -200,7 +202,7 @@ def _endpoints(store: Store, namespace: str, service: str, service_port: dict[st
     ip_eps: set[Endpoint] = set()
     dns_eps: set[Endpoint] = set()
     for slice_ in store.endpointslices_for(namespace, service):
-        body: dict[str, Any] = slice_.spec  # type: ignore[assignment]
+        body: Mapping[str, Any] = slice_.spec
         target = next((p.get("port") for p in body.get("ports") or [] if (p.get("name") or "") == port_name), None)
         if target is None:
             continue

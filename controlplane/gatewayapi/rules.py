@@ -7,7 +7,7 @@ what depends on the listener (a redirect's default port and scheme) is finished 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,7 @@ class RouteMemo:
             old is None
             or old[0].domains != domains
             or len(old[0].routes) != len(routes)
-            or any(a is not b for a, b in zip(old[0].routes, routes))
+            or any(a is not b for a, b in zip(old[0].routes, routes, strict=True))
         ):
             vh = ir.VirtualHost(name=key[1], domains=domains, routes=tuple(routes))
             old = (vh, backends_of(vh))
@@ -197,7 +197,7 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
 
 
 def weighted_backends(
-    resolver: BackendResolver, route: K8sObject[Any], rule: dict[str, Any], filters: RuleFilters, problems: list[RefProblem]
+    resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], filters: RuleFilters, problems: list[RefProblem]
 ) -> list[ir.WeightedBackend]:
     """A rule's backendRefs with their weights and own header filters (HTTPRoute and GRPCRoute
     alike); an unresolvable one stays, without a cluster, for its share of 500s."""

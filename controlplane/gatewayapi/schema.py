@@ -42,7 +42,7 @@ import importlib.resources
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,6 @@ import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
 from ..errors import MirrorplaneError
-from .model import GATEWAY_GROUP
 
 _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",
@@ -285,11 +284,21 @@ _FORMATS.checks("ipv4", raises=ValueError)(_is_ipv4)
 _FORMATS.checks("ipv6", raises=ValueError)(_is_ipv6)
 _FORMATS.checks("byte", raises=binascii.Error)(_is_base64)
 
-_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"required": _required})
+# types-jsonschema leaves extend() unannotated, so the class it makes is Any to mypy.
+_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"required": _required})  # type: ignore[no-untyped-call]
 
 # --- the structural fast path ---------------------------------------------------------------
 
 Check = Callable[[Any], bool]
+
+
+def _bound_check(limit: Any, test: Callable[[Any, Any], bool], exclusive: Any) -> Check:
+    return lambda v: not _is_number(v) or (test(v, limit) and not (exclusive and v == limit))
+
+
+def _size_check(limit: int, kinds: type[Sized], test: Callable[[int, int], bool]) -> Check:
+    return lambda v: not isinstance(v, kinds) or test(len(v), limit)
+
 
 # What each JSON type accepts, strictly: a bool is no integer or number, a float no integer.
 _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -334,25 +343,25 @@ def _fast_check(schema: dict[str, Any]) -> Check:
     if "required" in schema:
         required = schema["required"]
         checks.append(lambda v: not isinstance(v, dict) or all(k in v for k in required))
-    for key, test in (
+    bounds: tuple[tuple[str, Callable[[Any, Any], bool]], ...] = (
         ("minimum", lambda v, lim: v >= lim),
         ("maximum", lambda v, lim: v <= lim),
-    ):
+    )
+    for key, test in bounds:
         if key in schema:
             exclusive = schema.get("exclusive" + key.title())
-            checks.append(
-                lambda v, lim=schema[key], test=test, ex=exclusive: not _is_number(v) or (test(v, lim) and not (ex and v == lim))
-            )
-    for key, kinds, test in (
+            checks.append(_bound_check(schema[key], test, exclusive))
+    sizes: tuple[tuple[str, type[Sized], Callable[[int, int], bool]], ...] = (
         ("minLength", str, lambda n, lim: n >= lim),
         ("maxLength", str, lambda n, lim: n <= lim),
         ("minItems", list, lambda n, lim: n >= lim),
         ("maxItems", list, lambda n, lim: n <= lim),
         ("minProperties", dict, lambda n, lim: n >= lim),
         ("maxProperties", dict, lambda n, lim: n <= lim),
-    ):
+    )
+    for key, kinds, test in sizes:
         if key in schema:
-            checks.append(lambda v, lim=schema[key], kinds=kinds, test=test: not isinstance(v, kinds) or test(len(v), lim))
+            checks.append(_size_check(schema[key], kinds, test))
     if "pattern" in schema:
         regex = re.compile(schema["pattern"])  # jsonschema's own semantics: re.search
         checks.append(lambda v: not isinstance(v, str) or regex.search(v) is not None)
@@ -418,7 +427,8 @@ def _structurally_valid(fast: Check | None, body: dict[str, Any]) -> bool:
         return False
     try:
         return fast(body)
-    except Exception:  # odd input (e.g. a non-string key): let jsonschema have the last word
+    # A fallback, not a swallow: on odd input (e.g. a non-string key) jsonschema validates the body.
+    except Exception:  # noqa: BLE001 - any failure of the fast path means "ask jsonschema"
         return False
 
 
@@ -442,7 +452,10 @@ _INVALID_DETAIL = {
 
 def _schema_problem(err: jsonschema.ValidationError) -> _Problem:
     path = _fmt_path(err.absolute_path)
-    value, limit = err.instance, err.validator_value
+    # Typed "or Unset" (an error made by hand may lack them); one a validator raised has them all.
+    value: Any = err.instance
+    limit: Any = err.validator_value
+    schema: Any = err.schema
     match err.validator:
         case "required":
             return _Problem(f"{path}: Required value", blocking=True)
@@ -463,9 +476,9 @@ def _schema_problem(err: jsonschema.ValidationError) -> _Problem:
             return _Problem(f"{path}: Too many: {len(value)}: must have at most {limit} {unit}", blocking=True)
         case "exclusiveMinimum" | "exclusiveMaximum":
             word = "greater" if err.validator == "exclusiveMinimum" else "less"
-            bound = err.schema["minimum" if word == "greater" else "maximum"]
+            bound = schema["minimum" if word == "greater" else "maximum"]
             return _invalid(path, value, f"should be {word} than {bound}")
-    template = _INVALID_DETAIL.get(err.validator, err.message)
+    template = _INVALID_DETAIL.get(str(err.validator), err.message)
     bad = len(value) if err.validator in ("minItems", "minProperties") else value
     return _invalid(path, bad, template.format(limit=limit, value=value))
 
@@ -538,6 +551,12 @@ def _cel_name(name: str) -> str:
     return _CEL_ESCAPE_RE.sub(lambda m: _CEL_ESCAPES[m.group()], name)
 
 
+# What a CEL evaluation error is raised as: the binding uses plain Python errors (a missing key is a
+# KeyError, a type mismatch a TypeError, 1/0 a ZeroDivisionError, a bad regex or an unknown function
+# a RuntimeError).
+_CEL_ERRORS = (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError)
+
+
 def _cel_error(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0]}"
@@ -586,7 +605,7 @@ class _Rule:
     def check(self, value: Any, path: str, type_name: str) -> _Problem | None:
         try:
             result = self.program.execute(_activation(value, self.extended))
-        except Exception as exc:  # the binding raises plain Python errors (KeyError, TypeError...)
+        except _CEL_ERRORS as exc:
             detail = f"{_cel_error(exc)} evaluating rule: {self.message or self.source}"
             return _Problem(f'{path}: Invalid value: "{type_name}": {detail}')
         return None if result is True else self.failure(value, path, type_name)
@@ -605,7 +624,7 @@ class _Rule:
         if self.message_program is not None:
             try:
                 text = self.message_program.execute(_activation(value, True))
-            except Exception:  # the server falls back to the static message, so do we
+            except _CEL_ERRORS:  # the server falls back to the static message, so do we
                 text = None
             if isinstance(text, str) and text.strip():
                 return text.strip()
@@ -633,7 +652,7 @@ class _RuleSet:
     def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
         try:
             results = self.batch.execute(_activation(value, self.extended))
-        except Exception:  # one rule raised: re-run them one by one to say which
+        except _CEL_ERRORS:  # one rule raised: re-run them one by one to say which
             results = [None] * len(self.rules)
         where = _fmt_path(path)
         for rule, result in zip(self.rules, results, strict=True):
@@ -758,7 +777,8 @@ class _KindSchema:
 
 def _read_crd(kind: str) -> dict[str, Any]:
     text = (importlib.resources.files(__package__) / "crds" / _CRD_FILES[kind]).read_text(encoding="utf-8")
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    crd: dict[str, Any] = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return crd
 
 
 @dataclass(frozen=True)
@@ -886,7 +906,7 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(kind, name, [f"{detail} (supported: {_supported_list()})"])
     compiled = _compiled(api_version, kind)
     unknown: list[str] = []
-    out = _decode(body, compiled.root, (), unknown)
+    out: dict[str, Any] = _decode(body, compiled.root, (), unknown)
     if unknown:  # strict decoding fails the request before any validation runs
         raise ValidationError(kind, name, [f'unknown field "{path}"' for path in unknown])
     problems = compiled.problems(out)

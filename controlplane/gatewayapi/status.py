@@ -67,7 +67,7 @@ def conditions_in(body: Any, where: str = "") -> Iterator[tuple[str, dict[str, A
 def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str, Any]:
     """Add lastTransitionTime to every condition in a status body, keeping the old time when a
     condition's status did not change (the Kubernetes convention)."""
-    old_times = {}
+    old_times: dict[tuple[str, str], tuple[Any, Any]] = {}
     for path, cond in _walk_conditions(old or {}):
         old_times[(path, cond["type"])] = (cond.get("status"), cond.get("lastTransitionTime"))
 
@@ -84,7 +84,8 @@ def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str
             return [visit(v, f"{path}/{_identity(v, i)}") for i, v in enumerate(node)]
         return node
 
-    return visit(new, "")
+    stamped: dict[str, Any] = visit(new, "")
+    return stamped
 
 
 def _stamped(cond: dict[str, Any], path: str, old_times: dict[Any, Any], now: str) -> dict[str, Any]:

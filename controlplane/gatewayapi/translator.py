@@ -8,12 +8,12 @@ other valid object keeps being served.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from .. import ir
-from .store import Store
+from .store import NsName, Store
 from . import hostnames
 from .filters import redirect_for, rewrite_for
 from .grpcroutes import grpc_precedence, grpc_route_rules
@@ -113,7 +113,8 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     resolver = BackendResolver(store)
     policies = resolve_policies(store, options.controller_name, statuses)
     found: list[_Attachment] = []
-    for routes in (store.httproutes, store.grpcroutes):
+    route_kinds: tuple[Mapping[NsName, K8sObject[Any]], ...] = (store.httproutes, store.grpcroutes)
+    for routes in route_kinds:
         for _, route in sorted(routes.items()):
             found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
@@ -124,7 +125,8 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
 
     gateways: dict[str, ir.GatewayIR] = {}
     for key, gw_listeners in listeners.items():
-        gw = store.gateways[tuple(key.split("/", 1))]  # type: ignore[index]
+        namespace, name = key.split("/", 1)
+        gw = store.gateways[(namespace, name)]
         gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends, memo)
         statuses[("Gateway", gw.namespace, gw.name)] = gateway_status(gw, gw_listeners, options.addresses)
     if memo is not None:
@@ -392,7 +394,8 @@ def _gateway_ir(
     memo: RouteMemo | None = None,
 ) -> ir.GatewayIR:
     programmed = [lst for lst in listeners if lst.programmed]
-    out_listeners, used = [], set()
+    out_listeners: list[ir.HTTPListener] = []
+    used: set[str] = set()
     for port in sorted({lst.port for lst in programmed}):
         on_port = [lst for lst in programmed if lst.port == port]
         siblings = [lst.hostname for lst in on_port]
@@ -459,10 +462,10 @@ def _virtual_hosts(
         for host in a.hostnames:
             if not hostnames.owned_by(host, lst.hostname, siblings):
                 continue
-            routes = vhosts[host]
+            host_routes = vhosts[host]
             for name, order, route in a.routes:
-                if name not in routes:
-                    routes[name] = (order, route)
+                if name not in host_routes:
+                    host_routes[name] = (order, route)
     out = []
     for host in sorted(vhosts):
         found = vhosts[host]
@@ -477,7 +480,8 @@ def _virtual_hosts(
 
 def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, route: K8sObject[Any]) -> ir.Route:
     f = rule.filters
-    origin = {"kind": route.kind, "source": route.describe(), "rule": rule.name or str(rule.index)}
+    kind: Literal["HTTPRoute", "GRPCRoute"] = "GRPCRoute" if route.kind == "GRPCRoute" else "HTTPRoute"
+    source, rule_name = route.describe(), rule.name or str(rule.index)
     if rule.direct_status is not None:
         return ir.Route(
             name=name,
@@ -485,7 +489,9 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, ro
             request_headers=f.request_headers,
             response_headers=f.response_headers,
             direct_status=rule.direct_status,
-            **origin,  # type: ignore[arg-type]
+            kind=kind,
+            source=source,
+            rule=rule_name,
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
@@ -502,5 +508,7 @@ def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, ro
         timeout_ms=rule.timeout_ms,
         backend_timeout_ms=rule.backend_timeout_ms,
         stat_prefix=name if rule.name else "",
-        **origin,  # type: ignore[arg-type]
+        kind=kind,
+        source=source,
+        rule=rule_name,
     )

@@ -94,14 +94,14 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     try:
         documents = yamlread.split(text, limits)
         fresh = [d for d in documents if d.digest not in known]
-        built = dict(zip((d.digest for d in fresh), yamlread.construct(text, documents, fresh)))
+        built = dict(zip((d.digest for d in fresh), yamlread.construct(text, documents, fresh), strict=True))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or str(exc)
         state.errors = [LoadError(source, "file", f"YAML does not parse{at}: {problem}")]
         return
-    except yamlread.Rejected as exc:
+    except yamlread.RejectedError as exc:
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
     parsed = {d.digest: known[d.digest] if d.digest in known else _parse_document(built[d.digest], d.index, source) for d in documents}
@@ -124,7 +124,8 @@ def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
         items = doc["items"]
     else:
         items = [doc]
-    objects, failures = [], []
+    objects: list[K8sObject[Any]] = []
+    failures: list[tuple[str, str, ObjKey | None]] = []
     for item in items:
         if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
             failures.append((f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)", None))
@@ -144,13 +145,13 @@ def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
 
 
 def _identity(doc: dict[str, Any]) -> str:
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    meta = m if isinstance(m := doc.get("metadata"), dict) else {}
     ns = meta.get("namespace")
     return f"{doc.get('kind')} {f'{ns}/' if ns else ''}{meta.get('name', '(no name)')}"
 
 
 def _key_of(doc: dict[str, Any]) -> ObjKey:
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    meta = m if isinstance(m := doc.get("metadata"), dict) else {}
     cluster_scoped = doc.get("kind") in ("GatewayClass", "Namespace")
     return (str(doc.get("kind")), "" if cluster_scoped else str(meta.get("namespace") or "default"), str(meta.get("name")))
 
@@ -238,7 +239,7 @@ class FileProvider:
         with path.open("rb") as f:
             data = f.read(self.limits.max_bytes + 1)
         if len(data) > self.limits.max_bytes:
-            raise yamlread.Rejected(f"larger than {self.limits.max_bytes} bytes")
+            raise yamlread.RejectedError(f"larger than {self.limits.max_bytes} bytes")
         return data
 
     def _load_file(self, path: Path) -> None:
@@ -250,7 +251,7 @@ class FileProvider:
             return
         except IsADirectoryError:
             return
-        except (OSError, yamlread.Rejected) as exc:
+        except (OSError, yamlread.RejectedError) as exc:
             self._reject(path, state, f"unreadable: {exc.strerror or exc}" if isinstance(exc, OSError) else f"rejected: {exc}")
             return
         digest = hashlib.blake2b(data, digest_size=16).digest()
@@ -260,7 +261,7 @@ class FileProvider:
         had = state.objects
         try:
             _update(state, yamlread.decode(data), str(path), self.limits)
-        except yamlread.Rejected as exc:
+        except yamlread.RejectedError as exc:
             state.errors = [LoadError(str(path), "file", f"rejected: {exc}")]
         except Exception as exc:  # a bug, or input no limit foresaw: reject this file, loudly
             log.exception("file.failed source=%s", path)

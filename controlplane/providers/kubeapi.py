@@ -74,7 +74,7 @@ class KubeApi:
     """JSON requests and watch streams against one API server."""
 
     def __init__(self, cfg: client.Configuration) -> None:
-        self.host = cfg.host
+        self.host = str(cfg.host)  # None only for a Configuration no loader filled in
         self._client = client.ApiClient(configuration=cfg)
 
     @classmethod
@@ -120,7 +120,8 @@ class KubeApi:
         """One request, its JSON answer (``query``, ``body`` and ``content_type`` as for ``_open``)."""
         resp = await self._open(method, path, timeout=timeout, **kw)
         try:
-            return _json(await resp.read())
+            answer: dict[str, Any] = _json(await resp.read())
+            return answer
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ApiError(0, f"lost the Kubernetes API at {self.host}: {_describe(exc)}") from exc
         finally:

@@ -121,7 +121,7 @@ class Reflector:
                     "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
                 )
             except ApiError as exc:
-                exc.resource = f"resource={self.resource.plural}"  # type: ignore[attr-defined]
+                exc.resource = f"resource={self.resource.plural}"
                 raise
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", self.resource.api_version)
@@ -146,8 +146,8 @@ class Reflector:
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
         try:
             yamlread.check_tree(body, self.options.limits)
-        except yamlread.Rejected as exc:
-            meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        except yamlread.RejectedError as exc:
+            meta = m if isinstance(m := body.get("metadata"), dict) else {}
             log.error("object.rejected kind=%s object=%s/%s error=%r then=skip", self.kind, meta.get("namespace"), meta.get("name"), str(exc))
             return None
         try:
@@ -270,7 +270,7 @@ class KubernetesProvider:
                 log.warning(
                     "kubernetes.start_failed host=%s %s error=%r retry_in=%.1fs ready=after_every_kind_listed",
                     self.api.host,
-                    getattr(exc, "resource", "discovery"),
+                    exc.resource or "discovery",
                     str(exc),
                     delay,
                 )
@@ -281,7 +281,7 @@ class KubernetesProvider:
             delay = min(delay * 2, self.options.backoff_max)
 
     async def _start_once(self) -> Store:
-        assert self.api is not None
+        assert self.api is not None and self.outage is not None  # start() sets both
         resources = [*await self._gateway_resources(), *await self._policy_resources(), *CORE_RESOURCES]
         self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
         await asyncio.gather(*(r.list() for r in self.reflectors.values()))
@@ -349,7 +349,8 @@ class KubernetesProvider:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            current = asyncio.current_task()  # never None in a coroutine
+            if current is not None and current.cancelling():
                 await self.close()  # stopping; after a failure, start() reuses the client (the status writer holds it)
 
     async def resync(self) -> None:

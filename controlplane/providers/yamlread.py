@@ -45,7 +45,7 @@ class Limits:
     max_nodes: int = 1_000_000  # after expanding aliases; an 8 MiB file has about 500,000
 
 
-class Rejected(ValueError):
+class RejectedError(ValueError):
     """The whole file is refused; the message says why in a user's words."""
 
 
@@ -58,27 +58,24 @@ class Document:
 
 def decode(data: bytes) -> str:
     """YAML's encodings: UTF-8 (with or without BOM), or UTF-16/UTF-32 with a BOM."""
-    for bom, codec in (
+    boms = (
         (codecs.BOM_UTF32_LE, "utf-32"),
         (codecs.BOM_UTF32_BE, "utf-32"),
         (codecs.BOM_UTF8, "utf-8-sig"),
         (codecs.BOM_UTF16_LE, "utf-16"),
         (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if data.startswith(bom):
-            break
-    else:
-        codec = "utf-8"
+    )
+    codec = next((c for bom, c in boms if data.startswith(bom)), "utf-8")
     try:
         return data.decode(codec)
     except UnicodeDecodeError as exc:
-        raise Rejected(f"not {codec.upper().removesuffix('-SIG')} text: byte {exc.start} is {data[exc.start:exc.start + 1]!r}") from None
+        raise RejectedError(f"not {codec.upper().removesuffix('-SIG')} text: byte {exc.start} is {data[exc.start:exc.start + 1]!r}") from None
 
 
 def split(text: str, limits: Limits = Limits()) -> list[Document]:
-    """The documents of ``text``; raises Rejected or yaml.YAMLError for the whole file."""
+    """The documents of ``text``; raises RejectedError or yaml.YAMLError for the whole file."""
     if len(text) > limits.max_bytes:  # text handed in directly; files are measured before reading
-        raise Rejected(f"larger than {limits.max_bytes} bytes")
+        raise RejectedError(f"larger than {limits.max_bytes} bytes")
     loader = Loader(text)
     spans: list[tuple[int, int]] = []
     # Per open collection: its anchor, the node count when it opened, its height so far.
@@ -95,18 +92,18 @@ def split(text: str, limits: Limits = Limits()) -> list[Document]:
                     anchors[event.anchor] = (1, 0)
             elif kind is yaml.AliasEvent:
                 if event.anchor not in anchors:
-                    raise Rejected(f"alias *{event.anchor} names no anchor (line {event.start_mark.line + 1})")
+                    raise RejectedError(f"alias *{event.anchor} names no anchor (line {event.start_mark.line + 1})")
                 size, height = anchors[event.anchor]
                 count += size
                 if len(stack) + height > limits.max_depth:
-                    raise Rejected(f"alias *{event.anchor} nests deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})")
+                    raise RejectedError(f"alias *{event.anchor} nests deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})")
                 if stack:
                     stack[-1][2] = max(stack[-1][2], height)
             elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
                 stack.append([event.anchor, count, 0])
                 count += 1
                 if len(stack) > limits.max_depth:
-                    raise Rejected(f"nested deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})")
+                    raise RejectedError(f"nested deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})")
             elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
                 anchor, opened, height = stack.pop()
                 if anchor:
@@ -118,7 +115,7 @@ def split(text: str, limits: Limits = Limits()) -> list[Document]:
             elif kind is yaml.DocumentEndEvent:
                 spans.append((start, event.end_mark.index))
             if count > limits.max_nodes:
-                raise Rejected(f"more than {limits.max_nodes} nodes once aliases are expanded")
+                raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
     finally:
         loader.dispose()
     return [Document(i, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest()) for i, (a, b) in enumerate(spans)]
@@ -153,7 +150,7 @@ def check_tree(value: Any, limits: Limits = Limits()) -> None:
             chars += len(item) if isinstance(item, str) else 8
             continue
         if depth > limits.max_depth:
-            raise Rejected(f"nested deeper than {limits.max_depth} levels")
+            raise RejectedError(f"nested deeper than {limits.max_depth} levels")
         pending += ((c, depth + 1) for c in children)
         if nodes + len(pending) > limits.max_nodes or chars > limits.max_bytes:
-            raise Rejected(f"larger than {limits.max_nodes} nodes or {limits.max_bytes} bytes")
+            raise RejectedError(f"larger than {limits.max_nodes} nodes or {limits.max_bytes} bytes")

@@ -43,7 +43,9 @@ class Diff:
 
     @property
     def request_id(self) -> str:
-        return (self.primary or self.mirror_leg).request_id  # type: ignore[union-attr]
+        leg = self.primary or self.mirror_leg
+        assert leg is not None  # a Diff has at least one leg
+        return leg.request_id
 
 
 @dataclass

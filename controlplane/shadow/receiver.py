@@ -24,7 +24,8 @@ ServiceAdder = Callable[[grpc.aio.Server], object]
 ALS_SERVICE_NAME = als_pb2.DESCRIPTOR.services_by_name["AccessLogService"].full_name
 
 
-class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):
+# xds-protos ships no type stubs: the base class is Any to mypy.
+class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
     def __init__(self, comparisons: Comparisons, authorizer: Authorizer) -> None:
         self.comparisons = comparisons
         self.authorizer = authorizer

@@ -7,6 +7,7 @@ like the rest of the admin API.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 
 import grpc
@@ -63,12 +64,12 @@ def diff_message(d: Diff) -> shadow_pb2.DifferingPair:
     )
 
 
-def _latency(samples: object) -> shadow_pb2.Latency:
+def _latency(samples: deque[float]) -> shadow_pb2.Latency:
     return shadow_pb2.Latency(
-        count=len(samples),  # type: ignore[arg-type]
-        p50_seconds=percentile(samples, 0.5),  # type: ignore[arg-type]
-        p90_seconds=percentile(samples, 0.9),  # type: ignore[arg-type]
-        p99_seconds=percentile(samples, 0.99),  # type: ignore[arg-type]
+        count=len(samples),
+        p50_seconds=percentile(samples, 0.5),
+        p90_seconds=percentile(samples, 0.9),
+        p99_seconds=percentile(samples, 0.99),
     )
 
 
@@ -90,7 +91,7 @@ class ShadowServicer(shadow_pb2_grpc.ShadowServicer):
     def __init__(self, comparisons: Comparisons) -> None:
         self.comparisons = comparisons
 
-    async def GetComparisons(  # noqa: N802
+    async def GetComparisons(  # noqa: N802 - the gRPC method's name
         self, request: shadow_pb2.GetComparisonsRequest, context: grpc.aio.ServicerContext
     ) -> shadow_pb2.GetComparisonsResponse:
         c = self.comparisons
@@ -104,7 +105,7 @@ class ShadowServicer(shadow_pb2_grpc.ShadowServicer):
         )
         return shadow_pb2.GetComparisonsResponse(rules=rules, receiver=receiver)
 
-    async def WatchDiffs(  # noqa: N802
+    async def WatchDiffs(  # noqa: N802 - the gRPC method's name
         self, request: shadow_pb2.WatchDiffsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[shadow_pb2.DifferingPair]:
         q = self.comparisons.watch()

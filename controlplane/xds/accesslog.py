@@ -24,6 +24,7 @@ from collections.abc import MutableMapping
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import grpc_service_pb2
+from envoy.config.core.v3.base_pb2 import Metadata
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
@@ -33,6 +34,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.type.metadata.v3 import metadata_pb2
 from envoy.type.tracing.v3 import custom_tag_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from google.protobuf.message import Message
 
 from .. import ir
 from ..shadow.tagging import CLUSTER_TAG, METADATA_KEY, TAG, MirrorTag, RouteTag, threshold
@@ -112,8 +114,8 @@ def _source(route: ir.Route) -> tuple[str, str]:
     return route.name, route.rule
 
 
-def _set_below(metadata: object, percent: int) -> struct_pb2.Struct:
-    meta: struct_pb2.Struct = metadata.filter_metadata[METADATA_KEY]  # type: ignore[attr-defined]
+def _set_below(metadata: Metadata, percent: int) -> struct_pb2.Struct:
+    meta: struct_pb2.Struct = metadata.filter_metadata[METADATA_KEY]
     meta.fields["below"].string_value = threshold(percent)
     return meta
 
@@ -171,7 +173,7 @@ def _add_logger(typed_config: any_pb2.Any, logger: accesslog_pb2.AccessLog) -> N
     typed_config.CopyFrom(_any(manager))
 
 
-def _any(msg: object) -> any_pb2.Any:
+def _any(msg: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(msg, deterministic=True)  # type: ignore[arg-type]
+    packed.Pack(msg, deterministic=True)
     return packed

@@ -63,9 +63,8 @@ def bytes_version(data: bytes) -> str:
 
 def resource_name(type_url: str, message: Message) -> str:
     """The name Envoy knows a resource by (``cluster_name`` for ClusterLoadAssignment)."""
-    if type_url == ENDPOINT:
-        return message.cluster_name  # type: ignore[attr-defined]
-    return message.name  # type: ignore[attr-defined]
+    name: str = getattr(message, "cluster_name" if type_url == ENDPOINT else "name")
+    return name
 
 
 def serialize(message: Message) -> bytes:
@@ -137,16 +136,17 @@ class Snapshot:
         """
         types: dict[str, TypeSnapshot] = {}
         before = previous.resources if previous is not None else None
+        before_types = previous.types if previous is not None else {}
         for type_url, messages in resources.items():
             if before is not None and before.by_type(type_url) is messages:
-                types[type_url] = previous.types[type_url]  # type: ignore[union-attr]
+                types[type_url] = before_types[type_url]
                 continue
             known = before.by_type(type_url) if before is not None else {}
             expected = type_url.rsplit("/", 1)[1]
             entries: dict[str, Entry] = {}
             for name, message in messages.items():
                 if known.get(name) is message:
-                    entries[name] = previous.types[type_url].entries[name]  # type: ignore[union-attr]
+                    entries[name] = before_types[type_url].entries[name]
                     continue
                 full_name = message.DESCRIPTOR.full_name
                 if full_name != expected:
@@ -237,6 +237,10 @@ class SnapshotCache:
 
     def get(self, gateway: str) -> Snapshot | None:
         return self._snapshots.get(gateway)
+
+    def __getitem__(self, gateway: str) -> Snapshot:
+        """The snapshot of a Gateway that must have one (a KeyError names it otherwise)."""
+        return self._snapshots[gateway]
 
     def remove(self, gateway: str) -> None:
         """Forget ``gateway``. Its streams are woken (they see ``None``) but stay open."""

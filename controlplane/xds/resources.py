@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf.message import Message
 
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -22,7 +27,7 @@ PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 SHORT_NAMES = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes"}
 
 
-def _empty() -> Mapping[str, Message]:
+def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
 
@@ -30,13 +35,16 @@ def _empty() -> Mapping[str, Message]:
 class Resources:
     """Named resources per type. Names are unique within a type."""
 
-    clusters: Mapping[str, Message] = field(default_factory=_empty)
-    endpoints: Mapping[str, Message] = field(default_factory=_empty)
-    listeners: Mapping[str, Message] = field(default_factory=_empty)
-    routes: Mapping[str, Message] = field(default_factory=_empty)
+    # Each type's own class, so that its fields are known where the stubs exist (xds-protos ships
+    # none today: to mypy they are Any, not a bare Message without fields).
+    clusters: Mapping[str, Cluster] = field(default_factory=_empty)
+    endpoints: Mapping[str, ClusterLoadAssignment] = field(default_factory=_empty)
+    listeners: Mapping[str, Listener] = field(default_factory=_empty)
+    routes: Mapping[str, RouteConfiguration] = field(default_factory=_empty)
 
     def by_type(self, type_url: str) -> Mapping[str, Message]:
-        return getattr(self, SHORT_NAMES[type_url])
+        by_type: Mapping[str, Message] = getattr(self, SHORT_NAMES[type_url])
+        return by_type
 
     def items(self) -> Iterator[tuple[str, Mapping[str, Message]]]:
         for type_url in PUSH_ORDER:

@@ -41,12 +41,12 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
     ) -> None:
         self.deps = StreamDeps(cache, registry, authorizer, control_plane_id, secrets.token_hex(4))
 
-    async def StreamAggregatedResources(  # noqa: N802 (the gRPC method's name)
+    async def StreamAggregatedResources(  # noqa: N802 - the gRPC method's name
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> None:
         await SotwStream(self.deps, context).run()
 
-    async def DeltaAggregatedResources(  # noqa: N802 (the gRPC method's name)
+    async def DeltaAggregatedResources(  # noqa: N802 - the gRPC method's name
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> None:
         await DeltaStream(self.deps, context).run()

@@ -24,8 +24,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from envoy.type.v3 import percent_pb2, range_pb2
+from envoy.type.v3 import range_pb2
+from envoy.type.v3.percent_pb2 import FractionalPercent
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.message import Message
 
 from .. import ir
 from .accesslog import add_shadow_logging, tag_route, untag_route
@@ -35,7 +37,6 @@ from .resources import Resources
 # the route's cluster_not_found_response_code turns them into the 500 the spec asks for.
 INVALID_BACKEND_CLUSTER = "invalid-backend-ref"
 
-_FP = percent_pb2.FractionalPercent
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _CORS_FILTER = "envoy.filters.http.cors"
 _REDIRECT_CODES = {
@@ -155,7 +156,7 @@ def build_resources(
     )
 
 
-def fractional_percent(numerator: int, denominator: int) -> _FP | None:
+def fractional_percent(numerator: int, denominator: int) -> FractionalPercent | None:
     """An exact Gateway API fraction as Envoy's FractionalPercent; None means 100 %.
 
     Integer math only: a denominator dividing 100, 10⁴ or 10⁶ is exact (25/50 → 50/HUNDRED);
@@ -163,10 +164,10 @@ def fractional_percent(numerator: int, denominator: int) -> _FP | None:
     """
     if numerator >= denominator:
         return None
-    for scale, kind in ((100, _FP.HUNDRED), (10_000, _FP.TEN_THOUSAND), (1_000_000, _FP.MILLION)):
+    for scale, kind in ((100, FractionalPercent.HUNDRED), (10_000, FractionalPercent.TEN_THOUSAND), (1_000_000, FractionalPercent.MILLION)):
         if scale % denominator == 0:
-            return _FP(numerator=numerator * (scale // denominator), denominator=kind)
-    return _FP(numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=_FP.MILLION)
+            return FractionalPercent(numerator=numerator * (scale // denominator), denominator=kind)
+    return FractionalPercent(numerator=(numerator * 1_000_000 + denominator // 2) // denominator, denominator=FractionalPercent.MILLION)
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -175,10 +176,10 @@ def _ads() -> config_source_pb2.ConfigSource:
     )
 
 
-def _any(msg: object) -> any_pb2.Any:
+def _any(msg: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     # Deterministic, so that map order inside typed_config never changes a version (cache.py).
-    packed.Pack(msg, deterministic=True)  # type: ignore[arg-type]
+    packed.Pack(msg, deterministic=True)
     return packed
 
 
@@ -336,7 +337,7 @@ def _route_configuration(
         # A repeated message field on the wire is just its elements one after another (tag,
         # length, bytes): parse the cached bytes into the message in one C call. The snapshot
         # serializes it deterministically, so the bytes equal those of the path above.
-        parts = []
+        parts: list[bytes] = []
         for vh in chain.virtual_hosts:
             data = memo.virtual_host(vh, mirror_body_limit)
             parts += (_VIRTUAL_HOSTS_TAG, _varint(len(data)), data)

@@ -453,7 +453,7 @@ class ApiApp:
         if t.name is not None:
             by_name = parse_field_selector(f"metadata.name={t.name}")
             plain = selected
-            selected = lambda obj: by_name(obj) and plain(obj)  # noqa: E731
+            selected = lambda obj: by_name(obj) and plain(obj)  # noqa: E731 - rebinds the name; a def would redefine it
         bookmarks = flag(q, "allowWatchBookmarks")
         as_table = tables.wants_table(request.headers.get("Accept", ""))
         timeout = _number(q, "timeoutSeconds") if q.get("timeoutSeconds") else None

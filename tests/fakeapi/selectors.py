@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 Matcher = Callable[[dict[str, Any]], bool]
@@ -39,20 +40,25 @@ def parse_label_selector(text: str | None) -> Matcher:
             raise SelectorError(f"unable to parse requirement: {text[pos:]!r}")
         pos = m.end()
         if m["nkey"]:
-            checks.append(lambda o, k=m["nkey"]: k not in _labels(o))
+            checks.append(partial(_requirement, m["nkey"], "!", frozenset()))
         elif m["skey"]:
-            values = {v.strip() for v in m["values"].split(",") if v.strip()}
-            if m["setop"] == "in":
-                checks.append(lambda o, k=m["skey"], vs=values: _labels(o).get(k) in vs)
-            else:
-                checks.append(lambda o, k=m["skey"], vs=values: _labels(o).get(k) not in vs)
+            values = frozenset(v.strip() for v in m["values"].split(",") if v.strip())
+            checks.append(partial(_requirement, m["skey"], m["setop"], values))
         elif m["op"] is None:
-            checks.append(lambda o, k=m["key"]: k in _labels(o))
-        elif m["op"] == "!=":
-            checks.append(lambda o, k=m["key"], v=m["value"]: _labels(o).get(k) != v)
+            checks.append(partial(_requirement, m["key"], "exists", frozenset()))
         else:
-            checks.append(lambda o, k=m["key"], v=m["value"]: _labels(o).get(k) == v)
+            checks.append(partial(_requirement, m["key"], "notin" if m["op"] == "!=" else "in", frozenset({m["value"]})))
     return lambda obj: all(check(obj) for check in checks)
+
+
+def _requirement(key: str, op: str, values: frozenset[str], obj: dict[str, Any]) -> bool:
+    """One parsed requirement; ``key=v`` is ``key in (v)`` and ``key!=v`` is ``key notin (v)``."""
+    labels = _labels(obj)
+    if op == "exists":
+        return key in labels
+    if op == "!":
+        return key not in labels
+    return (labels.get(key) in values) == (op == "in")
 
 
 def _field(obj: dict[str, Any], path: str) -> str | None:
@@ -74,8 +80,9 @@ def parse_field_selector(text: str | None) -> Matcher:
         if m is None:
             raise SelectorError(f"invalid field selector: {term!r}")
         path, op, value = m.groups()
-        if op == "!=":
-            checks.append(lambda o, p=path, v=value: (_field(o, p) or "") != v)
-        else:
-            checks.append(lambda o, p=path, v=value: (_field(o, p) or "") == v)
+        checks.append(partial(_field_is, path, value, op != "!="))
     return lambda obj: all(check(obj) for check in checks)
+
+
+def _field_is(path: str, value: str, equal: bool, obj: dict[str, Any]) -> bool:
+    return ((_field(obj, path) or "") == value) == equal

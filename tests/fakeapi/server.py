@@ -9,6 +9,7 @@ loop, or a benchmark saturating that loop. Tests reach the state directly
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import copy
 import functools
@@ -235,7 +236,7 @@ class FakeApiServer:
 
     def requests(
         self, method: str | None = None, path: str | None = None, where: Callable[[RecordedRequest], bool] | None = None
-    ) -> list[RecordedRequest]:
+    ) -> builtins.list[RecordedRequest]:  # plain `list` here is the method above
         """Requests answered so far; ``path`` matches a substring (``"/httproutes/"``, ``"/status"``)."""
         with self._requests_lock:
             found = list(self._requests)

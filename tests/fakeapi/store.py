@@ -197,10 +197,10 @@ class Store:
             raise ApiError(
                 400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request"
             )
-        namespace = self._bucket(self.registry.lookup("namespaces")).get(("", ns))
-        if namespace is None:
+        ns_obj = self._bucket(self.registry.lookup("namespaces")).get(("", ns))
+        if ns_obj is None:
             raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
-        if namespace["metadata"].get("deletionTimestamp") and not self._exists(resource, ns, meta.get("name")):
+        if ns_obj["metadata"].get("deletionTimestamp") and not self._exists(resource, ns, meta.get("name")):
             raise ApiError(
                 403,
                 "Forbidden",

@@ -45,7 +45,9 @@ def _json_path(obj: Obj, path: str) -> Any:
                 elif index.isdigit():
                     nxt.extend(v[int(index) : int(index) + 1])
                 else:
-                    key, want = re.match(r"\?\(@\.([A-Za-z0-9_]+)==\"([^\"]*)\"\)", index).groups()
+                    filter_ = re.match(r"\?\(@\.([A-Za-z0-9_]+)==\"([^\"]*)\"\)", index)
+                    assert filter_ is not None  # the step pattern lets only this form through
+                    key, want = filter_.groups()
                     nxt.extend(i for i in v if isinstance(i, dict) and i.get(key) == want)
         values = nxt
     if not values:
