@@ -453,9 +453,7 @@ async def test_eds_repeat_without_cluster_update_gets_nothing(plane):
     await env.request(ENDPOINT)
     await env.ack(cds)
     await wait_until(lambda: plane.state(type_url=CLUSTER).acks == 2)
-    fixed = plane.cache.set(
-        GW, with_connect_timeout(make_resources(clusters={**both, "c1": 2}, routes={"/": "c1"}), 5)
-    )
+    fixed = plane.cache.set(GW, with_connect_timeout(make_resources(clusters={**both, "c1": 2}, routes={"/": "c1"}), 5))
     eds = await env.recv()  # not a resend of the rejected endpoints: the next change
     assert (eds.type_url, eds.version_info) == (ENDPOINT, fixed.version_of(ENDPOINT))
     assert plane.state(type_url=ENDPOINT).responses == 3

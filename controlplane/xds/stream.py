@@ -38,11 +38,11 @@ current clusters are known per stream only: after a reconnect (a new stream), CD
 snapshot's.
 
 Clusters updated in place: Envoy re-creates a changed cluster, which warms until it receives its
-ClusterLoadAssignment again, and re-requests it (SotW: a repeat of its EDS request; Delta: a
-subscribe of the name). That request is answered even when the endpoints did not change (the
-xDS protocol's "eventual consistency considerations", go-control-plane's answer to warming
-clusters); otherwise the cluster finishes warming only after ``initial_fetch_timeout`` (15 s by
-default) and the change applies that late.
+ClusterLoadAssignment again, so the endpoints are sent again even when they did not change (SotW:
+in answer to Envoy's repeated EDS request; Delta: unasked, since Envoy does not re-subscribe).
+Otherwise the cluster finishes warming only after ``initial_fetch_timeout`` (15 s by default) and
+the change applies that late (the xDS protocol's "eventual consistency considerations";
+go-control-plane answers warming clusters the same way).
 
 A CDS NACK does not hold back listeners and routes: Envoy has decided, and holding them would let
 one bad cluster freeze every route change of the Gateway.
