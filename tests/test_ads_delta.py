@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable, Mapping
 
 import grpc
@@ -11,7 +12,13 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from support import wait_until
-from test_ads_server import GW, MESSAGE_CLASSES, make_resources, plane_fixture  # noqa: F401 - pytest finds the fixture here
+from test_ads_server import (  # noqa: F401 - pytest finds the fixture here
+    GW,
+    MESSAGE_CLASSES,
+    make_resources,
+    plane_fixture,
+    with_connect_timeout,
+)
 
 
 class DeltaEnvoy:
@@ -201,6 +208,39 @@ async def test_nack_is_recorded_and_not_resent(plane):
     plane.cache.set(GW, make_resources(clusters={"c1": 8080, "c8": 8}, routes={"/": "c8"}))
     cds2 = await env.recv()
     assert got(cds2) == ("Cluster", ["c8"], [])  # c9 held: the Envoy's routes may still use it
+
+
+async def test_cluster_update_resends_its_unchanged_endpoints(plane):
+    """Envoy re-creates an updated cluster, which warms until it gets its endpoints, and on Delta
+    does not re-subscribe to them (the old cluster still watches the name): the unchanged
+    ClusterLoadAssignment follows the CDS update unasked. Clusters that did not change get none."""
+    first = plane.cache.set(GW, make_resources(clusters={"c1": 8080, "c2": 8081}))
+    env = delta_envoy(plane)
+    await subscribe_all(env, first, clusters=("c1", "c2"))
+    eds_sent = dict(env.have[ENDPOINT])
+    res = make_resources(clusters={"c1": 8080, "c2": 8081})
+    c1 = with_connect_timeout(res, 5).clusters["c1"]
+    second = plane.cache.set(GW, dataclasses.replace(res, clusters={**res.clusters, "c1": c1}))
+    assert second.changed_types(first) == [CLUSTER]
+    cds = await env.recv()
+    assert got(cds) == ("Cluster", ["c1"], [])
+    eds = await env.recv()
+    assert got(eds) == ("ClusterLoadAssignment", ["c1"], [])
+    assert eds.resources[0].version == eds_sent["c1"]
+    assert eds.system_version_info == first.version_of(ENDPOINT)
+    await env.ack(cds)
+    await env.ack(eds)
+
+    # A subscribe of a name the Envoy has is answered with it too; nothing else is resent.
+    await env.request(ENDPOINT, ["c2"])
+    eds = await env.recv()
+    assert got(eds) == ("ClusterLoadAssignment", ["c2"], [])
+    await env.ack(eds)
+    third = plane.cache.set(GW, make_resources(clusters={"c1": 8080, "c2": 8081}, listener_port=10001))
+    assert third.changed_types(second) == [CLUSTER, LISTENER]
+    assert got(await env.recv()) == ("Cluster", ["c1"], [])  # c1 back as it was: its endpoints again
+    assert got(await env.recv()) == ("ClusterLoadAssignment", ["c1"], [])
+    assert plane.state(type_url=ENDPOINT).responses == 4
 
 
 async def test_cluster_removal_waits_for_the_routes_ack(plane):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -389,6 +390,73 @@ async def test_unchanged_snapshot_sends_nothing(plane):
     plane.cache.set(GW, make_resources(clusters={"c1": 1}))
     eds = await env.recv()
     assert eds.type_url == ENDPOINT  # the first thing sent is the real change
+
+
+def with_connect_timeout(resources: Resources, seconds: int) -> Resources:
+    """``resources`` with every cluster's connect timeout changed: a cluster-only change."""
+    clusters = {}
+    for name, cluster in resources.clusters.items():
+        changed = cluster_pb2.Cluster()
+        changed.CopyFrom(cluster)
+        changed.connect_timeout.seconds = seconds
+        clusters[name] = changed
+    return dataclasses.replace(resources, clusters=clusters)
+
+
+async def test_cluster_update_resends_unchanged_endpoints_on_request(plane):
+    """Envoy re-creates an updated cluster, which warms until it gets its endpoints again: its
+    repeated EDS request after the CDS update is answered though the endpoints did not change."""
+    first = plane.cache.set(GW, make_resources())
+    env = plane.envoy()
+    start = await subscribe_all(env, first)
+    second = plane.cache.set(GW, with_connect_timeout(make_resources(), 5))
+    assert second.changed_types(first) == [CLUSTER]
+    cds = await env.recv()
+    assert cds.type_url == CLUSTER
+    await env.request(ENDPOINT)  # the warming cluster asks again, same names, version and nonce
+    eds = await env.recv()
+    assert (eds.type_url, names(eds)) == (ENDPOINT, ["c1"])
+    assert eds.version_info == start[ENDPOINT].version_info and eds.nonce != start[ENDPOINT].nonce
+    assert eds.resources[0].value == start[ENDPOINT].resources[0].value
+    await env.ack(cds)
+    await env.ack(eds)
+    await wait_until(lambda: plane.state(type_url=ENDPOINT).acks == 2)
+
+    # Once answered, a repeat is not a re-request after a cluster update: nothing is sent (the
+    # next response is the next real change).
+    await env.request(ENDPOINT)
+    await env.request(CLUSTER)
+    third = plane.cache.set(GW, with_connect_timeout(make_resources(listener_port=10001), 5))
+    lds = await env.recv()
+    assert (lds.type_url, lds.version_info) == (LISTENER, third.version_of(LISTENER))
+    assert plane.state(type_url=ENDPOINT).responses == 2
+
+
+async def test_eds_repeat_without_cluster_update_gets_nothing(plane):
+    """A repeated EDS request with no CDS response since the last EDS one (e.g. Envoy dropping a
+    cluster) needs no answer; after an EDS NACK the rejected endpoints are not resent either."""
+    both = {"c1": 8080, "c2": 8081}
+    first = plane.cache.set(GW, make_resources(clusters=both, routes={"/": "c1"}))
+    env = plane.envoy()
+    await subscribe_all(env, first)
+    await env.request(ENDPOINT, ["c1"])
+    await wait_until(lambda: plane.state(type_url=ENDPOINT).resource_names == {"c1"})
+
+    bad = plane.cache.set(GW, make_resources(clusters={**both, "c1": 1}, routes={"/": "c1"}))
+    assert bad.changed_types(first) == [ENDPOINT]
+    eds = await env.recv()  # not a resend of the first endpoints: the change
+    assert (eds.type_url, eds.version_info, names(eds)) == (ENDPOINT, bad.version_of(ENDPOINT), ["c1"])
+    await env.nack(eds, "bad endpoints")
+    plane.cache.set(GW, with_connect_timeout(make_resources(clusters={**both, "c1": 1}, routes={"/": "c1"}), 5))
+    cds = await env.recv()
+    assert cds.type_url == CLUSTER
+    await env.request(ENDPOINT)
+    await env.ack(cds)
+    await wait_until(lambda: plane.state(type_url=CLUSTER).acks == 2)
+    fixed = plane.cache.set(GW, with_connect_timeout(make_resources(clusters={**both, "c1": 2}, routes={"/": "c1"}), 5))
+    eds = await env.recv()  # not a resend of the rejected endpoints: the next change
+    assert (eds.type_url, eds.version_info) == (ENDPOINT, fixed.version_of(ENDPOINT))
+    assert plane.state(type_url=ENDPOINT).responses == 3
 
 
 async def test_cluster_removal_is_make_before_break(plane):
@@ -890,3 +958,40 @@ async def test_real_envoy_reconnect_to_restarted_control_plane_gets_no_churn(ads
         await server1.stop(None)
         if server2 is not None:
             await server2.stop(None)
+
+
+async def test_real_envoy_applies_a_cluster_only_change_without_waiting_for_its_endpoints(plane, ads_api_type):
+    """A changed cluster is re-created and warms until its endpoints arrive again; the control
+    plane answers its EDS re-request though the endpoints did not change, so the change applies at
+    once, not after ``initial_fetch_timeout`` (set to 120 s here so that the two cannot be told
+    apart only by luck: the wait below gives up long before)."""
+    from controlplane.localenvoy import LocalEnvoy
+
+    fetch_timeout, listener_port = 120, free_port()
+
+    def resources(connect_timeout: int) -> Resources:
+        res = with_connect_timeout(make_resources(clusters={"c1": 1}, listener_port=listener_port), connect_timeout)
+        for cluster in res.clusters.values():
+            cluster.eds_cluster_config.eds_config.initial_fetch_timeout.seconds = fetch_timeout
+        return res
+
+    first = plane.cache.set(GW, resources(1))
+    async with LocalEnvoy(
+        node_id="real-4", gateway=GW, xds_port=plane.port, admin_port=0, ads_api_type=ads_api_type
+    ) as envoy:
+
+        async def applied(connect_timeout: str) -> bool:
+            dump = await envoy.config_dump("dynamic_active_clusters")
+            timeouts = {c["cluster"]["name"]: c["cluster"]["connect_timeout"] for c in dump.get("configs", [])}
+            return timeouts == {"c1": connect_timeout} and await envoy.stat("cluster_manager.warming_clusters") == 0
+
+        await envoy.wait_for(lambda: applied("1s"), timeout=30)
+        [stream] = plane.registry.by_node("real-4")
+        await wait_until(lambda: stream.types[ENDPOINT].acked_version == first.version_of(ENDPOINT), timeout=10)
+
+        second = plane.cache.set(GW, resources(7))
+        assert second.changed_types(first) == [CLUSTER]
+        await envoy.wait_for(lambda: applied("7s"), timeout=fetch_timeout / 2)
+        await wait_until(lambda: stream.types[CLUSTER].acked_version == second.version_of(CLUSTER), timeout=10)
+        assert await envoy.stat("cluster_manager.cluster_modified") == 1
+        assert stream.types[ENDPOINT].responses == 2  # the endpoints, resent once for the warming cluster

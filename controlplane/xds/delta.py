@@ -17,7 +17,13 @@ notion of what the Envoy has and what a response carries:
 * Subscriptions are changes: ``resource_names_subscribe`` / ``_unsubscribe``, ``"*"`` for
   wildcard, and an empty first request for clusters or listeners is wildcard (legacy). They are
   applied from every request, even one with a stale nonce (Envoy does not repeat them; only the
-  ACK or NACK part of a stale request is ignored). Unsubscribed names need no response.
+  ACK or NACK part of a stale request is ignored). Unsubscribed names need no response. A
+  subscribe of a name already subscribed is answered with the resource (the protocol's
+  "the client may have forgotten it").
+* A cluster the Envoy had that a response changes is re-created by Envoy and warms until its
+  ClusterLoadAssignment arrives again, but on Delta Envoy does not re-subscribe (the old cluster
+  still watches the name, envoyproxy/envoy#47302): so its endpoints are sent again right after,
+  changed or not (as go-control-plane does for warming clusters).
 * The first request of a type on a stream is always answered, even with nothing in it: Envoy's
   initialization waits for a first response of each wildcard type, and the empty answer to a
   reconnecting Envoy that has everything current gives it a nonce to ACK.
@@ -36,11 +42,12 @@ import logging
 from collections.abc import Set
 from dataclasses import dataclass, field
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from .cache import Entry, Snapshot, content_version
-from .resources import CLUSTER, LISTENER
+from .resources import CLUSTER, ENDPOINT, LISTENER
 from .stream import AdsStream, TypeProgress, short
 
 log = logging.getLogger("mirrorplane.xds")
@@ -112,6 +119,9 @@ class DeltaStream(AdsStream[discovery_pb2.DeltaDiscoveryRequest, _DeltaType, _De
             ts.wildcard = True
         if "*" in unsubscribe:
             ts.wildcard = False
+        if ts.answered:
+            for name in subscribe & ts.names:
+                ts.known.pop(name, None)  # subscribed again: the Envoy may have forgotten it, send it
         ts.names |= subscribe - {"*"}
         ts.names -= unsubscribe
         for name in unsubscribe:
@@ -147,6 +157,16 @@ class DeltaStream(AdsStream[discovery_pb2.DeltaDiscoveryRequest, _DeltaType, _De
             return True
         return not ts.answered and (ts.wildcard or bool(ts.names))
 
+    def _rewarm(self, changed_clusters: list[Entry]) -> None:
+        """Forget the endpoints of clusters Envoy will re-create, so that they are sent again."""
+        eds = self.types.get(ENDPOINT)
+        if eds is None:
+            return
+        for entry in changed_clusters:
+            cluster = cluster_pb2.Cluster.FromString(entry.data)
+            if cluster.type == cluster_pb2.Cluster.EDS:
+                eds.known.pop(cluster.eds_cluster_config.service_name or cluster.name, None)
+
     def _holds(self, ts: _DeltaType) -> dict[str, Entry]:
         """For the registry (CSDS): the snapshot's resources the Envoy holds once it applies what
         was sent. (Resources it holds in another version, e.g. held clusters, are left out.)"""
@@ -167,6 +187,8 @@ class DeltaStream(AdsStream[discovery_pb2.DeltaDiscoveryRequest, _DeltaType, _De
             nonce=nonce,
             removed_resources=plan.removed,
         )
+        if ts.type_url == CLUSTER:
+            self._rewarm([e for e in plan.updates if e.name in ts.known])
         add = response.resources.add
         for e in plan.updates:
             add(name=e.name, version=e.version, resource=any_pb2.Any(type_url=ts.type_url, value=e.data))

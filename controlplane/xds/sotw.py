@@ -15,6 +15,10 @@ SotW's own:
 * An Envoy that reconnects announcing the cluster/listener version that is current gets no
   response for that type: versions are content hashes, so equal versions mean equal content and a
   restarted control plane causes no churn.
+* After a CDS response, a repeated EDS request (it answers no EDS response in flight) comes from
+  clusters Envoy re-created and that now warm: it is answered with the endpoints even if they did
+  not change. Without a CDS response since the last EDS one, a repeat gets nothing (Envoy repeats
+  its EDS request also when it only drops clusters).
 * Held clusters (make-before-break removals): CDS carries the new clusters *plus* the held ones,
   with their last-sent definitions, under a version that is the content hash of that union; the
   final CDS without them follows once routing has settled.
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from envoy.service.discovery.v3 import discovery_pb2
 
 from .cache import Entry, Snapshot, content_version
-from .resources import CLUSTER, LISTENER
+from .resources import CLUSTER, ENDPOINT, LISTENER
 from .stream import CONTROL_PLANE_ID, AdsStream, TypeProgress, short
 
 log = logging.getLogger("mirrorplane.xds")
@@ -78,6 +82,8 @@ class _SotwType(TypeProgress):
     """The last response sent was NACKed: the Envoy runs ``acked``, not ``sent``."""
     envoy_version: str = ""
     """``version_info`` of the first request: what a reconnecting Envoy already has."""
+    clusters_sent: bool = False
+    """(EDS) A CDS response went out since the last EDS response: clusters may be warming."""
 
 
 def _same_entries(a: Mapping[str, Entry], b: Mapping[str, Entry]) -> bool:
@@ -115,6 +121,9 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, _SotwType, _Plan, Ent
                 else:
                     ts.acked = ts.sent
                     self.on_ack(ts, version=req.version_info, nonce=nonce)
+            elif ts.clusters_sent and not ts.nacked:
+                # A repeat after a CDS update: re-created clusters warm until they get endpoints.
+                ts.resend = True
         else:
             # Nothing sent for this type on this stream yet. Envoy keeps the nonce (and a NACK's
             # error_detail) of its previous stream across reconnects, so neither is checked here.
@@ -199,7 +208,10 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, _SotwType, _Plan, Ent
             control_plane_id=self.deps.control_plane_id,
         )
         ts.sent, ts.nacked, ts.envoy_version = plan.entries, False, ""
-        ts.sent_names, ts.sent_wildcard = ts.names, ts.wildcard
+        ts.sent_names, ts.sent_wildcard, ts.clusters_sent = ts.names, ts.wildcard, False
+        eds = self.types.get(ENDPOINT) if ts.type_url == CLUSTER else None
+        if eds is not None:
+            eds.clusters_sent = True
         self.record_sent(ts, version=plan.version, nonce=nonce, resources=len(plan.entries), entries=plan.entries)
         log.debug(
             "xds.push %s type=%s version=%s nonce=%s resources=%d",

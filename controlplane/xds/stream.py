@@ -37,6 +37,13 @@ once. A snapshot arriving meanwhile is handled the same way from the current sta
 current clusters are known per stream only: after a reconnect (a new stream), CDS is the
 snapshot's.
 
+Clusters updated in place: Envoy re-creates a changed cluster, which warms until it receives its
+ClusterLoadAssignment again, so the endpoints are sent again even when they did not change (SotW:
+in answer to Envoy's repeated EDS request; Delta: unasked, since Envoy does not re-subscribe).
+Otherwise the cluster finishes warming only after ``initial_fetch_timeout`` (15 s by default) and
+the change applies that late (the xDS protocol's "eventual consistency considerations";
+go-control-plane answers warming clusters the same way).
+
 A CDS NACK does not hold back listeners and routes: Envoy has decided, and holding them would let
 one bad cluster freeze every route change of the Gateway.
 
@@ -119,6 +126,8 @@ class TypeProgress:
     """Version of the last response sent."""
     nonce: str | None = None
     in_flight: bool = False
+    resend: bool = False
+    """Send the next response even if it tells the Envoy nothing new (a warming cluster's EDS)."""
 
 
 T = TypeVar("T", bound=TypeProgress)
@@ -367,7 +376,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
             if ts is None:
                 continue
             plan = self.plan(ts, snap)
-            pending = self.needs_send(ts, plan)
+            pending = ts.resend or self.needs_send(ts, plan)
             if pending and not ts.in_flight and not busy.intersection(WAITS_FOR[type_url]):
                 await self.send(ts, plan)
             if pending or ts.in_flight:
@@ -388,7 +397,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
     def record_sent(self, ts: T, *, version: str, nonce: str, resources: int, entries: Mapping[str, Entry]) -> None:
         """Mark the response just built as in flight, in the stream and in the registry."""
         assert self.state is not None and self.snapshot is not None
-        ts.version, ts.nonce, ts.in_flight = version, nonce, True
+        ts.version, ts.nonce, ts.in_flight, ts.resend = version, nonce, True, False
         if ts.type_url == CLUSTER:
             self._update_held(self.snapshot)
         self.deps.registry.record_sent(
