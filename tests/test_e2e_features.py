@@ -502,9 +502,15 @@ async def test_cross_namespace_mirror_needs_a_grant_and_stops_when_it_is_deleted
     # A sentinel that must reach the mirror, sent after them: the grant back, mirroring resumes.
     stack.write("grant.yaml", GRANT)
     await wait_until(lambda: stack.route_condition("mirror-xns", "ResolvedRefs") == ("True", "ResolvedRefs"))
-    await wait_until(lambda: _has_mirror_cluster(stack), message="Envoy holding the mirror policy again")
-    await stack.request("/sentinel", host="xns.example")
-    await _mirrored(stack, "other", "/sentinel")
+    await wait_until(lambda: _has_mirror_cluster(stack), message="Envoy holding the mirror cluster again")
+
+    # The cluster comes before the route that mirrors to it (make-before-break): resend the
+    # sentinel until the route's mirror policy has arrived too.
+    async def sentinel_mirrored() -> bool:
+        await stack.request("/sentinel", host="xns.example")
+        return stack.logs["other"].echoed("/sentinel")
+
+    await wait_until(sentinel_mirrored, timeout=30, message="a sentinel reaching the mirror once the grant is back")
     assert not any(stack.logs["other"].echoed(f"/revoked-{i}") for i in range(5))
 
 

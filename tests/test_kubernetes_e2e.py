@@ -114,8 +114,13 @@ async def test_kubectl_apply_mirrors_and_kubectl_get_shows_status(stack: KubeSta
     # A sentinel that must reach the mirror, sent after: re-applying the filter mirrors again.
     await c.apply(text)
     await wait_until(lambda: _has_mirror(stack), message="Envoy holding the mirror policy again")
-    await stack.request("/sentinel", data=b"x")
-    await wait_until(lambda: "/sentinel" in stack.logs["pipy-mirror"].paths(), message="the sentinel mirrored")
+
+    # Resent until mirrored: the policy can arrive while its cluster is still warming.
+    async def sentinel_mirrored() -> bool:
+        await stack.request("/sentinel", data=b"x")
+        return "/sentinel" in stack.logs["pipy-mirror"].paths()
+
+    await wait_until(sentinel_mirrored, timeout=30, message="the sentinel mirrored")
     assert "/after" not in stack.logs["pipy-mirror"].paths()
 
 
