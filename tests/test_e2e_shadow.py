@@ -364,6 +364,12 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
             + GRPC_ROUTE,
         )
         await wait_until(lambda: _mirrors(stack, 2), timeout=15, message="the gRPC route served")
+        # The policy can arrive while the mirror's cluster still warms; a copy sent then finds no host.
+        await wait_until(
+            lambda: _cluster_has_healthy_host(stack, "mirror/server/grpc-mirror/8080"),
+            timeout=30,
+            message="the mirror cluster warmed",
+        )
         # A request of unknown length is not mirrored (docs/mirroring.md: the mirror body bound)
         # and gRPC libraries send none, so this unary call is made by hand, with its length: one
         # gRPC frame (5 bytes of header) holding an empty EchoRequest.
@@ -388,6 +394,13 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _cluster_has_healthy_host(stack: Stack, cluster: str) -> bool:
+    clusters = await stack.envoy.admin_get("/clusters")
+    return any(
+        line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy") for line in clusters.splitlines()
+    )
 
 
 async def _mirrors(stack: Stack, n: int) -> bool:
