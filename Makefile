@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[run,test]'
+	$(PY) -m pip install --quiet -e '.[run,echo,test]'
 	@touch $@
 
 # The seed scenario locally: two echo backends (HTTP and gRPC), the control plane, an Envoy on

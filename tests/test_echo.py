@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -667,3 +668,15 @@ def test_h2c_port_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert parser.parse_args(["--port", "1", "--name", "n"]).h2c_port == 3001
+
+
+def test_h2c_port_without_the_echo_extra_is_a_one_line_error() -> None:
+    """h2 is the `echo` extra: without it `--h2c-port` says what to install, and nothing starts."""
+    code = (
+        "import sys; sys.modules['h2'] = None; from controlplane.cli import main; "
+        "sys.exit(main(['echo', '--port', '0', '--h2c-port', '0', '--name', 'x']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert "pip install 'mirrorplane[echo]'" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "listening" not in done.stdout

@@ -12,14 +12,24 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
 from aiohttp import web
 
+from ..errors import UsageError
 from .common import Echo, format_hostport, make_config, parse_go_duration
-from .h2c import serve_h2c
 from .http import SHUTDOWN_TIMEOUT, app_for, serve_stalled
 from .rpc import GrpcEchoServer, serve_grpc
+
+
+def _h2c_server() -> Callable[[Echo, str, int], Coroutine[Any, Any, asyncio.Server]]:
+    """The h2c listener needs the `echo` extra (h2), which only h2c backends use: imported on demand."""
+    try:
+        from .h2c import serve_h2c
+    except ImportError as exc:
+        raise UsageError(f"--h2c-port needs the h2 package: pip install 'mirrorplane[echo]' ({exc})") from exc
+    return serve_h2c
 
 
 async def run_echo(
@@ -43,6 +53,7 @@ async def run_echo(
     always comes last: when it is printed, every port is ready.  ``options`` go
     to :func:`controlplane.echo.common.make_config`.
     """
+    serve_h2c = _h2c_server() if h2c_port is not None else None
     out: TextIO | None = options.get("out")
     options.setdefault("http_port", port)
     echo = Echo(make_config(name=name, **options))
@@ -52,7 +63,7 @@ async def run_echo(
     grpc_server: GrpcEchoServer | None = None
     try:
         stream = out if out is not None else sys.stdout
-        if h2c_port is not None:
+        if serve_h2c is not None and h2c_port is not None:
             h2c = await serve_h2c(echo, host, h2c_port)
             h2c_bound = h2c.sockets[0].getsockname()[1]
             stream.write(f"[{name}] listening h2c on {format_hostport(host, h2c_bound)}\n")
