@@ -19,12 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.mirror_cost import _spawn, _until_policy
-from controlplane.localenvoy import LocalEnvoy
+from benchmarks.mirror_cost import _spawn, _until_policy, served
 from controlplane.ports import free_port
-from controlplane.providers.files import FileProvider
-from controlplane.serve import ControlPlane
-from controlplane.xds.translator import XdsOptions
 
 GATEWAY = "server/grpc-bench"
 ECHO = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo"
@@ -143,29 +139,12 @@ async def run(calls: int, concurrency: int) -> None:
             folder = Path(tmp)
             (folder / "config.yaml").write_text(CONFIG.format(pipy=ports["pipy"], mirror=ports["mirror"]))
             (folder / "route.yaml").write_text(_route(False))
-            plane = ControlPlane(
-                FileProvider(folder), xds_host="127.0.0.1", xds_port=ports["xds"], http_port=None,
-                xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8001: ports["gw"]}),
-            )  # fmt: skip
-            await plane.start()
-            envoy = LocalEnvoy(
-                node_id="bench-grpc",
-                gateway=GATEWAY,
-                xds_port=ports["xds"],
-                admin_port=0,
-                log_sink=lambda _: None,
-                concurrency=1,
-            )
-            try:
-                await envoy.start()
+            async with served(folder, ports, 8001, gateway=GATEWAY, node_id="bench-grpc") as (_, envoy):
                 for name, mirror in (("mirror off", False), ("mirror on 100%", True)):
                     (folder / "route.yaml").write_text(_route(mirror))
                     await _until_policy(envoy, mirror)
                     await _load(target, max(1, calls // 5), concurrency)  # warm-up (also: Envoy serving)
                     results[name] = await _load(target, calls, concurrency)
-            finally:
-                await envoy.stop()
-                await plane.stop()
     finally:
         for proc in backends:
             proc.terminate()

@@ -66,6 +66,28 @@ def _route(mirror: bool) -> str:
 
 
 @asynccontextmanager
+async def served(
+    folder: Path, ports: dict[str, int], listener: int, *, gateway: str = GATEWAY, node_id: str = "bench"
+) -> AsyncIterator[tuple[ControlPlane, LocalEnvoy]]:
+    """``folder`` served to one Envoy with one worker: its Gateway's ``listener`` port on
+    ``ports["gw"]``, ADS on ``ports["xds"]``; stopped on exit. Every benchmark's stack."""
+    options = XdsOptions(bind_address="127.0.0.1", port_map={listener: ports["gw"]})
+    plane = ControlPlane(
+        FileProvider(folder), xds_host="127.0.0.1", xds_port=ports["xds"], http_port=None, xds_options=options
+    )
+    await plane.start()
+    envoy = LocalEnvoy(
+        node_id=node_id, gateway=gateway, xds_port=ports["xds"], admin_port=0, log_sink=lambda _: None, concurrency=1
+    )
+    try:
+        await envoy.start()
+        yield plane, envoy
+    finally:
+        await envoy.stop()
+        await plane.stop()
+
+
+@asynccontextmanager
 async def local_gateway(ports: dict[str, int]) -> AsyncIterator[tuple[Path, LocalEnvoy]]:
     """manifests/local on ``ports`` (gw, pipy, mirror, xds) served to one Envoy with one worker,
     the route not mirrored yet: the folder to edit, and the Envoy."""
@@ -75,29 +97,9 @@ async def local_gateway(ports: dict[str, int]) -> AsyncIterator[tuple[Path, Loca
             text = (LOCAL / f).read_text().replace("8081", str(ports["pipy"])).replace("8082", str(ports["mirror"]))
             (folder / f).write_text(text)
         (folder / "route.yaml").write_text(_route(mirror=False))
-        plane = ControlPlane(
-            FileProvider(folder),
-            xds_host="127.0.0.1",
-            xds_port=ports["xds"],
-            http_port=None,
-            xds_options=XdsOptions(bind_address="127.0.0.1", port_map={8000: ports["gw"]}),
-        )
-        await plane.start()
-        envoy = LocalEnvoy(
-            node_id="bench",
-            gateway=GATEWAY,
-            xds_port=ports["xds"],
-            admin_port=0,
-            log_sink=lambda _: None,
-            concurrency=1,
-        )
-        try:
-            await envoy.start()
+        async with served(folder, ports, 8000) as (_, envoy):
             await _until_ok(f"http://127.0.0.1:{ports['gw']}/")
             yield folder, envoy
-        finally:
-            await envoy.stop()
-            await plane.stop()
 
 
 async def run(requests: int, concurrency: int) -> None:

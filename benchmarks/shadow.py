@@ -26,15 +26,12 @@ from pathlib import Path
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok
+from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok, served
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
-from controlplane.providers.files import FileProvider
-from controlplane.serve import ControlPlane
 from controlplane.shadow.pairing import DEFAULT_LIMIT
 from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag
 from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
-from controlplane.xds.translator import XdsOptions
 
 BATCH = 100
 
@@ -53,33 +50,16 @@ async def primary_latency(requests: int, concurrency: int) -> None:
             for f in ("gateway.yaml", "services.yaml", "route.yaml"):
                 text = (LOCAL / f).read_text().replace("8081", str(ports["pipy"])).replace("8082", str(ports["mirror"]))
                 (folder / f).write_text(text)
-            options = XdsOptions(bind_address="127.0.0.1", port_map={8000: ports["gw"]})
-            plane = ControlPlane(
-                FileProvider(folder), xds_host="127.0.0.1", xds_port=ports["xds"], http_port=None, xds_options=options
-            )
-            await plane.start()
-            envoy = LocalEnvoy(
-                node_id="bench",
-                gateway=GATEWAY,
-                xds_port=ports["xds"],
-                admin_port=0,
-                log_sink=lambda _: None,
-                concurrency=1,
-            )
-            try:
-                await envoy.start()
+            async with served(folder, ports, 8000) as (plane, envoy):
                 await _until_ok(url)
                 for name, on in (("comparison off", False), ("comparison on", True)):
-                    plane.controller.xds_options = dataclasses.replace(options, shadow=on)
+                    plane.controller.xds_options = dataclasses.replace(plane.controller.xds_options, shadow=on)
                     plane.controller._resources.clear()  # the IR is the same: rebuild anyway
                     plane.controller.refresh()
                     await _until_logging(envoy, on)
                     await _load(url, requests // 5, concurrency)  # warm-up
                     results[name] = await _load(url, requests, concurrency)
                 compared = sum(sum(s.results.values()) for s in plane.comparisons.rules.values())
-            finally:
-                await envoy.stop()
-                await plane.stop()
     finally:
         for proc in backends:
             proc.terminate()
