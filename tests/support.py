@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import time
 from collections.abc import Callable
 
@@ -45,3 +46,21 @@ async def wait_until(
 # Lines a test wants in the terminal summary of every run (conftest.py prints them), e.g. the
 # fuzzer's statistics, which would otherwise hide in captured output.
 SUMMARY: list[str] = []
+
+
+def other_address() -> str | None:
+    """A non-loopback address of this machine, if it has one: what a client elsewhere would reach.
+
+    Connecting a UDP socket sends nothing; it only picks the outgoing address of a route. The
+    targets are unicast on purpose: connecting to a broadcast address fails without SO_BROADCAST.
+    """
+    for target in ("198.51.100.1", "10.255.255.254"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect((target, 9))
+            except OSError:
+                continue
+            address = s.getsockname()[0]
+            if not address.startswith("127."):
+                return address
+    return None

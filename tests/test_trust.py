@@ -37,21 +37,11 @@ from controlplane.xds.resources import LISTENER
 from e2e import LOCAL
 from features_stack import GATEWAY as HTTPS_GATEWAY
 from features_stack import GATEWAY_YAML, tls_secret_yaml
-from support import free_port, wait_until
+from support import free_port, other_address, wait_until
 
 HTTP_GATEWAY = "server/simple-gateway"  # manifests/local
 MIRRORPLANE = [sys.executable, "-m", "controlplane.cli"]
 
-
-def _other_address() -> str | None:
-    """A non-loopback address of this machine, if it has one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.255", 9))  # no packet is sent: this only picks the outgoing address
-        except OSError:
-            return None
-        address = s.getsockname()[0]
-    return None if address.startswith("127.") else address
 
 
 def _connects(host: str, port: int) -> bool:
@@ -68,7 +58,7 @@ async def test_both_ports_bind_loopback_by_default() -> None:
     async with plane:
         assert plane.xds_address == f"127.0.0.1:{xds_port}" and plane.http_host == "127.0.0.1"
         assert _connects("127.0.0.1", xds_port) and _connects("127.0.0.1", http_port)
-        other = _other_address()
+        other = other_address()
         if other is not None:
             assert not _connects(other, xds_port), f"the xDS port answers on {other}"
             assert not _connects(other, http_port), f"the HTTP port answers on {other}"

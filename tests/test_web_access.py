@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from controlplane.web.model import scrub
 from e2e import LOCAL
 from features_stack import GATEWAY as HTTPS_GATEWAY
 from features_stack import GATEWAY_YAML, NS, tls_secret_yaml
-from support import free_port
+from support import free_port, other_address
 
 TOKEN = "Bearer s3cret-t0ken-for-backends"
 MIRRORED_HTTPS_ROUTE = f"""---
@@ -49,19 +48,6 @@ spec:
     backendRefs: [{{name: app, port: 8080}}]
 """
 
-
-def _other_address() -> str | None:
-    """A non-loopback address of this machine, if it has one (the source address of a route)."""
-    for target in ("198.51.100.1", "10.255.255.254"):  # connecting UDP sends nothing; not a broadcast
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.connect((target, 9))
-            except OSError:
-                continue
-            address = s.getsockname()[0]
-            if not address.startswith("127."):
-                return address
-    return None
 
 
 async def _get(url: str, host: str | None = None) -> tuple[int, str]:
@@ -116,7 +102,7 @@ async def test_a_foreign_host_name_is_refused_but_metrics_are_not(plane: Control
 
 @pytest.mark.parametrize("insecure", [False, True])
 async def test_exposed_port_serves_the_page_to_loopback_only_unless_insecure(insecure: bool) -> None:
-    other = _other_address()
+    other = other_address()
     if other is None:
         pytest.skip("this machine has no non-loopback IPv4 address to reach the port from")
     port = free_port()
