@@ -379,6 +379,8 @@ async def test_https_sni_selects_the_listener_and_misdirected_hosts_get_421(
 
 
 async def test_https_listener_with_a_missing_secret_is_not_programmed(stack: FeatureStack) -> None:
+    stack.write("https-routes.yaml", HTTPS_ROUTES)  # its own routes: it must pass alone, in any order
+    await stack.until("/tls", 200, port=443, sni="second-example.org", host="second-example.org")
     text = (stack.dir / "gateway.yaml").read_text()
     stack.write(
         "gateway.yaml",
