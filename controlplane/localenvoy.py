@@ -91,6 +91,10 @@ class XdsTls:
     cert: str | None = None
     key: str | None = None
     sni: str | None = None
+    # The files' contents written into the bootstrap (inline_string) instead of their paths: the
+    # Envoy then needs no access to the folder the certificates were issued into (docker compose,
+    # where that folder also holds the CA's key and every other Gateway's).
+    embed: bool = False
 
 
 def render_bootstrap(
@@ -151,13 +155,14 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     if (tls.cert is None) != (tls.key is None):
         raise UsageError("xds TLS: give both a client certificate and key, or neither")
     doc = yaml.safe_load(text)
+    source = _inline if tls.embed else _filename
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
-        "validation_context": {"trusted_ca": {"filename": tls.ca}},
+        "validation_context": {"trusted_ca": source(tls.ca, "--xds-ca")},
     }
     if tls.cert and tls.key:
         common["tls_certificates"] = [
-            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+            {"certificate_chain": source(tls.cert, "--xds-cert"), "private_key": source(tls.key, "--xds-key")}
         ]
     context: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
@@ -171,6 +176,18 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(
         doc, sort_keys=False
     )
+
+
+def _filename(path: str, flag: str) -> dict[str, str]:
+    return {"filename": path}
+
+
+def _inline(path: str, flag: str) -> dict[str, str]:
+    try:
+        return {"inline_string": Path(path).read_text(encoding="ascii")}
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PEM file"
+        raise UsageError(f"{flag} {path}: {cause}") from exc
 
 
 # --------------------------------------------------------------------------

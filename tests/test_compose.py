@@ -54,8 +54,20 @@ def parsed(service: str):
     return build_parser().parse_args(services()[service]["command"])
 
 
-def seed_gateway() -> dict[str, Any]:
-    return next(d for d in yaml.safe_load_all((MANIFESTS / "gateway.yaml").read_text()) if d["kind"] == "Gateway")
+def gateways() -> dict[str, dict[str, Any]]:
+    """Every Gateway of manifests/compose/, by NAMESPACE/NAME."""
+    docs = [d for f in sorted(MANIFESTS.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    return {f"{d['metadata']['namespace']}/{d['metadata']['name']}": d for d in docs if d["kind"] == "Gateway"}
+
+
+def envoys() -> dict[str, str]:
+    """Each Envoy service → the one-shot that renders its bootstrap (the one it waits for)."""
+    out = {}
+    for name, svc in services().items():
+        if svc.get("image", "").startswith("envoyproxy/envoy:"):
+            [boot] = [d for d, c in svc["depends_on"].items() if c == {"condition": "service_completed_successfully"}]
+            out[name] = boot
+    return out
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -100,7 +112,16 @@ def test_compose_file_follows_the_compose_specification():
     doc = load_compose()
     spec = PyCompose.from_yaml(yaml.safe_dump({k: v for k, v in doc.items() if not k.startswith("x-")}))
     spec.validate()  # every named volume a service uses is declared
-    assert sorted(spec.service_names()) == ["certs", "controlplane", "envoy", "envoy-bootstrap", "pipy", "pipy-mirror"]
+    assert sorted(spec.service_names()) == [
+        "certs",
+        "controlplane",
+        "envoy",
+        "envoy-bootstrap",
+        "envoy-grpc",
+        "envoy-grpc-bootstrap",
+        "pipy",
+        "pipy-mirror",
+    ]
 
 
 def test_compose_spec_check_bites():
@@ -144,25 +165,40 @@ def test_control_plane_serves_the_mounted_manifests_on_its_published_ports():
     assert f"http://127.0.0.1:{args.http_port}/readyz" in healthcheck
 
 
-def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path):
-    boot, serve = parsed("envoy-bootstrap"), parsed("controlplane")
+def test_every_gateway_has_one_envoy_with_its_own_bootstrap():
+    bootstraps = {envoy: parsed(boot) for envoy, boot in envoys().items()}
+    assert sorted(b.gateway for b in bootstraps.values()) == sorted(gateways())
+    assert len({b.node_id for b in bootstraps.values()}) == len(bootstraps)
+    volumes = [mounts(boot)[str(PurePosixPath(str(bootstraps[envoy].output)).parent)] for envoy, boot in envoys().items()]
+    assert len(set(volumes)) == len(volumes), "two Envoys share a bootstrap volume"
+
+
+@pytest.mark.parametrize("envoy", ["envoy", "envoy-grpc"])
+def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path, envoy):
+    assert envoy in envoys()
+    boot_service = envoys()[envoy]
+    boot, serve = parsed(boot_service), parsed("controlplane")
     assert boot.command == "bootstrap"
     assert boot.xds_host == "controlplane" and boot.xds_port == serve.xds_port
-    gateway = seed_gateway()
-    assert boot.gateway == f"{gateway['metadata']['namespace']}/{gateway['metadata']['name']}"
+    assert boot.gateway in gateways()
 
     # The bootstrap is written into a named volume that the Envoy mounts, at the path it loads.
     out = PurePosixPath(str(boot.output))
-    volume = mounts("envoy-bootstrap")[str(out.parent)]
-    envoy_mounts = {source: target for target, source in mounts("envoy").items()}
-    envoy = services()["envoy"]
-    command = envoy["command"]
+    volume = mounts(boot_service)[str(out.parent)]
+    envoy_mounts = {source: target for target, source in mounts(envoy).items()}
+    svc = services()[envoy]
+    command = svc["command"]
     assert command[command.index("-c") + 1] == str(PurePosixPath(envoy_mounts[volume]) / out.name)
     assert "--disable-hot-restart" in command
-    assert envoy["depends_on"] == {
-        "envoy-bootstrap": {"condition": "service_completed_successfully"},
+    assert svc["depends_on"] == {
+        boot_service: {"condition": "service_completed_successfully"},
         "controlplane": {"condition": "service_healthy"},
     }
+    # Keys reach only the Envoy that needs them: its own certificate is embedded in its
+    # bootstrap, and it mounts nothing else (the certs volume holds the CA's key and every
+    # other Gateway's).
+    assert boot.embed_certs
+    assert set(envoy_mounts) == {volume}, f"{envoy} mounts more than its bootstrap"
 
     # What the init step writes is a bootstrap this Envoy version accepts, with the certificates
     # the certs step issues (issued for real here, into a temp folder standing for the volume).
@@ -172,20 +208,22 @@ def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path
     certs_argv = [a.replace(str(certs_root), str(local)) for a in services()["certs"]["command"]]
     subprocess.run([*MIRRORPLANE, *certs_argv], check=True, timeout=30)
     # The Envoy presents its own Gateway's certificate (the only config it can then fetch).
-    assert PurePosixPath(str(boot.xds_cert)).parent == PurePosixPath(
-        str(folder_of(Path(str(certs_root)), boot.gateway))
-    )
+    for path in (boot.xds_ca, boot.xds_cert, boot.xds_key):
+        assert PurePosixPath(str(path)).parent == PurePosixPath(str(folder_of(Path(str(certs_root)), boot.gateway)))
     assert boot.gateway in certs_args.gateway
     assert serve.tls_cert and serve.client_ca and PurePosixPath(str(serve.tls_cert)).is_relative_to(certs_root)
     for path in (boot.xds_ca, boot.xds_cert, boot.xds_key, serve.tls_cert, serve.tls_key, serve.client_ca):
         assert (local / PurePosixPath(str(path)).relative_to(certs_root)).is_file(), path
     assert boot.xds_sni in certs_args.server_name
-    for name in ("controlplane", "envoy"):  # the bootstrap step only writes the paths down
+    for name in ("controlplane", boot_service):  # each reads the files the certs step wrote
         assert mounts(name).get(str(certs_root)) == mounts("certs")[str(certs_root)], name
+    assert services()[boot_service]["depends_on"] == {"certs": {"condition": "service_completed_successfully"}}
     rendered = tmp_path / out.name
-    argv = [a.replace(str(certs_root), str(local)) for a in services()["envoy-bootstrap"]["command"]]
+    argv = [a.replace(str(certs_root), str(local)) for a in services()[boot_service]["command"]]
     argv[argv.index("--output") + 1] = str(rendered)
     subprocess.run([*MIRRORPLANE, *argv], check=True, timeout=30)
+    assert rendered.stat().st_mode & 0o777 == 0o600
+    assert str(certs_root) not in rendered.read_text()  # no path into a volume Envoy does not mount
     check = subprocess.run(
         [envoy_binary(), "--mode", "validate", "--disable-hot-restart", "-c", str(rendered)],
         capture_output=True,
@@ -194,7 +232,7 @@ def test_envoy_bootstrap_points_at_the_control_plane_and_envoy_reads_it(tmp_path
     )
     assert check.returncode == 0, check.stdout + check.stderr
     node = yaml.safe_load(rendered.read_text())["node"]
-    assert node == {"id": "compose-envoy", "cluster": boot.gateway}
+    assert node == {"id": boot.node_id, "cluster": boot.gateway}
 
 
 def test_envoy_image_matches_the_envoy_the_tests_run():
@@ -207,37 +245,43 @@ def test_envoy_image_matches_the_envoy_the_tests_run():
     assert tag.lstrip("v").split(".")[:2] == [local[1], local[2]], f"compose runs Envoy {tag}, the tests run {local[0]}"
 
 
-def test_envoy_publishes_the_gateway_listener_port():
-    [port] = [lst["port"] for lst in seed_gateway()["spec"]["listeners"]]
-    assert published("envoy") == {port: 8000}  # the README's curl goes to localhost:8000
+def test_each_envoy_publishes_its_gateway_listener_port():
+    for envoy, boot in envoys().items():
+        gateway = gateways()[parsed(boot).gateway]
+        ports = {lst["port"] for lst in gateway["spec"]["listeners"]}
+        # The README's curl goes to localhost:8000, its grpcurl to localhost:8001.
+        assert published(envoy) == {port: port for port in ports}, envoy
+    assert {p for envoy in envoys() for p in published(envoy).values()} == {8000, 8001}
 
 
 def test_echo_services_are_the_dns_endpoints_the_manifests_route_to():
     out = translate_folder(MANIFESTS)
     assert out["errors"] == []
-    resources = out["gateways"]["server/simple-gateway"]  # compose serves the HTTP seed only
+    assert set(out["gateways"]) == set(gateways())
     served = set()
-    for cluster in resources["clusters"]:
-        assert cluster["type"] == "STRICT_DNS", cluster["name"]
-        for group in cluster["load_assignment"]["endpoints"]:
-            for lb in group["lb_endpoints"]:
-                addr = lb["endpoint"]["address"]["socket_address"]
-                served.add((addr["address"], addr["port_value"]))
-    echoes = {}
+    for resources in out["gateways"].values():
+        for cluster in resources["clusters"]:
+            assert cluster["type"] == "STRICT_DNS", cluster["name"]
+            for group in cluster["load_assignment"]["endpoints"]:
+                for lb in group["lb_endpoints"]:
+                    addr = lb["endpoint"]["address"]["socket_address"]
+                    served.add((addr["address"], addr["port_value"]))
+    echoes = set()
     for name, svc in services().items():
         if svc.get("image") == IMAGE and svc["command"][0] == "echo":
             args = parsed(name)
             assert args.name == name and args.host == "0.0.0.0", name
-            echoes[name] = args.port
-    assert served == set(echoes.items()) == {("pipy", 8081), ("pipy-mirror", 8082)}
-    statuses = out["status"]["HTTPRoute/server/http-route-sample"]["parents"][0]["conditions"]
-    assert {c["type"]: c["status"] for c in statuses} == {"Accepted": "True", "ResolvedRefs": "True"}
+            echoes |= {(name, args.port), (name, args.grpc_port)}
+    assert served == echoes == {("pipy", 8081), ("pipy", 8083), ("pipy-mirror", 8082), ("pipy-mirror", 8084)}
+    for route in ("HTTPRoute/server/http-route-sample", "GRPCRoute/server/grpc-route-sample"):
+        statuses = out["status"][route]["parents"][0]["conditions"]
+        assert {c["type"]: c["status"] for c in statuses} == {"Accepted": "True", "ResolvedRefs": "True"}, route
 
 
 def test_compose_manifests_are_the_local_ones_but_for_the_endpoints():
     local = REPO / "manifests" / "local"
     assert sorted(p.name for p in MANIFESTS.iterdir()) == sorted(p.name for p in local.iterdir())
-    for name in ("gateway.yaml", "route.yaml"):
+    for name in ("gateway.yaml", "route.yaml", "grpc.yaml"):
         assert (MANIFESTS / name).read_text() == (local / name).read_text(), name
 
 
