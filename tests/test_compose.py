@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.parse
@@ -26,6 +27,7 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
+from admin_support import GRPCURL
 from controlplane.certs import folder_of
 from controlplane.cli import build_parser
 from controlplane.exposure import exposure_error
@@ -346,13 +348,17 @@ def test_dockerfile_copies_exist_and_are_not_docker_ignored():
 # -- live, where a Docker engine exists ------------------------------------------------------
 #
 # The README's compose section for real: `up --build` from this checkout, curl through Envoy,
-# both echo backends log the same request, the admin client through `docker compose exec`, an
+# both echo backends log the same request, grpcurl through the gRPC Gateway's Envoy and both
+# backends log the same call, the admin client through `docker compose exec`, an
 # edit of the manifests turns mirroring off and on with the same Envoy, and Envoy's ADS stream
 # is mutual TLS. Its own project name, image tag and copy of manifests/compose/; no fixed host
 # port (Envoy's listener is published on a free loopback port); `down -v` and its images removed.
 
 UP_TIMEOUT = 180  # a cold build installs the wheels; with the layer cache it takes seconds
 STEP_TIMEOUT = 30
+# The README's grpcurl: the conformance echo's unary call, which grpc.yaml's GRPCRoute mirrors.
+GRPC_ECHO = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo"
+ADS = "envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 
 def _docker():
@@ -408,14 +414,24 @@ def _override(path: Path, image: str, config: Path) -> Path:
     return path
 
 
-def _request_ids(log: str) -> list[str]:
-    """x-request-id of each request an echo backend logged (its `[name] {json head}` lines)."""
-    ids = []
+def _logged(log: str) -> list[dict[str, Any]]:
+    """What an echo backend logged of each HTTP request and gRPC call (its `[name] {json}` lines)."""
+    out = []
     for line in log.splitlines():
         _, _, head = line.partition("] ")
         if head.startswith("{"):
-            ids.append(json.loads(head)["headers"].get("x-request-id", ""))
-    return ids
+            out.append(json.loads(head))
+    return out
+
+
+def _request_ids(log: str) -> list[str]:
+    """x-request-id of each HTTP request an echo backend logged."""
+    return [e["headers"].get("x-request-id", "") for e in _logged(log) if e["protocol"] != "gRPC"]
+
+
+def _calls(log: str, method: str) -> list[str]:
+    """x-request-id of each gRPC call of ``method`` an echo backend logged."""
+    return [e["metadata"].get("x-request-id", "") for e in _logged(log) if e.get("method") == method]
 
 
 def _until(what: str, check, timeout: float = STEP_TIMEOUT):
@@ -439,6 +455,7 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
     shutil.copytree(MANIFESTS, config)
     compose = Project(project, _override(tmp_path / "override.yml", f"{project}:local", config))
     boot = parsed("envoy-bootstrap")
+    boots = [parsed(b) for b in envoys().values()]
     # The admin API answers the operator's certificate (the certs step issues it), never an Envoy's.
     admin_tls = [
         "--cacert",
@@ -476,22 +493,52 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
         first = _until("Envoy to serve the Gateway's listener", post, timeout=60)  # it starts, then gets ADS
         _until("pipy-mirror to log the mirrored request", lambda: mirrored(first))
 
-        # The admin client through `docker compose exec`, with the certificates the certs step issued.
-        def node() -> dict[str, Any]:
-            [one] = json.loads(compose.exec("controlplane", *nodes_cmd, *admin_tls).stdout)["nodes"]
-            return one
+        # The gRPC seed, through its Gateway's own Envoy: the README's grpcurl, answered by pipy,
+        # and the same call (same x-request-id) logged by pipy-mirror.
+        [grpc_port] = published("envoy-grpc")
+        grpc_address = compose.run("port", "envoy-grpc", str(grpc_port)).stdout.strip()
+        assert grpc_address.startswith("127.0.0.1:"), grpc_address
+        method = f"/{GRPC_ECHO}"
 
-        listed = node()
-        assert listed["node_id"] == "compose-envoy" and listed["gateway"] == boot.gateway
-        assert all(t["acked_version"] == t["sent_version"] for t in listed["types"]), listed
+        def call() -> str:
+            """The README's grpcurl; the x-request-id pipy logged for it ('' until Envoy has its routes)."""
+            before = set(_calls(compose.logs("pipy"), method))
+            argv = [str(GRPCURL), "-plaintext", "-d", "{}", grpc_address, GRPC_ECHO]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT)
+            if done.returncode != 0:
+                print("grpcurl:", done.stderr)  # shown if the wait below times out
+                return ""
+            assert json.loads(done.stdout)["assertions"]["context"]["service_name"] == "pipy", done.stdout
+            return _until("pipy to log the call", lambda: set(_calls(compose.logs("pipy"), method)) - before).pop()
+
+        grpc_call = _until("the gRPC Envoy to serve its Gateway's listener", call, timeout=60)
+        _until("pipy-mirror to log the mirrored call", lambda: grpc_call in _calls(compose.logs("pipy-mirror"), method))
+
+        # The admin client through `docker compose exec`, with the certificates the certs step issued.
+        def nodes() -> dict[str, dict[str, Any]]:
+            listed = json.loads(compose.exec("controlplane", *nodes_cmd, *admin_tls).stdout)["nodes"]
+            return {n["node_id"]: n for n in listed}
+
+        def node() -> dict[str, Any]:
+            return nodes()[boot.node_id]
+
+        both = nodes()
+        # Each Envoy's stream is its own Gateway's: the control plane took node.cluster only
+        # because the certificate it presented is that Gateway's.
+        assert {n: v["gateway"] for n, v in both.items()} == {b.node_id: b.gateway for b in boots}
+        for one in both.values():
+            assert all(t["acked_version"] == t["sent_version"] for t in one["types"]), one
+        listed = both[boot.node_id]
 
         # Mutual TLS on the ADS stream: Envoy's xds_cluster did TLS handshakes, and the control
         # plane refuses a client without a certificate (and one without TLS).
         stats = _envoy_stats(client, envoy, f"{project}:local", r"^cluster\.xds_cluster\.ssl\.handshake$")
         assert stats["cluster.xds_cluster.ssl.handshake"] >= 1, stats
-        envoy_cert = ["--cacert", boot.xds_ca, "--cert", boot.xds_cert, "--key", boot.xds_key]
-        refused = compose.exec("controlplane", *nodes_cmd, "--timeout", "5", *envoy_cert, check=False)
-        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr, refused
+        for b in boots:
+            envoy_cert = ["--cacert", b.xds_ca, "--cert", b.xds_cert, "--key", b.xds_key]
+            refused = compose.exec("controlplane", *nodes_cmd, "--timeout", "5", *envoy_cert, check=False)
+            assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr, refused
+        _other_gateways_config_is_refused(compose, boots, tmp_path)
         for without in (["--cacert", boot.xds_ca], []):
             refused = compose.exec("controlplane", *nodes_cmd, "--timeout", "5", *without, check=False)
             assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr, refused
@@ -536,6 +583,51 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
         )
         for image in client.images.list(filters={"label": f"com.docker.compose.project={project}"}):
             client.images.remove(image.id, force=True)
+
+
+def _other_gateways_config_is_refused(compose: Project, boots: list[Any], tmp_path: Path) -> None:
+    """An ADS stream presenting one Gateway's certificate gets that Gateway's config, and is
+    refused the other's: asked from the host by grpcurl, through the published xDS port."""
+    [xds_port] = [port for port in published("controlplane") if port == parsed("controlplane").xds_port]
+    xds = compose.run("port", "controlplane", str(xds_port)).stdout.strip()
+    for mine, other in ((boots[0], boots[1]), (boots[1], boots[0])):
+        files = {}
+        for flag, path in (("-cacert", mine.xds_ca), ("-cert", mine.xds_cert), ("-key", mine.xds_key)):
+            files[flag] = tmp_path / f"{mine.node_id}-{PurePosixPath(path).name}"
+            files[flag].write_text(compose.exec("controlplane", "cat", path).stdout)
+        tls = [arg for flag, file in files.items() for arg in (flag, str(file))]
+
+        def ask(gateway: str) -> list[str]:
+            request = {
+                "node": {"id": "grpcurl", "cluster": gateway},
+                "type_url": "type.googleapis.com/envoy.config.listener.v3.Listener",
+            }
+            return [str(GRPCURL), *tls, "-servername", mine.xds_sni, "-d", json.dumps(request), xds, ADS]
+
+        answer = _first_message(ask(mine.gateway))
+        ports = {r["resource"]["address"]["socket_address"]["port_value"] for r in answer["resources"]}
+        assert ports == {lst["port"] for lst in gateways()[mine.gateway]["spec"]["listeners"]}, answer
+        refused = subprocess.run(ask(other.gateway), capture_output=True, text=True, timeout=STEP_TIMEOUT)
+        assert refused.returncode != 0 and "PermissionDenied" in refused.stderr, refused
+        assert f"is for Gateway {mine.gateway}, not {other.gateway}" in refused.stderr, refused.stderr
+
+
+def _first_message(argv: list[str]) -> dict[str, Any]:
+    """The first message grpcurl prints of a stream the server keeps open; grpcurl is then
+    stopped (and killed after STEP_TIMEOUT if no message came)."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        timer = threading.Timer(STEP_TIMEOUT, proc.kill)
+        timer.start()
+        lines = []
+        try:
+            for line in proc.stdout:  # one message: an indented JSON object closed at column 0
+                lines.append(line)
+                if line == "}\n":
+                    return json.loads("".join(lines))
+        finally:
+            timer.cancel()
+            proc.kill()
+        raise AssertionError(f"grpcurl printed no message: {''.join(lines)}{proc.stderr.read()}")
 
 
 def _envoy_stats(client, envoy, image: str, pattern: str) -> dict[str, int]:
