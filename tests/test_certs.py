@@ -30,7 +30,9 @@ async def run(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("embed", [False, True], ids=["paths", "embedded"])
-async def test_issued_certificates_carry_envoy_and_the_admin_client_over_mutual_tls(tmp_path: Path, embed: bool) -> None:
+async def test_issued_certificates_carry_envoy_and_the_admin_client_over_mutual_tls(
+    tmp_path: Path, embed: bool
+) -> None:
     pki = tmp_path / "pki"
     code, out = await run(
         "certs", "--server-name", "mirrorplane", "--server-name", "127.0.0.1", "--gateway", GATEWAY, "--out", str(pki)

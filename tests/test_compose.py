@@ -171,7 +171,9 @@ def test_every_gateway_has_one_envoy_with_its_own_bootstrap():
     bootstraps = {envoy: parsed(boot) for envoy, boot in envoys().items()}
     assert sorted(b.gateway for b in bootstraps.values()) == sorted(gateways())
     assert len({b.node_id for b in bootstraps.values()}) == len(bootstraps)
-    volumes = [mounts(boot)[str(PurePosixPath(str(bootstraps[envoy].output)).parent)] for envoy, boot in envoys().items()]
+    volumes = [
+        mounts(boot)[str(PurePosixPath(str(bootstraps[envoy].output)).parent)] for envoy, boot in envoys().items()
+    ]
     assert len(set(volumes)) == len(volumes), "two Envoys share a bootstrap volume"
 
 
@@ -310,7 +312,8 @@ def test_every_service_can_use_the_volumes_it_mounts():
     """A fresh named volume takes the owner of the image folder it is first mounted on, and is
     root's where the image has no such folder: each folder a mirrorplane service mounts a named
     volume on is created in the Dockerfile and given to the image's user. Every service that
-    mounts one runs as that user (the certs step writes its keys 0600), none as root."""
+    mounts one runs as that user (the certs step writes its keys 0600, the bootstrap steps
+    Envoy's bootstrap, which holds its key), none as root."""
     run = " ".join(instruction("RUN"))
     uid, _, gid = IMAGE_USER.partition(":")
     assert f"--uid {uid}" in run and f"--gid {gid}" in run
@@ -350,15 +353,17 @@ def test_dockerfile_copies_exist_and_are_not_docker_ignored():
 # The README's compose section for real: `up --build` from this checkout, curl through Envoy,
 # both echo backends log the same request, grpcurl through the gRPC Gateway's Envoy and both
 # backends log the same call, the admin client through `docker compose exec`, an
-# edit of the manifests turns mirroring off and on with the same Envoy, and Envoy's ADS stream
-# is mutual TLS. Its own project name, image tag and copy of manifests/compose/; no fixed host
-# port (Envoy's listener is published on a free loopback port); `down -v` and its images removed.
+# edit of the manifests turns mirroring off and on with the same Envoy, and the Envoys' ADS
+# streams are mutual TLS, each scoped to its Gateway. Its own project name, image tag and copy of
+# manifests/compose/; no fixed host port (every published port goes to a free loopback port);
+# `down -v` and its images removed.
 
 UP_TIMEOUT = 180  # a cold build installs the wheels; with the layer cache it takes seconds
 STEP_TIMEOUT = 30
 # The README's grpcurl: the conformance echo's unary call, which grpc.yaml's GRPCRoute mirrors.
 GRPC_ECHO = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo"
 ADS = "envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 
 def _docker():
@@ -543,9 +548,10 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
             refused = compose.exec("controlplane", *nodes_cmd, "--timeout", "5", *without, check=False)
             assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr, refused
 
-        # Nothing runs as root: Envoy reads the client key as the certs step's user.
-        status = compose.exec("envoy", "cat", "/proc/1/status").stdout
-        assert re.search(rf"^Uid:\s+{IMAGE_USER.partition(':')[0]}\s", status, re.M), status
+        # Nothing runs as root: each Envoy reads its bootstrap (and key) as the bootstrap step's user.
+        for name in envoys():
+            status = compose.exec(name, "cat", "/proc/1/status").stdout
+            assert re.search(rf"^Uid:\s+{IMAGE_USER.partition(':')[0]}\s", status, re.M), (name, status)
 
         # Edit (the copy of) route.yaml: mirroring off, then on again, with the same Envoy.
         route_file = config / "route.yaml"
@@ -588,34 +594,33 @@ def test_docker_compose_up_does_what_the_readme_says(tmp_path):
 def _other_gateways_config_is_refused(compose: Project, boots: list[Any], tmp_path: Path) -> None:
     """An ADS stream presenting one Gateway's certificate gets that Gateway's config, and is
     refused the other's: asked from the host by grpcurl, through the published xDS port."""
-    [xds_port] = [port for port in published("controlplane") if port == parsed("controlplane").xds_port]
-    xds = compose.run("port", "controlplane", str(xds_port)).stdout.strip()
+    xds = compose.run("port", "controlplane", str(parsed("controlplane").xds_port)).stdout.strip()
     for mine, other in ((boots[0], boots[1]), (boots[1], boots[0])):
-        files = {}
+        tls = ["-servername", mine.xds_sni]
         for flag, path in (("-cacert", mine.xds_ca), ("-cert", mine.xds_cert), ("-key", mine.xds_key)):
-            files[flag] = tmp_path / f"{mine.node_id}-{PurePosixPath(path).name}"
-            files[flag].write_text(compose.exec("controlplane", "cat", path).stdout)
-        tls = [arg for flag, file in files.items() for arg in (flag, str(file))]
-
-        def ask(gateway: str) -> list[str]:
-            request = {
-                "node": {"id": "grpcurl", "cluster": gateway},
-                "type_url": "type.googleapis.com/envoy.config.listener.v3.Listener",
-            }
-            return [str(GRPCURL), *tls, "-servername", mine.xds_sni, "-d", json.dumps(request), xds, ADS]
-
-        answer = _first_message(ask(mine.gateway))
+            local = tmp_path / f"{mine.node_id}-{PurePosixPath(path).name}"
+            local.write_text(compose.exec("controlplane", "cat", path).stdout)
+            tls += [flag, str(local)]
+        answer = _first_message(_ask_listeners(xds, tls, mine.gateway))
         ports = {r["resource"]["address"]["socket_address"]["port_value"] for r in answer["resources"]}
         assert ports == {lst["port"] for lst in gateways()[mine.gateway]["spec"]["listeners"]}, answer
-        refused = subprocess.run(ask(other.gateway), capture_output=True, text=True, timeout=STEP_TIMEOUT)
+        argv = _ask_listeners(xds, tls, other.gateway)
+        refused = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT)
         assert refused.returncode != 0 and "PermissionDenied" in refused.stderr, refused
         assert f"is for Gateway {mine.gateway}, not {other.gateway}" in refused.stderr, refused.stderr
+
+
+def _ask_listeners(xds: str, tls: list[str], gateway: str) -> list[str]:
+    """grpcurl opening a Delta ADS stream as an Envoy of ``gateway`` and asking for its listeners."""
+    request = {"node": {"id": "grpcurl", "cluster": gateway}, "type_url": LISTENER}
+    return [str(GRPCURL), *tls, "-d", json.dumps(request), xds, ADS]
 
 
 def _first_message(argv: list[str]) -> dict[str, Any]:
     """The first message grpcurl prints of a stream the server keeps open; grpcurl is then
     stopped (and killed after STEP_TIMEOUT if no message came)."""
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout and proc.stderr
         timer = threading.Timer(STEP_TIMEOUT, proc.kill)
         timer.start()
         lines = []
