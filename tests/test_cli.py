@@ -157,6 +157,15 @@ async def test_translate_prints_envoy_json_and_fails_on_invalid_input(tmp_path: 
     assert json.loads(out)["gateways"], "the valid files are still translated"
 
 
+async def _envoy_accepts(bootstrap: Path) -> None:
+    validate = await asyncio.create_subprocess_exec(
+        envoy_binary(), "--mode", "validate", "-c", str(bootstrap), "--disable-hot-restart",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await validate.communicate()
+    assert validate.returncode == 0, output.decode()
+
+
 async def test_bootstrap_renders_a_bootstrap_envoy_accepts(tmp_path: Path) -> None:
     out = tmp_path / "envoy.yaml"
     proc = await asyncio.create_subprocess_exec(
@@ -166,12 +175,7 @@ async def test_bootstrap_renders_a_bootstrap_envoy_accepts(tmp_path: Path) -> No
     assert await proc.wait() == 0
     doc = yaml.safe_load(out.read_text())
     assert doc["node"] == {"id": "envoy-0", "cluster": "server/simple-gateway"}
-    validate = await asyncio.create_subprocess_exec(
-        envoy_binary(), "--mode", "validate", "-c", str(out), "--disable-hot-restart",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await validate.communicate()
-    assert validate.returncode == 0, output.decode()
+    await _envoy_accepts(out)
 
 
 async def test_bootstrap_embeds_the_certificates_in_a_file_only_its_owner_reads(tmp_path: Path) -> None:
@@ -200,12 +204,7 @@ async def test_bootstrap_embeds_the_certificates_in_a_file_only_its_owner_reads(
             "private_key": {"inline_string": (mine / "tls.key").read_text()},
         }
     ]
-    validate = await asyncio.create_subprocess_exec(
-        envoy_binary(), "--mode", "validate", "-c", str(out), "--disable-hot-restart",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await validate.communicate()
-    assert validate.returncode == 0, output.decode()
+    await _envoy_accepts(out)
 
 
 def test_the_cli_loads_the_kubernetes_client_only_when_asked_to() -> None:
