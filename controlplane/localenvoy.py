@@ -155,14 +155,16 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     if (tls.cert is None) != (tls.key is None):
         raise UsageError("xds TLS: give both a client certificate and key, or neither")
     doc = yaml.safe_load(text)
-    source = _inline if tls.embed else _filename
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
-        "validation_context": {"trusted_ca": source(tls.ca, "--xds-ca")},
+        "validation_context": {"trusted_ca": _data_source(tls.ca, "--xds-ca", tls.embed)},
     }
     if tls.cert and tls.key:
         common["tls_certificates"] = [
-            {"certificate_chain": source(tls.cert, "--xds-cert"), "private_key": source(tls.key, "--xds-key")}
+            {
+                "certificate_chain": _data_source(tls.cert, "--xds-cert", tls.embed),
+                "private_key": _data_source(tls.key, "--xds-key", tls.embed),
+            }
         ]
     context: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
@@ -178,11 +180,10 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     )
 
 
-def _filename(path: str, flag: str) -> dict[str, str]:
-    return {"filename": path}
-
-
-def _inline(path: str, flag: str) -> dict[str, str]:
+def _data_source(path: str, flag: str, embed: bool) -> dict[str, str]:
+    """Envoy's DataSource for a PEM file: its path, or (``embed``) its contents."""
+    if not embed:
+        return {"filename": path}
     try:
         return {"inline_string": Path(path).read_text(encoding="ascii")}
     except (OSError, UnicodeDecodeError) as exc:
