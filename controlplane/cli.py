@@ -220,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-key", help="mutual TLS: this Envoy's private key file")
     boot.add_argument("--xds-sni", help="TLS: the server name to ask for (default: none)")
     boot.add_argument(
+        "--embed-certs",
+        action="store_true",
+        help="write the contents of --xds-ca/--xds-cert/--xds-key into the bootstrap, not their paths, so that "
+        "Envoy needs no access to those files (--output is then written 0600)",
+    )
+    boot.add_argument(
         "--als-address",
         metavar="HOST:PORT",
         help="shadow testing: send access logs to `mirrorplane collect` there (default: the xDS port)",
@@ -329,19 +335,28 @@ def _host_port_arg(text: str) -> tuple[str, int]:
 def _bootstrap(args: argparse.Namespace) -> int:
     if "/" not in args.gateway:
         raise UsageError(f"--gateway {args.gateway!r}: expected NAMESPACE/NAME")
+    if args.embed_certs and not args.xds_ca:
+        raise UsageError("--embed-certs: give the files to embed (--xds-ca, and --xds-cert and --xds-key)")
     als = _host_port_arg(args.als_address) if args.als_address else None
+    tls = XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni, args.embed_certs) if args.xds_ca else None
     text = render_bootstrap(
         node_id=args.node_id,
         node_cluster=args.gateway,
         xds_host=args.xds_host,
         xds_port=args.xds_port,
         admin_port=args.admin_port,
-        xds_tls=XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None,
+        xds_tls=tls,
         als_address=als,
     )
     if args.output:
         try:
-            args.output.write_text(text)
+            if args.embed_certs:  # the Envoy's private key is in it
+                fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)  # a file that was already there keeps its mode otherwise
+                with os.fdopen(fd, "w") as out:
+                    out.write(text)
+            else:
+                args.output.write_text(text)
         except OSError as exc:
             raise UsageError(f"--output {args.output}: {exc.strerror or exc}") from exc
     else:

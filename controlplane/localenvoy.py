@@ -91,6 +91,10 @@ class XdsTls:
     cert: str | None = None
     key: str | None = None
     sni: str | None = None
+    # The files' contents written into the bootstrap (inline_string) instead of their paths: the
+    # Envoy then needs no access to the folder the certificates were issued into (docker compose,
+    # where that folder also holds the CA's key and every other Gateway's).
+    embed: bool = False
 
 
 def render_bootstrap(
@@ -153,11 +157,14 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     doc = yaml.safe_load(text)
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
-        "validation_context": {"trusted_ca": {"filename": tls.ca}},
+        "validation_context": {"trusted_ca": _data_source(tls.ca, "--xds-ca", tls.embed)},
     }
     if tls.cert and tls.key:
         common["tls_certificates"] = [
-            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+            {
+                "certificate_chain": _data_source(tls.cert, "--xds-cert", tls.embed),
+                "private_key": _data_source(tls.key, "--xds-key", tls.embed),
+            }
         ]
     context: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
@@ -171,6 +178,17 @@ def _with_xds_tls(text: str, tls: XdsTls) -> str:
     return "# Rendered from controlplane/bootstrap.yaml with TLS to the xDS port.\n" + yaml.safe_dump(
         doc, sort_keys=False
     )
+
+
+def _data_source(path: str, flag: str, embed: bool) -> dict[str, str]:
+    """Envoy's DataSource for a PEM file: its path, or (``embed``) its contents."""
+    if not embed:
+        return {"filename": path}
+    try:
+        return {"inline_string": Path(path).read_text(encoding="ascii")}
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PEM file"
+        raise UsageError(f"{flag} {path}: {cause}") from exc
 
 
 # --------------------------------------------------------------------------

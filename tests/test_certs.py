@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 
 from controlplane import certs
-from controlplane.localenvoy import XdsTls
+from controlplane.localenvoy import XdsTls, render_bootstrap
 from controlplane.tls import TlsFiles
 from e2e import GATEWAY, start_stack
 from fakeapi import FakeApiServer
@@ -29,19 +29,23 @@ async def run(*args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
-async def test_issued_certificates_carry_envoy_and_the_admin_client_over_mutual_tls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("embed", [False, True], ids=["paths", "embedded"])
+async def test_issued_certificates_carry_envoy_and_the_admin_client_over_mutual_tls(
+    tmp_path: Path, embed: bool
+) -> None:
     pki = tmp_path / "pki"
     code, out = await run(
         "certs", "--server-name", "mirrorplane", "--server-name", "127.0.0.1", "--gateway", GATEWAY, "--out", str(pki)
     )
     assert code == 0 and out.startswith(f"issued {pki}/server/"), out
     server, envoy, operator = pki / "server", pki / "gateways" / GATEWAY, pki / "operator"
+    xds_tls = XdsTls(str(envoy / "ca.crt"), str(envoy / "tls.crt"), str(envoy / "tls.key"), "mirrorplane", embed)
+    # Embedded (docker compose): the bootstrap names none of the files, so Envoy never reads them.
+    assert (str(pki) in render_bootstrap(node_id="e2e", node_cluster=GATEWAY, xds_tls=xds_tls)) is not embed
     stack = await start_stack(
         tmp_path,
         plane_options={"tls": TlsFiles(server / "tls.crt", server / "tls.key", server / "ca.crt")},
-        envoy_options={
-            "xds_tls": XdsTls(str(envoy / "ca.crt"), str(envoy / "tls.crt"), str(envoy / "tls.key"), "mirrorplane")
-        },
+        envoy_options={"xds_tls": xds_tls},
     )
     try:
         # A real Envoy with its Gateway's certificate gets that Gateway's config.

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
+from controlplane import certs
 from controlplane.localenvoy import envoy_binary
 from e2e import LOCAL, copy_local
 from support import free_port, wait_until
@@ -156,6 +157,15 @@ async def test_translate_prints_envoy_json_and_fails_on_invalid_input(tmp_path: 
     assert json.loads(out)["gateways"], "the valid files are still translated"
 
 
+async def _envoy_accepts(bootstrap: Path) -> None:
+    validate = await asyncio.create_subprocess_exec(
+        envoy_binary(), "--mode", "validate", "-c", str(bootstrap), "--disable-hot-restart",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await validate.communicate()
+    assert validate.returncode == 0, output.decode()
+
+
 async def test_bootstrap_renders_a_bootstrap_envoy_accepts(tmp_path: Path) -> None:
     out = tmp_path / "envoy.yaml"
     proc = await asyncio.create_subprocess_exec(
@@ -165,12 +175,36 @@ async def test_bootstrap_renders_a_bootstrap_envoy_accepts(tmp_path: Path) -> No
     assert await proc.wait() == 0
     doc = yaml.safe_load(out.read_text())
     assert doc["node"] == {"id": "envoy-0", "cluster": "server/simple-gateway"}
-    validate = await asyncio.create_subprocess_exec(
-        envoy_binary(), "--mode", "validate", "-c", str(out), "--disable-hot-restart",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    await _envoy_accepts(out)
+
+
+async def test_bootstrap_embeds_the_certificates_in_a_file_only_its_owner_reads(tmp_path: Path) -> None:
+    """docker compose: the Envoy gets its Gateway's certificate inside its bootstrap and never
+    mounts the folder of every certificate (and the CA's key)."""
+    pki, out = tmp_path / "pki", tmp_path / "envoy.yaml"
+    certs.ensure_folder(pki, ["controlplane"], ["server/simple-gateway"])
+    mine = pki / "gateways" / "server" / "simple-gateway"
+    out.write_text("an older bootstrap")
+    out.chmod(0o644)
+    proc = await asyncio.create_subprocess_exec(
+        *MIRRORPLANE, "bootstrap", "--gateway", "server/simple-gateway", "--xds-host", "controlplane",
+        "--xds-ca", str(mine / "ca.crt"), "--xds-cert", str(mine / "tls.crt"), "--xds-key", str(mine / "tls.key"),
+        "--xds-sni", "controlplane", "--embed-certs", "--output", str(out),
     )  # fmt: skip
-    output, _ = await validate.communicate()
-    assert validate.returncode == 0, output.decode()
+    assert await proc.wait() == 0
+    assert out.stat().st_mode & 0o777 == 0o600  # the private key is in it
+    text = out.read_text()
+    assert str(pki) not in text
+    [cluster] = [c for c in yaml.safe_load(text)["static_resources"]["clusters"] if c["name"] == "xds_cluster"]
+    common = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    assert common["validation_context"]["trusted_ca"] == {"inline_string": (mine / "ca.crt").read_text()}
+    assert common["tls_certificates"] == [
+        {
+            "certificate_chain": {"inline_string": (mine / "tls.crt").read_text()},
+            "private_key": {"inline_string": (mine / "tls.key").read_text()},
+        }
+    ]
+    await _envoy_accepts(out)
 
 
 def test_the_cli_loads_the_kubernetes_client_only_when_asked_to() -> None:
@@ -189,6 +223,8 @@ def test_the_cli_loads_the_kubernetes_client_only_when_asked_to() -> None:
         (["--node-id", ""], "node_id must be a non-empty string"),
         (["--xds-port", "70000"], "xds_port must be in 1..65535"),
         (["--output", "/nonexistent-dir/envoy.yaml"], "--output /nonexistent-dir/envoy.yaml"),
+        (["--embed-certs"], "--embed-certs: give the files to embed"),
+        (["--xds-ca", "/nonexistent/ca.crt", "--embed-certs"], "--xds-ca /nonexistent/ca.crt: No such file"),
     ],
 )
 async def test_bad_bootstrap_flags_are_one_line(flags: list[str], cause: str) -> None:
