@@ -25,8 +25,9 @@ from .gcpause import paused_gc
 from .ir import GatewayIR
 from .quarantine import Held, held_statuses, without_held
 from .xds.cache import Snapshot, SnapshotCache
+from .xds.encoded import EncodedMemo
 from .xds.resources import Resources
-from .xds.translator import EncodedMemo, XdsOptions, build_resources, load_assignment
+from .xds.translator import XdsOptions, build_resources, load_assignment
 
 log = logging.getLogger("mirrorplane.controller")
 
@@ -99,9 +100,7 @@ class Controller:
         if self._last is not None and key in self._resources and self._last.gateways.get(key) == gateway:
             return self._resources[key]
         memo = self._encoded.setdefault(key, EncodedMemo())
-        resources = build_resources(gateway, self.xds_options, memo)
-        memo.done()
-        return resources
+        return build_resources(gateway, self.xds_options, memo)
 
     def _endpoints_only(self, store: Store, changed: dict[str, set[Any]] | None) -> dict[str, Resources] | None:
         """When only EndpointSlices changed, update just the endpoints of the backends they feed.

@@ -12,8 +12,10 @@ from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.status import StatusKey
 from controlplane.gatewayapi.store import Store
-from controlplane.xds.cache import SnapshotCache
+from controlplane.gatewayapi.translator import translate
+from controlplane.xds.cache import Snapshot, SnapshotCache
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from controlplane.xds.translator import build_resources
 
 GATEWAY = f"{NAMESPACE}/gw"
 
@@ -190,9 +192,9 @@ def _entries(controller: Controller, gateway: str = GATEWAY) -> dict[str, dict[s
 
 
 def _full_entries(store: Store, gateway: str = GATEWAY) -> dict[str, dict[str, bytes]]:
-    controller = Controller(SnapshotCache())
-    controller.update(store)
-    return _entries(controller, gateway)
+    """A translation without any memo: every message built whole and serialized by protobuf."""
+    snapshot = Snapshot.build(gateway, build_resources(translate(store).gateways[gateway]))
+    return {t: {n: e.data for n, e in snapshot[t].entries.items()} for t in snapshot.types}
 
 
 def test_a_route_change_reserializes_one_virtual_host_and_is_byte_equal_to_a_full_translation() -> None:

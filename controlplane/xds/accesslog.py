@@ -79,25 +79,20 @@ def untag_route(route: route_pb2.Route) -> None:
 
 
 def add_shadow_logging(
-    gateway: ir.GatewayIR,
+    percents: dict[str, list[int]],
+    headers: set[str],
     clusters: MutableMapping[str, cluster_pb2.Cluster],
     listeners: MutableMapping[str, listener_pb2.Listener],
 ) -> None:
-    """The logger on every router, and the thresholds of the mirror clusters."""
-    percents: dict[str, list[int]] = {}
-    headers = set(ALWAYS_LOGGED_HEADERS)
-    for lst in gateway.listeners:
-        for chain in lst.chains:
-            for vh in chain.virtual_hosts:
-                for r in vh.routes:
-                    for m in r.mirrors:
-                        percents.setdefault(m.backend, []).append(m.comparison.sample_percent)
-                        headers.update(m.comparison.headers)
+    """The logger on every router, and the thresholds of the mirror clusters.
+
+    ``percents``: mirror cluster → the sample percents of the rules mirroring to it; ``headers``:
+    the response headers any of them compares (encoded.MirrorUsage counts both)."""
     for name, ps in percents.items():
         if name in clusters:
             meta = _set_below(clusters[name].metadata, max(ps))
             meta.fields["min"].string_value = threshold(min(ps))
-    logger = _logger(tuple(sorted(headers)))
+    logger = _logger(tuple(sorted(headers | set(ALWAYS_LOGGED_HEADERS))))
     for listener in listeners.values():
         for chain in listener.filter_chains:
             for f in chain.filters:

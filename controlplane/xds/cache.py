@@ -30,7 +30,7 @@ from types import MappingProxyType
 
 from google.protobuf.message import Message
 
-from .resources import ENDPOINT, PUSH_ORDER, SHORT_NAMES, Resources
+from .resources import ENDPOINT, PUSH_ORDER, SHORT_NAMES, Encoded, Resources
 
 log = logging.getLogger("mirrorplane.xds")
 
@@ -144,6 +144,9 @@ class Snapshot:
             known = before.by_type(type_url) if before is not None else {}
             expected = type_url.rsplit("/", 1)[1]
             entries: dict[str, Entry] = {}
+            if isinstance(messages, Encoded):
+                types[type_url] = _encoded_type(type_url, messages, known, before_types.get(type_url))
+                continue
             for name, message in messages.items():
                 if known.get(name) is message:
                     entries[name] = before_types[type_url].entries[name]
@@ -192,6 +195,30 @@ class Snapshot:
                 SHORT_NAMES[t]: {"version": self.types[t].version, "count": len(self.types[t])} for t in PUSH_ORDER
             },
         }
+
+
+def _encoded_type(
+    type_url: str, encoded: Encoded[Message], known: Mapping[str, Message], before: TypeSnapshot | None
+) -> TypeSnapshot:
+    """A type whose resources came serialized: their bytes are taken as they are, and a resource
+    whose bytes are the very object the previous snapshot had is not hashed again."""
+    previous = known.data if isinstance(known, Encoded) else {}
+    entries: dict[str, Entry] = {}
+    fresh = 0
+    for name in sorted(encoded.data):
+        data = encoded.data[name]
+        if before is not None and previous.get(name) is data:
+            entries[name] = before.entries[name]
+        else:
+            entries[name] = Entry(name, bytes_version(data), data)
+            fresh += 1
+    if before is not None and not fresh and len(entries) == len(before.entries):
+        return before
+    return TypeSnapshot(
+        type_url=type_url,
+        version=content_version((e.name, e.data) for e in entries.values()),
+        entries=MappingProxyType(entries),
+    )
 
 
 class SnapshotCache:

@@ -31,7 +31,8 @@ from google.protobuf.message import Message
 
 from .. import ir
 from .accesslog import add_shadow_logging, tag_route, untag_route
-from .resources import Resources
+from .encoded import EncodedMemo, MirrorUsage, usage_of
+from .resources import Encoded, Resources
 
 # Requests to a backendRef that could not be resolved go to this cluster, which is never served;
 # the route's cluster_not_found_response_code turns them into the 500 the spec asks for.
@@ -93,65 +94,49 @@ class XdsOptions:
             raise ValueError(f"mirror body limit {self.mirror_body_limit}: expected 0..{MAX_MIRROR_BODY_LIMIT} bytes")
 
 
-class EncodedMemo:
-    """The serialized VirtualHosts of the previous build, by IR object.
-
-    The Gateway API translator hands back the very same ``ir.VirtualHost`` object for a virtual
-    host that did not change (RouteMemo), so a RouteConfiguration is assembled from the bytes of
-    its unchanged virtual hosts, and only changed ones are built and serialized: a one-route edit
-    in 10,000 costs one route, not 10,000. Identity, not equality, is the key: hashing a deep IR
-    would cost what it saves. The result is the same with or without a memo.
-    """
-
-    def __init__(self) -> None:
-        # id(vh) → (vh, its bytes); holding vh keeps the id from being reused.
-        self._vhosts: dict[int, tuple[ir.VirtualHost, int, bytes]] = {}
-        self._next: dict[int, tuple[ir.VirtualHost, int, bytes]] = {}
-        self.encoded = 0
-
-    def virtual_host(self, vh: ir.VirtualHost, mirror_body_limit: int) -> bytes:
-        hit = self._vhosts.get(id(vh))
-        if hit is None or hit[0] is not vh or hit[1] != mirror_body_limit:
-            hit = (vh, mirror_body_limit, _virtual_host(vh, mirror_body_limit).SerializeToString(deterministic=True))
-            self.encoded += 1
-        self._next[id(vh)] = hit
-        return hit[2]
-
-    def done(self) -> None:
-        """Keep what the build just used, forget the rest."""
-        self._vhosts, self._next = self._next, {}
-
-
 def build_resources(
     gateway: ir.GatewayIR, options: XdsOptions = XdsOptions(), memo: EncodedMemo | None = None
 ) -> Resources:
-    mirrored = {
-        m.backend
-        for lst in gateway.listeners
-        for chain in lst.chains
-        for vh in chain.virtual_hosts
-        for r in vh.routes
-        for m in r.mirrors
-    }
+    """A Gateway's resources. With ``memo``, RouteConfigurations are assembled from the bytes of
+    the virtual hosts the previous build already serialized (encoded.py); the bytes are the same."""
+    limit = options.mirror_body_limit
+    if memo is not None:
+        memo.begin(limit)
+    listeners: dict[str, listener_pb2.Listener] = {}
+    routes: dict[str, route_pb2.RouteConfiguration] = {}
+    encoded: dict[str, bytes] = {}
+    usage = MirrorUsage()
+    for listener in gateway.listeners:
+        listeners[listener.name] = _listener(listener, options)
+        for chain in listener.chains:
+            if memo is None:
+                routes[chain.name] = _route_configuration(chain, limit)
+                usage.merge(usage_of(chain.virtual_hosts))
+                continue
+            encoded[chain.name], used = memo.route_configuration(
+                chain,
+                encode=lambda vh: _virtual_host(vh, limit).SerializeToString(deterministic=True),
+                head=route_pb2.RouteConfiguration(name=chain.name).SerializeToString(),
+                tail=_route_configuration_tail(chain).SerializeToString(deterministic=True),
+            )
+            usage.merge(used)
+    if memo is not None:
+        memo.done()
+    mirrored = usage.by_cluster()
     clusters, endpoints = {}, {}
     for backend in gateway.backends:
         clusters[backend.name] = _cluster(backend, options)
         if backend.name in mirrored:
-            _hold_mirrored_bodies(clusters[backend.name], options.mirror_body_limit)
+            _hold_mirrored_bodies(clusters[backend.name], limit)
         if backend.discovery == "eds":
             endpoints[backend.name] = load_assignment(backend)
-    listeners, routes = {}, {}
-    for listener in gateway.listeners:
-        listeners[listener.name] = _listener(listener, options)
-        for chain in listener.chains:
-            routes[chain.name] = _route_configuration(chain, options.mirror_body_limit, memo)
     if options.shadow:
-        add_shadow_logging(gateway, clusters, listeners)
+        add_shadow_logging(mirrored, usage.header_names(), clusters, listeners)
     return Resources(
         clusters=MappingProxyType(clusters),
         endpoints=MappingProxyType(endpoints),
         listeners=MappingProxyType(listeners),
-        routes=MappingProxyType(routes),
+        routes=Encoded(route_pb2.RouteConfiguration, encoded) if memo is not None else MappingProxyType(routes),
     )
 
 
@@ -312,41 +297,23 @@ def _virtual_host(vh: ir.VirtualHost, mirror_body_limit: int) -> rc.VirtualHost:
     return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=routes)
 
 
-# RouteConfiguration.virtual_hosts is field 2, length-delimited: its tag byte.
-_VIRTUAL_HOSTS_TAG = bytes([2 << 3 | 2])
+def _route_configuration(chain: ir.FilterChain, mirror_body_limit: int) -> route_pb2.RouteConfiguration:
+    out = route_pb2.RouteConfiguration(name=chain.name)
+    out.virtual_hosts.extend(_virtual_host(vh, mirror_body_limit) for vh in chain.virtual_hosts)
+    out.MergeFrom(_route_configuration_tail(chain))
+    return out
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _route_configuration(
-    chain: ir.FilterChain, mirror_body_limit: int, memo: EncodedMemo | None = None
-) -> route_pb2.RouteConfiguration:
+def _route_configuration_tail(chain: ir.FilterChain) -> route_pb2.RouteConfiguration:
+    """What a chain's RouteConfiguration holds besides its name and its own virtual hosts: all of
+    it comes after them in field order (encoded.py relies on that)."""
     out = route_pb2.RouteConfiguration(
-        name=chain.name,
         # Invalid backendRefs deliberately name a cluster that does not exist (→ 500).
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         # Gateway API matches hostnames without the port ("very.specific.com:1234") while the
         # backend still sees the Host header the client sent.
         ignore_port_in_host_matching=True,
     )
-    if memo is None:
-        out.virtual_hosts.extend(_virtual_host(vh, mirror_body_limit) for vh in chain.virtual_hosts)
-    else:
-        # A repeated message field on the wire is just its elements one after another (tag,
-        # length, bytes): parse the cached bytes into the message in one C call. The snapshot
-        # serializes it deterministically, so the bytes equal those of the path above.
-        parts: list[bytes] = []
-        for vh in chain.virtual_hosts:
-            data = memo.virtual_host(vh, mirror_body_limit)
-            parts += (_VIRTUAL_HOSTS_TAG, _varint(len(data)), data)
-        out.MergeFromString(b"".join(parts))
     if chain.misdirected:
         misdirected = out.virtual_hosts.add(name=f"{chain.name}/misdirected", domains=list(chain.misdirected))
         route = misdirected.routes.add(name="misdirected-request")
