@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -159,6 +159,7 @@ class Controller:
             if changed is not None
             else None
         )
+        self._memo.routes_only = changed is not None and changed.keys() <= {"httproutes", "grpcroutes"}
         updates = self._endpoints_only(store, changed)
         if updates is not None:
             self._resources.update(updates)
@@ -172,11 +173,12 @@ class Controller:
         self._store, self._last, self._resources = store, result, built
         for gone in set(self._encoded) - set(result.gateways):
             del self._encoded[gone]
-        statuses = result.statuses
+        statuses, which = result.statuses, result.changed
         if self.held:
             statuses = {**statuses, **held_statuses(self.held, result.gateways, self.options.controller_name)}
+            which = None
         with paused_gc():
-            statuses_changed = self._record_statuses(statuses)
+            statuses_changed = self._record_statuses(statuses, which)
         untranslated = sorted(set(self.cache.gateways()) - set(result.gateways))
         return Plan(result, snapshots, untranslated, started, statuses_changed)
 
@@ -205,12 +207,22 @@ class Controller:
             on_update(seconds, plan.statuses_changed or 0)
         return plan.result
 
-    def _record_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> int:
-        """Stamp and keep ``statuses``; returns how many objects' conditions changed."""
+    def _record_statuses(
+        self, statuses: dict[StatusKey, dict[str, Any]], which: frozenset[StatusKey] | None = None
+    ) -> int:
+        """Stamp and keep ``statuses``; returns how many objects' conditions changed. ``which``:
+        the only keys that may differ from the last statuses recorded (None: any)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        fresh = {}
+        fresh: dict[StatusKey, dict[str, Any]] = {}
+        keys: Iterable[StatusKey] = statuses
+        if which is not None and self._unstamped:
+            fresh = dict(self.statuses)
+            for key in which - statuses.keys():
+                fresh.pop(key, None)
+            keys = which & statuses.keys()
         changed = 0
-        for key, body in statuses.items():
+        for key in keys:
+            body = statuses[key]
             old = self.statuses.get(key)
             if old is not None and self._unstamped.get(key) == body:
                 fresh[key] = old  # the same status as before: nothing to stamp or log

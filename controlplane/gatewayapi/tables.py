@@ -1,0 +1,131 @@
+"""A Gateway's route tables (virtual hosts by hostname), kept up to date route by route.
+
+A virtual host holds the Envoy routes of every route attached to its hostname on one route
+table (an HTTP port, or one HTTPS listener), sorted by Gateway API precedence. Its content
+depends only on which routes contributed what, so a route can be taken out and put in again
+without looking at any other route: a one-route change rebuilds the virtual hosts of that
+route's hostnames, reuses every other ``ir.VirtualHost`` object as it is (which is what lets the
+xDS translator reuse their bytes), and keeps the set of backends in use as counts.
+
+The full translation builds the tables the same way, from every attachment, so both paths
+give the same virtual hosts.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections import Counter
+from collections.abc import Iterable
+from operator import itemgetter
+from typing import Any
+
+from .. import ir
+from . import hostnames
+from .listeners import GatewayListener
+from .rules import backends_of
+from .store import RouteKey
+
+Order = tuple[Any, ...]
+IRRoutes = list[tuple[str, Order, ir.Route]]  # (name, precedence, route) of every match of a route
+
+
+def table_of(lst: GatewayListener) -> str:
+    """The route table a listener's routes go to, named as its virtual hosts' prefix: an HTTP
+    port shares one; each HTTPS listener has its own (it is picked by SNI)."""
+    return f"https-{lst.port}/{lst.name}" if lst.protocol == "HTTPS" else str(lst.port)
+
+
+class Tables:
+    """The route tables of one Gateway's programmed listeners."""
+
+    def __init__(self, listeners: list[GatewayListener], previous: Tables | None = None) -> None:
+        programmed = [lst for lst in listeners if lst.programmed]
+        self._siblings = {lst.port: [o.hostname for o in programmed if o.port == lst.port] for lst in programmed}
+        names = {table_of(lst) for lst in programmed}
+        # table → host → route name → (precedence, route)
+        self._entries: dict[str, dict[str, dict[str, tuple[Order, ir.Route]]]] = {t: {} for t in names}
+        # table → host → (virtual host, the backends its routes use)
+        self._vhosts: dict[str, dict[str, tuple[ir.VirtualHost, frozenset[str]]]] = {t: {} for t in names}
+        self._hosts: dict[str, list[str]] = {t: [] for t in names}  # sorted
+        self._tuples: dict[str, tuple[ir.VirtualHost, ...]] = {}
+        self._by_route: dict[RouteKey, list[tuple[str, str, tuple[str, ...]]]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._used: Counter[str] = Counter()
+        # A full rebuild hands on the previous objects of virtual hosts whose routes are the same.
+        self._previous = previous._vhosts if previous is not None else {}
+
+    def add(self, key: RouteKey, lst: GatewayListener, names: Iterable[str], routes: IRRoutes) -> None:
+        """What one route attached to one listener adds: its routes on each hostname the listener owns."""
+        if not lst.programmed:
+            return
+        table = table_of(lst)
+        entries, siblings = self._entries[table], self._siblings[lst.port]
+        added = self._by_route.setdefault(key, [])
+        for host in names:
+            if not hostnames.owned_by(host, lst.hostname, siblings):
+                continue
+            host_routes = entries.setdefault(host, {})
+            for name, order, route in routes:
+                if name not in host_routes:
+                    host_routes[name] = (order, route)
+            added.append((table, host, tuple(name for name, _, _ in routes)))
+            self._dirty.add((table, host))
+
+    def remove(self, key: RouteKey) -> None:
+        """Take out everything a route added."""
+        for table, host, names in self._by_route.pop(key, ()):
+            host_routes = self._entries[table].get(host, {})
+            for name in names:
+                host_routes.pop(name, None)
+            self._dirty.add((table, host))
+
+    def hosts(self, table: str) -> list[str]:
+        """The hostnames a table has virtual hosts for, sorted (not to be changed)."""
+        self._refresh()
+        return self._hosts[table]
+
+    def ordered(self, table: str) -> tuple[ir.VirtualHost, ...]:
+        """A table's virtual hosts in hostname order (C loops: a table may hold 10,000)."""
+        self._refresh()
+        found = self._tuples.get(table)
+        if found is None:
+            hosts, vhosts = self._hosts[table], self._vhosts[table]
+            pairs = itemgetter(*hosts)(vhosts) if len(hosts) > 1 else tuple(vhosts[h] for h in hosts)
+            found = self._tuples[table] = tuple(map(itemgetter(0), pairs))
+        return found
+
+    def backends(self) -> list[str]:
+        """Every backend some virtual host uses, sorted."""
+        self._refresh()
+        return sorted(name for name, n in self._used.items() if n > 0)
+
+    def _refresh(self) -> None:
+        for table, host in self._dirty:
+            self._tuples.pop(table, None)
+            entries, vhosts = self._entries[table], self._vhosts[table]
+            found = entries.get(host)
+            old = vhosts.get(host)
+            if old is not None:
+                self._used.subtract(old[1])
+            if not found:
+                entries.pop(host, None)
+                if old is not None:
+                    del vhosts[host]
+                    self._hosts[table].remove(host)
+                continue
+            ordered = found.values() if len(found) == 1 else sorted(found.values(), key=lambda kv: kv[0])
+            routes = tuple(r for _, r in ordered)
+            reuse = old or self._previous.get(table, {}).get(host)
+            if reuse is None or len(reuse[0].routes) != len(routes) or any(map(_differ, reuse[0].routes, routes)):
+                vh = ir.VirtualHost(name=f"{table}/{host}", domains=(host,), routes=routes)
+                reuse = (vh, backends_of(vh))
+            vhosts[host] = reuse
+            self._used.update(reuse[1])
+            if old is None:
+                insort(self._hosts[table], host)
+        self._dirty.clear()
+        self._previous = {}
+
+
+def _differ(a: object, b: object) -> bool:
+    return a is not b
