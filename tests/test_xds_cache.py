@@ -96,7 +96,7 @@ def test_build_serializes_and_versions_each_type():
     assert res.clusters["c1"].SerializeToString() == original
     assert snap[ROUTE].entries["r"].data == res.routes["r"].SerializeToString(deterministic=True)
     assert entry.version == bytes_version(entry.data)
-    assert snap.version_of(CLUSTER) == content_version([("c1", entry.data)])
+    assert snap.version_of(CLUSTER) == content_version([("c1", entry.version.encode())])
     assert len(snap.version) == len(entry.version) == 16
     assert len({snap.version_of(t) for t in PUSH_ORDER}) == 4
     types = snap.summary()["types"]
