@@ -1,7 +1,8 @@
 """Shadow testing's part of the Envoy config: the upstream access log both legs need (issue 15).
 
 :func:`tag_route` is called for each mirrored route as it is built (:func:`.translator._routes`),
-:func:`add_shadow_logging` once from :func:`.translator.build_resources` after everything else:
+:func:`mark_mirror_clusters` and :func:`add_shadow_logging` once per Gateway from
+:func:`.translator.build_resources`:
 
 * every router gets one gRPC access logger (``envoy.access_loggers.http_grpc``) to the
   ``mirrorplane_als`` bootstrap cluster. It is the same on every listener whatever the routes,
@@ -78,20 +79,17 @@ def untag_route(route: route_pb2.Route) -> None:
             route.ClearField("metadata")
 
 
-def add_shadow_logging(
-    percents: dict[str, list[int]],
-    headers: set[str],
-    clusters: MutableMapping[str, cluster_pb2.Cluster],
-    listeners: MutableMapping[str, listener_pb2.Listener],
-) -> None:
-    """The logger on every router, and the thresholds of the mirror clusters.
-
-    ``percents``: mirror cluster → the sample percents of the rules mirroring to it; ``headers``:
-    the response headers any of them compares (encoded.MirrorUsage counts both)."""
+def mark_mirror_clusters(percents: dict[str, list[int]], clusters: MutableMapping[str, cluster_pb2.Cluster]) -> None:
+    """The thresholds of the mirror clusters. ``percents``: mirror cluster → the sample percents
+    of the rules mirroring to it (encoded.MirrorUsage counts them)."""
     for name, ps in percents.items():
         if name in clusters:
             meta = _set_below(clusters[name].metadata, max(ps))
             meta.fields["min"].string_value = threshold(min(ps))
+
+
+def add_shadow_logging(headers: set[str], listeners: MutableMapping[str, listener_pb2.Listener]) -> None:
+    """The logger on every router; ``headers``: the response headers any mirror compares."""
     logger = _logger(tuple(sorted(headers | set(ALWAYS_LOGGED_HEADERS))))
     for listener in listeners.values():
         for chain in listener.filter_chains:

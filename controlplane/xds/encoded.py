@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import is_not
+from typing import Any, TypeVar
 
 from .. import ir
+
+_T = TypeVar("_T")
 
 # RouteConfiguration.virtual_hosts is field 2, length-delimited: its tag byte.
 _VIRTUAL_HOSTS_TAG = bytes([2 << 3 | 2])
@@ -114,6 +117,7 @@ class EncodedMemo:
         self._chains: dict[str, _Chain] = {}
         self._used: set[str] = set()
         self._limit: int | None = None
+        self._made: dict[str, tuple[object, Any]] = {}
         self.encoded = 0
 
     def begin(self, mirror_body_limit: int) -> None:
@@ -171,6 +175,16 @@ class EncodedMemo:
             usage = state.usages[added] = vhost_usage(vh)
             state.usage.add(usage)
             self.encoded += 1
+
+    def reuse(self, kind: str, key: object, make: Callable[[], _T]) -> _T:
+        """What ``make`` gave last time for ``kind`` if ``key`` equals the key it had then."""
+        hit = self._made.get(kind)
+        if hit is not None and hit[0] == key:
+            value: _T = hit[1]
+            return value
+        made = make()
+        self._made[kind] = (key, made)
+        return made
 
     def done(self) -> None:
         """Forget route tables the build did not use."""

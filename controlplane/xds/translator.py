@@ -6,9 +6,10 @@ content hashes and restarts churn-free.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
@@ -30,7 +31,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from .. import ir
-from .accesslog import add_shadow_logging, tag_route, untag_route
+from .accesslog import add_shadow_logging, mark_mirror_clusters, tag_route, untag_route
 from .encoded import EncodedMemo, MirrorUsage, usage_of
 from .resources import Encoded, Resources
 
@@ -98,46 +99,76 @@ def build_resources(
     gateway: ir.GatewayIR, options: XdsOptions = XdsOptions(), memo: EncodedMemo | None = None
 ) -> Resources:
     """A Gateway's resources. With ``memo``, RouteConfigurations are assembled from the bytes of
-    the virtual hosts the previous build already serialized (encoded.py); the bytes are the same."""
-    limit = options.mirror_body_limit
+    the virtual hosts the previous build already serialized (encoded.py), and clusters, endpoints
+    and listeners made from the same input as last time are the same objects (so the snapshot
+    does not serialize them again); the bytes are the same either way."""
     if memo is not None:
-        memo.begin(limit)
-    listeners: dict[str, listener_pb2.Listener] = {}
-    routes: dict[str, route_pb2.RouteConfiguration] = {}
-    encoded: dict[str, bytes] = {}
+        memo.begin(options.mirror_body_limit)
+    routes, usage = _route_configurations(gateway, options.mirror_body_limit, memo)
+    mirrored, headers = usage.by_cluster(), usage.header_names()
+    backends = (gateway.backends, mirrored, options)
+    clusters, endpoints = _reuse(memo, "clusters", backends, lambda: _clusters(gateway, options, mirrored))
+    shape = tuple(
+        (lst.name, lst.port, lst.tls, tuple(_chain_shape(c) for c in lst.chains)) for lst in gateway.listeners
+    )
+    listeners = _reuse(memo, "listeners", (shape, headers, options), lambda: _listeners(gateway, options, headers))
+    return Resources(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
+
+
+_T = TypeVar("_T")
+
+
+def _reuse(memo: EncodedMemo | None, kind: str, key: object, make: Callable[[], _T]) -> _T:
+    return make() if memo is None else memo.reuse(kind, key, make)
+
+
+def _chain_shape(chain: ir.FilterChain) -> tuple[object, ...]:
+    """What a chain's listener filter chain is made from (its routes are in the RouteConfiguration)."""
+    return chain.name, chain.server_names, chain.certificates
+
+
+def _route_configurations(
+    gateway: ir.GatewayIR, limit: int, memo: EncodedMemo | None
+) -> tuple[Mapping[str, route_pb2.RouteConfiguration], MirrorUsage]:
     usage = MirrorUsage()
-    for listener in gateway.listeners:
-        listeners[listener.name] = _listener(listener, options)
-        for chain in listener.chains:
-            if memo is None:
-                routes[chain.name] = _route_configuration(chain, limit)
-                usage.merge(usage_of(chain.virtual_hosts))
-                continue
-            encoded[chain.name], used = memo.route_configuration(
-                chain,
-                encode=lambda vh: _virtual_host(vh, limit).SerializeToString(deterministic=True),
-                head=route_pb2.RouteConfiguration(name=chain.name).SerializeToString(),
-                tail=_route_configuration_tail(chain).SerializeToString(deterministic=True),
-            )
-            usage.merge(used)
-    if memo is not None:
-        memo.done()
-    mirrored = usage.by_cluster()
+    chains = [chain for listener in gateway.listeners for chain in listener.chains]
+    if memo is None:
+        for chain in chains:
+            usage.merge(usage_of(chain.virtual_hosts))
+        return MappingProxyType({c.name: _route_configuration(c, limit) for c in chains}), usage
+    encoded: dict[str, bytes] = {}
+    for chain in chains:
+        encoded[chain.name], used = memo.route_configuration(
+            chain,
+            encode=lambda vh: _virtual_host(vh, limit).SerializeToString(deterministic=True),
+            head=route_pb2.RouteConfiguration(name=chain.name).SerializeToString(),
+            tail=_route_configuration_tail(chain).SerializeToString(deterministic=True),
+        )
+        usage.merge(used)
+    memo.done()
+    return Encoded(route_pb2.RouteConfiguration, encoded), usage
+
+
+def _clusters(
+    gateway: ir.GatewayIR, options: XdsOptions, mirrored: dict[str, list[int]]
+) -> tuple[Mapping[str, cluster_pb2.Cluster], Mapping[str, endpoint_pb2.ClusterLoadAssignment]]:
     clusters, endpoints = {}, {}
     for backend in gateway.backends:
         clusters[backend.name] = _cluster(backend, options)
         if backend.name in mirrored:
-            _hold_mirrored_bodies(clusters[backend.name], limit)
+            _hold_mirrored_bodies(clusters[backend.name], options.mirror_body_limit)
         if backend.discovery == "eds":
             endpoints[backend.name] = load_assignment(backend)
     if options.shadow:
-        add_shadow_logging(mirrored, usage.header_names(), clusters, listeners)
-    return Resources(
-        clusters=MappingProxyType(clusters),
-        endpoints=MappingProxyType(endpoints),
-        listeners=MappingProxyType(listeners),
-        routes=Encoded(route_pb2.RouteConfiguration, encoded) if memo is not None else MappingProxyType(routes),
-    )
+        mark_mirror_clusters(mirrored, clusters)
+    return MappingProxyType(clusters), MappingProxyType(endpoints)
+
+
+def _listeners(gateway: ir.GatewayIR, options: XdsOptions, headers: set[str]) -> Mapping[str, listener_pb2.Listener]:
+    listeners = {listener.name: _listener(listener, options) for listener in gateway.listeners}
+    if options.shadow:
+        add_shadow_logging(headers, listeners)
+    return MappingProxyType(listeners)
 
 
 def fractional_percent(numerator: int, denominator: int) -> FractionalPercent | None:
