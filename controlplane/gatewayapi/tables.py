@@ -100,6 +100,7 @@ class Tables:
         return sorted(name for name, n in self._used.items() if n > 0)
 
     def _refresh(self) -> None:
+        new: dict[str, list[str]] = {}
         for table, host in self._dirty:
             self._tuples.pop(table, None)
             entries, vhosts = self._entries[table], self._vhosts[table]
@@ -122,7 +123,13 @@ class Tables:
             vhosts[host] = reuse
             self._used.update(reuse[1])
             if old is None:
-                insort(self._hosts[table], host)
+                new.setdefault(table, []).append(host)
+        for table, hosts in new.items():
+            if len(hosts) == 1:
+                insort(self._hosts[table], hosts[0])
+            else:  # a full build: sort once
+                self._hosts[table] += hosts
+                self._hosts[table].sort()
         self._dirty.clear()
         self._previous = {}
 
