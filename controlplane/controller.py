@@ -217,9 +217,10 @@ class Controller:
         keys: Iterable[StatusKey] = statuses
         if which is not None and self._unstamped:
             fresh = dict(self.statuses)
-            for key in which - statuses.keys():
-                fresh.pop(key, None)
-            keys = which & statuses.keys()
+            for key in which:  # (not ``which - statuses.keys()``: that makes a set of every key)
+                if key not in statuses:
+                    fresh.pop(key, None)
+            keys = [key for key in which if key in statuses]
         changed = 0
         for key in keys:
             body = statuses[key]

@@ -351,3 +351,23 @@ def test_routes_added_changed_and_deleted_one_at_a_time_give_a_full_translations
     assert controller._memo.hits == hits, "no other route was looked at"
     listener = controller.statuses[("Gateway", NAMESPACE, "gw")]["listeners"][0]
     assert listener["attachedRoutes"] == 39  # 40 - route-5 + route-new - route-8
+
+
+def test_store_changed_lists_exactly_the_added_removed_and_changed_objects() -> None:
+    docs = objects(20)
+    store = store_of(docs)
+    same_content = store_of(docs)  # every object new, all equal: nothing changed
+    assert store.changed(same_content) == {}
+    edited = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "route-3"))
+    edited["spec"]["hostnames"] = ["edited.example.com"]
+    renamed = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "route-4"))
+    renamed["metadata"]["name"] = "route-4-renamed"  # as many routes as before, another key
+    other = Store.from_objects(
+        [*(o for o in store.objects() if o.name not in ("route-3", "route-4")), *store_of([edited, renamed]).objects()]
+    )
+    assert store.changed(other) == {
+        "httproutes": {(NAMESPACE, "route-3"), (NAMESPACE, "route-4"), (NAMESPACE, "route-4-renamed")}
+    }
+    fewer = Store.from_objects(o for o in store.objects() if o.name != "route-5")
+    assert store.changed(fewer) == {"httproutes": {(NAMESPACE, "route-5")}}
+    assert fewer.changed(store) == {"httproutes": {(NAMESPACE, "route-5")}}

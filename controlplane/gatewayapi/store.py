@@ -87,12 +87,10 @@ class Store:
                 continue
             # Identity first, in C loops (a provider hands on the objects that did not change,
             # and a store may hold 10,000 routes); only the rest is compared by content.
-            if mine.keys() == theirs.keys():
-                names = list(theirs)
-                suspects = set(compress(names, map(is_not, map(mine.__getitem__, names), theirs.values())))
-            else:
-                suspects = mine.keys() ^ theirs.keys()
-                suspects |= {k for k in mine.keys() & theirs.keys() if mine[k] is not theirs[k]}
+            names = list(theirs)
+            suspects = set(compress(names, map(is_not, map(mine.get, names), theirs.values())))
+            if len(mine) != len(theirs) or any(k not in mine for k in suspects):
+                suspects |= mine.keys() - theirs.keys()
             keys = {k for k in suspects if mine.get(k) != theirs.get(k)}
             if keys:
                 out[fname] = keys

@@ -89,9 +89,9 @@ class Tables:
         self._refresh()
         found = self._tuples.get(table)
         if found is None:
-            hosts, vhosts = self._hosts[table], self._vhosts[table]
-            pairs = itemgetter(*hosts)(vhosts) if len(hosts) > 1 else tuple(vhosts[h] for h in hosts)
-            found = self._tuples[table] = tuple(map(itemgetter(0), pairs))
+            found = self._tuples[table] = tuple(
+                map(itemgetter(0), map(self._vhosts[table].__getitem__, self._hosts[table]))
+            )
         return found
 
     def backends(self) -> list[str]:

@@ -8,7 +8,8 @@ Versions are pure content hashes (no counters, no timestamps): the same resource
 versions in every process, so an Envoy that reconnects to a restarted control plane sees the
 version it already has and gets no churn.
 
-* resource version: short hash of the resource's bytes;
+* resource version: short hash of the resource's bytes (of its parts' hashes, for a
+  RouteConfiguration assembled from cached virtual hosts: xds/encoded.py);
 * type version: short hash over the sorted ``(name, resource version)`` pairs of that type (the
   resource versions already stand for the bytes: a 1.7 MB RouteConfiguration is hashed once);
 * snapshot version: short hash over the ``(type_url, type version)`` pairs.
@@ -206,8 +207,9 @@ class Snapshot:
 def _encoded_type(
     type_url: str, encoded: Encoded[Message], known: Mapping[str, Message], before: TypeSnapshot | None
 ) -> TypeSnapshot:
-    """A type whose resources came serialized: their bytes are taken as they are, and a resource
-    whose bytes are the very object the previous snapshot had is not hashed again."""
+    """A type whose resources came serialized: their bytes are taken as they are, and their
+    versions come from the digests made while they were assembled (resource versions of such a
+    type hash its parts' hashes, see encoded.Assembled)."""
     previous = known.data if isinstance(known, Encoded) else {}
     entries: dict[str, Entry] = {}
     fresh = 0
@@ -216,7 +218,7 @@ def _encoded_type(
         if before is not None and previous.get(name) is data:
             entries[name] = before.entries[name]
         else:
-            entries[name] = Entry(name, bytes_version(data), data)
+            entries[name] = Entry(name, encoded.digests[name].hex()[:VERSION_LENGTH], data)
             fresh += 1
     if before is not None and not fresh and len(entries) == len(before.entries):
         return before

@@ -16,12 +16,13 @@ host. The bytes equal those of a message built whole (tests/test_incremental.py)
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import is_not
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .. import ir
 
@@ -93,17 +94,32 @@ def usage_of(vhosts: Iterable[ir.VirtualHost]) -> MirrorUsage:
     return usage
 
 
+class Assembled(NamedTuple):
+    data: bytes
+    # SHA-256 over the SHA-256 of each part (head, each virtual host, tail): a content hash of
+    # ``data`` that costs what changed, where hashing ``data`` whole would cost 5 ms per 9 MB.
+    digest: bytes
+    usage: MirrorUsage
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 @dataclass
 class _Chain:
     """What the last build of one route table made: its virtual hosts and their bytes."""
 
     vhosts: tuple[ir.VirtualHost, ...] = ()
     parts: list[bytes] = field(default_factory=list)  # framed bytes of each of ``vhosts``
+    part_digests: list[bytes] = field(default_factory=list)  # and their SHA-256
     held: dict[int, ir.VirtualHost] = field(default_factory=dict)  # keeps every id in ``framed`` unique
     framed: dict[int, bytes] = field(default_factory=dict)
+    digests: dict[int, bytes] = field(default_factory=dict)
     usages: dict[int, tuple[frozenset[tuple[str, int]], frozenset[str]]] = field(default_factory=dict)
     usage: MirrorUsage = field(default_factory=MirrorUsage)
     data: bytes = b""
+    digest: bytes = b""
     key: tuple[bytes, bytes] = (b"", b"")  # what besides the virtual hosts ``data`` was made from
 
 
@@ -133,15 +149,15 @@ class EncodedMemo:
         encode: Callable[[ir.VirtualHost], bytes],
         head: bytes,
         tail: bytes,
-    ) -> tuple[bytes, MirrorUsage]:
-        """The chain's RouteConfiguration bytes (``head`` + its virtual hosts + ``tail``) and its
-        mirror usage; ``encode`` serializes one virtual host that was not seen before."""
+    ) -> Assembled:
+        """The chain's RouteConfiguration (``head`` + its virtual hosts + ``tail``); ``encode``
+        serializes one virtual host that was not seen before."""
         self._used.add(chain.name)
         state = self._chains.setdefault(chain.name, _Chain())
         vhosts = chain.virtual_hosts
         key = (head, tail)
         if state.vhosts is vhosts and state.key == key and state.data:
-            return state.data, state.usage
+            return Assembled(state.data, state.digest, state.usage)
         old = state.vhosts
         if len(old) == len(vhosts):
             # An edit: compare position by position (a C loop); only differing places change.
@@ -149,13 +165,16 @@ class EncodedMemo:
             self._swap(state, {id(old[i]) for i in places}, {id(vhosts[i]): vhosts[i] for i in places}, encode)
             for i in places:
                 state.parts[i] = state.framed[id(vhosts[i])]
+                state.part_digests[i] = state.digests[id(vhosts[i])]
         else:
             before, now = frozenset(map(id, old)), dict(zip(map(id, vhosts), vhosts, strict=True))
             self._swap(state, before, now, encode)
             state.parts = list(map(state.framed.__getitem__, now))
+            state.part_digests = list(map(state.digests.__getitem__, now))
         state.vhosts, state.key = vhosts, key
         state.data = b"".join((head, *state.parts, tail))
-        return state.data, state.usage
+        state.digest = _sha256(b"".join((_sha256(head), *state.part_digests, _sha256(tail))))
+        return Assembled(state.data, state.digest, state.usage)
 
     def _swap(
         self,
@@ -167,11 +186,12 @@ class EncodedMemo:
         """Forget the virtual hosts (by id) only in ``old``, encode those only in ``new``."""
         for gone in old - new.keys():
             state.usage.add(state.usages.pop(gone), -1)
-            del state.framed[gone], state.held[gone]
+            del state.framed[gone], state.digests[gone], state.held[gone]
         for added in new.keys() - old:
             vh = new[added]
             state.held[added] = vh
-            state.framed[added] = framed(encode(vh))
+            data = state.framed[added] = framed(encode(vh))
+            state.digests[added] = _sha256(data)
             usage = state.usages[added] = vhost_usage(vh)
             state.usage.add(usage)
             self.encoded += 1

@@ -39,9 +39,12 @@ class Encoded(Mapping[str, _M], Generic[_M]):
     gets it parsed, once.
     """
 
-    def __init__(self, cls: type[_M], data: Mapping[str, bytes]) -> None:
+    def __init__(self, cls: type[_M], data: Mapping[str, bytes], digests: Mapping[str, bytes]) -> None:
         self._cls = cls
         self.data: Mapping[str, bytes] = MappingProxyType(dict(data))
+        # A content hash of each resource's bytes, made as they were assembled (cache.py turns it
+        # into the resource's version without reading the bytes again).
+        self.digests: Mapping[str, bytes] = MappingProxyType(dict(digests))
         self._decoded: dict[str, _M] = {}
 
     def __getitem__(self, name: str) -> _M:

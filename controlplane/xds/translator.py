@@ -137,16 +137,18 @@ def _route_configurations(
             usage.merge(usage_of(chain.virtual_hosts))
         return MappingProxyType({c.name: _route_configuration(c, limit) for c in chains}), usage
     encoded: dict[str, bytes] = {}
+    digests: dict[str, bytes] = {}
     for chain in chains:
-        encoded[chain.name], used = memo.route_configuration(
+        assembled = memo.route_configuration(
             chain,
             encode=lambda vh: _virtual_host(vh, limit).SerializeToString(deterministic=True),
             head=route_pb2.RouteConfiguration(name=chain.name).SerializeToString(),
             tail=_route_configuration_tail(chain).SerializeToString(deterministic=True),
         )
-        usage.merge(used)
+        encoded[chain.name], digests[chain.name] = assembled.data, assembled.digest
+        usage.merge(assembled.usage)
     memo.done()
-    return Encoded(route_pb2.RouteConfiguration, encoded), usage
+    return Encoded(route_pb2.RouteConfiguration, encoded, digests), usage
 
 
 def _clusters(
