@@ -68,7 +68,8 @@ def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str
     """Add lastTransitionTime to every condition in a status body, keeping the old time when a
     condition's status did not change (the Kubernetes convention)."""
     if not old:
-        return _stamped_new(new, now)
+        fresh: dict[str, Any] = _stamped_new(new, now)
+        return fresh
     old_times: dict[tuple[str, str], tuple[Any, Any]] = {}
     for path, cond in _walk_conditions(old):
         old_times[(path, cond["type"])] = (cond.get("status"), cond.get("lastTransitionTime"))
