@@ -287,6 +287,7 @@ def test_httproute_grpcroute_conflicts_are_the_same_with_the_memo() -> None:
 
     assert strip(controller.statuses) == strip(fresh.statuses)
     assert controller.cache[GATEWAY].versions() == fresh.cache[GATEWAY].versions()
+    assert _entries(controller) == _full_entries(store)
 
 
 def _mirror_policy(route: str, header: str) -> dict[str, Any]:

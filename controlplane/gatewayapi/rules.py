@@ -64,7 +64,7 @@ class RouteMemo:
     # (xds.encoded.EncodedMemo).
     attached: dict[RouteKey, Any] = field(default_factory=dict)
     context: Any = None
-    last: Any = None
+    last: Any = field(default=None, repr=False)
 
     # The routes that differ from the previous translation's input, when the caller knows
     # (Store.changed): every other route is unchanged without comparing it again. With

@@ -205,8 +205,7 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
             touched.add((a.listener.gateway, a.listener.name))
             found.append(a)
     if any(sum(1 for n in state.kinds[t].values() if n > 0) > 1 for t in touched):
-        memo.last = None
-        return None
+        return None  # (the full path still reuses the virtual host objects of state.tables)
     for a in found:
         state.tables[a.listener.gateway].add(a.route.key, a.listener, a.hostnames, a.routes)
     gateways = dict(state.gateways)
