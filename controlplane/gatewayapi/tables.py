@@ -14,8 +14,7 @@ give the same virtual hosts.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -23,7 +22,6 @@ from .. import ir
 from . import hostnames
 from .listeners import GatewayListener
 from .rules import backends_of
-from .store import RouteKey
 
 Order = tuple[Any, ...]
 IRRoutes = list[tuple[str, Order, ir.Route]]  # (name, precedence, route) of every match of a route
@@ -48,36 +46,37 @@ class Tables:
         self._vhosts: dict[str, dict[str, tuple[ir.VirtualHost, frozenset[str]]]] = {t: {} for t in names}
         self._hosts: dict[str, list[str]] = {t: [] for t in names}  # sorted
         self._tuples: dict[str, tuple[ir.VirtualHost, ...]] = {}
-        self._by_route: dict[RouteKey, list[tuple[str, str, tuple[str, ...]]]] = {}
+        self._full = True  # nothing built yet: every host is to be built (no need to note which)
         self._dirty: set[tuple[str, str]] = set()
-        self._used: Counter[str] = Counter()
+        self._used: dict[str, int] = {}  # backend → how many virtual hosts use it
         # A full rebuild hands on the previous objects of virtual hosts whose routes are the same.
         self._previous = previous._vhosts if previous is not None else {}
 
-    def add(self, key: RouteKey, lst: GatewayListener, names: Iterable[str], routes: IRRoutes) -> None:
+    def add(self, lst: GatewayListener, names: Iterable[str], routes: IRRoutes) -> None:
         """What one route attached to one listener adds: its routes on each hostname the listener owns."""
-        if not lst.programmed:
-            return
-        table = table_of(lst)
-        entries, siblings = self._entries[table], self._siblings[lst.port]
-        added = self._by_route.setdefault(key, [])
-        for host in names:
-            if not hostnames.owned_by(host, lst.hostname, siblings):
-                continue
-            host_routes = entries.setdefault(host, {})
+        for table, host in self._places(lst, names):
+            host_routes = self._entries[table].setdefault(host, {})
             for name, order, route in routes:
                 if name not in host_routes:
                     host_routes[name] = (order, route)
-            added.append((table, host, tuple(name for name, _, _ in routes)))
-            self._dirty.add((table, host))
 
-    def remove(self, key: RouteKey) -> None:
-        """Take out everything a route added."""
-        for table, host, names in self._by_route.pop(key, ()):
+    def remove(self, lst: GatewayListener, names: Iterable[str], routes: IRRoutes) -> None:
+        """Take out what :meth:`add` put in for the same arguments."""
+        for table, host in self._places(lst, names):
             host_routes = self._entries[table].get(host, {})
-            for name in names:
+            for name, _, _ in routes:
                 host_routes.pop(name, None)
-            self._dirty.add((table, host))
+
+    def _places(self, lst: GatewayListener, names: Iterable[str]) -> Iterator[tuple[str, str]]:
+        """(table, hostname) of each hostname the listener owns among ``names``, noted as changed."""
+        if not lst.programmed:
+            return
+        table, siblings = table_of(lst), self._siblings[lst.port]
+        for host in names:
+            if hostnames.owned_by(host, lst.hostname, siblings):
+                if not self._full:
+                    self._dirty.add((table, host))
+                yield table, host
 
     def hosts(self, table: str) -> list[str]:
         """The hostnames a table has virtual hosts for, sorted (not to be changed)."""
@@ -102,12 +101,18 @@ class Tables:
     def _refresh(self) -> None:
         new: dict[str, list[str]] = {}
         replaced: dict[str, list[str]] = {}  # hosts whose virtual host is replaced in place
-        for table, host in self._dirty:
+        dirty: Iterable[tuple[str, str]] = self._dirty
+        if self._full:
+            dirty = [(table, host) for table, entries in self._entries.items() for host in entries]
+            self._full = False
+        used = self._used
+        for table, host in dirty:
             entries, vhosts = self._entries[table], self._vhosts[table]
             found = entries.get(host)
             old = vhosts.get(host)
             if old is not None:
-                self._used.subtract(old[1])
+                for backend in old[1]:
+                    used[backend] -= 1
             if not found:
                 entries.pop(host, None)
                 self._tuples.pop(table, None)
@@ -122,7 +127,8 @@ class Tables:
                 vh = ir.VirtualHost(name=f"{table}/{host}", domains=(host,), routes=routes)
                 reuse = (vh, backends_of(vh))
             vhosts[host] = reuse
-            self._used.update(reuse[1])
+            for backend in reuse[1]:
+                used[backend] = used.get(backend, 0) + 1
             if old is None:
                 new.setdefault(table, []).append(host)
                 self._tuples.pop(table, None)

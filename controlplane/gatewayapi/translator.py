@@ -145,9 +145,9 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     for routes in route_kinds:
         for _, route in sorted(routes.items()):
             found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
-    kinds: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for a in found:
-        kinds[(a.listener.gateway, a.listener.name)][a.route.kind] += 1
+    kinds = {
+        (lst.gateway, lst.name): Counter(k[0] for k in lst.attached) for lsts in listeners.values() for lst in lsts
+    }
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
@@ -162,7 +162,7 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
         gw = store.gateways[(namespace, name)]
         t = tables[key] = Tables(gw_listeners, previous.get(key))
         for a in attachments[key]:
-            t.add(a.route.key, a.listener, a.hostnames, a.routes)
+            t.add(a.listener, a.hostnames, a.routes)
         gateways[key] = _gateway_ir(key, gw_listeners, t, resolver.backends)
         statuses[("Gateway", gw.namespace, gw.name)] = gateway_status(gw, gw_listeners, options.addresses)
     if memo is not None:
@@ -191,10 +191,11 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
     for key in sorted(memo.changed):
         old = memo.attached.pop(key, None)
         statuses.pop(key, None)
-        for gateway, name, _, _ in old.found if old is not None else ():
-            next(lst for lst in state.listeners[gateway] if lst.name == name).attached.discard(key)
+        for gateway, name, names, routes in old.found if old is not None else ():
+            lst = next(lst for lst in state.listeners[gateway] if lst.name == name)
+            lst.attached.discard(key)
             state.kinds[(gateway, name)][key[0]] -= 1
-            state.tables[gateway].remove(key)
+            state.tables[gateway].remove(lst, names, routes)
             touched.add((gateway, name))
         route = getattr(store, ROUTE_FIELDS[key[0]]).get(key[1:])
         if route is None:
@@ -207,7 +208,7 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
     if any(sum(1 for n in state.kinds[t].values() if n > 0) > 1 for t in touched):
         return None  # (the full path still reuses the virtual host objects of state.tables)
     for a in found:
-        state.tables[a.listener.gateway].add(a.route.key, a.listener, a.hostnames, a.routes)
+        state.tables[a.listener.gateway].add(a.listener, a.hostnames, a.routes)
     gateways = dict(state.gateways)
     changed: set[StatusKey] = {*memo.changed, *policy_statuses}
     for gateway in sorted({gateway for gateway, _ in touched}):
