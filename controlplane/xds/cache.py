@@ -11,7 +11,7 @@ version it already has and gets no churn.
 * resource version: short hash of the resource's bytes (of its parts' hashes, for a
   RouteConfiguration assembled from cached virtual hosts: xds/encoded.py);
 * type version: short hash over the sorted ``(name, resource version)`` pairs of that type (the
-  resource versions already stand for the bytes: a 1.7 MB RouteConfiguration is hashed once);
+  resource versions already stand for the bytes, which are not read again);
 * snapshot version: short hash over the ``(type_url, type version)`` pairs.
 
 The cache keeps one snapshot per Gateway (key ``namespace/name``, which is what Envoy sends as
@@ -152,6 +152,8 @@ class Snapshot:
             expected = type_url.rsplit("/", 1)[1]
             entries: dict[str, Entry] = {}
             if isinstance(messages, Encoded):
+                if messages.message_type.DESCRIPTOR.full_name != expected:
+                    raise ValueError(f"{gateway}: {SHORT_NAMES[type_url]} holds {messages.message_type.__name__}")
                 types[type_url] = _encoded_type(type_url, messages, known, before_types.get(type_url))
                 continue
             for name, message in messages.items():

@@ -40,7 +40,7 @@ class Encoded(Mapping[str, _M], Generic[_M]):
     """
 
     def __init__(self, cls: type[_M], data: Mapping[str, bytes], digests: Mapping[str, bytes]) -> None:
-        self._cls = cls
+        self.message_type = cls
         self.data: Mapping[str, bytes] = MappingProxyType(dict(data))
         # A content hash of each resource's bytes, made as they were assembled (cache.py turns it
         # into the resource's version without reading the bytes again).
@@ -50,7 +50,7 @@ class Encoded(Mapping[str, _M], Generic[_M]):
     def __getitem__(self, name: str) -> _M:
         message = self._decoded.get(name)
         if message is None:
-            message = self._decoded[name] = self._cls.FromString(self.data[name])
+            message = self._decoded[name] = self.message_type.FromString(self.data[name])
         return message
 
     def __iter__(self) -> Iterator[str]:
