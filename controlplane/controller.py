@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -25,8 +25,9 @@ from .gcpause import paused_gc
 from .ir import GatewayIR
 from .quarantine import Held, held_statuses, without_held
 from .xds.cache import Snapshot, SnapshotCache
+from .xds.encoded import EncodedMemo
 from .xds.resources import Resources
-from .xds.translator import EncodedMemo, XdsOptions, build_resources, load_assignment
+from .xds.translator import XdsOptions, build_resources, load_assignment
 
 log = logging.getLogger("mirrorplane.controller")
 
@@ -99,9 +100,7 @@ class Controller:
         if self._last is not None and key in self._resources and self._last.gateways.get(key) == gateway:
             return self._resources[key]
         memo = self._encoded.setdefault(key, EncodedMemo())
-        resources = build_resources(gateway, self.xds_options, memo)
-        memo.done()
-        return resources
+        return build_resources(gateway, self.xds_options, memo)
 
     def _endpoints_only(self, store: Store, changed: dict[str, set[Any]] | None) -> dict[str, Resources] | None:
         """When only EndpointSlices changed, update just the endpoints of the backends they feed.
@@ -160,6 +159,7 @@ class Controller:
             if changed is not None
             else None
         )
+        self._memo.routes_only = changed is not None and changed.keys() <= {"httproutes", "grpcroutes"}
         updates = self._endpoints_only(store, changed)
         if updates is not None:
             self._resources.update(updates)
@@ -173,11 +173,12 @@ class Controller:
         self._store, self._last, self._resources = store, result, built
         for gone in set(self._encoded) - set(result.gateways):
             del self._encoded[gone]
-        statuses = result.statuses
+        statuses, which = result.statuses, result.changed
         if self.held:
             statuses = {**statuses, **held_statuses(self.held, result.gateways, self.options.controller_name)}
+            which = None
         with paused_gc():
-            statuses_changed = self._record_statuses(statuses)
+            statuses_changed = self._record_statuses(statuses, which)
         untranslated = sorted(set(self.cache.gateways()) - set(result.gateways))
         return Plan(result, snapshots, untranslated, started, statuses_changed)
 
@@ -206,12 +207,23 @@ class Controller:
             on_update(seconds, plan.statuses_changed or 0)
         return plan.result
 
-    def _record_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> int:
-        """Stamp and keep ``statuses``; returns how many objects' conditions changed."""
+    def _record_statuses(
+        self, statuses: dict[StatusKey, dict[str, Any]], which: frozenset[StatusKey] | None = None
+    ) -> int:
+        """Stamp and keep ``statuses``; returns how many objects' conditions changed. ``which``:
+        the only keys that may differ from the last statuses recorded (None: any)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        fresh = {}
+        fresh: dict[StatusKey, dict[str, Any]] = {}
+        keys: Iterable[StatusKey] = statuses
+        if which is not None and self._unstamped:
+            fresh = dict(self.statuses)
+            for key in which:  # (not ``which - statuses.keys()``: that makes a set of every key)
+                if key not in statuses:
+                    fresh.pop(key, None)
+            keys = [key for key in which if key in statuses]
         changed = 0
-        for key, body in statuses.items():
+        for key in keys:
+            body = statuses[key]
             old = self.statuses.get(key)
             if old is not None and self._unstamped.get(key) == body:
                 fresh[key] = old  # the same status as before: nothing to stamp or log

@@ -21,7 +21,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2, struct_pb2
 
 from controlplane.xds.cache import Snapshot, SnapshotCache, bytes_version, content_version
-from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Resources
+from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, Encoded, Resources
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,7 +96,7 @@ def test_build_serializes_and_versions_each_type():
     assert res.clusters["c1"].SerializeToString() == original
     assert snap[ROUTE].entries["r"].data == res.routes["r"].SerializeToString(deterministic=True)
     assert entry.version == bytes_version(entry.data)
-    assert snap.version_of(CLUSTER) == content_version([("c1", entry.data)])
+    assert snap.version_of(CLUSTER) == content_version([("c1", entry.version.encode())])
     assert len(snap.version) == len(entry.version) == 16
     assert len({snap.version_of(t) for t in PUSH_ORDER}) == 4
     types = snap.summary()["types"]
@@ -202,3 +202,22 @@ def test_gateways_and_remove():
     cache.remove("missing/gw")
     assert cache.get("a/gw") is None
     assert cache.gateways() == ["b/gw"]
+
+
+def test_serialized_resources_are_served_as_given_and_read_as_messages_on_demand() -> None:
+    route = route_pb2.RouteConfiguration(name="r")
+    route.virtual_hosts.add(name="vh", domains=["*"])
+    data, digest = route.SerializeToString(deterministic=True), b"\x01" * 32
+    encoded = Encoded(route_pb2.RouteConfiguration, {"r": data}, {"r": digest})
+    snap = Snapshot.build("gw", Resources(routes=encoded))
+    entry = snap[ROUTE].entries["r"]
+    assert entry.data is data, "the bytes are taken as they are"
+    assert entry.version == digest.hex()[:16]
+    assert snap.resources is not None and snap.resources.routes["r"] == route
+    again = Snapshot.build(
+        "gw", Resources(routes=Encoded(route_pb2.RouteConfiguration, {"r": data}, {"r": digest})), snap
+    )
+    assert again[ROUTE] is snap[ROUTE], "the same bytes object: the type is reused"
+    wrong = Encoded(cluster_pb2.Cluster, {"r": data}, {"r": digest})
+    with pytest.raises(ValueError, match="routes holds Cluster"):
+        Snapshot.build("gw", Resources(routes=wrong))

@@ -58,18 +58,19 @@ class RouteMemo:
     hits: int = 0
     misses: int = 0
     # What the translator made of each route last time (where it attached, its status, its IR
-    # routes) and the virtual hosts it built, valid while ``context`` (the Gateways, classes and
-    # options attachment depends on) compares equal. Reusing these objects is what lets the xDS
-    # translator reuse the bytes of unchanged virtual hosts (xds.translator.EncodedMemo).
+    # routes), valid while ``context`` (the Gateways, classes and options attachment depends on)
+    # compares equal, and the state of the last translation (translator._State). Reusing these
+    # objects is what lets the xDS translator reuse the bytes of unchanged virtual hosts
+    # (xds.encoded.EncodedMemo).
     attached: dict[RouteKey, Any] = field(default_factory=dict)
     context: Any = None
-    # (Gateway, virtual host name) → the virtual host and the backends its routes use.
-    vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
-    next_vhosts: dict[tuple[str, str], tuple[ir.VirtualHost, frozenset[str]]] = field(default_factory=dict)
+    last: Any = field(default=None, repr=False)
 
     # The routes that differ from the previous translation's input, when the caller knows
-    # (Store.changed): every other route is unchanged without comparing it again.
+    # (Store.changed): every other route is unchanged without comparing it again. With
+    # ``routes_only``, nothing but these routes differs from that input.
     changed: set[RouteKey] | None = None
+    routes_only: bool = False
 
     def same(self, key: RouteKey, old: K8sObject[Any], new: K8sObject[Any]) -> bool:
         """Whether ``new`` is the route ``old`` was (the same object, or known or found equal)."""
@@ -78,36 +79,14 @@ class RouteMemo:
     def invalidate(self) -> None:
         self.entries.clear()
         self.attached.clear()
-        self.vhosts.clear()
+        self.last = None
 
     def set_context(self, context: Any) -> None:
         """Forget attachments made against another set of Gateways (or options)."""
         if context != self.context:
             self.attached.clear()
-            self.vhosts.clear()
+            self.last = None
         self.context = context
-
-    def virtual_host(self, key: tuple[str, str], domains: tuple[str, ...], routes: list[ir.Route]) -> ir.VirtualHost:
-        """The previous object for ``key`` when it holds the very same routes, else a new one."""
-        old = self.vhosts.get(key)
-        if (
-            old is None
-            or old[0].domains != domains
-            or len(old[0].routes) != len(routes)
-            or any(a is not b for a, b in zip(old[0].routes, routes, strict=True))
-        ):
-            vh = ir.VirtualHost(name=key[1], domains=domains, routes=tuple(routes))
-            old = (vh, backends_of(vh))
-        self.next_vhosts[key] = old
-        return old[0]
-
-    def backends(self, key: tuple[str, str], vh: ir.VirtualHost) -> frozenset[str]:
-        """The backends ``vh``'s routes use, remembered with it."""
-        known = self.next_vhosts.get(key)
-        return known[1] if known is not None and known[0] is vh else backends_of(vh)
-
-    def end_translation(self) -> None:
-        self.vhosts, self.next_vhosts = self.next_vhosts, {}
 
     def compile(
         self,

@@ -67,8 +67,11 @@ def conditions_in(body: Any, where: str = "") -> Iterator[tuple[str, dict[str, A
 def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str, Any]:
     """Add lastTransitionTime to every condition in a status body, keeping the old time when a
     condition's status did not change (the Kubernetes convention)."""
+    if not old:
+        fresh: dict[str, Any] = _stamped_new(new, now)
+        return fresh
     old_times: dict[tuple[str, str], tuple[Any, Any]] = {}
-    for path, cond in _walk_conditions(old or {}):
+    for path, cond in _walk_conditions(old):
         old_times[(path, cond["type"])] = (cond.get("status"), cond.get("lastTransitionTime"))
 
     def visit(node: Any, path: str) -> Any:
@@ -86,6 +89,21 @@ def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str
 
     stamped: dict[str, Any] = visit(new, "")
     return stamped
+
+
+def _stamped_new(node: Any, now: str) -> Any:
+    """What :func:`stamp` makes of a body seen for the first time (every condition at ``now``),
+    without the paths that only matter for finding old times: a cold start stamps 10,000."""
+    if isinstance(node, dict):
+        return {
+            k: [{**c, "lastTransitionTime": now} for c in v]
+            if k == "conditions" and isinstance(v, list)
+            else _stamped_new(v, now)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_stamped_new(v, now) for v in node]
+    return node
 
 
 def _stamped(cond: dict[str, Any], path: str, old_times: dict[Any, Any], now: str) -> dict[str, Any]:

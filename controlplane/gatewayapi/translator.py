@@ -7,7 +7,7 @@ other valid object keeps being served.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -22,9 +22,10 @@ from .model import GATEWAY_GROUP, K8sObject
 from .policies import Policies
 from .policies import resolve as resolve_policies
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, RouteMemo, Rule, backends_of, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, RouteMemo, Rule, route_rules
 from .status import Condition, StatusKey, conditions
-from .store import NsName, Store
+from .store import ROUTE_FIELDS, NsName, Store
+from .tables import Tables, table_of
 
 DEFAULT_CONTROLLER = "mirrorplane.io/gateway-controller"
 
@@ -84,6 +85,9 @@ class Options:
 class Translation:
     gateways: dict[str, ir.GatewayIR]
     statuses: dict[StatusKey, dict[str, Any]]
+    # The statuses that may differ from the previous translation's (gone ones included), when
+    # only routes changed; None: any of them.
+    changed: frozenset[StatusKey] | None = None
 
 
 @dataclass
@@ -106,13 +110,29 @@ class _Attached:
     policies: Any = None  # the MirrorPolicies that applied (Policies.for_route): a change replays nothing
 
 
+@dataclass
+class _State:
+    """What the last translation with a memo made (RouteMemo.last): where a one-route change starts."""
+
+    gateways: dict[str, ir.GatewayIR]
+    statuses: dict[StatusKey, dict[str, Any]]
+    listeners: dict[str, list[GatewayListener]]
+    tables: dict[str, Tables]
+    backends: dict[str, ir.Backend]
+    # (Gateway, listener) → how many routes of each kind attach to it, before kind conflicts
+    kinds: dict[tuple[str, str], Counter[str]]
+
+
 def translate(store: Store, options: Options = Options(), memo: RouteMemo | None = None) -> Translation:
     """Everything the store becomes. With ``memo`` (see RouteMemo), routes unchanged since the
-    last translation are not compiled again; the result is the same either way."""
-    statuses: dict[StatusKey, dict[str, Any]] = {}
-    ours = _gateway_classes(store, options, statuses)
+    last translation are not compiled again, and when only routes changed, nothing but what they
+    touch is looked at (:func:`_translate_changes`); the result is the same either way."""
     if memo is not None:
         memo.set_context((options, tuple(store.gateways.items()), tuple(store.gatewayclasses.items())))
+        if memo.routes_only and (changes := _translate_changes(store, options, memo)) is not None:
+            return changes
+    statuses: dict[StatusKey, dict[str, Any]] = {}
+    ours = _gateway_classes(store, options, statuses)
     listeners: dict[str, list[GatewayListener]] = {}
     for (ns, name), gw in sorted(store.gateways.items()):
         if gw.spec.get("gatewayClassName") in ours:
@@ -125,21 +145,80 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     for routes in route_kinds:
         for _, route in sorted(routes.items()):
             found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
+    kinds = {
+        (lst.gateway, lst.name): Counter(k[0] for k in lst.attached) for lsts in listeners.values() for lst in lsts
+    }
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
     if memo is not None:
         memo.keep_only({r.key for r in store.httproutes.values()} | {r.key for r in store.grpcroutes.values()})
 
+    previous: dict[str, Tables] = memo.last.tables if memo is not None and memo.last is not None else {}
     gateways: dict[str, ir.GatewayIR] = {}
+    tables: dict[str, Tables] = {}
     for key, gw_listeners in listeners.items():
         namespace, name = key.split("/", 1)
         gw = store.gateways[(namespace, name)]
-        gateways[key] = _gateway_ir(key, gw_listeners, attachments[key], resolver.backends, memo)
+        t = tables[key] = Tables(gw_listeners, previous.get(key))
+        for a in attachments[key]:
+            t.add(a.listener, a.hostnames, a.routes)
+        gateways[key] = _gateway_ir(key, gw_listeners, t, resolver.backends)
         statuses[("Gateway", gw.namespace, gw.name)] = gateway_status(gw, gw_listeners, options.addresses)
     if memo is not None:
-        memo.end_translation()
+        memo.last = _State(gateways, statuses, listeners, tables, resolver.backends, kinds)
     return Translation(gateways, statuses)
+
+
+def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Translation | None:
+    """The translation when only the routes in ``memo.changed`` differ from the last one: each is
+    taken out and attached again, and only the virtual hosts, Gateways and statuses it touched
+    are made again. Every other route is not even looked at, so the cost is that of the change.
+
+    None (translate whole) when an HTTPRoute and a GRPCRoute share a listener the change touches:
+    which one wins there depends on both (_reject_kind_conflicts)."""
+    state: _State | None = memo.last
+    if state is None or memo.changed is None:
+        return None
+    statuses = dict(state.statuses)
+    policy_statuses: dict[StatusKey, dict[str, Any]] = {}
+    policies = resolve_policies(store, options.controller_name, policy_statuses)
+    statuses.update(policy_statuses)
+    resolver = BackendResolver(store)
+    resolver.backends = state.backends
+    touched: set[tuple[str, str]] = set()
+    found: list[_Attachment] = []
+    for key in sorted(memo.changed):
+        old = memo.attached.pop(key, None)
+        statuses.pop(key, None)
+        for gateway, name, names, routes in old.found if old is not None else ():
+            lst = next(lst for lst in state.listeners[gateway] if lst.name == name)
+            lst.attached.discard(key)
+            state.kinds[(gateway, name)][key[0]] -= 1
+            state.tables[gateway].remove(lst, names, routes)
+            touched.add((gateway, name))
+        route = getattr(store, ROUTE_FIELDS[key[0]]).get(key[1:])
+        if route is None:
+            memo.entries.pop(key, None)
+            continue
+        for a in _attach_route(store, route, state.listeners, resolver, policies, options, statuses, memo):
+            state.kinds.setdefault((a.listener.gateway, a.listener.name), Counter())[key[0]] += 1
+            touched.add((a.listener.gateway, a.listener.name))
+            found.append(a)
+    if any(sum(1 for n in state.kinds[t].values() if n > 0) > 1 for t in touched):
+        return None  # (the full path still reuses the virtual host objects of state.tables)
+    for a in found:
+        state.tables[a.listener.gateway].add(a.listener, a.hostnames, a.routes)
+    gateways = dict(state.gateways)
+    changed: set[StatusKey] = {*memo.changed, *policy_statuses}
+    for gateway in sorted({gateway for gateway, _ in touched}):
+        namespace, name = gateway.split("/", 1)
+        gw, gw_listeners = store.gateways[(namespace, name)], state.listeners[gateway]
+        gateways[gateway] = _gateway_ir(gateway, gw_listeners, state.tables[gateway], resolver.backends)
+        statuses[("Gateway", gw.namespace, gw.name)] = gateway_status(gw, gw_listeners, options.addresses)
+        changed.add(("Gateway", gw.namespace, gw.name))
+    memo.last = replace(state, gateways=gateways, statuses=statuses)
+    return Translation(gateways, statuses, frozenset(changed))
 
 
 # --- GatewayClass ------------------------------------------------------------------------------
@@ -402,95 +481,48 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def _gateway_ir(
-    key: str,
-    listeners: list[GatewayListener],
-    attachments: list[_Attachment],
-    backends: dict[str, ir.Backend],
-    memo: RouteMemo | None = None,
+    key: str, listeners: list[GatewayListener], tables: Tables, backends: Mapping[str, ir.Backend]
 ) -> ir.GatewayIR:
     programmed = [lst for lst in listeners if lst.programmed]
     out_listeners: list[ir.HTTPListener] = []
-    used: set[str] = set()
     for port in sorted({lst.port for lst in programmed}):
         on_port = [lst for lst in programmed if lst.port == port]
-        siblings = [lst.hostname for lst in on_port]
-        here = [a for a in attachments if a.listener.port == port]
-        if on_port[0].protocol == "HTTPS":
-            chains = tuple(
-                _tls_chain(port, lst, [a for a in here if a.listener is lst], siblings, key, memo) for lst in on_port
-            )
-        else:
-            chains = (ir.FilterChain(f"http-{port}", _virtual_hosts(port, here, siblings, key, memo)),)
-        for chain in chains:
-            for vh in chain.virtual_hosts:
-                used.update(memo.backends((key, vh.name), vh) if memo is not None else backends_of(vh))
         tls = on_port[0].protocol == "HTTPS"
+        if tls:
+            siblings = [lst.hostname for lst in on_port]
+            chains = tuple(_tls_chain(port, lst, tables, siblings) for lst in on_port)
+        else:
+            chains = (ir.FilterChain(f"http-{port}", tables.ordered(str(port))),)
         out_listeners.append(ir.HTTPListener(f"{'https' if tls else 'http'}-{port}", port, chains, tls))
     return ir.GatewayIR(
         name=key,
         listeners=tuple(out_listeners),
-        backends=tuple(backends[n] for n in sorted(used)),
+        backends=tuple(backends[n] for n in tables.backends()),
     )
 
 
-def _tls_chain(
-    port: int,
-    lst: GatewayListener,
-    attachments: list[_Attachment],
-    siblings: list[str | None],
-    gateway: str,
-    memo: RouteMemo | None,
-) -> ir.FilterChain:
+def _tls_chain(port: int, lst: GatewayListener, tables: Tables, siblings: list[str | None]) -> ir.FilterChain:
     """One HTTPS listener's chain: picked by SNI, serving only its own hostnames.
 
     A request whose Host belongs to another listener on the port, or (on a listener with a
     hostname) to no listener at all, was sent on the wrong connection: 421 Misdirected Request.
     """
-    name = f"https-{port}/{lst.name}"
-    vhosts = list(_virtual_hosts(port, attachments, siblings, gateway, memo, prefix=name))
+    name = table_of(lst)
+    vhosts, hosts = tables.ordered(name), tables.hosts(name)
     misdirected = [h for h in siblings if h is not None and h != lst.hostname]
+    served = set(hosts)
     if lst.hostname is not None:
-        if not any(lst.hostname in vh.domains for vh in vhosts):
-            vhosts.append(ir.VirtualHost(f"{name}/{lst.hostname}", (lst.hostname,), ()))
+        if lst.hostname not in served:
+            vhosts += (ir.VirtualHost(f"{name}/{lst.hostname}", (lst.hostname,), ()),)
+            served.add(lst.hostname)
         misdirected.append(hostnames.CATCH_ALL)
-    served = {d for vh in vhosts for d in vh.domains}
     return ir.FilterChain(
         name=name,
-        virtual_hosts=tuple(vhosts),
+        virtual_hosts=vhosts,
         server_names=(lst.hostname,) if lst.hostname else (),
         certificates=lst.certificates,
         misdirected=tuple(h for h in misdirected if h not in served),
     )
-
-
-def _virtual_hosts(
-    port: int,
-    attachments: list[_Attachment],
-    siblings: list[str | None],
-    gateway: str,
-    memo: RouteMemo | None,
-    prefix: str | None = None,
-) -> tuple[ir.VirtualHost, ...]:
-    vhosts: dict[str, dict[str, tuple[tuple[Any, ...], ir.Route]]] = defaultdict(dict)
-    for a in attachments:
-        lst = a.listener
-        for host in a.hostnames:
-            if not hostnames.owned_by(host, lst.hostname, siblings):
-                continue
-            host_routes = vhosts[host]
-            for name, order, route in a.routes:
-                if name not in host_routes:
-                    host_routes[name] = (order, route)
-    out = []
-    for host in sorted(vhosts):
-        found = vhosts[host]
-        ordered = found.values() if len(found) == 1 else sorted(found.values(), key=lambda kv: kv[0])
-        name, routes = f"{prefix or port}/{host}", [r for _, r in ordered]
-        if memo is not None:
-            out.append(memo.virtual_host((gateway, name), (host,), routes))
-        else:
-            out.append(ir.VirtualHost(name=name, domains=(host,), routes=tuple(routes)))
-    return tuple(out)
 
 
 def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, route: K8sObject[Any]) -> ir.Route:

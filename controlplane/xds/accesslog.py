@@ -1,7 +1,8 @@
 """Shadow testing's part of the Envoy config: the upstream access log both legs need (issue 15).
 
 :func:`tag_route` is called for each mirrored route as it is built (:func:`.translator._routes`),
-:func:`add_shadow_logging` once from :func:`.translator.build_resources` after everything else:
+:func:`mark_mirror_clusters` and :func:`add_shadow_logging` once per Gateway from
+:func:`.translator.build_resources`:
 
 * every router gets one gRPC access logger (``envoy.access_loggers.http_grpc``) to the
   ``mirrorplane_als`` bootstrap cluster. It is the same on every listener whatever the routes,
@@ -78,26 +79,18 @@ def untag_route(route: route_pb2.Route) -> None:
             route.ClearField("metadata")
 
 
-def add_shadow_logging(
-    gateway: ir.GatewayIR,
-    clusters: MutableMapping[str, cluster_pb2.Cluster],
-    listeners: MutableMapping[str, listener_pb2.Listener],
-) -> None:
-    """The logger on every router, and the thresholds of the mirror clusters."""
-    percents: dict[str, list[int]] = {}
-    headers = set(ALWAYS_LOGGED_HEADERS)
-    for lst in gateway.listeners:
-        for chain in lst.chains:
-            for vh in chain.virtual_hosts:
-                for r in vh.routes:
-                    for m in r.mirrors:
-                        percents.setdefault(m.backend, []).append(m.comparison.sample_percent)
-                        headers.update(m.comparison.headers)
+def mark_mirror_clusters(percents: dict[str, list[int]], clusters: MutableMapping[str, cluster_pb2.Cluster]) -> None:
+    """The thresholds of the mirror clusters. ``percents``: mirror cluster → the sample percents
+    of the rules mirroring to it (encoded.MirrorUsage counts them)."""
     for name, ps in percents.items():
         if name in clusters:
             meta = _set_below(clusters[name].metadata, max(ps))
             meta.fields["min"].string_value = threshold(min(ps))
-    logger = _logger(tuple(sorted(headers)))
+
+
+def add_shadow_logging(headers: set[str], listeners: MutableMapping[str, listener_pb2.Listener]) -> None:
+    """The logger on every router; ``headers``: the response headers any mirror compares."""
+    logger = _logger(tuple(sorted(headers | set(ALWAYS_LOGGED_HEADERS))))
     for listener in listeners.values():
         for chain in listener.filter_chains:
             for f in chain.filters:

@@ -8,8 +8,10 @@ Versions are pure content hashes (no counters, no timestamps): the same resource
 versions in every process, so an Envoy that reconnects to a restarted control plane sees the
 version it already has and gets no churn.
 
-* resource version: short hash of the resource's bytes;
-* type version: short hash over the sorted ``(name, bytes)`` pairs of that type;
+* resource version: short hash of the resource's bytes (of its parts' hashes, for a
+  RouteConfiguration assembled from cached virtual hosts: xds/encoded.py);
+* type version: short hash over the sorted ``(name, resource version)`` pairs of that type (the
+  resource versions already stand for the bytes, which are not read again);
 * snapshot version: short hash over the ``(type_url, type version)`` pairs.
 
 The cache keeps one snapshot per Gateway (key ``namespace/name``, which is what Envoy sends as
@@ -30,7 +32,7 @@ from types import MappingProxyType
 
 from google.protobuf.message import Message
 
-from .resources import ENDPOINT, PUSH_ORDER, SHORT_NAMES, Resources
+from .resources import ENDPOINT, PUSH_ORDER, SHORT_NAMES, Encoded, Resources
 
 log = logging.getLogger("mirrorplane.xds")
 
@@ -54,6 +56,11 @@ def content_version(entries: Iterable[tuple[str, bytes]]) -> str:
         h.update(_LEN.pack(len(data)))
         h.update(data)
     return h.hexdigest()[:VERSION_LENGTH]
+
+
+def entries_version(entries: Iterable[Entry]) -> str:
+    """The version of a set of resources: a content hash over their names and versions."""
+    return content_version((e.name, e.version.encode()) for e in entries)
 
 
 def bytes_version(data: bytes) -> str:
@@ -144,6 +151,11 @@ class Snapshot:
             known = before.by_type(type_url) if before is not None else {}
             expected = type_url.rsplit("/", 1)[1]
             entries: dict[str, Entry] = {}
+            if isinstance(messages, Encoded):
+                if messages.message_type.DESCRIPTOR.full_name != expected:
+                    raise ValueError(f"{gateway}: {SHORT_NAMES[type_url]} holds {messages.message_type.__name__}")
+                types[type_url] = _encoded_type(type_url, messages, known, before_types.get(type_url))
+                continue
             for name, message in messages.items():
                 if known.get(name) is message:
                     entries[name] = before_types[type_url].entries[name]
@@ -161,7 +173,7 @@ class Snapshot:
             ordered = {n: entries[n] for n in sorted(entries)}
             types[type_url] = TypeSnapshot(
                 type_url=type_url,
-                version=content_version((e.name, e.data) for e in ordered.values()),
+                version=entries_version(ordered.values()),
                 entries=MappingProxyType(ordered),
             )
         overall = content_version((t, types[t].version.encode()) for t in PUSH_ORDER)
@@ -192,6 +204,31 @@ class Snapshot:
                 SHORT_NAMES[t]: {"version": self.types[t].version, "count": len(self.types[t])} for t in PUSH_ORDER
             },
         }
+
+
+def _encoded_type(
+    type_url: str, encoded: Encoded[Message], known: Mapping[str, Message], before: TypeSnapshot | None
+) -> TypeSnapshot:
+    """A type whose resources came serialized: their bytes are taken as they are, and their
+    versions come from the digests made while they were assembled (resource versions of such a
+    type hash its parts' hashes, see encoded.Assembled)."""
+    previous = known.data if isinstance(known, Encoded) else {}
+    entries: dict[str, Entry] = {}
+    fresh = 0
+    for name in sorted(encoded.data):
+        data = encoded.data[name]
+        if before is not None and previous.get(name) is data:
+            entries[name] = before.entries[name]
+        else:
+            entries[name] = Entry(name, encoded.digests[name].hex()[:VERSION_LENGTH], data)
+            fresh += 1
+    if before is not None and not fresh and len(entries) == len(before.entries):
+        return before
+    return TypeSnapshot(
+        type_url=type_url,
+        version=entries_version(entries.values()),
+        entries=MappingProxyType(entries),
+    )
 
 
 class SnapshotCache:

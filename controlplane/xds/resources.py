@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
@@ -25,6 +25,39 @@ ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 # Make-before-break: what a resource uses is sent before the resource that uses it.
 PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 SHORT_NAMES = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes"}
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+class Encoded(Mapping[str, _M], Generic[_M]):
+    """Resources already serialized (deterministically), read as messages only on demand.
+
+    The xDS translator assembles a RouteConfiguration from cached bytes (encoded.py): the
+    snapshot takes those bytes as they are, instead of parsing 1.7 MB into a message only to
+    serialize it again. Whoever reads a resource as a message (the admin API, offline tools)
+    gets it parsed, once.
+    """
+
+    def __init__(self, cls: type[_M], data: Mapping[str, bytes], digests: Mapping[str, bytes]) -> None:
+        self.message_type = cls
+        self.data: Mapping[str, bytes] = MappingProxyType(dict(data))
+        # A content hash of each resource's bytes, made as they were assembled (cache.py turns it
+        # into the resource's version without reading the bytes again).
+        self.digests: Mapping[str, bytes] = MappingProxyType(dict(digests))
+        self._decoded: dict[str, _M] = {}
+
+    def __getitem__(self, name: str) -> _M:
+        message = self._decoded.get(name)
+        if message is None:
+            message = self._decoded[name] = self.message_type.FromString(self.data[name])
+        return message
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 def _empty() -> Mapping[str, Any]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from .cache import Entry, Snapshot, content_version
+from .cache import Entry, Snapshot, entries_version
 from .resources import CLUSTER, ENDPOINT, LISTENER
 from .stream import CONTROL_PLANE_ID, AdsStream, TypeProgress, short
 
@@ -172,7 +172,7 @@ class SotwStream(AdsStream[discovery_pb2.DiscoveryRequest, _SotwType, _Plan, Ent
         if not held:
             return _Plan(tsnap.version, entries)
         union = {**entries, **held}
-        return _Plan(content_version((e.name, e.data) for e in union.values()), union)
+        return _Plan(entries_version(union.values()), union)
 
     def needs_send(self, ts: _SotwType, plan: _Plan) -> bool:
         if ts.sent is None:

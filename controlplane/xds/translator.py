@@ -6,9 +6,10 @@ content hashes and restarts churn-free.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
@@ -30,8 +31,9 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from .. import ir
-from .accesslog import add_shadow_logging, tag_route, untag_route
-from .resources import Resources
+from .accesslog import add_shadow_logging, mark_mirror_clusters, tag_route, untag_route
+from .encoded import EncodedMemo, MirrorUsage, usage_of
+from .resources import Encoded, Resources
 
 # Requests to a backendRef that could not be resolved go to this cluster, which is never served;
 # the route's cluster_not_found_response_code turns them into the 500 the spec asks for.
@@ -93,46 +95,65 @@ class XdsOptions:
             raise ValueError(f"mirror body limit {self.mirror_body_limit}: expected 0..{MAX_MIRROR_BODY_LIMIT} bytes")
 
 
-class EncodedMemo:
-    """The serialized VirtualHosts of the previous build, by IR object.
-
-    The Gateway API translator hands back the very same ``ir.VirtualHost`` object for a virtual
-    host that did not change (RouteMemo), so a RouteConfiguration is assembled from the bytes of
-    its unchanged virtual hosts, and only changed ones are built and serialized: a one-route edit
-    in 10,000 costs one route, not 10,000. Identity, not equality, is the key: hashing a deep IR
-    would cost what it saves. The result is the same with or without a memo.
-    """
-
-    def __init__(self) -> None:
-        # id(vh) → (vh, its bytes); holding vh keeps the id from being reused.
-        self._vhosts: dict[int, tuple[ir.VirtualHost, int, bytes]] = {}
-        self._next: dict[int, tuple[ir.VirtualHost, int, bytes]] = {}
-        self.encoded = 0
-
-    def virtual_host(self, vh: ir.VirtualHost, mirror_body_limit: int) -> bytes:
-        hit = self._vhosts.get(id(vh))
-        if hit is None or hit[0] is not vh or hit[1] != mirror_body_limit:
-            hit = (vh, mirror_body_limit, _virtual_host(vh, mirror_body_limit).SerializeToString(deterministic=True))
-            self.encoded += 1
-        self._next[id(vh)] = hit
-        return hit[2]
-
-    def done(self) -> None:
-        """Keep what the build just used, forget the rest."""
-        self._vhosts, self._next = self._next, {}
-
-
 def build_resources(
     gateway: ir.GatewayIR, options: XdsOptions = XdsOptions(), memo: EncodedMemo | None = None
 ) -> Resources:
-    mirrored = {
-        m.backend
-        for lst in gateway.listeners
-        for chain in lst.chains
-        for vh in chain.virtual_hosts
-        for r in vh.routes
-        for m in r.mirrors
-    }
+    """A Gateway's resources. With ``memo``, RouteConfigurations are assembled from the bytes of
+    the virtual hosts the previous build already serialized (encoded.py), and clusters, endpoints
+    and listeners made from the same input as last time are the same objects (so the snapshot
+    does not serialize them again); the bytes are the same either way."""
+    if memo is not None:
+        memo.begin(options.mirror_body_limit)
+    routes, usage = _route_configurations(gateway, options.mirror_body_limit, memo)
+    mirrored, headers = usage.by_cluster(), usage.header_names()
+    backends = (gateway.backends, mirrored, options)
+    clusters, endpoints = _reuse(memo, "clusters", backends, lambda: _clusters(gateway, options, mirrored))
+    shape = tuple(
+        (lst.name, lst.port, lst.tls, tuple(_chain_shape(c) for c in lst.chains)) for lst in gateway.listeners
+    )
+    listeners = _reuse(memo, "listeners", (shape, headers, options), lambda: _listeners(gateway, options, headers))
+    return Resources(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
+
+
+_T = TypeVar("_T")
+
+
+def _reuse(memo: EncodedMemo | None, kind: str, key: object, make: Callable[[], _T]) -> _T:
+    return make() if memo is None else memo.reuse(kind, key, make)
+
+
+def _chain_shape(chain: ir.FilterChain) -> tuple[object, ...]:
+    """What a chain's listener filter chain is made from (its routes are in the RouteConfiguration)."""
+    return chain.name, chain.server_names, chain.certificates
+
+
+def _route_configurations(
+    gateway: ir.GatewayIR, limit: int, memo: EncodedMemo | None
+) -> tuple[Mapping[str, route_pb2.RouteConfiguration], MirrorUsage]:
+    usage = MirrorUsage()
+    chains = [chain for listener in gateway.listeners for chain in listener.chains]
+    if memo is None:
+        for chain in chains:
+            usage.merge(usage_of(chain.virtual_hosts))
+        return MappingProxyType({c.name: _route_configuration(c, limit) for c in chains}), usage
+    encoded: dict[str, bytes] = {}
+    digests: dict[str, bytes] = {}
+    for chain in chains:
+        assembled = memo.route_configuration(
+            chain,
+            encode=lambda vh: _virtual_host(vh, limit).SerializeToString(deterministic=True),
+            head=route_pb2.RouteConfiguration(name=chain.name).SerializeToString(),
+            tail=_route_configuration_tail(chain).SerializeToString(deterministic=True),
+        )
+        encoded[chain.name], digests[chain.name] = assembled.data, assembled.digest
+        usage.merge(assembled.usage)
+    memo.done()
+    return Encoded(route_pb2.RouteConfiguration, encoded, digests), usage
+
+
+def _clusters(
+    gateway: ir.GatewayIR, options: XdsOptions, mirrored: dict[str, list[int]]
+) -> tuple[Mapping[str, cluster_pb2.Cluster], Mapping[str, endpoint_pb2.ClusterLoadAssignment]]:
     clusters, endpoints = {}, {}
     for backend in gateway.backends:
         clusters[backend.name] = _cluster(backend, options)
@@ -140,19 +161,16 @@ def build_resources(
             _hold_mirrored_bodies(clusters[backend.name], options.mirror_body_limit)
         if backend.discovery == "eds":
             endpoints[backend.name] = load_assignment(backend)
-    listeners, routes = {}, {}
-    for listener in gateway.listeners:
-        listeners[listener.name] = _listener(listener, options)
-        for chain in listener.chains:
-            routes[chain.name] = _route_configuration(chain, options.mirror_body_limit, memo)
     if options.shadow:
-        add_shadow_logging(gateway, clusters, listeners)
-    return Resources(
-        clusters=MappingProxyType(clusters),
-        endpoints=MappingProxyType(endpoints),
-        listeners=MappingProxyType(listeners),
-        routes=MappingProxyType(routes),
-    )
+        mark_mirror_clusters(mirrored, clusters)
+    return MappingProxyType(clusters), MappingProxyType(endpoints)
+
+
+def _listeners(gateway: ir.GatewayIR, options: XdsOptions, headers: set[str]) -> Mapping[str, listener_pb2.Listener]:
+    listeners = {listener.name: _listener(listener, options) for listener in gateway.listeners}
+    if options.shadow:
+        add_shadow_logging(headers, listeners)
+    return MappingProxyType(listeners)
 
 
 def fractional_percent(numerator: int, denominator: int) -> FractionalPercent | None:
@@ -312,41 +330,23 @@ def _virtual_host(vh: ir.VirtualHost, mirror_body_limit: int) -> rc.VirtualHost:
     return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=routes)
 
 
-# RouteConfiguration.virtual_hosts is field 2, length-delimited: its tag byte.
-_VIRTUAL_HOSTS_TAG = bytes([2 << 3 | 2])
+def _route_configuration(chain: ir.FilterChain, mirror_body_limit: int) -> route_pb2.RouteConfiguration:
+    out = route_pb2.RouteConfiguration(name=chain.name)
+    out.virtual_hosts.extend(_virtual_host(vh, mirror_body_limit) for vh in chain.virtual_hosts)
+    out.MergeFrom(_route_configuration_tail(chain))
+    return out
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _route_configuration(
-    chain: ir.FilterChain, mirror_body_limit: int, memo: EncodedMemo | None = None
-) -> route_pb2.RouteConfiguration:
+def _route_configuration_tail(chain: ir.FilterChain) -> route_pb2.RouteConfiguration:
+    """What a chain's RouteConfiguration holds besides its name and its own virtual hosts: all of
+    it comes after them in field order (encoded.py relies on that)."""
     out = route_pb2.RouteConfiguration(
-        name=chain.name,
         # Invalid backendRefs deliberately name a cluster that does not exist (→ 500).
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         # Gateway API matches hostnames without the port ("very.specific.com:1234") while the
         # backend still sees the Host header the client sent.
         ignore_port_in_host_matching=True,
     )
-    if memo is None:
-        out.virtual_hosts.extend(_virtual_host(vh, mirror_body_limit) for vh in chain.virtual_hosts)
-    else:
-        # A repeated message field on the wire is just its elements one after another (tag,
-        # length, bytes): parse the cached bytes into the message in one C call. The snapshot
-        # serializes it deterministically, so the bytes equal those of the path above.
-        parts: list[bytes] = []
-        for vh in chain.virtual_hosts:
-            data = memo.virtual_host(vh, mirror_body_limit)
-            parts += (_VIRTUAL_HOSTS_TAG, _varint(len(data)), data)
-        out.MergeFromString(b"".join(parts))
     if chain.misdirected:
         misdirected = out.virtual_hosts.add(name=f"{chain.name}/misdirected", domains=list(chain.misdirected))
         route = misdirected.routes.add(name="misdirected-request")
