@@ -37,7 +37,8 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
 from .. import ir
-from ..shadow.tagging import CLUSTER_TAG, METADATA_KEY, TAG, MirrorTag, RouteTag, threshold
+from ..shadow.tagging import CLUSTER_TAG, METADATA_KEY, TAG, MirrorTag, RouteTag, body_settings, threshold
+from .bodycapture import add_body_capture, capture_route, uncapture_route
 
 ALS_CLUSTER = "mirrorplane_als"
 """The bootstrap cluster ALS entries go to (envoy/bootstrap.yaml; the xDS port by default)."""
@@ -64,14 +65,17 @@ def tag_route(source: ir.Route, route: route_pb2.Route) -> None:
             percent=m.comparison.sample_percent,
             always=m.numerator >= m.denominator,
             headers=m.comparison.headers,
+            body=body_settings(m.comparison.body_limit_bytes, m.comparison.ignore_json_paths) if m.comparison.body else "",
         )
         for m in source.mirrors
     )
     meta = _set_below(route.metadata, max((m.percent for m in mirrors), default=0))
     meta.fields["tag"].string_value = RouteTag(name, rule, mirrors).encode()
+    capture_route(source, route)
 
 
 def untag_route(route: route_pb2.Route) -> None:
+    uncapture_route(route)
     if METADATA_KEY in route.metadata.filter_metadata:
         del route.metadata.filter_metadata[METADATA_KEY]
         if not route.metadata.filter_metadata:
@@ -97,6 +101,7 @@ def add_shadow_logging(
         if name in clusters:
             meta = _set_below(clusters[name].metadata, max(ps))
             meta.fields["min"].string_value = threshold(min(ps))
+    add_body_capture(gateway, clusters)
     logger = _logger(tuple(sorted(headers)))
     for listener in listeners.values():
         for chain in listener.filter_chains:
