@@ -28,8 +28,8 @@ from .metrics import Metrics
 from .providers.base import Provider
 from .providers.supervisor import Supervisor
 from .quarantine import Quarantine
-from .shadow.hub import Comparisons
 from .shadow.bodyreport import BODIES_SERVICE_NAME, BodyReceiver, bodies_service
+from .shadow.hub import Comparisons
 from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
 from .shadow.service import expire_forever, shadow_service
 from .tls import TlsFiles, server_credentials

@@ -448,7 +448,9 @@ async def body_backends(stack: Stack) -> dict[str, list[str]]:
     for name in ("body-primary", "body-mirror"):
         ids = seen[name] = []
 
-        async def answer(request: web.Request, mirror: bool = name == "body-mirror", ids: list[str] = ids) -> web.Response:
+        async def answer(
+            request: web.Request, mirror: bool = name == "body-mirror", ids: list[str] = ids
+        ) -> web.Response:
             ids.append(request.headers.get("x-request-id", ""))
             body = await request.read() or request.path.encode()  # a GET's answer: its path
             kind = request.path.split("/")[2]

@@ -21,8 +21,7 @@ BODIES_SERVICE_NAME = shadow_pb2.DESCRIPTOR.services_by_name["Bodies"].full_name
 Deliver = Callable[[str, str, str, dict[str, Digest]], None]
 
 
-# The generated servicer base class is untyped to mypy.
-class BodyReceiver(shadow_pb2_grpc.BodiesServicer):  # type: ignore[misc]
+class BodyReceiver(shadow_pb2_grpc.BodiesServicer):
     """Envoys call it (their Gateway's identity under mutual TLS, as for the access log): it
     checks the caller itself, so it is listed as self-checked for the operator-only interceptor."""
 

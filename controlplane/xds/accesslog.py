@@ -65,7 +65,9 @@ def tag_route(source: ir.Route, route: route_pb2.Route) -> None:
             percent=m.comparison.sample_percent,
             always=m.numerator >= m.denominator,
             headers=m.comparison.headers,
-            body=body_settings(m.comparison.body_limit_bytes, m.comparison.ignore_json_paths) if m.comparison.body else "",
+            body=body_settings(m.comparison.body_limit_bytes, m.comparison.ignore_json_paths)
+            if m.comparison.body
+            else "",
         )
         for m in source.mirrors
     )

@@ -176,11 +176,15 @@ def add_body_capture(gateway: ir.GatewayIR, clusters: MutableMapping[str, cluste
                         mirrors.setdefault(m.backend, []).append(m)
     for name in sorted(primaries):
         if name in clusters and name not in mirrors:
-            lua = lua_pb2.Lua(source_codes={SCRIPT: base_pb2.DataSource(inline_string=lua_script(gateway.name, name, None))})
+            lua = lua_pb2.Lua(
+                source_codes={SCRIPT: base_pb2.DataSource(inline_string=lua_script(gateway.name, name, None))}
+            )
             _add_filter(clusters[name], lua, disabled=True)
     for name, ms in sorted(mirrors.items()):
         if name in clusters:
-            lua = lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=lua_script(gateway.name, name, _settings(ms))))
+            lua = lua_pb2.Lua(
+                default_source_code=base_pb2.DataSource(inline_string=lua_script(gateway.name, name, _settings(ms)))
+            )
             _add_filter(clusters[name], lua, disabled=False)
 
 
