@@ -42,15 +42,15 @@ class BodyReceiver(shadow_pb2_grpc.BodiesServicer):
             log.warning("bodies.denied gateway=%s peer=%s reason=%s", request.gateway or "-", context.peer(), denial)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, denial)
         self.count("body_received", 1)
+        if not request.request_id or not request.cluster:
+            self.count("body_malformed", 1)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id and cluster are required")
         try:
             keys = settings_keys(request.settings)
             digests = {k: digest_body(request.body, request.over_limit, k) for k in keys}
         except (ValueError, TypeError):
             self.count("body_malformed", 1)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "settings: expected [[limit, [paths]], ...]")
-        if not request.request_id or not request.cluster:
-            self.count("body_malformed", 1)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id and cluster are required")
         if request.over_limit:
             self.count("body_over_limit", 1)
         self.deliver(request.gateway, request.request_id, request.cluster, digests)

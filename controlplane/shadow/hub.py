@@ -120,7 +120,7 @@ class Comparisons:
     def expire(self) -> None:
         self.pairer.expire()
         self.bodies.expire()
-        now = time.monotonic()
+        now = self.pairer.clock()
         while self._awaiting:
             key, waiting = next(iter(self._awaiting.items()))
             if waiting[0][0] + self.body_wait > now:
@@ -155,7 +155,7 @@ class Comparisons:
             key = (pair.gateway, primary.request_id)
             if self._awaiting_pairs >= self.pairer.limit:
                 self._give_up(next(iter(self._awaiting)))
-            self._awaiting.setdefault(key, []).append((time.monotonic(), pair))
+            self._awaiting.setdefault(key, []).append((self.pairer.clock(), pair))
             self._awaiting_pairs += 1
             return
         self._record(pair)
