@@ -152,3 +152,18 @@ async def test_the_report_service_digests_and_refuses_what_it_cannot_read() -> N
         assert c.entries["body_received"] == 4 and c.entries["body_malformed"] == 3 and c.entries["body_denied"] == 1
     finally:
         await server.stop(0)
+
+
+def test_the_web_page_shows_both_digests_and_body_excerpts_escaped() -> None:
+    from controlplane.web.pages import pair
+
+    c, _ = hub()
+    c.add_bodies(GW, "a", "p", digests(b"<b>hello</b>"))
+    c.add_bodies(GW, "a", "m", digests(b"<b>olleh</b>"))
+    c.add_entry(GW, entry("a", primary=True))
+    c.add_entry(GW, entry("a", primary=False))
+    d = c.rules[(GW, "HTTPRoute ns/r", "0", "m")].recent[-1]
+    assert d.primary is not None and d.mirror_leg is not None
+    html = pair(d)
+    assert d.primary.digest in html and d.mirror_leg.digest in html
+    assert "<pre>&lt;b&gt;hello&lt;/b&gt;</pre>" in html and "<pre>&lt;b&gt;olleh&lt;/b&gt;</pre>" in html
