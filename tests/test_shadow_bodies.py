@@ -11,8 +11,7 @@ from controlplane.shadow.bodies import OVER_LIMIT, BodyStore, Digest, digest_bod
 from controlplane.shadow.bodyreport import BodyReceiver, bodies_service
 from controlplane.shadow.tagging import MirrorTag, RouteTag, body_settings
 from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
-from support import free_port
-from test_shadow import GW, hub, results
+from test_shadow import GW, channel_to, hub, results
 from test_shadow import entry as log_entry
 
 SETTING = body_settings(64, ())
@@ -122,36 +121,24 @@ def test_the_store_forgets_after_its_ttl_and_counts_unused() -> None:
 
 async def test_the_report_service_digests_and_refuses_what_it_cannot_read() -> None:
     c, _ = hub()
-    server = grpc.aio.server()
-    _, add = bodies_service(BodyReceiver(c.add_bodies, c.count, Authorizer(enforced=False)))
-    add(server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = shadow_pb2_grpc.BodiesStub(ch)
-            report = shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", body=b"hi", settings=f"[{SETTING}]")
-            await stub.Report(report)
-            assert c.bodies.get((GW, "a", "p"), SETTING) == digest_body(b"hi", False, SETTING)
-            for bad, code in (
-                (
-                    shadow_pb2.BodyReport(gateway="no-namespace", request_id="a", cluster="p", settings="[]"),
-                    "PERMISSION_DENIED",
-                ),
-                (shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", settings="{"), "INVALID_ARGUMENT"),
-                (
-                    shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", settings='[[1,"x"]]'),
-                    "INVALID_ARGUMENT",
-                ),
-                (shadow_pb2.BodyReport(gateway=GW, cluster="p", settings=f"[{SETTING}]"), "INVALID_ARGUMENT"),
-            ):
-                with pytest.raises(grpc.aio.AioRpcError) as err:
-                    await stub.Report(bad)
-                assert err.value.code().name == code
-        assert c.entries["body_received"] == 4 and c.entries["body_malformed"] == 3 and c.entries["body_denied"] == 1
-    finally:
-        await server.stop(0)
+    async with channel_to(bodies_service(BodyReceiver(c.add_bodies, c.count, Authorizer(enforced=False)))) as ch:
+        stub = shadow_pb2_grpc.BodiesStub(ch)
+        report = shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", body=b"hi", settings=f"[{SETTING}]")
+        await stub.Report(report)
+        assert c.bodies.get((GW, "a", "p"), SETTING) == digest_body(b"hi", False, SETTING)
+        for bad, code in (
+            (
+                shadow_pb2.BodyReport(gateway="no-namespace", request_id="a", cluster="p", settings="[]"),
+                "PERMISSION_DENIED",
+            ),
+            (shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", settings="{"), "INVALID_ARGUMENT"),
+            (shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", settings='[[1,"x"]]'), "INVALID_ARGUMENT"),
+            (shadow_pb2.BodyReport(gateway=GW, cluster="p", settings=f"[{SETTING}]"), "INVALID_ARGUMENT"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Report(bad)
+            assert err.value.code().name == code
+    assert c.entries["body_received"] == 4 and c.entries["body_malformed"] == 3 and c.entries["body_denied"] == 1
 
 
 def test_the_web_page_shows_both_digests_and_body_excerpts_escaped() -> None:

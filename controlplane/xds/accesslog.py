@@ -11,7 +11,8 @@
   the route (primary leg) or the mirror cluster (mirror leg, which has no route in Envoy) carries
   in its metadata (:mod:`controlplane.shadow.tagging`): unmarked routes and clusters log nothing;
 * each mirrored route carries its tag (route, rule, mirrors), copied into the entry as a custom
-  tag; each mirror cluster the lowest threshold of its rules (see tagging.CLUSTER_TAG).
+  tag; each mirror cluster the lowest threshold of its rules (see tagging.CLUSTER_TAG);
+* rules with ``comparison.body`` also get the upstream filter that sends bodies (bodycapture.py).
 
 Why CEL and not ``runtime_filter``: docs/shadow-testing.md (Envoy 1.40 samples an upstream log
 entry with independent randomness whatever the flag says: the upstream stream has no request id).
