@@ -3,6 +3,8 @@ ignoreJSONPaths and the limit, hostile bodies, and the bounded join of digests w
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -134,11 +136,16 @@ async def test_the_report_service_digests_and_refuses_what_it_cannot_read() -> N
             (shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", settings="{"), "INVALID_ARGUMENT"),
             (shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", settings='[[1,"x"]]'), "INVALID_ARGUMENT"),
             (shadow_pb2.BodyReport(gateway=GW, cluster="p", settings=f"[{SETTING}]"), "INVALID_ARGUMENT"),
+            # More settings than rules could ask for: one body must not cost unbounded digests.
+            (
+                shadow_pb2.BodyReport(gateway=GW, request_id="a", cluster="p", settings=json.dumps([[1, []]] * 65)),
+                "INVALID_ARGUMENT",
+            ),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Report(bad)
             assert err.value.code().name == code
-    assert c.entries["body_received"] == 4 and c.entries["body_malformed"] == 3 and c.entries["body_denied"] == 1
+    assert c.entries["body_received"] == 5 and c.entries["body_malformed"] == 4 and c.entries["body_denied"] == 1
 
 
 def test_the_web_page_shows_both_digests_and_body_excerpts_escaped() -> None:

@@ -1,7 +1,7 @@
 """Body comparison (MirrorPolicy ``comparison.body``): the bodies Envoy's Lua upstream filter sends
-(``mirrorplane.shadow.v1.Bodies/Report``, controlplane/xds/bodycapture.py) become digests here.
+(controlplane/xds/bodycapture.py; :mod:`.bodyreport` receives them) become digests here.
 
-:mod:`.bodyreport` receives them. Envoy sends each sampled leg's whole response body up to its rules' limit, with the settings to
+Envoy sends each sampled leg's whole response body up to its rules' limit, with the settings to
 digest it under: ``[limit, [ignoreJSONPaths]]``, one per distinct setting of the rules involved.
 A body is digested at once (sha256; JSON with ignored paths dropped and re-serialized
 canonically first) and only the digest, the size and a short excerpt are kept, waiting for the
@@ -11,6 +11,7 @@ in count and in time; a body nobody asked for is counted ``body_unused`` when it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -88,17 +89,25 @@ def drop_path(value: Any, steps: list[str | int | None]) -> None:
         drop_path(value[step], rest)
 
 
-def digest_body(body: bytes, over_limit: bool, key: str) -> Digest:
-    """The digest of one body under one setting (``[limit, paths]``, see tagging.body_settings)."""
+@functools.lru_cache(maxsize=256)
+def _setting(key: str) -> tuple[int, tuple[list[str | int | None], ...]]:
+    """A setting parsed once: every body of a rule comes with the same one."""
     limit, paths = parse_body_settings(key)
+    return limit, tuple(parse_path(p) for p in paths)
+
+
+def digest_body(body: bytes, over_limit: bool, key: str) -> Digest:
+    """The digest of one body under one setting (``[limit, paths]``, see tagging.body_settings).
+    Raises ValueError on a setting that is not one."""
+    limit, paths = _setting(key)
     if over_limit or len(body) > limit:
         return OVER_LIMIT
     compared = body
     if paths:
         try:
             value = json.loads(body)
-            for p in paths:
-                drop_path(value, parse_path(p))
+            for steps in paths:
+                drop_path(value, steps)
             compared = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         except (ValueError, RecursionError):  # not JSON (or nested beyond the parser): compared as bytes
             compared = body

@@ -55,11 +55,16 @@ def body_settings(limit: int, ignore_json_paths: tuple[str, ...]) -> str:
     return json.dumps([limit, list(ignore_json_paths)], separators=(",", ":"))
 
 
+MAX_SETTINGS = 64
+"""Distinct body settings one report may ask for (one digest each): the rules mirroring to one
+cluster with different ``maxBytes``/``ignoreJSONPaths``. Bounds the work one body can cause."""
+
+
 def settings_keys(text: str) -> list[str]:
     """The keys in a report's settings list (the Lua filter's, controlplane/xds/bodycapture.py)."""
     items = json.loads(text)
-    if not isinstance(items, list):
-        raise ValueError(f"body settings {text!r}")
+    if not isinstance(items, list) or len(items) > MAX_SETTINGS:
+        raise ValueError(f"body settings: a list of at most {MAX_SETTINGS} expected")
     return [json.dumps(item, separators=(",", ":")) for item in items]
 
 
