@@ -476,7 +476,7 @@ async def body_backends(stack: Stack) -> dict[str, list[str]]:
 async def apply_body_policy(stack: Stack, sample: int) -> None:
     stack.write("body-policy.yaml", BODY_POLICY.replace("SAMPLE", str(sample)))
     # The clusters change (the filter is added), so Envoy re-creates and warms them.
-    await wait_until(lambda: _body_capture_served(stack), timeout=15, message="the body filter served")
+    await wait_until(lambda: _body_capture_served(stack), timeout=30, message="the body filter served")
     await wait_until(lambda: _cluster_has_healthy_host(stack, BODY_MIRROR), timeout=30, message="mirror cluster up")
     await wait_until(
         lambda: _cluster_has_healthy_host(stack, "server/body-primary/8080"), timeout=30, message="primary up"
@@ -484,8 +484,13 @@ async def apply_body_policy(stack: Stack, sample: int) -> None:
 
 
 async def _body_capture_served(stack: Stack) -> bool:
-    dump = json.dumps(await stack.envoy.config_dump())
-    return "LuaPerRoute" in dump and dump.count('"name": "mirrorplane.body"') >= 2
+    """The routes enable the filter, and both clusters in use (active, none warming) have it: a
+    request sent while a new cluster warms would go to the old one, which sends no body."""
+    routes = json.dumps(await stack.envoy.config_dump("dynamic_route_configs"))
+    warming = (await stack.envoy.config_dump("dynamic_warming_clusters")).get("configs", [])
+    active = (await stack.envoy.config_dump("dynamic_active_clusters")).get("configs", [])
+    with_filter = {c["cluster"]["name"] for c in active if "mirrorplane.body" in json.dumps(c)}
+    return "LuaPerRoute" in routes and not warming and {BODY_MIRROR, "server/body-primary/8080"} <= with_filter
 
 
 def body_results(stack: Stack) -> dict[str, int]:
@@ -509,7 +514,8 @@ async def test_body_comparison_tells_same_size_bodies_apart(stack: Stack) -> Non
     await apply_body_policy(stack, 100)
     status, answer = await stack.request("/b/reversed/1", data=b"hello 1")
     assert (status, answer) == (200, b"hello 1")  # the client gets the primary's answer, as ever
-    assert await body_compared(stack, 2) == {"same": 1, "body_differs": 1}
+    got = await body_compared(stack, 2)
+    assert got == {"same": 1, "body_differs": 1}, stack.plane.comparisons.entries  # body_missing, if any
     d = stack.plane.comparisons.rules[(GATEWAY, BODY_ROUTE, "bodies", BODY_MIRROR)].recent[-1]
     primary, mirror_leg = legs(d)
     assert (primary.excerpt, mirror_leg.excerpt) == ("hello 1", "1 olleh")
