@@ -2,13 +2,16 @@
 
     python -m benchmarks.shadow [--requests 2000] [--concurrency 8] [--pairs 100000]
 
-1. The primary's client latency through a real Envoy with comparison on vs off (p50/p99 ratios,
-   one run, same Envoy, backends and load generator; only XdsOptions.shadow differs).
+1. The primary's client latency through a real Envoy with comparison off, on, and on with body
+   comparison (a MirrorPolicy's comparison.body: Envoy's Lua upstream filter sends both legs'
+   bodies to the control plane), p50/p99 ratios in one run, same Envoy, backends and load.
 2. How many access log entries one receiver process (`mirrorplane collect`) handles: a client
    process streams --pairs primary+mirror entry pairs over gRPC ALS as fast as gRPC flow control
    lets it; entries/s and CPU time per compared pair are read from the receiver.
 3. Memory when only one leg's entries come: 3x the pending limit of primaries with no mirror leg;
    the receiver's RSS before and after, and what it counted as dropped.
+4. How many bodies one receiver process digests: a client sends --bodies body reports (what
+   Envoy's Lua filter sends, 1 KiB each, 64 calls in flight); bodies/s and CPU per body.
 """
 
 from __future__ import annotations
@@ -29,11 +32,19 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok, served
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
+from controlplane.shadow.hub import BODY_WAIT
 from controlplane.shadow.pairing import DEFAULT_LIMIT
-from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag
+from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag, body_settings
 from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
 
 BATCH = 100
+BODY_POLICY = """apiVersion: mirrorplane.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: bench-bodies, namespace: server}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: http-route-sample}]
+  comparison: {body: {enabled: true}}
+"""
 
 
 async def primary_latency(requests: int, concurrency: int) -> None:
@@ -59,7 +70,24 @@ async def primary_latency(requests: int, concurrency: int) -> None:
                     await _until_logging(envoy, on)
                     await _load(url, requests // 5, concurrency)  # warm-up
                     results[name] = await _load(url, requests, concurrency)
+                (folder / "policy.yaml").write_text(BODY_POLICY)
+                await _until_bodies(envoy)
+                await _load(url, requests // 5, concurrency)  # warm-up
+                bodies0 = plane.comparisons.entries["body_received"]
+                results["+ bodies"] = await _load(url, requests, concurrency)
+                await asyncio.sleep(BODY_WAIT + 1)  # the last bodies and pairs
                 compared = sum(sum(s.results.values()) for s in plane.comparisons.rules.values())
+                bodies = plane.comparisons.entries["body_received"] - bodies0
+                missing = plane.comparisons.entries["body_missing"]
+                als = {
+                    k: await envoy.stat(f"cluster.mirrorplane_als.{k}")
+                    for k in (
+                        "upstream_rq_timeout",
+                        "upstream_rq_pending_overflow",
+                        "upstream_rq_503",
+                        "upstream_rq_200",
+                    )
+                }
     finally:
         for proc in backends:
             proc.terminate()
@@ -74,6 +102,21 @@ async def primary_latency(requests: int, concurrency: int) -> None:
             f" ({r['p99'] / base['p99']:4.2f}x)  {r['rps']:7.0f} req/s  statuses {r['statuses']}"
         )
     print(f"   pairs compared by the control plane meanwhile: {compared}")
+    print(f"   '+ bodies': {bodies} bodies received, {missing} missing after the wait; Envoy's calls: {als}")
+
+
+async def _until_bodies(envoy: LocalEnvoy) -> None:
+    """The body filter served, and the re-created clusters warm again."""
+    for _ in range(1000):
+        dump = json.dumps(await envoy.config_dump())
+        clusters = await envoy.admin_get("/clusters")
+        healthy = {
+            line.partition("::")[0] for line in clusters.splitlines() if line.endswith("::health_flags::healthy")
+        }
+        if "LuaPerRoute" in dump and {"server/pipy/8080", "mirror/server/pipy-mirror/8080"} <= healthy:
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError("Envoy never got the body filter")
 
 
 async def _until_logging(envoy: LocalEnvoy, present: bool) -> None:
@@ -192,18 +235,72 @@ async def receiver(pairs: int) -> None:
         await proc.wait()
 
 
+async def _send_bodies(address: str, n: int) -> None:
+    body = bytes(range(256)) * 4
+    settings = "[" + body_settings(65536, ()) + "]"
+    async with grpc.aio.insecure_channel(address) as ch:
+        stub = shadow_pb2_grpc.BodiesStub(ch)
+
+        async def one(worker: int) -> None:
+            for i in range(worker, n, 64):
+                report = shadow_pb2.BodyReport(
+                    gateway=GATEWAY, request_id=f"{i:08x}", cluster="server/pipy/8080", body=body, settings=settings
+                )
+                await stub.Report(report)
+
+        await asyncio.gather(*(one(w) for w in range(64)))
+
+
+async def bodies(n: int) -> None:
+    port, http = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controlplane.cli", "collect", "--port", str(port), "--http-port", str(http),
+        "--log-level", "warning",
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        await _until_ok(f"http://127.0.0.1:{http}/healthz")
+        rss0, cpu0 = _rss_mib(proc.pid), _cpu_seconds(proc.pid)
+        started = time.perf_counter()
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.shadow", "--send-bodies", address, str(n), "0"
+        )
+        await sender.wait()
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        got = (await _receiver(address)).receiver.entries
+        print(f"4. one receiver process, {n} body reports of 1 KiB (unary gRPC calls, 64 in flight)")
+        print(
+            f"   {got.get('body_received', 0) / elapsed:9.0f} bodies/s ({elapsed:.1f} s wall)"
+            f"  {cpu / n * 1e6:7.1f} us receiver CPU per body  RSS {rss0:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
+            f"  (kept at most {DEFAULT_LIMIT} legs' digests)"
+        )
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] in ("--send", "--send-primaries"):  # the sender process
+    if len(sys.argv) == 5 and sys.argv[1] in ("--send", "--send-primaries", "--send-bodies"):  # a sender process
         _, mode, address, n, offset = sys.argv
+        if mode == "--send-bodies":
+            asyncio.run(_send_bodies(address, int(n)))
+            return
         asyncio.run(_send(address, int(n), mode == "--send-primaries", int(offset)))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--pairs", type=int, default=100_000)
+    p.add_argument("--bodies", type=int, default=20_000)
+    p.add_argument("--only", choices=("latency", "receiver", "bodies"), help="run one part only")
     args = p.parse_args()
-    asyncio.run(primary_latency(args.requests, args.concurrency))
-    asyncio.run(receiver(args.pairs))
+    if args.only in (None, "latency"):
+        asyncio.run(primary_latency(args.requests, args.concurrency))
+    if args.only in (None, "receiver"):
+        asyncio.run(receiver(args.pairs))
+    if args.only in (None, "bodies"):
+        asyncio.run(bodies(args.bodies))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .providers.base import Provider
 from .providers.supervisor import Supervisor
 from .quarantine import Quarantine
+from .shadow.bodyreport import BODIES_SERVICE_NAME, BodyReceiver, bodies_service
 from .shadow.hub import Comparisons
 from .shadow.receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
 from .shadow.service import expire_forever, shadow_service
@@ -97,6 +98,7 @@ class ControlPlane:
         # Shadow testing: Envoys' access logs come to the xDS port (docs/shadow-testing.md).
         self.comparisons = Comparisons()
         self.als = AccessLogReceiver(self.comparisons, self.authorizer)
+        self.bodies = BodyReceiver(self.comparisons.add_bodies, self.comparisons.count, self.authorizer)
         self.xds_address = host_port(xds_host, xds_port)
         self.http_host, self.http_port = http_host, http_port
         # The page shows config: served to loopback only, unless --insecure (controlplane/web/access.py).
@@ -134,9 +136,10 @@ class ControlPlane:
             services=[
                 *admin_services(self.cache, self.registry, lambda: self.controller.statuses),
                 als_service(self.als),
+                bodies_service(self.bodies),
                 shadow_service(self.comparisons),
             ],
-            self_checked=[ALS_SERVICE_NAME],
+            self_checked=[ALS_SERVICE_NAME, BODIES_SERVICE_NAME],
             health_servicer=self.health,
         )
         await self._grpc.start()

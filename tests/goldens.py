@@ -170,7 +170,9 @@ def update() -> list[Path]:
     changed = []
     for path, value in wanted.items():
         text = dump(value)
-        if not path.exists() or path.read_text() != text:
+        # Equal content is left alone: the key order of a protobuf Struct (metadata) varies from
+        # one process to the next, and a rewrite for it alone would be noise in `git diff`.
+        if not path.exists() or (path.read_text() != text and json.loads(path.read_text()) != json.loads(text)):
             path.write_text(text)
             changed.append(path)
     return changed

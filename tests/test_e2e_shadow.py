@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import re
 import sys
@@ -405,3 +406,142 @@ async def _cluster_has_healthy_host(stack: Stack, cluster: str) -> bool:
 
 async def _mirrors(stack: Stack, n: int) -> bool:
     return len(await stack.mirror_policies()) == n
+
+
+# --- body comparison (MirrorPolicy comparison.body): Envoy's Lua upstream filter sends bodies ---
+
+BODY_ROUTE = "HTTPRoute server/bodies"
+BODY_MIRROR = "mirror/server/body-mirror/8080"
+BODIES = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bodies, namespace: server}
+spec:
+  parentRefs: [{name: simple-gateway, port: 8000}]
+  rules:
+  - name: bodies
+    matches: [{path: {type: PathPrefix, value: /b/}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: body-mirror, port: 8080}}
+    backendRefs: [{name: body-primary, port: 8080}]
+"""
+BODY_POLICY = """apiVersion: mirrorplane.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: bodies, namespace: server}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: bodies}]
+  comparison: {samplePercent: SAMPLE, body: {enabled: true, maxBytes: 64}, ignoreJSONPaths: ["$.timestamp"]}
+"""
+
+
+async def body_backends(stack: Stack) -> dict[str, list[str]]:
+    """Two backends answering the request's body (or path): /b/reversed/ reversed on the mirror (same size,
+    other bytes), /b/json/ as JSON with a timestamp field that differs (in size too). Returns the
+    request ids each saw."""
+    from aiohttp import web
+
+    from controlplane.ports import free_port
+    from e2e import service_yaml
+
+    seen: dict[str, list[str]] = {}
+    text = ""
+    for name in ("body-primary", "body-mirror"):
+        ids = seen[name] = []
+
+        async def answer(
+            request: web.Request, mirror: bool = name == "body-mirror", ids: list[str] = ids
+        ) -> web.Response:
+            ids.append(request.headers.get("x-request-id", ""))
+            body = await request.read() or request.path.encode()  # a GET's answer: its path
+            kind = request.path.split("/")[2]
+            if kind == "json":
+                stamp = f"{'mirror' if mirror else 'primary'}-{asyncio.get_running_loop().time()}"
+                return web.json_response({"echo": body.decode(), "timestamp": stamp})
+            return web.Response(body=body[::-1] if mirror and kind == "reversed" else body)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stack.exits.push_async_callback(runner.cleanup)
+        text += service_yaml(name, port)
+    stack.write("bodies.yaml", text + "---\n" + BODIES)
+    await wait_until(lambda: _mirrors(stack, 2), timeout=15, message="the /b/ route served")
+    await wait_until(lambda: _cluster_has_healthy_host(stack, BODY_MIRROR), timeout=30, message="mirror cluster up")
+    return seen
+
+
+async def apply_body_policy(stack: Stack, sample: int) -> None:
+    stack.write("body-policy.yaml", BODY_POLICY.replace("SAMPLE", str(sample)))
+    # The clusters change (the filter is added), so Envoy re-creates and warms them.
+    await wait_until(lambda: _body_capture_served(stack), timeout=30, message="the body filter served")
+    await wait_until(lambda: _cluster_has_healthy_host(stack, BODY_MIRROR), timeout=30, message="mirror cluster up")
+    await wait_until(
+        lambda: _cluster_has_healthy_host(stack, "server/body-primary/8080"), timeout=30, message="primary up"
+    )
+
+
+async def _body_capture_served(stack: Stack) -> bool:
+    """The routes enable the filter, and both clusters in use (active, none warming) have it: a
+    request sent while a new cluster warms would go to the old one, which sends no body."""
+    routes = json.dumps(await stack.envoy.config_dump("dynamic_route_configs"))
+    warming = (await stack.envoy.config_dump("dynamic_warming_clusters")).get("configs", [])
+    active = (await stack.envoy.config_dump("dynamic_active_clusters")).get("configs", [])
+    with_filter = {c["cluster"]["name"] for c in active if "mirrorplane.body" in json.dumps(c)}
+    return "LuaPerRoute" in routes and not warming and {BODY_MIRROR, "server/body-primary/8080"} <= with_filter
+
+
+def body_results(stack: Stack) -> dict[str, int]:
+    stats = stack.plane.comparisons.rules.get((GATEWAY, BODY_ROUTE, "bodies", BODY_MIRROR))
+    return dict(stats.results) if stats else {}
+
+
+async def body_compared(stack: Stack, n: int) -> dict[str, int]:
+    await wait_until(lambda: sum(body_results(stack).values()) >= n, timeout=30, message=f"{n} comparisons")
+    return body_results(stack)
+
+
+async def test_body_comparison_tells_same_size_bodies_apart(stack: Stack) -> None:
+    """A mirror answering other bytes of the same size: `same` by size alone, `body_differs` once
+    the rule compares bodies; identical bodies are `same`; JSON differing only in an ignored path
+    is `same` (though the sizes differ); a body over maxBytes is compared by size only."""
+    await body_backends(stack)
+    assert (await stack.request("/b/reversed/0", data=b"hello 0"))[0] == 200
+    assert await body_compared(stack, 1) == {"same": 1}
+
+    await apply_body_policy(stack, 100)
+    status, answer = await stack.request("/b/reversed/1", data=b"hello 1")
+    assert (status, answer) == (200, b"hello 1")  # the client gets the primary's answer, as ever
+    got = await body_compared(stack, 2)
+    assert got == {"same": 1, "body_differs": 1}, stack.plane.comparisons.entries  # body_missing, if any
+    d = stack.plane.comparisons.rules[(GATEWAY, BODY_ROUTE, "bodies", BODY_MIRROR)].recent[-1]
+    primary, mirror_leg = legs(d)
+    assert (primary.excerpt, mirror_leg.excerpt) == ("hello 1", "1 olleh")
+    assert primary.digest == hashlib.sha256(b"hello 1").hexdigest() != mirror_leg.digest
+    assert d.detail.startswith("digest ") and primary.size == mirror_leg.size == 7
+
+    assert (await stack.request("/b/same/2", data=b"hello 2"))[0] == 200
+    assert (await stack.request("/b/json/3", data=b"hello 3"))[0] == 200
+    assert (await stack.request("/b/reversed/4", data=b"x" * 50 + b"y" * 50))[0] == 200  # 100 bytes > 64
+    assert await body_compared(stack, 5) == {"same": 4, "body_differs": 1}
+    entries = stack.plane.comparisons.entries
+    assert entries["body_received"] == 8 and entries["body_over_limit"] == 2
+    assert entries["body_missing"] == 0
+
+
+async def test_bodies_of_unsampled_requests_are_neither_sent_nor_compared(stack: Stack) -> None:
+    seen = await body_backends(stack)
+    await apply_body_policy(stack, 50)
+    before = len(seen["body-mirror"])
+    assert set(await fire(stack, ["/b/reversed/s"] * 30)) == {200}
+    await wait_until(lambda: len(seen["body-mirror"]) >= before + 30, timeout=15, message="30 mirrored")
+    ids = seen["body-mirror"][before:]
+    kept = [i for i in ids if sampled(i, 50)]
+    assert 0 < len(kept) < 30
+    assert await body_compared(stack, len(kept)) == {"body_differs": len(kept)}
+    # Only the sampled requests' bodies came, two legs each, and all were used.
+    await wait_until(lambda: stack.plane.comparisons.entries["body_received"] >= 2 * len(kept), timeout=15)
+    assert stack.plane.comparisons.entries["body_received"] == 2 * len(kept)
+    assert len(stack.plane.comparisons.pairer) == 0

@@ -324,6 +324,26 @@ def test_a_mirror_policy_change_reaches_the_targeted_route_and_matches_a_full_tr
     assert controller.cache[GATEWAY].versions() == unpoliced
 
 
+def test_body_comparison_turned_on_and_off_by_a_policy_matches_a_full_translation() -> None:
+    """Which clusters carry the body capture filter follows the routes that compare bodies: the
+    memo's reused clusters must not keep a filter, or miss one, when only a policy changed."""
+    docs = objects(30)
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    plain = controller.cache[GATEWAY].versions()
+    for route, max_bytes in (("route-3", 1024), ("route-3", 2048), ("route-4", 2048)):
+        policy = _mirror_policy(route, "a")
+        policy["spec"]["comparison"] = {"body": {"enabled": True, "maxBytes": max_bytes}}
+        store = _replace(store, policy)
+        controller.update(store)
+        assert _entries(controller) == _full_entries(store), (route, max_bytes)
+        assert controller.cache[GATEWAY].versions()[CLUSTER] != plain[CLUSTER]
+    store = Store.from_objects(o for o in store.objects() if o.kind != "MirrorPolicy")
+    controller.update(store)
+    assert controller.cache[GATEWAY].versions() == plain
+
+
 def test_routes_added_changed_and_deleted_one_at_a_time_give_a_full_translations_statuses() -> None:
     """Only the changed route is attached again: attachedRoutes, the route's own status and the
     served bytes must still be what a translation from scratch gives, at every step."""

@@ -3,7 +3,8 @@ bounds, expiry and attribution, which a real Envoy can only show slowly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -161,25 +162,31 @@ def test_threshold_matches_the_share_of_uuids() -> None:
     assert not sampled("00000000", 0)
 
 
-async def test_receiver_attributes_a_stream_to_its_node_gateway_and_refuses_a_bad_one() -> None:
-    c = Comparisons()
+@asynccontextmanager
+async def channel_to(service: tuple[str, Callable[[grpc.aio.Server], object]]) -> AsyncIterator[grpc.aio.Channel]:
+    """A plaintext gRPC server on a free port with one service, and a channel to it."""
     server = grpc.aio.server()
-    _, add = als_service(AccessLogReceiver(c, Authorizer(enforced=False)))
-    add(server)
+    service[1](server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = als_pb2_grpc.AccessLogServiceStub(ch)
-
-            await stub.StreamAccessLogs(one_pair_stream(GW))
-            assert results(c) == {"status_differs": 1}
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.StreamAccessLogs(one_pair_stream("no-namespace"))
-            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            yield ch
     finally:
         await server.stop(0)
+
+
+async def test_receiver_attributes_a_stream_to_its_node_gateway_and_refuses_a_bad_one() -> None:
+    c = Comparisons()
+    async with channel_to(als_service(AccessLogReceiver(c, Authorizer(enforced=False)))) as ch:
+        stub = als_pb2_grpc.AccessLogServiceStub(ch)
+
+        await stub.StreamAccessLogs(one_pair_stream(GW))
+        assert results(c) == {"status_differs": 1}
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.StreamAccessLogs(one_pair_stream("no-namespace"))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_the_dashboard_queries_metrics_the_receiver_exports() -> None:

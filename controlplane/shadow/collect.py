@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..exposure import exposure_error, host_port
 from ..identity import Authorizer, OperatorOnly
 from ..tls import TlsFiles, server_credentials
+from .bodyreport import BODIES_SERVICE_NAME, BodyReceiver, bodies_service
 from .hub import Comparisons
 from .pairing import DEFAULT_LIMIT, DEFAULT_WINDOW
 from .receiver import ALS_SERVICE_NAME, AccessLogReceiver, als_service
@@ -73,10 +74,13 @@ class Collector:
         self.authorizer = Authorizer(enforced=self.tls is not None and self.tls.mutual)
 
     async def run(self) -> None:
-        server = grpc.aio.server(interceptors=[OperatorOnly([ALS_SERVICE_NAME])] if self.authorizer.enforced else [])
+        server = grpc.aio.server(
+            interceptors=[OperatorOnly([ALS_SERVICE_NAME, BODIES_SERVICE_NAME])] if self.authorizer.enforced else []
+        )
         names = [health.SERVICE_NAME]
         for name, add in (
             als_service(AccessLogReceiver(self.comparisons, self.authorizer)),
+            bodies_service(BodyReceiver(self.comparisons.add_bodies, self.comparisons.count, self.authorizer)),
             shadow_service(self.comparisons),
         ):
             add(server)

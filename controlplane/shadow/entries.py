@@ -32,7 +32,8 @@ class Leg:
     method: str = ""
     path: str = ""
     headers: dict[str, str] = field(default_factory=dict)
-    digest: str = ""
+    digest: str = ""  # sha256 of the body as compared (comparison.body), set when the pair is joined
+    excerpt: str = ""  # its start, to show beside a differing pair
 
 
 # ResponseFlags that mean the leg got no (complete) HTTP answer from its upstream.

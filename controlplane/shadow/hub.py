@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter as Tally
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from envoy.data.accesslog.v3 import accesslog_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .compare import compare
+from .bodies import BodyStore, Digest
+from .compare import BODY_INDEPENDENT, compare
 from .entries import Leg, leg_from_entry
 from .pairing import DEFAULT_LIMIT, DEFAULT_WINDOW, Pair, Pairer
 
@@ -25,6 +26,10 @@ MAX_RULES = 10_000
 """(Gateway, route, rule, mirror) combinations tracked: entries name them, so a bound keeps a
 misbehaving sender from growing the label set without end."""
 WATCH_BUFFER = 1024
+BODY_WAIT = 5.0
+"""Seconds a pair of a rule comparing bodies waits for its bodies' digests once both entries came
+(they usually come first: Envoy sends a body as the leg ends, and its access log every 0.5 s).
+After that it is compared by size, and each missing digest is counted ``body_missing``."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ class RuleStats:
 class Comparisons:
     """The receiver's state. ``add_entry`` is called for every log entry; it never blocks."""
 
-    def __init__(self, *, window: float = DEFAULT_WINDOW, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self, *, window: float = DEFAULT_WINDOW, limit: int = DEFAULT_LIMIT, body_wait: float = BODY_WAIT
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._results = Counter(
             "mirrorplane_mirror_comparisons",
@@ -88,6 +95,11 @@ class Comparisons:
         self.rules: dict[tuple[str, str, str, str], RuleStats] = {}
         self.watchers: set[asyncio.Queue[Diff | None]] = set()
         self.pairer = Pairer(self._on_pair, self.count, window=window, limit=limit)
+        self.bodies = BodyStore(self.count, limit=limit, ttl=window)
+        self.body_wait = body_wait
+        # Pairs waiting for their digests, by (Gateway, request id), oldest first; at most ``limit``.
+        self._awaiting: OrderedDict[tuple[str, str], list[tuple[float, Pair]]] = OrderedDict()
+        self._awaiting_pairs = 0
 
     def count(self, outcome: str, n: int) -> None:
         self.entries[outcome] += n
@@ -107,8 +119,73 @@ class Comparisons:
 
     def expire(self) -> None:
         self.pairer.expire()
+        self.bodies.expire()
+        now = self.pairer.clock()
+        while self._awaiting:
+            key, waiting = next(iter(self._awaiting.items()))
+            if waiting[0][0] + self.body_wait > now:
+                return
+            self._give_up(key)
+
+    def add_bodies(self, gateway: str, request_id: str, cluster: str, digests: dict[str, Digest]) -> None:
+        """A leg's body digests (bodies.BodyReceiver); completes the pairs that waited for them."""
+        self.bodies.add((gateway, request_id, cluster), digests)
+        waiting = self._awaiting.get((gateway, request_id))
+        if waiting is None:
+            return
+        still = [(at, pair) for at, pair in waiting if not self._join(pair)]
+        for _, pair in waiting:
+            if not any(p is pair for _, p in still):
+                self._record(pair)
+        self._awaiting_pairs -= len(waiting) - len(still)
+        if still:
+            waiting[:] = still
+        else:
+            del self._awaiting[(gateway, request_id)]
 
     def _on_pair(self, pair: Pair) -> None:
+        primary, mirror = pair.primary, pair.mirror_leg
+        if (
+            pair.mirror.body
+            and primary is not None
+            and mirror is not None
+            and compare(primary, mirror, ())[0] not in BODY_INDEPENDENT
+            and not self._join(pair)
+        ):
+            key = (pair.gateway, primary.request_id)
+            if self._awaiting_pairs >= self.pairer.limit:
+                self._give_up(next(iter(self._awaiting)))
+            self._awaiting.setdefault(key, []).append((self.pairer.clock(), pair))
+            self._awaiting_pairs += 1
+            return
+        self._record(pair)
+
+    def _join(self, pair: Pair) -> bool:
+        """Give both legs their digests under the rule's settings, if both have come."""
+        assert pair.primary is not None and pair.mirror_leg is not None
+        setting = pair.mirror.body
+        p = self.bodies.get((pair.gateway, pair.primary.request_id, pair.primary.cluster), setting)
+        m = self.bodies.get((pair.gateway, pair.mirror_leg.request_id, pair.mirror_leg.cluster), setting)
+        if p is None or m is None:
+            return False
+        pair.primary.digest, pair.primary.excerpt = p.digest, p.excerpt
+        pair.mirror_leg.digest, pair.mirror_leg.excerpt = m.digest, m.excerpt
+        return True
+
+    def _give_up(self, key: tuple[str, str]) -> None:
+        """Compare without digests (by size) the pairs of a request whose bodies did not all come."""
+        waiting = self._awaiting.pop(key)
+        self._awaiting_pairs -= len(waiting)
+        for _, pair in waiting:
+            assert pair.primary is not None and pair.mirror_leg is not None
+            missing = sum(
+                self.bodies.get((pair.gateway, leg.request_id, leg.cluster), pair.mirror.body) is None
+                for leg in (pair.primary, pair.mirror_leg)
+            )
+            self.count("body_missing", missing)
+            self._record(pair)
+
+    def _record(self, pair: Pair) -> None:
         key = (pair.gateway, pair.route, pair.rule, pair.mirror.cluster)
         stats = self.rules.get(key)
         if stats is None:

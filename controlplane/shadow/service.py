@@ -38,6 +38,7 @@ def leg_message(leg: Leg | None) -> shadow_pb2.Leg:
         grpc_status=leg.grpc_status,
         size=leg.size,
         digest=leg.digest,
+        excerpt=leg.excerpt,
         latency_seconds=leg.latency,
         failure=leg.failure,
         headers=leg.headers,

@@ -47,6 +47,33 @@ class MirrorTag:
     percent: int  # this rule's comparison.sample_percent (its cluster is logged at least as often)
     always: bool  # the mirror gets every request (no Gateway API fraction below 100 %)
     headers: tuple[str, ...]
+    body: str = ""  # the rule's body settings (:func:`body_settings`); "": bodies are not compared
+
+
+def body_settings(limit: int, ignore_json_paths: tuple[str, ...]) -> str:
+    """The key a body is digested under, as the Lua filter sends it back: ``[limit, [paths]]``."""
+    return json.dumps([limit, list(ignore_json_paths)], separators=(",", ":"))
+
+
+MAX_SETTINGS = 64
+"""Distinct body settings one report may ask for (one digest each): the rules mirroring to one
+cluster with different ``maxBytes``/``ignoreJSONPaths``. Bounds the work one body can cause."""
+
+
+def settings_keys(text: str) -> list[str]:
+    """The keys in a report's settings list (the Lua filter's, controlplane/xds/bodycapture.py)."""
+    items = json.loads(text)
+    if not isinstance(items, list) or len(items) > MAX_SETTINGS:
+        raise ValueError(f"body settings: a list of at most {MAX_SETTINGS} expected")
+    return [json.dumps(item, separators=(",", ":")) for item in items]
+
+
+def parse_body_settings(text: str) -> tuple[int, tuple[str, ...]]:
+    """Raises ValueError (or TypeError) on anything :func:`body_settings` did not write."""
+    limit, paths = json.loads(text)
+    if not isinstance(limit, int) or not isinstance(paths, list):
+        raise ValueError(f"body settings {text!r}")
+    return limit, tuple(str(p) for p in paths)
 
 
 @dataclass(frozen=True)
@@ -60,7 +87,11 @@ class RouteTag:
             {
                 "route": self.route,
                 "rule": self.rule,
-                "mirrors": [[m.cluster, m.percent, m.always, list(m.headers)] for m in self.mirrors],
+                # The body settings only when set: the tag of a rule not comparing bodies is unchanged.
+                "mirrors": [
+                    [m.cluster, m.percent, m.always, list(m.headers), *([m.body] if m.body else [])]
+                    for m in self.mirrors
+                ],
             },
             separators=(",", ":"),
         )
@@ -73,6 +104,7 @@ class RouteTag:
             route=str(data["route"]),
             rule=str(data["rule"]),
             mirrors=tuple(
-                MirrorTag(str(c), int(p), bool(a), tuple(str(h) for h in hs)) for c, p, a, hs in data["mirrors"]
+                MirrorTag(str(c), int(p), bool(a), tuple(str(h) for h in hs), str(body[0]) if body else "")
+                for c, p, a, hs, *body in data["mirrors"]
             ),
         )

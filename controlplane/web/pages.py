@@ -324,6 +324,7 @@ def _leg_value(leg: Leg | None, field: str) -> str:
         "grpc-status": leg.grpc_status or "-",
         "size": f"{leg.size} B" if leg.size >= 0 else "unknown",
         "digest": leg.digest or "-",
+        "body": leg.excerpt or "-",
         "latency": ms(leg.latency),
         "failure": leg.failure or "-",
         "backend": leg.cluster,
@@ -344,6 +345,8 @@ def pair(d: Diff) -> str:
         (f, _leg_value(p, f), _leg_value(m, f))
         for f in ("backend", "status", "grpc-status", "size", "digest", "latency", "failure")
     ]
+    if (p and p.excerpt) or (m and m.excerpt):  # body comparison: the start of each body, as compared
+        rows.append(("body", f"<pre>{_leg_value(p, 'body')}</pre>", f"<pre>{_leg_value(m, 'body')}</pre>"))
     rows += [
         (f"header {name}", esc(a) or '<span class="muted">-</span>', esc(b) or '<span class="muted">-</span>')
         for name, a, b in shown_headers(p.headers if p else {}, m.headers if m else {})
@@ -374,7 +377,12 @@ def rule(
         settings = (
             f"compared: {comparison.sample_percent}% of mirrored requests"
             f" · headers {esc(', '.join(comparison.headers) or '-')}"
-            + (" · bodies by digest" if comparison.body else "")
+            + (
+                f" · bodies by digest up to {comparison.body_limit_bytes} bytes"
+                + (f" ignoring {esc(', '.join(comparison.ignore_json_paths))}" if comparison.ignore_json_paths else "")
+                if comparison.body
+                else ""
+            )
             if comparison
             else "not in the served config"
         )

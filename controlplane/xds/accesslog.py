@@ -12,7 +12,8 @@
   the route (primary leg) or the mirror cluster (mirror leg, which has no route in Envoy) carries
   in its metadata (:mod:`controlplane.shadow.tagging`): unmarked routes and clusters log nothing;
 * each mirrored route carries its tag (route, rule, mirrors), copied into the entry as a custom
-  tag; each mirror cluster the lowest threshold of its rules (see tagging.CLUSTER_TAG).
+  tag; each mirror cluster the lowest threshold of its rules (see tagging.CLUSTER_TAG);
+* rules with ``comparison.body`` also get the upstream filter that sends bodies (bodycapture.py).
 
 Why CEL and not ``runtime_filter``: docs/shadow-testing.md (Envoy 1.40 samples an upstream log
 entry with independent randomness whatever the flag says: the upstream stream has no request id).
@@ -38,7 +39,8 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
 from .. import ir
-from ..shadow.tagging import CLUSTER_TAG, METADATA_KEY, TAG, MirrorTag, RouteTag, threshold
+from ..shadow.tagging import CLUSTER_TAG, METADATA_KEY, TAG, MirrorTag, RouteTag, body_settings, threshold
+from .bodycapture import capture_route, uncapture_route
 
 ALS_CLUSTER = "mirrorplane_als"
 """The bootstrap cluster ALS entries go to (envoy/bootstrap.yaml; the xDS port by default)."""
@@ -65,14 +67,19 @@ def tag_route(source: ir.Route, route: route_pb2.Route) -> None:
             percent=m.comparison.sample_percent,
             always=m.numerator >= m.denominator,
             headers=m.comparison.headers,
+            body=body_settings(m.comparison.body_limit_bytes, m.comparison.ignore_json_paths)
+            if m.comparison.body
+            else "",
         )
         for m in source.mirrors
     )
     meta = _set_below(route.metadata, max((m.percent for m in mirrors), default=0))
     meta.fields["tag"].string_value = RouteTag(name, rule, mirrors).encode()
+    capture_route(source, route)
 
 
 def untag_route(route: route_pb2.Route) -> None:
+    uncapture_route(route)
     if METADATA_KEY in route.metadata.filter_metadata:
         del route.metadata.filter_metadata[METADATA_KEY]
         if not route.metadata.filter_metadata:

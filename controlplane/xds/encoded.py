@@ -46,28 +46,35 @@ def framed(data: bytes) -> bytes:
     return _VIRTUAL_HOSTS_TAG + varint(len(data)) + data
 
 
+# What one virtual host uses (vhost_usage): (mirror cluster, sample percent) pairs, compared
+# response headers, and the clusters whose bodies are captured (None for a rule's primary, else
+# the mirror's comparison settings).
+VhostUsage = tuple[frozenset[tuple[str, int]], frozenset[str], frozenset[tuple[str, "ir.Comparison | None"]]]
+
+
 @dataclass
 class MirrorUsage:
     """Where routes mirror to, counted per virtual host so that one can be taken out again.
 
-    ``percents`` counts (mirror cluster, sample percent of the rule) pairs and ``headers`` the
-    compared response headers: what the mirror clusters' buffer limits and the shadow logger
-    (accesslog.py) are made from.
+    ``percents`` counts (mirror cluster, sample percent of the rule) pairs, ``headers`` the
+    compared response headers and ``bodies`` the clusters of rules that compare bodies: what the
+    mirror clusters' buffer limits, the shadow logger (accesslog.py) and the body capture
+    (bodycapture.py) are made from.
     """
 
     percents: Counter[tuple[str, int]] = field(default_factory=Counter)
     headers: Counter[str] = field(default_factory=Counter)
+    bodies: Counter[tuple[str, ir.Comparison | None]] = field(default_factory=Counter)
 
-    def add(self, usage: tuple[frozenset[tuple[str, int]], frozenset[str]], sign: int = 1) -> None:
-        pairs, headers = usage
-        for p in pairs:
-            self.percents[p] += sign
-        for h in headers:
-            self.headers[h] += sign
+    def add(self, usage: VhostUsage, sign: int = 1) -> None:
+        for counter, items in zip((self.percents, self.headers, self.bodies), usage, strict=True):
+            for item in items:
+                counter[item] += sign  # type: ignore[index]
 
     def merge(self, other: MirrorUsage) -> None:
         self.percents.update(other.percents)
         self.headers.update(other.headers)
+        self.bodies.update(other.bodies)
 
     def by_cluster(self) -> dict[str, list[int]]:
         """Mirror cluster → the sample percents of the rules mirroring to it."""
@@ -80,11 +87,30 @@ class MirrorUsage:
     def header_names(self) -> set[str]:
         return {h for h, n in self.headers.items() if n > 0}
 
+    def body_capture(self) -> tuple[frozenset[str], Mapping[str, frozenset[ir.Comparison]]]:
+        """(primary clusters, mirror cluster → comparison settings) of the rules comparing bodies."""
+        primaries: set[str] = set()
+        mirrors: dict[str, set[ir.Comparison]] = {}
+        for (cluster, comparison), n in self.bodies.items():
+            if n <= 0:
+                continue
+            if comparison is None:
+                primaries.add(cluster)
+            else:
+                mirrors.setdefault(cluster, set()).add(comparison)
+        return frozenset(primaries), {c: frozenset(s) for c, s in mirrors.items()}
 
-def vhost_usage(vh: ir.VirtualHost) -> tuple[frozenset[tuple[str, int]], frozenset[str]]:
+
+def vhost_usage(vh: ir.VirtualHost) -> VhostUsage:
     pairs = frozenset((m.backend, m.comparison.sample_percent) for r in vh.routes for m in r.mirrors)
     headers = frozenset(h for r in vh.routes for m in r.mirrors for h in m.comparison.headers)
-    return pairs, headers
+    bodies: set[tuple[str, ir.Comparison | None]] = set()
+    for r in vh.routes:
+        compared = [m for m in r.mirrors if m.comparison.body]
+        if compared:
+            bodies.update((b.backend, None) for b in r.backends if b.backend)
+            bodies.update((m.backend, m.comparison) for m in compared)
+    return pairs, headers, frozenset(bodies)
 
 
 def usage_of(vhosts: Iterable[ir.VirtualHost]) -> MirrorUsage:
@@ -116,7 +142,7 @@ class _Chain:
     held: dict[int, ir.VirtualHost] = field(default_factory=dict)  # keeps every id in ``framed`` unique
     framed: dict[int, bytes] = field(default_factory=dict)
     digests: dict[int, bytes] = field(default_factory=dict)
-    usages: dict[int, tuple[frozenset[tuple[str, int]], frozenset[str]]] = field(default_factory=dict)
+    usages: dict[int, VhostUsage] = field(default_factory=dict)
     usage: MirrorUsage = field(default_factory=MirrorUsage)
     data: bytes = b""
     digest: bytes = b""

@@ -6,7 +6,7 @@ content hashes and restarts churn-free.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 
 from .. import ir
 from .accesslog import add_shadow_logging, mark_mirror_clusters, tag_route, untag_route
+from .bodycapture import add_body_capture
 from .encoded import EncodedMemo, MirrorUsage, usage_of
 from .resources import Encoded, Resources
 
@@ -105,9 +106,9 @@ def build_resources(
     if memo is not None:
         memo.begin(options.mirror_body_limit)
     routes, usage = _route_configurations(gateway, options.mirror_body_limit, memo)
-    mirrored, headers = usage.by_cluster(), usage.header_names()
-    backends = (gateway.backends, mirrored, options)
-    clusters, endpoints = _reuse(memo, "clusters", backends, lambda: _clusters(gateway, options, mirrored))
+    mirrored, headers, bodies = usage.by_cluster(), usage.header_names(), usage.body_capture()
+    backends = (gateway.backends, mirrored, bodies, options)
+    clusters, endpoints = _reuse(memo, "clusters", backends, lambda: _clusters(gateway, options, mirrored, bodies))
     shape = tuple(
         (lst.name, lst.port, lst.tls, tuple(_chain_shape(c) for c in lst.chains)) for lst in gateway.listeners
     )
@@ -152,7 +153,10 @@ def _route_configurations(
 
 
 def _clusters(
-    gateway: ir.GatewayIR, options: XdsOptions, mirrored: dict[str, list[int]]
+    gateway: ir.GatewayIR,
+    options: XdsOptions,
+    mirrored: dict[str, list[int]],
+    bodies: tuple[Set[str], Mapping[str, Set[ir.Comparison]]],
 ) -> tuple[Mapping[str, cluster_pb2.Cluster], Mapping[str, endpoint_pb2.ClusterLoadAssignment]]:
     clusters, endpoints = {}, {}
     for backend in gateway.backends:
@@ -163,6 +167,7 @@ def _clusters(
             endpoints[backend.name] = load_assignment(backend)
     if options.shadow:
         mark_mirror_clusters(mirrored, clusters)
+        add_body_capture(gateway.name, *bodies, clusters)
     return MappingProxyType(clusters), MappingProxyType(endpoints)
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#controlplane/shadow/v1/shadow.proto\x12\x15mirrorplane.shadow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x15GetComparisonsRequest\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\"3\n\x11WatchDiffsRequest\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\"\x81\x01\n\x16GetComparisonsResponse\x12\x34\n\x05rules\x18\x01 \x03(\x0b\x32%.mirrorplane.shadow.v1.RuleComparison\x12\x31\n\x08receiver\x18\x02 \x01(\x0b\x32\x1f.mirrorplane.shadow.v1.Receiver\"\xb9\x01\n\x08Receiver\x12=\n\x07\x65ntries\x18\x01 \x03(\x0b\x32,.mirrorplane.shadow.v1.Receiver.EntriesEntry\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x12\x15\n\rpending_limit\x18\x03 \x01(\x04\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x01\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xea\x02\n\x0eRuleComparison\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0e\n\x06mirror\x18\x04 \x01(\t\x12\x43\n\x07results\x18\x05 \x03(\x0b\x32\x32.mirrorplane.shadow.v1.RuleComparison.ResultsEntry\x12\x37\n\x0fprimary_latency\x18\x06 \x01(\x0b\x32\x1e.mirrorplane.shadow.v1.Latency\x12\x36\n\x0emirror_latency\x18\x07 \x01(\x0b\x32\x1e.mirrorplane.shadow.v1.Latency\x12\x34\n\x06recent\x18\x08 \x03(\x0b\x32$.mirrorplane.shadow.v1.DifferingPair\x1a.\n\x0cResultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"W\n\x07Latency\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x13\n\x0bp50_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bp90_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bp99_seconds\x18\x04 \x01(\x01\"\xa4\x02\n\rDifferingPair\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0e\n\x06mirror\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0c\n\x04path\x18\x08 \x01(\t\x12+\n\x07primary\x18\t \x01(\x0b\x32\x1a.mirrorplane.shadow.v1.Leg\x12.\n\nmirror_leg\x18\n \x01(\x0b\x32\x1a.mirrorplane.shadow.v1.Leg\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x0c \x01(\t\"\xdc\x01\n\x03Leg\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x13\n\x0bgrpc_status\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x17\n\x0flatency_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07\x66\x61ilure\x18\x06 \x01(\t\x12\x38\n\x07headers\x18\x07 \x03(\x0b\x32\'.mirrorplane.shadow.v1.Leg.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xd7\x01\n\x06Shadow\x12m\n\x0eGetComparisons\x12,.mirrorplane.shadow.v1.GetComparisonsRequest\x1a-.mirrorplane.shadow.v1.GetComparisonsResponse\x12^\n\nWatchDiffs\x12(.mirrorplane.shadow.v1.WatchDiffsRequest\x1a$.mirrorplane.shadow.v1.DifferingPair0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#controlplane/shadow/v1/shadow.proto\x12\x15mirrorplane.shadow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\nBodyReport\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x12\n\nover_limit\x18\x05 \x01(\x08\x12\x10\n\x08settings\x18\x06 \x01(\t\"\x0f\n\rBodyReportAck\"7\n\x15GetComparisonsRequest\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\"3\n\x11WatchDiffsRequest\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\"\x81\x01\n\x16GetComparisonsResponse\x12\x34\n\x05rules\x18\x01 \x03(\x0b\x32%.mirrorplane.shadow.v1.RuleComparison\x12\x31\n\x08receiver\x18\x02 \x01(\x0b\x32\x1f.mirrorplane.shadow.v1.Receiver\"\xb9\x01\n\x08Receiver\x12=\n\x07\x65ntries\x18\x01 \x03(\x0b\x32,.mirrorplane.shadow.v1.Receiver.EntriesEntry\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x12\x15\n\rpending_limit\x18\x03 \x01(\x04\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x01\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xea\x02\n\x0eRuleComparison\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0e\n\x06mirror\x18\x04 \x01(\t\x12\x43\n\x07results\x18\x05 \x03(\x0b\x32\x32.mirrorplane.shadow.v1.RuleComparison.ResultsEntry\x12\x37\n\x0fprimary_latency\x18\x06 \x01(\x0b\x32\x1e.mirrorplane.shadow.v1.Latency\x12\x36\n\x0emirror_latency\x18\x07 \x01(\x0b\x32\x1e.mirrorplane.shadow.v1.Latency\x12\x34\n\x06recent\x18\x08 \x03(\x0b\x32$.mirrorplane.shadow.v1.DifferingPair\x1a.\n\x0cResultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"W\n\x07Latency\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x13\n\x0bp50_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bp90_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bp99_seconds\x18\x04 \x01(\x01\"\xa4\x02\n\rDifferingPair\x12\x0f\n\x07gateway\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0e\n\x06mirror\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0c\n\x04path\x18\x08 \x01(\t\x12+\n\x07primary\x18\t \x01(\x0b\x32\x1a.mirrorplane.shadow.v1.Leg\x12.\n\nmirror_leg\x18\n \x01(\x0b\x32\x1a.mirrorplane.shadow.v1.Leg\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x0c \x01(\t\"\xed\x01\n\x03Leg\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x13\n\x0bgrpc_status\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x17\n\x0flatency_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07\x66\x61ilure\x18\x06 \x01(\t\x12\x38\n\x07headers\x18\x07 \x03(\x0b\x32\'.mirrorplane.shadow.v1.Leg.HeadersEntry\x12\x0f\n\x07\x65xcerpt\x18\x08 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xd7\x01\n\x06Shadow\x12m\n\x0eGetComparisons\x12,.mirrorplane.shadow.v1.GetComparisonsRequest\x1a-.mirrorplane.shadow.v1.GetComparisonsResponse\x12^\n\nWatchDiffs\x12(.mirrorplane.shadow.v1.WatchDiffsRequest\x1a$.mirrorplane.shadow.v1.DifferingPair0\x01\x32[\n\x06\x42odies\x12Q\n\x06Report\x12!.mirrorplane.shadow.v1.BodyReport\x1a$.mirrorplane.shadow.v1.BodyReportAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,28 +38,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RULECOMPARISON_RESULTSENTRY']._serialized_options = b'8\001'
   _globals['_LEG_HEADERSENTRY']._loaded_options = None
   _globals['_LEG_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_GETCOMPARISONSREQUEST']._serialized_start=95
-  _globals['_GETCOMPARISONSREQUEST']._serialized_end=150
-  _globals['_WATCHDIFFSREQUEST']._serialized_start=152
-  _globals['_WATCHDIFFSREQUEST']._serialized_end=203
-  _globals['_GETCOMPARISONSRESPONSE']._serialized_start=206
-  _globals['_GETCOMPARISONSRESPONSE']._serialized_end=335
-  _globals['_RECEIVER']._serialized_start=338
-  _globals['_RECEIVER']._serialized_end=523
-  _globals['_RECEIVER_ENTRIESENTRY']._serialized_start=477
-  _globals['_RECEIVER_ENTRIESENTRY']._serialized_end=523
-  _globals['_RULECOMPARISON']._serialized_start=526
-  _globals['_RULECOMPARISON']._serialized_end=888
-  _globals['_RULECOMPARISON_RESULTSENTRY']._serialized_start=842
-  _globals['_RULECOMPARISON_RESULTSENTRY']._serialized_end=888
-  _globals['_LATENCY']._serialized_start=890
-  _globals['_LATENCY']._serialized_end=977
-  _globals['_DIFFERINGPAIR']._serialized_start=980
-  _globals['_DIFFERINGPAIR']._serialized_end=1272
-  _globals['_LEG']._serialized_start=1275
-  _globals['_LEG']._serialized_end=1495
-  _globals['_LEG_HEADERSENTRY']._serialized_start=1449
-  _globals['_LEG_HEADERSENTRY']._serialized_end=1495
-  _globals['_SHADOW']._serialized_start=1498
-  _globals['_SHADOW']._serialized_end=1713
+  _globals['_BODYREPORT']._serialized_start=95
+  _globals['_BODYREPORT']._serialized_end=213
+  _globals['_BODYREPORTACK']._serialized_start=215
+  _globals['_BODYREPORTACK']._serialized_end=230
+  _globals['_GETCOMPARISONSREQUEST']._serialized_start=232
+  _globals['_GETCOMPARISONSREQUEST']._serialized_end=287
+  _globals['_WATCHDIFFSREQUEST']._serialized_start=289
+  _globals['_WATCHDIFFSREQUEST']._serialized_end=340
+  _globals['_GETCOMPARISONSRESPONSE']._serialized_start=343
+  _globals['_GETCOMPARISONSRESPONSE']._serialized_end=472
+  _globals['_RECEIVER']._serialized_start=475
+  _globals['_RECEIVER']._serialized_end=660
+  _globals['_RECEIVER_ENTRIESENTRY']._serialized_start=614
+  _globals['_RECEIVER_ENTRIESENTRY']._serialized_end=660
+  _globals['_RULECOMPARISON']._serialized_start=663
+  _globals['_RULECOMPARISON']._serialized_end=1025
+  _globals['_RULECOMPARISON_RESULTSENTRY']._serialized_start=979
+  _globals['_RULECOMPARISON_RESULTSENTRY']._serialized_end=1025
+  _globals['_LATENCY']._serialized_start=1027
+  _globals['_LATENCY']._serialized_end=1114
+  _globals['_DIFFERINGPAIR']._serialized_start=1117
+  _globals['_DIFFERINGPAIR']._serialized_end=1409
+  _globals['_LEG']._serialized_start=1412
+  _globals['_LEG']._serialized_end=1649
+  _globals['_LEG_HEADERSENTRY']._serialized_start=1603
+  _globals['_LEG_HEADERSENTRY']._serialized_end=1649
+  _globals['_SHADOW']._serialized_start=1652
+  _globals['_SHADOW']._serialized_end=1867
+  _globals['_BODIES']._serialized_start=1869
+  _globals['_BODIES']._serialized_end=1960
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BodyReport(_message.Message):
+    __slots__ = ("gateway", "request_id", "cluster", "body", "over_limit", "settings")
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    OVER_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    gateway: str
+    request_id: str
+    cluster: str
+    body: bytes
+    over_limit: bool
+    settings: str
+    def __init__(self, gateway: _Optional[str] = ..., request_id: _Optional[str] = ..., cluster: _Optional[str] = ..., body: _Optional[bytes] = ..., over_limit: _Optional[bool] = ..., settings: _Optional[str] = ...) -> None: ...
+
+class BodyReportAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GetComparisonsRequest(_message.Message):
     __slots__ = ("gateway", "route")
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
@@ -120,7 +140,7 @@ class DifferingPair(_message.Message):
     def __init__(self, gateway: _Optional[str] = ..., route: _Optional[str] = ..., rule: _Optional[str] = ..., mirror: _Optional[str] = ..., result: _Optional[str] = ..., request_id: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., primary: _Optional[_Union[Leg, _Mapping]] = ..., mirror_leg: _Optional[_Union[Leg, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Leg(_message.Message):
-    __slots__ = ("status", "grpc_status", "size", "digest", "latency_seconds", "failure", "headers")
+    __slots__ = ("status", "grpc_status", "size", "digest", "latency_seconds", "failure", "headers", "excerpt")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +155,7 @@ class Leg(_message.Message):
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    EXCERPT_FIELD_NUMBER: _ClassVar[int]
     status: int
     grpc_status: str
     size: int
@@ -142,4 +163,5 @@ class Leg(_message.Message):
     latency_seconds: float
     failure: str
     headers: _containers.ScalarMap[str, str]
-    def __init__(self, status: _Optional[int] = ..., grpc_status: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., failure: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    excerpt: str
+    def __init__(self, status: _Optional[int] = ..., grpc_status: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., failure: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., excerpt: _Optional[str] = ...) -> None: ...

@@ -141,3 +141,87 @@ class Shadow:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class BodiesStub:
+    """Response bodies of sampled legs of rules that compare bodies (MirrorPolicy comparison.body),
+    sent by Envoy's Lua upstream filter (controlplane/xds/bodycapture.py) as an asynchronous,
+    hand-framed unary call: Envoy never waits for the answer. Envoys call it, with their Gateway's
+    identity under mutual TLS, like the access log service.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Report = channel.unary_unary(
+                '/mirrorplane.shadow.v1.Bodies/Report',
+                request_serializer=controlplane_dot_shadow_dot_v1_dot_shadow__pb2.BodyReport.SerializeToString,
+                response_deserializer=controlplane_dot_shadow_dot_v1_dot_shadow__pb2.BodyReportAck.FromString,
+                _registered_method=True)
+
+
+class BodiesServicer:
+    """Response bodies of sampled legs of rules that compare bodies (MirrorPolicy comparison.body),
+    sent by Envoy's Lua upstream filter (controlplane/xds/bodycapture.py) as an asynchronous,
+    hand-framed unary call: Envoy never waits for the answer. Envoys call it, with their Gateway's
+    identity under mutual TLS, like the access log service.
+    """
+
+    def Report(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BodiesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=controlplane_dot_shadow_dot_v1_dot_shadow__pb2.BodyReport.FromString,
+                    response_serializer=controlplane_dot_shadow_dot_v1_dot_shadow__pb2.BodyReportAck.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mirrorplane.shadow.v1.Bodies', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mirrorplane.shadow.v1.Bodies', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Bodies:
+    """Response bodies of sampled legs of rules that compare bodies (MirrorPolicy comparison.body),
+    sent by Envoy's Lua upstream filter (controlplane/xds/bodycapture.py) as an asynchronous,
+    hand-framed unary call: Envoy never waits for the answer. Envoys call it, with their Gateway's
+    identity under mutual TLS, like the access log service.
+    """
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mirrorplane.shadow.v1.Bodies/Report',
+            controlplane_dot_shadow_dot_v1_dot_shadow__pb2.BodyReport.SerializeToString,
+            controlplane_dot_shadow_dot_v1_dot_shadow__pb2.BodyReportAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
