@@ -348,20 +348,55 @@ json_values = st.recursive(
 )
 
 
+def _read_in_chunks(text: str) -> list[Any]:
+    from controlplane.providers import yamlread
+
+    return [doc for c in yamlread.chunks(text) for doc in yamlread.load(c, text)[1]]
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.lists(json_values, min_size=1, max_size=6), st.data())
-def test_a_document_read_alone_is_what_reading_the_whole_file_gives(docs: list[Any], data: st.DataObject) -> None:
-    """The document cache rests on this: each document's slice of the file, loaded alone, is the
-    document the whole file gives."""
+@given(st.lists(json_values, min_size=1, max_size=6), st.booleans())
+def test_a_file_read_in_chunks_is_what_reading_it_whole_gives(docs: list[Any], explicit_end: bool) -> None:
+    """The document cache rests on this: each chunk of the file, loaded alone, gives the
+    documents the whole file gives there."""
+    import yaml
+
+    assert _read_in_chunks(yaml.safe_dump_all(docs, explicit_end=explicit_end)) == docs
+
+
+# Lines that put a "---" (or a directive) where a naive cut would go wrong: in scalars of every
+# style, in flow collections, after an unterminated quote, with anchors, tags and merge keys.
+_TRICKY_LINES = [
+    "---", "--- ", "--- |", "--- >-", "--- &x [1]", "---x", " ---", "----", "--- # c", "...", "... ", "....",
+    "%YAML 1.1", "%TAG !e! tag:yaml.org,2002:", "x: !e!str 5", "% not a directive", "a: 1", "b: [1, 2", "]", "c: 'x", "y'",
+    'd: "p', 'q"', "- item", "  - nested", "e: |", "  text", "text", "  ---", "f: &a {k: v}", "g: *a", "#---",
+    "# c", "", "h: >", "  folded", "i: !!str 5", "j: !!binary aGVsbG8=", "k: 2001-12-14", "<<: *a", "? key",
+    ": value", "l: {m: n,", "o: p}", "plain", "  continued", "\ufeff---", "- |", "   ---", "z: --- x",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_TRICKY_LINES), max_size=12),
+    st.sampled_from(["\n", "\r\n", "\r", "\x85", "\u2028"]),
+)
+def test_any_text_read_in_chunks_reads_or_fails_as_a_whole(lines: list[str], newline: str) -> None:
+    """Whatever the text, reading it chunk by chunk gives the same documents as reading it
+    whole, or both fail."""
     import yaml
 
     from controlplane.providers import yamlread
 
-    text = yaml.safe_dump_all(docs, explicit_end=data.draw(st.booleans()))
-    documents = yamlread.split(text)
-    assert len(documents) == len(docs)
-    wanted = data.draw(st.lists(st.sampled_from(documents), unique_by=lambda d: d.index))
-    assert yamlread.construct(text, documents, wanted) == [docs[d.index] for d in wanted]
+    text = newline.join(lines)
+    try:
+        whole: Any = list(yaml.load_all(text, Loader=yamlread.Loader))
+    except yaml.YAMLError:
+        whole = "fails"
+    try:
+        chunked: Any = _read_in_chunks(text)
+    except (yaml.YAMLError, yamlread.RejectedError):
+        chunked = "fails"
+    assert chunked == whole, yamlread.chunks(text)
 
 
 async def test_serve_starts_with_a_hostile_file_and_names_it(tmp_path: Path) -> None:

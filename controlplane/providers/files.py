@@ -8,7 +8,7 @@ reason.
 
 Reading runs in one worker thread, never on the event loop: ADS, the admin API and health keep
 answering while a large folder loads. Documents whose text did not change since the last read
-(a hash per document) are neither parsed into objects nor validated again, and a burst of writes
+(a hash per document) are neither parsed nor validated again, and a burst of writes
 across files reaches the store as one update once it settles (``settle_ms``). See docs/loading.md.
 """
 
@@ -63,10 +63,19 @@ class _Parsed:
     failures: tuple[tuple[str, str, ObjKey | None], ...] = ()
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """What one chunk of a file (``yamlread.Chunk``) became: its documents, and the nodes they
+    expand to (counted against the file's limit)."""
+
+    nodes: int
+    documents: tuple[_Parsed, ...]
+
+
 @dataclass
 class _FileState:
     digest: bytes = b""  # of the file's bytes: the same bytes are not read again
-    documents: dict[bytes, _Parsed] = field(default_factory=dict)  # by document digest
+    chunks: dict[bytes, _Chunk] = field(default_factory=dict)  # by chunk digest
     objects: dict[ObjKey, K8sObject[Any]] = field(default_factory=dict)  # the last good ones
     errors: list[LoadError] = field(default_factory=list)
 
@@ -89,12 +98,16 @@ def parse_text(
 
 
 def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
-    """Read ``text`` into ``state``, reusing the documents it already knows by digest."""
-    known = state.documents
+    """Read ``text`` into ``state``, reusing the chunks it already knows by digest."""
+    known = state.chunks
     try:
-        documents = yamlread.split(text, limits)
-        fresh = [d for d in documents if d.digest not in known]
-        built = dict(zip((d.digest for d in fresh), yamlread.construct(text, documents, fresh), strict=True))
+        chunks = yamlread.chunks(text, limits)
+        budget = limits.max_nodes - sum(known[c.digest].nodes for c in chunks if c.digest in known)
+        built: dict[bytes, tuple[int, list[Any]]] = {}
+        for c in chunks:
+            if c.digest not in known and c.digest not in built:
+                built[c.digest] = yamlread.load(c, text, limits, budget)
+                budget -= built[c.digest][0]
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
@@ -104,20 +117,28 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     except yamlread.RejectedError as exc:
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
-    parsed = {
-        d.digest: known[d.digest] if d.digest in known else _parse_document(built[d.digest], d.index, source)
-        for d in documents
-    }
+    parsed: dict[bytes, _Chunk] = {}
+    index = 0  # of the document in the file
+    for c in chunks:
+        if c.digest not in parsed:
+            if c.digest in known:
+                parsed[c.digest] = known[c.digest]
+            else:
+                nodes, docs = built[c.digest]
+                parsed[c.digest] = _Chunk(
+                    nodes, tuple(_parse_document(doc, index + i, source) for i, doc in enumerate(docs))
+                )
+        index += len(parsed[c.digest].documents)
     previous, objects, errors = state.objects, {}, []
-    for d in documents:
-        result = parsed[d.digest]
-        for obj in result.objects:
-            objects[obj.key] = obj
-        for ident, message, key in result.failures:
-            errors.append(LoadError(source, ident, message))
-            if key is not None and key in previous and key not in objects:
-                objects[key] = previous[key]
-    state.documents, state.objects, state.errors = parsed, objects, errors
+    for c in chunks:
+        for result in parsed[c.digest].documents:
+            for obj in result.objects:
+                objects[obj.key] = obj
+            for ident, message, key in result.failures:
+                errors.append(LoadError(source, ident, message))
+                if key is not None and key in previous and key not in objects:
+                    objects[key] = previous[key]
+    state.chunks, state.objects, state.errors = parsed, objects, errors
 
 
 def _parse_document(doc: Any, index: int, source: str) -> _Parsed:

@@ -12,21 +12,22 @@ anything:
   size is remembered, and an alias adds that size, so the check costs one integer per event
   however large the expansion would be.
 
-The same pass records where each document starts and ends. The caller hashes those slices and
-builds (``construct``) only documents it has not seen before, which is what keeps an edit to one
-object in a large file from re-validating all the others.
+Before that, the file is cut (``chunks``) before every line that starts a document, by a
+string search that parses nothing, and each chunk is hashed. The caller checks and builds
+(``load``) only chunks it has not seen before: an edit to one object in a 10,000-route file
+costs a search, a hash of the file, and reading that one document, not a pass over the file.
 
 libyaml's C parser (``yaml.CSafeLoader``) does the parsing when PyYAML was built with it; the
 pure-Python parser is the fallback. Both are state machines (no recursion), and libyaml itself
-refuses nesting beyond 1,000 levels. The event pass costs about half of what ``yaml.load_all``
-with the C loader costs on the same file (``python -m benchmarks.loading``; docs/loading.md).
+refuses nesting beyond 1,000 levels. The event pass costs about a third of what ``yaml.load_all``
+with the C loader costs on the same text (``python -m benchmarks.loading``; docs/loading.md).
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Sequence
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,14 @@ class Limits:
 
 class RejectedError(ValueError):
     """The whole file is refused; the message says why in a user's words."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason, line)  # these args let the exception pickle
+        self.reason = reason
+        self.line = line  # 0-based, of the file
+
+    def __str__(self) -> str:
+        return self.reason if self.line is None else f"{self.reason} (line {self.line + 1})"
 
 
 @dataclass(frozen=True)
@@ -74,16 +83,76 @@ def decode(data: bytes) -> str:
         ) from None
 
 
-def split(text: str, limits: Limits = Limits()) -> list[Document]:
-    """The documents of ``text``; raises RejectedError or yaml.YAMLError for the whole file."""
+# Line breaks as YAML counts them, and the start of a document as both parsers see it: "---" at
+# the start of a line, followed by a blank or the end of the file.
+_BREAKS = "\r\n\x85\u2028\u2029"
+_DOCUMENT_START = re.compile(r"---(?=[ \t\r\n\x85\u2028\u2029]|\Z)")
+_DIRECTIVE = re.compile(r"(?:\A|(?<=[\r\n\x85\u2028\u2029]))%")
+_LINES = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A slice of a file that reads alone as it reads in the file: from one document start to the next."""
+
+    start: int  # offset of its first character in the file's text
+    text: str
+    digest: bytes  # of ``text``: equal digests, equal documents
+
+
+def chunks(text: str, limits: Limits = Limits()) -> list[Chunk]:
+    """Cut ``text`` before every line that starts a document, without parsing it.
+
+    A "---" at the start of a line always starts a document, whatever precedes it: libyaml and
+    PyYAML end a plain or block scalar there (a block scalar is indented at least one column),
+    and refuse it inside a quoted scalar or a flow collection. Anchors do not reach across
+    documents. So each chunk, read alone, gives the documents it gives within the file, and a
+    file that does not parse has a chunk that does not parse (possibly with another message,
+    when the error is the cut itself, such as an unclosed quote). Directives (``%YAML``,
+    ``%TAG``) are the exception, as they belong to the document after them: a file with any is
+    one chunk.
+    """
     if len(text) > limits.max_bytes:  # text handed in directly; files are measured before reading
         raise RejectedError(f"larger than {limits.max_bytes} bytes")
+    cuts = [0]
+    if "%" not in text or not _DIRECTIVE.search(text):  # the first test is 100x faster
+        cuts += (m.start() for m in _DOCUMENT_START.finditer(text) if m.start() and text[m.start() - 1] in _BREAKS)
+    cuts.append(len(text))
+    return [
+        Chunk(a, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        for a, b in zip(cuts, cuts[1:], strict=False)
+    ]
+
+
+def load(chunk: Chunk, text: str, limits: Limits = Limits(), budget: int | None = None) -> tuple[int, list[Any]]:
+    """The documents of one chunk of ``text``, and how many nodes they expand to.
+
+    Nothing is built before the bounded event pass has accepted the whole chunk. ``budget`` is
+    what the file's other chunks left of ``limits.max_nodes``. Raises RejectedError or
+    yaml.YAMLError, with lines counted from the start of the file.
+    """
+    try:
+        nodes = _check(chunk.text, limits, limits.max_nodes if budget is None else budget)
+        return nodes, list(yaml.load_all(chunk.text, Loader=Loader))
+    except (yaml.YAMLError, RejectedError) as exc:
+        offset = len(_LINES.findall(text, 0, chunk.start))
+        if offset:
+            for name in ("context_mark", "problem_mark"):
+                if (mark := getattr(exc, name, None)) is not None:  # libyaml's marks are read-only
+                    moved = yaml.Mark(mark.name, mark.index + chunk.start, mark.line + offset, mark.column, None, 0)
+                    setattr(exc, name, moved)
+            if isinstance(exc, RejectedError) and exc.line is not None:
+                raise RejectedError(exc.reason, exc.line + offset) from None
+        raise
+
+
+def _check(text: str, limits: Limits, budget: int) -> int:
+    """One pass over the parser's events: the limits, before anything is built. Returns the nodes."""
     loader = Loader(text)
-    spans: list[tuple[int, int]] = []
     # Per open collection: its anchor, the node count when it opened, its height so far.
     stack: list[list[Any]] = []
     anchors: dict[str, tuple[int, int]] = {}  # anchor → (expanded nodes, height)
-    count = start = 0
+    count = 0
     try:
         while loader.check_event():
             event = loader.get_event()
@@ -94,12 +163,12 @@ def split(text: str, limits: Limits = Limits()) -> list[Document]:
                     anchors[event.anchor] = (1, 0)
             elif kind is yaml.AliasEvent:
                 if event.anchor not in anchors:
-                    raise RejectedError(f"alias *{event.anchor} names no anchor (line {event.start_mark.line + 1})")
+                    raise RejectedError(f"alias *{event.anchor} names no anchor", event.start_mark.line)
                 size, height = anchors[event.anchor]
                 count += size
                 if len(stack) + height > limits.max_depth:
                     raise RejectedError(
-                        f"alias *{event.anchor} nests deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})"
+                        f"alias *{event.anchor} nests deeper than {limits.max_depth} levels", event.start_mark.line
                     )
                 if stack:
                     stack[-1][2] = max(stack[-1][2], height)
@@ -107,9 +176,7 @@ def split(text: str, limits: Limits = Limits()) -> list[Document]:
                 stack.append([event.anchor, count, 0])
                 count += 1
                 if len(stack) > limits.max_depth:
-                    raise RejectedError(
-                        f"nested deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})"
-                    )
+                    raise RejectedError(f"nested deeper than {limits.max_depth} levels", event.start_mark.line)
             elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
                 anchor, opened, height = stack.pop()
                 if anchor:
@@ -117,29 +184,12 @@ def split(text: str, limits: Limits = Limits()) -> list[Document]:
                 if stack:
                     stack[-1][2] = max(stack[-1][2], height + 1)
             elif kind is yaml.DocumentStartEvent:
-                start, anchors = event.start_mark.index, {}
-            elif kind is yaml.DocumentEndEvent:
-                spans.append((start, event.end_mark.index))
-            if count > limits.max_nodes:
+                anchors = {}
+            if count > budget:
                 raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
     finally:
         loader.dispose()
-    return [
-        Document(i, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest())
-        for i, (a, b) in enumerate(spans)
-    ]
-
-
-def construct(text: str, documents: Sequence[Document], wanted: Sequence[Document]) -> list[Any]:
-    """Build ``wanted`` (some of ``documents``, all split from ``text``) into Python objects.
-
-    One ``load_all`` of the whole file when most documents are wanted (a first load), otherwise
-    one small load per wanted document: a loader costs about 0.1 ms to set up.
-    """
-    if len(wanted) * 2 > len(documents):
-        every = list(yaml.load_all(text, Loader=Loader))
-        return [every[d.index] for d in wanted]
-    return [yaml.load(d.text, Loader=Loader) for d in wanted]
+    return count
 
 
 def check_tree(value: Any, limits: Limits = Limits()) -> None:
