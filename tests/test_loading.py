@@ -372,6 +372,9 @@ _TRICKY_LINES = [
     'd: "p', 'q"', "- item", "  - nested", "e: |", "  text", "text", "  ---", "f: &a {k: v}", "g: *a", "#---",
     "# c", "", "h: >", "  folded", "i: !!str 5", "j: !!binary aGVsbG8=", "k: 2001-12-14", "<<: *a", "? key",
     ": value", "l: {m: n,", "o: p}", "plain", "  continued", "\ufeff---", "- |", "   ---", "z: --- x",
+    # Plain scalars PyYAML resolves to something else than a string, keys that are not strings.
+    "n: null", "n: ~", "b: yes", "b: On", "i: 0x1F", "i: 1_000", "i: 0o17", "i: 190:20:30", "f: 1e3", "f: .inf",
+    "t: 2001-12-14t21:59:43.10-05:00", "e:", "v: =", "5: int key", "[a, b]: c", "{a: 1}: b", "- - x", "w: !", "- *a",
 ]  # fmt: skip
 
 

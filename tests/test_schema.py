@@ -338,6 +338,29 @@ def test_request_mirror_filter_needs_its_field() -> None:
     ]
 
 
+def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CEL memo: a filter that passed is not evaluated again; one that failed fails every time."""
+    from controlplane.gatewayapi import schema
+
+    evaluated: list[Any] = []
+    real = schema._activation
+    monkeypatch.setattr(schema, "_activation", lambda value, ext: evaluated.append(value) or real(value, ext))
+    body = load(ROUTE)
+    route_rule(body)["filters"][0]["requestMirror"]["backendRef"]["name"] = "memo-test"  # not seen before
+    validate(body)
+    first = len(evaluated)
+    evaluated.clear()
+    validate(body)
+    assert 0 < len(evaluated) < first  # the small nodes (filters, backendRefs) are remembered
+    bad = load(ROUTE)
+    del route_rule(bad)["filters"][0]["requestMirror"]
+    for _ in range(2):
+        assert errors_of(bad) == [
+            'spec.rules[0].filters[0]: Invalid value: "object": '
+            "filter.requestMirror must be specified for RequestMirror filter.type"
+        ]
+
+
 def test_service_backend_ref_needs_a_port() -> None:
     body = load(ROUTE)
     del route_rule(body)["backendRefs"][0]["port"]

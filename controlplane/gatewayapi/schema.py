@@ -44,7 +44,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import cel
 import jsonschema
@@ -641,11 +641,23 @@ class _Rule:
 
 @dataclass(frozen=True)
 class _RuleSet:
-    """The rules declared on one schema node, plus one program evaluating them all at once."""
+    """The rules declared on one schema node, plus one program evaluating them all at once.
+
+    ``passed`` remembers small values every rule accepted, by ``repr``: the rules see nothing
+    but the value (transition rules are left out), and for the types YAML and JSON give, equal
+    reprs are equal values of equal types. Manifests repeat the same filters and backendRefs
+    over and over, and a repeated one then costs a repr instead of a CEL evaluation (the
+    10,000-route workload of docs/performance.md: 45% of CEL time). Bounded in entries and in
+    the length of each, so that it stays within a few MB however many objects are read.
+    """
 
     rules: tuple[_Rule, ...]
     batch: cel.Program
     extended: bool
+    passed: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    MEMO_ENTRIES: ClassVar[int] = 512
+    MEMO_CHARS: ClassVar[int] = 256
 
     @classmethod
     def compile(cls, specs: list[dict[str, Any]]) -> _RuleSet | None:
@@ -658,10 +670,18 @@ class _RuleSet:
         return cls(rules, batch, any(r.extended for r in rules))
 
     def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
+        key = repr(value)
+        if key in self.passed:
+            return
         try:
             results = self.batch.execute(_activation(value, self.extended))
         except _CEL_ERRORS:  # one rule raised: re-run them one by one to say which
             results = [None] * len(self.rules)
+        if len(key) <= self.MEMO_CHARS and all(r is True for r in results):
+            if len(self.passed) >= self.MEMO_ENTRIES:
+                self.passed.clear()
+            self.passed.add(key)
+            return
         where = _fmt_path(path)
         for rule, result in zip(self.rules, results, strict=True):
             if result is True:
