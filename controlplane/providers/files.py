@@ -100,14 +100,23 @@ def parse_text(
 def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     """Read ``text`` into ``state``, reusing the chunks it already knows by digest."""
     known = state.chunks
+    parsed: dict[bytes, _Chunk] = {}
+    index = 0  # of the document in the file
     try:
         chunks = yamlread.chunks(text, limits)
         budget = limits.max_nodes - sum(known[c.digest].nodes for c in chunks if c.digest in known)
-        built: dict[bytes, tuple[int, list[Any]]] = {}
         for c in chunks:
-            if c.digest not in known and c.digest not in built:
-                built[c.digest] = yamlread.load(c, text, limits, budget)
-                budget -= built[c.digest][0]
+            if c.digest not in parsed:
+                if c.digest in known:
+                    parsed[c.digest] = known[c.digest]
+                else:
+                    # Validated as soon as built, so that the file's parsed YAML never exists
+                    # whole next to its validated copy (peak memory).
+                    nodes, docs = yamlread.load(c, text, limits, budget)
+                    budget -= nodes
+                    documents = (_parse_document(doc, index + i, source) for i, doc in enumerate(docs))
+                    parsed[c.digest] = _Chunk(nodes, tuple(documents))
+            index += len(parsed[c.digest].documents)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
@@ -117,18 +126,6 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     except yamlread.RejectedError as exc:
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
-    parsed: dict[bytes, _Chunk] = {}
-    index = 0  # of the document in the file
-    for c in chunks:
-        if c.digest not in parsed:
-            if c.digest in known:
-                parsed[c.digest] = known[c.digest]
-            else:
-                nodes, docs = built[c.digest]
-                parsed[c.digest] = _Chunk(
-                    nodes, tuple(_parse_document(doc, index + i, source) for i, doc in enumerate(docs))
-                )
-        index += len(parsed[c.digest].documents)
     previous, objects, errors = state.objects, {}, []
     for c in chunks:
         for result in parsed[c.digest].documents:

@@ -29,6 +29,7 @@ import codecs
 import hashlib
 import re
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 import yaml
@@ -225,7 +226,7 @@ def _build(text: str, limits: Limits, budget: int) -> tuple[int, list[Any]]:
                 elif top[1] is _NO_KEY:
                     if type(value) is dict or type(value) is list:
                         raise _Unusual("a collection as a key")
-                    top[1] = value
+                    top[1] = intern(value) if type(value) is str else value  # keys repeat in every object
                 else:
                     top[0][top[1]] = value
                     top[1] = _NO_KEY
