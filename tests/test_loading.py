@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from controlplane.gatewayapi.store import Store
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
-from e2e import LOCAL, Stack, copy_local
+from e2e import GATEWAY, LOCAL, Stack, copy_local
 from support import free_port, wait_until
 from test_cli import MIRRORPLANE, Proc
 
@@ -241,7 +241,7 @@ async def test_a_burst_of_writes_is_one_update(tmp_path: Path) -> None:
     stores: list[Store] = []
     watching = asyncio.create_task(provider.watch(stores.append))
     try:
-        await asyncio.sleep(0.5)  # the watcher is set up (nothing to wait on: it reports nothing)
+        await asyncio.wait_for(provider.watching.wait(), 30)
 
         def burst() -> None:  # an editor saving ten files, 20 ms apart
             import time
@@ -256,6 +256,50 @@ async def test_a_burst_of_writes_is_one_update(tmp_path: Path) -> None:
         assert len(stores) == 1, [len(s.services) for s in stores]
     finally:
         watching.cancel()
+
+
+ROUTE_TO = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: checkout-{i}, namespace: server}}
+spec:
+  parentRefs: [{{name: simple-gateway}}]
+  hostnames: [checkout-{i}.example.com]
+  rules: [{{backendRefs: [{{name: svc-{i}, port: 8080}}]}}]
+"""
+
+
+async def test_a_checkout_across_files_reaches_the_gateway_as_one_snapshot(tmp_path: Path) -> None:
+    """A `git checkout` writes many files at once: here ten HTTPRoutes, each in its own file,
+    and the Services they route to in ten others. Read file by file, Envoy would get versions
+    with some of the routes, or routes whose Service is not there yet (a 500). The Gateway's
+    snapshot must change once. (The window is widened from its default for a loaded machine.)"""
+    folder = copy_local(tmp_path / "local", gateway_port=free_port(), pipy_port=free_port(), mirror_port=free_port())
+    provider = FileProvider(folder, settle_ms=300)
+    plane = ControlPlane(provider, xds_port=free_port(), http_port=None)
+    await plane.start()
+    try:
+        versions = [plane.cache[GATEWAY].version]
+
+        def record(*_: object) -> None:
+            if plane.cache[GATEWAY].version != versions[-1]:
+                versions.append(plane.cache[GATEWAY].version)
+
+        plane.controller.update_listeners.append(record)
+        await asyncio.wait_for(provider.watching.wait(), 30)
+
+        def checkout() -> None:
+            for i in range(10):
+                (folder / f"route-{i}.yaml").write_text(ROUTE_TO.format(i=i))
+                (folder / f"svc-{i}.yaml").write_text(SERVICE.format(i=i))
+
+        await asyncio.to_thread(checkout)
+        await wait_until(lambda: len(versions) > 1, message="the checkout being served")
+        await asyncio.sleep(0.6)  # two windows: a second version would have arrived
+        assert len(versions) == 2, versions
+        served = plane.controller.last_input
+        assert served is not None and all(("server", f"checkout-{i}") in served.httproutes for i in range(10))
+    finally:
+        await plane.stop()
 
 
 def test_unchanged_documents_are_not_validated_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

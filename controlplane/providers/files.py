@@ -198,7 +198,7 @@ class FileProvider:
     change of a burst that never settles.
     """
 
-    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 20, max_wait_ms: int = 1000) -> None:
+    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 5, max_wait_ms: int = 1000) -> None:
         # Absolute, so that the paths found at start and the watcher's (always absolute) events
         # name the same file; not resolved, so that a symlinked folder keeps its name in logs.
         self.root = Path(os.path.abspath(root))
@@ -208,6 +208,7 @@ class FileProvider:
         self._state: dict[Path, _FileState] = {}
         self._changes = 0  # counts loads that changed some file's objects or errors
         self._worker: ThreadPoolExecutor | None = None
+        self.watching = asyncio.Event()  # set once a watch sees every change from then on
 
     @property
     def errors(self) -> dict[Path, list[LoadError]]:
@@ -334,12 +335,14 @@ class FileProvider:
         try:
             await asyncio.sleep(0)  # awatch sets up its watches before it first awaits: from here on nothing is missed
             await self._reload(None, on_change)
+            self.watching.set()
             while True:
                 paths = sorted({Path(p) for _, p in await batch if Path(p).suffix in SUFFIXES})
                 batch = asyncio.ensure_future(anext(watcher))
                 if paths:
                     await self._reload(paths, on_change)
         finally:
+            self.watching.clear()
             batch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await batch
