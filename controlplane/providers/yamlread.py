@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -176,6 +177,17 @@ def _plain(value: str) -> Any:
     return value
 
 
+def _events(text: str) -> Iterator[tuple[type[yaml.Event], Any]]:
+    """libyaml's events for ``text``, with their type."""
+    loader = Loader(text)
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            yield type(event), event
+    finally:
+        loader.dispose()
+
+
 def _build(text: str, limits: Limits, budget: int) -> tuple[int, list[Any]]:
     """Check the limits and build the documents in the same pass over the parser's events.
 
@@ -185,57 +197,51 @@ def _build(text: str, limits: Limits, budget: int) -> tuple[int, list[Any]]:
     constructors. Anything else raises _Unusual before it is built, and the chunk is left to
     PyYAML. Without anchors a node is counted once, so the limits are simpler than in _check.
     """
-    loader = Loader(text)
     docs: list[Any] = []
     # Per open collection: the collection, and for a mapping the key waiting for its value.
     stack: list[list[Any]] = []
     root: Any = None
     count = 0
-    try:
-        while loader.check_event():
-            event = loader.get_event()
-            kind = type(event)
-            if kind is yaml.ScalarEvent:
-                if event.anchor or event.tag is not None:
-                    raise _Unusual("anchor or tag")
-                value = _plain(event.value) if event.implicit[0] else event.value
-                count += 1
-            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                if event.anchor or event.tag is not None:
-                    raise _Unusual("anchor or tag")
-                value = {} if kind is yaml.MappingStartEvent else []
-                count += 1
-            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                stack.pop()
-                continue
-            elif kind is yaml.DocumentEndEvent:
-                docs.append(root)
-                continue
-            elif kind is yaml.AliasEvent:
-                raise _Unusual("alias")
-            else:  # stream and document starts
-                continue
-            if count > budget:
-                raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
-            if not stack:
-                root = value
+    for kind, event in _events(text):
+        if kind is yaml.ScalarEvent:
+            if event.anchor or event.tag is not None:
+                raise _Unusual("anchor or tag")
+            value = _plain(event.value) if event.implicit[0] else event.value
+            count += 1
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            if event.anchor or event.tag is not None:
+                raise _Unusual("anchor or tag")
+            value = {} if kind is yaml.MappingStartEvent else []
+            count += 1
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            stack.pop()
+            continue
+        elif kind is yaml.DocumentEndEvent:
+            docs.append(root)
+            continue
+        elif kind is yaml.AliasEvent:
+            raise _Unusual("alias")
+        else:  # stream and document starts
+            continue
+        if count > budget:
+            raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
+        if not stack:
+            root = value
+        else:
+            top = stack[-1]
+            if type(top[0]) is list:
+                top[0].append(value)
+            elif top[1] is _NO_KEY:
+                if type(value) is dict or type(value) is list:
+                    raise _Unusual("a collection as a key")
+                top[1] = intern(value) if type(value) is str else value  # keys repeat in every object
             else:
-                top = stack[-1]
-                if type(top[0]) is list:
-                    top[0].append(value)
-                elif top[1] is _NO_KEY:
-                    if type(value) is dict or type(value) is list:
-                        raise _Unusual("a collection as a key")
-                    top[1] = intern(value) if type(value) is str else value  # keys repeat in every object
-                else:
-                    top[0][top[1]] = value
-                    top[1] = _NO_KEY
-            if type(value) is dict or type(value) is list:
-                stack.append([value, _NO_KEY])
-                if len(stack) > limits.max_depth:
-                    raise RejectedError(f"nested deeper than {limits.max_depth} levels", event.start_mark.line)
-    finally:
-        loader.dispose()
+                top[0][top[1]] = value
+                top[1] = _NO_KEY
+        if type(value) is dict or type(value) is list:
+            stack.append([value, _NO_KEY])
+            if len(stack) > limits.max_depth:
+                raise RejectedError(f"nested deeper than {limits.max_depth} levels", event.start_mark.line)
     return count, docs
 
 
@@ -244,47 +250,41 @@ _NO_KEY: Any = object()
 
 def _check(text: str, limits: Limits, budget: int) -> int:
     """One pass over the parser's events: the limits, before anything is built. Returns the nodes."""
-    loader = Loader(text)
     # Per open collection: its anchor, the node count when it opened, its height so far.
     stack: list[list[Any]] = []
     anchors: dict[str, tuple[int, int]] = {}  # anchor → (expanded nodes, height)
     count = 0
-    try:
-        while loader.check_event():
-            event = loader.get_event()
-            kind = type(event)
-            if kind is yaml.ScalarEvent:
-                count += 1
-                if event.anchor:
-                    anchors[event.anchor] = (1, 0)
-            elif kind is yaml.AliasEvent:
-                if event.anchor not in anchors:
-                    raise RejectedError(f"alias *{event.anchor} names no anchor", event.start_mark.line)
-                size, height = anchors[event.anchor]
-                count += size
-                if len(stack) + height > limits.max_depth:
-                    raise RejectedError(
-                        f"alias *{event.anchor} nests deeper than {limits.max_depth} levels", event.start_mark.line
-                    )
-                if stack:
-                    stack[-1][2] = max(stack[-1][2], height)
-            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
-                stack.append([event.anchor, count, 0])
-                count += 1
-                if len(stack) > limits.max_depth:
-                    raise RejectedError(f"nested deeper than {limits.max_depth} levels", event.start_mark.line)
-            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
-                anchor, opened, height = stack.pop()
-                if anchor:
-                    anchors[anchor] = (count - opened, height + 1)
-                if stack:
-                    stack[-1][2] = max(stack[-1][2], height + 1)
-            elif kind is yaml.DocumentStartEvent:
-                anchors = {}
-            if count > budget:
-                raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
-    finally:
-        loader.dispose()
+    for kind, event in _events(text):
+        if kind is yaml.ScalarEvent:
+            count += 1
+            if event.anchor:
+                anchors[event.anchor] = (1, 0)
+        elif kind is yaml.AliasEvent:
+            if event.anchor not in anchors:
+                raise RejectedError(f"alias *{event.anchor} names no anchor", event.start_mark.line)
+            size, height = anchors[event.anchor]
+            count += size
+            if len(stack) + height > limits.max_depth:
+                raise RejectedError(
+                    f"alias *{event.anchor} nests deeper than {limits.max_depth} levels", event.start_mark.line
+                )
+            if stack:
+                stack[-1][2] = max(stack[-1][2], height)
+        elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+            stack.append([event.anchor, count, 0])
+            count += 1
+            if len(stack) > limits.max_depth:
+                raise RejectedError(f"nested deeper than {limits.max_depth} levels", event.start_mark.line)
+        elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+            anchor, opened, height = stack.pop()
+            if anchor:
+                anchors[anchor] = (count - opened, height + 1)
+            if stack:
+                stack[-1][2] = max(stack[-1][2], height + 1)
+        elif kind is yaml.DocumentStartEvent:
+            anchors = {}
+        if count > budget:
+            raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
     return count
 
 
