@@ -929,3 +929,20 @@ def test_valid_objects_take_the_structural_fast_path(text: str) -> None:
     body = load(text)
     compiled = schema._compiled(body["apiVersion"], body["kind"])
     assert schema._structurally_valid(compiled.fast, schema._decode(body, compiled.root, (), []))
+
+
+def test_valid_objects_are_validated_without_importing_jsonschema() -> None:
+    """jsonschema only words the errors of what the fast check rejects: a process that reads
+    valid objects does not pay its memory."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, yaml\n"
+        "from controlplane.gatewayapi.schema import validate\n"
+        f"for text in {[ROUTE, GATEWAY, SERVICE, ENDPOINT_SLICE]!r}:\n"
+        "    validate(yaml.safe_load(text))\n"
+        "print('jsonschema' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -44,14 +44,16 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cel
-import jsonschema
 import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
 from ..errors import MirrorplaneError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",
@@ -260,7 +262,7 @@ def _required(validator: Any, required: list[str], instance: Any, schema: dict[s
     if validator.is_type(instance, "object"):
         for prop in required:
             if prop not in instance:
-                yield jsonschema.ValidationError(f"{prop!r} is a required property", path=[prop])
+                yield _jsonschema().ValidationError(f"{prop!r} is a required property", path=[prop])
 
 
 def _is_ipv4(value: Any) -> bool:
@@ -277,15 +279,28 @@ def _is_base64(value: Any) -> bool:
     return True
 
 
-# Only the string formats the schemas use on validated fields (int32/int64 only document the
-# Go type; date-time appears in status, which is not validated).
-_FORMATS = jsonschema.FormatChecker(())
-_FORMATS.checks("ipv4", raises=ValueError)(_is_ipv4)
-_FORMATS.checks("ipv6", raises=ValueError)(_is_ipv6)
-_FORMATS.checks("byte", raises=binascii.Error)(_is_base64)
+@functools.cache
+def _jsonschema() -> Any:
+    """jsonschema, imported when first needed: only to word the errors of an object the fast
+    check rejects, or for a kind without one. Valid input never needs it, and importing it
+    costs 3.4 MB of resident memory."""
+    import jsonschema
 
-# types-jsonschema leaves extend() unannotated, so the class it makes is Any to mypy.
-_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"required": _required})  # type: ignore[no-untyped-call]
+    return jsonschema
+
+
+@functools.cache
+def _validator_class() -> Any:
+    jsonschema = _jsonschema()
+    # Only the string formats the schemas use on validated fields (int32/int64 only document the
+    # Go type; date-time appears in status, which is not validated).
+    formats = jsonschema.FormatChecker(())
+    formats.checks("ipv4", raises=ValueError)(_is_ipv4)
+    formats.checks("ipv6", raises=ValueError)(_is_ipv6)
+    formats.checks("byte", raises=binascii.Error)(_is_base64)
+    extended = jsonschema.validators.extend(jsonschema.Draft4Validator, {"required": _required})
+    return functools.partial(extended, format_checker=formats)
+
 
 # --- the structural fast path ---------------------------------------------------------------
 
@@ -495,7 +510,7 @@ def _schema_problems(err: jsonschema.ValidationError) -> Iterator[_Problem]:
     """The error itself, and for a failed oneOf/anyOf the closest branch's errors, as go-openapi adds."""
     yield _schema_problem(err)
     if err.validator in ("oneOf", "anyOf") and err.context:
-        yield from _schema_problems(jsonschema.exceptions.best_match(err.context))
+        yield from _schema_problems(_jsonschema().exceptions.best_match(err.context))
 
 
 def _invalid(path: str, value: Any, detail: str) -> _Problem:
@@ -781,7 +796,7 @@ class _KindSchema:
     """Everything needed to validate one apiVersion/kind, compiled once."""
 
     root: _Node
-    validator: Any
+    openapi: dict[str, Any]  # what jsonschema checks
     fast: Check | None
     name_format: _NameFormat
     namespaced: bool
@@ -789,8 +804,11 @@ class _KindSchema:
     @classmethod
     def build(cls, schema: dict[str, Any], *, strict: bool, name_format: _NameFormat, namespaced: bool) -> _KindSchema:
         openapi = _to_jsonschema(schema)
-        validator = _Validator(openapi, format_checker=_FORMATS)
-        return cls(_compile_node(schema, strict), validator, _fast_validator(openapi), name_format, namespaced)
+        return cls(_compile_node(schema, strict), openapi, _fast_validator(openapi), name_format, namespaced)
+
+    @functools.cached_property
+    def validator(self) -> Any:
+        return _validator_class()(self.openapi)
 
     def problems(self, body: dict[str, Any]) -> list[_Problem]:
         found = list(_metadata_problems(body, self.name_format, self.namespaced))

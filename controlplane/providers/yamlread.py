@@ -158,15 +158,20 @@ class _Unusual(Exception):  # noqa: N818 - not an error: the chunk needs PyYAML'
 # The tags a plain scalar may resolve to that ``_build`` constructs itself (with PyYAML's code).
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "timestamp")}
 _RESOLVERS: dict[Any, list[tuple[str, re.Pattern[str]]]] = Loader.yaml_implicit_resolvers
+_ANY_FIRST = tuple(_RESOLVERS.get(None, ()))  # resolvers whatever the first character (none in PyYAML 6)
+_BY_FIRST = {first: (*resolvers, *_ANY_FIRST) for first, resolvers in _RESOLVERS.items() if first is not None}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _PLAINS: dict[str, Any] = {}  # plain scalars already resolved to something other than a string
 
 
 def _plain(value: str) -> Any:
     """A plain scalar as PyYAML's resolver and SafeConstructor make it (``Resolver.resolve``)."""
+    resolvers = _BY_FIRST.get(value[:1], _ANY_FIRST)
+    if not resolvers:  # most names and paths: nothing to resolve
+        return value
     if value in _PLAINS:
         return _PLAINS[value]
-    for tag, regexp in (*_RESOLVERS.get(value[:1], ()), *_RESOLVERS.get(None, ())):
+    for tag, regexp in resolvers:
         if regexp.match(value):
             if tag not in _PLAIN_TAGS:
                 raise _Unusual(tag)
