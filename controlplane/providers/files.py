@@ -8,8 +8,9 @@ reason.
 
 Reading runs in one worker thread, never on the event loop: ADS, the admin API and health keep
 answering while a large folder loads. Documents whose text did not change since the last read
-(a hash per document) are neither parsed nor validated again, and a burst of writes
-across files reaches the store as one update once it settles (``settle_ms``). See docs/loading.md.
+(a hash per document, ``yamlread.chunks``) are neither parsed nor validated again, and a burst of
+writes across files reaches the store as one update once it settles (``settle_ms``). See
+docs/loading.md.
 """
 
 from __future__ import annotations

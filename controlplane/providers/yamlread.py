@@ -2,9 +2,8 @@
 
 A file is untrusted input. PyYAML alone lets a few hundred bytes of nested aliases ("billion
 laughs") expand into gigabytes once anything walks the result, and lets deep nesting reach
-Python's recursion limit in whatever walks it next (the schema validator, the model). So before
-any document is built, one pass over the parser's events checks, cheaply and without building
-anything:
+Python's recursion limit in whatever walks it next (the schema validator, the model). So the
+parser's events are checked, cheaply, before the nodes they count are built:
 
 - the file's size (``Limits.max_bytes``), before it is even read whole;
 - the nesting depth (``Limits.max_depth``), counting what an alias expands to where it is used;
@@ -12,15 +11,17 @@ anything:
   size is remembered, and an alias adds that size, so the check costs one integer per event
   however large the expansion would be.
 
-Before that, the file is cut (``chunks``) before every line that starts a document, by a
-string search that parses nothing, and each chunk is hashed. The caller checks and builds
-(``load``) only chunks it has not seen before: an edit to one object in a 10,000-route file
-costs a search, a hash of the file, and reading that one document, not a pass over the file.
+First the file is cut (``chunks``) before every line that starts a document, by a string search
+that parses nothing, and each chunk is hashed. The caller reads (``load``) only chunks it has not
+seen before: an edit to one object in a 10,000-route file costs a search, a hash of the file,
+and reading that one document, not a pass over the file.
 
-libyaml's C parser (``yaml.CSafeLoader``) does the parsing when PyYAML was built with it; the
-pure-Python parser is the fallback. Both are state machines (no recursion), and libyaml itself
-refuses nesting beyond 1,000 levels. The event pass costs about a third of what ``yaml.load_all``
-with the C loader costs on the same text (``python -m benchmarks.loading``; docs/loading.md).
+A chunk is built in the same pass over libyaml's events that checks the limits (``_build``),
+at about a third of what ``yaml.load_all`` costs. A chunk with anchors, aliases or tags goes
+through a pass that only checks (``_check``) and is then built by PyYAML. libyaml's C parser
+(``yaml.CSafeLoader``) does the parsing when PyYAML was built with it; the pure-Python parser is
+the fallback. Both are state machines (no recursion), and libyaml itself refuses nesting beyond
+1,000 levels. ``python -m benchmarks.loading`` measures it; docs/loading.md has the figures.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def chunks(text: str, limits: Limits = Limits()) -> list[Chunk]:
 def load(chunk: Chunk, text: str, limits: Limits = Limits(), budget: int | None = None) -> tuple[int, list[Any]]:
     """The documents of one chunk of ``text``, and how many nodes they expand to.
 
-    Nothing is built before the bounded event pass has accepted the whole chunk. ``budget`` is
-    what the file's other chunks left of ``limits.max_nodes``. Raises RejectedError or
+    No node is built beyond a limit; a chunk PyYAML builds is checked whole first. ``budget``
+    is what the file's other chunks left of ``limits.max_nodes``. Raises RejectedError or
     yaml.YAMLError, with lines counted from the start of the file.
     """
     budget = limits.max_nodes if budget is None else budget
