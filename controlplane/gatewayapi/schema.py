@@ -282,8 +282,8 @@ def _is_base64(value: Any) -> bool:
 @functools.cache
 def _jsonschema() -> Any:
     """jsonschema, imported when first needed: only to word the errors of an object the fast
-    check rejects, or for a kind without one. Valid input never needs it, and importing it
-    costs 3.4 MB of resident memory."""
+    check rejects, or for a kind without one. Valid input never needs it, and a serving
+    process is 2 MB smaller without it (its validators for each kind included)."""
     import jsonschema
 
     return jsonschema
