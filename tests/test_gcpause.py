@@ -44,9 +44,9 @@ def test_overlapping_pauses_resume_the_collector_when_the_last_ends() -> None:
 def test_a_large_pause_moves_what_it_left_out_of_the_collectors_sight() -> None:
     frozen = gc.get_freeze_count()
     with paused_gc():
-        small = [[] for _ in range(100)]
+        small: list[list[int]] = [[] for _ in range(100)]
     assert gc.get_freeze_count() == frozen, "a small change is left to the collector"
     with paused_gc():
-        config = [[] for _ in range(FREEZE_AFTER + 1000)]
+        config: list[list[int]] = [[] for _ in range(FREEZE_AFTER + 1000)]
     assert gc.get_freeze_count() >= frozen + len(config), "a large load is frozen"
     assert small and gc.isenabled()

@@ -344,7 +344,12 @@ def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: py
 
     evaluated: list[Any] = []
     real = schema._activation
-    monkeypatch.setattr(schema, "_activation", lambda value, ext: evaluated.append(value) or real(value, ext))
+
+    def activation(value: Any, extended: bool) -> Any:
+        evaluated.append(value)
+        return real(value, extended)
+
+    monkeypatch.setattr(schema, "_activation", activation)
     body = load(ROUTE)
     route_rule(body)["filters"][0]["requestMirror"]["backendRef"]["name"] = "memo-test"  # not seen before
     validate(body)
