@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import grpc
@@ -302,6 +303,26 @@ async def test_a_checkout_across_files_reaches_the_gateway_as_one_snapshot(tmp_p
         await plane.stop()
 
 
+def test_a_document_repeated_past_the_node_limit_is_rejected() -> None:
+    """Equal chunks are read once, but each copy counts against the file's limit."""
+    from controlplane.providers.files import parse_text
+    from controlplane.providers.yamlread import Limits
+
+    objects, errors = parse_text(SERVICE.format(i=1) * 20, "repeated.yaml", limits=Limits(max_nodes=100))
+    assert [e.message for e in errors] == ["rejected: more than 100 nodes once aliases are expanded"]
+    assert not objects
+
+
+def test_two_million_empty_documents_are_few_chunks_and_rejected() -> None:
+    from controlplane.providers import yamlread
+    from controlplane.providers.files import parse_text
+
+    text = "---\n" * 2_000_000
+    assert len(yamlread.chunks(text)) <= yamlread.MAX_CHUNKS
+    _, errors = parse_text(text, "empty.yaml")
+    assert [e.message for e in errors] == ["rejected: more than 1000000 nodes once aliases are expanded"]
+
+
 def test_unchanged_documents_are_not_validated_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from controlplane.gatewayapi import schema
 
@@ -439,11 +460,13 @@ def test_any_text_read_in_chunks_reads_or_fails_as_a_whole(lines: list[str], new
         whole: Any = list(yaml.load_all(text, Loader=yamlread.Loader))
     except yaml.YAMLError:
         whole = "fails"
-    try:
-        chunked: Any = _read_in_chunks(text)
-    except (yaml.YAMLError, yamlread.RejectedError):
-        chunked = "fails"
-    assert chunked == whole, yamlread.chunks(text)
+    for most in (yamlread.MAX_CHUNKS, 2):  # 2: chunks of several documents, as in a huge file
+        with mock.patch.object(yamlread, "MAX_CHUNKS", most):
+            try:
+                chunked: Any = _read_in_chunks(text)
+            except (yaml.YAMLError, yamlread.RejectedError):
+                chunked = "fails"
+            assert chunked == whole, yamlread.chunks(text)
 
 
 async def test_serve_starts_with_a_hostile_file_and_names_it(tmp_path: Path) -> None:

@@ -105,19 +105,19 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     index = 0  # of the document in the file
     try:
         chunks = yamlread.chunks(text, limits)
-        budget = limits.max_nodes - sum(known[c.digest].nodes for c in chunks if c.digest in known)
+        budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
         for c in chunks:
-            if c.digest not in parsed:
-                if c.digest in known:
-                    parsed[c.digest] = known[c.digest]
-                else:
-                    # Validated as soon as built, so that the file's parsed YAML never exists
-                    # whole next to its validated copy (peak memory).
-                    nodes, docs = yamlread.load(c, text, limits, budget)
-                    budget -= nodes
-                    documents = (_parse_document(doc, index + i, source) for i, doc in enumerate(docs))
-                    parsed[c.digest] = _Chunk(nodes, tuple(documents))
-            index += len(parsed[c.digest].documents)
+            chunk = parsed.get(c.digest) or known.get(c.digest)
+            if chunk is None:
+                # Validated as soon as built, so that the file's parsed YAML never exists whole
+                # next to its validated copy (peak memory).
+                nodes, docs = yamlread.load(c, text, limits, budget)
+                chunk = _Chunk(nodes, tuple(_parse_document(doc, index + i, source) for i, doc in enumerate(docs)))
+            elif chunk.nodes > budget:
+                raise yamlread.RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
+            budget -= chunk.nodes
+            parsed[c.digest] = chunk
+            index += len(chunk.documents)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""

@@ -94,6 +94,12 @@ _DIRECTIVE = re.compile(r"(?:\A|(?<=[\r\n\x85\u2028\u2029]))%")
 _LINES = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
 
 
+# A file is cut into at most this many chunks: a chunk is at least 1/MAX_CHUNKS of the file (128
+# bytes of an 8 MiB file), so a file of two million empty documents costs neither two million
+# chunks in memory nor two million parsers. Real documents are longer: each stays a chunk.
+MAX_CHUNKS = 65_536
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A slice of a file that reads alone as it reads in the file: from one document start to the next."""
@@ -119,7 +125,10 @@ def chunks(text: str, limits: Limits = Limits()) -> list[Chunk]:
         raise RejectedError(f"larger than {limits.max_bytes} bytes")
     cuts = [0]
     if "%" not in text or not _DIRECTIVE.search(text):  # the first test is 100x faster
-        cuts += (m.start() for m in _DOCUMENT_START.finditer(text) if m.start() and text[m.start() - 1] in _BREAKS)
+        shortest = len(text) // MAX_CHUNKS
+        for m in _DOCUMENT_START.finditer(text):
+            if m.start() - cuts[-1] > shortest and text[m.start() - 1] in _BREAKS:
+                cuts.append(m.start())
     cuts.append(len(text))
     return [
         Chunk(a, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest())
