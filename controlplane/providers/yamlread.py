@@ -186,7 +186,7 @@ def _plain(value: str) -> Any:
             if tag not in _PLAIN_TAGS:
                 raise _Unusual(tag)
             built = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
-            if len(_PLAINS) < 10_000:  # null, booleans, ports, percentages: a few distinct values
+            if len(_PLAINS) < 10_000 and len(value) <= 32:  # null, booleans, ports, percentages: a few
                 _PLAINS[value] = built
             return built
     return value
