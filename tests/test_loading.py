@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import grpc
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from controlplane.gatewayapi.store import Store
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
-from e2e import LOCAL, Stack, copy_local
+from e2e import GATEWAY, LOCAL, Stack, copy_local
 from support import free_port, wait_until
 from test_cli import MIRRORPLANE, Proc
 
@@ -241,7 +242,7 @@ async def test_a_burst_of_writes_is_one_update(tmp_path: Path) -> None:
     stores: list[Store] = []
     watching = asyncio.create_task(provider.watch(stores.append))
     try:
-        await asyncio.sleep(0.5)  # the watcher is set up (nothing to wait on: it reports nothing)
+        await asyncio.wait_for(provider.watching.wait(), 30)
 
         def burst() -> None:  # an editor saving ten files, 20 ms apart
             import time
@@ -256,6 +257,70 @@ async def test_a_burst_of_writes_is_one_update(tmp_path: Path) -> None:
         assert len(stores) == 1, [len(s.services) for s in stores]
     finally:
         watching.cancel()
+
+
+ROUTE_TO = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: checkout-{i}, namespace: server}}
+spec:
+  parentRefs: [{{name: simple-gateway}}]
+  hostnames: [checkout-{i}.example.com]
+  rules: [{{backendRefs: [{{name: svc-{i}, port: 8080}}]}}]
+"""
+
+
+async def test_a_checkout_across_files_reaches_the_gateway_as_one_snapshot(tmp_path: Path) -> None:
+    """A `git checkout` writes many files at once: here ten HTTPRoutes, each in its own file,
+    and the Services they route to in ten others. Read file by file, Envoy would get versions
+    with some of the routes, or routes whose Service is not there yet (a 500). The Gateway's
+    snapshot must change once. (The window is widened from its default for a loaded machine.)"""
+    folder = copy_local(tmp_path / "local", gateway_port=free_port(), pipy_port=free_port(), mirror_port=free_port())
+    provider = FileProvider(folder, settle_ms=300)
+    plane = ControlPlane(provider, xds_port=free_port(), http_port=None)
+    await plane.start()
+    try:
+        versions = [plane.cache[GATEWAY].version]
+
+        def record(*_: object) -> None:
+            if plane.cache[GATEWAY].version != versions[-1]:
+                versions.append(plane.cache[GATEWAY].version)
+
+        plane.controller.update_listeners.append(record)
+        await asyncio.wait_for(provider.watching.wait(), 30)
+
+        def checkout() -> None:
+            for i in range(10):
+                (folder / f"route-{i}.yaml").write_text(ROUTE_TO.format(i=i))
+                (folder / f"svc-{i}.yaml").write_text(SERVICE.format(i=i))
+
+        await asyncio.to_thread(checkout)
+        await wait_until(lambda: len(versions) > 1, message="the checkout being served")
+        await asyncio.sleep(0.6)  # two windows: a second version would have arrived
+        assert len(versions) == 2, versions
+        served = plane.controller.last_input
+        assert served is not None and all(("server", f"checkout-{i}") in served.httproutes for i in range(10))
+    finally:
+        await plane.stop()
+
+
+def test_a_document_repeated_past_the_node_limit_is_rejected() -> None:
+    """Equal chunks are read once, but each copy counts against the file's limit."""
+    from controlplane.providers.files import parse_text
+    from controlplane.providers.yamlread import Limits
+
+    objects, errors = parse_text(SERVICE.format(i=1) * 20, "repeated.yaml", limits=Limits(max_nodes=100))
+    assert [e.message for e in errors] == ["rejected: more than 100 nodes once aliases are expanded"]
+    assert not objects
+
+
+def test_two_million_empty_documents_are_few_chunks_and_rejected() -> None:
+    from controlplane.providers import yamlread
+    from controlplane.providers.files import parse_text
+
+    text = "---\n" * 2_000_000
+    assert len(yamlread.chunks(text)) <= yamlread.MAX_CHUNKS
+    _, errors = parse_text(text, "empty.yaml")
+    assert [e.message for e in errors] == ["rejected: more than 1000000 nodes once aliases are expanded"]
 
 
 def test_unchanged_documents_are_not_validated_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,20 +413,60 @@ json_values = st.recursive(
 )
 
 
+def _read_in_chunks(text: str) -> list[Any]:
+    from controlplane.providers import yamlread
+
+    return [doc for c in yamlread.chunks(text) for doc in yamlread.load(c, text)[1]]
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.lists(json_values, min_size=1, max_size=6), st.data())
-def test_a_document_read_alone_is_what_reading_the_whole_file_gives(docs: list[Any], data: st.DataObject) -> None:
-    """The document cache rests on this: each document's slice of the file, loaded alone, is the
-    document the whole file gives."""
+@given(st.lists(json_values, min_size=1, max_size=6), st.booleans())
+def test_a_file_read_in_chunks_is_what_reading_it_whole_gives(docs: list[Any], explicit_end: bool) -> None:
+    """The document cache rests on this: each chunk of the file, loaded alone, gives the
+    documents the whole file gives there."""
+    import yaml
+
+    assert _read_in_chunks(yaml.safe_dump_all(docs, explicit_end=explicit_end)) == docs
+
+
+# Lines that put a "---" (or a directive) where a naive cut would go wrong: in scalars of every
+# style, in flow collections, after an unterminated quote, with anchors, tags and merge keys.
+_TRICKY_LINES = [
+    "---", "--- ", "--- |", "--- >-", "--- &x [1]", "---x", " ---", "----", "--- # c", "...", "... ", "....",
+    "%YAML 1.1", "%TAG !e! tag:yaml.org,2002:", "x: !e!str 5", "% not a directive", "a: 1", "b: [1, 2", "]", "c: 'x", "y'",
+    'd: "p', 'q"', "- item", "  - nested", "e: |", "  text", "text", "  ---", "f: &a {k: v}", "g: *a", "#---",
+    "# c", "", "h: >", "  folded", "i: !!str 5", "j: !!binary aGVsbG8=", "k: 2001-12-14", "<<: *a", "? key",
+    ": value", "l: {m: n,", "o: p}", "plain", "  continued", "\ufeff---", "- |", "   ---", "z: --- x",
+    # Plain scalars PyYAML resolves to something else than a string, keys that are not strings.
+    "n: null", "n: ~", "b: yes", "b: On", "i: 0x1F", "i: 1_000", "i: 0o17", "i: 190:20:30", "f: 1e3", "f: .inf",
+    "t: 2001-12-14t21:59:43.10-05:00", "e:", "v: =", "5: int key", "[a, b]: c", "{a: 1}: b", "- - x", "w: !", "- *a",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_TRICKY_LINES), max_size=12),
+    st.sampled_from(["\n", "\r\n", "\r", "\x85", "\u2028"]),
+)
+def test_any_text_read_in_chunks_reads_or_fails_as_a_whole(lines: list[str], newline: str) -> None:
+    """Whatever the text, reading it chunk by chunk gives the same documents as reading it
+    whole, or both fail."""
     import yaml
 
     from controlplane.providers import yamlread
 
-    text = yaml.safe_dump_all(docs, explicit_end=data.draw(st.booleans()))
-    documents = yamlread.split(text)
-    assert len(documents) == len(docs)
-    wanted = data.draw(st.lists(st.sampled_from(documents), unique_by=lambda d: d.index))
-    assert yamlread.construct(text, documents, wanted) == [docs[d.index] for d in wanted]
+    text = newline.join(lines)
+    try:
+        whole: Any = list(yaml.load_all(text, Loader=yamlread.Loader))
+    except yaml.YAMLError:
+        whole = "fails"
+    for most in (yamlread.MAX_CHUNKS, 2):  # 2: chunks of several documents, as in a huge file
+        with mock.patch.object(yamlread, "MAX_CHUNKS", most):
+            try:
+                chunked: Any = _read_in_chunks(text)
+            except (yaml.YAMLError, yamlread.RejectedError):
+                chunked = "fails"
+            assert chunked == whole, yamlread.chunks(text)
 
 
 async def test_serve_starts_with_a_hostile_file_and_names_it(tmp_path: Path) -> None:

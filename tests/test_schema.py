@@ -338,6 +338,34 @@ def test_request_mirror_filter_needs_its_field() -> None:
     ]
 
 
+def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CEL memo: a filter that passed is not evaluated again; one that failed fails every time."""
+    from controlplane.gatewayapi import schema
+
+    evaluated: list[Any] = []
+    real = schema._activation
+
+    def activation(value: Any, extended: bool) -> Any:
+        evaluated.append(value)
+        return real(value, extended)
+
+    monkeypatch.setattr(schema, "_activation", activation)
+    body = load(ROUTE)
+    route_rule(body)["filters"][0]["requestMirror"]["backendRef"]["name"] = "memo-test"  # not seen before
+    validate(body)
+    first = len(evaluated)
+    evaluated.clear()
+    validate(body)
+    assert 0 < len(evaluated) < first  # the small nodes (filters, backendRefs) are remembered
+    bad = load(ROUTE)
+    del route_rule(bad)["filters"][0]["requestMirror"]
+    for _ in range(2):
+        assert errors_of(bad) == [
+            'spec.rules[0].filters[0]: Invalid value: "object": '
+            "filter.requestMirror must be specified for RequestMirror filter.type"
+        ]
+
+
 def test_service_backend_ref_needs_a_port() -> None:
     body = load(ROUTE)
     del route_rule(body)["backendRefs"][0]["port"]
@@ -906,3 +934,20 @@ def test_valid_objects_take_the_structural_fast_path(text: str) -> None:
     body = load(text)
     compiled = schema._compiled(body["apiVersion"], body["kind"])
     assert schema._structurally_valid(compiled.fast, schema._decode(body, compiled.root, (), []))
+
+
+def test_valid_objects_are_validated_without_importing_jsonschema() -> None:
+    """jsonschema only words the errors of what the fast check rejects: a process that reads
+    valid objects does not pay its memory."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, yaml\n"
+        "from controlplane.gatewayapi.schema import validate\n"
+        f"for text in {[ROUTE, GATEWAY, SERVICE, ENDPOINT_SLICE]!r}:\n"
+        "    validate(yaml.safe_load(text))\n"
+        "print('jsonschema' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -44,14 +44,16 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cel
-import jsonschema
 import yaml
 from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
 from ..errors import MirrorplaneError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _CRD_FILES = {
     "GatewayClass": "gateway.networking.k8s.io_gatewayclasses.yaml",
@@ -260,7 +262,7 @@ def _required(validator: Any, required: list[str], instance: Any, schema: dict[s
     if validator.is_type(instance, "object"):
         for prop in required:
             if prop not in instance:
-                yield jsonschema.ValidationError(f"{prop!r} is a required property", path=[prop])
+                yield _jsonschema().ValidationError(f"{prop!r} is a required property", path=[prop])
 
 
 def _is_ipv4(value: Any) -> bool:
@@ -277,15 +279,28 @@ def _is_base64(value: Any) -> bool:
     return True
 
 
-# Only the string formats the schemas use on validated fields (int32/int64 only document the
-# Go type; date-time appears in status, which is not validated).
-_FORMATS = jsonschema.FormatChecker(())
-_FORMATS.checks("ipv4", raises=ValueError)(_is_ipv4)
-_FORMATS.checks("ipv6", raises=ValueError)(_is_ipv6)
-_FORMATS.checks("byte", raises=binascii.Error)(_is_base64)
+@functools.cache
+def _jsonschema() -> Any:
+    """jsonschema, imported when first needed: only to word the errors of an object the fast
+    check rejects, or for a kind without one. Valid input never needs it, and a serving
+    process is 2 MB smaller without it (its validators for each kind included)."""
+    import jsonschema
 
-# types-jsonschema leaves extend() unannotated, so the class it makes is Any to mypy.
-_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"required": _required})  # type: ignore[no-untyped-call]
+    return jsonschema
+
+
+@functools.cache
+def _validator_class() -> Any:
+    jsonschema = _jsonschema()
+    # Only the string formats the schemas use on validated fields (int32/int64 only document the
+    # Go type; date-time appears in status, which is not validated).
+    formats = jsonschema.FormatChecker(())
+    formats.checks("ipv4", raises=ValueError)(_is_ipv4)
+    formats.checks("ipv6", raises=ValueError)(_is_ipv6)
+    formats.checks("byte", raises=binascii.Error)(_is_base64)
+    extended = jsonschema.validators.extend(jsonschema.Draft4Validator, {"required": _required})
+    return functools.partial(extended, format_checker=formats)
+
 
 # --- the structural fast path ---------------------------------------------------------------
 
@@ -495,7 +510,7 @@ def _schema_problems(err: jsonschema.ValidationError) -> Iterator[_Problem]:
     """The error itself, and for a failed oneOf/anyOf the closest branch's errors, as go-openapi adds."""
     yield _schema_problem(err)
     if err.validator in ("oneOf", "anyOf") and err.context:
-        yield from _schema_problems(jsonschema.exceptions.best_match(err.context))
+        yield from _schema_problems(_jsonschema().exceptions.best_match(err.context))
 
 
 def _invalid(path: str, value: Any, detail: str) -> _Problem:
@@ -641,11 +656,23 @@ class _Rule:
 
 @dataclass(frozen=True)
 class _RuleSet:
-    """The rules declared on one schema node, plus one program evaluating them all at once."""
+    """The rules declared on one schema node, plus one program evaluating them all at once.
+
+    ``passed`` remembers small values every rule accepted, by ``repr``: the rules see nothing
+    but the value (transition rules are left out), and for the types YAML and JSON give, equal
+    reprs are equal values of equal types. Manifests repeat the same filters and backendRefs
+    over and over, and a repeated one then costs a repr instead of a CEL evaluation (the
+    10,000-route workload of docs/performance.md: 45% of CEL time). Bounded in entries and in
+    the length of each, so that it stays within a few MB however many objects are read.
+    """
 
     rules: tuple[_Rule, ...]
     batch: cel.Program
     extended: bool
+    passed: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    MEMO_ENTRIES: ClassVar[int] = 512
+    MEMO_CHARS: ClassVar[int] = 256
 
     @classmethod
     def compile(cls, specs: list[dict[str, Any]]) -> _RuleSet | None:
@@ -658,10 +685,18 @@ class _RuleSet:
         return cls(rules, batch, any(r.extended for r in rules))
 
     def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
+        key = repr(value)
+        if key in self.passed:
+            return
         try:
             results = self.batch.execute(_activation(value, self.extended))
         except _CEL_ERRORS:  # one rule raised: re-run them one by one to say which
             results = [None] * len(self.rules)
+        if len(key) <= self.MEMO_CHARS and all(r is True for r in results):
+            if len(self.passed) >= self.MEMO_ENTRIES:
+                self.passed.clear()
+            self.passed.add(key)
+            return
         where = _fmt_path(path)
         for rule, result in zip(self.rules, results, strict=True):
             if result is True:
@@ -761,7 +796,7 @@ class _KindSchema:
     """Everything needed to validate one apiVersion/kind, compiled once."""
 
     root: _Node
-    validator: Any
+    openapi: dict[str, Any]  # what jsonschema checks
     fast: Check | None
     name_format: _NameFormat
     namespaced: bool
@@ -769,8 +804,11 @@ class _KindSchema:
     @classmethod
     def build(cls, schema: dict[str, Any], *, strict: bool, name_format: _NameFormat, namespaced: bool) -> _KindSchema:
         openapi = _to_jsonschema(schema)
-        validator = _Validator(openapi, format_checker=_FORMATS)
-        return cls(_compile_node(schema, strict), validator, _fast_validator(openapi), name_format, namespaced)
+        return cls(_compile_node(schema, strict), openapi, _fast_validator(openapi), name_format, namespaced)
+
+    @functools.cached_property
+    def validator(self) -> Any:
+        return _validator_class()(self.openapi)
 
     def problems(self, body: dict[str, Any]) -> list[_Problem]:
         found = list(_metadata_problems(body, self.name_format, self.namespaced))

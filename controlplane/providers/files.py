@@ -8,8 +8,9 @@ reason.
 
 Reading runs in one worker thread, never on the event loop: ADS, the admin API and health keep
 answering while a large folder loads. Documents whose text did not change since the last read
-(a hash per document) are neither parsed into objects nor validated again, and a burst of writes
-across files reaches the store as one update once it settles (``settle_ms``). See docs/loading.md.
+(a hash per document, ``yamlread.chunks``) are neither parsed nor validated again, and a burst of
+writes across files reaches the store as one update once it settles (``settle_ms``). See
+docs/loading.md.
 """
 
 from __future__ import annotations
@@ -63,10 +64,19 @@ class _Parsed:
     failures: tuple[tuple[str, str, ObjKey | None], ...] = ()
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """What one chunk of a file (``yamlread.Chunk``) became: its documents, and the nodes they
+    expand to (counted against the file's limit)."""
+
+    nodes: int
+    documents: tuple[_Parsed, ...]
+
+
 @dataclass
 class _FileState:
     digest: bytes = b""  # of the file's bytes: the same bytes are not read again
-    documents: dict[bytes, _Parsed] = field(default_factory=dict)  # by document digest
+    chunks: dict[bytes, _Chunk] = field(default_factory=dict)  # by chunk digest
     objects: dict[ObjKey, K8sObject[Any]] = field(default_factory=dict)  # the last good ones
     errors: list[LoadError] = field(default_factory=list)
 
@@ -89,12 +99,25 @@ def parse_text(
 
 
 def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
-    """Read ``text`` into ``state``, reusing the documents it already knows by digest."""
-    known = state.documents
+    """Read ``text`` into ``state``, reusing the chunks it already knows by digest."""
+    known = state.chunks
+    parsed: dict[bytes, _Chunk] = {}
+    index = 0  # of the document in the file
     try:
-        documents = yamlread.split(text, limits)
-        fresh = [d for d in documents if d.digest not in known]
-        built = dict(zip((d.digest for d in fresh), yamlread.construct(text, documents, fresh), strict=True))
+        chunks = yamlread.chunks(text, limits)
+        budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
+        for c in chunks:
+            chunk = parsed.get(c.digest) or known.get(c.digest)
+            if chunk is None:
+                # Validated as soon as built, so that the file's parsed YAML never exists whole
+                # next to its validated copy (peak memory).
+                nodes, docs = yamlread.load(c, text, limits, budget)
+                chunk = _Chunk(nodes, tuple(_parse_document(doc, index + i, source) for i, doc in enumerate(docs)))
+            elif chunk.nodes > budget:
+                raise yamlread.RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
+            budget -= chunk.nodes
+            parsed[c.digest] = chunk
+            index += len(chunk.documents)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
@@ -104,20 +127,16 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     except yamlread.RejectedError as exc:
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
-    parsed = {
-        d.digest: known[d.digest] if d.digest in known else _parse_document(built[d.digest], d.index, source)
-        for d in documents
-    }
     previous, objects, errors = state.objects, {}, []
-    for d in documents:
-        result = parsed[d.digest]
-        for obj in result.objects:
-            objects[obj.key] = obj
-        for ident, message, key in result.failures:
-            errors.append(LoadError(source, ident, message))
-            if key is not None and key in previous and key not in objects:
-                objects[key] = previous[key]
-    state.documents, state.objects, state.errors = parsed, objects, errors
+    for c in chunks:
+        for result in parsed[c.digest].documents:
+            for obj in result.objects:
+                objects[obj.key] = obj
+            for ident, message, key in result.failures:
+                errors.append(LoadError(source, ident, message))
+                if key is not None and key in previous and key not in objects:
+                    objects[key] = previous[key]
+    state.chunks, state.objects, state.errors = parsed, objects, errors
 
 
 def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
@@ -180,7 +199,7 @@ class FileProvider:
     change of a burst that never settles.
     """
 
-    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 20, max_wait_ms: int = 1000) -> None:
+    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 5, max_wait_ms: int = 1000) -> None:
         # Absolute, so that the paths found at start and the watcher's (always absolute) events
         # name the same file; not resolved, so that a symlinked folder keeps its name in logs.
         self.root = Path(os.path.abspath(root))
@@ -190,6 +209,7 @@ class FileProvider:
         self._state: dict[Path, _FileState] = {}
         self._changes = 0  # counts loads that changed some file's objects or errors
         self._worker: ThreadPoolExecutor | None = None
+        self.watching = asyncio.Event()  # set once a watch sees every change from then on
 
     @property
     def errors(self) -> dict[Path, list[LoadError]]:
@@ -316,12 +336,14 @@ class FileProvider:
         try:
             await asyncio.sleep(0)  # awatch sets up its watches before it first awaits: from here on nothing is missed
             await self._reload(None, on_change)
+            self.watching.set()
             while True:
                 paths = sorted({Path(p) for _, p in await batch if Path(p).suffix in SUFFIXES})
                 batch = asyncio.ensure_future(anext(watcher))
                 if paths:
                     await self._reload(paths, on_change)
         finally:
+            self.watching.clear()
             batch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await batch

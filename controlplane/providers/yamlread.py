@@ -2,9 +2,8 @@
 
 A file is untrusted input. PyYAML alone lets a few hundred bytes of nested aliases ("billion
 laughs") expand into gigabytes once anything walks the result, and lets deep nesting reach
-Python's recursion limit in whatever walks it next (the schema validator, the model). So before
-any document is built, one pass over the parser's events checks, cheaply and without building
-anything:
+Python's recursion limit in whatever walks it next (the schema validator, the model). So the
+parser's events are checked, cheaply, before the nodes they count are built:
 
 - the file's size (``Limits.max_bytes``), before it is even read whole;
 - the nesting depth (``Limits.max_depth``), counting what an alias expands to where it is used;
@@ -12,22 +11,27 @@ anything:
   size is remembered, and an alias adds that size, so the check costs one integer per event
   however large the expansion would be.
 
-The same pass records where each document starts and ends. The caller hashes those slices and
-builds (``construct``) only documents it has not seen before, which is what keeps an edit to one
-object in a large file from re-validating all the others.
+First the file is cut (``chunks``) before every line that starts a document, by a string search
+that parses nothing, and each chunk is hashed. The caller reads (``load``) only chunks it has not
+seen before: an edit to one object in a 10,000-route file costs a search, a hash of the file,
+and reading that one document, not a pass over the file.
 
-libyaml's C parser (``yaml.CSafeLoader``) does the parsing when PyYAML was built with it; the
-pure-Python parser is the fallback. Both are state machines (no recursion), and libyaml itself
-refuses nesting beyond 1,000 levels. The event pass costs about half of what ``yaml.load_all``
-with the C loader costs on the same file (``python -m benchmarks.loading``; docs/loading.md).
+A chunk is built in the same pass over libyaml's events that checks the limits (``_build``),
+at about a third of what ``yaml.load_all`` costs. A chunk with anchors, aliases or tags goes
+through a pass that only checks (``_check``) and is then built by PyYAML. libyaml's C parser
+(``yaml.CSafeLoader``) does the parsing when PyYAML was built with it; the pure-Python parser is
+the fallback. Both are state machines (no recursion), and libyaml itself refuses nesting beyond
+1,000 levels. ``python -m benchmarks.loading`` measures it; docs/loading.md has the figures.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 import yaml
@@ -47,6 +51,14 @@ class Limits:
 
 class RejectedError(ValueError):
     """The whole file is refused; the message says why in a user's words."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason, line)  # these args let the exception pickle
+        self.reason = reason
+        self.line = line  # 0-based, of the file
+
+    def __str__(self) -> str:
+        return self.reason if self.line is None else f"{self.reason} (line {self.line + 1})"
 
 
 @dataclass(frozen=True)
@@ -74,72 +86,221 @@ def decode(data: bytes) -> str:
         ) from None
 
 
-def split(text: str, limits: Limits = Limits()) -> list[Document]:
-    """The documents of ``text``; raises RejectedError or yaml.YAMLError for the whole file."""
+# Line breaks as YAML counts them, and the start of a document as both parsers see it: "---" at
+# the start of a line, followed by a blank or the end of the file.
+_BREAKS = "\r\n\x85\u2028\u2029"
+_DOCUMENT_START = re.compile(r"---(?=[ \t\r\n\x85\u2028\u2029]|\Z)")
+_DIRECTIVE = re.compile(r"(?:\A|(?<=[\r\n\x85\u2028\u2029]))%")
+_LINES = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
+
+
+# A file is cut into at most this many chunks: a chunk is at least 1/MAX_CHUNKS of the file (128
+# bytes of an 8 MiB file), so a file of two million empty documents costs neither two million
+# chunks in memory nor two million parsers. Real documents are longer: each stays a chunk.
+MAX_CHUNKS = 65_536
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A slice of a file that reads alone as it reads in the file: from one document start to the next."""
+
+    start: int  # offset of its first character in the file's text
+    text: str
+    digest: bytes  # of ``text``: equal digests, equal documents
+
+
+def chunks(text: str, limits: Limits = Limits()) -> list[Chunk]:
+    """Cut ``text`` before every line that starts a document, without parsing it.
+
+    A "---" at the start of a line always starts a document, whatever precedes it: libyaml and
+    PyYAML end a plain or block scalar there (a block scalar is indented at least one column),
+    and refuse it inside a quoted scalar or a flow collection. Anchors do not reach across
+    documents. So each chunk, read alone, gives the documents it gives within the file, and a
+    file that does not parse has a chunk that does not parse (possibly with another message,
+    when the error is the cut itself, such as an unclosed quote). Directives (``%YAML``,
+    ``%TAG``) are the exception, as they belong to the document after them: a file with any is
+    one chunk.
+    """
     if len(text) > limits.max_bytes:  # text handed in directly; files are measured before reading
         raise RejectedError(f"larger than {limits.max_bytes} bytes")
-    loader = Loader(text)
-    spans: list[tuple[int, int]] = []
-    # Per open collection: its anchor, the node count when it opened, its height so far.
-    stack: list[list[Any]] = []
-    anchors: dict[str, tuple[int, int]] = {}  # anchor → (expanded nodes, height)
-    count = start = 0
-    try:
-        while loader.check_event():
-            event = loader.get_event()
-            kind = type(event)
-            if kind is yaml.ScalarEvent:
-                count += 1
-                if event.anchor:
-                    anchors[event.anchor] = (1, 0)
-            elif kind is yaml.AliasEvent:
-                if event.anchor not in anchors:
-                    raise RejectedError(f"alias *{event.anchor} names no anchor (line {event.start_mark.line + 1})")
-                size, height = anchors[event.anchor]
-                count += size
-                if len(stack) + height > limits.max_depth:
-                    raise RejectedError(
-                        f"alias *{event.anchor} nests deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})"
-                    )
-                if stack:
-                    stack[-1][2] = max(stack[-1][2], height)
-            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
-                stack.append([event.anchor, count, 0])
-                count += 1
-                if len(stack) > limits.max_depth:
-                    raise RejectedError(
-                        f"nested deeper than {limits.max_depth} levels (line {event.start_mark.line + 1})"
-                    )
-            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
-                anchor, opened, height = stack.pop()
-                if anchor:
-                    anchors[anchor] = (count - opened, height + 1)
-                if stack:
-                    stack[-1][2] = max(stack[-1][2], height + 1)
-            elif kind is yaml.DocumentStartEvent:
-                start, anchors = event.start_mark.index, {}
-            elif kind is yaml.DocumentEndEvent:
-                spans.append((start, event.end_mark.index))
-            if count > limits.max_nodes:
-                raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
-    finally:
-        loader.dispose()
+    cuts = [0]
+    if "%" not in text or not _DIRECTIVE.search(text):  # the first test is 100x faster
+        shortest = len(text) // MAX_CHUNKS
+        for m in _DOCUMENT_START.finditer(text):
+            if m.start() - cuts[-1] > shortest and text[m.start() - 1] in _BREAKS:
+                cuts.append(m.start())
+    cuts.append(len(text))
     return [
-        Document(i, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest())
-        for i, (a, b) in enumerate(spans)
+        Chunk(a, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        for a, b in zip(cuts, cuts[1:], strict=False)
     ]
 
 
-def construct(text: str, documents: Sequence[Document], wanted: Sequence[Document]) -> list[Any]:
-    """Build ``wanted`` (some of ``documents``, all split from ``text``) into Python objects.
+def load(chunk: Chunk, text: str, limits: Limits = Limits(), budget: int | None = None) -> tuple[int, list[Any]]:
+    """The documents of one chunk of ``text``, and how many nodes they expand to.
 
-    One ``load_all`` of the whole file when most documents are wanted (a first load), otherwise
-    one small load per wanted document: a loader costs about 0.1 ms to set up.
+    No node is built beyond a limit; a chunk PyYAML builds is checked whole first. ``budget``
+    is what the file's other chunks left of ``limits.max_nodes``. Raises RejectedError or
+    yaml.YAMLError, with lines counted from the start of the file.
     """
-    if len(wanted) * 2 > len(documents):
-        every = list(yaml.load_all(text, Loader=Loader))
-        return [every[d.index] for d in wanted]
-    return [yaml.load(d.text, Loader=Loader) for d in wanted]
+    budget = limits.max_nodes if budget is None else budget
+    try:
+        try:
+            return _build(chunk.text, limits, budget)
+        except _Unusual:
+            return _check(chunk.text, limits, budget), list(yaml.load_all(chunk.text, Loader=Loader))
+    except (yaml.YAMLError, RejectedError) as exc:
+        offset = len(_LINES.findall(text, 0, chunk.start))
+        if offset:
+            for name in ("context_mark", "problem_mark"):
+                if (mark := getattr(exc, name, None)) is not None:  # libyaml's marks are read-only
+                    moved = yaml.Mark(mark.name, mark.index + chunk.start, mark.line + offset, mark.column, None, 0)
+                    setattr(exc, name, moved)
+            if isinstance(exc, RejectedError) and exc.line is not None:
+                raise RejectedError(exc.reason, exc.line + offset) from None
+        raise
+
+
+class _Unusual(Exception):  # noqa: N818 - not an error: the chunk needs PyYAML's own constructor
+    """What ``_build`` leaves to PyYAML: anchors and aliases, tags, merge keys, collections as keys."""
+
+
+# The tags a plain scalar may resolve to that ``_build`` constructs itself (with PyYAML's code).
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "timestamp")}
+_RESOLVERS: dict[Any, list[tuple[str, re.Pattern[str]]]] = Loader.yaml_implicit_resolvers
+_ANY_FIRST = tuple(_RESOLVERS.get(None, ()))  # resolvers whatever the first character (none in PyYAML 6)
+_BY_FIRST = {first: (*resolvers, *_ANY_FIRST) for first, resolvers in _RESOLVERS.items() if first is not None}
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_PLAINS: dict[str, Any] = {}  # plain scalars already resolved to something other than a string
+
+
+def _plain(value: str) -> Any:
+    """A plain scalar as PyYAML's resolver and SafeConstructor make it (``Resolver.resolve``)."""
+    resolvers = _BY_FIRST.get(value[:1], _ANY_FIRST)
+    if not resolvers:  # most names and paths: nothing to resolve
+        return value
+    if value in _PLAINS:
+        return _PLAINS[value]
+    for tag, regexp in resolvers:
+        if regexp.match(value):
+            if tag not in _PLAIN_TAGS:
+                raise _Unusual(tag)
+            built = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
+            if len(_PLAINS) < 10_000 and len(value) <= 32:  # null, booleans, ports, percentages: a few
+                _PLAINS[value] = built
+            return built
+    return value
+
+
+def _events(text: str) -> Iterator[tuple[type[yaml.Event], Any]]:
+    """libyaml's events for ``text``, with their type."""
+    loader = Loader(text)
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            yield type(event), event
+    finally:
+        loader.dispose()
+
+
+def _build(text: str, limits: Limits, budget: int) -> tuple[int, list[Any]]:
+    """Check the limits and build the documents in the same pass over the parser's events.
+
+    What ``yaml.load_all`` does in two (libyaml composes nodes, then PyYAML's constructor walks
+    them in Python), at about a third of its cost, for the YAML Kubernetes manifests are made
+    of: mappings, sequences, and untagged scalars resolved by PyYAML's own resolver and
+    constructors. Anything else raises _Unusual before it is built, and the chunk is left to
+    PyYAML. Without anchors a node is counted once, so the limits are simpler than in _check.
+    """
+    docs: list[Any] = []
+    # Per open collection: the collection, and for a mapping the key waiting for its value.
+    stack: list[list[Any]] = []
+    root: Any = None
+    count = 0
+    for kind, event in _events(text):
+        if kind is yaml.ScalarEvent:
+            if event.anchor or event.tag is not None:
+                raise _Unusual("anchor or tag")
+            value = _plain(event.value) if event.implicit[0] else event.value
+            count += 1
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            if event.anchor or event.tag is not None:
+                raise _Unusual("anchor or tag")
+            value = {} if kind is yaml.MappingStartEvent else []
+            count += 1
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            stack.pop()
+            continue
+        elif kind is yaml.DocumentEndEvent:
+            docs.append(root)
+            continue
+        elif kind is yaml.AliasEvent:
+            raise _Unusual("alias")
+        else:  # stream and document starts
+            continue
+        if count > budget:
+            raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
+        if not stack:
+            root = value
+        else:
+            top = stack[-1]
+            if type(top[0]) is list:
+                top[0].append(value)
+            elif top[1] is _NO_KEY:
+                if type(value) is dict or type(value) is list:
+                    raise _Unusual("a collection as a key")
+                top[1] = intern(value) if type(value) is str else value  # keys repeat in every object
+            else:
+                top[0][top[1]] = value
+                top[1] = _NO_KEY
+        if type(value) is dict or type(value) is list:
+            stack.append([value, _NO_KEY])
+            if len(stack) > limits.max_depth:
+                raise RejectedError(f"nested deeper than {limits.max_depth} levels", event.start_mark.line)
+    return count, docs
+
+
+_NO_KEY: Any = object()
+
+
+def _check(text: str, limits: Limits, budget: int) -> int:
+    """One pass over the parser's events: the limits, before anything is built. Returns the nodes."""
+    # Per open collection: its anchor, the node count when it opened, its height so far.
+    stack: list[list[Any]] = []
+    anchors: dict[str, tuple[int, int]] = {}  # anchor → (expanded nodes, height)
+    count = 0
+    for kind, event in _events(text):
+        if kind is yaml.ScalarEvent:
+            count += 1
+            if event.anchor:
+                anchors[event.anchor] = (1, 0)
+        elif kind is yaml.AliasEvent:
+            if event.anchor not in anchors:
+                raise RejectedError(f"alias *{event.anchor} names no anchor", event.start_mark.line)
+            size, height = anchors[event.anchor]
+            count += size
+            if len(stack) + height > limits.max_depth:
+                raise RejectedError(
+                    f"alias *{event.anchor} nests deeper than {limits.max_depth} levels", event.start_mark.line
+                )
+            if stack:
+                stack[-1][2] = max(stack[-1][2], height)
+        elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+            stack.append([event.anchor, count, 0])
+            count += 1
+            if len(stack) > limits.max_depth:
+                raise RejectedError(f"nested deeper than {limits.max_depth} levels", event.start_mark.line)
+        elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+            anchor, opened, height = stack.pop()
+            if anchor:
+                anchors[anchor] = (count - opened, height + 1)
+            if stack:
+                stack[-1][2] = max(stack[-1][2], height + 1)
+        elif kind is yaml.DocumentStartEvent:
+            anchors = {}
+        if count > budget:
+            raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
+    return count
 
 
 def check_tree(value: Any, limits: Limits = Limits()) -> None:

@@ -1,0 +1,52 @@
+"""The collector pause (controlplane/gcpause.py): overlapping pauses, and the freeze after a large one."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from controlplane.gcpause import FREEZE_AFTER, paused_gc
+
+
+@pytest.fixture(autouse=True)
+def _collector_restored() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.enable()
+    yield
+    gc.unfreeze()
+    if not enabled:
+        gc.disable()
+
+
+def test_overlapping_pauses_resume_the_collector_when_the_last_ends() -> None:
+    """The file loader's thread and the controller's pause at the same time: the first to finish
+    must not turn the collector back on under the other."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with paused_gc():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with paused_gc():
+        thread.start()
+        inside.wait(10)
+    assert not gc.isenabled(), "the other pause is still running"
+    leave.set()
+    thread.join(10)
+    assert gc.isenabled()
+
+
+def test_a_large_pause_moves_what_it_left_out_of_the_collectors_sight() -> None:
+    frozen = gc.get_freeze_count()
+    with paused_gc():
+        small: list[list[int]] = [[] for _ in range(100)]
+    assert gc.get_freeze_count() == frozen, "a small change is left to the collector"
+    with paused_gc():
+        config: list[list[int]] = [[] for _ in range(FREEZE_AFTER + 1000)]
+    assert gc.get_freeze_count() >= frozen + len(config), "a large load is frozen"
+    assert small and gc.isenabled()
