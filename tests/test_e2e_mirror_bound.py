@@ -28,7 +28,9 @@ from support import free_port, wait_until
 
 MiB = 1024 * 1024
 ROUTE = "httproute/server/http-route-sample/rule/0/match/0"
-NOT_MIRRORED = f"vhost.8000/*.route.{ROUTE}/not-mirrored.upstream_rq_total"
+# Counted per virtual host by virtual clusters (xds/translator.py, _mirror_bound_counters).
+NOT_MIRRORED = "vhost.8000/*.vcluster.not-mirrored.upstream_rq_total"
+WITHIN_BOUND = "vhost.8000/*.vcluster.within-mirror-bound.upstream_rq_total"
 # Far below the 90 s a client gave up after while the primary waited on a stuck mirror.
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -138,6 +140,7 @@ async def test_large_posts_get_the_primary_answer_whatever_the_mirror_does(stack
 
 async def test_body_up_to_the_bound_is_mirrored_byte_for_byte_and_a_larger_one_is_counted(stack: Stack) -> None:
     mirror = stack.echos["pipy-mirror"].log
+    within = await stack.envoy.stat(WITHIN_BOUND) or 0  # the stack's own readiness GETs
     at_bound, over = _body(MiB, 1), _body(MiB + 1, 2)
     assert await _post(stack.url + "/at-bound", at_bound) == (200, at_bound)
     await wait_until(lambda: any(h.get("body") == digest(at_bound) for h in mirror.heads()), message="the 1 MiB copy")
@@ -155,6 +158,9 @@ async def test_body_up_to_the_bound_is_mirrored_byte_for_byte_and_a_larger_one_i
     assert await _post(stack.url + "/marker", b"marker") == (200, b"marker")
     await wait_until(lambda: any(h["path"] == "/marker" for h in mirror.heads()), message="the marker copy")
     assert not {"/over-bound", "/chunked"} & {h["path"] for h in mirror.heads()}
+    # The 1 MiB body and the marker, and no other request, were counted as within the bound.
+    assert await stack.envoy.stat(WITHIN_BOUND) == within + 2
+    assert await _not_mirrored(stack) == 2
 
 
 async def test_raised_bound_mirrors_large_bodies_and_a_stuck_mirror_still_cannot_stall(tmp_path: Path) -> None:
