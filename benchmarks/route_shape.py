@@ -38,7 +38,7 @@ from controlplane.xds.translator import XdsOptions
 
 from .change_latency import GATEWAY, RULES, http_routes
 from .push_latency import _until_served
-from .workload import objects
+from .workload import objects, route
 
 Transform = Callable[[route_pb2.RouteConfiguration], None]
 
@@ -52,7 +52,6 @@ def _each_route(config: route_pb2.RouteConfiguration, edit: Callable[[Any], None
 def _per_route_stat_prefix(config: route_pb2.RouteConfiguration) -> None:
     """The shape before issue 12: each unmirrored twin counted by its own stat_prefix."""
     for vh in config.virtual_hosts:
-        del vh.virtual_clusters[:]
         for r in vh.routes:
             if r.name.endswith("/not-mirrored"):
                 r.stat_prefix = r.name
@@ -61,15 +60,9 @@ def _per_route_stat_prefix(config: route_pb2.RouteConfiguration) -> None:
 def _shared_stat_prefix(config: route_pb2.RouteConfiguration) -> None:
     """Every unmirrored twin counted into one stat_prefix (one stat per virtual host)."""
     for vh in config.virtual_hosts:
-        del vh.virtual_clusters[:]
         for r in vh.routes:
             if r.name.endswith("/not-mirrored"):
                 r.stat_prefix = "not-mirrored"
-
-
-def _no_virtual_clusters(config: route_pb2.RouteConfiguration) -> None:
-    for vh in config.virtual_hosts:
-        del vh.virtual_clusters[:]
 
 
 def _no_metadata(config: route_pb2.RouteConfiguration) -> None:
@@ -126,7 +119,6 @@ def _no_method_regex(config: route_pb2.RouteConfiguration) -> None:
 def _bare(config: route_pb2.RouteConfiguration) -> None:
     """One plain route per rule: path → primary, nothing else."""
     _one_route_per_rule(config)
-    _no_virtual_clusters(config)
     _no_metadata(config)
     _no_body_limit(config)
     _no_mirror(config)
@@ -136,7 +128,6 @@ VARIANTS: dict[str, Transform] = {
     "as translated": lambda c: None,
     "before: a stat_prefix per unmirrored route": _per_route_stat_prefix,
     "one stat_prefix shared by all": _shared_stat_prefix,
-    "without virtual clusters": _no_virtual_clusters,
     "without metadata": _no_metadata,
     "metadata without the JSON tag": _below_only,
     "without request_body_buffer_limit": _no_body_limit,
@@ -148,13 +139,17 @@ VARIANTS: dict[str, Transform] = {
 }
 
 
-def _with_path(config: route_pb2.RouteConfiguration, i: int, path: str) -> route_pb2.RouteConfiguration:
+def _host(i: int, per_host: int) -> str:
+    return f"host-{i // per_host}.example.com"
+
+
+def _with_path(config: route_pb2.RouteConfiguration, i: int, path: str, per_host: int) -> route_pb2.RouteConfiguration:
     """A copy whose rule ``i`` (all its Envoy routes) matches ``path`` instead."""
     out = route_pb2.RouteConfiguration()
     out.CopyFrom(config)
     old = f"/r{i}"
     for vh in out.virtual_hosts:
-        if vh.domains[0] != f"host-{i // RULES}.example.com":
+        if vh.domains[0] != _host(i, per_host):
             continue
         for r in vh.routes:
             if r.match.path_separated_prefix == old:
@@ -168,7 +163,7 @@ async def _stats(envoy: LocalEnvoy) -> tuple[int, float]:
     return text.count("\n"), time.perf_counter() - started
 
 
-async def run(n: int, rounds: int, concurrencies: list[int], only: list[str]) -> None:
+async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], per_host: int) -> None:
     variants = {k: v for k, v in VARIANTS.items() if not only or any(o in k for o in only)}
     echo_port, gw_port, xds_port = free_port(), free_port(), free_port()
     runner = web.AppRunner(build_app(name="backend", out=open("/dev/null", "w")), access_log=None)
@@ -182,7 +177,9 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str]) ->
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "base.yaml").write_text(yaml.safe_dump_all(objects(0, endpoint_port=echo_port)))
-        (folder / "routes.yaml").write_text(yaml.safe_dump_all(http_routes(n)))
+        # 16 rules per HTTPRoute (change_latency's files workload) or 1 (its Kubernetes one).
+        routes = http_routes(n) if per_host == RULES else [route(i) for i in range(n)]
+        (folder / "routes.yaml").write_text(yaml.safe_dump_all(routes))
         plane = ControlPlane(
             FileProvider(folder), xds_host="127.0.0.1", xds_port=xds_port, http_port=None, xds_options=options
         )
@@ -204,7 +201,7 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str]) ->
                 clusters=live.clusters,
                 endpoints=live.endpoints,
                 listeners=live.listeners,
-                routes={name: _with_path(config, i, path)},
+                routes={name: _with_path(config, i, path, per_host)},
             )
             return Snapshot.build(GATEWAY, resources, previous=plane.cache[GATEWAY])
 
@@ -232,7 +229,7 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str]) ->
                             started = time.perf_counter()
                             plane.cache.install(snap)
                             took = await asyncio.wait_for(
-                                _until_served(session, url + path, f"host-{i // RULES}.example.com", started), 60
+                                _until_served(session, url + path, _host(i, per_host), started), 60
                             )
                             if timed:
                                 times.setdefault((concurrency, label), []).append(took)
@@ -241,7 +238,7 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str]) ->
                     await envoy.stop()
         await plane.stop()
     await runner.cleanup()
-    print(f"N={n}, {rounds} rounds, median of the second push of each variant (ms)")
+    print(f"N={n}, {per_host} per host, {rounds} rounds, median of the second push of each variant (ms)")
     header = " | ".join(f"concurrency {c}" for c in concurrencies)
     print(f"{'variant':<44} | {'bytes':>9} | {header} | stats lines (c={concurrencies[0]}), /stats ms")
     reference = {c: statistics.median(times[(c, next(iter(variants)))]) for c in concurrencies}
@@ -260,8 +257,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", nargs="*", default=[], help="variants whose label contains one of these")
+    parser.add_argument("--rules-per-host", type=int, choices=(1, RULES), default=RULES)
     args = parser.parse_args()
-    asyncio.run(run(args.routes, args.rounds, args.concurrency, args.only))
+    asyncio.run(run(args.routes, args.rounds, args.concurrency, args.only, args.rules_per_host))
 
 
 if __name__ == "__main__":

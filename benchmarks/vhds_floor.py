@@ -183,7 +183,7 @@ async def _measure(shape: str, n: int, rounds: int, resources: Resources, url: s
     return times
 
 
-async def run(n: int, rounds: int) -> None:
+async def run(n: int, rounds: int, phases: int) -> None:
     echo_port, gw_port = free_port(), free_port()
     runner = web.AppRunner(build_app(name="backend", out=open("/dev/null", "w")), access_log=None)
     await runner.setup()
@@ -191,7 +191,7 @@ async def run(n: int, rounds: int) -> None:
     resources = _resources(n, echo_port, gw_port)
     url = f"http://127.0.0.1:{gw_port}"
     results: dict[str, list[float]] = {"inline": [], "vhds": []}
-    for k in range(2):
+    for k in range(phases):
         for shape in ("inline", "vhds") if k % 2 == 0 else ("vhds", "inline"):
             results[shape] += await _measure(shape, n, rounds, resources, url)
     await runner.cleanup()
@@ -205,9 +205,10 @@ async def run(n: int, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--routes", type=int, default=10000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="changes per Envoy")
+    parser.add_argument("--phases", type=int, default=4, help="Envoys per shape, the shapes alternating")
     args = parser.parse_args()
-    asyncio.run(run(args.routes, args.rounds))
+    asyncio.run(run(args.routes, args.rounds, args.phases))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
@@ -17,6 +18,8 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2 as stats_log_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
@@ -282,6 +285,8 @@ def _manager(route_config: str) -> hcm.HttpConnectionManager:
             hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())),
         ],
         use_remote_address=wrappers_pb2.BoolValue(value=True),
+        # Always present, mirrors or not: adding a mirror must not change (and so drain) the listener.
+        access_log=[_NOT_MIRRORED_COUNTER],
         # "host:PORT" with the listener's own port says nothing the listener does not know, and
         # kept, Envoy would copy it into redirects whose Location must carry the port the spec
         # computes (none for http:80 / https:443).
@@ -290,6 +295,44 @@ def _manager(route_config: str) -> hcm.HttpConnectionManager:
         # backends answer an unexpected Upgrade with an ordinary response anyway.
         upgrade_configs=[hcm.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
+
+
+NOT_MIRRORED_SUFFIX = "/not-mirrored"
+"""The name suffix of a mirrored route's unmirrored twin (:func:`_routes`)."""
+NOT_MIRRORED_STAT = "mirrorplane.not_mirrored"
+"""Envoy's counter of requests a mirrored route did not mirror (the body bound), tagged ``route``."""
+
+
+def _not_mirrored_counter() -> accesslog_pb2.AccessLog:
+    """Counts, per route, the requests that went to an unmirrored twin, in one place per listener.
+
+    Envoy counts them as ``mirrorplane.not_mirrored.route.<twin's name>`` (Prometheus:
+    ``envoy_mirrorplane_not_mirrored{route="…"}``), created on the first such request. Each twin
+    used to carry its own ``stat_prefix``, but Envoy builds a stats scope for every route that
+    has one, on every route update: at 10,000 mirrored rules that was a third or more of Envoy's
+    time to apply a change (docs/performance.md). This costs nothing per route; the CEL filter
+    runs once per request, after the response.
+    """
+    prefix, name = NOT_MIRRORED_STAT.split(".")
+    counter = stats_log_pb2.Config.Counter(
+        stat=stats_log_pb2.Config.Stat(
+            name=name, tags=[stats_log_pb2.Config.Tag(name="route", value_format="%ROUTE_NAME%")]
+        ),
+        value_fixed=wrappers_pb2.UInt64Value(value=1),
+    )
+    only_twins = accesslog_pb2.AccessLogFilter(
+        extension_filter=accesslog_pb2.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=_any(cel_pb2.ExpressionFilter(expression=f"xds.route_name.endsWith('{NOT_MIRRORED_SUFFIX}')")),
+        )
+    )
+    # Envoy 1.40 wants a stat_prefix or a stats_scope. It calls stat_prefix deprecated (a warning
+    # when the listener loads), but xds-protos 1.85 has no stats_scope field to set instead.
+    config = stats_log_pb2.Config(stat_prefix=prefix, counters=[counter])
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.stats", filter=only_twins, typed_config=_any(config))
+
+
+_NOT_MIRRORED_COUNTER = _not_mirrored_counter()
 
 
 def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
@@ -309,56 +352,7 @@ def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
 
 def _virtual_host(vh: ir.VirtualHost, mirror_body_limit: int) -> rc.VirtualHost:
     routes = [envoy_route for r in vh.routes for envoy_route in _routes(r, mirror_body_limit)]
-    return rc.VirtualHost(
-        name=vh.name,
-        domains=list(vh.domains),
-        routes=routes,
-        virtual_clusters=_mirror_bound_counters(vh, mirror_body_limit),
-    )
-
-
-def _mirrors(route: ir.Route) -> bool:
-    """Whether the route forwards with mirrors (a redirect or a direct response mirrors nothing)."""
-    return bool(route.mirrors) and route.direct_status is None and route.redirect is None
-
-
-# Virtual cluster names: Envoy counts a virtual host's requests per virtual cluster, the first one
-# whose headers match, as vhost.<virtual host>.vcluster.<name>.upstream_rq_*.
-WITHIN_MIRROR_BOUND = "within-mirror-bound"
-NOT_MIRRORED = "not-mirrored"
-
-
-def _mirror_bound_counters(vh: ir.VirtualHost, mirror_body_limit: int) -> list[rc.VirtualCluster]:
-    """Where Envoy counts the requests the body bound keeps from being mirrored, per virtual host.
-
-    The virtual clusters repeat the header matches of the mirrored routes (see :func:`_routes`);
-    whatever matches none of them is counted as ``not-mirrored``. A per-route ``stat_prefix`` on
-    each unmirrored twin counted them per route, but Envoy builds a stats scope for every such
-    route on every route update: at 10,000 routes that was 40 % of Envoy's apply time
-    (docs/performance.md). These cost one set per virtual host, built from the IR alone (so the
-    virtual host stays cacheable by EncodedMemo).
-    """
-    kinds = {r.kind for r in vh.routes if _mirrors(r)}
-    if not kinds:
-        return []
-    within = [[_content_length_within(mirror_body_limit)]]
-    if "HTTPRoute" in kinds:
-        within.append(list(_BODYLESS))
-    if "GRPCRoute" in kinds:
-        within.append([_GRPC_CALL])
-    out = [rc.VirtualCluster(name=WITHIN_MIRROR_BOUND, headers=headers) for headers in within]
-    out.append(rc.VirtualCluster(name=NOT_MIRRORED, headers=[_EVERY_REQUEST]))
-    return out
-
-
-# Envoy refuses a virtual cluster without headers; every request has a method.
-_EVERY_REQUEST = rc.HeaderMatcher(name=":method", present_match=True)
-
-
-def _content_length_within(mirror_body_limit: int) -> rc.HeaderMatcher:
-    return rc.HeaderMatcher(
-        name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1)
-    )
+    return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=routes)
 
 
 # RouteConfiguration.virtual_hosts is field 2, length-delimited: its tag byte.
@@ -410,10 +404,10 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
     body (HTTP/1.1: neither Content-Length nor Transfer-Encoding) with a method that carries
     none, or (GRPCRoute only) a gRPC call; every other request falls through to the same route
-    without mirrors. Envoy counts those per virtual host (:func:`_mirror_bound_counters`).
+    without mirrors, which Envoy counts by its name (:func:`_not_mirrored_counter`).
     """
     out = _route(route)
-    if not _mirrors(route):
+    if not route.mirrors or not out.HasField("route"):
         return [out]
     tag_route(route, out)  # shadow testing compares its legs (accesslog.py)
     bodyless, unmirrored = rc.Route(), rc.Route()
@@ -426,10 +420,10 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
         bodyless.name += "/no-body"
         bodyless.match.headers.extend(_BODYLESS)
     unmirrored.CopyFrom(out)
-    unmirrored.name += "/not-mirrored"
+    unmirrored.name += NOT_MIRRORED_SUFFIX
     del unmirrored.route.request_mirror_policies[:]
     untag_route(unmirrored)
-    out.match.headers.append(_content_length_within(mirror_body_limit))
+    out.match.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
     # The mirror's copy is buffered under this per-request limit while its connection is not
     # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.
     out.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
