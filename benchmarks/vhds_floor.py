@@ -1,9 +1,10 @@
 """Does VHDS make a one-route change cheaper for Envoy than a whole RouteConfiguration?
 
-    python -m benchmarks.vhds_floor [--routes 10000] [--rounds 5]
+    python -m benchmarks.vhds_floor [--routes 10000] [--rounds 5] [--phases 4] [--envoy-log]
 
 A bare Delta ADS server (this file; not mirrorplane's) serves the change_latency workload,
-translated by mirrorplane, to one real Envoy in two shapes, alternately, round by round:
+translated by mirrorplane, to a real Envoy in two shapes, a fresh Envoy per phase, the shapes
+alternating phase by phase:
 
 * inline: one RouteConfiguration with every virtual host; a change sends it whole (what
   mirrorplane does, and what change_latency's floor measures);
@@ -48,7 +49,6 @@ from .change_latency import GATEWAY, RULES, http_routes
 from .push_latency import _until_served
 from .workload import objects
 
-DEBUG = False
 VHOST = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 
 
@@ -77,7 +77,7 @@ def _vhds_name(route_config: str, vh: rc.VirtualHost) -> str:
 
 
 class Server(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """Answers each type's first request with everything; later pushes come from :meth:`push`."""
+    """Answers each type's first request with everything; later responses are put in ``queue``."""
 
     def __init__(self, resources: Resources, vhds: bool) -> None:
         self.resources = resources
@@ -130,7 +130,7 @@ class Server(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[m
             reader.cancel()
 
 
-async def _measure(shape: str, n: int, rounds: int, resources: Resources, url: str) -> list[float]:
+async def _measure(shape: str, n: int, rounds: int, resources: Resources, url: str, envoy_log: bool) -> list[float]:
     xds_port = free_port()
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20)])
     ads = Server(resources, vhds=shape == "vhds")
@@ -142,8 +142,8 @@ async def _measure(shape: str, n: int, rounds: int, resources: Resources, url: s
         gateway=GATEWAY,
         xds_port=xds_port,
         admin_port=0,
-        log_sink=lambda line: print(line[:400]) if DEBUG else None,
-        log_level="debug" if DEBUG else "warning",
+        log_sink=lambda line: print(line[:400]) if envoy_log else None,
+        log_level="debug" if envoy_log else "warning",
     )
     await envoy.start()
     times = []
@@ -183,7 +183,7 @@ async def _measure(shape: str, n: int, rounds: int, resources: Resources, url: s
     return times
 
 
-async def run(n: int, rounds: int, phases: int) -> None:
+async def run(n: int, rounds: int, phases: int, envoy_log: bool) -> None:
     echo_port, gw_port = free_port(), free_port()
     runner = web.AppRunner(build_app(name="backend", out=open("/dev/null", "w")), access_log=None)
     await runner.setup()
@@ -193,7 +193,7 @@ async def run(n: int, rounds: int, phases: int) -> None:
     results: dict[str, list[float]] = {"inline": [], "vhds": []}
     for k in range(phases):
         for shape in ("inline", "vhds") if k % 2 == 0 else ("vhds", "inline"):
-            results[shape] += await _measure(shape, n, rounds, resources, url)
+            results[shape] += await _measure(shape, n, rounds, resources, url, envoy_log)
     await runner.cleanup()
     for shape, times in results.items():
         print(
@@ -207,8 +207,9 @@ def main() -> None:
     parser.add_argument("--routes", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=5, help="changes per Envoy")
     parser.add_argument("--phases", type=int, default=4, help="Envoys per shape, the shapes alternating")
+    parser.add_argument("--envoy-log", action="store_true", help="print Envoy's debug log (to see VHDS at work)")
     args = parser.parse_args()
-    asyncio.run(run(args.routes, args.rounds, args.phases))
+    asyncio.run(run(args.routes, args.rounds, args.phases, args.envoy_log))
 
 
 if __name__ == "__main__":
