@@ -100,6 +100,18 @@ def _one_route_per_rule(config: route_pb2.RouteConfiguration) -> None:
     _each_route(config, lambda r: r.match.ClearField("headers"))
 
 
+def _method_exact(config: route_pb2.RouteConfiguration) -> None:
+    """The :method regex replaced by an exact match on GET (a diagnostic: it mirrors less)."""
+
+    def edit(r: route_pb2.Route) -> None:
+        for h in r.match.headers:
+            if h.name == ":method":
+                h.string_match.Clear()
+                h.string_match.exact = "GET"
+
+    _each_route(config, edit)
+
+
 def _no_bodyless_twin(config: route_pb2.RouteConfiguration) -> None:
     """Two routes per rule: the content-length range and the not-mirrored twin (no :method regex)."""
     _keep(config, lambda r: not r.name.endswith("/no-body"))
@@ -133,6 +145,7 @@ VARIANTS: dict[str, Transform] = {
     "without request_body_buffer_limit": _no_body_limit,
     "without mirror policies": _no_mirror,
     "without the :method regex": _no_method_regex,
+    "the :method regex as an exact GET": _method_exact,
     "2 routes/rule (no bodyless twin)": _no_bodyless_twin,
     "1 route/rule (mirrored, no headers)": _one_route_per_rule,
     "1 bare route/rule": _bare,
