@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -420,3 +421,26 @@ async def test_mirror_policy_shapes_only_the_mirror_leg_and_its_removal_restores
     assert copy["metadata"]["authorization"] == "Bearer secret"
     assert copy["metadata"][":authority"] == primary["metadata"][":authority"]
     assert stack.envoy.pid == pid, "Envoy must not be restarted"
+
+
+async def test_envoy_counts_a_request_that_is_not_mirrored_and_not_a_grpc_call(stack: GrpcStack) -> None:
+    """A gRPC call is mirrored whatever its size is announced as; a request that is neither gRPC
+    nor of a known size within the bound is not, and Envoy counts it by route (docs/grpc.md)."""
+    name = "mirrorplane.not_mirrored.route.grpcroute/server/grpc-echo/rule/0/match/0/not-mirrored"
+    await stack.echo(b"")
+
+    async def chunked() -> AsyncIterator[bytes]:  # HTTP/1.1, no Content-Length, not gRPC
+        yield b"not a grpc call"
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"http://127.0.0.1:{stack.port}{ECHO}", data=chunked(), headers={"content-type": "text/plain"}
+        ) as resp:
+            await resp.read()
+
+    async def counted() -> bool:
+        return await stack.envoy.stat(name) == 1
+
+    await wait_until(counted, message=f"{name} at 1")
+    await stack.echo(b"")  # a second gRPC call, after which the count is still 1
+    assert await stack.envoy.stat(name) == 1

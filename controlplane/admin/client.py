@@ -266,6 +266,6 @@ def _mirror_bounds(rs: admin_pb2.ResourceSet) -> list[str]:
         for limit in sorted(limits):
             out.append(
                 f"  {r.name}: mirrors bodies up to {limit} bytes; larger or unknown-size ones are not mirrored "
-                "(Envoy counts them: vhost.*.route.*/not-mirrored.upstream_rq_total)\n"
+                "(Envoy counts them: mirrorplane.not_mirrored.route.*)\n"
             )
     return out

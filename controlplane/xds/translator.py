@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
@@ -18,6 +19,8 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2 as stats_log_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
@@ -305,6 +308,8 @@ def _manager(route_config: str) -> hcm.HttpConnectionManager:
             hcm.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())),
         ],
         use_remote_address=wrappers_pb2.BoolValue(value=True),
+        # Always present, mirrors or not: adding a mirror must not change (and so drain) the listener.
+        access_log=[_NOT_MIRRORED_COUNTER],
         # "host:PORT" with the listener's own port says nothing the listener does not know, and
         # kept, Envoy would copy it into redirects whose Location must carry the port the spec
         # computes (none for http:80 / https:443).
@@ -313,6 +318,44 @@ def _manager(route_config: str) -> hcm.HttpConnectionManager:
         # backends answer an unexpected Upgrade with an ordinary response anyway.
         upgrade_configs=[hcm.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
+
+
+NOT_MIRRORED_SUFFIX = "/not-mirrored"
+"""The name suffix of a mirrored route's unmirrored twin (:func:`_routes`)."""
+NOT_MIRRORED_STAT = "mirrorplane.not_mirrored"
+"""Envoy's counter of requests a mirrored route did not mirror (the body bound), tagged ``route``."""
+
+
+def _not_mirrored_counter() -> accesslog_pb2.AccessLog:
+    """Counts, per route, the requests that went to an unmirrored twin, in one place per listener.
+
+    Envoy counts them as ``mirrorplane.not_mirrored.route.<twin's name>`` (Prometheus:
+    ``envoy_mirrorplane_not_mirrored{route="…"}``), created on the first such request. Each twin
+    used to carry its own ``stat_prefix``, but Envoy builds a stats scope for every route that
+    has one, on every route update: at 10,000 mirrored rules that was a third or more of Envoy's
+    time to apply a change (docs/performance.md). This costs nothing per route; the CEL filter
+    runs once per request, after the response.
+    """
+    prefix, name = NOT_MIRRORED_STAT.split(".")
+    counter = stats_log_pb2.Config.Counter(
+        stat=stats_log_pb2.Config.Stat(
+            name=name, tags=[stats_log_pb2.Config.Tag(name="route", value_format="%ROUTE_NAME%")]
+        ),
+        value_fixed=wrappers_pb2.UInt64Value(value=1),
+    )
+    only_twins = accesslog_pb2.AccessLogFilter(
+        extension_filter=accesslog_pb2.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=_any(cel_pb2.ExpressionFilter(expression=f"xds.route_name.endsWith('{NOT_MIRRORED_SUFFIX}')")),
+        )
+    )
+    # Envoy 1.40 wants a stat_prefix or a stats_scope. It calls stat_prefix deprecated (a warning
+    # when the listener loads), but xds-protos 1.85 has no stats_scope field to set instead.
+    config = stats_log_pb2.Config(stat_prefix=prefix, counters=[counter])
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.stats", filter=only_twins, typed_config=_any(config))
+
+
+_NOT_MIRRORED_COUNTER = _not_mirrored_counter()
 
 
 def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
@@ -366,8 +409,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
     body (HTTP/1.1: neither Content-Length nor Transfer-Encoding) with a method that carries
     none, or (GRPCRoute only) a gRPC call; every other request falls through to the same route
-    without mirrors, whose own stat_prefix makes Envoy count them
-    (vhost.<vhost>.route.<name>/not-mirrored.upstream_rq_*).
+    without mirrors, which Envoy counts by its name (:func:`_not_mirrored_counter`).
     """
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
@@ -383,8 +425,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
         bodyless.name += "/no-body"
         bodyless.match.headers.extend(_BODYLESS)
     unmirrored.CopyFrom(out)
-    unmirrored.name += "/not-mirrored"
-    unmirrored.stat_prefix = (route.stat_prefix or route.name) + "/not-mirrored"
+    unmirrored.name += NOT_MIRRORED_SUFFIX
     del unmirrored.route.request_mirror_policies[:]
     untag_route(unmirrored)
     out.match.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
