@@ -17,6 +17,7 @@ from controlplane.localenvoy import XdsTls
 from controlplane.tls import TlsFiles, server_credentials
 from e2e import GATEWAY, Stack, start_stack
 from support import wait_until
+from test_e2e_shadow import apply_body_policy, body_backends, body_compared
 
 
 @dataclass
@@ -72,6 +73,17 @@ async def test_envoy_gets_config_over_mutual_tls_and_mirrors(mtls_stack: Stack) 
     assert (status, body) == (200, b"over mTLS")
     await wait_until(lambda: any(h.get("method") == "POST" for h in mtls_stack.echos["pipy-mirror"].log.heads()))
     assert [s.node_id for s in mtls_stack.plane.registry.streams()] == ["e2e"]
+
+
+async def test_bodies_reach_the_receiver_over_mutual_tls(mtls_stack: Stack) -> None:
+    """The Lua filter's report rides the access-log cluster, and so its mutual TLS: with the
+    Gateway's certificate the bodies arrive and decide the pair (same size, other bytes)."""
+    await body_backends(mtls_stack)
+    await apply_body_policy(mtls_stack, 100)
+    assert (await mtls_stack.request("/b/reversed/1", data=b"hello 1")) == (200, b"hello 1")
+    assert await body_compared(mtls_stack, 1) == {"body_differs": 1}
+    entries = mtls_stack.plane.comparisons.entries
+    assert entries["body_received"] == 2 and entries["body_denied"] == 0
 
 
 async def _health(channel: grpc.aio.Channel) -> int:
