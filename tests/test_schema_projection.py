@@ -174,6 +174,11 @@ def test_the_costly_rule_sets_are_projected() -> None:
         "'x' in self.a",  # membership in an object's keys
         "self['a'].n == 1",  # an index by name
         "string(self.a) == 'x'",  # a function that may read a whole object
+        "size(self.a) == 2",  # an object's size counts its fields
+        "self.a.all(k, k != 'm')",  # iterating an object goes over its fields
+        "self.a[self.c.m] == 1",  # an index that is not a number
+        "self.c == [self.a][0]",  # a list literal holding an object
+        "self.a.n in [self.b][0]",  # membership, in a list holding an object
     ],
 )
 def test_what_the_scan_cannot_vouch_for_gets_the_whole_value(rule: str) -> None:

@@ -697,7 +697,10 @@ _SELECTED = re.compile(r"\.\s*\??\s*([A-Za-z_]\w*)")
 _COMPARISON = re.compile(r"==|!=|\bin\b")
 _LEFT_OPERAND = re.compile(r"(?:^|(?<=[(,?:&|!\[]))\s*([\w.]+(?:\(\))?|'S'|\[[^\]]*\])\s*$")
 _RIGHT_OPERAND = re.compile(r"^\s*([\w.]+(?:\(\))?|'S'|\[[^\]]*\])\s*(?=$|[),?:&|\]])")
-_LITERAL = re.compile(r"'S'|\d+(\.\d+)?|true|false|null|\[[^\]]*\]")
+_SCALAR_LITERAL = r"'S'|-?\d+(?:\.\d+)?|true|false|null"
+_LITERAL = re.compile(rf"{_SCALAR_LITERAL}|\[\s*(?:(?:{_SCALAR_LITERAL})(?:\s*,\s*(?:{_SCALAR_LITERAL}))*)?\s*\]")
+_LISTING = re.compile(r"\.\s*(size|all|exists|exists_one|filter|map)\s*\(|\bsize\s*\(")
+_TRAILING = re.compile(r"[\w.]+$|\)$")
 _FIELD_CHAIN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
@@ -759,12 +762,67 @@ def _comparisons_safe(code: str, types: dict[str, set[str | None]], self_type: s
         lhs = left.group(1) if left else ""
         rhs = right.group(1) if right else ""
         if m.group() == "in":  # membership in a list, never in an object's keys
-            listed = rhs.startswith("[") or rhs == "self" and self_type == "array"
+            listed = rhs.startswith("[") and _LITERAL.fullmatch(rhs) or rhs == "self" and self_type == "array"
             if not (listed or _LITERAL.fullmatch(lhs) and _FIELD_CHAIN.fullmatch(rhs) and _is_list(rhs, types)):
                 return False
         elif not (_LITERAL.fullmatch(lhs) or _LITERAL.fullmatch(rhs)):
             if not (_scalar_operand(lhs, types) and _scalar_operand(rhs, types)):
                 return False
+    return True
+
+
+def _open_paren(code: str, close: int) -> int:
+    """Where the parenthesis closed at ``close`` opens (-1: nowhere)."""
+    depth = 0
+    for i in range(close, -1, -1):
+        depth += {")": 1, "(": -1}.get(code[i], 0)
+        if depth == 0:
+            return i
+    return -1
+
+
+def _a_list(operand: str, types: dict[str, set[str | None]], self_type: str | None) -> bool:
+    """``operand`` is a list or a string: ``self`` of such a node, a field of such a type
+    wherever the name occurs below, or what ``filter()`` or ``map()`` made."""
+    operand = operand.strip()
+    if operand == "self":
+        return self_type in ("array", "string")
+    if operand.endswith(")"):
+        start = _open_paren(operand, len(operand) - 1)
+        return start > 0 and re.search(r"\.\s*(filter|map)\s*$", operand[:start]) is not None
+    chain = re.fullmatch(r"[\w.]*\.(\w+)", operand)
+    kinds = types.get(chain.group(1), set()) if chain is not None else set()
+    return bool(kinds) and kinds <= {"array", "string"}
+
+
+def _listings_safe(code: str, types: dict[str, set[str | None]], self_type: str | None) -> bool:
+    """size() and the comprehensions only ever see lists and strings (an object's keys would
+    differ once projected), and an index is a number into a list, never a name into an object."""
+    for m in _LISTING.finditer(code):
+        if m.group(1) is not None:  # receiver.size(...), receiver.all(...), ...
+            text = code[: m.start()].rstrip()
+            receiver = _TRAILING.search(text)
+            if receiver is None:
+                return False
+            operand = text if receiver.group() == ")" else receiver.group()
+            if operand.startswith("."):
+                operand = "x" + operand  # after an index: the field is what counts
+        else:  # size(argument)
+            close = m.end() - 1
+            depth, end = 0, -1
+            for i in range(close, len(code)):
+                depth += {"(": 1, ")": -1}.get(code[i], 0)
+                if depth == 0:
+                    end = i
+                    break
+            operand = code[m.end() : end] if end > 0 else ""
+            if not re.fullmatch(r"\s*[\w.]+\s*", operand):
+                return False
+        if not _a_list(operand, types, self_type):
+            return False
+    for m in re.finditer(r"(?<=[\w)\]])\s*\[", code):  # an index, not a list literal
+        if not re.match(r"\[\s*\d+\s*\]", code[m.end() - 1 :]):
+            return False
     return True
 
 
@@ -779,7 +837,8 @@ def _projection(node: _Node, program: cel.Program, source: str) -> Projection | 
         code = _strip_strings(source)
     except ValueError:
         return None
-    if re.search(r"\[\s*'S'", code) or not _comparisons_safe(code, _field_types(node, {}), node.type):
+    types = _field_types(node, {})
+    if not (_comparisons_safe(code, types, node.type) and _listings_safe(code, types, node.type)):
         return None
     return _project(node, frozenset(_SELECTED.findall(code)))
 
