@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from . import certs, echo, logs
+from . import echo, logs
 from .admin import client as admin_client
 from .echo import cli as echo_cli
 from .errors import MirrorplaneError, SourceError, UsageError
@@ -365,6 +365,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 async def _certs(args: argparse.Namespace) -> int:
+    from . import certs  # only here: cryptography costs a serving process ~9 MB
+
     if args.out:
         issued, kept = certs.ensure_folder(args.out, args.server_name, args.gateway)
         what = [f"issued {p}/" for p in issued] + [f"kept {p}/" for p in kept]

@@ -214,6 +214,13 @@ def test_the_cli_loads_the_kubernetes_client_only_when_asked_to() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_serving_loads_cryptography_only_for_a_tls_listener() -> None:
+    """cryptography costs ~9 MB of RSS; a Gateway without TLS listeners must not pay for it."""
+    code = "import sys, controlplane.cli, controlplane.serve; print('cryptography' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # -- errors: the user's are one line, a bug keeps its traceback (controlplane/errors.py) ----------
 
 

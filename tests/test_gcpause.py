@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.gcpause import FREEZE_AFTER, paused_gc
+from controlplane.gcpause import FREEZE_AFTER, _malloc_trim, paused_gc
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +50,25 @@ def test_a_large_pause_moves_what_it_left_out_of_the_collectors_sight() -> None:
         config: list[list[int]] = [[] for _ in range(FREEZE_AFTER + 1000)]
     assert gc.get_freeze_count() >= frozen + len(config), "a large load is frozen"
     assert small and gc.isenabled()
+
+
+def _rss_kb() -> int:
+    for line in open("/proc/self/status").read().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="no glibc malloc_trim here")
+def test_a_large_pause_gives_the_heap_it_freed_back_to_the_system() -> None:
+    """What a load frees in the middle of the C heap (blocks over Python's small-object size, a
+    few kept among them, as parsed YAML and serialized messages leave it) leaves RSS again."""
+    before = _rss_kb()
+    with paused_gc():
+        config: list[list[int]] = [[] for _ in range(FREEZE_AFTER + 1000)]
+        blocks = [bytes(1000 + i % 7) for i in range(100_000)]  # 100 MB through malloc
+        kept = blocks[::64]
+        del blocks
+    grown_mb = (_rss_kb() - before) / 1024
+    assert config and kept
+    assert grown_mb < 40, f"RSS still {grown_mb:.0f} MB above where it was"

@@ -20,7 +20,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import accumulate, compress
 from operator import is_not
 from typing import Any, NamedTuple, TypeVar
 
@@ -120,6 +120,11 @@ def usage_of(vhosts: Iterable[ir.VirtualHost]) -> MirrorUsage:
     return usage
 
 
+# A virtual host's framed bytes: its own bytes when just encoded, else a view into the
+# RouteConfiguration it was last joined into (_share).
+Part = bytes | memoryview
+
+
 class Assembled(NamedTuple):
     data: bytes
     # SHA-256 over the SHA-256 of each part (head, each virtual host, tail): a content hash of
@@ -137,16 +142,28 @@ class _Chain:
     """What the last build of one route table made: its virtual hosts and their bytes."""
 
     vhosts: tuple[ir.VirtualHost, ...] = ()
-    parts: list[bytes] = field(default_factory=list)  # framed bytes of each of ``vhosts``
+    parts: list[Part] = field(default_factory=list)  # framed bytes of each of ``vhosts``
     part_digests: list[bytes] = field(default_factory=list)  # and their SHA-256
     held: dict[int, ir.VirtualHost] = field(default_factory=dict)  # keeps every id in ``framed`` unique
-    framed: dict[int, bytes] = field(default_factory=dict)
+    framed: dict[int, Part] = field(default_factory=dict)
     digests: dict[int, bytes] = field(default_factory=dict)
     usages: dict[int, VhostUsage] = field(default_factory=dict)
     usage: MirrorUsage = field(default_factory=MirrorUsage)
     data: bytes = b""
     digest: bytes = b""
     key: tuple[bytes, bytes] = (b"", b"")  # what besides the virtual hosts ``data`` was made from
+
+
+def _share(state: _Chain, ids: Iterable[int], start: int) -> None:
+    """Make each part a view into ``state.data``, so that the virtual hosts' bytes are kept once
+    rather than twice (8.5 MB at 10,000 mirrored routes). An edit then joins views and the new
+    parts; the data the views point into stays alive as long as one of them does, so memory
+    never exceeds the two copies it was before, and the next rebuild of the whole chain (a
+    virtual host added or removed, or the cold start) brings it back to one."""
+    view = memoryview(state.data)
+    ends = list(accumulate(map(len, state.parts), initial=start))
+    state.parts = list(map(view.__getitem__, map(slice, ends, ends[1:])))
+    state.framed = dict(zip(ids, state.parts, strict=True))
 
 
 class EncodedMemo:
@@ -192,13 +209,15 @@ class EncodedMemo:
             for i in places:
                 state.parts[i] = state.framed[id(vhosts[i])]
                 state.part_digests[i] = state.digests[id(vhosts[i])]
+            state.data = b"".join((head, *state.parts, tail))
         else:
             before, now = frozenset(map(id, old)), dict(zip(map(id, vhosts), vhosts, strict=True))
             self._swap(state, before, now, encode)
             state.parts = list(map(state.framed.__getitem__, now))
             state.part_digests = list(map(state.digests.__getitem__, now))
+            state.data = b"".join((head, *state.parts, tail))
+            _share(state, now, len(head))
         state.vhosts, state.key = vhosts, key
-        state.data = b"".join((head, *state.parts, tail))
         state.digest = _sha256(b"".join((_sha256(head), *state.part_digests, _sha256(tail))))
         return Assembled(state.data, state.digest, state.usage)
 

@@ -35,8 +35,10 @@ class Encoded(Mapping[str, _M], Generic[_M]):
 
     The xDS translator assembles a RouteConfiguration from cached bytes (encoded.py): the
     snapshot takes those bytes as they are, instead of parsing 1.7 MB into a message only to
-    serialize it again. Whoever reads a resource as a message (the admin API, offline tools)
-    gets it parsed, once.
+    serialize it again. Whoever reads a resource as a message (a NACK's diagnosis, offline
+    tools) gets it parsed from the bytes each time: kept, a parsed 10,000-route
+    RouteConfiguration would hold tens of MB of protobuf's C memory for as long as the snapshot
+    is served.
     """
 
     def __init__(self, cls: type[_M], data: Mapping[str, bytes], digests: Mapping[str, bytes]) -> None:
@@ -45,13 +47,9 @@ class Encoded(Mapping[str, _M], Generic[_M]):
         # A content hash of each resource's bytes, made as they were assembled (cache.py turns it
         # into the resource's version without reading the bytes again).
         self.digests: Mapping[str, bytes] = MappingProxyType(dict(digests))
-        self._decoded: dict[str, _M] = {}
 
     def __getitem__(self, name: str) -> _M:
-        message = self._decoded.get(name)
-        if message is None:
-            message = self._decoded[name] = self.message_type.FromString(self.data[name])
-        return message
+        return self.message_type.FromString(self.data[name])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
