@@ -43,7 +43,6 @@ HTTP_GATEWAY = "server/simple-gateway"  # manifests/local
 MIRRORPLANE = [sys.executable, "-m", "controlplane.cli"]
 
 
-
 def _connects(host: str, port: int) -> bool:
     try:
         socket.create_connection((host, port), timeout=3).close()

@@ -49,7 +49,6 @@ spec:
 """
 
 
-
 async def _get(url: str, host: str | None = None) -> tuple[int, str]:
     headers = {"Host": host} if host else {}
     async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as r:
