@@ -38,6 +38,7 @@ from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag, body_settings
 from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
 
 BATCH = 100
+RATE = 200  # requests per second of the open-loop runs: a tenth of what this stack serves flat out
 BODY_POLICY = """apiVersion: mirrorplane.io/v1alpha1
 kind: MirrorPolicy
 metadata: {name: bench-bodies, namespace: server}
@@ -70,11 +71,13 @@ async def primary_latency(requests: int, concurrency: int) -> None:
                     await _until_logging(envoy, on)
                     await _load(url, requests // 5, concurrency)  # warm-up
                     results[name] = await _load(url, requests, concurrency)
+                    results[f"{name} @{RATE}/s"] = await _load(url, requests // 2, concurrency, "--rate", str(RATE))
                 (folder / "policy.yaml").write_text(BODY_POLICY)
                 await _until_bodies(envoy)
                 await _load(url, requests // 5, concurrency)  # warm-up
                 bodies0 = plane.comparisons.entries["body_received"]
                 results["+ bodies"] = await _load(url, requests, concurrency)
+                results[f"+ bodies @{RATE}/s"] = await _load(url, requests // 2, concurrency, "--rate", str(RATE))
                 await asyncio.sleep(BODY_WAIT + 1)  # the last bodies and pairs
                 compared = sum(sum(s.results.values()) for s in plane.comparisons.rules.values())
                 bodies = plane.comparisons.entries["body_received"] - bodies0
@@ -92,13 +95,14 @@ async def primary_latency(requests: int, concurrency: int) -> None:
         for proc in backends:
             proc.terminate()
             await proc.wait()
-    base = results["comparison off"]
     print(
-        f"1. primary latency through Envoy (1 worker), {requests} POSTs of 64 bytes, {concurrency} at a time, mirror on"
+        f"1. primary latency through Envoy (1 worker), {requests} POSTs of 64 bytes, {concurrency} at a time, mirror on;"
+        f" then {requests // 2} started at {RATE}/s (open loop: one request's own path, not the machine saturated)"
     )
     for name, r in results.items():
+        base = results["comparison off" + (f" @{RATE}/s" if name.endswith("/s") else "")]
         print(
-            f"   {name:<15} p50 {r['p50']:6.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:6.2f} ms"
+            f"   {name:<24} p50 {r['p50']:6.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:6.2f} ms"
             f" ({r['p99'] / base['p99']:4.2f}x)  {r['rps']:7.0f} req/s  statuses {r['statuses']}"
         )
     print(f"   pairs compared by the control plane meanwhile: {compared}")
