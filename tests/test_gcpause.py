@@ -1,14 +1,16 @@
-"""The collector pause (controlplane/gcpause.py): overlapping pauses, and the freeze after a large one."""
+"""The collector pause (controlplane/gcpause.py): overlapping pauses, the freeze after a large one,
+and the short switch interval while one lasts."""
 
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from controlplane.gcpause import FREEZE_AFTER, _malloc_trim, paused_gc
+from controlplane.gcpause import FREEZE_AFTER, SWITCH_INTERVAL, _malloc_trim, paused_gc
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +74,17 @@ def test_a_large_pause_gives_the_heap_it_freed_back_to_the_system() -> None:
     grown_mb = (_rss_kb() - before) / 1024
     assert config and kept
     assert grown_mb < 40, f"RSS still {grown_mb:.0f} MB above where it was"
+
+
+def test_the_loop_gets_the_interpreter_back_sooner_while_a_pause_lasts() -> None:
+    """A pause is CPU-bound Python in a worker thread: the switch interval is short while any pause
+    lasts (the event loop waited 100-300 ms at the default 5 ms), and what it was comes back when
+    the last one ends."""
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL
+    with paused_gc():
+        assert sys.getswitchinterval() == SWITCH_INTERVAL
+        with paused_gc():
+            assert sys.getswitchinterval() == SWITCH_INTERVAL
+        assert sys.getswitchinterval() == SWITCH_INTERVAL, "an inner pause must not restore it"
+    assert sys.getswitchinterval() == before
