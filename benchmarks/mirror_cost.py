@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -58,6 +59,14 @@ async def _load(url: str, requests: int, concurrency: int, *options: str) -> dic
     )  # fmt: skip
     out, _ = await proc.communicate()
     return json.loads(out)
+
+
+def latency_line(name: str, r: dict[str, Any], base: dict[str, Any], width: int = 20) -> str:
+    """One run's p50/p99 and their ratios to ``base`` (a run of the same benchmark), req/s, statuses."""
+    return (
+        f"{name:<{width}} p50 {r['p50']:6.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:6.2f} ms"
+        f" ({r['p99'] / base['p99']:4.2f}x)  {r['rps']:7.0f} req/s  statuses {r['statuses']}"
+    )
 
 
 def _route(mirror: bool) -> str:
@@ -131,10 +140,7 @@ async def run(requests: int, concurrency: int) -> None:
                 await proc.wait()
     base = results["mirror off"]
     for name, r in results.items():
-        print(
-            f"{name:<20} p50 {r['p50']:6.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:6.2f} ms"
-            f" ({r['p99'] / base['p99']:4.2f}x)  {r['rps']:7.0f} req/s  statuses {r['statuses']}"
-        )
+        print(latency_line(name, r, base))
 
 
 async def _until_policy(envoy: LocalEnvoy, present: bool) -> None:

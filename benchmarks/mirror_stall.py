@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from benchmarks.mirror_cost import _load, _route, _spawn, _until_policy, local_gateway
+from benchmarks.mirror_cost import _load, _route, _spawn, _until_policy, latency_line, local_gateway
 from controlplane.ports import free_port
 from controlplane.xds.translator import DEFAULT_MIRROR_BODY_LIMIT
 
@@ -51,10 +51,7 @@ async def run(requests: int, concurrency: int, timeout: float) -> None:
         base = results[body, "no mirror"]
         for config in ("no mirror", "stuck mirror"):
             r = results[body, config]
-            print(
-                f"  {config:<13} p50 {r['p50']:8.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:8.2f} ms"
-                f" ({r['p99'] / base['p99']:4.2f}x)  {r['rps']:6.1f} req/s  statuses {r['statuses']}"
-            )
+            print("  " + latency_line(config, r, base, 13))
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok, served
+from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok, latency_line, served
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.shadow.hub import BODY_WAIT
@@ -101,10 +101,7 @@ async def primary_latency(requests: int, concurrency: int) -> None:
     )
     for name, r in results.items():
         base = results["comparison off" + (f" @{RATE}/s" if name.endswith("/s") else "")]
-        print(
-            f"   {name:<24} p50 {r['p50']:6.2f} ms ({r['p50'] / base['p50']:4.2f}x)  p99 {r['p99']:6.2f} ms"
-            f" ({r['p99'] / base['p99']:4.2f}x)  {r['rps']:7.0f} req/s  statuses {r['statuses']}"
-        )
+        print("   " + latency_line(name, r, base, 24))
     print(f"   pairs compared by the control plane meanwhile: {compared}")
     print(f"   '+ bodies': {bodies} bodies received, {missing} missing after the wait; Envoy's calls: {als}")
 
