@@ -9,7 +9,8 @@ the controller on issue 12's workload (``benchmarks.change_latency``: the same N
 as ⌈N/16⌉ HTTPRoutes of 16 rules).
 
 Phases: validate (CRD schema + CEL, as the file provider does), translate (Gateway API → IR),
-build (IR → Envoy protobuf), serialize (the snapshot: every resource once, hashed). The baseline
+build (IR → Envoy resources, as the controller's first update builds them: RouteConfigurations
+written as bytes, xds/encoded.py), serialize (the snapshot: every resource once, hashed). The baseline
 is a bare ``SerializeToString`` of the finished RouteConfiguration in the same process: the floor
 any protobuf-based control plane pays for this many routes.
 """
@@ -31,6 +32,7 @@ from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
 from controlplane.gcpause import paused_gc
 from controlplane.xds.cache import Snapshot, SnapshotCache
+from controlplane.xds.encoded import EncodedMemo
 from controlplane.xds.translator import build_resources
 
 from .workload import NAMESPACE, objects, route
@@ -61,7 +63,7 @@ def run(n: int) -> None:
     with paused_gc():  # as the controller runs them
         result, t_translate = _timed(translate, store)
         gateway = result.gateways[f"{NAMESPACE}/gw"]
-        resources, t_build = _timed(build_resources, gateway)
+        resources, t_build = _timed(lambda: build_resources(gateway, memo=EncodedMemo()))
     _, t_serialize = _timed(Snapshot.build, f"{NAMESPACE}/gw", resources)
     cpu = time.process_time() - cpu
     route_config = next(iter(resources.routes.values()))
