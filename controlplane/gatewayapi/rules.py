@@ -121,10 +121,8 @@ class RouteMemo:
 
 def backends_of(vh: ir.VirtualHost) -> frozenset[str]:
     """Every cluster a virtual host's routes send to or mirror to."""
-    used: set[str] = set()
-    for r in vh.routes:
-        used.update(b.backend for b in r.backends if b.backend)
-        used.update(m.backend for m in r.mirrors)
+    used = {b.backend for r in vh.routes for b in r.backends if b.backend}
+    used.update(m.backend for r in vh.routes for m in r.mirrors)
     return frozenset(used)
 
 
