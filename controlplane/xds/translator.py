@@ -533,6 +533,7 @@ class RouteEncoder:
             (
                 _route_field(bound, mirrored, tag, changes, _name(name), stat, self.buffered),
                 _route_field(other, mirrored, tag, changes, _name(name + suffix), stat, second_buffer),
+                # untag_route takes off what tag_route added: the twin carries no tag.
                 _route_field(match, unmirrored, b"", changes, _name(name + NOT_MIRRORED_SUFFIX), stat, b""),
             )
         )
