@@ -6,6 +6,7 @@ cross-namespace Services, refused values, junk) and on the benchmark workload.""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -16,7 +17,7 @@ from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.grpcroutes import grpc_route_rules
 from controlplane.gatewayapi.model import K8sObject, from_dict
 from controlplane.gatewayapi.refs import BackendResolver
-from controlplane.gatewayapi.rules import SHADOW_HOST_SUFFIX_ANNOTATION, route_rules
+from controlplane.gatewayapi.rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, route_rules
 from controlplane.gatewayapi.store import Store
 from controlplane.ir import Backend
 from controlplane.providers.files import parse_text
@@ -48,12 +49,13 @@ def _compare(store: Store) -> int:
     """Compile every route with one shared resolver and alone; returns the rule bodies compiled
     by the shared one."""
     shared = BackendResolver(store)
+    routes: list[tuple[Callable[[BackendResolver, Any], Compiled], K8sObject[Any]]]
     routes = [(route_rules, r) for r in store.httproutes.values()]
     routes += [(grpc_route_rules, r) for r in store.grpcroutes.values()]
     for compiler, route in routes:
         alone = _Alone(store)
         shared.touched = {}
-        assert compiler(shared, route) == compiler(alone, route), route.key  # type: ignore[operator]
+        assert compiler(shared, route) == compiler(alone, route), route.key
         assert shared.touched == alone.resolved, route.key  # what RouteMemo keeps per route
     return len(shared.rules)
 
