@@ -58,7 +58,9 @@ def regex_problem(pattern: str) -> str | None:
 
 def match_problems(match: ir.Match) -> list[str]:
     """Every regex of one match that Envoy would refuse."""
-    out = []
+    out: list[str] = []
+    if match.path_type != "RegularExpression" and not match.headers and not match.query_params:
+        return out  # most matches: a path prefix alone
     if match.path_type == "RegularExpression" and (p := regex_problem(match.path)):
         out.append(f"path {p}")
     for what, items in (("header", match.headers), ("query param", match.query_params)):

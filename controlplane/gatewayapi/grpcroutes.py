@@ -17,11 +17,11 @@ from typing import Any
 
 from .. import ir
 from .envoy_limits import match_problems
-from .filters import RuleFilters, rule_filters
+from .filters import RuleFilters
 from .matches import first_by_name
 from .model import GRPCRoute, K8sObject
 from .refs import BackendResolver
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, refused_filters, weighted_backends
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, Rule, rule_body
 
 # A service or method name, when a regex match leaves one of them open.
 _ANY_SEGMENT = "[^/]+"
@@ -61,18 +61,20 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
     rules, problems, dropped = [], [], {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
     for index, rule in enumerate(route.spec.get("rules") or []):
-        filters = rule_filters(resolver, route, rule, shadow_suffix)
+        body = rule_body(resolver, route, rule, shadow_suffix)
+        filters = body.filters
         problems += filters.problems
         compiled = [grpc_match(m) for m in rule.get("matches") or [{}]]
         unsupported = list(filters.unsupported)
         # As for HTTPRoute (rules.py): what Envoy would refuse never reaches it.
         refused_matches = {mi: p for mi, (m, _) in enumerate(compiled) if (p := match_problems(m))}
-        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + refused_filters(filters)
+        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + body.refused
         if refused:
             unsupported += refused
             compiled = [c for mi, c in enumerate(compiled) if mi not in refused_matches]
             filters = RuleFilters()
-        weighted = weighted_backends(resolver, route, rule, filters, problems)
+        weighted = body.weighted
+        problems += body.problems
         direct = None
         if unsupported:
             outcome = "its calls fail with gRPC status UNKNOWN (HTTP 500)" if compiled else "it is not served"
@@ -85,7 +87,7 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
                 index=index,
                 name=rule.get("name"),
                 matches=tuple(m for m, _ in compiled),
-                backends=tuple(weighted) if direct is None else (),
+                backends=weighted if direct is None else (),
                 filters=filters,
                 timeout_ms=None,
                 backend_timeout_ms=None,

@@ -11,11 +11,12 @@ from .model import K8sObject
 
 def route_match(m: Mapping[str, Any]) -> ir.Match:
     path = m.get("path") or {"type": "PathPrefix", "value": "/"}
+    headers, query = m.get("headers"), m.get("queryParams")
     return ir.Match(
         path_type=path.get("type", "PathPrefix"),
         path=path.get("value", "/"),
-        headers=first_by_name(m.get("headers") or [], fold_case=True),
-        query_params=first_by_name(m.get("queryParams") or [], fold_case=False),
+        headers=first_by_name(headers, fold_case=True) if headers else (),
+        query_params=first_by_name(query, fold_case=False) if query else (),
         method=m.get("method"),
     )
 

@@ -78,6 +78,8 @@ class Policies:
     def apply(self, kind: str, route: K8sObject[Any], rules: list[Rule]) -> list[Rule]:
         """The route's rules with their mirrors set as the policies say (new objects; the
         memoized rules are left untouched)."""
+        if not self.whole and not self.sections:
+            return rules  # no MirrorPolicy: the usual case
         whole, sections = self.for_route((kind, route.namespace, route.name))
         if whole is None and sections is None:
             return rules

@@ -130,6 +130,8 @@ class BackendResolver:
         self.backends: dict[str, Backend] = {}
         # While set, every backend resolved is also noted here: what one route uses (RouteMemo).
         self.touched: dict[str, Backend] | None = None
+        # rules.rule_body's compiled rule filters and backends, by what they read.
+        self.rules: dict[tuple[Any, ...], Any] = {}
         self._memo: dict[tuple[Any, ...], tuple[Backend | None, RefProblem | None]] = {}
 
     def resolve(

@@ -121,10 +121,8 @@ class RouteMemo:
 
 def backends_of(vh: ir.VirtualHost) -> frozenset[str]:
     """Every cluster a virtual host's routes send to or mirror to."""
-    used: set[str] = set()
-    for r in vh.routes:
-        used.update(b.backend for b in r.backends if b.backend)
-        used.update(m.backend for m in r.mirrors)
+    used = {b.backend for r in vh.routes for b in r.backends if b.backend}
+    used.update(m.backend for r in vh.routes for m in r.mirrors)
     return frozenset(used)
 
 
@@ -133,7 +131,8 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     rules, problems, dropped = [], [], {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
     for index, rule in enumerate(route.spec.get("rules") or []):
-        filters = rule_filters(resolver, route, rule, shadow_suffix)
+        body = rule_body(resolver, route, rule, shadow_suffix)
+        filters = body.filters
         problems += filters.problems
         matches = tuple(route_match(m) for m in rule.get("matches") or [{}])
         unsupported = list(filters.unsupported)
@@ -142,13 +141,14 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         # What Envoy would refuse must not reach it: one refused value NACKs the whole Gateway's
         # RouteConfiguration. A refused match is left out; the rest of the rule answers 500.
         refused_matches = {mi: p for mi, m in enumerate(matches) if (p := match_problems(m))}
-        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + refused_filters(filters)
+        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + body.refused
         if refused:
             unsupported += refused
             matches = tuple(m for mi, m in enumerate(matches) if mi not in refused_matches)
             filters = RuleFilters()
 
-        weighted = weighted_backends(resolver, route, rule, filters, problems)
+        weighted = body.weighted
+        problems += body.problems
 
         timeouts = rule.get("timeouts")
         request_ms = backend_ms = None
@@ -166,7 +166,7 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
                 index=index,
                 name=rule.get("name"),
                 matches=matches,
-                backends=tuple(weighted) if direct is None else (),
+                backends=weighted if direct is None else (),
                 filters=filters,
                 # The request timeout bounds everything; with only backendRequest set, it bounds
                 # the single attempt Envoy makes, i.e. the route too.
@@ -176,6 +176,43 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
             )
         )
     return rules, problems, dropped
+
+
+@dataclass(frozen=True)
+class RuleBody:
+    """What a rule's filters and backendRefs compile to, apart from its matches."""
+
+    filters: RuleFilters
+    refused: list[str]  # refused_filters(filters)
+    # The backends with their own header filters. A rule refused for its matches is served a
+    # 500 instead: its backends are resolved all the same (their problems are reported).
+    weighted: tuple[ir.WeightedBackend, ...]
+    problems: list[RefProblem]  # the backendRefs' (the filters' own are in ``filters``)
+    touched: dict[str, ir.Backend]  # the backends resolved
+
+
+def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], shadow: bool) -> RuleBody:
+    """A rule's filters and backends, compiled once per translation for every rule that has the
+    same ones (manifests repeat them: at 10,000 rules this was a third of the Gateway API
+    translation). They read nothing but the route's kind and namespace (references resolve
+    from there), the shadow-suffix annotation, and the rule's ``filters`` and ``backendRefs``:
+    the key. Equal ``repr``s of YAML or JSON values are equal values of equal types."""
+    key = (route.kind, route.namespace, shadow, repr(rule.get("filters")), repr(rule.get("backendRefs")))
+    hit = resolver.rules.get(key)
+    if hit is None:
+        outer, resolver.touched = resolver.touched, {}
+        try:
+            filters = rule_filters(resolver, route, rule, shadow)
+            problems: list[RefProblem] = []
+            weighted = tuple(weighted_backends(resolver, route, rule, filters, problems))
+            hit = resolver.rules[key] = RuleBody(
+                filters, refused_filters(filters), weighted, problems, resolver.touched
+            )
+        finally:
+            resolver.touched = outer
+    if resolver.touched is not None:
+        resolver.touched.update(hit.touched)
+    return hit
 
 
 def weighted_backends(

@@ -121,7 +121,7 @@ class Tables:
                     self._hosts[table].remove(host)
                 continue
             ordered = found.values() if len(found) == 1 else sorted(found.values(), key=lambda kv: kv[0])
-            routes = tuple(r for _, r in ordered)
+            routes = tuple(map(itemgetter(1), ordered))
             reuse = old or self._previous.get(table, {}).get(host)
             if reuse is None or len(reuse[0].routes) != len(routes) or any(map(_differ, reuse[0].routes, routes)):
                 vh = ir.VirtualHost(name=f"{table}/{host}", domains=(host,), routes=routes)

@@ -333,12 +333,14 @@ def _ir_routes(
     route: K8sObject[Any], rules: list[Rule], lst: GatewayListener
 ) -> list[tuple[str, tuple[Any, ...], ir.Route]]:
     grpc = route.kind == "GRPCRoute"
+    kind: Literal["HTTPRoute", "GRPCRoute"] = "GRPCRoute" if grpc else "HTTPRoute"
+    prefix, source = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/", route.describe()
     out = []
     for rule in rules:
         for mi, match in enumerate(rule.matches):
-            name = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/{rule.name or rule.index}/match/{mi}"
+            name = f"{prefix}{rule.name or rule.index}/match/{mi}"
             order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
-            out.append((name, order, _route(name, match, rule, lst, route)))
+            out.append((name, order, _route(name, match, rule, lst, kind, source)))
     return out
 
 
@@ -525,10 +527,17 @@ def _tls_chain(port: int, lst: GatewayListener, tables: Tables, siblings: list[s
     )
 
 
-def _route(name: str, match: ir.Match, rule: Rule, listener: GatewayListener, route: K8sObject[Any]) -> ir.Route:
+def _route(
+    name: str,
+    match: ir.Match,
+    rule: Rule,
+    listener: GatewayListener,
+    kind: Literal["HTTPRoute", "GRPCRoute"],
+    source: str,
+) -> ir.Route:
+    """One match of a rule as an IR route; ``source`` is the route object's "Kind namespace/name"."""
     f = rule.filters
-    kind: Literal["HTTPRoute", "GRPCRoute"] = "GRPCRoute" if route.kind == "GRPCRoute" else "HTTPRoute"
-    source, rule_name = route.describe(), rule.name or str(rule.index)
+    rule_name = rule.name or str(rule.index)
     if rule.direct_status is not None:
         return ir.Route(
             name=name,

@@ -25,25 +25,14 @@ from operator import is_not
 from typing import Any, NamedTuple, TypeVar
 
 from .. import ir
+from .wire import delimited
 
 _T = TypeVar("_T")
 
-# RouteConfiguration.virtual_hosts is field 2, length-delimited: its tag byte.
-_VIRTUAL_HOSTS_TAG = bytes([2 << 3 | 2])
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
 
 def framed(data: bytes) -> bytes:
-    """A serialized VirtualHost as one element of RouteConfiguration.virtual_hosts."""
-    return _VIRTUAL_HOSTS_TAG + varint(len(data)) + data
+    """A serialized VirtualHost as one element of RouteConfiguration.virtual_hosts (field 2)."""
+    return delimited(2, data)
 
 
 # What one virtual host uses (vhost_usage): (mirror cluster, sample percent) pairs, compared

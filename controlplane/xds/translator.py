@@ -34,6 +34,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from .. import ir
+from . import wire
 from .accesslog import add_shadow_logging, mark_mirror_clusters, tag_route, untag_route
 from .bodycapture import add_body_capture
 from .encoded import EncodedMemo, MirrorUsage, usage_of
@@ -142,10 +143,11 @@ def _route_configurations(
         return MappingProxyType({c.name: _route_configuration(c, limit) for c in chains}), usage
     encoded: dict[str, bytes] = {}
     digests: dict[str, bytes] = {}
+    encoder = RouteEncoder(limit)
     for chain in chains:
         assembled = memo.route_configuration(
             chain,
-            encode=lambda vh: _virtual_host(vh, limit).SerializeToString(deterministic=True),
+            encode=encoder.virtual_host,
             head=route_pb2.RouteConfiguration(name=chain.name).SerializeToString(),
             tail=_route_configuration_tail(chain).SerializeToString(deterministic=True),
         )
@@ -435,6 +437,160 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     return [out, bodyless, unmirrored]
 
 
+# --- routes as bytes ---------------------------------------------------------------------------
+# The controller's builds (EncodedMemo) write each virtual host's bytes from fragments rather than
+# building Route messages and serializing them: at 10,000 mirrored rules that was 30,000 messages
+# and half the cold translation. A message is its fields in field-number order (wire.py), so a
+# route is written field by field. What repeats from route to route (the route action of a
+# backend and its mirrors, the header changes, the body bound's header matches) is encoded once
+# per build by protobuf itself, from the functions above; names and paths are written here. The
+# bytes equal ``serialize_virtual_host``'s, the messages built whole (tests/test_route_bytes.py,
+# on every golden IR and on generated routes).
+
+
+def serialize_virtual_host(vh: ir.VirtualHost, mirror_body_limit: int) -> bytes:
+    """A virtual host built whole as a message and serialized by protobuf: the reference."""
+    return _serialized(_virtual_host(vh, mirror_body_limit))
+
+
+_ROUTES = 3  # VirtualHost.routes
+_NAME = 14  # Route.name
+_STAT_PREFIX = 19  # Route.stat_prefix
+# Where a mirrored route's shadow tag (tag_route) goes: metadata (4), between the route action (2)
+# and the header changes (9). A tag in other fields is not merged here: the route is built as a
+# message instead.
+_TAG_FIELDS = frozenset(range(3, 9))
+_ROOT_PREFIX = wire.string(1, "/")
+
+
+def _serialized(msg: Message) -> bytes:
+    data: bytes = msg.SerializeToString(deterministic=True)
+    return data
+
+
+class RouteEncoder:
+    """Virtual hosts as bytes, for one build (the fragments it keeps are that build's).
+
+    ``built`` counts the IR routes that were built as messages instead (a direct response, a
+    redirect, a shadow tag outside the metadata): tests read it to know the fast path ran.
+    """
+
+    def __init__(self, mirror_body_limit: int) -> None:
+        self.limit = mirror_body_limit
+        self.built = 0
+        bound = rc.RouteMatch()
+        bound.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
+        self.bound = _serialized(bound)  # the mirrored route's own header match (field 6)
+        buffered = rc.Route()
+        buffered.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
+        self.buffered = _serialized(buffered)  # field 20
+        # The second mirrored route of each kind: its suffix, its header matches, its field 20.
+        self.second = {
+            "HTTPRoute": ("/no-body", _serialized(rc.RouteMatch(headers=_BODYLESS)), b""),
+            "GRPCRoute": ("/grpc", _serialized(rc.RouteMatch(headers=[_GRPC_CALL])), self.buffered),
+        }
+        self._actions: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        self._changes: dict[tuple[object, ...], bytes] = {}
+        self._matches: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+
+    def virtual_host(self, vh: ir.VirtualHost) -> bytes:
+        parts = [wire.string(1, vh.name)] if vh.name else []
+        parts += [wire.string(2, d) for d in vh.domains]
+        parts += [self.routes(r) for r in vh.routes]
+        return b"".join(parts)
+
+    def routes(self, route: ir.Route) -> bytes:
+        """One IR route's Envoy routes (as :func:`_routes` makes them), each framed as VirtualHost.routes."""
+        if route.direct_status is not None or route.redirect is not None:
+            return self._built(route)  # no route action: rare, and never mirrored
+        m = route.match
+        low = high = b""
+        if m.path_type == "Exact":
+            low = wire.delimited(2, m.path.encode())  # a oneof member: written even when empty
+        elif m.path_type == "RegularExpression":
+            high = wire.delimited(10, wire.string(2, m.path) if m.path else b"")
+        elif m.path.rstrip("/") == "":
+            low = _ROOT_PREFIX
+        else:
+            high = wire.delimited(14, m.path.rstrip("/").encode())
+        headers = query = b""
+        if m.headers or m.method or m.query_params:
+            headers, query = self._header_matches(m)
+        mirrored, unmirrored = self._action(route)
+        changes = self._header_changes(route)
+        name = route.name
+        stat = wire.string(_STAT_PREFIX, route.stat_prefix) if route.stat_prefix else b""
+        if not route.mirrors:
+            return _route_field(wire.delimited(1, low + headers + query + high), mirrored, changes, _name(name), stat)
+        tag = _tag_fields(route)
+        if not wire.numbers(tag) <= _TAG_FIELDS:
+            return self._built(route)
+        suffix, second, second_buffer = self.second[route.kind]
+        match = wire.delimited(1, low + headers + query + high)
+        bound = wire.delimited(1, low + headers + self.bound + query + high)
+        other = wire.delimited(1, low + headers + second + query + high)
+        return b"".join(
+            (
+                _route_field(bound, mirrored, tag, changes, _name(name), stat, self.buffered),
+                _route_field(other, mirrored, tag, changes, _name(name + suffix), stat, second_buffer),
+                # untag_route takes off what tag_route added: the twin carries no tag.
+                _route_field(match, unmirrored, b"", changes, _name(name + NOT_MIRRORED_SUFFIX), stat, b""),
+            )
+        )
+
+    def _built(self, route: ir.Route) -> bytes:
+        self.built += 1
+        return b"".join(wire.delimited(_ROUTES, _serialized(r)) for r in _routes(route, self.limit))
+
+    def _action(self, route: ir.Route) -> tuple[bytes, bytes]:
+        """The route action (field 2) with the mirrors and without them (the unmirrored twin's)."""
+        key = (route.backends, route.mirrors, route.rewrite, route.timeout_ms, route.backend_timeout_ms)
+        hit = self._actions.get(key)
+        if hit is None:
+            action = _action(route)
+            mirrored = wire.delimited(2, _serialized(action))
+            del action.request_mirror_policies[:]
+            hit = self._actions[key] = (mirrored, wire.delimited(2, _serialized(action)))
+        return hit
+
+    def _header_changes(self, route: ir.Route) -> bytes:
+        """Fields 9 to 13: header changes and the CORS policy."""
+        key = (route.request_headers, route.response_headers, route.cors)
+        hit = self._changes.get(key)
+        if hit is None:
+            out = rc.Route()
+            _add_header_changes(out, route.request_headers, route.response_headers, route.cors)
+            hit = self._changes[key] = _serialized(out)
+        return hit
+
+    def _header_matches(self, m: ir.Match) -> tuple[bytes, bytes]:
+        """A match's header matches (field 6) and query matches (field 7)."""
+        key = (m.headers, m.method, m.query_params)
+        hit = self._matches.get(key)
+        if hit is None:
+            headers, query = rc.RouteMatch(), rc.RouteMatch()
+            _add_header_matches(headers, m.headers, m.method, ())
+            _add_header_matches(query, (), None, m.query_params)
+            hit = self._matches[key] = (_serialized(headers), _serialized(query))
+        return hit
+
+
+def _name(name: str) -> bytes:
+    return wire.string(_NAME, name) if name else b""
+
+
+def _tag_fields(route: ir.Route) -> bytes:
+    """What shadow testing adds to a mirrored route (tag_route), serialized on its own."""
+    marked = rc.Route()
+    tag_route(route, marked)
+    return _serialized(marked)
+
+
+def _route_field(*fields: bytes) -> bytes:
+    """One Envoy route as an element of VirtualHost.routes, from its fields in field order."""
+    return wire.delimited(_ROUTES, b"".join(fields))
+
+
 def _route(route: ir.Route) -> rc.Route:
     out = rc.Route(name=route.name, match=_match(route.match))
     if route.direct_status is not None:
@@ -443,15 +599,20 @@ def _route(route: ir.Route) -> rc.Route:
         out.redirect.CopyFrom(_redirect(route.redirect))
     else:
         out.route.CopyFrom(_action(route))
-    if route.cors is not None:
-        out.typed_per_filter_config[_CORS_FILTER].CopyFrom(_any(_cors(route.cors)))
     if route.stat_prefix:
         out.stat_prefix = route.stat_prefix
-    out.request_headers_to_add.extend(_header_options(route.request_headers))
-    out.request_headers_to_remove.extend(route.request_headers.remove)
-    out.response_headers_to_add.extend(_header_options(route.response_headers))
-    out.response_headers_to_remove.extend(route.response_headers.remove)
+    _add_header_changes(out, route.request_headers, route.response_headers, route.cors)
     return out
+
+
+def _add_header_changes(out: rc.Route, request: ir.HeaderMods, response: ir.HeaderMods, cors: ir.Cors | None) -> None:
+    """A route's fields 9 to 13: header changes and the CORS policy."""
+    if cors is not None:
+        out.typed_per_filter_config[_CORS_FILTER].CopyFrom(_any(_cors(cors)))
+    out.request_headers_to_add.extend(_header_options(request))
+    out.request_headers_to_remove.extend(request.remove)
+    out.response_headers_to_add.extend(_header_options(response))
+    out.response_headers_to_remove.extend(response.remove)
 
 
 def _string_match(value: str, regex: bool) -> string_pb2.StringMatcher:
@@ -471,13 +632,19 @@ def _match(match: ir.Match) -> rc.RouteMatch:
     else:
         # "/v2" and "/v2/" both match /v2 and /v2/..., but not /v2example.
         out.path_separated_prefix = match.path.rstrip("/")
-    for h in match.headers:
-        out.headers.append(rc.HeaderMatcher(name=h.name, string_match=_string_match(h.value, h.regex)))
-    if match.method:
-        out.headers.append(rc.HeaderMatcher(name=":method", string_match=_string_match(match.method, False)))
-    for q in match.query_params:
-        out.query_parameters.append(rc.QueryParameterMatcher(name=q.name, string_match=_string_match(q.value, q.regex)))
+    _add_header_matches(out, match.headers, match.method, match.query_params)
     return out
+
+
+def _add_header_matches(
+    out: rc.RouteMatch, headers: tuple[ir.StringMatch, ...], method: str | None, query: tuple[ir.StringMatch, ...]
+) -> None:
+    for h in headers:
+        out.headers.append(rc.HeaderMatcher(name=h.name, string_match=_string_match(h.value, h.regex)))
+    if method:
+        out.headers.append(rc.HeaderMatcher(name=":method", string_match=_string_match(method, False)))
+    for q in query:
+        out.query_parameters.append(rc.QueryParameterMatcher(name=q.name, string_match=_string_match(q.value, q.regex)))
 
 
 def _action(route: ir.Route) -> rc.RouteAction:

@@ -1,0 +1,83 @@
+"""Rules with the same filters and backendRefs are compiled once per translation
+(rules.rule_body): what every route compiles to must be what it compiles to alone, with every
+rule compiled afresh, on generated routes (test_fuzz's generator: repeated filters, missing and
+cross-namespace Services, refused values, junk) and on the benchmark workload."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+
+import test_fuzz as fuzz
+from controlplane.gatewayapi import schema
+from controlplane.gatewayapi.grpcroutes import grpc_route_rules
+from controlplane.gatewayapi.model import K8sObject, from_dict
+from controlplane.gatewayapi.refs import BackendResolver
+from controlplane.gatewayapi.rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, route_rules
+from controlplane.gatewayapi.store import Store
+from controlplane.ir import Backend
+from controlplane.providers.files import parse_text
+
+
+class _Forgetful(dict[tuple[Any, ...], Any]):
+    """A rule cache that keeps nothing: every rule is compiled."""
+
+    def __setitem__(self, key: tuple[Any, ...], value: Any) -> None:
+        pass
+
+
+class _Alone(BackendResolver):
+    """Compiles every rule afresh and notes every backend it resolves: what a route uses."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.rules = _Forgetful()
+        self.resolved: dict[str, Backend] = {}
+
+    def resolve(self, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False) -> Any:
+        found = super().resolve(route, ref, mirror=mirror)
+        if found[0] is not None:
+            self.resolved[found[0].name] = found[0]
+        return found
+
+
+def _compare(store: Store) -> int:
+    """Compile every route with one shared resolver and alone; returns the rule bodies compiled
+    by the shared one."""
+    shared = BackendResolver(store)
+    routes: list[tuple[Callable[[BackendResolver, Any], Compiled], K8sObject[Any]]]
+    routes = [(route_rules, r) for r in store.httproutes.values()]
+    routes += [(grpc_route_rules, r) for r in store.grpcroutes.values()]
+    for compiler, route in routes:
+        alone = _Alone(store)
+        shared.touched = {}
+        assert compiler(shared, route) == compiler(alone, route), route.key
+        assert shared.touched == alone.resolved, route.key  # what RouteMemo keeps per route
+    return len(shared.rules)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(fuzz.documents())
+def test_generated_routes_compile_as_they_do_alone(example: tuple[bool, list[Any]]) -> None:
+    objects, _ = parse_text(yaml.safe_dump_all(example[1]), "fuzz.yaml")
+    _compare(Store.from_objects(objects.values()))
+
+
+def test_the_workload_compiles_as_it_does_alone_and_each_rule_body_once() -> None:
+    """With the same rules in another namespace (the Services are not there) and with the
+    shadow-suffix annotation, which the rules' compilation reads besides the rules."""
+    from benchmarks.change_latency import http_routes
+    from benchmarks.workload import objects
+
+    docs = http_routes(320)
+    elsewhere, suffixed = copy.deepcopy(docs[0]), copy.deepcopy(docs[1])
+    elsewhere["metadata"]["namespace"] = "other"
+    suffixed["metadata"] |= {"name": "suffixed", "annotations": {SHADOW_HOST_SUFFIX_ANNOTATION: "true"}}
+    store = Store.from_objects(from_dict(schema.validate(o)) for o in objects(0) + docs + [elsewhere, suffixed])
+    # 320 rules of 50 distinct (backend, mirror) pairs, then 16 of them in another namespace and
+    # 16 with the annotation.
+    assert _compare(store) == 50 + 16 + 16
