@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .entries import Leg
-from .tagging import MirrorTag, RouteTag, sampled
+from .tagging import MirrorTag, RouteTag, TagTables, sampled
 
 DEFAULT_WINDOW = 60.0
 """Seconds a leg waits for the other: longer than a route's default timeout (15 s) plus the
@@ -68,6 +68,7 @@ class Pairer:
         self.emit, self.count = emit, count
         self.window, self.limit, self.clock = window, limit, clock
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
+        self.tables: TagTables = {}  # replaced whole after each translation (Comparisons.set_tags)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -78,11 +79,14 @@ class Pairer:
         tag: RouteTag | None = None
         if leg.primary:
             try:
-                tag = _decode(leg.tag)
+                tag = self._tag(gateway, leg)
             except (ValueError, KeyError, TypeError):
                 self.count("malformed", 1)
                 return
-            leg.tag = ""  # decoded once per distinct tag (below); the pending leg keeps no copy
+            if tag is None:
+                self.count("untagged", 1)
+                return
+            leg.tag = leg.route = ""  # the pending leg keeps no copy
         key = (gateway, leg.request_id)
         p = self._pending.get(key)
         if p is None:
@@ -95,6 +99,17 @@ class Pairer:
         else:
             p.mirrors[leg.cluster] = leg
         self._settle(key, p)
+
+    def _tag(self, gateway: str, leg: Leg) -> RouteTag | None:
+        """The entry's own tag if its route carried one, else its route's in the Gateway's table.
+        None: a route the table does not know (removed meanwhile, or not mirrored)."""
+        if leg.tag:
+            return _decode(leg.tag)
+        table = self.tables.get(gateway)
+        if table is None:
+            return None
+        # A rule's twin routes (…/match/N/no-body, …/grpc) are named after it plus one segment.
+        return table.get(leg.route) or table.get(leg.route.rpartition("/")[0])
 
     def _settle(self, key: tuple[str, str], p: _Pending) -> None:
         """Emit every pair now complete; forget the request once nothing more is expected."""

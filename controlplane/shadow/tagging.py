@@ -16,6 +16,7 @@ translator and the receiver both import this.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 METADATA_KEY = "mirrorplane_shadow"
@@ -108,3 +109,8 @@ class RouteTag:
                 for c, p, a, hs, *body in data["mirrors"]
             ),
         )
+
+
+TagTables = Mapping[str, Mapping[str, RouteTag]]
+"""Per Gateway, each mirrored route's tag by the route's name: what the controller hands the
+receiver after each translation (xds.accesslog.RouteTags makes one Gateway's)."""
