@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ import aiohttp
 import yaml
 from aiohttp import web
 from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import metadata_pb2
 
 from controlplane.echo import build_app
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
+from controlplane.shadow.tagging import METADATA_KEY, RouteTag
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.resources import Resources
 from controlplane.xds.translator import XdsOptions
@@ -69,14 +71,16 @@ def _no_metadata(config: route_pb2.RouteConfiguration) -> None:
     _each_route(config, lambda r: r.ClearField("metadata"))
 
 
-def _below_only(config: route_pb2.RouteConfiguration) -> None:
-    """The shadow metadata without its JSON tag: only the sampling threshold the CEL filter reads."""
+def _json_tag(tags: Mapping[str, RouteTag]) -> Transform:
+    """The shape before the tag table: each mirrored route also carries its rule's tag as JSON
+    (what ``--shadow-tags-in-routes`` still does, for ``mirrorplane collect``)."""
 
     def edit(r: route_pb2.Route) -> None:
-        for meta in r.metadata.filter_metadata.values():
-            del meta.fields["tag"]
+        meta = r.metadata.filter_metadata.get(METADATA_KEY)
+        if meta is not None:
+            meta.fields["tag"].string_value = (tags.get(r.name) or tags[r.name.rpartition("/")[0]]).encode()
 
-    _each_route(config, edit)
+    return lambda config: _each_route(config, edit)
 
 
 def _no_body_limit(config: route_pb2.RouteConfiguration) -> None:
@@ -117,6 +121,27 @@ def _no_bodyless_twin(config: route_pb2.RouteConfiguration) -> None:
     _keep(config, lambda r: not r.name.endswith("/no-body"))
 
 
+def _mirrorable_by_metadata(config: route_pb2.RouteConfiguration) -> None:
+    """Two routes per rule, with the body bound decided once per request by a listener filter
+    (not adopted; docs/performance.md): the mirrored route matches dynamic metadata that filter
+    would set (``mirrorplane.mirrorable``) instead of its Content-Length range, and no bodyless
+    twin. Only the route table is pushed: the filter itself would be in the listener."""
+    _no_bodyless_twin(config)
+    mirrorable = metadata_pb2.MetadataMatcher(
+        filter="mirrorplane", path=[metadata_pb2.MetadataMatcher.PathSegment(key="mirrorable")]
+    )
+    mirrorable.value.bool_match = True
+
+    def edit(r: route_pb2.Route) -> None:
+        if r.route.request_mirror_policies:
+            kept = [h for h in r.match.headers if h.name != "content-length"]
+            del r.match.headers[:]
+            r.match.headers.extend(kept)
+            r.match.dynamic_metadata.append(mirrorable)
+
+    _each_route(config, edit)
+
+
 def _no_method_regex(config: route_pb2.RouteConfiguration) -> None:
     """Three routes per rule, but the bodyless twin without its :method regex matcher."""
 
@@ -136,17 +161,18 @@ def _bare(config: route_pb2.RouteConfiguration) -> None:
     _no_mirror(config)
 
 
-VARIANTS: dict[str, Transform] = {
+VARIANTS: dict[str, Transform | None] = {
     "as translated": lambda c: None,
+    "before: the JSON tag in routes": None,  # made from the live tag table (_json_tag)
     "before: a stat_prefix per unmirrored route": _per_route_stat_prefix,
     "one stat_prefix shared by all": _shared_stat_prefix,
     "without metadata": _no_metadata,
-    "metadata without the JSON tag": _below_only,
     "without request_body_buffer_limit": _no_body_limit,
     "without mirror policies": _no_mirror,
     "without the :method regex": _no_method_regex,
     "the :method regex as an exact GET": _method_exact,
     "2 routes/rule (no bodyless twin)": _no_bodyless_twin,
+    "2 routes/rule, mirrorable as dynamic metadata": _mirrorable_by_metadata,
     "1 route/rule (mirrored, no headers)": _one_route_per_rule,
     "1 bare route/rule": _bare,
 }
@@ -204,7 +230,7 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
         for label, transform in variants.items():
             config = route_pb2.RouteConfiguration()
             config.CopyFrom(base)
-            transform(config)
+            (transform or _json_tag(plane.comparisons.pairer.tables[GATEWAY]))(config)
             shaped[label] = config
             sizes[label] = config.ByteSize()
         push = 0
