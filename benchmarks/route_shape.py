@@ -8,7 +8,9 @@ each with one route's path changed, are installed in the cache of a live control
 the way change_latency times its floor: from the install until an HTTP request through Envoy for
 the new path stops answering 404. Every variant is pushed twice in a row, and only the second
 push is kept, so that no variant pays for the stats or clusters the previous one left behind.
-Variants and Envoy concurrencies are interleaved round by round (the machine is shared).
+Variants and Envoy concurrencies are interleaved round by round (the machine is shared). Beside
+the wall-clock time, the CPU time Envoy's threads used meanwhile (Linux schedstat), which other
+processes on the same cores barely move.
 """
 
 from __future__ import annotations
@@ -196,6 +198,18 @@ def _with_path(config: route_pb2.RouteConfiguration, i: int, path: str, per_host
     return out
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time all of Envoy's threads have used (Linux schedstat, ns): unlike the wall-clock time
+    of a push, it barely moves when other processes share the cores."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
 async def _stats(envoy: LocalEnvoy) -> tuple[int, float]:
     started = time.perf_counter()
     text = await envoy.admin_get("/stats")
@@ -211,6 +225,7 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
     options = XdsOptions(bind_address="127.0.0.1", port_map={8000: gw_port})
     url = f"http://127.0.0.1:{gw_port}"
     times: dict[tuple[int, str], list[float]] = {}
+    cpu: dict[tuple[int, str], list[float]] = {}
     stats: dict[tuple[int, str], tuple[int, float]] = {}
     sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,29 +280,34 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
                             path = f"/r{i}-p{push}"
                             snap = snapshot(shaped[label], i, path)
                             await asyncio.sleep(0.05)
-                            started = time.perf_counter()
+                            started, used = time.perf_counter(), _cpu_seconds(envoy.pid)
                             plane.cache.install(snap)
                             took = await asyncio.wait_for(
                                 _until_served(session, url + path, _host(i, per_host), started), 60
                             )
                             if timed:
                                 times.setdefault((concurrency, label), []).append(took)
+                                cpu.setdefault((concurrency, label), []).append(_cpu_seconds(envoy.pid) - used)
                         if k == 0:
                             stats[(concurrency, label)] = await _stats(envoy)
                     await envoy.stop()
         await plane.stop()
     await runner.cleanup()
     print(f"N={n}, {per_host} per host, {rounds} rounds, median of the second push of each variant (ms)")
+    first = concurrencies[0]
     header = " | ".join(f"concurrency {c}" for c in concurrencies)
-    print(f"{'variant':<44} | {'bytes':>9} | {header} | stats lines (c={concurrencies[0]}), /stats ms")
+    print(f"{'variant':<46} | {'bytes':>9} | {header} | Envoy CPU (c={first}) | stats lines (c={first}), /stats ms")
     reference = {c: statistics.median(times[(c, next(iter(variants)))]) for c in concurrencies}
+    cpu_reference = statistics.median(cpu[(first, next(iter(variants)))])
     for label in variants:
         cells = []
         for c in concurrencies:
             m = statistics.median(times[(c, label)])
             cells.append(f"{m * 1e3:7.0f} ({m / reference[c]:4.2f}x)")
-        lines, took = stats[(concurrencies[0], label)]
-        print(f"{label:<44} | {sizes[label]:>9} | {' | '.join(cells)} | {lines:>7} {took * 1e3:6.0f}")
+        used = statistics.median(cpu[(first, label)])
+        cells.append(f"{used * 1e3:9.0f} ({used / cpu_reference:4.2f}x)")
+        lines, took = stats[(first, label)]
+        print(f"{label:<46} | {sizes[label]:>9} | {' | '.join(cells)} | {lines:>7} {took * 1e3:6.0f}")
 
 
 def main() -> None:
