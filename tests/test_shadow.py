@@ -183,6 +183,18 @@ def test_an_entry_of_a_route_the_table_does_not_know_is_counted_untagged() -> No
     assert dict(c.rules[(GW, UNKNOWN, UNKNOWN, "m")].results) == {"unpaired": 1}
 
 
+def test_a_primary_logged_before_its_rules_percent_was_lowered_still_pairs() -> None:
+    """The table changes when a version is installed, before Envoy applies it, and entries come
+    up to 0.5 s late: a primary logged at 100 % can be read with the new 50 % tag. Envoy logged
+    it, so it was sampled then; its mirror leg (logged by the cluster's old threshold) is paired,
+    not left waiting for the window."""
+    c, _ = hub()
+    c.set_tags({GW: {"r": RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 50, True, ("content-type",)),))}})
+    c.add_entry(GW, entry("ffffffff", primary=True, tag=""))
+    c.add_entry(GW, entry("ffffffff", primary=False, cluster_min="~"))
+    assert results(c) == {"same": 1} and len(c.pairer) == 0
+
+
 def test_an_entrys_own_tag_comes_before_the_table() -> None:
     """Routes carry their tag with XdsOptions.shadow_tags_in_routes (for `mirrorplane collect`):
     then the entry says it itself, whatever a table says."""

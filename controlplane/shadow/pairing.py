@@ -51,6 +51,16 @@ def _decode(text: str) -> RouteTag:
     return RouteTag.decode(text)
 
 
+def _stale(request_id: str, tag: RouteTag) -> bool:
+    """Whether a primary Envoy logged was served under another version of its rule than ``tag``:
+    Envoy logs a primary below its route's threshold, the highest of its mirrors' percents, so
+    one that no mirror of ``tag`` samples was logged with other percents. The tag table changes
+    when a version is installed, before Envoy applies it, and entries come up to 0.5 s late (a
+    lowered ``samplePercent``). Its mirror legs are then expected as Envoy logged them, which
+    ``tag`` cannot say: all of them, and paired as they come."""
+    return not any(sampled(request_id, m.percent) for m in tag.mirrors)
+
+
 Emit = Callable[[Pair], None]
 Count = Callable[[str, int], None]
 
@@ -117,10 +127,11 @@ class Pairer:
             return
         rid = key[1]
         expected = 0
+        stale = _stale(rid, p.tag)
         for m in p.tag.mirrors:
             if m.cluster in p.done:
                 continue
-            if not sampled(rid, m.percent):  # its cluster may still log it for another rule
+            if not stale and not sampled(rid, m.percent):  # its cluster may still log it for another rule
                 if p.mirrors.pop(m.cluster, None) is not None:
                     self.count("not_sampled", 1)
                 continue
@@ -148,8 +159,9 @@ class Pairer:
     def _unpaired(self, key: tuple[str, str], p: _Pending) -> None:
         gateway, rid = key
         if p.tag is not None:
+            stale = _stale(rid, p.tag)
             for m in p.tag.mirrors:
-                if m.cluster in p.done or not sampled(rid, m.percent):
+                if m.cluster in p.done or not (stale or sampled(rid, m.percent)):
                     continue
                 if m.always:
                     self.emit(Pair(gateway, p.tag.route, p.tag.rule, m, p.primary, None))

@@ -94,7 +94,7 @@ class XdsOptions:
     # Shadow testing: the upstream access log that compares mirror and primary (xds/accesslog.py).
     shadow: bool = True
     # Each mirrored route also carries its shadow tag as JSON, for `mirrorplane collect`, which
-    # has no tag table (accesslog.RouteTags); it costs Envoy a fifth more per route update.
+    # has no tag table (accesslog.RouteTags); it costs Envoy up to a quarter more per route update.
     shadow_tags_in_routes: bool = False
 
     def __post_init__(self) -> None:
