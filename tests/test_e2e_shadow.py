@@ -343,7 +343,8 @@ async def test_collect_pairs_when_the_tags_are_in_the_routes(tmp_path: Path) -> 
         try:
             stack.write("shadow.yaml", SHADOW_ROUTE)
             await wait_until(lambda: _routed(stack), timeout=15, message="the /t/ route served")
-            assert all({"below", "tag"} == set(m) for m in await _route_metadata(stack))
+            metadata = await _route_metadata(stack)
+            assert metadata and all({"below", "tag"} == set(m) for m in metadata), metadata
             for i in range(3):
                 assert (await stack.request(f"/t/collected/{i}", data=b"x"))[0] == 200
             same = (
