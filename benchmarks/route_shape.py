@@ -8,7 +8,9 @@ each with one route's path changed, are installed in the cache of a live control
 the way change_latency times its floor: from the install until an HTTP request through Envoy for
 the new path stops answering 404. Every variant is pushed twice in a row, and only the second
 push is kept, so that no variant pays for the stats or clusters the previous one left behind.
-Variants and Envoy concurrencies are interleaved round by round (the machine is shared).
+Variants and Envoy concurrencies are interleaved round by round (the machine is shared). Beside
+the wall-clock time, the CPU time Envoy's threads used meanwhile (Linux schedstat), which other
+processes on the same cores barely move.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,14 @@ import aiohttp
 import yaml
 from aiohttp import web
 from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import metadata_pb2
 
 from controlplane.echo import build_app
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
+from controlplane.shadow.tagging import METADATA_KEY, RouteTag
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.resources import Resources
 from controlplane.xds.translator import XdsOptions
@@ -69,14 +73,16 @@ def _no_metadata(config: route_pb2.RouteConfiguration) -> None:
     _each_route(config, lambda r: r.ClearField("metadata"))
 
 
-def _below_only(config: route_pb2.RouteConfiguration) -> None:
-    """The shadow metadata without its JSON tag: only the sampling threshold the CEL filter reads."""
+def _json_tag(tags: Mapping[str, RouteTag]) -> Transform:
+    """The shape before the tag table: each mirrored route also carries its rule's tag as JSON
+    (what ``--shadow-tags-in-routes`` still does, for ``mirrorplane collect``)."""
 
     def edit(r: route_pb2.Route) -> None:
-        for meta in r.metadata.filter_metadata.values():
-            del meta.fields["tag"]
+        meta = r.metadata.filter_metadata.get(METADATA_KEY)
+        if meta is not None:
+            meta.fields["tag"].string_value = (tags.get(r.name) or tags[r.name.rpartition("/")[0]]).encode()
 
-    _each_route(config, edit)
+    return lambda config: _each_route(config, edit)
 
 
 def _no_body_limit(config: route_pb2.RouteConfiguration) -> None:
@@ -117,6 +123,27 @@ def _no_bodyless_twin(config: route_pb2.RouteConfiguration) -> None:
     _keep(config, lambda r: not r.name.endswith("/no-body"))
 
 
+def _mirrorable_by_metadata(config: route_pb2.RouteConfiguration) -> None:
+    """Two routes per rule, with the body bound decided once per request by a listener filter
+    (not adopted; docs/performance.md): the mirrored route matches dynamic metadata that filter
+    would set (``mirrorplane.mirrorable``) instead of its Content-Length range, and no bodyless
+    twin. Only the route table is pushed: the filter itself would be in the listener."""
+    _no_bodyless_twin(config)
+    mirrorable = metadata_pb2.MetadataMatcher(
+        filter="mirrorplane", path=[metadata_pb2.MetadataMatcher.PathSegment(key="mirrorable")]
+    )
+    mirrorable.value.bool_match = True
+
+    def edit(r: route_pb2.Route) -> None:
+        if r.route.request_mirror_policies:
+            kept = [h for h in r.match.headers if h.name != "content-length"]
+            del r.match.headers[:]
+            r.match.headers.extend(kept)
+            r.match.dynamic_metadata.append(mirrorable)
+
+    _each_route(config, edit)
+
+
 def _no_method_regex(config: route_pb2.RouteConfiguration) -> None:
     """Three routes per rule, but the bodyless twin without its :method regex matcher."""
 
@@ -136,17 +163,18 @@ def _bare(config: route_pb2.RouteConfiguration) -> None:
     _no_mirror(config)
 
 
-VARIANTS: dict[str, Transform] = {
+VARIANTS: dict[str, Transform | None] = {
     "as translated": lambda c: None,
+    "before: the JSON tag in routes": None,  # made from the live tag table (_json_tag)
     "before: a stat_prefix per unmirrored route": _per_route_stat_prefix,
     "one stat_prefix shared by all": _shared_stat_prefix,
     "without metadata": _no_metadata,
-    "metadata without the JSON tag": _below_only,
     "without request_body_buffer_limit": _no_body_limit,
     "without mirror policies": _no_mirror,
     "without the :method regex": _no_method_regex,
     "the :method regex as an exact GET": _method_exact,
     "2 routes/rule (no bodyless twin)": _no_bodyless_twin,
+    "2 routes/rule, mirrorable as dynamic metadata": _mirrorable_by_metadata,
     "1 route/rule (mirrored, no headers)": _one_route_per_rule,
     "1 bare route/rule": _bare,
 }
@@ -170,6 +198,18 @@ def _with_path(config: route_pb2.RouteConfiguration, i: int, path: str, per_host
     return out
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time all of Envoy's threads have used (Linux schedstat, ns): unlike the wall-clock time
+    of a push, it barely moves when other processes share the cores."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
 async def _stats(envoy: LocalEnvoy) -> tuple[int, float]:
     started = time.perf_counter()
     text = await envoy.admin_get("/stats")
@@ -185,6 +225,7 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
     options = XdsOptions(bind_address="127.0.0.1", port_map={8000: gw_port})
     url = f"http://127.0.0.1:{gw_port}"
     times: dict[tuple[int, str], list[float]] = {}
+    cpu: dict[tuple[int, str], list[float]] = {}
     stats: dict[tuple[int, str], tuple[int, float]] = {}
     sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,7 +245,7 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
         for label, transform in variants.items():
             config = route_pb2.RouteConfiguration()
             config.CopyFrom(base)
-            transform(config)
+            (transform or _json_tag(plane.comparisons.pairer.tables[GATEWAY]))(config)
             shaped[label] = config
             sizes[label] = config.ByteSize()
         push = 0
@@ -239,29 +280,34 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
                             path = f"/r{i}-p{push}"
                             snap = snapshot(shaped[label], i, path)
                             await asyncio.sleep(0.05)
-                            started = time.perf_counter()
+                            started, used = time.perf_counter(), _cpu_seconds(envoy.pid)
                             plane.cache.install(snap)
                             took = await asyncio.wait_for(
                                 _until_served(session, url + path, _host(i, per_host), started), 60
                             )
                             if timed:
                                 times.setdefault((concurrency, label), []).append(took)
+                                cpu.setdefault((concurrency, label), []).append(_cpu_seconds(envoy.pid) - used)
                         if k == 0:
                             stats[(concurrency, label)] = await _stats(envoy)
                     await envoy.stop()
         await plane.stop()
     await runner.cleanup()
     print(f"N={n}, {per_host} per host, {rounds} rounds, median of the second push of each variant (ms)")
+    first = concurrencies[0]
     header = " | ".join(f"concurrency {c}" for c in concurrencies)
-    print(f"{'variant':<44} | {'bytes':>9} | {header} | stats lines (c={concurrencies[0]}), /stats ms")
+    print(f"{'variant':<46} | {'bytes':>9} | {header} | Envoy CPU (c={first}) | stats lines (c={first}), /stats ms")
     reference = {c: statistics.median(times[(c, next(iter(variants)))]) for c in concurrencies}
+    cpu_reference = statistics.median(cpu[(first, next(iter(variants)))])
     for label in variants:
         cells = []
         for c in concurrencies:
             m = statistics.median(times[(c, label)])
             cells.append(f"{m * 1e3:7.0f} ({m / reference[c]:4.2f}x)")
-        lines, took = stats[(concurrencies[0], label)]
-        print(f"{label:<44} | {sizes[label]:>9} | {' | '.join(cells)} | {lines:>7} {took * 1e3:6.0f}")
+        used = statistics.median(cpu[(first, label)])
+        cells.append(f"{used * 1e3:9.0f} ({used / cpu_reference:4.2f}x)")
+        lines, took = stats[(first, label)]
+        print(f"{label:<46} | {sizes[label]:>9} | {' | '.join(cells)} | {lines:>7} {took * 1e3:6.0f}")
 
 
 def main() -> None:

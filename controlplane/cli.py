@@ -69,6 +69,12 @@ def _add_serving(p: argparse.ArgumentParser, *, dir_optional: bool = False) -> N
         action="store_true",
         help="do not compare mirrored answers with the primary's: no access log on Envoys' routers (docs/shadow-testing.md)",
     )
+    p.add_argument(
+        "--shadow-tags-in-routes",
+        action="store_true",
+        help="put each mirrored route's shadow tag into Envoy's route table, for Envoys that send their access logs "
+        "to `mirrorplane collect` (docs/shadow-testing.md); costs Envoy more on every route update",
+    )
     _add_mirror_body_limit(p)
     _add_common(p)
 
@@ -444,6 +450,7 @@ async def _serve(args: argparse.Namespace) -> int:
         xds_options=XdsOptions(
             mirror_body_limit=args.mirror_body_limit,
             shadow=not args.no_shadow,
+            shadow_tags_in_routes=args.shadow_tags_in_routes,
             # Envoys in a cluster or compose must accept traffic from elsewhere; the local one does not.
             bind_address=args.listen_address if args.command == "run" else XdsOptions.bind_address,
         ),

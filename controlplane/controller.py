@@ -24,6 +24,8 @@ from .gatewayapi.translator import Options, Translation, translate
 from .gcpause import paused_gc
 from .ir import GatewayIR
 from .quarantine import Held, held_statuses, without_held
+from .shadow.tagging import TagTables
+from .xds.accesslog import RouteTags
 from .xds.cache import Snapshot, SnapshotCache
 from .xds.encoded import EncodedMemo
 from .xds.resources import Resources
@@ -44,6 +46,7 @@ class Plan:
     gone: list[str]  # Gateways no longer translated
     started: float
     statuses_changed: int | None  # None: the endpoint-only fast path (no status recomputed)
+    tags: TagTables | None = None  # shadow testing's, per Gateway; None: unchanged
 
 
 class Controller:
@@ -60,6 +63,9 @@ class Controller:
         self.status_listeners: list[Callable[[dict[StatusKey, dict[str, Any]]], None]] = []
         # Called with (seconds the update took, objects whose conditions changed): the metrics.
         self.update_listeners: list[Callable[[float, int], None]] = []
+        # Called with each Gateway's shadow tag table after a translation (the receiver's hub).
+        self.tag_listeners: list[Callable[[TagTables], None]] = []
+        self._tags: dict[str, RouteTags] = {}
         # The last full translation, its input and its resources: the endpoint-only fast path
         # starts from them.
         self.endpoint_updates = 0
@@ -170,9 +176,12 @@ class Controller:
             result = translate(store, self.options, self._memo)
             built = {key: self._build(key, gateway) for key, gateway in result.gateways.items()}
             snapshots = self._snapshots(built)
+            tags = {key: self._tags.setdefault(key, RouteTags()).table(gw) for key, gw in result.gateways.items()}
         self._store, self._last, self._resources = store, result, built
         for gone in set(self._encoded) - set(result.gateways):
             del self._encoded[gone]
+        for gone in set(self._tags) - set(result.gateways):
+            del self._tags[gone]
         statuses, which = result.statuses, result.changed
         if self.held:
             statuses = {**statuses, **held_statuses(self.held, result.gateways, self.options.controller_name)}
@@ -180,7 +189,7 @@ class Controller:
         with paused_gc():
             statuses_changed = self._record_statuses(statuses, which)
         untranslated = sorted(set(self.cache.gateways()) - set(result.gateways))
-        return Plan(result, snapshots, untranslated, started, statuses_changed)
+        return Plan(result, snapshots, untranslated, started, statuses_changed, tags)
 
     def _snapshots(self, built: dict[str, Resources]) -> dict[str, Snapshot]:
         return {key: Snapshot.build(key, res, previous=self.cache.get(key)) for key, res in built.items()}
@@ -193,6 +202,9 @@ class Controller:
             self.cache.remove(gone)
             log.info("gateway.removed gateway=%s", gone)
         self.gateways = plan.result.gateways
+        if plan.tags is not None:
+            for on_tags in self.tag_listeners:
+                on_tags(plan.tags)
         self.translations += 1
         seconds = time.perf_counter() - plan.started
         if plan.statuses_changed is None:

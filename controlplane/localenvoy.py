@@ -281,6 +281,7 @@ class LocalEnvoy:
         extra_args: Sequence[str] = (),
         xds_tls: XdsTls | None = None,
         ads_api_type: str | None = None,
+        als_address: tuple[str, int] | None = None,
     ) -> None:
         self.node_id = node_id
         self.gateway = gateway
@@ -310,6 +311,7 @@ class LocalEnvoy:
             admin_port=admin_port,
             xds_tls=xds_tls,
             ads_api_type=ads_api_type,
+            als_address=als_address,
         )
 
     # -- properties ---------------------------------------------------------

@@ -97,6 +97,7 @@ class ControlPlane:
         self.controller.update_listeners.append(self.metrics.on_update)
         # Shadow testing: Envoys' access logs come to the xDS port (docs/shadow-testing.md).
         self.comparisons = Comparisons()
+        self.controller.tag_listeners.append(self.comparisons.set_tags)
         self.als = AccessLogReceiver(self.comparisons, self.authorizer)
         self.bodies = BodyReceiver(self.comparisons.add_bodies, self.comparisons.count, self.authorizer)
         self.xds_address = host_port(xds_host, xds_port)

@@ -238,6 +238,133 @@ async def test_restart_envoy_keeps_serving_and_counting_resumes(shadow: Stack) -
     await wait_until(lambda: results(shadow).get("same", 0) >= 3, timeout=30, message="counting resumed")
 
 
+# --- the tag table: Envoy's routes carry only the sampling threshold (docs/shadow-testing.md) ---
+
+
+def _shadow_metadata(dump: Any) -> list[dict[str, Any]]:
+    """Every ``mirrorplane_shadow`` metadata in a config dump (routes and clusters)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(dump, dict):
+        for key, value in dump.items():
+            if key == "mirrorplane_shadow":
+                found.append(value)
+            else:
+                found += _shadow_metadata(value)
+    elif isinstance(dump, list):
+        for value in dump:
+            found += _shadow_metadata(value)
+    return found
+
+
+async def _route_metadata(stack: Stack) -> list[dict[str, Any]]:
+    return _shadow_metadata(await stack.envoy.config_dump("dynamic_route_configs"))
+
+
+async def test_envoys_routes_carry_the_threshold_not_the_tag_and_legs_still_pair(shadow: Stack) -> None:
+    """The JSON tag was a third of what Envoy rebuilds on each route update (docs/performance.md):
+    the receiver finds the rule by the entry's route name in the controller's table instead."""
+    metadata = await _route_metadata(shadow)
+    assert metadata and all(set(m) == {"below"} for m in metadata), metadata
+    for i in range(3):
+        assert (await shadow.request(f"/t/untagged/{i}", data=b"x"))[0] == 200
+    assert await compared(shadow, 3) == {"same": 3}
+    assert shadow.plane.comparisons.entries["untagged"] == 0
+
+
+LEG_HEADER = """apiVersion: mirrorplane.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: legs, namespace: server}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shadow}]
+  requestHeaderModifier: {set: [{name: X-Echo-Set-Header, value: "x-leg:mirror"}]}
+  comparison: {headers: [HEADERS]}
+"""
+
+
+async def _logs_header(stack: Stack, header: str) -> bool:
+    listeners = (await stack.envoy.config_dump("dynamic_listeners")).get("configs", [])
+    return all(f'"{header}"' in json.dumps(lst.get("active_state")) for lst in listeners) and bool(listeners)
+
+
+async def test_a_rules_changed_comparison_headers_apply_to_new_requests(shadow: Stack) -> None:
+    """The echo answers the header X-Echo-Set-Header asks for; the mirror leg's request says
+    ``x-leg: mirror``, the primary's ``x-leg: primary``. Compared only once the rule says so: the
+    rule's tag comes from the table the controller publishes with each translation."""
+    stack = shadow
+    stack.write("legs.yaml", LEG_HEADER.replace("HEADERS", "content-type"))
+    await wait_until(lambda: _mirrors_set_the_header(stack), timeout=15, message="the mirror's header served")
+    for i in range(3):
+        status, _ = await stack.request(f"/t/legs/{i}", data=b"x", headers={"X-Echo-Set-Header": "x-leg:primary"})
+        assert status == 200
+    assert await compared(stack, 3) == {"same": 3}
+    stack.write("legs.yaml", LEG_HEADER.replace("HEADERS", "content-type, x-leg"))
+    await wait_until(lambda: _logs_header(stack, "x-leg"), timeout=15, message="x-leg logged")
+    # New connections: one opened before the listener changed keeps its old logger while it drains.
+    async with httpx.AsyncClient() as client:
+        for i in range(3):
+            answer = await client.post(
+                f"{stack.url}/t/legs/2-{i}", content=b"x", headers={"X-Echo-Set-Header": "x-leg:primary"}
+            )
+            assert answer.status_code == 200
+    assert await compared(stack, 6) == {"same": 3, "headers_differ": 3}
+    d = stack.plane.comparisons.rules[(GATEWAY, ROUTE, "compared", MIRROR)].recent[-1]
+    assert "x-leg" in d.detail, d.detail
+
+
+async def _mirrors_set_the_header(stack: Stack) -> bool:
+    return "x-leg:mirror" in json.dumps(await stack.envoy.config_dump("dynamic_route_configs"))
+
+
+async def test_collect_pairs_when_the_tags_are_in_the_routes(tmp_path: Path) -> None:
+    """`mirrorplane collect` runs without the controller's table: with --shadow-tags-in-routes
+    (XdsOptions.shadow_tags_in_routes) each mirrored route carries its tag, and the entries
+    bring it to collect."""
+    from support import free_port
+
+    grpc_port, http_port = free_port(), free_port()
+    collect = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controlplane.cli", "collect", "--port", str(grpc_port), "--http-port", str(http_port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    metrics = f"http://127.0.0.1:{http_port}/metrics"
+
+    async def answers(url: str) -> bool:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(url)).status_code == 200
+
+    try:
+        # Up before Envoy logs its first entry (the stack's readiness probe).
+        await wait_until(lambda: answers(f"http://127.0.0.1:{http_port}/healthz"), timeout=30, message="collect up")
+        stack = await start_stack(
+            tmp_path,
+            xds_options={"shadow_tags_in_routes": True},
+            envoy_options={"als_address": ("127.0.0.1", grpc_port)},
+        )
+        try:
+            stack.write("shadow.yaml", SHADOW_ROUTE)
+            await wait_until(lambda: _routed(stack), timeout=15, message="the /t/ route served")
+            metadata = await _route_metadata(stack)
+            assert metadata and all({"below", "tag"} == set(m) for m in metadata), metadata
+            for i in range(3):
+                assert (await stack.request(f"/t/collected/{i}", data=b"x"))[0] == 200
+            same = (
+                'mirrorplane_mirror_comparisons_total{gateway="server/simple-gateway",mirror="mirror/server/pipy-mirror/8080",'
+                'result="same",route="HTTPRoute server/shadow",rule="compared"} 3.0'
+            )
+
+            async def counted() -> bool:
+                async with httpx.AsyncClient() as client:
+                    return same in (await client.get(metrics)).text
+
+            await wait_until(counted, timeout=30, message="3 pairs compared by collect")
+            assert stack.plane.comparisons.entries["received"] == 0  # the logs went to collect alone
+        finally:
+            await stack.exits.aclose()
+    finally:
+        collect.terminate()
+        await collect.wait()
+
+
 SHADOW_API = "mirrorplane.shadow.v1.Shadow"
 
 

@@ -38,12 +38,13 @@ def _golden_irs() -> dict[str, ir.GatewayIR]:
 
 
 def _assert_same(encoder: RouteEncoder, vh: ir.VirtualHost) -> None:
-    assert encoder.virtual_host(vh) == serialize_virtual_host(vh, encoder.limit), vh.name
+    assert encoder.virtual_host(vh) == serialize_virtual_host(vh, encoder.limit, encoder.json_tags), vh.name
 
 
+@pytest.mark.parametrize("json_tags", [False, True])
 @pytest.mark.parametrize("limit", LIMITS)
-def test_every_golden_virtual_host_is_written_as_protobuf_serializes_it(limit: int) -> None:
-    encoder = RouteEncoder(limit)
+def test_every_golden_virtual_host_is_written_as_protobuf_serializes_it(limit: int, json_tags: bool) -> None:
+    encoder = RouteEncoder(limit, json_tags)
     seen: list[ir.Route] = []
     for gateway in _golden_irs().values():
         for vh in _virtual_hosts(gateway):

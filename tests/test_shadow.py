@@ -156,6 +156,55 @@ def test_a_malformed_tag_is_counted_not_raised() -> None:
     assert c.entries["malformed"] == 1 and len(c.pairer) == 0
 
 
+def test_a_primary_without_its_own_tag_is_paired_by_its_routes_tag_in_the_table() -> None:
+    """What Envoy sends by default: the route's name, no tag. Both mirrored routes of a rule (the
+    bodyless twin is named after it plus a segment) find the rule's tag."""
+    table = {"r": RouteTag.decode(TAG_TEXT)}
+    c, _ = hub()
+    c.set_tags({GW: table})
+    twin = entry("b", primary=True, tag="")
+    twin.common_properties.route_name = "r/no-body"
+    for e in (entry("a", primary=True, tag=""), entry("a", primary=False), twin, entry("b", primary=False)):
+        c.add_entry(GW, e)
+    assert results(c) == {"same": 2} and len(c.pairer) == 0
+
+
+def test_an_entry_of_a_route_the_table_does_not_know_is_counted_untagged() -> None:
+    """A route removed meanwhile, or a race with a new version: counted, nothing raised, and its
+    mirror leg ends unpaired under (unknown) like any mirror leg whose primary never came."""
+    c, clock = hub(window=1)
+    c.set_tags({GW: {"other": RouteTag.decode(TAG_TEXT)}})
+    c.add_entry(GW, entry("a", primary=True, tag=""))
+    c.add_entry("ns/unknown-gateway", entry("b", primary=True, tag=""))
+    assert c.entries["untagged"] == 2 and c.entries["malformed"] == 0
+    c.add_entry(GW, entry("a", primary=False))
+    clock.now = 2
+    c.expire()
+    assert dict(c.rules[(GW, UNKNOWN, UNKNOWN, "m")].results) == {"unpaired": 1}
+
+
+def test_a_primary_logged_before_its_rules_percent_was_lowered_still_pairs() -> None:
+    """The table changes when a version is installed, before Envoy applies it, and entries come
+    up to 0.5 s late: a primary logged at 100 % can be read with the new 50 % tag. Envoy logged
+    it, so it was sampled then; its mirror leg (logged by the cluster's old threshold) is paired,
+    not left waiting for the window."""
+    c, _ = hub()
+    c.set_tags({GW: {"r": RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 50, True, ("content-type",)),))}})
+    c.add_entry(GW, entry("ffffffff", primary=True, tag=""))
+    c.add_entry(GW, entry("ffffffff", primary=False, cluster_min="~"))
+    assert results(c) == {"same": 1} and len(c.pairer) == 0
+
+
+def test_an_entrys_own_tag_comes_before_the_table() -> None:
+    """Routes carry their tag with XdsOptions.shadow_tags_in_routes (for `mirrorplane collect`):
+    then the entry says it itself, whatever a table says."""
+    c, _ = hub()
+    c.set_tags({GW: {"r": RouteTag("HTTPRoute ns/other", "9", (MirrorTag("m", 100, True, ()),))}})
+    c.add_entry(GW, entry("a", primary=True))
+    c.add_entry(GW, entry("a", primary=False, ctype="text/html"))
+    assert results(c) == {"headers_differ": 1}
+
+
 def test_threshold_matches_the_share_of_uuids() -> None:
     assert threshold(100) == "~" and threshold(0) == "0000" and threshold(25) == "4000"
     assert sampled("3fffffff-0000", 25) and not sampled("4000", 25) and not sampled("40000000-0000", 25)

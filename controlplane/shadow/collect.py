@@ -2,7 +2,9 @@
 
 For a fleet whose log entries would take too much of the control plane's CPU (one receiver
 process holds the rate benchmarks/shadow.py measures): Envoys point their ``mirrorplane_als``
-cluster at it (``mirrorplane bootstrap --als-address``) and it serves what serve would: the
+cluster at it (``mirrorplane bootstrap --als-address``), the control plane puts the shadow tags
+into the routes (``--shadow-tags-in-routes``: there is no controller here to publish a tag table),
+and it serves what serve would: the
 ``Shadow`` admin service (``mirrorplane diff --server``), /metrics and health. The same rules as
 serve: loopback unless told, mutual TLS beyond it, Gateway identities for ALS streams and the
 operator identity for the admin service.
@@ -37,7 +39,9 @@ log = logging.getLogger("mirrorplane.collect")
 
 def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "collect", help="shadow testing's access log receiver alone, for a large fleet (docs/shadow-testing.md)"
+        "collect",
+        help="shadow testing's access log receiver alone, for a large fleet; the control plane then runs with "
+        "--shadow-tags-in-routes (docs/shadow-testing.md)",
     )
     p.add_argument("--address", default="127.0.0.1", help="address both ports bind (default 127.0.0.1)")
     p.add_argument(

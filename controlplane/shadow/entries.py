@@ -22,13 +22,14 @@ class Leg:
     request_id: str
     cluster: str
     primary: bool  # False: a mirror leg (Envoy gives a shadow no route)
-    tag: str  # the route's tag (primary legs only)
+    tag: str  # the route's own tag, when routes carry it (XdsOptions.shadow_tags_in_routes)
     cluster_min: str  # the lowest sampling threshold of the rules mirroring to this cluster (mirror legs)
     status: int  # 0: no HTTP answer
     grpc_status: str
     size: int  # -1: unknown
     latency: float  # seconds from the upstream request's start to its last byte (or to its end)
     failure: str
+    route: str = ""  # the Envoy route's name, which the tag table is read by (primary legs only)
     method: str = ""
     path: str = ""
     headers: dict[str, str] = field(default_factory=dict)
@@ -69,6 +70,7 @@ def leg_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> Leg:
         request_id=request.request_id,
         cluster=common.upstream_cluster,
         primary=bool(common.route_name),
+        route=common.route_name,
         tag=common.custom_tags.get(TAG, ""),
         cluster_min=common.custom_tags.get(CLUSTER_TAG, ""),
         status=status,

@@ -16,6 +16,7 @@ from .bodies import BodyStore, Digest
 from .compare import BODY_INDEPENDENT, compare
 from .entries import Leg, leg_from_entry
 from .pairing import DEFAULT_LIMIT, DEFAULT_WINDOW, Pair, Pairer
+from .tagging import TagTables
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 RECENT = 10
@@ -116,6 +117,10 @@ class Comparisons:
             self.count("malformed", 1)
             return
         self.pairer.add(gateway, leg)
+
+    def set_tags(self, tables: TagTables) -> None:
+        """The tag tables of the last translation (the controller's ``tag_listeners``)."""
+        self.pairer.tables = tables
 
     def expire(self) -> None:
         self.pairer.expire()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .entries import Leg
-from .tagging import MirrorTag, RouteTag, sampled
+from .tagging import MirrorTag, RouteTag, TagTables, sampled
 
 DEFAULT_WINDOW = 60.0
 """Seconds a leg waits for the other: longer than a route's default timeout (15 s) plus the
@@ -51,6 +51,16 @@ def _decode(text: str) -> RouteTag:
     return RouteTag.decode(text)
 
 
+def _stale(request_id: str, tag: RouteTag) -> bool:
+    """Whether a primary Envoy logged was served under another version of its rule than ``tag``:
+    Envoy logs a primary below its route's threshold, the highest of its mirrors' percents, so
+    one that no mirror of ``tag`` samples was logged with other percents. The tag table changes
+    when a version is installed, before Envoy applies it, and entries come up to 0.5 s late (a
+    lowered ``samplePercent``). Its mirror legs are then expected as Envoy logged them, which
+    ``tag`` cannot say: all of them, and paired as they come."""
+    return not any(sampled(request_id, m.percent) for m in tag.mirrors)
+
+
 Emit = Callable[[Pair], None]
 Count = Callable[[str, int], None]
 
@@ -68,6 +78,7 @@ class Pairer:
         self.emit, self.count = emit, count
         self.window, self.limit, self.clock = window, limit, clock
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
+        self.tables: TagTables = {}  # replaced whole after each translation (Comparisons.set_tags)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -78,11 +89,14 @@ class Pairer:
         tag: RouteTag | None = None
         if leg.primary:
             try:
-                tag = _decode(leg.tag)
+                tag = self._tag(gateway, leg)
             except (ValueError, KeyError, TypeError):
                 self.count("malformed", 1)
                 return
-            leg.tag = ""  # decoded once per distinct tag (below); the pending leg keeps no copy
+            if tag is None:
+                self.count("untagged", 1)
+                return
+            leg.tag = leg.route = ""  # the pending leg keeps no copy
         key = (gateway, leg.request_id)
         p = self._pending.get(key)
         if p is None:
@@ -96,16 +110,28 @@ class Pairer:
             p.mirrors[leg.cluster] = leg
         self._settle(key, p)
 
+    def _tag(self, gateway: str, leg: Leg) -> RouteTag | None:
+        """The entry's own tag if its route carried one, else its route's in the Gateway's table.
+        None: a route the table does not know (removed meanwhile, or not mirrored)."""
+        if leg.tag:
+            return _decode(leg.tag)
+        table = self.tables.get(gateway)
+        if table is None:
+            return None
+        # A rule's twin routes (…/match/N/no-body, …/grpc) are named after it plus one segment.
+        return table.get(leg.route) or table.get(leg.route.rpartition("/")[0])
+
     def _settle(self, key: tuple[str, str], p: _Pending) -> None:
         """Emit every pair now complete; forget the request once nothing more is expected."""
         if p.primary is None or p.tag is None:
             return
         rid = key[1]
         expected = 0
+        stale = _stale(rid, p.tag)
         for m in p.tag.mirrors:
             if m.cluster in p.done:
                 continue
-            if not sampled(rid, m.percent):  # its cluster may still log it for another rule
+            if not stale and not sampled(rid, m.percent):  # its cluster may still log it for another rule
                 if p.mirrors.pop(m.cluster, None) is not None:
                     self.count("not_sampled", 1)
                 continue
@@ -133,8 +159,9 @@ class Pairer:
     def _unpaired(self, key: tuple[str, str], p: _Pending) -> None:
         gateway, rid = key
         if p.tag is not None:
+            stale = _stale(rid, p.tag)
             for m in p.tag.mirrors:
-                if m.cluster in p.done or not sampled(rid, m.percent):
+                if m.cluster in p.done or not (stale or sampled(rid, m.percent)):
                     continue
                 if m.always:
                     self.emit(Pair(gateway, p.tag.route, p.tag.rule, m, p.primary, None))

@@ -6,22 +6,26 @@ Envoy's ``runtime_filter`` with ``use_independent_randomness: false`` does not d
 logs (docs/shadow-testing.md), so the comparison is a CEL expression instead, and the receiver
 applies the same function to decide which mirror legs to expect.
 
-The primary leg's entry carries its route's tag (route metadata, copied by a custom tag); a
-mirror leg has no route in Envoy, only its cluster, so mirror clusters carry their own threshold
-(the highest of the rules mirroring to them) in cluster metadata. A route's tag depends on the
-route alone, so the translator's per-virtual-host memo stays valid. Pure functions only: the
-translator and the receiver both import this.
+The primary leg's entry names its route, whose tag the receiver finds in the controller's tag
+table (:data:`TagTables`; with ``XdsOptions.shadow_tags_in_routes`` the route also carries it, as
+JSON copied into the entry by a custom tag, for ``mirrorplane collect``); a mirror leg has no
+route in Envoy, only its cluster, so mirror clusters carry their own threshold (the highest of
+the rules mirroring to them) in cluster metadata. A route's tag depends on the route alone, so
+the translator's per-virtual-host memo stays valid. Pure functions only: the translator and the
+receiver both import this.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 METADATA_KEY = "mirrorplane_shadow"
 """filter_metadata key on mirrored routes and mirror clusters (no dot: CEL selects it as a field)."""
 TAG = "mirrorplane"
-"""The ALS custom tag holding a primary entry's :class:`RouteTag` as JSON (route metadata)."""
+"""The ALS custom tag holding a primary entry's :class:`RouteTag` as JSON (route metadata), when
+routes carry it (``XdsOptions.shadow_tags_in_routes``)."""
 CLUSTER_TAG = "mirrorplane_cluster"
 """The ALS custom tag of a mirror entry: the lowest threshold of the rules mirroring to its cluster
 (cluster metadata ``min``). A mirror leg whose primary never came, with an id at or above it, may
@@ -108,3 +112,8 @@ class RouteTag:
                 for c, p, a, hs, *body in data["mirrors"]
             ),
         )
+
+
+TagTables = Mapping[str, Mapping[str, RouteTag]]
+"""Per Gateway, each mirrored route's tag by the route's name: what the controller hands the
+receiver after each translation (xds.accesslog.RouteTags makes one Gateway's)."""

@@ -11,8 +11,12 @@
 * its CEL filter keeps an entry when the request's ``x-request-id`` is below a threshold that
   the route (primary leg) or the mirror cluster (mirror leg, which has no route in Envoy) carries
   in its metadata (:mod:`controlplane.shadow.tagging`): unmarked routes and clusters log nothing;
-* each mirrored route carries its tag (route, rule, mirrors), copied into the entry as a custom
-  tag; each mirror cluster the lowest threshold of its rules (see tagging.CLUSTER_TAG);
+* the receiver finds a primary entry's tag (route, rule, mirrors) by its route name in the
+  Gateway's :class:`RouteTags`, which the controller hands it after each translation: the JSON
+  tag would be a third of what Envoy rebuilds on every route update (docs/performance.md). With
+  ``XdsOptions.shadow_tags_in_routes`` each mirrored route carries it too, copied into the entry
+  as a custom tag (for ``mirrorplane collect``); each mirror cluster carries the lowest threshold
+  of its rules (see tagging.CLUSTER_TAG);
 * rules with ``comparison.body`` also get the upstream filter that sends bodies (bodycapture.py).
 
 Why CEL and not ``runtime_filter``: docs/shadow-testing.md (Envoy 1.40 samples an upstream log
@@ -21,7 +25,10 @@ entry with independent randomness whatever the flag says: the upstream stream ha
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
+from itertools import compress
+from operator import is_not
+from types import MappingProxyType
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
@@ -57,9 +64,20 @@ CEL_FILTER = (
 )
 
 
-def tag_route(source: ir.Route, route: route_pb2.Route) -> None:
-    """Mark a mirrored Envoy route for the logger: its threshold and its tag (route, rule, mirrors).
-    Depends on ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo)."""
+def tag_route(source: ir.Route, route: route_pb2.Route, json_tag: bool = False) -> None:
+    """Mark a mirrored Envoy route for the logger: its sampling threshold, which the CEL filter
+    reads in Envoy. Its tag (route, rule, mirrors) reaches the receiver by the route's name
+    (:class:`RouteTags`); ``json_tag`` also puts it into the route as JSON, for receivers with no
+    controller beside them (``mirrorplane collect``, XdsOptions.shadow_tags_in_routes). Depends on
+    ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo)."""
+    meta = _set_below(route.metadata, max((m.comparison.sample_percent for m in source.mirrors), default=0))
+    if json_tag:
+        meta.fields["tag"].string_value = route_tag(source).encode()
+    capture_route(source, route)
+
+
+def route_tag(source: ir.Route) -> RouteTag:
+    """What the receiver pairs and compares a mirrored route's entries by."""
     name, rule = _source(source)
     mirrors = tuple(
         MirrorTag(
@@ -73,9 +91,68 @@ def tag_route(source: ir.Route, route: route_pb2.Route) -> None:
         )
         for m in source.mirrors
     )
-    meta = _set_below(route.metadata, max((m.percent for m in mirrors), default=0))
-    meta.fields["tag"].string_value = RouteTag(name, rule, mirrors).encode()
-    capture_route(source, route)
+    return RouteTag(name, rule, mirrors)
+
+
+class RouteTags:
+    """One Gateway's tag table: each mirrored route's :class:`RouteTag` by its name, which the
+    receiver looks a primary entry's route name up in (docs/shadow-testing.md, "The tag table").
+
+    Made from the IR alone, like the routes, and kept up to date by what changed: the Gateway API
+    translator hands back the very same ``ir.VirtualHost`` for one that did not change (RouteMemo,
+    as encoded.py relies on), so the virtual hosts that differ are found by C passes over each
+    route table's tuple (place by place, or by ``id`` when the lengths differ), and only their
+    routes are tagged again. Each table handed out is a new dict (one C copy of the last), never
+    changed after: the controller makes it in its worker thread, the receiver reads it on the
+    event loop. A route attached to several virtual hosts has one tag (it depends on the route
+    alone); ``_count`` says in how many of them it still is.
+    """
+
+    def __init__(self) -> None:
+        self._chains: dict[str, tuple[ir.VirtualHost, ...]] = {}
+        self._count: dict[str, int] = {}
+        self._tags: dict[str, RouteTag] = {}  # the last table handed out (read-only from then on)
+
+    def table(self, gateway: ir.GatewayIR) -> Mapping[str, RouteTag]:
+        chains = {c.name: c.virtual_hosts for listener in gateway.listeners for c in listener.chains}
+        table: dict[str, RouteTag] | None = None
+        for name in self._chains.keys() | chains.keys():
+            old, new = self._chains.get(name, ()), chains.get(name, ())
+            if old is new:
+                continue
+            if table is None:
+                table = self._tags.copy()
+            self._swap(table, *_differing(old, new))
+        if table is not None:
+            self._chains, self._tags = chains, table
+        return MappingProxyType(self._tags)
+
+    def _swap(
+        self, table: dict[str, RouteTag], gone: Iterable[ir.VirtualHost], added: Iterable[ir.VirtualHost]
+    ) -> None:
+        count = self._count
+        for vh in gone:
+            for r in vh.routes:
+                if r.mirrors:
+                    count[r.name] -= 1
+                    if not count[r.name]:
+                        del count[r.name], table[r.name]
+        for vh in added:
+            for r in vh.routes:
+                if r.mirrors:
+                    count[r.name] = count.get(r.name, 0) + 1
+                    table[r.name] = route_tag(r)
+
+
+def _differing(
+    old: tuple[ir.VirtualHost, ...], new: tuple[ir.VirtualHost, ...]
+) -> tuple[list[ir.VirtualHost], list[ir.VirtualHost]]:
+    """(virtual hosts only in ``old``, only in ``new``), found by C loops as encoded.py does."""
+    if len(old) == len(new):
+        places = list(compress(range(len(new)), map(is_not, old, new)))
+        return [old[i] for i in places], [new[i] for i in places]
+    before, after = dict(zip(map(id, old), old, strict=True)), dict(zip(map(id, new), new, strict=True))
+    return [before[i] for i in before.keys() - after.keys()], [after[i] for i in after.keys() - before.keys()]
 
 
 def untag_route(route: route_pb2.Route) -> None:

@@ -94,6 +94,9 @@ class XdsOptions:
     mirror_body_limit: int = DEFAULT_MIRROR_BODY_LIMIT
     # Shadow testing: the upstream access log that compares mirror and primary (xds/accesslog.py).
     shadow: bool = True
+    # Each mirrored route also carries its shadow tag as JSON, for `mirrorplane collect`, which
+    # has no tag table (accesslog.RouteTags); it costs Envoy up to a quarter more per route update.
+    shadow_tags_in_routes: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.mirror_body_limit <= MAX_MIRROR_BODY_LIMIT:
@@ -109,7 +112,7 @@ def build_resources(
     does not serialize them again); the bytes are the same either way."""
     if memo is not None:
         memo.begin(options.mirror_body_limit)
-    routes, usage = _route_configurations(gateway, options.mirror_body_limit, memo)
+    routes, usage = _route_configurations(gateway, options.mirror_body_limit, options.shadow_tags_in_routes, memo)
     mirrored, headers, bodies = usage.by_cluster(), usage.header_names(), usage.body_capture()
     backends = (gateway.backends, mirrored, bodies, options)
     clusters, endpoints = _reuse(memo, "clusters", backends, lambda: _clusters(gateway, options, mirrored, bodies))
@@ -133,17 +136,17 @@ def _chain_shape(chain: ir.FilterChain) -> tuple[object, ...]:
 
 
 def _route_configurations(
-    gateway: ir.GatewayIR, limit: int, memo: EncodedMemo | None
+    gateway: ir.GatewayIR, limit: int, json_tags: bool, memo: EncodedMemo | None
 ) -> tuple[Mapping[str, route_pb2.RouteConfiguration], MirrorUsage]:
     usage = MirrorUsage()
     chains = [chain for listener in gateway.listeners for chain in listener.chains]
     if memo is None:
         for chain in chains:
             usage.merge(usage_of(chain.virtual_hosts))
-        return MappingProxyType({c.name: _route_configuration(c, limit) for c in chains}), usage
+        return MappingProxyType({c.name: _route_configuration(c, limit, json_tags) for c in chains}), usage
     encoded: dict[str, bytes] = {}
     digests: dict[str, bytes] = {}
-    encoder = RouteEncoder(limit)
+    encoder = RouteEncoder(limit, json_tags)
     for chain in chains:
         assembled = memo.route_configuration(
             chain,
@@ -375,14 +378,16 @@ def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
 # --- routes ------------------------------------------------------------------------------------
 
 
-def _virtual_host(vh: ir.VirtualHost, mirror_body_limit: int) -> rc.VirtualHost:
-    routes = [envoy_route for r in vh.routes for envoy_route in _routes(r, mirror_body_limit)]
+def _virtual_host(vh: ir.VirtualHost, mirror_body_limit: int, json_tags: bool) -> rc.VirtualHost:
+    routes = [envoy_route for r in vh.routes for envoy_route in _routes(r, mirror_body_limit, json_tags)]
     return rc.VirtualHost(name=vh.name, domains=list(vh.domains), routes=routes)
 
 
-def _route_configuration(chain: ir.FilterChain, mirror_body_limit: int) -> route_pb2.RouteConfiguration:
+def _route_configuration(
+    chain: ir.FilterChain, mirror_body_limit: int, json_tags: bool
+) -> route_pb2.RouteConfiguration:
     out = route_pb2.RouteConfiguration(name=chain.name)
-    out.virtual_hosts.extend(_virtual_host(vh, mirror_body_limit) for vh in chain.virtual_hosts)
+    out.virtual_hosts.extend(_virtual_host(vh, mirror_body_limit, json_tags) for vh in chain.virtual_hosts)
     out.MergeFrom(_route_configuration_tail(chain))
     return out
 
@@ -405,7 +410,7 @@ def _route_configuration_tail(chain: ir.FilterChain) -> route_pb2.RouteConfigura
     return out
 
 
-def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
+def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc.Route]:
     """One IR route as Envoy routes: mirrored only when the body is known to fit the bound.
 
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
@@ -416,7 +421,7 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
         return [out]
-    tag_route(route, out)  # shadow testing compares its legs (accesslog.py)
+    tag_route(route, out, json_tags)  # shadow testing compares its legs (accesslog.py)
     bodyless, unmirrored = rc.Route(), rc.Route()
     bodyless.CopyFrom(out)
     if route.kind == "GRPCRoute":
@@ -448,9 +453,9 @@ def _routes(route: ir.Route, mirror_body_limit: int) -> list[rc.Route]:
 # on every golden IR and on generated routes).
 
 
-def serialize_virtual_host(vh: ir.VirtualHost, mirror_body_limit: int) -> bytes:
+def serialize_virtual_host(vh: ir.VirtualHost, mirror_body_limit: int, json_tags: bool = False) -> bytes:
     """A virtual host built whole as a message and serialized by protobuf: the reference."""
-    return _serialized(_virtual_host(vh, mirror_body_limit))
+    return _serialized(_virtual_host(vh, mirror_body_limit, json_tags))
 
 
 _ROUTES = 3  # VirtualHost.routes
@@ -475,8 +480,9 @@ class RouteEncoder:
     redirect, a shadow tag outside the metadata): tests read it to know the fast path ran.
     """
 
-    def __init__(self, mirror_body_limit: int) -> None:
+    def __init__(self, mirror_body_limit: int, json_tags: bool = False) -> None:
         self.limit = mirror_body_limit
+        self.json_tags = json_tags  # XdsOptions.shadow_tags_in_routes
         self.built = 0
         bound = rc.RouteMatch()
         bound.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
@@ -522,7 +528,7 @@ class RouteEncoder:
         stat = wire.string(_STAT_PREFIX, route.stat_prefix) if route.stat_prefix else b""
         if not route.mirrors:
             return _route_field(wire.delimited(1, low + headers + query + high), mirrored, changes, _name(name), stat)
-        tag = _tag_fields(route)
+        tag = _tag_fields(route, self.json_tags)
         if not wire.numbers(tag) <= _TAG_FIELDS:
             return self._built(route)
         suffix, second, second_buffer = self.second[route.kind]
@@ -540,7 +546,7 @@ class RouteEncoder:
 
     def _built(self, route: ir.Route) -> bytes:
         self.built += 1
-        return b"".join(wire.delimited(_ROUTES, _serialized(r)) for r in _routes(route, self.limit))
+        return b"".join(wire.delimited(_ROUTES, _serialized(r)) for r in _routes(route, self.limit, self.json_tags))
 
     def _action(self, route: ir.Route) -> tuple[bytes, bytes]:
         """The route action (field 2) with the mirrors and without them (the unmirrored twin's)."""
@@ -579,10 +585,10 @@ def _name(name: str) -> bytes:
     return wire.string(_NAME, name) if name else b""
 
 
-def _tag_fields(route: ir.Route) -> bytes:
+def _tag_fields(route: ir.Route, json_tags: bool) -> bytes:
     """What shadow testing adds to a mirrored route (tag_route), serialized on its own."""
     marked = rc.Route()
-    tag_route(route, marked)
+    tag_route(route, marked, json_tags)
     return _serialized(marked)
 
 

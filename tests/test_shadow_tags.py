@@ -1,0 +1,123 @@
+"""Shadow testing's tag table (controlplane/xds/accesslog.py RouteTags): what the receiver finds a
+primary entry's rule and mirrors by, now that Envoy's route table carries only the sampling
+threshold. Kept up to date by what changed, it must always equal a table made afresh."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from benchmarks.workload import NAMESPACE, objects, route
+from controlplane import ir
+from controlplane.controller import Controller
+from controlplane.gatewayapi import schema
+from controlplane.gatewayapi.model import from_dict
+from controlplane.gatewayapi.store import Store
+from controlplane.shadow.tagging import METADATA_KEY, RouteTag, TagTables
+from controlplane.xds.accesslog import RouteTags, route_tag
+from controlplane.xds.cache import SnapshotCache
+from controlplane.xds.translator import XdsOptions, build_resources
+
+GATEWAY = f"{NAMESPACE}/gw"
+
+
+def store_of(docs: list[dict[str, Any]]) -> Store:
+    return Store.from_objects(from_dict(schema.validate(d)) for d in docs)
+
+
+def every_tag(gateway: ir.GatewayIR) -> dict[str, RouteTag]:
+    """The table made the slow way: every mirrored route of every virtual host."""
+    return {
+        r.name: route_tag(r)
+        for lst in gateway.listeners
+        for chain in lst.chains
+        for vh in chain.virtual_hosts
+        for r in vh.routes
+        if r.mirrors
+    }
+
+
+class Published:
+    def __init__(self, controller: Controller) -> None:
+        self.tables: list[TagTables] = []
+        controller.tag_listeners.append(self.tables.append)
+
+    @property
+    def last(self) -> Mapping[str, RouteTag]:
+        return self.tables[-1][GATEWAY]
+
+
+def test_the_table_follows_edits_and_equals_one_made_afresh() -> None:
+    docs = objects(40)
+    controller = Controller(SnapshotCache())
+    published = Published(controller)
+    controller.update(store_of(docs))
+    first = published.last
+    assert first == every_tag(controller.gateways[GATEWAY]) and len(first) == 40
+
+    edits: list[tuple[str, list[dict[str, Any]]]] = []
+    percent = copy.deepcopy(docs)
+    [r4] = [d for d in percent if d["metadata"]["name"] == "route-4"]
+    r4["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] = 3
+    edits.append(("a mirror's fraction changed", percent))
+    edits.append(("a route (and its virtual host) added", [*percent, route(40)]))
+    edits.append(("a route removed", [d for d in edits[-1][1] if d["metadata"]["name"] != "route-3"]))
+    shared = copy.deepcopy(edits[-1][1])
+    [r7] = [d for d in shared if d["metadata"]["name"] == "route-7"]
+    r7["spec"]["hostnames"] = ["host-7.example.com", "host-8.example.com"]
+    edits.append(("a route in two virtual hosts", shared))
+    one = copy.deepcopy(shared)
+    [r7] = [d for d in one if d["metadata"]["name"] == "route-7"]
+    r7["spec"]["hostnames"] = ["host-8.example.com"]
+    edits.append(("... then taken out of one of them", one))
+
+    for what, edited in edits:
+        controller.update(store_of(edited))
+        gateway = controller.gateways[GATEWAY]
+        assert published.last == every_tag(gateway) == RouteTags().table(gateway), what
+    names = set(published.last)
+    assert f"httproute/{NAMESPACE}/route-3/rule/0/match/0" not in names
+    assert f"httproute/{NAMESPACE}/route-7/rule/0/match/0" in names
+    assert published.last[f"httproute/{NAMESPACE}/route-4/rule/0/match/0"].mirrors[0].always is False
+    assert first[f"httproute/{NAMESPACE}/route-4/rule/0/match/0"].mirrors[0].always is True, "handed out: never changed"
+
+
+def test_an_unchanged_gateway_hands_out_the_same_table_contents() -> None:
+    docs = objects(20)
+    controller = Controller(SnapshotCache())
+    published = Published(controller)
+    controller.update(store_of(docs))
+    controller.update(store_of(copy.deepcopy(docs)))
+    assert len(published.tables) == 2 and published.tables[0][GATEWAY] == published.tables[1][GATEWAY]
+
+
+def test_every_route_envoy_samples_for_the_log_has_a_tag_by_its_name() -> None:
+    """The receiver looks an entry's route name up, or the name without its last segment (a
+    rule's twins, ``…/no-body`` and ``…/grpc``): every route that carries the threshold must be
+    found so, and no route carries the JSON tag unless asked."""
+    docs = objects(10)
+    controller = Controller(SnapshotCache())
+    published = Published(controller)
+    controller.update(store_of(docs))
+    gateway = controller.gateways[GATEWAY]
+    table = published.last
+    for json_tags in (False, True):
+        resources = build_resources(gateway, XdsOptions(shadow_tags_in_routes=json_tags))
+        sampled = [
+            r
+            for config in resources.routes.values()
+            for vh in config.virtual_hosts
+            for r in vh.routes
+            if METADATA_KEY in r.metadata.filter_metadata
+        ]
+        assert len(sampled) == 2 * len(table)
+        for r in sampled:
+            meta = r.metadata.filter_metadata[METADATA_KEY]
+            tag = table.get(r.name) or table.get(r.name.rpartition("/")[0])
+            assert tag is not None, r.name
+            assert "below" in meta.fields
+            if json_tags:
+                assert RouteTag.decode(meta.fields["tag"].string_value) == tag
+            else:
+                assert "tag" not in meta.fields
