@@ -33,7 +33,6 @@ gave no faster cold start and stalls up to 58 ms, against 20-21 ms at 0.5 ms, in
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 import sys
@@ -55,7 +54,8 @@ _interval = 0.0  # the switch interval when the first of them began
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The process's own libc: find_library would run `ldconfig -p` (on the loop, after a listing).
+        libc = ctypes.CDLL(None)
         trim: Callable[[int], int] = libc.malloc_trim  # CDLL: the call releases the GIL
     except (OSError, AttributeError):  # no glibc (musl, macOS)
         return None
