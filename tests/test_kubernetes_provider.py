@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -99,7 +100,12 @@ async def test_the_first_listing_compares_no_content(c: Cluster, monkeypatch: py
     unchanged objects still compares: test_full_resync_gives_the_same_snapshot)."""
     compared: list[object] = []
     same_content = kubernetes_module._same_content
-    monkeypatch.setattr(kubernetes_module, "_same_content", lambda obj: compared.append(obj) or same_content(obj))
+
+    def counted(obj: Any) -> Any:
+        compared.append(obj)
+        return same_content(obj)
+
+    monkeypatch.setattr(kubernetes_module, "_same_content", counted)
     _, provider, _ = control_plane(c)
     store = await provider.start()
     await provider.close()
