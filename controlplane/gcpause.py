@@ -24,16 +24,15 @@ event loop): the collector runs again when the last one ends.
 
 While a pause lasts, the interpreter's switch interval is also shortened (``SWITCH_INTERVAL``):
 the long pauses are CPU-bound Python in a worker thread, and the event loop must get the
-interpreter back within milliseconds. With the default 5 ms interval, a cold load of 10,000 routes
-left the loop waiting 100–300 ms once per load, in every one of 10 runs, although the translating
-thread made no long C call (docs/performance.md); at 0.5 ms, 5 runs of 5 had no wait over 60 ms,
-for about 0.1 s more on a 1.8 s cold start. (At 1 ms the waits remained.)
+interpreter back within a millisecond at each of its wake-ups, not 5. (The 100-300 ms waits of
+the loop during a cold load of 10,000 routes, once put down to the interval, were the worker
+releasing the interpreter too often: see digest.py. With that fixed, the default 5 ms interval
+gave no faster cold start and stalls up to 58 ms, against 20-21 ms at 0.5 ms, in 4 runs each.)
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 import sys
@@ -55,7 +54,8 @@ _interval = 0.0  # the switch interval when the first of them began
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The process's own libc: find_library would run `ldconfig -p` (on the loop, after a listing).
+        libc = ctypes.CDLL(None)
         trim: Callable[[int], int] = libc.malloc_trim  # CDLL: the call releases the GIL
     except (OSError, AttributeError):  # no glibc (musl, macOS)
         return None

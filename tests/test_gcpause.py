@@ -78,8 +78,8 @@ def test_a_large_pause_gives_the_heap_it_freed_back_to_the_system() -> None:
 
 def test_the_loop_gets_the_interpreter_back_sooner_while_a_pause_lasts() -> None:
     """A pause is CPU-bound Python in a worker thread: the switch interval is short while any pause
-    lasts (the event loop waited 100-300 ms at the default 5 ms), and what it was comes back when
-    the last one ends."""
+    lasts (the event loop waits for the interpreter at each wake-up), and what it was comes back
+    when the last one ends."""
     before = sys.getswitchinterval()
     assert before > SWITCH_INTERVAL
     with paused_gc():

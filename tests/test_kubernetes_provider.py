@@ -9,11 +9,13 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from envoy.config.route.v3 import route_pb2
 
+from controlplane.providers import kubernetes as kubernetes_module
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -90,6 +92,25 @@ async def test_full_resync_gives_the_same_snapshot(c: Cluster, plane: ControlPla
     assert plane.cache.get(GATEWAY) is snapshot
     assert plane.controller.translations == translations, "a relist of unchanged objects translates nothing"
     assert versions(fresh) == versions(plane)
+
+
+async def test_the_first_listing_compares_no_content(c: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing is compared with what the reflector held, on the event loop; at a cold start it
+    held nothing, and comparing 10,000 objects' content with nothing took 40 ms (a relist of
+    unchanged objects still compares: test_full_resync_gives_the_same_snapshot)."""
+    compared: list[object] = []
+    same_content = kubernetes_module._same_content
+
+    def counted(obj: Any) -> Any:
+        compared.append(obj)
+        return same_content(obj)
+
+    monkeypatch.setattr(kubernetes_module, "_same_content", counted)
+    _, provider, _ = control_plane(c)
+    store = await provider.start()
+    await provider.close()
+    assert store.httproutes, "the routes are listed"
+    assert compared == []
 
 
 async def test_api_server_restart_keeps_serving_and_resumes(

@@ -316,3 +316,15 @@ def test_envoy_dies_with_its_parent(tmp_path):
     finally:
         if _alive(envoy_pid):  # do not leave a stray Envoy behind a failed test
             os.kill(envoy_pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent death signal is Linux only")
+def test_the_parent_death_signal_is_set_up_without_running_a_program(monkeypatch):
+    """Envoy is started on the event loop: finding libc with find_library ran `ldconfig -p` there
+    (5 ms) at every start."""
+
+    def no_program(argv, *args, **kwargs):
+        raise AssertionError(f"ran {argv!r}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_program)
+    assert localenvoy._pdeathsig_preexec() is not None

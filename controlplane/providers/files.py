@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio._backends._asyncio  # noqa: F401 - awatch's first step imports it (15-40 ms) on the event loop otherwise
 import yaml
 from watchfiles import awatch
 

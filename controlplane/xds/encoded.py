@@ -16,7 +16,6 @@ host. The bytes equal those of a message built whole (tests/test_incremental.py)
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from itertools import accumulate, compress
 from operator import is_not
 from typing import Any, NamedTuple, TypeVar
 
-from .. import ir
+from .. import digest, ir
 from .wire import delimited
 
 _T = TypeVar("_T")
@@ -123,7 +122,7 @@ class Assembled(NamedTuple):
 
 
 def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+    return digest.sha256(data)  # with the GIL held: a build runs in a worker beside the event loop
 
 
 @dataclass
