@@ -369,6 +369,41 @@ def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: py
         ]
 
 
+def test_a_long_value_the_rules_accepted_is_remembered_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 16-rule route's rule list projects to 300 characters, the same for every such route: it
+    is remembered by digest and evaluated once, not once per route; a failing one still fails."""
+    from controlplane.gatewayapi import schema
+
+    evaluated: list[Any] = []
+    real = schema._activation
+
+    def activation(value: Any, extended: bool) -> Any:
+        evaluated.append(value)
+        return real(value, extended)
+
+    monkeypatch.setattr(schema, "_activation", activation)
+
+    def sixteen_rules(tag: str) -> dict[str, Any]:
+        body = load(ROUTE)
+        body["spec"]["rules"] = [copy.deepcopy(route_rule(body)) for _ in range(16)]
+        for i, rule in enumerate(body["spec"]["rules"]):
+            rule["matches"][0]["path"]["value"] = f"/{tag}-{i}"
+        return body
+
+    def rule_lists() -> list[Any]:
+        return [v for v in evaluated if isinstance(v, list) and len(v) == 16]
+
+    validate(sixteen_rules("first"))
+    assert len(rule_lists()) == 1 and len(repr(rule_lists()[0])) > schema._RuleSet.MEMO_CHARS
+    validate(sixteen_rules("second"))
+    assert len(rule_lists()) == 1
+    bad = sixteen_rules("bad")
+    for rule in bad["spec"]["rules"]:
+        rule["matches"] = [copy.deepcopy(rule["matches"][0]) for _ in range(9)]  # 144 matches: over 128
+    for _ in range(2):
+        assert any("128" in e for e in errors_of(bad))
+
+
 def test_service_backend_ref_needs_a_port() -> None:
     body = load(ROUTE)
     del route_rule(body)["backendRefs"][0]["port"]

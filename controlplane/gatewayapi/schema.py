@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import importlib.resources
 import ipaddress
 import json
@@ -873,23 +874,25 @@ def _project(node: _Node, names: frozenset[str]) -> Projection | None:
 class _RuleSet:
     """The rules declared on one schema node, plus one program evaluating them all at once.
 
-    ``passed`` remembers small projected values every rule accepted, by ``repr``: the rules see
+    ``passed`` remembers projected values every rule accepted, by ``repr``: the rules see
     nothing but the value (transition rules are left out), and for the types YAML and JSON give,
     equal reprs are equal values of equal types. Manifests repeat the same filters and
     backendRefs over and over, and a repeated one then costs a repr instead of a CEL evaluation
     (the 10,000-route workload of docs/performance.md: 45% of CEL time); a projection that
-    leaves out the unique parts (paths, names) repeats too. Bounded in entries and in the length
-    of each, so that it stays within a few MB however many objects are read.
+    leaves out the unique parts (paths, names) repeats too, and may be long: a 16-rule route's
+    rule list is 300 characters of ``{'matches': [{}]}``. A repr longer than ``MEMO_CHARS`` is
+    remembered by its 128-bit BLAKE2 digest, so that an entry stays small; bounded in entries,
+    the memo stays within a few MB however many objects are read.
     """
 
     rules: tuple[_Rule, ...]
     batch: cel.Program
     extended: bool
     projection: Projection | None = None
-    passed: set[str] = field(default_factory=set, compare=False, repr=False)
+    passed: set[str | bytes] = field(default_factory=set, compare=False, repr=False)
 
     MEMO_ENTRIES: ClassVar[int] = 512
-    MEMO_CHARS: ClassVar[int] = 256
+    MEMO_CHARS: ClassVar[int] = 64
 
     @classmethod
     def compile(cls, specs: list[dict[str, Any]], node: _Node | None = None) -> _RuleSet | None:
@@ -905,14 +908,19 @@ class _RuleSet:
 
     def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
         seen = value if self.projection is None else self.projection(value)
-        key = repr(seen)
+        text = repr(seen)
+        key = (
+            text
+            if len(text) <= self.MEMO_CHARS
+            else hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
+        )
         if key in self.passed:
             return
         try:
             results = self.batch.execute(_activation(seen, self.extended))
         except _CEL_ERRORS:  # one rule raised: re-run them one by one to say which
             results = [None] * len(self.rules)
-        if len(key) <= self.MEMO_CHARS and all(r is True for r in results):
+        if all(r is True for r in results):
             if len(self.passed) >= self.MEMO_ENTRIES:
                 self.passed.clear()
             self.passed.add(key)
