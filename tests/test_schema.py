@@ -345,9 +345,9 @@ def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: py
     evaluated: list[Any] = []
     real = schema._activation
 
-    def activation(value: Any, extended: bool) -> Any:
+    def activation(value: Any, *functions: Any) -> Any:
         evaluated.append(value)
-        return real(value, extended)
+        return real(value, *functions)
 
     monkeypatch.setattr(schema, "_activation", activation)
     body = load(ROUTE)
@@ -377,9 +377,9 @@ def test_a_long_value_the_rules_accepted_is_remembered_too(monkeypatch: pytest.M
     evaluated: list[Any] = []
     real = schema._activation
 
-    def activation(value: Any, extended: bool) -> Any:
+    def activation(value: Any, *functions: Any) -> Any:
         evaluated.append(value)
-        return real(value, extended)
+        return real(value, *functions)
 
     monkeypatch.setattr(schema, "_activation", activation)
 
