@@ -110,7 +110,10 @@ def test_any_pattern_taken_gives_the_cel_librarys_verdict(pattern: str, values: 
 
 def test_a_path_rule_set_calls_python_and_still_words_its_errors() -> None:
     kind = schema._compiled("gateway.networking.k8s.io/v1", "HTTPRoute")
-    rules = kind.root.properties["spec"].properties["rules"].items.properties["matches"].items.properties["path"].rules
+    node: Any = kind.root
+    for step in ("spec", "rules", None, "matches", None, "path"):
+        node = node.items if step is None else node.properties[step]
+    rules = node.rules
     assert rules is not None and rules.functions, "the path's pattern runs on re"
     body = {
         "apiVersion": "gateway.networking.k8s.io/v1",
