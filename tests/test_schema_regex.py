@@ -8,12 +8,12 @@ from __future__ import annotations
 import importlib.resources
 from typing import Any
 
-import cel
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane.gatewayapi import schema
+from controlplane.gatewayapi.cellib import cel
 
 PATH_PATTERN = r"""^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$"""
 

@@ -24,7 +24,8 @@ CEL library: ``common-expression-language`` (Rust ``cel`` crate behind PyO3), no
 Both compile all 63 distinct rules in the v1.6.1 CRDs; evaluating one rule took ~8 µs against
 ~180 µs for cel-python (20x), and it is the difference between CEL dominating validation time and
 CEL being cheap. Its ``matches()`` uses Rust's ``regex``, which has RE2 syntax and linear-time
-guarantees, as Kubernetes does. It lacks the cel-go strings extension that Kubernetes enables
+guarantees, as Kubernetes does, but compiles the pattern on every call: a rule set's batch calls
+Python's ``re`` instead where the two give the same verdict (``python_regex``). It lacks the cel-go strings extension that Kubernetes enables
 (the CRDs use ``split``); the package ships a Python port of it, registered only for rules that
 call one of those functions. Evaluation itself is cheap; what costs is the binding converting
 ``self`` into CEL values (~0.7 µs per string, list or map). So all rules of one schema node are
@@ -47,11 +48,11 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import cel
 import yaml
-from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
 from ..errors import MirrorplaneError
+from .cellib import EXTENSIONS as _CEL_EXTENSIONS
+from .cellib import cel
 
 if TYPE_CHECKING:
     import jsonschema
