@@ -110,8 +110,8 @@ def patient(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Helper, "__init__", init)
 
 
-def loaded(folder: Path, helper_min_chars: int) -> tuple[list[Any], list[Any]]:
-    provider = FileProvider(folder, helper_min_chars=helper_min_chars)
+def loaded(folder: Path, helper: bool) -> tuple[list[Any], list[Any]]:
+    provider = FileProvider(folder, helper=helper)
     store = provider.load()
     objects = sorted(((o.key, o.spec, o.metadata) for o in store.objects()), key=repr)
     return objects, [e for errors in provider.errors.values() for e in errors]
@@ -121,19 +121,19 @@ def test_a_large_file_reads_the_same_with_a_helper_as_alone(tmp_path: Path, pati
     """Valid and invalid routes, skipped kinds, a document that is no object, a YAML error at the
     end (the first chunk the helper reads): the same objects and the same errors either way."""
     (tmp_path / "routes.yaml").write_text(document_text(400))
-    alone = loaded(tmp_path, helper_min_chars=1 << 40)
+    alone = loaded(tmp_path, helper=False)
     assert len(alone[0]) == 401 and len(alone[1]) == 4  # 400 routes and the Service
-    assert loaded(tmp_path, helper_min_chars=0) == alone
+    assert loaded(tmp_path, helper=True) == alone
     (tmp_path / "routes.yaml").write_text(document_text(400) + "key: [unclosed\n")
-    alone = loaded(tmp_path, helper_min_chars=1 << 40)
+    alone = loaded(tmp_path, helper=False)
     end = document_text(400).count("\n") + 2  # where the unclosed flow sequence ends: the file's end
     assert [e.message.split(":")[0] for e in alone[1]] == [f"YAML does not parse (line {end}, column 1)"]
-    assert loaded(tmp_path, helper_min_chars=0) == alone
+    assert loaded(tmp_path, helper=True) == alone
 
 
 def test_the_node_limit_counts_the_helpers_chunks_in_the_files_order(tmp_path: Path, patient: None) -> None:
     (tmp_path / "routes.yaml").write_text(document_text(400))
-    provider = FileProvider(tmp_path, limits=Limits(max_nodes=20_000), helper_min_chars=0)
+    provider = FileProvider(tmp_path, limits=Limits(max_nodes=20_000), helper=True)
     provider.load()
     assert [e.message for e in provider.errors[tmp_path / "routes.yaml"]] == [
         "rejected: more than 20000 nodes once aliases are expanded"

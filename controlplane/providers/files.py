@@ -41,8 +41,9 @@ from .yamlread import Limits
 log = logging.getLogger("mirrorplane.files")
 
 SUFFIXES = (".yaml", ".yml")
-# From this many characters of documents to read (new ones), a helper process reads them too (a
-# second core). It costs about 0.3 s to start, and a megabyte is about 0.5 s of reading alone.
+# From this many characters of documents to read (new ones), a helper process reads them too, if
+# a core is idle (``loadhelper.idle_core``). It takes about 0.2 s to start, and a megabyte is
+# about 0.4 s of reading alone.
 HELPER_MIN_CHARS = 1 << 20
 ObjKey = tuple[str, str, str]
 T = TypeVar("T")
@@ -101,29 +102,30 @@ def parse_text(
     return state.objects, state.errors
 
 
-def _update(
-    state: _FileState, text: str, source: str, limits: Limits, helper_min_chars: int = HELPER_MIN_CHARS
-) -> None:
+def _update(state: _FileState, text: str, source: str, limits: Limits, helper: bool | None = None) -> None:
     """Read ``text`` into ``state``, reusing the chunks it already knows by digest.
 
-    When the chunks to read come to ``helper_min_chars`` or more, a helper process reads them
-    too, from the last one back (``loadhelper``); its chunks count against the node limit here,
-    in the file's order, as if read here."""
+    A helper process reads the new chunks too, from the last one back (``loadhelper``): when
+    ``helper`` is None, if they come to ``HELPER_MIN_CHARS`` or more and a core is idle; always
+    (True) or never (False) otherwise. Its chunks count against the node limit here, in the
+    file's order, as if read here."""
     known = state.chunks
     parsed: dict[bytes, _Chunk] = {}
     index = 0  # of the document in the file
-    helper = None
+    process = None  # the helper
     try:
         chunks = yamlread.chunks(text, limits)
         new = [c for c in chunks if c.digest not in known]
-        if sum(len(c.text) for c in new) >= helper_min_chars:
-            helper = _start_helper(new, source, limits)
+        if helper is None:
+            helper = sum(len(c.text) for c in new) >= HELPER_MIN_CHARS and loadhelper.idle_core()
+        if helper and new:
+            process = _start_helper(new, source, limits)
         budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
         position = 0  # in ``new``: what the helper would have read
         for c in chunks:
             chunk = parsed.get(c.digest) or known.get(c.digest)
             if c.digest not in known:
-                chunk = chunk or (helper.take(position) if helper else None)
+                chunk = chunk or (process.take(position) if process else None)
                 position += 1
             if chunk is None:
                 # Validated as soon as built, so that the file's parsed YAML never exists whole
@@ -145,8 +147,8 @@ def _update(
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
     finally:
-        if helper is not None:
-            helper.close()
+        if process is not None:
+            process.close()
     previous, objects, errors = state.objects, {}, []
     for c in chunks:
         for result in parsed[c.digest].documents:
@@ -253,8 +255,8 @@ class FileProvider:
 
     ``settle_ms``: a change reaches the store once no file changed for this long (a burst of
     writes becomes one update); ``max_wait_ms``: ... or at the latest this long after the first
-    change of a burst that never settles. ``helper_min_chars``: a file with this much new text
-    is read by a helper process too (``loadhelper``).
+    change of a burst that never settles. ``helper``: whether a helper process reads a file too
+    (``_update``; None: a large one, when a core is idle).
     """
 
     def __init__(
@@ -264,7 +266,7 @@ class FileProvider:
         limits: Limits = Limits(),
         settle_ms: int = 5,
         max_wait_ms: int = 1000,
-        helper_min_chars: int = HELPER_MIN_CHARS,
+        helper: bool | None = None,
     ) -> None:
         # Absolute, so that the paths found at start and the watcher's (always absolute) events
         # name the same file; not resolved, so that a symlinked folder keeps its name in logs.
@@ -272,7 +274,7 @@ class FileProvider:
         self.limits = limits
         self.settle_ms = settle_ms
         self.max_wait_ms = max_wait_ms
-        self.helper_min_chars = helper_min_chars
+        self.helper = helper
         self._state: dict[Path, _FileState] = {}
         self._changes = 0  # counts loads that changed some file's objects or errors
         self._worker: ThreadPoolExecutor | None = None
@@ -360,7 +362,7 @@ class FileProvider:
         state = state or _FileState()
         had = state.objects
         try:
-            _update(state, yamlread.decode(data), str(path), self.limits, self.helper_min_chars)
+            _update(state, yamlread.decode(data), str(path), self.limits, self.helper)
         except yamlread.RejectedError as exc:
             state.errors = [LoadError(str(path), "file", f"rejected: {exc}")]
         except Exception as exc:  # a bug, or input no limit foresaw: reject this file, loudly

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import os
 import pickle
 import struct
 import subprocess
@@ -34,6 +35,21 @@ log = logging.getLogger("mirrorplane.loadhelper")
 
 _FRAME = struct.Struct("!Q")  # the length of the pickle that follows
 BATCH_SECONDS = 0.01  # the helper sends what it has done at least this often: the caller takes nothing unsent
+
+
+def idle_core() -> bool:
+    """Whether a core is likely idle: the 1-minute load average leaves at least half of one of
+    the cores this process may run on. On a busy machine a helper takes the caller's own share
+    of the CPU, and the caller is slower with it than alone."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False
+    return cores > 1 and load < cores - 0.5
 
 
 class Helper:
