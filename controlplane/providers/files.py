@@ -7,7 +7,8 @@ while editing never takes traffic away from an Envoy. Whatever goes wrong while 
 reason.
 
 Reading runs in one worker thread, never on the event loop: ADS, the admin API and health keep
-answering while a large folder loads. Documents whose text did not change since the last read
+answering while a large folder loads. A large file is read by a helper process too, when a core
+is idle (``loadhelper``). Documents whose text did not change since the last read
 (a hash per document, ``yamlread.chunks``) are neither parsed nor validated again, and a burst of
 writes across files reaches the store as one update once it settles (``settle_ms``). See
 docs/loading.md.

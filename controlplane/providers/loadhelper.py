@@ -1,16 +1,17 @@
 """A second core for a large load: a helper process that works through the same list from the end.
 
-Parsing and validating a 2.8 MB file of 10,000 routes is about a second and a half of Python in
-one thread, and the GIL keeps it on one core while the others idle. So for a large load the
+Parsing and validating a 2.7 MiB file of 10,000 routes is about a second of Python in one
+thread, and the GIL keeps it on one core while the others idle. So for a large load the
 caller starts a helper process, hands it every item, and keeps working from the first item on;
 the helper works from the last item back and sends its results in small batches. Where the two
 meet, the caller takes the helper's results and stops it. How the work splits is decided by how
-fast each side goes, so a busy core or a slow start (a fresh interpreter: about 0.3 s) costs
-only the helper's share. Whatever goes wrong in the helper (it cannot start, an item fails in
+fast each side goes, so a busy core or a slow start (a fresh interpreter: about 0.2 s) costs
+only the helper's share. On a machine with no idle core it would only take the caller's own
+share of the CPU, so the caller asks first (``idle_core``). Whatever goes wrong in the helper (it cannot start, an item fails in
 it, it dies) costs time only: the caller does those items itself, as it would without a helper.
 
-The helper is a fresh interpreter running ``main`` of this very file, not a fork:
-the serving process has gRPC's threads, which a fork does not survive. The work is a function
+The helper is a fresh interpreter running ``main`` of this very file, not a fork: the serving
+process has gRPC's threads, which a fork does not survive. Its errors go to the caller's stderr. The work is a function
 named ``module:name`` and must return something pickle carries; None means "leave this item to
 the caller". The pipe carries pickles between this process and the child it started, nothing else.
 """
