@@ -338,18 +338,24 @@ def test_request_mirror_filter_needs_its_field() -> None:
     ]
 
 
-def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CEL memo: a filter that passed is not evaluated again; one that failed fails every time."""
+@pytest.fixture
+def evaluated(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every value a CEL program is evaluated on, from here on."""
     from controlplane.gatewayapi import schema
 
-    evaluated: list[Any] = []
+    seen: list[Any] = []
     real = schema._activation
 
     def activation(value: Any, *functions: Any) -> Any:
-        evaluated.append(value)
+        seen.append(value)
         return real(value, *functions)
 
     monkeypatch.setattr(schema, "_activation", activation)
+    return seen
+
+
+def test_rules_are_skipped_only_for_values_they_already_accepted(evaluated: list[Any]) -> None:
+    """The CEL memo: a filter that passed is not evaluated again; one that failed fails every time."""
     body = load(ROUTE)
     route_rule(body)["filters"][0]["requestMirror"]["backendRef"]["name"] = "memo-test"  # not seen before
     route_rule(body)["matches"][0]["path"]["value"] = "/memo-test"
@@ -369,19 +375,10 @@ def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: py
         ]
 
 
-def test_a_long_value_the_rules_accepted_is_remembered_too(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_value_the_rules_accepted_is_remembered_too(evaluated: list[Any]) -> None:
     """A 16-rule route's rule list projects to 300 characters, the same for every such route: it
     is remembered by digest and evaluated once, not once per route; a failing one still fails."""
     from controlplane.gatewayapi import schema
-
-    evaluated: list[Any] = []
-    real = schema._activation
-
-    def activation(value: Any, *functions: Any) -> Any:
-        evaluated.append(value)
-        return real(value, *functions)
-
-    monkeypatch.setattr(schema, "_activation", activation)
 
     def sixteen_rules(tag: str) -> dict[str, Any]:
         body = load(ROUTE)
