@@ -114,7 +114,7 @@ def test_a_path_rule_set_calls_python_and_still_words_its_errors() -> None:
     for step in ("spec", "rules", None, "matches", None, "path"):
         node = node.items if step is None else node.properties[step]
     rules = node.rules
-    assert rules is not None and rules.functions, "the path's pattern runs on re"
+    assert rules is not None and rules.matches, "the path's pattern runs on re"
     body = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
