@@ -109,11 +109,7 @@ def test_any_pattern_taken_gives_the_cel_librarys_verdict(pattern: str, values: 
 
 
 def test_a_path_rule_set_calls_python_and_still_words_its_errors() -> None:
-    kind = schema._compiled("gateway.networking.k8s.io/v1", "HTTPRoute")
-    node: Any = kind.root
-    for step in ("spec", "rules", None, "matches", None, "path"):
-        node = node.items if step is None else node.properties[step]
-    rules = node.rules
+    rules = path_rules()
     assert rules is not None and rules.matches, "the path's pattern runs on re"
     body = {
         "apiVersion": "gateway.networking.k8s.io/v1",
@@ -130,3 +126,38 @@ def test_a_path_rule_set_calls_python_and_still_words_its_errors() -> None:
         ]
     else:
         raise AssertionError("a path with a space and a newline was accepted")
+
+
+def path_rules() -> Any:
+    node: Any = schema._compiled("gateway.networking.k8s.io/v1", "HTTPRoute").root
+    for step in ("spec", "rules", None, "matches", None, "path"):
+        node = node.items if step is None else node.properties[step]
+    return node.rules
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["Exact", "PathPrefix", "RegularExpression", "Other"]),
+            "value": st.one_of(STRINGS, STRINGS.map(lambda s: "/" + s), st.integers(), st.none()),
+        },
+    )
+)
+def test_the_path_rule_set_gives_the_verdicts_of_its_rules_as_written(path: dict[str, Any]) -> None:
+    """The batch with its variables set by ``re`` against the same rules compiled as written:
+    the same results, or both raise (then every rule is evaluated again as written)."""
+    rules = path_rules()
+    written = cel.compile("[" + ", ".join(f"({r.source})" for r in rules.rules) + "]")
+
+    def run(program: Any, variables: dict[str, Any]) -> Any:
+        try:
+            return program.execute({"self": path, **variables})
+        except schema._CEL_ERRORS:
+            return "error"
+
+    variables: dict[str, Any] = {}
+    for match in rules.matches:
+        match.bind(path, variables)
+    assert run(rules.batch, variables) == run(written, {})

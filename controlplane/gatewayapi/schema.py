@@ -24,10 +24,10 @@ CEL library: ``common-expression-language`` (Rust ``cel`` crate behind PyO3), no
 Both compile all 63 distinct rules in the v1.6.1 CRDs; evaluating one rule took ~8 µs against
 ~180 µs for cel-python (20x), and it is the difference between CEL dominating validation time and
 CEL being cheap. Its ``matches()`` uses Rust's ``regex``, which has RE2 syntax and linear-time
-guarantees, as Kubernetes does, but compiles the pattern on every call: a rule set's batch calls
-Python's ``re`` instead where the two give the same verdict (``python_regex``). It lacks the cel-go strings extension that Kubernetes enables
-(the CRDs use ``split``); the package ships a Python port of it, registered only for rules that
-call one of those functions. Evaluation itself is cheap; what costs is the binding converting
+guarantees, as Kubernetes does, but compiles the pattern on every call: a rule set's batch uses
+Python's ``re`` instead where the two give the same verdict (``python_regex``). It lacks the
+cel-go strings extension that Kubernetes enables (the CRDs use ``split``); the package ships a
+Python port of it, registered only for rules that call one of those functions. Evaluation itself is cheap; what costs is the binding converting
 ``self`` into CEL values (~0.7 µs per string, list or map). So all rules of one schema node are
 evaluated as a single CEL list expression, converting ``self`` once per node rather than once per
 rule (10x faster on the 14-rule HTTPRouteFilter node), and only a node whose batch fails or
@@ -617,14 +617,15 @@ def _activation(value: Any, extended: bool, variables: dict[str, Any] | None = N
 # that Python sets beforehand with the pattern compiled once by ``re`` (0.2 µs a match), when
 # ``self.x.y`` is a string; otherwise it is left unset, and the batch fails where CEL would have
 # evaluated it, so the rules are evaluated again as written. That is done when the pattern is
-# written in a subset on which RE2 and ``re`` give the same verdict on every string: ASCII literals, escaped punctuation,
-# classes of ASCII characters and ranges (none of RE2's nested classes or set operations),
-# groups, alternation, greedy or lazy counted repetition, and ``^`` and ``$`` at its ends (``$``
-# becomes ``\Z``: ``re``'s ``$`` also matches before a final newline). No flags, no ``.``, no
-# ``\d``-like classes, whose meanings differ; and no repetition of a group that repeats without
-# bound inside, where ``re``'s backtracking could take long on a hostile string. Only the batch
-# is rewritten: a rule that fails is evaluated again as written, with its message.
-# tests/test_schema.py compares both engines on generated strings for every pattern taken.
+# written in a subset on which RE2 and ``re`` give the same verdict on every string: ASCII
+# literals, escaped punctuation, classes of ASCII characters and ranges (none of RE2's nested
+# classes or set operations), groups, alternation, greedy or lazy counted repetition, and ``^``
+# and ``$`` at its ends (``$`` becomes ``\Z``: ``re``'s ``$`` also matches before a final
+# newline). No flags, no ``.``, no ``\d``-like classes, whose meanings differ; and no repetition
+# of a group that repeats without bound inside, where ``re``'s backtracking could take long on a
+# hostile string. Only the batch is rewritten: a rule that fails is evaluated again as written,
+# with its message. tests/test_schema_regex.py compares both engines on generated strings, for
+# every pattern of the CRDs taken and for generated patterns, and the path's rule set both ways.
 _RE2_LITERAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !\"#%&',-/:;<=>@_`~")
 _RE2_ESCAPED = frozenset(".*+?()[]{}|^$\\-/")
 _RE2_IN_CLASS = _RE2_LITERAL | frozenset(".*+?(){}|$/^")
