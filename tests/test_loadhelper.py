@@ -138,3 +138,34 @@ def test_the_node_limit_counts_the_helpers_chunks_in_the_files_order(tmp_path: P
     assert [e.message for e in provider.errors[tmp_path / "routes.yaml"]] == [
         "rejected: more than 20000 nodes once aliases are expanded"
     ]
+
+
+def test_a_small_file_or_a_change_to_a_large_one_is_read_without_a_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper's start would cost more than it saves: under HELPER_MIN_CHARS of new documents,
+    whatever the machine's load, no helper is started."""
+    from controlplane.providers import files, loadhelper
+
+    started: list[int] = []
+    start = Helper.__init__
+
+    def init(self: Helper, function: str, args: tuple[Any, ...], items: list[str]) -> None:
+        started.append(sum(map(len, items)))
+        start(self, function, args, items)
+
+    monkeypatch.setattr(Helper, "__init__", init)
+    monkeypatch.setattr(loadhelper, "idle_core", lambda: True)  # as on an idle machine
+    text = document_text(2000)
+    assert len(text) < files.HELPER_MIN_CHARS
+    (tmp_path / "routes.yaml").write_text(text)
+    provider = FileProvider(tmp_path)
+    provider.load()
+    big = text + "".join(ROUTE.format(i=f"more-{i}") for i in range(3000))
+    assert len(big) >= files.HELPER_MIN_CHARS
+    (tmp_path / "routes.yaml").write_text(big)
+    provider.load()  # the new documents come to more than HELPER_MIN_CHARS: a helper
+    (tmp_path / "routes.yaml").write_text(big.replace("/rmore-7}", "/rmore-7-changed}"))
+    provider.load()  # one changed document: no helper
+    assert len(started) == 1 and started[0] >= files.HELPER_MIN_CHARS
+    assert len(provider.errors[tmp_path / "routes.yaml"]) == 4
