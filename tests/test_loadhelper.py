@@ -4,6 +4,7 @@ same order, the same rejections (docs/loading.md)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,12 @@ def test_a_small_file_or_a_change_to_a_large_one_is_read_without_a_helper(
     provider.load()  # one changed document: no helper
     assert len(started) == 1 and started[0] >= files.HELPER_MIN_CHARS
     assert len(provider.errors[tmp_path / "routes.yaml"]) == 4
+
+
+def test_a_helper_that_cannot_start_leaves_the_reading_to_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    (tmp_path / "routes.yaml").write_text(document_text(50))
+    assert loaded(tmp_path, helper=True)[0] == loaded(tmp_path, helper=False)[0]
+    assert "file.helper_unavailable" in caplog.text and "then=read_alone" in caplog.text

@@ -167,7 +167,9 @@ def _start_helper(new: list[yamlread.Chunk], source: str, limits: Limits) -> loa
         return loadhelper.Helper(f"{__name__}:read_chunk", (source, limits), [c.text for c in new])
     except OSError as exc:  # no process to be had (limits, a sandbox): read alone, as for a small file
         log.warning("file.helper_unavailable source=%s error=%r then=read_alone", source, str(exc))
-        return None
+    except Exception:  # a bug, which must not cost the file: read alone, and say it with its traceback
+        log.exception("file.helper_failed source=%s then=read_alone", source)
+    return None
 
 
 def read_chunk(text: str, source: str, limits: Limits) -> _Chunk | None:

@@ -64,9 +64,14 @@ class Helper:
         root = str(Path(__file__).resolve().parents[2])
         start = f"import sys; sys.path.insert(0, {root!r}); import {__name__} as helper; helper.main()"
         self._process = subprocess.Popen([sys.executable, "-c", start], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        request = pickle.dumps((function, args, list(items)), protocol=pickle.HIGHEST_PROTOCOL)
-        self._thread = threading.Thread(target=self._talk, args=(request,), name="load-helper", daemon=True)
-        self._thread.start()
+        try:
+            request = pickle.dumps((function, args, list(items)), protocol=pickle.HIGHEST_PROTOCOL)
+            self._thread = threading.Thread(target=self._talk, args=(request,), name="load-helper", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._process.kill()
+            self._process.wait()
+            raise
 
     def take(self, index: int) -> Any:
         """The helper's result for item ``index`` if it has done it already, else None: do it yourself."""
@@ -86,6 +91,8 @@ class Helper:
                     self._low = min(self._low, *(index for index, _ in done))
         except (OSError, EOFError, pickle.UnpicklingError):  # stopped, or died: the caller does the rest
             pass
+        except Exception:  # a bug: said, and the caller does the rest
+            log.exception("loadhelper.failed")
 
     def close(self) -> None:
         """Stop the helper, whatever it is doing: what it has not sent is done already, or never needed."""
