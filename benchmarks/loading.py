@@ -7,10 +7,10 @@ N mirrored routes (with their Gateway and Services) in one file: N HTTPRoutes of
 Gateway, Services and EndpointSlices in base.yaml). Figures: cutting the file into documents and
 hashing them (``yamlread.chunks``), a cold ``FileProvider.load`` read alone, the same with a
 helper process reading the file too (docs/loading.md: a server uses one for a large file when a
-core is idle), a reload after one HTTPRoute changed, and a reload of identical bytes. Each cold load runs in a fresh process, so
-that it also pays for compiling the schemas, as a starting server does. Peers measured in the
-same run: ``yaml.load_all`` with libyaml's C loader (the floor for parsing the file at all) and
-PyYAML's pure-Python ``safe_load_all`` (what main used).
+core is idle), a reload after one HTTPRoute changed, and a reload of identical bytes. Each cold
+load runs in a fresh process, so that it also pays for compiling the schemas, as a starting
+server does. Peers measured in the same run: ``yaml.load_all`` with libyaml's C loader (the
+floor for parsing the file at all) and PyYAML's pure-Python ``safe_load_all`` (what main used).
 """
 
 from __future__ import annotations
@@ -103,7 +103,9 @@ def run(n: int, rules: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("routes", nargs="*", type=int, default=[1000, 5000])
-    parser.add_argument("--rules", type=int, default=1, help="rules per HTTPRoute: 1, or 16 (change_latency's)")
+    parser.add_argument(
+        "--rules", type=int, choices=(1, 16), default=1, help="rules per HTTPRoute (16: change_latency's)"
+    )
     args = parser.parse_args()
     for n in args.routes:
         run(n, args.rules)
