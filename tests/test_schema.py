@@ -338,18 +338,24 @@ def test_request_mirror_filter_needs_its_field() -> None:
     ]
 
 
-def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CEL memo: a filter that passed is not evaluated again; one that failed fails every time."""
+@pytest.fixture
+def evaluated(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every value a CEL program is evaluated on, from here on."""
     from controlplane.gatewayapi import schema
 
-    evaluated: list[Any] = []
+    seen: list[Any] = []
     real = schema._activation
 
-    def activation(value: Any, extended: bool) -> Any:
-        evaluated.append(value)
-        return real(value, extended)
+    def activation(value: Any, *functions: Any) -> Any:
+        seen.append(value)
+        return real(value, *functions)
 
     monkeypatch.setattr(schema, "_activation", activation)
+    return seen
+
+
+def test_rules_are_skipped_only_for_values_they_already_accepted(evaluated: list[Any]) -> None:
+    """The CEL memo: a filter that passed is not evaluated again; one that failed fails every time."""
     body = load(ROUTE)
     route_rule(body)["filters"][0]["requestMirror"]["backendRef"]["name"] = "memo-test"  # not seen before
     route_rule(body)["matches"][0]["path"]["value"] = "/memo-test"
@@ -367,6 +373,32 @@ def test_rules_are_skipped_only_for_values_they_already_accepted(monkeypatch: py
             'spec.rules[0].filters[0]: Invalid value: "object": '
             "filter.requestMirror must be specified for RequestMirror filter.type"
         ]
+
+
+def test_a_long_value_the_rules_accepted_is_remembered_too(evaluated: list[Any]) -> None:
+    """A 16-rule route's rule list projects to 300 characters, the same for every such route: it
+    is remembered by digest and evaluated once, not once per route; a failing one still fails."""
+    from controlplane.gatewayapi import schema
+
+    def sixteen_rules(tag: str) -> dict[str, Any]:
+        body = load(ROUTE)
+        body["spec"]["rules"] = [copy.deepcopy(route_rule(body)) for _ in range(16)]
+        for i, rule in enumerate(body["spec"]["rules"]):
+            rule["matches"][0]["path"]["value"] = f"/{tag}-{i}"
+        return body
+
+    def rule_lists() -> list[Any]:
+        return [v for v in evaluated if isinstance(v, list) and len(v) == 16]
+
+    validate(sixteen_rules("first"))
+    assert len(rule_lists()) == 1 and len(repr(rule_lists()[0])) > schema._RuleSet.MEMO_CHARS
+    validate(sixteen_rules("second"))
+    assert len(rule_lists()) == 1
+    bad = sixteen_rules("bad")
+    for rule in bad["spec"]["rules"]:
+        rule["matches"] = [copy.deepcopy(rule["matches"][0]) for _ in range(9)]  # 144 matches: over 128
+    for _ in range(2):
+        assert any("128" in e for e in errors_of(bad))
 
 
 def test_service_backend_ref_needs_a_port() -> None:

@@ -24,9 +24,10 @@ CEL library: ``common-expression-language`` (Rust ``cel`` crate behind PyO3), no
 Both compile all 63 distinct rules in the v1.6.1 CRDs; evaluating one rule took ~8 µs against
 ~180 µs for cel-python (20x), and it is the difference between CEL dominating validation time and
 CEL being cheap. Its ``matches()`` uses Rust's ``regex``, which has RE2 syntax and linear-time
-guarantees, as Kubernetes does. It lacks the cel-go strings extension that Kubernetes enables
-(the CRDs use ``split``); the package ships a Python port of it, registered only for rules that
-call one of those functions. Evaluation itself is cheap; what costs is the binding converting
+guarantees, as Kubernetes does, but compiles the pattern on every call: a rule set's batch uses
+Python's ``re`` instead where the two give the same verdict (``python_regex``). It lacks the
+cel-go strings extension that Kubernetes enables (the CRDs use ``split``); the package ships a
+Python port of it, registered only for rules that call one of those functions. Evaluation itself is cheap; what costs is the binding converting
 ``self`` into CEL values (~0.7 µs per string, list or map). So all rules of one schema node are
 evaluated as a single CEL list expression, converting ``self`` once per node rather than once per
 rule (10x faster on the 14-rule HTTPRouteFilter node), and only a node whose batch fails or
@@ -38,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import importlib.resources
 import ipaddress
 import json
@@ -46,11 +48,11 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import cel
 import yaml
-from cel.stdlib import EXTENSIONS as _CEL_EXTENSIONS
 
 from ..errors import MirrorplaneError
+from .cellib import EXTENSIONS as _CEL_EXTENSIONS
+from .cellib import cel
 
 if TYPE_CHECKING:
     import jsonschema
@@ -601,10 +603,133 @@ def _cel_error(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _activation(value: Any, extended: bool) -> dict[str, Any] | cel.Context:
-    if extended:
-        return cel.Context(variables={"self": value}, functions=_K8S_FUNCTIONS)
-    return {"self": value}
+def _activation(value: Any, extended: bool, variables: dict[str, Any] | None = None) -> Any:
+    """``self`` (and ``variables``) for a program; a Context when it calls the strings extension."""
+    bound = {"self": value, **variables} if variables else {"self": value}
+    return cel.Context(variables=bound, functions=_K8S_FUNCTIONS) if extended else bound
+
+
+# --- regular expressions: Python's where it and RE2 agree -------------------------------------
+
+# The CEL library compiles the pattern of ``matches()`` on every evaluation: about 13 µs for the
+# path value's pattern, evaluated for every path match of every HTTPRoute, most of what a path's
+# eleven rules cost. So in a rule set's batch, ``self.x.y.matches(r'p')`` becomes a variable
+# that Python sets beforehand with the pattern compiled once by ``re`` (0.2 µs a match), when
+# ``self.x.y`` is a string; otherwise it is left unset, and the batch fails where CEL would have
+# evaluated it, so the rules are evaluated again as written. That is done when the pattern is
+# written in a subset on which RE2 and ``re`` give the same verdict on every string: ASCII
+# literals, escaped punctuation, classes of ASCII characters and ranges (none of RE2's nested
+# classes or set operations), groups, alternation, greedy or lazy counted repetition, and ``^``
+# and ``$`` at its ends (``$`` becomes ``\Z``: ``re``'s ``$`` also matches before a final
+# newline). No flags, no ``.``, no ``\d``-like classes, whose meanings differ; and no repetition
+# of a group that repeats without bound inside, where ``re``'s backtracking could take long on a
+# hostile string. Only the batch is rewritten: a rule that fails is evaluated again as written,
+# with its message. tests/test_schema_regex.py compares both engines on generated strings, for
+# every pattern of the CRDs taken and for generated patterns, and the path's rule set both ways.
+_RE2_LITERAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !\"#%&',-/:;<=>@_`~")
+_RE2_ESCAPED = frozenset(".*+?()[]{}|^$\\-/")
+_RE2_IN_CLASS = _RE2_LITERAL | frozenset(".*+?(){}|$/^")
+_QUANTIFIER = re.compile(r"[*+?]|\{(\d+)(,\d*)?\}")
+_MATCHES = re.compile(r"(self(?:\.[A-Za-z_]\w*)*)\.matches\(\s*r(\"\"\"|'''|\"|')(.*?)\2\s*\)", re.DOTALL)
+
+
+def python_regex(pattern: str) -> re.Pattern[str] | None:
+    """``pattern`` (RE2) as a ``re`` pattern with the same verdict on every string, or None."""
+    out: list[str] = []
+    groups: list[bool] = [False]  # per open group: whether something in it repeats without bound
+    last = ""  # what a quantifier would repeat: "", "atom" or "group" (then whether it repeats inside)
+    closed_unbounded = False
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if (m := _QUANTIFIER.match(pattern, i)) is not None:
+            if not last:
+                return None  # nothing to repeat, or a repetition repeated (possessive in ``re``)
+            unbounded = m.group() in ("*", "+") or m.group(2) == ","
+            if unbounded and last == "group" and closed_unbounded:
+                return None
+            groups[-1] = groups[-1] or unbounded or (last == "group" and closed_unbounded)
+            lazy = "?" if pattern.startswith("?", m.end()) else ""
+            out.append(m.group() + lazy)
+            i, last = m.end() + len(lazy), ""
+            continue
+        if c == "^" and i == 0 or c == "$" and i == n - 1:
+            out.append("\\Z" if c == "$" else c)
+            i, last = i + 1, ""
+        elif c == "\\":
+            if i + 1 >= n or pattern[i + 1] not in _RE2_ESCAPED:
+                return None
+            out.append(pattern[i : i + 2])
+            i, last = i + 2, "atom"
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            body = pattern[i + 1 : end]
+            if end < 0 or body.startswith("^") or "[" in body or not set(body) <= _RE2_IN_CLASS:
+                return None
+            if any(op in body for op in ("&&", "--", "~~")):
+                return None
+            out.append(pattern[i : end + 1])
+            i, last = end + 1, "atom"
+        elif c == "(":
+            if pattern.startswith("(?", i) and not pattern.startswith("(?:", i):
+                return None
+            opening = "(?:" if pattern.startswith("(?:", i) else "("
+            out.append(opening)
+            groups.append(False)
+            i, last = i + len(opening), ""
+        elif c == ")":
+            if len(groups) == 1:
+                return None
+            closed_unbounded = groups.pop()
+            groups[-1] = groups[-1] or closed_unbounded
+            out.append(c)
+            i, last = i + 1, "group"
+        elif c == "|":
+            out.append(c)
+            i, last = i + 1, ""
+        elif c in _RE2_LITERAL:
+            out.append(c)
+            i, last = i + 1, "atom"
+        else:
+            return None
+    try:
+        return re.compile("".join(out))
+    except re.error:
+        return None
+
+
+@dataclass(frozen=True)
+class _PythonMatch:
+    """``self.<path>.matches(r'<pattern>')`` of a batch, as the variable ``name``."""
+
+    name: str
+    path: tuple[str, ...]  # the fields after ``self``, as CEL names them
+    regex: re.Pattern[str]
+
+    def bind(self, value: Any, into: dict[str, Any]) -> None:
+        """Set the variable when the operand is a string; leave it unset (an error where CEL
+        evaluates it) otherwise, as ``matches()`` on anything else, or on nothing, is."""
+        for key in self.path:
+            if type(value) is not dict:
+                return
+            value = value.get(key)
+        if type(value) is str:
+            into[self.name] = self.regex.search(value) is not None
+
+
+def _python_matches(source: str) -> tuple[str, tuple[_PythonMatch, ...]]:
+    """``source`` with every ``self....matches(r'...')`` whose pattern ``python_regex`` takes
+    written as a variable; and how to set those variables."""
+    found: list[_PythonMatch] = []
+
+    def variable(m: re.Match[str]) -> str:
+        regex = python_regex(m.group(3))
+        if regex is None:
+            return m.group()
+        found.append(_PythonMatch(f"__re{len(found)}", tuple(m.group(1).split(".")[1:]), regex))
+        return found[-1].name
+
+    return _MATCHES.sub(variable, source), tuple(found)
 
 
 _REASON_TYPES = {"FieldValueForbidden": "Forbidden", "FieldValueRequired": "Required value"}
@@ -873,23 +998,26 @@ def _project(node: _Node, names: frozenset[str]) -> Projection | None:
 class _RuleSet:
     """The rules declared on one schema node, plus one program evaluating them all at once.
 
-    ``passed`` remembers small projected values every rule accepted, by ``repr``: the rules see
+    ``passed`` remembers projected values every rule accepted, by ``repr``: the rules see
     nothing but the value (transition rules are left out), and for the types YAML and JSON give,
     equal reprs are equal values of equal types. Manifests repeat the same filters and
     backendRefs over and over, and a repeated one then costs a repr instead of a CEL evaluation
     (the 10,000-route workload of docs/performance.md: 45% of CEL time); a projection that
-    leaves out the unique parts (paths, names) repeats too. Bounded in entries and in the length
-    of each, so that it stays within a few MB however many objects are read.
+    leaves out the unique parts (paths, names) repeats too, and may be long: a 16-rule route's
+    rule list is 300 characters of ``{'matches': [{}]}``. A repr longer than ``MEMO_CHARS`` is
+    remembered by its 128-bit BLAKE2 digest, so that an entry stays small; bounded in entries,
+    the memo stays within a few MB however many objects are read.
     """
 
     rules: tuple[_Rule, ...]
     batch: cel.Program
     extended: bool
     projection: Projection | None = None
-    passed: set[str] = field(default_factory=set, compare=False, repr=False)
+    matches: tuple[_PythonMatch, ...] = ()  # the batch's ``matches()`` on Python's re
+    passed: set[str | bytes] = field(default_factory=set, compare=False, repr=False)
 
     MEMO_ENTRIES: ClassVar[int] = 512
-    MEMO_CHARS: ClassVar[int] = 256
+    MEMO_CHARS: ClassVar[int] = 64
 
     @classmethod
     def compile(cls, specs: list[dict[str, Any]], node: _Node | None = None) -> _RuleSet | None:
@@ -901,18 +1029,29 @@ class _RuleSet:
         source = "[" + ", ".join(f"({r.source})" for r in rules) + "]"
         batch = cel.compile(source)
         projection = _projection(node, batch, source) if node is not None else None
-        return cls(rules, batch, any(r.extended for r in rules), projection)
+        rewritten, matches = _python_matches(source)
+        if matches:
+            batch = cel.compile(rewritten)
+        return cls(rules, batch, any(r.extended for r in rules), projection, matches)
 
     def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
         seen = value if self.projection is None else self.projection(value)
-        key = repr(seen)
+        text = repr(seen)
+        key = (
+            text
+            if len(text) <= self.MEMO_CHARS
+            else hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
+        )
         if key in self.passed:
             return
         try:
-            results = self.batch.execute(_activation(seen, self.extended))
+            variables: dict[str, Any] = {}
+            for match in self.matches:
+                match.bind(seen, variables)
+            results = self.batch.execute(_activation(seen, self.extended, variables))
         except _CEL_ERRORS:  # one rule raised: re-run them one by one to say which
             results = [None] * len(self.rules)
-        if len(key) <= self.MEMO_CHARS and all(r is True for r in results):
+        if all(r is True for r in results):
             if len(self.passed) >= self.MEMO_ENTRIES:
                 self.passed.clear()
             self.passed.add(key)

@@ -172,6 +172,8 @@ _ANY_FIRST = tuple(_RESOLVERS.get(None, ()))  # resolvers whatever the first cha
 _BY_FIRST = {first: (*resolvers, *_ANY_FIRST) for first, resolvers in _RESOLVERS.items() if first is not None}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _PLAINS: dict[str, Any] = {}  # plain scalars already resolved to something other than a string
+# The first characters of a plain scalar some resolver looks at (None: any, never so in PyYAML 6).
+_RESOLVED_FIRST = None if _ANY_FIRST else frozenset(_BY_FIRST)
 
 
 def _plain(value: str) -> Any:
@@ -212,16 +214,31 @@ def _build(text: str, limits: Limits, budget: int) -> tuple[int, list[Any]]:
     constructors. Anything else raises _Unusual before it is built, and the chunk is left to
     PyYAML. Without anchors a node is counted once, so the limits are simpler than in _check.
     """
+    loader = Loader(text)
+    try:
+        # The parser's events until it has none, without a generator's frame per event.
+        events = iter(loader.get_event, None)
+        return _build_from(events, limits, budget)
+    finally:
+        loader.dispose()
+
+
+def _build_from(events: Iterator[Any], limits: Limits, budget: int) -> tuple[int, list[Any]]:
+    """``_build``'s pass over the events."""
     docs: list[Any] = []
     # Per open collection: the collection, and for a mapping the key waiting for its value.
     stack: list[list[Any]] = []
     root: Any = None
     count = 0
-    for kind, event in _events(text):
+    for event in events:
+        kind = type(event)
         if kind is yaml.ScalarEvent:
             if event.anchor or event.tag is not None:
                 raise _Unusual("anchor or tag")
-            value = _plain(event.value) if event.implicit[0] else event.value
+            value = event.value
+            # Most names and paths start with a character no resolver looks at: they stay strings.
+            if event.implicit[0] and (_RESOLVED_FIRST is None or value[:1] in _RESOLVED_FIRST):
+                value = _plain(value)
             count += 1
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             if event.anchor or event.tag is not None:
