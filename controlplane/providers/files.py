@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import platform  # noqa: F401 - so does awatch's check for WSL (imported by the CEL library's CLI before cellib)
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
