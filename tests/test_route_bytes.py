@@ -189,22 +189,24 @@ def test_generated_virtual_hosts_are_written_as_protobuf_serializes_them(vh: ir.
     limit=st.sampled_from(LIMITS),
 )
 def test_routes_sharing_an_action_share_only_what_they_read(drawn: list[ir.Route], limit: int) -> None:
-    """The encoder keeps a route action and a mirrored route's shadow tag by the backends,
-    mirrors, rewrite and timeouts (RouteEncoder._action). Routes equal in those and different in
-    everything else (names, sources, rules, kinds, matches, header changes; mirrors or not),
-    through one encoder: each must still be written as its own message serializes. A key that
+    """The encoder keeps a route's fields 2 to 13 (its action, a mirrored route's shadow tag and
+    the header changes) by what they read (RouteEncoder._middle). Routes equal in backends,
+    rewrite and timeouts and different in everything else (names, sources, rules, kinds,
+    matches, header changes, CORS; each also with the first route's mirrors), through one encoder: each must still be written as its own message serializes. A key that
     left out an input the action or the tag reads would hand one route another's bytes."""
     first = drawn[0]
-    shared = {
-        "backends": first.backends,
-        "rewrite": first.rewrite,
-        "timeout_ms": first.timeout_ms,
-        "backend_timeout_ms": first.backend_timeout_ms,
-    }
     encoder = RouteEncoder(limit)
     for i, r in enumerate(drawn):
         for mirrors in (first.mirrors, r.mirrors):
-            vh = ir.VirtualHost(f"vh{i}", ("a.example.com",), (replace(r, **shared, mirrors=mirrors),))
+            alike = replace(
+                r,
+                backends=first.backends,
+                rewrite=first.rewrite,
+                timeout_ms=first.timeout_ms,
+                backend_timeout_ms=first.backend_timeout_ms,
+                mirrors=mirrors,
+            )
+            vh = ir.VirtualHost(f"vh{i}", ("a.example.com",), (alike,))
             _assert_same(encoder, vh)
 
 

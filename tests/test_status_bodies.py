@@ -23,9 +23,12 @@ def test_routes_that_are_well_hold_conditions_of_their_own() -> None:
     assert first == second and first[0] is not second[0]
     first[0]["status"] = "False"
     assert second[0]["status"] == "True"
-    assert _statuses()[("HTTPRoute", *next(k for k in _statuses() if k[0] == "HTTPRoute")[1:])]["parents"][0][
-        "conditions"
-    ][0]["status"] == "True", "a cached condition was changed through a body"
+    assert (
+        _statuses()[("HTTPRoute", *next(k for k in _statuses() if k[0] == "HTTPRoute")[1:])]["parents"][0][
+            "conditions"
+        ][0]["status"]
+        == "True"
+    ), "a cached condition was changed through a body"
 
 
 def test_a_first_stamp_equals_the_general_stamp_with_nothing_to_keep() -> None:

@@ -61,7 +61,7 @@ class MirrorUsage:
 
     def add_all(self, usages: list[VhostUsage]) -> None:
         """:meth:`add` for each of ``usages`` (Counter.update counts an iterable in C)."""
-        percents, headers, bodies = zip(*usages) if usages else ((), (), ())
+        percents, headers, bodies = zip(*usages, strict=True) if usages else ((), (), ())
         self.percents.update(chain.from_iterable(percents))
         self.headers.update(chain.from_iterable(headers))
         self.bodies.update(chain.from_iterable(bodies))
@@ -232,10 +232,10 @@ class EncodedMemo:
         vhosts = list(map(new.__getitem__, ids))
         data = list(map(framed, map(encode, vhosts)))
         usages = list(map(vhost_usage, vhosts))
-        state.held.update(zip(ids, vhosts))
-        state.framed.update(zip(ids, data))
-        state.digests.update(zip(ids, map(_sha256, data)))
-        state.usages.update(zip(ids, usages))
+        state.held.update(zip(ids, vhosts, strict=True))
+        state.framed.update(zip(ids, data, strict=True))
+        state.digests.update(zip(ids, map(_sha256, data), strict=True))
+        state.usages.update(zip(ids, usages, strict=True))
         state.usage.add_all(usages)
         self.encoded += len(ids)
 

@@ -495,7 +495,7 @@ class RouteEncoder:
             "HTTPRoute": ("/no-body", _serialized(rc.RouteMatch(headers=_BODYLESS)), b""),
             "GRPCRoute": ("/grpc", _serialized(rc.RouteMatch(headers=[_GRPC_CALL])), self.buffered),
         }
-        self._actions: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        self._actions: dict[tuple[object, ...], tuple[bytes, bytes, bytes | None]] = {}
         self._changes: dict[tuple[object, ...], bytes] = {}
         self._matches: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._middles: dict[tuple[object, ...], tuple[bytes | None, bytes]] = {}
@@ -535,11 +535,12 @@ class RouteEncoder:
             tag, changes = _tag_fields(route, True), self._header_changes(route)
             if not wire.numbers(tag) <= _TAG_FIELDS:
                 return self._built(route)
-            tagged, untagged = mirrored + tag + changes, unmirrored + changes
+            tagged: bytes | None = mirrored + tag + changes
+            untagged = unmirrored + changes
         else:
             tagged, untagged = self._middle(route)
-            if tagged is None:
-                return self._built(route)
+        if tagged is None:
+            return self._built(route)
         suffix, second, second_buffer = self.second[route.kind]
         delimited = wire.delimited
         return b"".join(
