@@ -526,9 +526,8 @@ class RouteEncoder:
         name = route.name
         stat = wire.string(_STAT_PREFIX, route.stat_prefix) if route.stat_prefix else b""
         if not route.mirrors:
-            return wire.delimited(
-                _ROUTES,
-                b"".join((wire.delimited(1, low + headers + query + high), self._middle(route)[1], _name(name), stat)),
+            return _route_field(
+                wire.delimited(1, low + headers + query + high), self._middle(route)[1], _name(name), stat
             )
         if self.json_tags:  # the JSON tag names the route: nothing to share
             mirrored, unmirrored, _ = self._action(route)
@@ -542,25 +541,25 @@ class RouteEncoder:
         if tagged is None:
             return self._built(route)
         suffix, second, second_buffer = self.second[route.kind]
-        delimited = wire.delimited
         return b"".join(
             (
-                delimited(
-                    _ROUTES,
-                    b"".join((delimited(1, low + headers + self.bound + query + high), tagged, _name(name), stat))
-                    + self.buffered,
+                _route_field(
+                    wire.delimited(1, low + headers + self.bound + query + high),
+                    tagged,
+                    _name(name),
+                    stat,
+                    self.buffered,
                 ),
-                delimited(
-                    _ROUTES,
-                    b"".join((delimited(1, low + headers + second + query + high), tagged, _name(name + suffix), stat))
-                    + second_buffer,
+                _route_field(
+                    wire.delimited(1, low + headers + second + query + high),
+                    tagged,
+                    _name(name + suffix),
+                    stat,
+                    second_buffer,
                 ),
                 # untag_route takes off what tag_route added: the twin carries no tag.
-                delimited(
-                    _ROUTES,
-                    b"".join(
-                        (delimited(1, low + headers + query + high), untagged, _name(name + NOT_MIRRORED_SUFFIX), stat)
-                    ),
+                _route_field(
+                    wire.delimited(1, low + headers + query + high), untagged, _name(name + NOT_MIRRORED_SUFFIX), stat
                 ),
             )
         )
@@ -642,6 +641,11 @@ def _tag_fields(route: ir.Route, json_tags: bool) -> bytes:
     marked = rc.Route()
     tag_route(route, marked, json_tags)
     return _serialized(marked)
+
+
+def _route_field(*fields: bytes) -> bytes:
+    """One Envoy route as an element of VirtualHost.routes, from its fields in field order."""
+    return wire.delimited(_ROUTES, b"".join(fields))
 
 
 def _route(route: ir.Route) -> rc.Route:
