@@ -214,7 +214,7 @@ def test_a_delimited_field_has_its_tag_and_length_as_varints_at_every_size() -> 
     """wire.delimited's tables and two-byte lengths against the varints written out."""
     from controlplane.xds import wire
 
-    for number in (1, 2, 3, 14, 15, 16, 63, 64, 1000):
+    for number in (1, 2, 3, 14, 15, 16, 31, 32, 63, 64, 1000):
         for n in (0, 1, 127, 128, 129, 255, 256, 16383, 16384, 16385, 70000):
             data = b"x" * n
             assert wire.delimited(number, data) == wire.varint(number << 3 | 2) + wire.varint(n) + data, (number, n)
