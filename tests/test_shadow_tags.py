@@ -121,3 +121,34 @@ def test_every_route_envoy_samples_for_the_log_has_a_tag_by_its_name() -> None:
                 assert RouteTag.decode(meta.fields["tag"].string_value) == tag
             else:
                 assert "tag" not in meta.fields
+
+
+def test_routes_with_other_mirrors_get_their_own_mirror_tags() -> None:
+    """RouteTags makes the mirrors' part of a tag once for every route with the same mirrors:
+    routes alike in all else, through one table, must each still get route_tag's tag."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    def mirror(backend: str, **comparison: Any) -> ir.Mirror:
+        return ir.Mirror(backend, 1, 2, False, comparison=ir.Comparison(**comparison))
+
+    variants = [
+        (mirror("m-a"),),
+        (mirror("m-b"),),
+        (mirror("m-a", sample_percent=7),),
+        (mirror("m-a", headers=("etag",)),),
+        (mirror("m-a", body=True),),
+        (mirror("m-a", body=True, body_limit_bytes=1024),),
+        (mirror("m-a", body=True, ignore_json_paths=("$.t",)),),
+        (ir.Mirror("m-a", 2, 2, False),),
+        (mirror("m-a"), mirror("m-b")),
+    ]
+    hosts = [
+        ir.VirtualHost(
+            f"vh{i}", ("a.example.com",), (ir.Route(name=f"r{i}", match=ir.Match(), mirrors=m, source="HTTPRoute n/r"),)
+        )
+        for i, m in enumerate(variants * 2)
+    ]
+    chain = SimpleNamespace(name="8000", virtual_hosts=tuple(hosts))
+    gateway = cast(ir.GatewayIR, SimpleNamespace(listeners=[SimpleNamespace(chains=[chain])]))
+    assert dict(RouteTags().table(gateway)) == every_tag(gateway)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 StatusKey = tuple[str, str, str]  # (kind, namespace, name)
@@ -37,7 +38,14 @@ class Condition:
 
 
 def conditions(*conds: Condition) -> list[dict[str, Any]]:
-    return [c.to_dict() for c in conds]
+    """Each a dict of its own (whoever holds a status body may change it)."""
+    return [_as_dict(c).copy() for c in conds]
+
+
+@lru_cache(maxsize=256)
+def _as_dict(condition: Condition) -> dict[str, Any]:
+    """Copied, never handed out: the same conditions repeat on every route that is well."""
+    return condition.to_dict()
 
 
 def is_problem(condition: dict[str, Any]) -> bool:
@@ -95,15 +103,19 @@ def _stamped_new(node: Any, now: str) -> Any:
     """What :func:`stamp` makes of a body seen for the first time (every condition at ``now``),
     without the paths that only matter for finding old times: a cold start stamps 10,000."""
     if isinstance(node, dict):
-        return {
-            k: [{**c, "lastTransitionTime": now} for c in v]
-            if k == "conditions" and isinstance(v, list)
-            else _stamped_new(v, now)
-            for k, v in node.items()
-        }
+        out = node.copy()
+        for k, v in node.items():
+            if k == "conditions" and isinstance(v, list):
+                out[k] = [{**c, "lastTransitionTime": now} for c in v]
+            elif isinstance(v, _NESTED):  # (a call per leaf value was half the cost)
+                out[k] = _stamped_new(v, now)
+        return out
     if isinstance(node, list):
-        return [_stamped_new(v, now) for v in node]
+        return [_stamped_new(v, now) if isinstance(v, _NESTED) else v for v in node]
     return node
+
+
+_NESTED = (dict, list)
 
 
 def _stamped(cond: dict[str, Any], path: str, old_times: dict[Any, Any], now: str) -> dict[str, Any]:

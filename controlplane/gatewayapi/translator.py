@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Literal
 
 from .. import ir
@@ -276,7 +277,7 @@ def _attach_route(
         memo.compile(resolver, route, compiler) if memo is not None else compiler(resolver, route)
     )
     rules = policies.apply(route.kind, route, rules)  # after the memo: a policy change is never stale
-    resolved = Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", gen)
+    resolved = _resolved(gen)
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
         resolved = Condition("ResolvedRefs", False, problems[0].reason, "; ".join(messages), gen)
@@ -444,7 +445,18 @@ def _accept(
             ),
             [],
         )
-    return Condition("Accepted", True, "Accepted", "Route is accepted", gen), found
+    return _route_accepted(gen), found
+
+
+# The conditions of a route that is well (10,000 of them at a cold start), made once per generation.
+@lru_cache(maxsize=64)
+def _resolved(generation: int) -> Condition:
+    return Condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved", generation)
+
+
+@lru_cache(maxsize=64)
+def _route_accepted(generation: int) -> Condition:
+    return Condition("Accepted", True, "Accepted", "Route is accepted", generation)
 
 
 def _allows(store: Store, lst: GatewayListener, route: K8sObject[Any]) -> bool:

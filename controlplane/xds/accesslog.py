@@ -69,7 +69,8 @@ def tag_route(source: ir.Route, route: route_pb2.Route, json_tag: bool = False) 
     reads in Envoy. Its tag (route, rule, mirrors) reaches the receiver by the route's name
     (:class:`RouteTags`); ``json_tag`` also puts it into the route as JSON, for receivers with no
     controller beside them (``mirrorplane collect``, XdsOptions.shadow_tags_in_routes). Depends on
-    ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo)."""
+    ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo); without
+    ``json_tag``, on its ``mirrors`` alone, so routes with the same ones share it (RouteEncoder)."""
     meta = _set_below(route.metadata, max((m.comparison.sample_percent for m in source.mirrors), default=0))
     if json_tag:
         meta.fields["tag"].string_value = route_tag(source).encode()
@@ -79,7 +80,12 @@ def tag_route(source: ir.Route, route: route_pb2.Route, json_tag: bool = False) 
 def route_tag(source: ir.Route) -> RouteTag:
     """What the receiver pairs and compares a mirrored route's entries by."""
     name, rule = _source(source)
-    mirrors = tuple(
+    return RouteTag(name, rule, mirror_tags(source.mirrors))
+
+
+def mirror_tags(mirrors: tuple[ir.Mirror, ...]) -> tuple[MirrorTag, ...]:
+    """The mirrors' part of a route's tag: made from them alone (RouteTags shares it)."""
+    return tuple(
         MirrorTag(
             cluster=m.backend,
             percent=m.comparison.sample_percent,
@@ -89,9 +95,8 @@ def route_tag(source: ir.Route) -> RouteTag:
             if m.comparison.body
             else "",
         )
-        for m in source.mirrors
+        for m in mirrors
     )
-    return RouteTag(name, rule, mirrors)
 
 
 class RouteTags:
@@ -137,11 +142,15 @@ class RouteTags:
                     count[r.name] -= 1
                     if not count[r.name]:
                         del count[r.name], table[r.name]
+        shared: dict[tuple[ir.Mirror, ...], tuple[MirrorTag, ...]] = {}  # rules repeat their mirrors
         for vh in added:
             for r in vh.routes:
                 if r.mirrors:
                     count[r.name] = count.get(r.name, 0) + 1
-                    table[r.name] = route_tag(r)
+                    tags = shared.get(r.mirrors)
+                    if tags is None:
+                        tags = shared[r.mirrors] = mirror_tags(r.mirrors)
+                    table[r.name] = RouteTag(*_source(r), tags)
 
 
 def _differing(

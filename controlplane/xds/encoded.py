@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
-from itertools import accumulate, compress
+from itertools import accumulate, chain, compress
 from operator import is_not
 from typing import Any, NamedTuple, TypeVar
 
@@ -58,6 +58,13 @@ class MirrorUsage:
         for counter, items in zip((self.percents, self.headers, self.bodies), usage, strict=True):
             for item in items:
                 counter[item] += sign  # type: ignore[index]
+
+    def add_all(self, usages: list[VhostUsage]) -> None:
+        """:meth:`add` for each of ``usages`` (Counter.update counts an iterable in C)."""
+        percents, headers, bodies = zip(*usages, strict=True) if usages else ((), (), ())
+        self.percents.update(chain.from_iterable(percents))
+        self.headers.update(chain.from_iterable(headers))
+        self.bodies.update(chain.from_iterable(bodies))
 
     def merge(self, other: MirrorUsage) -> None:
         self.percents.update(other.percents)
@@ -220,14 +227,17 @@ class EncodedMemo:
         for gone in old - new.keys():
             state.usage.add(state.usages.pop(gone), -1)
             del state.framed[gone], state.digests[gone], state.held[gone]
-        for added in new.keys() - old:
-            vh = new[added]
-            state.held[added] = vh
-            data = state.framed[added] = framed(encode(vh))
-            state.digests[added] = _sha256(data)
-            usage = state.usages[added] = vhost_usage(vh)
-            state.usage.add(usage)
-            self.encoded += 1
+        # Those added, in C loops over the lot (a cold build adds 10,000).
+        ids = list(new.keys() - old)
+        vhosts = list(map(new.__getitem__, ids))
+        data = list(map(framed, map(encode, vhosts)))
+        usages = list(map(vhost_usage, vhosts))
+        state.held.update(zip(ids, vhosts, strict=True))
+        state.framed.update(zip(ids, data, strict=True))
+        state.digests.update(zip(ids, map(_sha256, data), strict=True))
+        state.usages.update(zip(ids, usages, strict=True))
+        state.usage.add_all(usages)
+        self.encoded += len(ids)
 
     def reuse(self, kind: str, key: object, make: Callable[[], _T]) -> _T:
         """What ``make`` gave last time for ``kind`` if ``key`` equals the key it had then."""

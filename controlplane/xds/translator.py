@@ -495,9 +495,10 @@ class RouteEncoder:
             "HTTPRoute": ("/no-body", _serialized(rc.RouteMatch(headers=_BODYLESS)), b""),
             "GRPCRoute": ("/grpc", _serialized(rc.RouteMatch(headers=[_GRPC_CALL])), self.buffered),
         }
-        self._actions: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        self._actions: dict[tuple[object, ...], tuple[bytes, bytes, bytes | None]] = {}
         self._changes: dict[tuple[object, ...], bytes] = {}
         self._matches: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        self._middles: dict[tuple[object, ...], tuple[bytes | None, bytes]] = {}
 
     def virtual_host(self, vh: ir.VirtualHost) -> bytes:
         parts = [wire.string(1, vh.name)] if vh.name else []
@@ -522,41 +523,91 @@ class RouteEncoder:
         headers = query = b""
         if m.headers or m.method or m.query_params:
             headers, query = self._header_matches(m)
-        mirrored, unmirrored = self._action(route)
-        changes = self._header_changes(route)
         name = route.name
         stat = wire.string(_STAT_PREFIX, route.stat_prefix) if route.stat_prefix else b""
         if not route.mirrors:
-            return _route_field(wire.delimited(1, low + headers + query + high), mirrored, changes, _name(name), stat)
-        tag = _tag_fields(route, self.json_tags)
-        if not wire.numbers(tag) <= _TAG_FIELDS:
+            return _route_field(
+                wire.delimited(1, low + headers + query + high), self._middle(route)[1], _name(name), stat
+            )
+        if self.json_tags:  # the JSON tag names the route: nothing to share
+            mirrored, unmirrored, _ = self._action(route)
+            tag, changes = _tag_fields(route, True), self._header_changes(route)
+            if not wire.numbers(tag) <= _TAG_FIELDS:
+                return self._built(route)
+            tagged: bytes | None = mirrored + tag + changes
+            untagged = unmirrored + changes
+        else:
+            tagged, untagged = self._middle(route)
+        if tagged is None:
             return self._built(route)
         suffix, second, second_buffer = self.second[route.kind]
-        match = wire.delimited(1, low + headers + query + high)
-        bound = wire.delimited(1, low + headers + self.bound + query + high)
-        other = wire.delimited(1, low + headers + second + query + high)
         return b"".join(
             (
-                _route_field(bound, mirrored, tag, changes, _name(name), stat, self.buffered),
-                _route_field(other, mirrored, tag, changes, _name(name + suffix), stat, second_buffer),
+                _route_field(
+                    wire.delimited(1, low + headers + self.bound + query + high),
+                    tagged,
+                    _name(name),
+                    stat,
+                    self.buffered,
+                ),
+                _route_field(
+                    wire.delimited(1, low + headers + second + query + high),
+                    tagged,
+                    _name(name + suffix),
+                    stat,
+                    second_buffer,
+                ),
                 # untag_route takes off what tag_route added: the twin carries no tag.
-                _route_field(match, unmirrored, b"", changes, _name(name + NOT_MIRRORED_SUFFIX), stat, b""),
+                _route_field(
+                    wire.delimited(1, low + headers + query + high), untagged, _name(name + NOT_MIRRORED_SUFFIX), stat
+                ),
             )
         )
+
+    def _middle(self, route: ir.Route) -> tuple[bytes | None, bytes]:
+        """Fields 2 to 13 of a route: the route action, the shadow tag (without its JSON) and
+        the header changes of a mirrored route (None when its tag cannot be merged here), and
+        those of a route without mirrors or the unmirrored twin. What they read of the route is
+        the key (``_action``, ``_header_changes``)."""
+        key = (
+            route.backends,
+            route.mirrors,
+            route.rewrite,
+            route.timeout_ms,
+            route.backend_timeout_ms,
+            route.request_headers,
+            route.response_headers,
+            route.cors,
+        )
+        hit = self._middles.get(key)
+        if hit is None:
+            mirrored, unmirrored, tag = self._action(route)
+            changes = self._header_changes(route)
+            if not route.mirrors:
+                hit = (None, mirrored + changes)
+            else:
+                hit = (None if tag is None else mirrored + tag + changes, unmirrored + changes)
+            self._middles[key] = hit
+        return hit
 
     def _built(self, route: ir.Route) -> bytes:
         self.built += 1
         return b"".join(wire.delimited(_ROUTES, _serialized(r)) for r in _routes(route, self.limit, self.json_tags))
 
-    def _action(self, route: ir.Route) -> tuple[bytes, bytes]:
-        """The route action (field 2) with the mirrors and without them (the unmirrored twin's)."""
+    def _action(self, route: ir.Route) -> tuple[bytes, bytes, bytes | None]:
+        """The route action (field 2) with the mirrors and without them (the unmirrored twin's),
+        and a mirrored route's shadow tag without its JSON (``tag_route`` reads nothing else of
+        the route than its mirrors then; None for a route without mirrors)."""
         key = (route.backends, route.mirrors, route.rewrite, route.timeout_ms, route.backend_timeout_ms)
         hit = self._actions.get(key)
         if hit is None:
             action = _action(route)
             mirrored = wire.delimited(2, _serialized(action))
             del action.request_mirror_policies[:]
-            hit = self._actions[key] = (mirrored, wire.delimited(2, _serialized(action)))
+            tag = _tag_fields(route, False) if route.mirrors else None
+            if tag is not None and not wire.numbers(tag) <= _TAG_FIELDS:
+                tag = None  # merged nowhere: the route is built as a message
+            hit = self._actions[key] = (mirrored, wire.delimited(2, _serialized(action)), tag)
         return hit
 
     def _header_changes(self, route: ir.Route) -> bytes:

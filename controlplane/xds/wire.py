@@ -31,10 +31,20 @@ def tag(number: int) -> bytes:
     return _TAGS[number] if number < 64 else varint(number << 3 | 2)
 
 
+# The tag and length of a field 1 to 31 whose bytes are shorter than 128, one bytes object each
+# (4,096 of them, 150 kB): most fields a route is written from (a cold build writes 130,000).
+_HEADS = [[t + n for n in _SHORT] for t in _TAGS[:32]]
+
+
 def delimited(number: int, data: bytes) -> bytes:
     """A length-delimited field: a string, a submessage or one element of a repeated one."""
     n = len(data)
-    return b"".join((tag(number), _SHORT[n] if n < 0x80 else varint(n), data))
+    if number < 32:
+        if n < 0x80:
+            return _HEADS[number][n] + data
+        if n < 0x4000:  # two bytes of length: a route, a virtual host of a few routes
+            return _TAGS[number] + bytes((n & 0x7F | 0x80, n >> 7)) + data
+    return b"".join((tag(number), varint(n), data))
 
 
 def string(number: int, text: str) -> bytes:
