@@ -25,14 +25,14 @@ TYPES = st.sampled_from(["Exact", "PathPrefix", "RegularExpression", "Hostname",
 
 def rule_sets_with_matches() -> list[tuple[str, Any]]:
     """Every rule set of the CRDs whose batch searches with RE2, with where it is."""
-    found: dict[int, tuple[str, Any]] = {}
+    found: list[tuple[str, Any]] = []
 
     def walk(node: Any, where: str) -> None:
-        if id(node) in found or node is None:
+        if node is None:
             return
         if node.rules is not None and node.rules.matches:
-            found[id(node)] = (where, node.rules)
-        for name, child in (node.properties or {}).items():
+            found.append((where, node.rules))
+        for name, child in node.properties.items():
             walk(child, f"{where}.{name}")
         walk(node.items, f"{where}[]")
         walk(node.additional, f"{where}{{}}")
@@ -41,7 +41,7 @@ def rule_sets_with_matches() -> list[tuple[str, Any]]:
         crd = schema._crd(kind)
         for version in crd.versions:
             walk(schema._compiled(f"{crd.group}/{version}", kind).root, f"{kind} {version}")
-    return sorted(found.values(), key=lambda item: item[0])
+    return sorted(found, key=lambda item: item[0])
 
 
 RULE_SETS = rule_sets_with_matches()
