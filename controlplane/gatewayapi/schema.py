@@ -634,7 +634,9 @@ class _Re2Match:
 
     def bind(self, value: Any, into: dict[str, Any]) -> None:
         """Set the variable when the operand is a string; leave it unset (an error where CEL
-        evaluates it) otherwise, as ``matches()`` on anything else, or on nothing, is."""
+        evaluates it) otherwise, as ``matches()`` on anything else, or on nothing, is. A string
+        with no UTF-8 form (a lone surrogate) raises ``UnicodeEncodeError``, a ValueError: the
+        batch fails, and the rules as written say what the CEL library says of it."""
         for key in self.path:
             if type(value) is not dict:
                 return
