@@ -24,8 +24,8 @@ CEL library: ``common-expression-language`` (Rust ``cel`` crate behind PyO3), no
 Both compile all 63 distinct rules in the v1.6.1 CRDs; evaluating one rule took ~8 µs against
 ~180 µs for cel-python (20x), and it is the difference between CEL dominating validation time and
 CEL being cheap. Its ``matches()`` uses Rust's ``regex``, which has RE2 syntax and linear-time
-guarantees, as Kubernetes does, but compiles the pattern on every call: a rule set's batch uses
-Python's ``re`` instead where the two give the same verdict (``python_regex``). It lacks the
+guarantees, as Kubernetes does, but compiles the pattern on every call: a rule set's batch has
+RE2 itself search with the pattern compiled once (``_Re2Match``). It lacks the
 cel-go strings extension that Kubernetes enables (the CRDs use ``split``); the package ships a
 Python port of it, registered only for rules that call one of those functions. Evaluation itself is cheap; what costs is the binding converting
 ``self`` into CEL values (~0.7 µs per string, list or map). So all rules of one schema node are
@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import re2
 import yaml
 
 from ..errors import MirrorplaneError
@@ -609,106 +610,33 @@ def _activation(value: Any, extended: bool, variables: dict[str, Any] | None = N
     return cel.Context(variables=bound, functions=_K8S_FUNCTIONS) if extended else bound
 
 
-# --- regular expressions: Python's where it and RE2 agree -------------------------------------
+# --- regular expressions: RE2, each pattern compiled once ------------------------------------
 
 # The CEL library compiles the pattern of ``matches()`` on every evaluation: about 13 µs for the
 # path value's pattern, evaluated for every path match of every HTTPRoute, most of what a path's
-# eleven rules cost. So in a rule set's batch, ``self.x.y.matches(r'p')`` becomes a variable
-# that Python sets beforehand with the pattern compiled once by ``re`` (0.2 µs a match), when
-# ``self.x.y`` is a string; otherwise it is left unset, and the batch fails where CEL would have
-# evaluated it, so the rules are evaluated again as written. That is done when the pattern is
-# written in a subset on which RE2 and ``re`` give the same verdict on every string: ASCII
-# literals, escaped punctuation, classes of ASCII characters and ranges (none of RE2's nested
-# classes or set operations), groups, alternation, greedy or lazy counted repetition, and ``^``
-# and ``$`` at its ends (``$`` becomes ``\Z``: ``re``'s ``$`` also matches before a final
-# newline). No flags, no ``.``, no ``\d``-like classes, whose meanings differ; and no repetition
-# of a group that repeats without bound inside, where ``re``'s backtracking could take long on a
-# hostile string. Only the batch is rewritten: a rule that fails is evaluated again as written,
-# with its message. tests/test_schema_regex.py compares both engines on generated strings, for
-# every pattern of the CRDs taken and for generated patterns, and the path's rule set both ways.
-_RE2_LITERAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !\"#%&',-/:;<=>@_`~")
-_RE2_ESCAPED = frozenset(".*+?()[]{}|^$\\-/")
-_RE2_IN_CLASS = _RE2_LITERAL | frozenset(".*+?(){}|$/^")
-_QUANTIFIER = re.compile(r"[*+?]|\{(\d+)(,\d*)?\}")
+# eleven rules cost. So in a rule set's batch, ``self.x.y.matches(r'p')`` becomes a variable set
+# beforehand by RE2 (``google-re2``: the engine Kubernetes evaluates ``matches()`` with, so its
+# verdict is the one to give), the pattern compiled once: about 3 µs a search. When ``self.x.y``
+# is no string, the variable is left unset and the batch fails where CEL would have evaluated
+# it, so the rules are evaluated again as written; so is any rule that fails, with its message.
+# A pattern RE2 does not compile stays as written. tests/test_schema_regex.py compares the
+# batches with the rules as written.
 _MATCHES = re.compile(r"(self(?:\.[A-Za-z_]\w*)*)\.matches\(\s*r(\"\"\"|'''|\"|')(.*?)\2\s*\)", re.DOTALL)
 
 
-def python_regex(pattern: str) -> re.Pattern[str] | None:
-    """``pattern`` (RE2) as a ``re`` pattern with the same verdict on every string, or None."""
-    out: list[str] = []
-    groups: list[bool] = [False]  # per open group: whether something in it repeats without bound
-    last = ""  # what a quantifier would repeat: "", "atom" or "group" (then whether it repeats inside)
-    closed_unbounded = False
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if (m := _QUANTIFIER.match(pattern, i)) is not None:
-            if not last:
-                return None  # nothing to repeat, or a repetition repeated (possessive in ``re``)
-            unbounded = m.group() in ("*", "+") or m.group(2) == ","
-            if unbounded and last == "group" and closed_unbounded:
-                return None
-            groups[-1] = groups[-1] or unbounded or (last == "group" and closed_unbounded)
-            lazy = "?" if pattern.startswith("?", m.end()) else ""
-            out.append(m.group() + lazy)
-            i, last = m.end() + len(lazy), ""
-            continue
-        if c == "^" and i == 0 or c == "$" and i == n - 1:
-            out.append("\\Z" if c == "$" else c)
-            i, last = i + 1, ""
-        elif c == "\\":
-            if i + 1 >= n or pattern[i + 1] not in _RE2_ESCAPED:
-                return None
-            out.append(pattern[i : i + 2])
-            i, last = i + 2, "atom"
-        elif c == "[":
-            end = pattern.find("]", i + 2)
-            body = pattern[i + 1 : end]
-            if end < 0 or body.startswith("^") or "[" in body or not set(body) <= _RE2_IN_CLASS:
-                return None
-            if any(op in body for op in ("&&", "--", "~~")):
-                return None
-            out.append(pattern[i : end + 1])
-            i, last = end + 1, "atom"
-        elif c == "(":
-            if pattern.startswith("(?", i) and not pattern.startswith("(?:", i):
-                return None
-            opening = "(?:" if pattern.startswith("(?:", i) else "("
-            out.append(opening)
-            groups.append(False)
-            i, last = i + len(opening), ""
-        elif c == ")":
-            if len(groups) == 1:
-                return None
-            closed_unbounded = groups.pop()
-            groups[-1] = groups[-1] or closed_unbounded
-            out.append(c)
-            i, last = i + 1, "group"
-        elif c == "|":
-            out.append(c)
-            i, last = i + 1, ""
-        elif c in _RE2_LITERAL:
-            out.append(c)
-            i, last = i + 1, "atom"
-        else:
-            return None
-    try:
-        return re.compile("".join(out))
-    except re.error:
-        return None
-
-
 @dataclass(frozen=True)
-class _PythonMatch:
+class _Re2Match:
     """``self.<path>.matches(r'<pattern>')`` of a batch, as the variable ``name``."""
 
     name: str
     path: tuple[str, ...]  # the fields after ``self``, as CEL names them
-    regex: re.Pattern[str]
+    regex: re2._Regexp
 
     def bind(self, value: Any, into: dict[str, Any]) -> None:
         """Set the variable when the operand is a string; leave it unset (an error where CEL
-        evaluates it) otherwise, as ``matches()`` on anything else, or on nothing, is."""
+        evaluates it) otherwise, as ``matches()`` on anything else, or on nothing, is. A string
+        with no UTF-8 form (a lone surrogate) raises ``UnicodeEncodeError``, a ValueError: the
+        batch fails, and the rules as written say what the CEL library says of it."""
         for key in self.path:
             if type(value) is not dict:
                 return
@@ -717,16 +645,17 @@ class _PythonMatch:
             into[self.name] = self.regex.search(value) is not None
 
 
-def _python_matches(source: str) -> tuple[str, tuple[_PythonMatch, ...]]:
-    """``source`` with every ``self....matches(r'...')`` whose pattern ``python_regex`` takes
-    written as a variable; and how to set those variables."""
-    found: list[_PythonMatch] = []
+def _re2_matches(source: str) -> tuple[str, tuple[_Re2Match, ...]]:
+    """``source`` with every ``self....matches(r'...')`` whose pattern RE2 compiles written as a
+    variable; and how to set those variables."""
+    found: list[_Re2Match] = []
 
     def variable(m: re.Match[str]) -> str:
-        regex = python_regex(m.group(3))
-        if regex is None:
+        try:
+            regex = re2.compile(m.group(3))
+        except re2.error:
             return m.group()
-        found.append(_PythonMatch(f"__re{len(found)}", tuple(m.group(1).split(".")[1:]), regex))
+        found.append(_Re2Match(f"__re{len(found)}", tuple(m.group(1).split(".")[1:]), regex))
         return found[-1].name
 
     return _MATCHES.sub(variable, source), tuple(found)
@@ -1013,7 +942,7 @@ class _RuleSet:
     batch: cel.Program
     extended: bool
     projection: Projection | None = None
-    matches: tuple[_PythonMatch, ...] = ()  # the batch's ``matches()`` on Python's re
+    matches: tuple[_Re2Match, ...] = ()  # the batch's ``matches()`` on RE2
     passed: set[str | bytes] = field(default_factory=set, compare=False, repr=False)
 
     MEMO_ENTRIES: ClassVar[int] = 512
@@ -1029,7 +958,7 @@ class _RuleSet:
         source = "[" + ", ".join(f"({r.source})" for r in rules) + "]"
         batch = cel.compile(source)
         projection = _projection(node, batch, source) if node is not None else None
-        rewritten, matches = _python_matches(source)
+        rewritten, matches = _re2_matches(source)
         if matches:
             batch = cel.compile(rewritten)
         return cls(rules, batch, any(r.extended for r in rules), projection, matches)

@@ -7,8 +7,7 @@ while editing never takes traffic away from an Envoy. Whatever goes wrong while 
 reason.
 
 Reading runs in one worker thread, never on the event loop: ADS, the admin API and health keep
-answering while a large folder loads. A large file is read by a helper process too, when a core
-is idle (``loadhelper``). Documents whose text did not change since the last read
+answering while a large folder loads. Documents whose text did not change since the last read
 (a hash per document, ``yamlread.chunks``) are neither parsed nor validated again, and a burst of
 writes across files reaches the store as one update once it settles (``settle_ms``). See
 docs/loading.md.
@@ -37,17 +36,13 @@ from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
 from ..gatewayapi.store import Store
 from ..gcpause import paused_gc
-from . import loadhelper, yamlread
+from . import yamlread
 from .base import OnChange, deliver
 from .yamlread import Limits
 
 log = logging.getLogger("mirrorplane.files")
 
 SUFFIXES = (".yaml", ".yml")
-# From this many characters of documents to read (new ones), a helper process reads them too, if
-# a core is idle (``loadhelper.idle_core``). It takes about 0.2 s to start, and a megabyte is
-# about 0.4 s of reading alone.
-HELPER_MIN_CHARS = 1 << 20
 ObjKey = tuple[str, str, str]
 T = TypeVar("T")
 
@@ -105,31 +100,16 @@ def parse_text(
     return state.objects, state.errors
 
 
-def _update(state: _FileState, text: str, source: str, limits: Limits, helper: bool | None = None) -> None:
-    """Read ``text`` into ``state``, reusing the chunks it already knows by digest.
-
-    A helper process reads the new chunks too, from the last one back (``loadhelper``): when
-    ``helper`` is None, if they come to ``HELPER_MIN_CHARS`` or more and a core is idle; always
-    (True) or never (False) otherwise. Its chunks count against the node limit here, in the
-    file's order, as if read here."""
+def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
+    """Read ``text`` into ``state``, reusing the chunks it already knows by digest."""
     known = state.chunks
     parsed: dict[bytes, _Chunk] = {}
     index = 0  # of the document in the file
-    process = None  # the helper
     try:
         chunks = yamlread.chunks(text, limits)
-        new = [c for c in chunks if c.digest not in known]
-        if helper is None:
-            helper = sum(len(c.text) for c in new) >= HELPER_MIN_CHARS and loadhelper.idle_core()
-        if helper and new:
-            process = _start_helper(new, source, limits)
         budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
-        position = 0  # in ``new``: what the helper would have read
         for c in chunks:
             chunk = parsed.get(c.digest) or known.get(c.digest)
-            if c.digest not in known:
-                chunk = chunk or (process.take(position) if process else None)
-                position += 1
             if chunk is None:
                 # Validated as soon as built, so that the file's parsed YAML never exists whole
                 # next to its validated copy (peak memory).
@@ -149,9 +129,6 @@ def _update(state: _FileState, text: str, source: str, limits: Limits, helper: b
     except yamlread.RejectedError as exc:
         state.errors = [LoadError(source, "file", f"rejected: {exc}")]
         return
-    finally:
-        if process is not None:
-            process.close()
     previous, objects, errors = state.objects, {}, []
     for c in chunks:
         for result in parsed[c.digest].documents:
@@ -164,56 +141,17 @@ def _update(state: _FileState, text: str, source: str, limits: Limits, helper: b
     state.chunks, state.objects, state.errors = parsed, objects, errors
 
 
-def _start_helper(new: list[yamlread.Chunk], source: str, limits: Limits) -> loadhelper.Helper | None:
-    try:
-        return loadhelper.Helper(f"{__name__}:read_chunk", (source, limits), [c.text for c in new])
-    except OSError as exc:  # no process to be had (limits, a sandbox): read alone, as for a small file
-        log.warning("file.helper_unavailable source=%s error=%r then=read_alone", source, str(exc))
-    except Exception:  # a bug, which must not cost the file: read alone, and say it with its traceback
-        log.exception("file.helper_failed source=%s then=read_alone", source)
-    return None
-
-
-def read_chunk(text: str, source: str, limits: Limits) -> _Chunk | None:
-    """What a helper process makes of one chunk (``_update``): the same as reading it here, or
-    None when reading it needs what only the caller has. That is the document's position in the
-    file (for a document that is no object), a log line (for a kind mirrorplane skips, or a bug:
-    its traceback), or the file's node budget (a YAML or limit error is found again, and worded,
-    where the file is read in order)."""
-    nodes, docs = yamlread.load(yamlread.Chunk(0, text, b""), text, limits)
-    documents = []
-    for doc in docs:
-        objects: list[K8sObject[Any]] = []
-        failures: list[tuple[str, str, ObjKey | None]] = []
-        for item in _items(doc):
-            if not _is_object(item) or not schema.supported(item["apiVersion"], item["kind"]):
-                return None
-            try:
-                objects.append(from_dict(schema.validate(item), source=source))
-            except schema.ValidationError as exc:
-                failures.append((_identity(item), str(exc), _key_of(item)))
-        documents.append(_Parsed(tuple(objects), tuple(failures)))
-    return _Chunk(nodes, tuple(documents))
-
-
-def _items(doc: Any) -> list[Any]:
-    """The objects of a document: a ``List``'s items, or itself (none for an empty document)."""
-    if doc is None:
-        return []
-    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-        return doc["items"]  # type: ignore[no-any-return]
-    return [doc]
-
-
-def _is_object(item: Any) -> bool:
-    return isinstance(item, dict) and "kind" in item and "apiVersion" in item
-
-
 def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
+    if doc is None:
+        return _Parsed()
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        items = doc["items"]
+    else:
+        items = [doc]
     objects: list[K8sObject[Any]] = []
     failures: list[tuple[str, str, ObjKey | None]] = []
-    for item in _items(doc):
-        if not _is_object(item):
+    for item in items:
+        if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
             failures.append(
                 (f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)", None)
             )
@@ -260,26 +198,16 @@ class FileProvider:
 
     ``settle_ms``: a change reaches the store once no file changed for this long (a burst of
     writes becomes one update); ``max_wait_ms``: ... or at the latest this long after the first
-    change of a burst that never settles. ``helper``: whether a helper process reads a file too
-    (``_update``; None: a large one, when a core is idle).
+    change of a burst that never settles.
     """
 
-    def __init__(
-        self,
-        root: Path,
-        *,
-        limits: Limits = Limits(),
-        settle_ms: int = 5,
-        max_wait_ms: int = 1000,
-        helper: bool | None = None,
-    ) -> None:
+    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 5, max_wait_ms: int = 1000) -> None:
         # Absolute, so that the paths found at start and the watcher's (always absolute) events
         # name the same file; not resolved, so that a symlinked folder keeps its name in logs.
         self.root = Path(os.path.abspath(root))
         self.limits = limits
         self.settle_ms = settle_ms
         self.max_wait_ms = max_wait_ms
-        self.helper = helper
         self._state: dict[Path, _FileState] = {}
         self._changes = 0  # counts loads that changed some file's objects or errors
         self._worker: ThreadPoolExecutor | None = None
@@ -367,7 +295,7 @@ class FileProvider:
         state = state or _FileState()
         had = state.objects
         try:
-            _update(state, yamlread.decode(data), str(path), self.limits, self.helper)
+            _update(state, yamlread.decode(data), str(path), self.limits)
         except yamlread.RejectedError as exc:
             state.errors = [LoadError(str(path), "file", f"rejected: {exc}")]
         except Exception as exc:  # a bug, or input no limit foresaw: reject this file, loudly
