@@ -340,9 +340,11 @@ def test_request_mirror_filter_needs_its_field() -> None:
 
 @pytest.fixture
 def evaluated(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every value a CEL program is evaluated on, from here on."""
+    """Every value a CEL program is evaluated on, from here on: the schemas are compiled afresh,
+    so that no value an earlier test validated is remembered already (the CEL memo)."""
     from controlplane.gatewayapi import schema
 
+    schema._compiled.cache_clear()
     seen: list[Any] = []
     real = schema._activation
 
