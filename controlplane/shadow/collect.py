@@ -3,11 +3,10 @@
 For a fleet whose log entries would take too much of the control plane's CPU (one receiver
 process holds the rate benchmarks/shadow.py measures): Envoys point their ``mirrorplane_als``
 cluster at it (``mirrorplane bootstrap --als-address``), the control plane puts the shadow tags
-into the routes (``--shadow-tags-in-routes``: there is no controller here to publish a tag table),
-and it serves what serve would: the
-``Shadow`` admin service (``mirrorplane diff --server``), /metrics and health. The same rules as
-serve: loopback unless told, mutual TLS beyond it, Gateway identities for ALS streams and the
-operator identity for the admin service.
+into the routes (``--shadow-tags-in-routes``: there is no controller here to publish a tag
+table), and it serves what serve would: the ``Shadow`` admin service (``mirrorplane diff
+--server``), /metrics and health. The same rules as serve: loopback unless told, mutual TLS
+beyond it, Gateway identities for ALS streams and the operator identity for the admin service.
 """
 
 from __future__ import annotations
