@@ -3,6 +3,7 @@ bounds, expiry and attribution, which a real Envoy can only show slowly."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -181,6 +182,18 @@ def test_an_entry_of_a_route_the_table_does_not_know_is_counted_untagged() -> No
     clock.now = 2
     c.expire()
     assert dict(c.rules[(GW, UNKNOWN, UNKNOWN, "m")].results) == {"unpaired": 1}
+
+
+def test_untagged_entries_with_no_table_say_once_what_collect_needs(caplog: pytest.LogCaptureFixture) -> None:
+    """`mirrorplane collect` has no tag table: if the control plane was not started with
+    --shadow-tags-in-routes, every primary is untagged. One warning per Gateway says why."""
+    c, _ = hub()
+    with caplog.at_level(logging.WARNING, logger="mirrorplane.shadow"):
+        for rid in ("a", "b", "c"):
+            c.add_entry(GW, entry(rid, primary=True, tag=""))
+    assert c.entries["untagged"] == 3
+    warnings = [r.getMessage() for r in caplog.records if "shadow.no_tags" in r.getMessage()]
+    assert len(warnings) == 1 and f"gateway={GW}" in warnings[0] and "--shadow-tags-in-routes" in warnings[0]
 
 
 def test_a_primary_logged_before_its_rules_percent_was_lowered_still_pairs() -> None:

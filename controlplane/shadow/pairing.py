@@ -9,6 +9,7 @@ bounded whatever Envoy sends, e.g. only one leg's entries for ever).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,6 +23,8 @@ DEFAULT_WINDOW = 60.0
 access log's flush interval, so a slow mirror is compared, not called unpaired."""
 DEFAULT_LIMIT = 50_000
 """Requests waiting at once: about 1.5 KiB each (benchmarks/shadow.py), some 80 MiB at the most."""
+log = logging.getLogger("mirrorplane.shadow")
+
 UNKNOWN = "(unknown)"
 """Route and rule of a mirror leg whose primary never came (only the primary names them)."""
 
@@ -79,6 +82,7 @@ class Pairer:
         self.window, self.limit, self.clock = window, limit, clock
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
         self.tables: TagTables = {}  # replaced whole after each translation (Comparisons.set_tags)
+        self._untabled: set[str] = set()  # Gateways already warned about (shadow.no_tags)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -117,6 +121,15 @@ class Pairer:
             return _decode(leg.tag)
         table = self.tables.get(gateway)
         if table is None:
+            if gateway not in self._untabled:  # said once per Gateway: every primary would repeat it
+                self._untabled.add(gateway)
+                log.warning(
+                    "shadow.no_tags gateway=%s route=%s reason=the entry carries no shadow tag and no tag table"
+                    " is known for its Gateway; a separate `mirrorplane collect` needs the control plane"
+                    " started with --shadow-tags-in-routes",
+                    gateway,
+                    leg.route or "-",
+                )
             return None
         # A rule's twin routes (…/match/N/no-body, …/grpc) are named after it plus one segment.
         return table.get(leg.route) or table.get(leg.route.rpartition("/")[0])
