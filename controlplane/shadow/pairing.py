@@ -124,11 +124,11 @@ class Pairer:
             if gateway not in self._untabled:  # said once per Gateway: every primary would repeat it
                 self._untabled.add(gateway)
                 log.warning(
-                    "shadow.no_tags gateway=%s route=%s reason=the entry carries no shadow tag and no tag table"
-                    " is known for its Gateway; a separate `mirrorplane collect` needs the control plane"
-                    " started with --shadow-tags-in-routes",
+                    "shadow.no_tags gateway=%s route=%s reason=%s",
                     gateway,
                     leg.route or "-",
+                    "the entry carries no shadow tag and no tag table is known for its Gateway;"
+                    " a separate `mirrorplane collect` needs the control plane started with --shadow-tags-in-routes",
                 )
             return None
         # A rule's twin routes (…/match/N/no-body, …/grpc) are named after it plus one segment.
