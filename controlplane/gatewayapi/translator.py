@@ -563,20 +563,21 @@ def _route(
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
-    return ir.Route(
-        name=name,
-        match=match,
-        backends=rule.backends,
-        mirrors=tuple(f.mirrors),
-        request_headers=f.request_headers,
-        response_headers=f.response_headers,
-        redirect=redirect,
-        rewrite=rewrite,
-        cors=f.cors,
-        timeout_ms=rule.timeout_ms,
-        backend_timeout_ms=rule.backend_timeout_ms,
-        stat_prefix=name if rule.name else "",
-        kind=kind,
-        source=source,
-        rule=rule_name,
+    return ir.Route.of(
+        name,
+        match,
+        rule.backends,
+        tuple(f.mirrors),
+        f.request_headers,
+        f.response_headers,
+        None,  # direct_status
+        redirect,
+        rewrite,
+        f.cors,
+        rule.timeout_ms,
+        rule.backend_timeout_ms,
+        name if rule.name else "",  # stat_prefix
+        kind,
+        source,
+        rule_name,
     )
