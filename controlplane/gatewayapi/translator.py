@@ -153,7 +153,9 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
     if memo is not None:
-        memo.keep_only({r.key for r in store.httproutes.values()} | {r.key for r in store.grpcroutes.values()})
+        # From the stores' keys, (namespace, name) as _translate_changes reads them: not a read of
+        # each of 10,000 route objects again.
+        memo.keep_only({("HTTPRoute", *k) for k in store.httproutes} | {("GRPCRoute", *k) for k in store.grpcroutes})
 
     previous: dict[str, Tables] = memo.last.tables if memo is not None and memo.last is not None else {}
     gateways: dict[str, ir.GatewayIR] = {}
