@@ -91,11 +91,18 @@ def test_the_content_key_tells_apart_what_compiles_apart() -> None:
 
     from controlplane.gatewayapi.rules import content_key
 
-    ref = {"name": "svc", "port": 80, "weight": 1}
+    ref: dict[str, Any] = {"name": "svc", "port": 80, "weight": 1}
     assert content_key([dict(ref)]) == content_key([{"name": "svc", "port": 80, "weight": 1}])
-    variants = [ref, ref | {"weight": True}, ref | {"weight": 1.0}, ref | {"port": "80"}, ref | {"name": "svc2"}]
+    variants: list[Any] = [
+        ref,
+        ref | {"weight": True},
+        ref | {"weight": 1.0},
+        ref | {"port": "80"},
+        ref | {"name": "svc2"},
+    ]
     variants += [ref | {"extra": None}, [ref], (ref,), ref | {"when": datetime.date(2024, 1, 1)}]
     variants += [ref | {"when": "datetime.date(2024, 1, 1)"}, repr(ref)]
     keys = [content_key(v) for v in variants]
     assert len(set(keys)) == len(keys), keys
-    assert content_key(ref | {"when": datetime.date(2024, 1, 1)}) == content_key(ref | {"when": datetime.date(2024, 1, 1)})
+    dated = ref | {"when": datetime.date(2024, 1, 1)}
+    assert content_key(dated) == content_key(copy.deepcopy(dated))

@@ -58,7 +58,7 @@ def test_has_problem_says_what_conditions_in_finds() -> None:
     assert any(slow(b) for b in bodies) and not all(slow(b) for b in bodies)
     bad = {"type": "Accepted", "status": "False", "reason": "R", "message": "m"}
     well = {"type": "Accepted", "status": "True", "reason": "R", "message": "m"}
-    placed = [
+    placed: list[dict[str, Any]] = [
         {"conditions": [well, bad]},
         {"conditions": [well], "listeners": [{"name": "l", "conditions": [bad]}]},
         {"parents": [{"parentRef": {"name": "gw"}, "conditions": [well]}, {"parentRef": {}, "conditions": [bad]}]},

@@ -216,7 +216,7 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
     return hit
 
 
-def content_key(value: object) -> bytes | str:
+def content_key(value: Any) -> bytes | str:
     """A key equal for equal YAML or JSON values of equal types, and only for them.
 
     ``marshal`` writes a value's type and content (``1``, ``True`` and ``1.0`` apart), three
