@@ -198,11 +198,12 @@ class Route:
         source: str,
         rule: str,
     ) -> Route:
-        """The same route as ``Route(...)`` with every field given in order, at half the cost:
-        a cold translation makes one per match (10,000 and more), and the frozen ``__init__``
-        called with keywords looks each one up by name and ``object.__setattr__`` up on every
-        field. The instance is the dataclass's own (same fields, equality, hash, immutability,
-        memory layout); tests/test_ir.py checks that the parameters are the fields, in order."""
+        """The same route as ``Route(...)`` with every field given in order, in 1.1 µs against
+        1.9: a cold translation makes one per match (10,000 and more), and the frozen
+        ``__init__`` called with 15 keywords matches each to its parameter and looks
+        ``object.__setattr__`` up for every field. The instance is the dataclass's own (same
+        fields, equality, hash, immutability, memory layout); tests/test_ir.py checks that the
+        parameters are the fields, in order."""
         self = _new(cls)
         _set(self, "name", name)
         _set(self, "match", match)
