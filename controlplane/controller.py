@@ -18,7 +18,7 @@ from typing import Any
 from .gatewayapi.model import K8sObject
 from .gatewayapi.refs import with_current_endpoints
 from .gatewayapi.rules import RouteMemo
-from .gatewayapi.status import StatusKey, conditions_in, is_problem, stamp
+from .gatewayapi.status import StatusKey, conditions_in, has_problem, is_problem, stamp
 from .gatewayapi.store import RouteKey, Store
 from .gatewayapi.translator import Options, Translation, translate
 from .gcpause import paused_gc
@@ -254,11 +254,15 @@ def _summary(body: dict[str, Any]) -> list[tuple[str, str, str, str, Any]]:
 
 def _log_status(key: StatusKey, body: dict[str, Any]) -> None:
     kind, ns, name = key
-    bad = [
-        f"{w + ': ' if w else ''}{c['type']}={c['status']} ({c['reason']}: {c['message']})"
-        for w, c in conditions_in(body)
-        if is_problem(c)
-    ]
+    bad = (
+        [
+            f"{w + ': ' if w else ''}{c['type']}={c['status']} ({c['reason']}: {c['message']})"
+            for w, c in conditions_in(body)
+            if is_problem(c)
+        ]
+        if has_problem(body)
+        else []
+    )
     obj = f"{kind} {ns + '/' if ns else ''}{name}"
     if bad:
         log.warning("status.changed object=%r problems=%r", obj, "; ".join(bad))

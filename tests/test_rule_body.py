@@ -81,3 +81,28 @@ def test_the_workload_compiles_as_it_does_alone_and_each_rule_body_once() -> Non
     # 320 rules of 50 distinct (backend, mirror) pairs, then 16 of them in another namespace and
     # 16 with the annotation.
     assert _compare(store) == 50 + 16 + 16
+
+
+def test_the_content_key_tells_apart_what_compiles_apart() -> None:
+    """rules.content_key: equal for equal values of equal types, different otherwise (a weight
+    of ``1``, ``True`` or ``1.0``, a port of ``80`` or ``"80"``), with a ``repr`` for what
+    marshal cannot write (a YAML timestamp), never equal to a marshalled value."""
+    import datetime
+
+    from controlplane.gatewayapi.rules import content_key
+
+    ref: dict[str, Any] = {"name": "svc", "port": 80, "weight": 1}
+    assert content_key([dict(ref)]) == content_key([{"name": "svc", "port": 80, "weight": 1}])
+    variants: list[Any] = [
+        ref,
+        ref | {"weight": True},
+        ref | {"weight": 1.0},
+        ref | {"port": "80"},
+        ref | {"name": "svc2"},
+    ]
+    variants += [ref | {"extra": None}, [ref], (ref,), ref | {"when": datetime.date(2024, 1, 1)}]
+    variants += [ref | {"when": "datetime.date(2024, 1, 1)"}, repr(ref)]
+    keys = [content_key(v) for v in variants]
+    assert len(set(keys)) == len(keys), keys
+    dated = ref | {"when": datetime.date(2024, 1, 1)}
+    assert content_key(dated) == content_key(copy.deepcopy(dated))

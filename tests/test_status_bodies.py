@@ -36,3 +36,35 @@ def test_a_first_stamp_equals_the_general_stamp_with_nothing_to_keep() -> None:
         assert fresh == general, key
         assert list(fresh) == list(body), key
         assert "lastTransitionTime" not in str(body), "the translator's body was changed"
+
+
+def test_has_problem_says_what_conditions_in_finds() -> None:
+    """status.has_problem (the cold start's shortcut before naming where each problem is) over
+    every golden status, and a problem placed at each level conditions_in looks at alone."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from controlplane.gatewayapi.status import conditions_in, has_problem, is_problem
+
+    def slow(body: Any) -> bool:
+        return any(is_problem(c) for _, c in conditions_in(body))
+
+    bodies = [
+        body
+        for path in sorted((Path(__file__).parent / "golden").glob("*/status.json"))
+        for body in json.loads(path.read_text()).values()
+    ]
+    assert any(slow(b) for b in bodies) and not all(slow(b) for b in bodies)
+    bad = {"type": "Accepted", "status": "False", "reason": "R", "message": "m"}
+    well = {"type": "Accepted", "status": "True", "reason": "R", "message": "m"}
+    placed: list[dict[str, Any]] = [
+        {"conditions": [well, bad]},
+        {"conditions": [well], "listeners": [{"name": "l", "conditions": [bad]}]},
+        {"parents": [{"parentRef": {"name": "gw"}, "conditions": [well]}, {"parentRef": {}, "conditions": [bad]}]},
+        {"ancestors": [{"ancestorRef": {"name": "r"}, "conditions": [bad]}]},
+        {"unrelated": [{"conditions": [bad]}], "conditions": [well]},  # not a place conditions_in looks
+        {"conditions": [{**well, "type": "Conflicted"}]},
+    ]
+    for body in bodies + placed + [copy.deepcopy(b) | {"conditions": None} for b in placed]:
+        assert has_problem(body) == slow(body), body

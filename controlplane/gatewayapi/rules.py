@@ -6,6 +6,7 @@ what depends on the listener (a redirect's default port and scheme) is finished 
 
 from __future__ import annotations
 
+import marshal
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,8 +197,8 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
     same ones (manifests repeat them: at 10,000 rules this was a third of the Gateway API
     translation). They read nothing but the route's kind and namespace (references resolve
     from there), the shadow-suffix annotation, and the rule's ``filters`` and ``backendRefs``:
-    the key. Equal ``repr``s of YAML or JSON values are equal values of equal types."""
-    key = (route.kind, route.namespace, shadow, repr(rule.get("filters")), repr(rule.get("backendRefs")))
+    the key."""
+    key = (route.kind, route.namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs"))))
     hit = resolver.rules.get(key)
     if hit is None:
         outer, resolver.touched = resolver.touched, {}
@@ -213,6 +214,22 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
     if resolver.touched is not None:
         resolver.touched.update(hit.touched)
     return hit
+
+
+def content_key(value: Any) -> bytes | str:
+    """A key equal for equal YAML or JSON values of equal types, and only for them.
+
+    ``marshal`` writes a value's type and content (``1``, ``True`` and ``1.0`` apart), in a
+    third of the time ``repr`` takes (0.6 against 1.7 µs for a rule's filters and backendRefs).
+    Version 2 writes no back-references, which would depend on which equal values are one
+    object; a string's interned flag still shows, which can cost a second compilation, never a
+    wrong hit. A value marshal cannot write (a date from YAML, a subclass) is keyed by its
+    ``repr``, as before, which for those types names what they are; a ``str`` key never equals
+    a ``bytes`` one."""
+    try:
+        return marshal.dumps(value, 2)
+    except ValueError:
+        return repr(value)
 
 
 def weighted_backends(

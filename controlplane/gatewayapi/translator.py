@@ -153,7 +153,9 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
     if memo is not None:
-        memo.keep_only({r.key for r in store.httproutes.values()} | {r.key for r in store.grpcroutes.values()})
+        # From the stores' keys, (namespace, name) as _translate_changes reads them: not a read of
+        # each of 10,000 route objects again.
+        memo.keep_only({("HTTPRoute", *k) for k in store.httproutes} | {("GRPCRoute", *k) for k in store.grpcroutes})
 
     previous: dict[str, Tables] = memo.last.tables if memo is not None and memo.last is not None else {}
     gateways: dict[str, ir.GatewayIR] = {}
@@ -563,20 +565,21 @@ def _route(
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
-    return ir.Route(
-        name=name,
-        match=match,
-        backends=rule.backends,
-        mirrors=tuple(f.mirrors),
-        request_headers=f.request_headers,
-        response_headers=f.response_headers,
-        redirect=redirect,
-        rewrite=rewrite,
-        cors=f.cors,
-        timeout_ms=rule.timeout_ms,
-        backend_timeout_ms=rule.backend_timeout_ms,
-        stat_prefix=name if rule.name else "",
-        kind=kind,
-        source=source,
-        rule=rule_name,
+    return ir.Route.of(
+        name,
+        match,
+        rule.backends,
+        tuple(f.mirrors),
+        f.request_headers,
+        f.response_headers,
+        None,  # direct_status
+        redirect,
+        rewrite,
+        f.cors,
+        rule.timeout_ms,
+        rule.backend_timeout_ms,
+        name if rule.name else "",  # stat_prefix
+        kind,
+        source,
+        rule_name,
     )
