@@ -32,12 +32,10 @@ from .filters import header_mods
 from .model import GATEWAY_GROUP, K8sObject, MirrorPolicy
 from .rules import Rule
 from .status import Condition, StatusKey, conditions
-from .store import ROUTE_FIELDS, Store
+from .store import ROUTE_FIELDS, RouteKey, Store
 
 KIND = "MirrorPolicy"
 _TRACE_SAMPLED = {"FollowPrimary": None, "Always": True, "Never": False}
-
-RouteKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclass(frozen=True)

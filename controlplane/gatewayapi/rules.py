@@ -18,6 +18,7 @@ from .filters import PREFIX, RuleFilters, rule_filters
 from .matches import route_match
 from .model import HTTPRoute, K8sObject
 from .refs import BackendResolver, RefProblem
+from .store import RouteKey
 
 # Deprecated HTTPRoute annotation (MirrorPolicy keepShadowHostSuffix replaces it, and wins over
 # it): "true" keeps Envoy's default of appending "-shadow" to the mirrored request's Host. The
@@ -41,7 +42,6 @@ class Rule:
 
 
 Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
-RouteKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclass
