@@ -153,6 +153,7 @@ class _Node:
     cel_below: bool = False
     escape_below: bool = False
     cel_visit: bool = False  # cel_below or escape_below: the CEL walk goes into this node
+    defaults: tuple[tuple[str, _Node], ...] = ()  # the properties with a default
 
     def fields(self, value: dict[str, Any]) -> Iterator[tuple[str, Any, _Node]]:
         """The fields of an object value that have a schema, in the value's own order."""
@@ -180,6 +181,7 @@ def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
     # Structural pruning drops any field an object schema does not declare; kubectl's strict
     # field validation turns each dropped field into an error instead.
     node.strict = strict and node.type == "object" and node.additional is None
+    node.defaults = tuple((k, sub) for k, sub in node.properties.items() if sub.default is not _MISSING)
     node.list_type = schema.get("x-kubernetes-list-type")
     node.map_keys = tuple(schema.get("x-kubernetes-list-map-keys", ()))
     node.cel_names = {name: _cel_name(name) for name in node.properties}
@@ -215,19 +217,25 @@ def _decode(value: Any, node: _Node, path: Path, unknown: list[str]) -> Any:
     return _copy(value)
 
 
+_SCALARS = (str, int, float, bool)  # what a copy keeps as it is (the value's exact type)
+
+
 def _decode_object(value: dict[str, Any], node: _Node, path: Path, unknown: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    properties, additional = node.properties, node.additional
     for key, child in value.items():
-        sub = node.properties.get(key) or node.additional
+        sub = properties.get(key) or additional
         if sub is None:
             if node.strict:
                 unknown.append(_fmt_path((*path, key)))
             else:
                 out[key] = _copy(child)
+        elif type(child) in _SCALARS:  # most fields: a leaf is decoded to itself, without a call
+            out[key] = child
         elif child is not None:  # a null is dropped (no CRD field is nullable); a default may refill it
             out[key] = _decode(child, sub, (*path, key), unknown)
-    for key, sub in node.properties.items():
-        if key not in out and sub.default is not _MISSING:
+    for key, sub in node.defaults:
+        if key not in out:
             # The server defaults the default itself too (e.g. a defaulted rule gets its matches).
             out[key] = _decode(_copy(sub.default), sub, (*path, key), unknown)
     return out
@@ -561,13 +569,29 @@ def _key_default(item: _Node, key: str) -> Any:
     return None if default is _MISSING else default
 
 
-def _list_type_problems(value: Any, node: _Node, path: Path) -> Iterator[_Problem]:
-    if value is None or not node.lists_below:
-        return
-    if node.list_type in ("set", "map") and isinstance(value, list):
-        yield from _list_problems(value, node, path)
-    for key, child, sub in node.children(value):
-        yield from _list_type_problems(child, sub, (*path, key))
+def _list_type_problems(value: Any, node: _Node, path: Path) -> list[_Problem]:
+    found: list[_Problem] = []
+    if value is not None and node.lists_below:
+        _add_list_type_problems(value, node, path, found)
+    return found
+
+
+def _add_list_type_problems(value: Any, node: _Node, path: Path, found: list[_Problem]) -> None:
+    """Into ``found``; only into children with a set or map list below (no call, no generator per leaf)."""
+    if isinstance(value, dict):
+        properties, additional = node.properties, node.additional
+        for key, child in value.items():
+            sub = properties.get(key) or additional
+            if sub is not None and sub.lists_below and child is not None:
+                _add_list_type_problems(child, sub, (*path, key), found)
+    elif isinstance(value, list):
+        if node.list_type in ("set", "map"):
+            found += _list_problems(value, node, path)
+        item = node.items
+        if item is not None and item.lists_below:
+            for index, child in enumerate(value):
+                if child is not None:
+                    _add_list_type_problems(child, item, (*path, index), found)
 
 
 # --- step 4: CEL -------------------------------------------------------------------------------
