@@ -988,3 +988,64 @@ def test_valid_objects_are_validated_without_importing_jsonschema() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# Nodes _typed_check takes, with every keyword it handles, and values on each side of each limit.
+TYPED_NODES = [
+    {"type": "string"},
+    {"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[a-z]+$"},
+    {"type": "string", "enum": ["ab", "abc", 1]},
+    {"type": "integer", "minimum": 1, "maximum": 3},
+    {"type": "integer", "minimum": 1, "maximum": 3, "exclusiveMinimum": True, "exclusiveMaximum": True},
+    {"type": "integer", "enum": [2, "2"]},
+    {"type": "object", "required": ["a"], "minProperties": 1, "maxProperties": 2},
+    {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+    {"type": "object", "properties": {"a": {"type": "integer", "maximum": 2}}},
+    {"type": "array", "minItems": 1, "maxItems": 2},
+    {"type": "array", "items": {"type": "string", "maxLength": 2}},
+]
+TYPED_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    2,
+    3,
+    4,
+    2.0,
+    "",
+    "a",
+    "ab",
+    "abc",
+    "abcd",
+    "AB",
+    "2",
+    [],
+    ["a"],
+    ["a", "ab"],
+    ["a", "b", "c"],
+    ["abc"],
+    [1],
+    {},
+    {"a": 1},
+    {"a": 3},
+    {"a": "x"},
+    {"b": "x"},
+    {"b": 1},
+    {"a": 1, "b": "x"},
+    {"a": 1, "b": "x", "c": "y"},
+]
+
+
+@pytest.mark.parametrize("node", TYPED_NODES, ids=lambda n: str(sorted(n)))
+def test_the_typed_fast_checks_give_the_general_checks_verdicts(node: dict[str, Any], monkeypatch: Any) -> None:
+    """One closure per typed node must say what the general chain of one closure per keyword
+    says, for every value on each side of each limit (and of another type)."""
+    typed = schema._fast_check(node)
+    assert schema._typed_check(node) is not None, "the node must take the typed path"
+    monkeypatch.setattr(schema, "_typed_check", lambda _: None)
+    general = schema._fast_check(node)
+    verdicts = [(value, typed(value), general(value)) for value in TYPED_VALUES]
+    assert [v for v in verdicts if v[1] != v[2]] == []
+    assert {v[1] for v in verdicts} == {True, False}, "the values must reach both verdicts"

@@ -368,6 +368,9 @@ def _fast_check(schema: dict[str, Any]) -> Check:
     """
     if not schema.keys() <= _FAST_KEYWORDS:
         raise KeyError(sorted(schema.keys() - _FAST_KEYWORDS))
+    typed = _typed_check(schema)
+    if typed is not None:
+        return typed
     checks: list[Check] = []
     kind = schema.get("type")
     if kind is not None:
@@ -441,6 +444,92 @@ def _fast_check(schema: dict[str, Any]) -> Check:
         negated = _fast_check(schema["not"])
         checks.append(lambda v: not negated(v))
     return _every(checks)
+
+
+# The keywords a node of one type may have for ``_typed_check`` to take it.
+_TYPED_KEYWORDS = {
+    "string": {"type", "minLength", "maxLength", "pattern", "enum"},
+    "integer": {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum"},
+    "object": {"type", "required", "properties", "additionalProperties", "minProperties", "maxProperties"},
+    "array": {"type", "items", "minItems", "maxItems"},
+}
+
+
+def _typed_check(schema: dict[str, Any]) -> Check | None:
+    """The commonest nodes (a string, an integer, an object, an array) as one closure each.
+
+    ``_fast_check``'s general form chains a closure per keyword, each testing the value's type
+    again; once the type is known, the bounds, sizes and fields need no more test. Same
+    verdicts: each line below is the general form's check with its type test already passed.
+    None for any other node.
+    """
+    kind = schema.get("type")
+    if not isinstance(kind, str) or not schema.keys() <= _TYPED_KEYWORDS.get(kind, set()):
+        return None
+    options = schema.get("enum")
+    if kind == "string":
+        shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
+        search = re.compile(schema["pattern"]).search if "pattern" in schema else None
+
+        def string(v: Any) -> bool:
+            if not isinstance(v, str):
+                return False
+            n = len(v)
+            if n < shortest or (longest is not None and n > longest):
+                return False
+            if search is not None and search(v) is None:
+                return False
+            return options is None or any(_same(v, o) for o in options)
+
+        return string
+    if kind == "integer":
+        low, high = schema.get("minimum"), schema.get("maximum")
+        above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+
+        def integer(v: Any) -> bool:
+            if not isinstance(v, int) or isinstance(v, bool):
+                return False
+            if low is not None and (v < low or (above and v == low)):
+                return False
+            if high is not None and (v > high or (below and v == high)):
+                return False
+            return options is None or any(_same(v, o) for o in options)
+
+        return integer
+    if kind == "object":
+        required = schema.get("required", ())
+        fewest, most = schema.get("minProperties", 0), schema.get("maxProperties")
+        props = {k: _fast_check(v) for k, v in schema.get("properties", {}).items()}
+        extra = _fast_check(schema["additionalProperties"]) if "additionalProperties" in schema else None
+
+        def mapping(v: Any) -> bool:
+            if not isinstance(v, dict):
+                return False
+            n = len(v)
+            if n < fewest or (most is not None and n > most):
+                return False
+            for k in required:
+                if k not in v:
+                    return False
+            for k, child in v.items():
+                check = props.get(k, extra)
+                if check is not None and not check(child):
+                    return False
+            return True
+
+        return mapping
+    item = _fast_check(schema["items"]) if "items" in schema else None
+    fewest, most = schema.get("minItems", 0), schema.get("maxItems")
+
+    def array(v: Any) -> bool:
+        if not isinstance(v, list):
+            return False
+        n = len(v)
+        if n < fewest or (most is not None and n > most):
+            return False
+        return item is None or all(map(item, v))
+
+    return array
 
 
 def _every(checks: list[Check]) -> Check:
