@@ -153,6 +153,10 @@ class _Node:
     cel_below: bool = False
     escape_below: bool = False
     cel_visit: bool = False  # cel_below or escape_below: the CEL walk goes into this node
+    # CEL sees this subtree's value as it is (once decoded and structurally valid): no name to
+    # escape below, and every field of every object below has a schema (a strict object's
+    # unknown fields fail decoding), so that the walk need not copy it.
+    cel_same: bool = False
     defaults: tuple[tuple[str, _Node], ...] = ()  # the properties with a default
 
     def fields(self, value: dict[str, Any]) -> Iterator[tuple[str, Any, _Node]]:
@@ -192,6 +196,13 @@ def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
     node.cel_below = node.rules is not None or any(k.cel_below for k in kids)
     node.escape_below = any(n != c for n, c in node.cel_names.items()) or any(k.escape_below for k in kids)
     node.cel_visit = node.cel_below or node.escape_below
+    if node.type in ("string", "integer", "number", "boolean"):
+        node.cel_same = not kids
+    elif node.type == "object":
+        node.cel_same = (node.strict or node.additional is not None) and all(k.cel_same for k in kids)
+    elif node.type == "array":
+        node.cel_same = node.items is not None and node.items.cel_same and node.additional is None
+    node.cel_same = node.cel_same and not node.escape_below
     return node
 
 
@@ -1122,7 +1133,9 @@ def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) ->
         return value
     start = len(problems)
     seen: Any = value
-    if isinstance(value, dict):
+    if node.cel_same:  # only the rules below to evaluate; CEL sees the value itself
+        _cel_rules_below(value, node, path, problems)
+    elif isinstance(value, dict):
         # The walk's hottest loop: a child with nothing to check or escape below is taken as it
         # is, without a call (most leaves: names, ports, types).
         properties, additional, names = node.properties, node.additional, node.cel_names
@@ -1138,11 +1151,23 @@ def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) ->
             seen = []
         elif item.cel_visit:
             seen = [_cel_check(v, item, (*path, i), problems) for i, v in enumerate(value)]
-        else:
-            seen = list(value)
     if node.rules is not None:
         problems[start:start] = node.rules.check(seen, path, node.type or "object")
     return seen
+
+
+def _cel_rules_below(value: Any, node: _Node, path: Path, problems: list[_Problem]) -> None:
+    """``_cel_check`` of a ``cel_same`` node's children, whose values CEL sees as they are."""
+    if isinstance(value, dict):
+        properties, additional = node.properties, node.additional
+        for k, v in value.items():
+            sub = properties.get(k) or additional
+            if sub is not None and sub.cel_below:
+                _cel_check(v, sub, (*path, k), problems)
+    elif isinstance(value, list) and node.items is not None and node.items.cel_below:
+        item = node.items
+        for i, v in enumerate(value):
+            _cel_check(v, item, (*path, i), problems)
 
 
 # --- metadata ----------------------------------------------------------------------------------
