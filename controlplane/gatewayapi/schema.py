@@ -223,8 +223,15 @@ def _decode(value: Any, node: _Node, path: Path, unknown: list[str]) -> Any:
         return _copy(value)
     if isinstance(value, dict):
         return _decode_object(value, node, path, unknown)
-    if isinstance(value, list) and node.items is not None:
-        return [_decode(v, node.items, (*path, i), unknown) for i, v in enumerate(value)]
+    item = node.items
+    if isinstance(value, list) and item is not None:
+        if not item.decode_below:
+            return [_copy(v) for v in value]
+        # Most items are objects (rules, matches, refs): straight to the object's decoding.
+        return [
+            _decode_object(v, item, (*path, i), unknown) if type(v) is dict else _decode(v, item, (*path, i), unknown)
+            for i, v in enumerate(value)
+        ]
     return _copy(value)
 
 
@@ -243,10 +250,16 @@ def _decode_object(value: dict[str, Any], node: _Node, path: Path, unknown: list
                 out[key] = _copy(child)
         elif type(child) in _SCALARS:  # most fields: a leaf is decoded to itself, without a call
             out[key] = child
+        elif type(child) is dict and sub.decode_below:
+            out[key] = _decode_object(child, sub, (*path, key), unknown)
         elif child is not None:  # a null is dropped (no CRD field is nullable); a default may refill it
             out[key] = _decode(child, sub, (*path, key), unknown)
     for key, sub in node.defaults:
-        if key not in out:
+        if key in out:
+            continue
+        if type(sub.default) in _SCALARS:  # group, kind, weight: the default as it is
+            out[key] = sub.default
+        else:
             # The server defaults the default itself too (e.g. a defaulted rule gets its matches).
             out[key] = _decode(_copy(sub.default), sub, (*path, key), unknown)
     return out
