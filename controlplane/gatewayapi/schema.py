@@ -1043,19 +1043,23 @@ def _project(node: _Node, names: frozenset[str]) -> Projection | None:
         item = _project(node.items, names)
         if item is None:
             return None
-        return lambda v: [item(x) for x in v] if isinstance(v, list) else v
+        return lambda v: list(map(item, v)) if isinstance(v, list) else v
     if node.type != "object" or node.additional is not None or not node.properties:
         return None
     kept = {node.cel_names[k]: _project(sub, names) for k, sub in node.properties.items() if node.cel_names[k] in names}
     if len(kept) == len(node.properties) and all(f is None for f in kept.values()):
         return None
-    same = {k for k, f in kept.items() if f is None}
+    same = tuple(k for k, f in kept.items() if f is None)
     deeper = {k: f for k, f in kept.items() if f is not None}
 
     def project(v: Any) -> Any:
         if not isinstance(v, dict):
             return v
-        out = {k: x for k, x in v.items() if k in same}
+        # The kept fields in the schema's order, not the value's: equal values, equal reprs.
+        out = {}
+        for k in same:
+            if k in v:
+                out[k] = v[k]
         for k, f in deeper.items():
             if k in v:
                 out[k] = f(v[k])
