@@ -1108,7 +1108,8 @@ class _RuleSet:
             batch = cel.compile(rewritten)
         return cls(rules, batch, any(r.extended for r in rules), projection, matches)
 
-    def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
+    def check(self, value: Any, path: Path, type_name: str) -> list[_Problem]:
+        """The rules' problems with ``value`` (none, without a generator, for a value remembered)."""
         seen = value if self.projection is None else self.projection(value)
         text = repr(seen)
         key = (
@@ -1117,7 +1118,7 @@ class _RuleSet:
             else hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
         )
         if key in self.passed:
-            return
+            return []
         try:
             variables: dict[str, Any] = {}
             for match in self.matches:
@@ -1129,14 +1130,16 @@ class _RuleSet:
             if len(self.passed) >= self.MEMO_ENTRIES:
                 self.passed.clear()
             self.passed.add(key)
-            return
+            return []
         where = _fmt_path(path)
+        found = []
         for rule, result in zip(self.rules, results, strict=True):
             if result is True:
                 continue
             problem = rule.check(value, where, type_name) if result is None else rule.failure(value, where, type_name)
             if problem is not None:
-                yield problem
+                found.append(problem)
+        return found
 
 
 def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) -> Any:
@@ -1169,7 +1172,8 @@ def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) ->
         elif item.cel_visit:
             seen = [_cel_check(v, item, (*path, i), problems) for i, v in enumerate(value)]
     if node.rules is not None:
-        problems[start:start] = node.rules.check(seen, path, node.type or "object")
+        if found := node.rules.check(seen, path, node.type or "object"):
+            problems[start:start] = found
     return seen
 
 
