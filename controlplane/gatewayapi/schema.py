@@ -159,21 +159,6 @@ class _Node:
     cel_same: bool = False
     defaults: tuple[tuple[str, _Node], ...] = ()  # the properties with a default
 
-    def fields(self, value: dict[str, Any]) -> Iterator[tuple[str, Any, _Node]]:
-        """The fields of an object value that have a schema, in the value's own order."""
-        for key, child in value.items():
-            sub = self.properties.get(key) or self.additional
-            if sub is not None:
-                yield key, child, sub
-
-    def children(self, value: Any) -> Iterator[tuple[str | int, Any, _Node]]:
-        """The present child values (fields or list items) that have a schema."""
-        if isinstance(value, dict):
-            yield from self.fields(value)
-        elif isinstance(value, list) and self.items is not None:
-            for index, child in enumerate(value):
-                yield index, child, self.items
-
 
 def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
     node = _Node(type=schema.get("type"), default=schema.get("default", _MISSING))
