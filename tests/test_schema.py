@@ -988,3 +988,118 @@ def test_valid_objects_are_validated_without_importing_jsonschema() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# Nodes _typed_check takes, with every keyword it handles, and values on each side of each limit.
+TYPED_NODES = [
+    {"type": "string"},
+    {"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[a-z]+$"},
+    {"type": "string", "enum": ["ab", "abc", 1]},
+    {"type": "integer", "minimum": 1, "maximum": 3},
+    {"type": "integer", "minimum": 1, "maximum": 3, "exclusiveMinimum": True, "exclusiveMaximum": True},
+    {"type": "integer", "enum": [2, "2"]},
+    {"type": "object", "required": ["a"], "minProperties": 1, "maxProperties": 2},
+    {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+    {"type": "object", "properties": {"a": {"type": "integer", "maximum": 2}}},
+    {"type": "array", "minItems": 1, "maxItems": 2},
+    {"type": "array", "items": {"type": "string", "maxLength": 2}},
+]
+TYPED_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    2,
+    3,
+    4,
+    2.0,
+    "",
+    "a",
+    "ab",
+    "abc",
+    "abcd",
+    "AB",
+    "2",
+    [],
+    ["a"],
+    ["a", "ab"],
+    ["a", "b", "c"],
+    ["abc"],
+    [1],
+    {},
+    {"a": 1},
+    {"a": 3},
+    {"a": "x"},
+    {"b": "x"},
+    {"b": 1},
+    {"a": 1, "b": "x"},
+    {"a": 1, "b": "x", "c": "y"},
+]
+
+
+@pytest.mark.parametrize("node", TYPED_NODES, ids=lambda n: str(sorted(n)))
+def test_the_typed_fast_checks_give_the_general_checks_verdicts(node: dict[str, Any], monkeypatch: Any) -> None:
+    """One closure per typed node must say what the general chain of one closure per keyword
+    says, for every value on each side of each limit (and of another type)."""
+    typed = schema._fast_check(node)
+    assert schema._typed_check(node) is not None, "the node must take the typed path"
+    monkeypatch.setattr(schema, "_typed_check", lambda _: None)
+    general = schema._fast_check(node)
+    verdicts = [(value, typed(value), general(value)) for value in TYPED_VALUES]
+    assert [v for v in verdicts if v[1] != v[2]] == []
+    assert {v[1] for v in verdicts} == {True, False}, "the values must reach both verdicts"
+
+
+def _schema_nodes(node: schema._Node) -> list[schema._Node]:
+    kids = [*node.properties.values(), *(n for n in (node.items, node.additional) if n)]
+    return [node, *(n for k in kids for n in _schema_nodes(k))]
+
+
+def _cel_walk(body: dict[str, Any]) -> tuple[Any, list[str]]:
+    compiled = schema._compiled(body["apiVersion"], body["kind"])
+    decoded = schema._decode(body, compiled.root, (), [])
+    problems: list[schema._Problem] = []
+    return schema._cel_check(decoded, compiled.root, (), problems), [p.line for p in problems]
+
+
+def _cel_failing_routes() -> list[dict[str, Any]]:
+    """Kitchen-sink routes with a rule failing deep in a subtree: a Service backendRef without a
+    port, a RequestMirror filter without its requestMirror."""
+    no_port, no_mirror = load(KITCHEN_SINK_ROUTE), load(KITCHEN_SINK_ROUTE)
+    del no_port["spec"]["rules"][0]["backendRefs"][0]["port"]
+    no_mirror["spec"]["rules"][0]["filters"] = [{"type": "RequestMirror"}]
+    return [no_port, no_mirror]
+
+
+@pytest.mark.parametrize("path", conformance_files(), ids=lambda p: p.name)
+def test_the_cel_walk_sees_a_cel_same_subtree_as_the_copying_walk_does(path: Path, monkeypatch: Any) -> None:
+    """Where the walk takes a subtree as CEL sees it without copying it (``cel_same``), the
+    value CEL sees and the problems must be those of the walk that copies and escapes every
+    node: the conformance objects escape names (``namespace``) and repeat every kind's shape."""
+    bodies = [b for b in fixture_objects(path) if supported(b["apiVersion"], b["kind"])]
+    bodies += [load(KITCHEN_SINK_ROUTE), load(KITCHEN_SINK_GATEWAY), *_cel_failing_routes()]
+    fast = [_cel_walk(b) for b in bodies]
+    assert [len(problems) for _, problems in fast[-2:]] == [1, 1]
+    kinds = {(b["apiVersion"], b["kind"]) for b in bodies}
+    nodes = [n for kind in kinds for n in _schema_nodes(schema._compiled(*kind).root)]
+    assert any(n.cel_same and n.cel_below for n in nodes)
+    for node in nodes:
+        monkeypatch.setattr(node, "cel_same", False)
+    assert fast == [_cel_walk(b) for b in bodies]
+
+
+def test_the_cel_walk_drops_the_fields_of_a_non_strict_object_the_schema_lacks() -> None:
+    """A non-strict object keeps unknown fields through decoding, and CEL must not see them (as
+    the API server prunes them): such a node is never ``cel_same``."""
+    node = schema._compile_node(
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string"}},
+            "x-kubernetes-validations": [{"rule": "!has(self.b)", "message": "b seen"}],
+        },
+        strict=False,
+    )
+    problems: list[schema._Problem] = []
+    assert schema._cel_check({"a": "x", "b": "y"}, node, (), problems) == {"a": "x"}
+    assert problems == []

@@ -132,7 +132,7 @@ def compared(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     projected: set[str] = set()
     real = schema._RuleSet.check
 
-    def check(self: schema._RuleSet, value: Any, path: schema.Path, type_name: str) -> Iterator[Any]:
+    def check(self: schema._RuleSet, value: Any, path: schema.Path, type_name: str) -> list[Any]:
         if self.projection is not None:
             projected.add(schema._fmt_path(p if isinstance(p, str) else 0 for p in path))
             whole = _outcome(self.batch, value, self.extended)

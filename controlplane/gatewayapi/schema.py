@@ -152,21 +152,12 @@ class _Node:
     lists_below: bool = False
     cel_below: bool = False
     escape_below: bool = False
-
-    def fields(self, value: dict[str, Any]) -> Iterator[tuple[str, Any, _Node]]:
-        """The fields of an object value that have a schema, in the value's own order."""
-        for key, child in value.items():
-            sub = self.properties.get(key) or self.additional
-            if sub is not None:
-                yield key, child, sub
-
-    def children(self, value: Any) -> Iterator[tuple[str | int, Any, _Node]]:
-        """The present child values (fields or list items) that have a schema."""
-        if isinstance(value, dict):
-            yield from self.fields(value)
-        elif isinstance(value, list) and self.items is not None:
-            for index, child in enumerate(value):
-                yield index, child, self.items
+    cel_visit: bool = False  # cel_below or escape_below: the CEL walk goes into this node
+    # CEL sees this subtree's value as it is (once decoded and structurally valid): no name to
+    # escape below, and every field of every object below has a schema (a strict object's
+    # unknown fields fail decoding), so that the walk need not copy it.
+    cel_same: bool = False
+    defaults: tuple[tuple[str, _Node], ...] = ()  # the properties with a default
 
 
 def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
@@ -179,6 +170,7 @@ def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
     # Structural pruning drops any field an object schema does not declare; kubectl's strict
     # field validation turns each dropped field into an error instead.
     node.strict = strict and node.type == "object" and node.additional is None
+    node.defaults = tuple((k, sub) for k, sub in node.properties.items() if sub.default is not _MISSING)
     node.list_type = schema.get("x-kubernetes-list-type")
     node.map_keys = tuple(schema.get("x-kubernetes-list-map-keys", ()))
     node.cel_names = {name: _cel_name(name) for name in node.properties}
@@ -188,6 +180,14 @@ def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
     node.lists_below = node.list_type in ("set", "map") or any(k.lists_below for k in kids)
     node.cel_below = node.rules is not None or any(k.cel_below for k in kids)
     node.escape_below = any(n != c for n, c in node.cel_names.items()) or any(k.escape_below for k in kids)
+    node.cel_visit = node.cel_below or node.escape_below
+    if node.type in ("string", "integer", "number", "boolean"):
+        node.cel_same = not kids
+    elif node.type == "object":
+        node.cel_same = (node.strict or node.additional is not None) and all(k.cel_same for k in kids)
+    elif node.type == "array":
+        node.cel_same = node.items is not None and node.items.cel_same and node.additional is None
+    node.cel_same = node.cel_same and not node.escape_below
     return node
 
 
@@ -208,24 +208,43 @@ def _decode(value: Any, node: _Node, path: Path, unknown: list[str]) -> Any:
         return _copy(value)
     if isinstance(value, dict):
         return _decode_object(value, node, path, unknown)
-    if isinstance(value, list) and node.items is not None:
-        return [_decode(v, node.items, (*path, i), unknown) for i, v in enumerate(value)]
+    item = node.items
+    if isinstance(value, list) and item is not None:
+        if not item.decode_below:
+            return [_copy(v) for v in value]
+        # Most items are objects (rules, matches, refs): straight to the object's decoding.
+        return [
+            _decode_object(v, item, (*path, i), unknown) if type(v) is dict else _decode(v, item, (*path, i), unknown)
+            for i, v in enumerate(value)
+        ]
     return _copy(value)
+
+
+_SCALARS = (str, int, float, bool)  # what a copy keeps as it is (the value's exact type)
 
 
 def _decode_object(value: dict[str, Any], node: _Node, path: Path, unknown: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    properties, additional = node.properties, node.additional
     for key, child in value.items():
-        sub = node.properties.get(key) or node.additional
+        sub = properties.get(key) or additional
         if sub is None:
             if node.strict:
                 unknown.append(_fmt_path((*path, key)))
             else:
                 out[key] = _copy(child)
+        elif type(child) in _SCALARS:  # most fields: a leaf is decoded to itself, without a call
+            out[key] = child
+        elif type(child) is dict and sub.decode_below:
+            out[key] = _decode_object(child, sub, (*path, key), unknown)
         elif child is not None:  # a null is dropped (no CRD field is nullable); a default may refill it
             out[key] = _decode(child, sub, (*path, key), unknown)
-    for key, sub in node.properties.items():
-        if key not in out and sub.default is not _MISSING:
+    for key, sub in node.defaults:
+        if key in out:
+            continue
+        if type(sub.default) in _SCALARS:  # group, kind, weight: the default as it is
+            out[key] = sub.default
+        else:
             # The server defaults the default itself too (e.g. a defaulted rule gets its matches).
             out[key] = _decode(_copy(sub.default), sub, (*path, key), unknown)
     return out
@@ -358,6 +377,9 @@ def _fast_check(schema: dict[str, Any]) -> Check:
     """
     if not schema.keys() <= _FAST_KEYWORDS:
         raise KeyError(sorted(schema.keys() - _FAST_KEYWORDS))
+    typed = _typed_check(schema)
+    if typed is not None:
+        return typed
     checks: list[Check] = []
     kind = schema.get("type")
     if kind is not None:
@@ -431,6 +453,92 @@ def _fast_check(schema: dict[str, Any]) -> Check:
         negated = _fast_check(schema["not"])
         checks.append(lambda v: not negated(v))
     return _every(checks)
+
+
+# The keywords a node of one type may have for ``_typed_check`` to take it.
+_TYPED_KEYWORDS = {
+    "string": {"type", "minLength", "maxLength", "pattern", "enum"},
+    "integer": {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum"},
+    "object": {"type", "required", "properties", "additionalProperties", "minProperties", "maxProperties"},
+    "array": {"type", "items", "minItems", "maxItems"},
+}
+
+
+def _typed_check(schema: dict[str, Any]) -> Check | None:
+    """The commonest nodes (a string, an integer, an object, an array) as one closure each.
+
+    ``_fast_check``'s general form chains a closure per keyword, each testing the value's type
+    again; once the type is known, the bounds, sizes and fields need no more test. Same
+    verdicts: each line below is the general form's check with its type test already passed.
+    None for any other node.
+    """
+    kind = schema.get("type")
+    if not isinstance(kind, str) or not schema.keys() <= _TYPED_KEYWORDS.get(kind, set()):
+        return None
+    options = schema.get("enum")
+    if kind == "string":
+        shortest, longest = schema.get("minLength", 0), schema.get("maxLength")
+        search = re.compile(schema["pattern"]).search if "pattern" in schema else None
+
+        def string(v: Any) -> bool:
+            if not isinstance(v, str):
+                return False
+            n = len(v)
+            if n < shortest or (longest is not None and n > longest):
+                return False
+            if search is not None and search(v) is None:
+                return False
+            return options is None or any(_same(v, o) for o in options)
+
+        return string
+    if kind == "integer":
+        low, high = schema.get("minimum"), schema.get("maximum")
+        above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+
+        def integer(v: Any) -> bool:
+            if not isinstance(v, int) or isinstance(v, bool):
+                return False
+            if low is not None and (v < low or (above and v == low)):
+                return False
+            if high is not None and (v > high or (below and v == high)):
+                return False
+            return options is None or any(_same(v, o) for o in options)
+
+        return integer
+    if kind == "object":
+        required = schema.get("required", ())
+        fewest, most = schema.get("minProperties", 0), schema.get("maxProperties")
+        props = {k: _fast_check(v) for k, v in schema.get("properties", {}).items()}
+        extra = _fast_check(schema["additionalProperties"]) if "additionalProperties" in schema else None
+
+        def mapping(v: Any) -> bool:
+            if not isinstance(v, dict):
+                return False
+            n = len(v)
+            if n < fewest or (most is not None and n > most):
+                return False
+            for k in required:
+                if k not in v:
+                    return False
+            for k, child in v.items():
+                check = props.get(k, extra)
+                if check is not None and not check(child):
+                    return False
+            return True
+
+        return mapping
+    item = _fast_check(schema["items"]) if "items" in schema else None
+    fewest, most = schema.get("minItems", 0), schema.get("maxItems")
+
+    def array(v: Any) -> bool:
+        if not isinstance(v, list):
+            return False
+        n = len(v)
+        if n < fewest or (most is not None and n > most):
+            return False
+        return item is None or all(map(item, v))
+
+    return array
 
 
 def _every(checks: list[Check]) -> Check:
@@ -559,13 +667,29 @@ def _key_default(item: _Node, key: str) -> Any:
     return None if default is _MISSING else default
 
 
-def _list_type_problems(value: Any, node: _Node, path: Path) -> Iterator[_Problem]:
-    if value is None or not node.lists_below:
-        return
-    if node.list_type in ("set", "map") and isinstance(value, list):
-        yield from _list_problems(value, node, path)
-    for key, child, sub in node.children(value):
-        yield from _list_type_problems(child, sub, (*path, key))
+def _list_type_problems(value: Any, node: _Node, path: Path) -> list[_Problem]:
+    found: list[_Problem] = []
+    if value is not None and node.lists_below:
+        _add_list_type_problems(value, node, path, found)
+    return found
+
+
+def _add_list_type_problems(value: Any, node: _Node, path: Path, found: list[_Problem]) -> None:
+    """Into ``found``; only into children with a set or map list below (no call, no generator per leaf)."""
+    if isinstance(value, dict):
+        properties, additional = node.properties, node.additional
+        for key, child in value.items():
+            sub = properties.get(key) or additional
+            if sub is not None and sub.lists_below and child is not None:
+                _add_list_type_problems(child, sub, (*path, key), found)
+    elif isinstance(value, list):
+        if node.list_type in ("set", "map"):
+            found += _list_problems(value, node, path)
+        item = node.items
+        if item is not None and item.lists_below:
+            for index, child in enumerate(value):
+                if child is not None:
+                    _add_list_type_problems(child, item, (*path, index), found)
 
 
 # --- step 4: CEL -------------------------------------------------------------------------------
@@ -642,7 +766,9 @@ class _Re2Match:
                 return
             value = value.get(key)
         if type(value) is str:
-            into[self.name] = self.regex.search(value) is not None
+            # On the UTF-8 bytes the search of a str runs on anyway, without mapping its offsets
+            # back to characters: 1.2 µs against 2.9 µs.
+            into[self.name] = self.regex.search(value.encode()) is not None
 
 
 def _re2_matches(source: str) -> tuple[str, tuple[_Re2Match, ...]]:
@@ -902,19 +1028,23 @@ def _project(node: _Node, names: frozenset[str]) -> Projection | None:
         item = _project(node.items, names)
         if item is None:
             return None
-        return lambda v: [item(x) for x in v] if isinstance(v, list) else v
+        return lambda v: list(map(item, v)) if isinstance(v, list) else v
     if node.type != "object" or node.additional is not None or not node.properties:
         return None
     kept = {node.cel_names[k]: _project(sub, names) for k, sub in node.properties.items() if node.cel_names[k] in names}
     if len(kept) == len(node.properties) and all(f is None for f in kept.values()):
         return None
-    same = {k for k, f in kept.items() if f is None}
+    same = tuple(k for k, f in kept.items() if f is None)
     deeper = {k: f for k, f in kept.items() if f is not None}
 
     def project(v: Any) -> Any:
         if not isinstance(v, dict):
             return v
-        out = {k: x for k, x in v.items() if k in same}
+        # The kept fields in the schema's order, not the value's: equal values, equal reprs.
+        out = {}
+        for k in same:
+            if k in v:
+                out[k] = v[k]
         for k, f in deeper.items():
             if k in v:
                 out[k] = f(v[k])
@@ -963,7 +1093,8 @@ class _RuleSet:
             batch = cel.compile(rewritten)
         return cls(rules, batch, any(r.extended for r in rules), projection, matches)
 
-    def check(self, value: Any, path: Path, type_name: str) -> Iterator[_Problem]:
+    def check(self, value: Any, path: Path, type_name: str) -> list[_Problem]:
+        """The rules' problems with ``value`` (none, without a generator, for a value remembered)."""
         seen = value if self.projection is None else self.projection(value)
         text = repr(seen)
         key = (
@@ -972,7 +1103,7 @@ class _RuleSet:
             else hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
         )
         if key in self.passed:
-            return
+            return []
         try:
             variables: dict[str, Any] = {}
             for match in self.matches:
@@ -984,14 +1115,16 @@ class _RuleSet:
             if len(self.passed) >= self.MEMO_ENTRIES:
                 self.passed.clear()
             self.passed.add(key)
-            return
+            return []
         where = _fmt_path(path)
+        found = []
         for rule, result in zip(self.rules, results, strict=True):
             if result is True:
                 continue
             problem = rule.check(value, where, type_name) if result is None else rule.failure(value, where, type_name)
             if problem is not None:
-                yield problem
+                found.append(problem)
+        return found
 
 
 def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) -> Any:
@@ -1001,17 +1134,46 @@ def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) ->
     escaping the object once; a node's problems still precede its children's, in the server's
     order. Absent nodes are never visited, so their rules cost nothing.
     """
-    if value is None or not (node.cel_below or node.escape_below):
+    if value is None or not node.cel_visit:
         return value
     start = len(problems)
     seen: Any = value
-    if isinstance(value, dict):
-        seen = {node.cel_names.get(k, k): _cel_check(v, sub, (*path, k), problems) for k, v, sub in node.fields(value)}
+    if node.cel_same:  # only the rules below to evaluate; CEL sees the value itself
+        _cel_rules_below(value, node, path, problems)
+    elif isinstance(value, dict):
+        # The walk's hottest loop: a child with nothing to check or escape below is taken as it
+        # is, without a call (most leaves: names, ports, types).
+        properties, additional, names = node.properties, node.additional, node.cel_names
+        seen = {}
+        for k, v in value.items():
+            sub = properties.get(k) or additional
+            if sub is None:
+                continue
+            seen[names.get(k, k)] = _cel_check(v, sub, (*path, k), problems) if sub.cel_visit else v
     elif isinstance(value, list):
-        seen = [_cel_check(v, sub, (*path, i), problems) for i, v, sub in node.children(value)]
+        item = node.items
+        if item is None:
+            seen = []
+        elif item.cel_visit:
+            seen = [_cel_check(v, item, (*path, i), problems) for i, v in enumerate(value)]
     if node.rules is not None:
-        problems[start:start] = node.rules.check(seen, path, node.type or "object")
+        if found := node.rules.check(seen, path, node.type or "object"):
+            problems[start:start] = found
     return seen
+
+
+def _cel_rules_below(value: Any, node: _Node, path: Path, problems: list[_Problem]) -> None:
+    """``_cel_check`` of a ``cel_same`` node's children, whose values CEL sees as they are."""
+    if isinstance(value, dict):
+        properties, additional = node.properties, node.additional
+        for k, v in value.items():
+            sub = properties.get(k) or additional
+            if sub is not None and sub.cel_below:
+                _cel_check(v, sub, (*path, k), problems)
+    elif isinstance(value, list) and node.items is not None and node.items.cel_below:
+        item = node.items
+        for i, v in enumerate(value):
+            _cel_check(v, item, (*path, i), problems)
 
 
 # --- metadata ----------------------------------------------------------------------------------
