@@ -152,8 +152,7 @@ class Reflector:
             if cont is None:
                 self.resource_version = str(meta.get("resourceVersion") or "")
                 break
-        # Keys first: at the first listing, comparing 10,000 objects' content with none took 40 ms of the loop.
-        if self.objects.keys() != objects.keys() or _content(self.objects) != _content(objects):
+        if await _differs(self.objects, objects):
             self.changed.set()
         self.objects, self.statuses = objects, statuses
         self.relists += 1
@@ -255,8 +254,25 @@ def _same_content(obj: K8sObject[Any]) -> K8sObject[Any]:
     return replace(obj, metadata=replace(obj.metadata, resource_version=""))
 
 
-def _content(objects: dict[ObjKey, K8sObject[Any]]) -> dict[ObjKey, K8sObject[Any]]:
-    return {k: _same_content(o) for k, o in objects.items()}
+COMPARE_SLICE = 500
+"""Objects compared between two turns of the event loop when a listing is compared with what the
+reflector held: 10,000 unchanged objects (a relist after 410 Gone, or a periodic resync) took
+80 ms of the loop in one go; 500 take about 4 ms."""
+
+
+async def _differs(held: dict[ObjKey, K8sObject[Any]], listed: dict[ObjKey, K8sObject[Any]]) -> bool:
+    """Whether a listing differs from what the reflector held, resource versions aside. Keys
+    first: at the first listing, comparing 10,000 objects' content with none took 40 ms."""
+    if held.keys() != listed.keys():
+        return True
+    items = list(held.items())  # watch events may change ``held`` while the loop turns
+    for start in range(0, len(items), COMPARE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        for key, obj in items[start : start + COMPARE_SLICE]:
+            if _same_content(obj) != _same_content(listed[key]):
+                return True
+    return False
 
 
 class KubernetesProvider:
