@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from benchmarks.change_latency import http_route
 from benchmarks.workload import NAMESPACE, objects
@@ -18,6 +19,7 @@ from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
+from controlplane.providers import yamlread
 from controlplane.xds.encoded import EncodedMemo
 from controlplane.xds.translator import XdsOptions, build_resources
 
@@ -30,6 +32,7 @@ def test_the_digest_is_sha256(size: int) -> None:
     data = os.urandom(size)
     assert digest.sha256(data) == hashlib.sha256(data).digest()
     assert digest.sha256(memoryview(data)) == hashlib.sha256(data).digest()
+    assert digest.blake2b_128(data) == hashlib.blake2b(data, digest_size=16).digest()
 
 
 class _Recorder:
@@ -64,4 +67,16 @@ def test_building_a_route_table_hashes_without_releasing_the_gil(monkeypatch: py
     (route_configuration,) = resources.routes.values()
     assert len(route_configuration.SerializeToString()) > 4 * RELEASES_AT, "a virtual host large enough to matter"
     assert recorder.sizes, "the virtual hosts are hashed"
+    assert max(recorder.sizes) < RELEASES_AT
+
+
+def test_cutting_a_file_into_documents_hashes_without_releasing_the_gil(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file provider's worker hashes every document it cuts (yamlread.chunks), one buffer per
+    document in a loop, as the route build did per virtual host."""
+    text = "---\n".join(yaml.safe_dump(d) for d in [*objects(0), *(http_route(i, 16) for i in range(8))])
+    recorder = _Recorder(hashlib.blake2b)
+    monkeypatch.setattr(hashlib, "blake2b", recorder)
+    chunks = yamlread.chunks(text)
+    assert max(len(c.text) for c in chunks) > RELEASES_AT, "documents large enough to matter"
+    assert len(recorder.sizes) > len(chunks), "every document is hashed"
     assert max(recorder.sizes) < RELEASES_AT

@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import importlib.resources
 import ipaddress
 import json
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import re2
 import yaml
 
+from .. import digest
 from ..errors import MirrorplaneError
 from .cellib import EXTENSIONS as _CEL_EXTENSIONS
 from .cellib import cel
@@ -1097,11 +1097,7 @@ class _RuleSet:
         """The rules' problems with ``value`` (none, without a generator, for a value remembered)."""
         seen = value if self.projection is None else self.projection(value)
         text = repr(seen)
-        key = (
-            text
-            if len(text) <= self.MEMO_CHARS
-            else hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).digest()
-        )
+        key = text if len(text) <= self.MEMO_CHARS else digest.blake2b_128(text.encode(errors="surrogatepass"))
         if key in self.passed:
             return []
         try:

@@ -27,7 +27,6 @@ the fallback. Both are state machines (no recursion), and libyaml itself refuses
 from __future__ import annotations
 
 import codecs
-import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from sys import intern
 from typing import Any
 
 import yaml
+
+from .. import digest
 
 # libyaml when PyYAML has it (10x faster than the pure-Python loader on the same file).
 Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -59,13 +60,6 @@ class RejectedError(ValueError):
 
     def __str__(self) -> str:
         return self.reason if self.line is None else f"{self.reason} (line {self.line + 1})"
-
-
-@dataclass(frozen=True)
-class Document:
-    index: int  # 0-based position in the file
-    text: str  # the document's own source, directives included
-    digest: bytes  # of ``text``: equal digests, equal objects
 
 
 def decode(data: bytes) -> str:
@@ -131,7 +125,7 @@ def chunks(text: str, limits: Limits = Limits()) -> list[Chunk]:
                 cuts.append(m.start())
     cuts.append(len(text))
     return [
-        Chunk(a, text[a:b], hashlib.blake2b(text[a:b].encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        Chunk(a, text[a:b], digest.blake2b_128(text[a:b].encode("utf-8", "surrogatepass")))
         for a, b in zip(cuts, cuts[1:], strict=False)
     ]
 
