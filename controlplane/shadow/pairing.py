@@ -31,7 +31,7 @@ DEFAULT_WINDOW = 60.0
 access log's flush interval, so a slow mirror is compared, not called unpaired."""
 HELD = 8
 """Superseded tag tables held per Gateway at most, the newest, however often it changes: each is
-one dict of references to tags it shares with the others (some 600 KiB at 10,000 rules)."""
+one dict of references to tags and names it shares with the others (200 KiB at 10,000 rules)."""
 DEFAULT_LIMIT = 50_000
 """Requests waiting at once: about 1.5 KiB each (benchmarks/shadow.py), some 80 MiB at the most."""
 log = logging.getLogger("mirrorplane.shadow")
@@ -129,9 +129,10 @@ class Pairer:
             held = None if leg.tag else self._held.get(gateway)
             if held:  # a version of its routes installed less than a window ago
                 versions = self._versions(tag, held, leg.route)
-                tag = versions[0] if versions else None
-                if len(versions) == 1:
-                    versions = ()
+                if versions:
+                    tag = versions[0]
+                    if len(versions) == 1:  # one version after all (its route only in held tables)
+                        versions = ()
             if tag is None:
                 self.count("untagged", 1)
                 return
@@ -172,14 +173,19 @@ class Pairer:
     def _versions(
         tag: RouteTag | None, held: list[tuple[float, Mapping[str, RouteTag]]], route: str
     ) -> tuple[RouteTag, ...]:
-        """The route's tag in the last table and in each held one, newest first, each once
-        (tables share the tags of routes that did not change)."""
-        versions = [] if tag is None else [tag]
+        """The route's tags in the last table and the held ones, newest first, each once; ()
+        when the held tables have the last one's (they share the tags of routes that did not
+        change: one ``is`` each)."""
+        found: list[RouteTag] | None = None
         for _, table in held:
             old = _lookup(table, route)
-            if old is not None and old not in versions:
-                versions.append(old)
-        return tuple(versions)
+            if old is None or old is tag:
+                continue
+            if found is None:
+                found = [] if tag is None else [tag]
+            if old not in found:
+                found.append(old)
+        return () if found is None else tuple(found)
 
     def _settle(self, key: tuple[str, str], p: _Pending) -> None:
         """Emit every pair now complete; forget the request once nothing more is expected.
