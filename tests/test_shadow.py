@@ -172,8 +172,9 @@ def test_a_primary_without_its_own_tag_is_paired_by_its_routes_tag_in_the_table(
 
 
 def test_an_entry_of_a_route_the_table_does_not_know_is_counted_untagged() -> None:
-    """A route removed meanwhile, or a race with a new version: counted, nothing raised, and its
-    mirror leg ends unpaired under (unknown) like any mirror leg whose primary never came."""
+    """A route no table the receiver holds knows (say, an entry later than the window after its
+    route was removed): counted, nothing raised, and its mirror leg ends unpaired under
+    (unknown) like any mirror leg whose primary never came."""
     c, clock = hub(window=1)
     c.set_tags({GW: {"other": RouteTag.decode(TAG_TEXT)}})
     c.add_entry(GW, entry("a", primary=True, tag=""))
@@ -232,8 +233,9 @@ def everything(c: Comparisons, clock: Clock) -> dict[str, dict[str, int]]:
 
 @pytest.mark.parametrize("order", list(permutations(range(3))))
 def test_a_request_logged_before_one_mirrors_percent_was_lowered_pairs_every_leg(order: tuple[int, ...]) -> None:
-    """m stays at 100 -> 50 %, m2 drops 100 -> 10 %: id 4000… is sampled by m under both, by m2
-    under the old version only. Envoy logged all three legs, so both mirrors are compared."""
+    """m goes from 100 to 50 %, m2 from 100 to 10 %: id 4000… is sampled by m under both
+    versions, by m2 under the old one only. Envoy logged all three legs under the old version:
+    both mirrors are compared, whichever leg comes first."""
     c, clock = published(version(("m", 100), ("m2", 100)), version(("m", 50), ("m2", 10)))
     request = legs("40000000", "m", "m2")
     for i in order:
@@ -246,7 +248,7 @@ def test_after_a_lowered_percent_requests_of_either_version_pair_and_none_is_unp
     c, clock = published(version(("m", 100), ("m2", 100)), version(("m", 50), ("m2", 10)))
     for e in legs("ffffffff", "m", "m2"):  # the old version's: sampled by no mirror of the new one
         c.add_entry(GW, e)
-    for e in legs("40000000", "m"):  # the new one's: m2 no longer logs it, its primary waits for nothing
+    for e in legs("40000000", "m"):  # the new one's: m2 no longer logs it, and it is not unpaired
         c.add_entry(GW, e)
     assert everything(c, clock) == {"0/m": {"same": 2}, "0/m2": {"same": 1}, "entries": {"paired": 6}}
 
@@ -296,12 +298,13 @@ def test_a_superseded_table_is_held_for_one_window_and_only_the_last_few() -> No
     c.add_entry(GW, entry("b", primary=True, tag=""))
     assert c.entries["untagged"] == 1
 
-    c, _ = published(first, *({f"r{i}": first["r"]} for i in range(HELD + 1)))
-    c.add_entry(GW, entry("c", primary=True, tag=""))
-    assert c.entries["untagged"] == 1, "the first table was let go: HELD newer ones are held"
-    c.set_tags({GW: {}})
+    c, _ = published(first, *({f"r{i}": first["r"]} for i in range(HELD + 1)))  # r0 … r7 held
+    oldest = entry("c", primary=True, tag="")
+    oldest.common_properties.route_name = "r0"
+    c.add_entry(GW, oldest)
+    assert c.entries["untagged"] == 0
     c.add_entry(GW, entry("d", primary=True, tag=""))
-    assert c.entries["untagged"] == 2
+    assert c.entries["untagged"] == 1, "the first table was let go: HELD newer ones are held"
 
 
 def test_an_entrys_own_tag_comes_before_the_table() -> None:

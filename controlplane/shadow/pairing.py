@@ -67,7 +67,8 @@ def _decode(text: str) -> RouteTag:
 
 
 def _sampling(tag: RouteTag, request_id: str) -> set[str]:
-    """The clusters whose legs ``tag`` has Envoy log for this id (its primary's too, if any)."""
+    """The mirrors of ``tag`` that sample this id: under ``tag`` Envoy logs a leg to each, and
+    the primary if there is any (its route's threshold is the highest of their percents)."""
     return {m.cluster for m in tag.mirrors if sampled(request_id, m.percent)}
 
 
@@ -192,8 +193,8 @@ class Pairer:
 
         With several versions of its rule held, the request is read with the newest one that
         explains what came of it: under which Envoy logs its primary (some mirror samples its id)
-        and each mirror leg come (a mirror to that cluster samples it). It waits for every leg a
-        version explaining it expects, so that a leg only an older version logs is still paired."""
+        and each mirror leg that came (a mirror to that cluster samples it). It waits for every
+        leg a version explaining it expects, so that a leg only an older version logs is paired."""
         if p.primary is None or p.tag is None:
             return
         rid = key[1]

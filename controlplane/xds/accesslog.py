@@ -109,9 +109,10 @@ class RouteTags:
     route table's tuple (place by place, or by ``id`` when the lengths differ), and only their
     routes are tagged again. Each table handed out is a new dict (one C copy of the last), never
     changed after: the controller makes it in its worker thread, the receiver reads it on the
-    event loop. While nothing changed the same object is handed out again, which is how the
-    receiver tells a new version (it holds the one superseded while late entries may need it). A route attached to several virtual hosts has one tag (it depends on the route
-    alone); ``_count`` says in how many of them it still is.
+    event loop. While nothing changed the same object is handed out again: that is how the
+    receiver tells a new version (it holds the one superseded while late entries may need it).
+    A route attached to several virtual hosts has one tag (it depends on the route alone);
+    ``_count`` says in how many of them it still is.
     """
 
     def __init__(self) -> None:
