@@ -12,6 +12,9 @@
    the receiver's RSS before and after, and what it counted as dropped.
 4. How many bodies one receiver process digests: a client sends --bodies body reports (what
    Envoy's Lua filter sends, 1 KiB each, 64 calls in flight); bodies/s and CPU per body.
+5. Pairing alone, per entry, with tags read from a 10,000-rule tag table (what `serve` does):
+   while no change is recent, and within a window after one rule's mirror changed (the
+   superseded table held for late entries), in one process, best of 5 each.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok, latency_line, served
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
-from controlplane.shadow.hub import BODY_WAIT
+from controlplane.shadow.entries import Leg
+from controlplane.shadow.hub import BODY_WAIT, Comparisons
 from controlplane.shadow.pairing import DEFAULT_LIMIT
 from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag, body_settings
 from controlplane.shadow.v1 import shadow_pb2, shadow_pb2_grpc
@@ -281,6 +285,50 @@ async def bodies(n: int) -> None:
         await proc.wait()
 
 
+PAIRING_RULES = 10_000
+
+
+def pairing(requests: int) -> None:
+    import gc
+    import uuid
+
+    def tags(mirror: str) -> dict[str, RouteTag]:
+        return {
+            f"r{i}": RouteTag(f"HTTPRoute ns/r{i}", "0", (MirrorTag(mirror if i == 0 else "m", 100, True, ()),))
+            for i in range(PAIRING_RULES)
+        }
+
+    before, after = tags("m"), tags("m")
+    after["r0"] = tags("m-new")["r0"]
+    ids = [str(uuid.uuid4()) for _ in range(requests)]
+
+    def run(changed: bool) -> float:
+        c = Comparisons()
+        c.pairer.emit = lambda pair: None  # what is measured is pairing, not comparing
+        c.set_tags({"ns/gw": before})
+        if changed:
+            c.set_tags({"ns/gw": after})
+        legs: list[Leg] = []
+        for i, rid in enumerate(ids):
+            legs.append(Leg(rid, "p", True, "", "", 200, "", 10, 0.01, "", route=f"r{1 + i % (PAIRING_RULES - 1)}"))
+            legs.append(Leg(rid, "m", False, "", "", 200, "", 10, 0.01, ""))
+        gc.collect()
+        gc.disable()
+        started = time.perf_counter()
+        for leg in legs:
+            c.pairer.add("ns/gw", leg)
+        elapsed = time.perf_counter() - started
+        gc.enable()
+        assert len(c.pairer) == 0 and not c.entries, c.entries
+        return elapsed / len(legs) * 1e6
+
+    steady = min(run(False) for _ in range(5))
+    recent = min(run(True) for _ in range(5))
+    print(f"5. pairing alone, {requests} requests (2 entries each), tags from a {PAIRING_RULES}-rule table")
+    print(f"   {steady:6.2f} us per entry while no change is recent")
+    print(f"   {recent:6.2f} us per entry within a window after a change ({recent / steady:.2f}x)")
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] in ("--send", "--send-primaries", "--send-bodies"):  # a sender process
         _, mode, address, n, offset = sys.argv
@@ -294,7 +342,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--pairs", type=int, default=100_000)
     p.add_argument("--bodies", type=int, default=20_000)
-    p.add_argument("--only", choices=("latency", "receiver", "bodies"), help="run one part only")
+    p.add_argument("--only", choices=("latency", "receiver", "bodies", "pairing"), help="run one part only")
     args = p.parse_args()
     if args.only in (None, "latency"):
         asyncio.run(primary_latency(args.requests, args.concurrency))
@@ -302,6 +350,8 @@ def main() -> None:
         asyncio.run(receiver(args.pairs))
     if args.only in (None, "bodies"):
         asyncio.run(bodies(args.bodies))
+    if args.only in (None, "pairing"):
+        pairing(args.pairs)
 
 
 if __name__ == "__main__":

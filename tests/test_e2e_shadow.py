@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from controlplane.shadow.entries import Leg
 from controlplane.shadow.hub import Diff
 from controlplane.shadow.tagging import sampled
-from e2e import EchoLog, Stack, fire, start_stack
-from support import wait_until
+from e2e import EchoLog, Stack, fire, service_yaml, start_stack
+from support import free_port, wait_until
 
 ROUTE = "HTTPRoute server/shadow"
 GATEWAY = "server/simple-gateway"
@@ -313,6 +314,86 @@ async def test_a_rules_changed_comparison_headers_apply_to_new_requests(shadow: 
 
 async def _mirrors_set_the_header(stack: Stack) -> bool:
     return "x-leg:mirror" in json.dumps(await stack.envoy.config_dump("dynamic_route_configs"))
+
+
+GATED_ROUTE = """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: gated, namespace: server}
+spec:
+  parentRefs: [{name: simple-gateway, port: 8000}]
+  rules:
+  - name: held
+    matches: [{path: {type: PathPrefix, value: /g/}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: MIRROR_SERVICE, port: 8080}}
+    backendRefs: [{name: gated, port: 8080}]
+    timeouts: {request: 120s}
+"""
+
+
+async def _gated_mirrors(stack: Stack, want: str) -> bool:
+    """Whether Envoy mirrors the gated route's requests to the cluster ``want`` alone."""
+    dump = await stack.envoy.config_dump("dynamic_route_configs")
+    return {want} == {
+        p["cluster"]
+        for cfg in dump.get("configs", [])
+        for vh in cfg.get("route_config", {}).get("virtual_hosts", [])
+        for r in vh.get("routes", [])
+        if r.get("name", "").startswith("httproute/server/gated/")
+        for p in r.get("route", {}).get("request_mirror_policies", [])
+    }
+
+
+async def test_a_request_served_across_a_mirror_backend_change_is_paired_with_its_old_mirror(
+    tmp_path: Path,
+) -> None:
+    """The tag table changes when a version is installed; a request Envoy routed under the old
+    one is logged later. Here its primary answers only once Envoy holds the new mirror backend:
+    the receiver reads it with the table it superseded, whose mirror logged the request's other
+    leg, so the pair is compared, not its mirror leg counted `unexpected` (docs/shadow-testing.md,
+    "The tag table")."""
+    stack = await shadow_stack(tmp_path)
+    try:
+        release = asyncio.Event()
+
+        async def held(request: web.Request) -> web.Response:
+            await request.read()
+            await release.wait()
+            return web.Response(text="x")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", held)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stack.exits.push_async_callback(runner.cleanup)
+        second = await stack.add_echo("pipy-mirror-2")
+        stack.write("gated.yaml", service_yaml("gated", port) + service_yaml("pipy-mirror-2", second.port))
+        stack.write("gated-route.yaml", GATED_ROUTE.replace("MIRROR_SERVICE", "pipy-mirror"))
+        await wait_until(lambda: _gated_mirrors(stack, MIRROR), timeout=15, message="/g/ mirrored to pipy-mirror")
+
+        client = httpx.AsyncClient(timeout=None)  # the request lasts as long as the change takes
+        stack.exits.push_async_callback(client.aclose)
+        request = asyncio.create_task(client.post(f"{stack.url}/g/across", content=b"x"))
+        mirror_log = stack.echos["pipy-mirror"].log
+        await wait_until(
+            lambda: any(h["path"] == "/g/across" for h in mirror_log.heads()), timeout=15, message="mirrored"
+        )
+        new_mirror = "mirror/server/pipy-mirror-2/8080"
+        stack.write("gated-route.yaml", GATED_ROUTE.replace("MIRROR_SERVICE", "pipy-mirror-2"))
+        await wait_until(lambda: _gated_mirrors(stack, new_mirror), timeout=15, message="the new mirror served")
+        release.set()
+        assert (await request).status_code == 200
+
+        comparisons = stack.plane.comparisons
+        key = (GATEWAY, "HTTPRoute server/gated", "held", MIRROR)
+        await wait_until(lambda: key in comparisons.rules, timeout=15, message="the request compared")
+        assert sum(comparisons.rules[key].results.values()) == 1
+        assert comparisons.entries["unexpected"] == 0 and len(comparisons.pairer) == 0
+    finally:
+        await stack.exits.aclose()
 
 
 async def test_collect_pairs_when_the_tags_are_in_the_routes(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ bounds, expiry and attribution, which a real Envoy can only show slowly."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
+from itertools import permutations
 from typing import Any
 
 import grpc
@@ -15,7 +16,7 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from controlplane.identity import Authorizer
 from controlplane.shadow.hub import Comparisons
-from controlplane.shadow.pairing import UNKNOWN
+from controlplane.shadow.pairing import HELD, UNKNOWN
 from controlplane.shadow.receiver import AccessLogReceiver, als_service
 from controlplane.shadow.tagging import CLUSTER_TAG, TAG, MirrorTag, RouteTag, sampled, threshold
 from support import free_port
@@ -33,11 +34,12 @@ def entry(
     ctype: str = "text/plain",
     tag: str = TAG_TEXT,
     cluster_min: str = "",
+    mirror: str = "m",
 ) -> accesslog_pb2.HTTPAccessLogEntry:
     e = accesslog_pb2.HTTPAccessLogEntry()
     e.request.request_id = rid
     e.request.path = "/p"
-    e.common_properties.upstream_cluster = "p" if primary else "m"
+    e.common_properties.upstream_cluster = "p" if primary else mirror
     if primary:
         e.common_properties.route_name = "r"
         e.common_properties.custom_tags[TAG] = tag
@@ -76,10 +78,9 @@ def hub(**kw: Any) -> tuple[Comparisons, Clock]:
     return c, clock
 
 
-def results(c: Comparisons) -> dict[str, int]:
-    return (
-        dict(c.rules[(GW, "HTTPRoute ns/r", "0", "m")].results) if (GW, "HTTPRoute ns/r", "0", "m") in c.rules else {}
-    )
+def results(c: Comparisons, mirror: str = "m") -> dict[str, int]:
+    key = (GW, "HTTPRoute ns/r", "0", mirror)
+    return dict(c.rules[key].results) if key in c.rules else {}
 
 
 @pytest.mark.parametrize(
@@ -171,8 +172,9 @@ def test_a_primary_without_its_own_tag_is_paired_by_its_routes_tag_in_the_table(
 
 
 def test_an_entry_of_a_route_the_table_does_not_know_is_counted_untagged() -> None:
-    """A route removed meanwhile, or a race with a new version: counted, nothing raised, and its
-    mirror leg ends unpaired under (unknown) like any mirror leg whose primary never came."""
+    """A route no table the receiver holds knows (say, an entry later than the window after its
+    route was removed): counted, nothing raised, and its mirror leg ends unpaired under
+    (unknown) like any mirror leg whose primary never came."""
     c, clock = hub(window=1)
     c.set_tags({GW: {"other": RouteTag.decode(TAG_TEXT)}})
     c.add_entry(GW, entry("a", primary=True, tag=""))
@@ -196,16 +198,113 @@ def test_untagged_entries_with_no_table_say_once_what_collect_needs(caplog: pyte
     assert len(warnings) == 1 and f"gateway={GW}" in warnings[0] and "--shadow-tags-in-routes" in warnings[0]
 
 
-def test_a_primary_logged_before_its_rules_percent_was_lowered_still_pairs() -> None:
-    """The table changes when a version is installed, before Envoy applies it, and entries come
-    up to 0.5 s late: a primary logged at 100 % can be read with the new 50 % tag. Envoy logged
-    it, so it was sampled then; its mirror leg (logged by the cluster's old threshold) is paired,
-    not left waiting for the window."""
-    c, _ = hub()
-    c.set_tags({GW: {"r": RouteTag("HTTPRoute ns/r", "0", (MirrorTag("m", 50, True, ("content-type",)),))}})
-    c.add_entry(GW, entry("ffffffff", primary=True, tag=""))
-    c.add_entry(GW, entry("ffffffff", primary=False, cluster_min="~"))
-    assert results(c) == {"same": 1} and len(c.pairer) == 0
+def version(*mirrors: tuple[str, int]) -> dict[str, RouteTag]:
+    """A tag table with route r mirroring to each (cluster, samplePercent)."""
+    return {"r": RouteTag("HTTPRoute ns/r", "0", tuple(MirrorTag(c, p, True, ("content-type",)) for c, p in mirrors))}
+
+
+def published(*tables: Mapping[str, RouteTag], window: float = 10) -> tuple[Comparisons, Clock]:
+    """A receiver after the controller published each table in turn, the last one just now."""
+    c, clock = hub(window=window)
+    for table in tables:
+        c.set_tags({GW: table})
+    return c, clock
+
+
+def legs(rid: str, *mirrors: str) -> list[accesslog_pb2.HTTPAccessLogEntry]:
+    return [entry(rid, primary=True, tag=""), *(entry(rid, primary=False, mirror=m) for m in mirrors)]
+
+
+def everything(c: Comparisons, clock: Clock) -> dict[str, dict[str, int]]:
+    """Every rule's results once the window has passed (unpaired ones included), and what
+    became of the entries (``paired`` counts both legs)."""
+    clock.now += c.pairer.window
+    c.expire()
+    assert len(c.pairer) == 0
+    rules = {"/".join(k[2:]): dict(s.results) for k, s in c.rules.items()}
+    return {**rules, "entries": {k: n for k, n in c.entries.items() if k != "received"}}
+
+
+# The tag table changes when a version is installed, before Envoy applies it, and entries come
+# late (a request started under the old routes, then the logger's 0.5 s flush): entries Envoy
+# logged under the old version are read after the new table came. Each must be read with the
+# version that explains it, in whatever order its legs come.
+
+
+@pytest.mark.parametrize("order", list(permutations(range(3))))
+def test_a_request_logged_before_one_mirrors_percent_was_lowered_pairs_every_leg(order: tuple[int, ...]) -> None:
+    """m goes from 100 to 50 %, m2 from 100 to 10 %: id 4000… is sampled by m under both
+    versions, by m2 under the old one only. Envoy logged all three legs under the old version:
+    both mirrors are compared, whichever leg comes first."""
+    c, clock = published(version(("m", 100), ("m2", 100)), version(("m", 50), ("m2", 10)))
+    request = legs("40000000", "m", "m2")
+    for i in order:
+        c.add_entry(GW, request[i])
+    assert len(c.pairer) == 0, "every leg came"
+    assert everything(c, clock) == {"0/m": {"same": 1}, "0/m2": {"same": 1}, "entries": {"paired": 4}}
+
+
+def test_after_a_lowered_percent_requests_of_either_version_pair_and_none_is_unpaired() -> None:
+    c, clock = published(version(("m", 100), ("m2", 100)), version(("m", 50), ("m2", 10)))
+    for e in legs("ffffffff", "m", "m2"):  # the old version's: sampled by no mirror of the new one
+        c.add_entry(GW, e)
+    for e in legs("40000000", "m"):  # the new one's: m2 no longer logs it, and it is not unpaired
+        c.add_entry(GW, e)
+    assert everything(c, clock) == {"0/m": {"same": 2}, "0/m2": {"same": 1}, "entries": {"paired": 6}}
+
+
+@pytest.mark.parametrize("mirror_first", [False, True])
+def test_the_last_entries_of_a_removed_route_are_paired(mirror_first: bool) -> None:
+    c, clock = published(version(("m", 100)), {"other": version(("m", 100))["r"]})
+    for e in reversed(legs("a", "m")) if mirror_first else legs("a", "m"):
+        c.add_entry(GW, e)
+    assert everything(c, clock) == {"0/m": {"same": 1}, "entries": {"paired": 2}}
+
+
+@pytest.mark.parametrize("order", list(permutations(range(4))))
+def test_legs_of_the_old_and_the_new_mirror_backend_are_each_paired(order: tuple[int, ...]) -> None:
+    """A rule's mirror moved from m to m2: a request Envoy served just before is mirrored to m,
+    one just after to m2; neither leg is `unexpected`, neither primary `unpaired`."""
+    c, clock = published(version(("m", 100)), version(("m2", 100)))
+    entries = [*legs("a", "m"), *legs("b", "m2")]
+    for i in order:
+        c.add_entry(GW, entries[i])
+    assert len(c.pairer) == 0
+    assert everything(c, clock) == {"0/m": {"same": 1}, "0/m2": {"same": 1}, "entries": {"paired": 4}}
+
+
+def test_a_rule_changed_twice_in_quick_succession_pairs_each_versions_entries() -> None:
+    """m -> m2 -> m3 within a second, then a route removed: the entries of every version Envoy
+    may still have served are read with it."""
+    c, clock = published(version(("m", 100)), version(("m2", 100)), version(("m3", 100)), {})
+    for rid, mirror in (("a", "m3"), ("b", "m2"), ("c", "m")):
+        for e in reversed(legs(rid, mirror)):
+            c.add_entry(GW, e)
+    assert everything(c, clock) == {f"0/{m}": {"same": 1} for m in ("m", "m2", "m3")} | {"entries": {"paired": 6}}
+
+
+def test_a_superseded_table_is_held_for_one_window_and_only_the_last_few() -> None:
+    """Memory stays bounded: a table is let go once no entry can be that late (the window), and
+    at most HELD of one Gateway's are held however often it changes. Publishing an unchanged
+    table (the same object) is no new version."""
+    first = version(("m", 100))
+    c, clock = published(first, {}, window=10)
+    for _ in range(2 * HELD):
+        c.set_tags({GW: c.pairer.tables[GW]})
+    clock.now = 9.9
+    c.add_entry(GW, entry("a", primary=True, tag=""))
+    assert c.entries["untagged"] == 0
+    clock.now = 10
+    c.add_entry(GW, entry("b", primary=True, tag=""))
+    assert c.entries["untagged"] == 1
+
+    c, _ = published(first, *({f"r{i}": first["r"]} for i in range(HELD + 1)))  # r0 … r7 held
+    oldest = entry("c", primary=True, tag="")
+    oldest.common_properties.route_name = "r0"
+    c.add_entry(GW, oldest)
+    assert c.entries["untagged"] == 0
+    c.add_entry(GW, entry("d", primary=True, tag=""))
+    assert c.entries["untagged"] == 1, "the first table was let go: HELD newer ones are held"
 
 
 def test_an_entrys_own_tag_comes_before_the_table() -> None:

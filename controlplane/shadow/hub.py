@@ -120,7 +120,7 @@ class Comparisons:
 
     def set_tags(self, tables: TagTables) -> None:
         """The tag tables of the last translation (the controller's ``tag_listeners``)."""
-        self.pairer.tables = tables
+        self.pairer.set_tables(tables)
 
     def expire(self) -> None:
         self.pairer.expire()

@@ -4,15 +4,23 @@ A request waits here until its primary and every mirror leg Envoy will log for i
 until ``window`` seconds passed (then each missing leg makes an ``unpaired`` result), or until
 ``limit`` other requests wait behind it (then it is evicted and counted as dropped: memory stays
 bounded whatever Envoy sends, e.g. only one leg's entries for ever).
+
+Which legs Envoy logs for a request is its rule's tag, found by route name in the tag table of
+the last translation. That table changes when a version is installed, before Envoy applies it,
+and an entry can come as late as the window (a slow request started under the old routes, then
+the logger's flush): so each superseded table is held for one window more (at most :data:`HELD`
+per Gateway), and a request is read with the newest version of its rule that explains what came
+of it (docs/shadow-testing.md, "The tag table").
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .entries import Leg
@@ -21,6 +29,9 @@ from .tagging import MirrorTag, RouteTag, TagTables, sampled
 DEFAULT_WINDOW = 60.0
 """Seconds a leg waits for the other: longer than a route's default timeout (15 s) plus the
 access log's flush interval, so a slow mirror is compared, not called unpaired."""
+HELD = 8
+"""Superseded tag tables held per Gateway at most, the newest, however often it changes: each is
+one dict of references to tags and names it shares with the others (200 KiB at 10,000 rules)."""
 DEFAULT_LIMIT = 50_000
 """Requests waiting at once: about 1.5 KiB each (benchmarks/shadow.py), some 80 MiB at the most."""
 log = logging.getLogger("mirrorplane.shadow")
@@ -43,7 +54,8 @@ class Pair:
 class _Pending:
     at: float
     primary: Leg | None = None
-    tag: RouteTag | None = None
+    tag: RouteTag | None = None  # the version of its rule the request is read with
+    versions: tuple[RouteTag, ...] = ()  # its rule's differing versions still held, newest first
     mirrors: dict[str, Leg] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
 
@@ -54,14 +66,15 @@ def _decode(text: str) -> RouteTag:
     return RouteTag.decode(text)
 
 
-def _stale(request_id: str, tag: RouteTag) -> bool:
-    """Whether a primary Envoy logged was served under another version of its rule than ``tag``:
-    Envoy logs a primary below its route's threshold, the highest of its mirrors' percents, so
-    one that no mirror of ``tag`` samples was logged with other percents. The tag table changes
-    when a version is installed, before Envoy applies it, and entries come up to 0.5 s late (a
-    lowered ``samplePercent``). Its mirror legs are then expected as Envoy logged them, which
-    ``tag`` cannot say: all of them, and paired as they come."""
-    return not any(sampled(request_id, m.percent) for m in tag.mirrors)
+def _sampling(tag: RouteTag, request_id: str) -> set[str]:
+    """The mirrors of ``tag`` that sample this id: under ``tag`` Envoy logs a leg to each, and
+    the primary if there is any (its route's threshold is the highest of their percents)."""
+    return {m.cluster for m in tag.mirrors if sampled(request_id, m.percent)}
+
+
+def _lookup(table: Mapping[str, RouteTag], route: str) -> RouteTag | None:
+    # A rule's twin routes (…/match/N/no-body, …/grpc) are named after it plus one segment.
+    return table.get(route) or table.get(route.rpartition("/")[0])
 
 
 Emit = Callable[[Pair], None]
@@ -81,22 +94,46 @@ class Pairer:
         self.emit, self.count = emit, count
         self.window, self.limit, self.clock = window, limit, clock
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
-        self.tables: TagTables = {}  # replaced whole after each translation (Comparisons.set_tags)
+        self.tables: TagTables = {}  # the last translation's (set_tables)
+        # Per Gateway, the tables it superseded, newest first, each with when it is let go.
+        self._held: dict[str, list[tuple[float, Mapping[str, RouteTag]]]] = {}
+        self._release = math.inf  # when the first held table is let go
         self._untabled: set[str] = set()  # Gateways already warned about (shadow.no_tags)
 
     def __len__(self) -> int:
         return len(self._pending)
 
+    def set_tables(self, tables: TagTables) -> None:
+        """The tag tables of a new translation. A Gateway's table that changed (the controller
+        hands out the same object while nothing did) is held one window more for late entries;
+        tables are never changed once handed out, so holding one copies nothing."""
+        until = self.clock() + self.window
+        for gateway, old in self.tables.items():
+            if tables.get(gateway) is not old:
+                held = self._held.setdefault(gateway, [])
+                held.insert(0, (until, old))
+                del held[HELD:]
+                self._release = min(self._release, until)
+        self.tables = tables
+
     def add(self, gateway: str, leg: Leg) -> None:
         now = self.clock()
         self.expire(now)
         tag: RouteTag | None = None
+        versions: tuple[RouteTag, ...] = ()
         if leg.primary:
             try:
                 tag = self._tag(gateway, leg)
             except (ValueError, KeyError, TypeError):
                 self.count("malformed", 1)
                 return
+            held = None if leg.tag else self._held.get(gateway)
+            if held:  # a version of its routes installed less than a window ago
+                versions = self._versions(tag, held, leg.route)
+                if versions:
+                    tag = versions[0]
+                    if len(versions) == 1:  # one version after all (its route only in held tables)
+                        versions = ()
             if tag is None:
                 self.count("untagged", 1)
                 return
@@ -109,19 +146,19 @@ class Pairer:
                 self.count("dropped_window_full", 1)
             p = self._pending[key] = _Pending(now)
         if leg.primary:
-            p.primary, p.tag = leg, tag
+            p.primary, p.tag, p.versions = leg, tag, versions
         else:
             p.mirrors[leg.cluster] = leg
         self._settle(key, p)
 
     def _tag(self, gateway: str, leg: Leg) -> RouteTag | None:
         """The entry's own tag if its route carried one, else its route's in the Gateway's table.
-        None: a route the table does not know (removed meanwhile, or not mirrored)."""
+        None: a route the table does not know (removed, or not mirrored)."""
         if leg.tag:
             return _decode(leg.tag)
         table = self.tables.get(gateway)
         if table is None:
-            if gateway not in self._untabled:  # said once per Gateway: every primary would repeat it
+            if gateway not in self._untabled and gateway not in self._held:  # said once per Gateway
                 self._untabled.add(gateway)
                 log.warning(
                     "shadow.no_tags gateway=%s route=%s reason=%s",
@@ -131,20 +168,47 @@ class Pairer:
                     " a separate `mirrorplane collect` needs the control plane started with --shadow-tags-in-routes",
                 )
             return None
-        # A rule's twin routes (…/match/N/no-body, …/grpc) are named after it plus one segment.
-        return table.get(leg.route) or table.get(leg.route.rpartition("/")[0])
+        return _lookup(table, leg.route)
+
+    @staticmethod
+    def _versions(
+        tag: RouteTag | None, held: list[tuple[float, Mapping[str, RouteTag]]], route: str
+    ) -> tuple[RouteTag, ...]:
+        """The route's tags in the last table and the held ones, newest first, each once; ()
+        when the held tables have the last one's (they share the tags of routes that did not
+        change: one ``is`` each)."""
+        found: list[RouteTag] | None = None
+        for _, table in held:
+            old = _lookup(table, route)
+            if old is None or old is tag:
+                continue
+            if found is None:
+                found = [] if tag is None else [tag]
+            if old not in found:
+                found.append(old)
+        return () if found is None else tuple(found)
 
     def _settle(self, key: tuple[str, str], p: _Pending) -> None:
-        """Emit every pair now complete; forget the request once nothing more is expected."""
+        """Emit every pair now complete; forget the request once nothing more is expected.
+
+        With several versions of its rule held, the request is read with the newest one that
+        explains what came of it: under which Envoy logs its primary (some mirror samples its id)
+        and each mirror leg that came (a mirror to that cluster samples it). It waits for every
+        leg a version explaining it expects, so that a leg only an older version logs is paired."""
         if p.primary is None or p.tag is None:
             return
         rid = key[1]
+        waiting = False
+        if p.versions:
+            came = p.mirrors.keys() | p.done
+            fits = [(t, s) for t in p.versions if (s := _sampling(t, rid)) and s >= came]
+            p.tag = fits[0][0] if fits else p.versions[0]
+            waiting = any(not s <= came for _, s in fits[1:])
         expected = 0
-        stale = _stale(rid, p.tag)
         for m in p.tag.mirrors:
             if m.cluster in p.done:
                 continue
-            if not stale and not sampled(rid, m.percent):  # its cluster may still log it for another rule
+            if not sampled(rid, m.percent):  # its cluster may still log it for another rule
                 if p.mirrors.pop(m.cluster, None) is not None:
                     self.count("not_sampled", 1)
                 continue
@@ -157,11 +221,13 @@ class Pairer:
         if p.mirrors:  # legs of clusters this rule does not mirror to: not ours to compare
             self.count("unexpected", len(p.mirrors))
             p.mirrors.clear()
-        if not expected:
+        if not expected and not waiting:
             del self._pending[key]
 
     def expire(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
+        if now >= self._release:
+            self._let_go(now)
         while self._pending:
             key, p = next(iter(self._pending.items()))
             if p.at + self.window > now:
@@ -169,12 +235,20 @@ class Pairer:
             del self._pending[key]
             self._unpaired(key, p)
 
+    def _let_go(self, now: float) -> None:
+        """Drop the held tables whose window has passed."""
+        for gateway, held in list(self._held.items()):
+            while held and held[-1][0] <= now:
+                held.pop()
+            if not held:
+                del self._held[gateway]
+        self._release = min((held[-1][0] for held in self._held.values()), default=math.inf)
+
     def _unpaired(self, key: tuple[str, str], p: _Pending) -> None:
         gateway, rid = key
         if p.tag is not None:
-            stale = _stale(rid, p.tag)
             for m in p.tag.mirrors:
-                if m.cluster in p.done or not (stale or sampled(rid, m.percent)):
+                if m.cluster in p.done or not sampled(rid, m.percent):
                     continue
                 if m.always:
                     self.emit(Pair(gateway, p.tag.route, p.tag.rule, m, p.primary, None))

@@ -109,14 +109,17 @@ class RouteTags:
     route table's tuple (place by place, or by ``id`` when the lengths differ), and only their
     routes are tagged again. Each table handed out is a new dict (one C copy of the last), never
     changed after: the controller makes it in its worker thread, the receiver reads it on the
-    event loop. A route attached to several virtual hosts has one tag (it depends on the route
-    alone); ``_count`` says in how many of them it still is.
+    event loop. While nothing changed the same object is handed out again: that is how the
+    receiver tells a new version (it holds the one superseded while late entries may need it).
+    A route attached to several virtual hosts has one tag (it depends on the route alone);
+    ``_count`` says in how many of them it still is.
     """
 
     def __init__(self) -> None:
         self._chains: dict[str, tuple[ir.VirtualHost, ...]] = {}
         self._count: dict[str, int] = {}
         self._tags: dict[str, RouteTag] = {}  # the last table handed out (read-only from then on)
+        self._view: Mapping[str, RouteTag] = MappingProxyType(self._tags)
 
     def table(self, gateway: ir.GatewayIR) -> Mapping[str, RouteTag]:
         chains = {c.name: c.virtual_hosts for listener in gateway.listeners for c in listener.chains}
@@ -129,8 +132,8 @@ class RouteTags:
                 table = self._tags.copy()
             self._swap(table, *_differing(old, new))
         if table is not None:
-            self._chains, self._tags = chains, table
-        return MappingProxyType(self._tags)
+            self._chains, self._tags, self._view = chains, table, MappingProxyType(table)
+        return self._view
 
     def _swap(
         self, table: dict[str, RouteTag], gone: Iterable[ir.VirtualHost], added: Iterable[ir.VirtualHost]
