@@ -569,7 +569,7 @@ def _route(
         name,
         match,
         rule.backends,
-        tuple(f.mirrors),
+        f.mirrors,
         f.request_headers,
         f.response_headers,
         None,  # direct_status
