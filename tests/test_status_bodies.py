@@ -38,6 +38,41 @@ def test_a_first_stamp_equals_the_general_stamp_with_nothing_to_keep() -> None:
         assert "lastTransitionTime" not in str(body), "the translator's body was changed"
 
 
+def test_a_first_stamp_of_any_shape_equals_the_general_stamp_and_owns_its_dicts() -> None:
+    """A route's status takes a path of its own at its first stamp (status._stamped_parent);
+    every other shape, and a parent with anything else in it, must be stamped as the general
+    path stamps it, each dict and list a new one."""
+    import copy
+
+    cond = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 1}
+    ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "port": 80}
+    parent = {"parentRef": ref, "controllerName": "c", "conditions": [cond, {**cond, "type": "ResolvedRefs"}]}
+    shapes: list[Any] = [
+        {"parents": [parent]},
+        {"parents": [parent, {**parent, "parentRef": {"name": "other"}}]},
+        {"parents": []},
+        {"parents": [{**parent, "parentRef": {**ref, "nested": {"a": [1, {"b": 2}]}}}]},
+        {"parents": [{**parent, "controllerName": ["not", "a", "name"]}]},
+        {"parents": [{"parentRef": ref, "other": {"x": [1]}, "conditions": [cond]}]},
+        {"parents": [{**parent, "extra": {"x": 1}}]},
+        {"parents": [{**parent, "conditions": None}]},
+        {"parents": [parent, "not a dict"]},
+        {"parents": [parent], "conditions": [cond]},
+        {"conditions": [cond], "listeners": [{"name": "l", "conditions": [cond], "supportedKinds": [{"k": 1}]}]},
+    ]
+    for body in shapes:
+        before = copy.deepcopy(body)
+        fresh = stamp(body, None, "2026-01-01T00:00:00Z")
+        assert fresh == stamp(body, {"unrelated": []}, "2026-01-01T00:00:00Z"), body
+        assert body == before, "the translator's body was changed"
+
+        def containers(node: Any) -> list[int]:
+            inner = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+            return [id(node)] + [i for v in inner for i in containers(v)] if isinstance(node, dict | list) else []
+
+        assert not set(containers(fresh)) & set(containers(body)), body
+
+
 def test_has_problem_says_what_conditions_in_finds() -> None:
     """status.has_problem (the cold start's shortcut before naming where each problem is) over
     every golden status, and a problem placed at each level conditions_in looks at alone."""

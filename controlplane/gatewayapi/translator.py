@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Literal
 
 from .. import ir
@@ -142,17 +143,22 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     resolver = BackendResolver(store)
     policies = resolve_policies(store, options.controller_name, statuses)
     found: list[_Attachment] = []
+    # A memo that holds nothing yet (a cold start, or after invalidate) holds only the routes
+    # of this store afterwards: nothing to forget.
+    stale = memo is not None and bool(memo.entries or memo.attached)
     route_kinds: tuple[Mapping[NsName, K8sObject[Any]], ...] = (store.httproutes, store.grpcroutes)
     for routes in route_kinds:
         for _, route in sorted(routes.items()):
             found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
     kinds = {
-        (lst.gateway, lst.name): Counter(k[0] for k in lst.attached) for lsts in listeners.values() for lst in lsts
+        (lst.gateway, lst.name): Counter(map(itemgetter(0), lst.attached))
+        for lsts in listeners.values()
+        for lst in lsts
     }
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
-    if memo is not None:
+    if memo is not None and stale:
         # From the stores' keys, (namespace, name) as _translate_changes reads them: not a read of
         # each of 10,000 route objects again.
         memo.keep_only({("HTTPRoute", *k) for k in store.httproutes} | {("GRPCRoute", *k) for k in store.grpcroutes})
