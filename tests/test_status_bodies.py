@@ -103,3 +103,34 @@ def test_has_problem_says_what_conditions_in_finds() -> None:
     ]
     for body in bodies + placed + [copy.deepcopy(b) | {"conditions": None} for b in placed]:
         assert has_problem(body) == slow(body), body
+
+
+def test_many_statuses_becoming_well_are_counted_on_one_line(caplog: Any) -> None:
+    """A cold start of thousands of routes logs one line for the statuses that became well (each
+    at debug), every problem on a line of its own as ever, and a small update each object."""
+    import logging
+
+    from benchmarks.workload import objects, route
+    from controlplane.controller import LOG_EACH_WELL, Controller
+    from controlplane.xds.cache import SnapshotCache
+
+    docs = objects(LOG_EACH_WELL + 10)
+    broken = route(999)
+    broken["spec"]["rules"][0]["backendRefs"][0]["name"] = "missing"
+    store = Store.from_objects(from_dict(schema.validate(o)) for o in [*docs, broken])
+    controller = Controller(SnapshotCache())
+    caplog.set_level(logging.DEBUG, logger="mirrorplane.controller")
+    controller.update(store)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "status.changed" in r.getMessage()]
+    assert info == [f"status.changed objects={LOG_EACH_WELL + 12} ok=True"]  # and the GatewayClass and Gateway
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert "status.changed object='HTTPRoute bench/route-3' ok=True" in debug
+    assert len(debug) == LOG_EACH_WELL + 12
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "HTTPRoute bench/route-999" in warned[0], warned
+
+    caplog.clear()
+    fixed = route(999)
+    controller.update(Store.from_objects([*store.objects(), from_dict(schema.validate(fixed))]))
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "status.changed" in r.getMessage()]
+    assert info == ["status.changed object='HTTPRoute bench/route-999' ok=True"]
