@@ -234,6 +234,7 @@ class Controller:
                     fresh.pop(key, None)
             keys = [key for key in which if key in statuses]
         changed = 0
+        well: list[StatusKey] = []  # changed and without a problem: logged after the loop
         for key in keys:
             body = statuses[key]
             old = self.statuses.get(key)
@@ -242,8 +243,10 @@ class Controller:
                 continue
             fresh[key] = stamp(body, old, now)
             if old is None or _summary(old) != _summary(body):
-                _log_status(key, body)
+                if not _log_problems(key, body):
+                    well.append(key)
                 changed += 1
+        _log_well(well)
         self.statuses, self._unstamped = fresh, statuses
         return changed
 
@@ -252,19 +255,36 @@ def _summary(body: dict[str, Any]) -> list[tuple[str, str, str, str, Any]]:
     return [(w, c["type"], c["status"], c["reason"], c.get("observedGeneration")) for w, c in conditions_in(body)]
 
 
-def _log_status(key: StatusKey, body: dict[str, Any]) -> None:
+# Above this many objects whose status became well in one update (a cold start, a Gateway
+# change), they are counted on one line and each is logged at debug: at 10,000 routes the lines
+# took 90 ms of the cold start's CPU, more than stamping the statuses.
+LOG_EACH_WELL = 20
+
+
+def _log_problems(key: StatusKey, body: dict[str, Any]) -> bool:
+    """Log a status with a problem (always, one line per object); False when it has none."""
+    if not has_problem(body):
+        return False
+    bad = [
+        f"{w + ': ' if w else ''}{c['type']}={c['status']} ({c['reason']}: {c['message']})"
+        for w, c in conditions_in(body)
+        if is_problem(c)
+    ]
+    log.warning("status.changed object=%r problems=%r", _object(key), "; ".join(bad))
+    return True
+
+
+def _log_well(keys: list[StatusKey]) -> None:
+    if len(keys) <= LOG_EACH_WELL:
+        for key in keys:
+            log.info("status.changed object=%r ok=True", _object(key))
+        return
+    log.info("status.changed objects=%d ok=True", len(keys))
+    if log.isEnabledFor(logging.DEBUG):
+        for key in keys:
+            log.debug("status.changed object=%r ok=True", _object(key))
+
+
+def _object(key: StatusKey) -> str:
     kind, ns, name = key
-    bad = (
-        [
-            f"{w + ': ' if w else ''}{c['type']}={c['status']} ({c['reason']}: {c['message']})"
-            for w, c in conditions_in(body)
-            if is_problem(c)
-        ]
-        if has_problem(body)
-        else []
-    )
-    obj = f"{kind} {ns + '/' if ns else ''}{name}"
-    if bad:
-        log.warning("status.changed object=%r problems=%r", obj, "; ".join(bad))
-    else:
-        log.info("status.changed object=%r ok=True", obj)
+    return f"{kind} {ns + '/' if ns else ''}{name}"

@@ -84,8 +84,8 @@ MUTATIONS = (
         "keep-invalid-mirror",
         "a mirror whose backendRef does not resolve is kept, naming a cluster that is not served",
         FILTERS,
-        "    elif backend is not None:\n        out.mirrors.append(ir.Mirror(backend.name, numerator, denominator, shadow_suffix))",
-        "    out.mirrors.append(ir.Mirror(backend.name if backend else 'unresolved', numerator, denominator, shadow_suffix))",
+        "    elif backend is not None:\n        out.mirrors += (ir.Mirror(backend.name, numerator, denominator, shadow_suffix),)",
+        "    out.mirrors += (ir.Mirror(backend.name if backend else 'unresolved', numerator, denominator, shadow_suffix),)",
         (GOLDEN, FUZZ, "tests/test_e2e_mirror.py::test_route_with_missing_mirror_backend_keeps_serving_primary"),
     ),
     Mutation(

@@ -401,3 +401,24 @@ def test_store_changed_lists_exactly_the_added_removed_and_changed_objects() -> 
     fewer = Store.from_objects(o for o in store.objects() if o.name != "route-5")
     assert store.changed(fewer) == {"httproutes": {(NAMESPACE, "route-5")}}
     assert fewer.changed(store) == {"httproutes": {(NAMESPACE, "route-5")}}
+
+
+def test_the_memo_forgets_deleted_routes_after_a_cold_start_and_after_an_invalidation() -> None:
+    """The full path forgets what the memo holds of routes gone (RouteMemo.keep_only), except
+    when the memo held nothing before it (a cold start, or after a Service change emptied it):
+    then it holds only routes of the store already."""
+    docs = objects(6)
+    controller = Controller(SnapshotCache())
+    controller.update(store_of(docs))
+    gateway = copy.deepcopy(next(d for d in docs if d["kind"] == "Gateway"))
+    gateway["metadata"]["labels"] = {"changed": "yes"}  # the full path, with the memo kept
+    remaining = [d for d in docs if d["metadata"]["name"] != "route-2" and d["kind"] != "Gateway"]
+    controller.update(store_of([*remaining, gateway]))
+    routes = {("HTTPRoute", NAMESPACE, f"route-{i}") for i in range(6) if i != 2}
+    assert set(controller._memo.entries) == routes and set(controller._memo.attached) == routes
+    service = copy.deepcopy(next(d for d in remaining if d["kind"] == "Service"))
+    service["spec"]["ports"][0]["name"] = "renamed"  # a referenced kind: every route compiled again
+    last = [d for d in remaining if d["metadata"]["name"] not in ("route-3", service["metadata"]["name"])]
+    controller.update(store_of([*last, service, gateway]))
+    routes.discard(("HTTPRoute", NAMESPACE, "route-3"))
+    assert set(controller._memo.entries) == routes and set(controller._memo.attached) == routes

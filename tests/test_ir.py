@@ -44,3 +44,30 @@ def test_route_of_makes_what_the_constructor_makes() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.name = "other"  # type: ignore[misc]
     assert dataclasses.replace(fast, rule="0") == dataclasses.replace(made, rule="0")
+
+
+def test_by_backends_and_mirrors_keys_by_both_tuples() -> None:
+    """ir.by_backends_and_mirrors serves a one-route virtual host what it computed for another
+    holding the same ``backends`` and ``mirrors`` objects. Both functions it wraps (the route
+    tables' backends in use, the xDS build's mirror usage) read both: virtual hosts sharing one
+    of the two objects and not the other, or neither but equal in value, must each get what the
+    function gives them."""
+    from controlplane.gatewayapi.rules import backends_of
+    from controlplane.xds.encoded import vhost_usage
+
+    match = ir.Match("PathPrefix", "/")
+    backends = [(ir.WeightedBackend("svc-a", 1),), (ir.WeightedBackend("svc-b", 1),)]
+    mirrors = [
+        (ir.Mirror("mirror-a", 1, 2, False),),
+        (ir.Mirror("mirror-b", 1, 2, False, comparison=ir.Comparison(sample_percent=7, body=True, headers=("x",))),),
+    ]
+    hosts = [
+        ir.VirtualHost(f"vh{i}", ("a.example.com",), (ir.Route(f"r{i}", match, b, m),))
+        for i, (b, m) in enumerate((b, m) for b in backends for m in mirrors)
+    ]
+    hosts += [ir.VirtualHost("copy", (), (ir.Route("c", match, (*backends[1],), (*mirrors[1],)),))]
+    hosts += [ir.VirtualHost("two", (), (*hosts[0].routes, *hosts[3].routes))]
+    for of in (backends_of, vhost_usage):
+        cached = ir.by_backends_and_mirrors(of)
+        for vh in hosts + hosts[::-1]:
+            assert cached(vh) == of(vh), (of.__name__, vh.name)

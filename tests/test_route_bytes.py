@@ -210,6 +210,37 @@ def test_routes_sharing_an_action_share_only_what_they_read(drawn: list[ir.Route
             _assert_same(encoder, vh)
 
 
+# What RouteEncoder._middle reads of a route, and so keys it by (by identity first, then by value).
+_MIDDLE_FIELDS = (
+    "backends",
+    "mirrors",
+    "rewrite",
+    "timeout_ms",
+    "backend_timeout_ms",
+    "request_headers",
+    "response_headers",
+    "cors",
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    drawn=st.lists(st.integers(0, 9).flatmap(routes), min_size=2, max_size=6),
+    limit=st.sampled_from(LIMITS),
+)
+def test_routes_holding_the_same_objects_but_one_are_written_apart(drawn: list[ir.Route], limit: int) -> None:
+    """The routes of one rule hold the very same objects, and _middle looks them up by identity
+    before it hashes them: routes that share every object it reads but one, through one encoder,
+    must each be written as its own message serializes. A key that left out one of them would
+    hand the second route the first one's action or header changes."""
+    first = drawn[0]
+    encoder = RouteEncoder(limit)
+    for i, r in enumerate(drawn):
+        for name in _MIDDLE_FIELDS:
+            one_apart = replace(first, **{name: getattr(r, name)})
+            _assert_same(encoder, ir.VirtualHost(f"vh{i}-{name}", ("a.example.com",), (one_apart,)))
+
+
 def test_a_delimited_field_has_its_tag_and_length_as_varints_at_every_size() -> None:
     """wire.delimited's tables and two-byte lengths against the varints written out."""
     from controlplane.xds import wire

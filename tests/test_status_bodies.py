@@ -38,6 +38,41 @@ def test_a_first_stamp_equals_the_general_stamp_with_nothing_to_keep() -> None:
         assert "lastTransitionTime" not in str(body), "the translator's body was changed"
 
 
+def test_a_first_stamp_of_any_shape_equals_the_general_stamp_and_owns_its_dicts() -> None:
+    """A route's status takes a path of its own at its first stamp (status._stamped_parent);
+    every other shape, and a parent with anything else in it, must be stamped as the general
+    path stamps it, each dict and list a new one."""
+    import copy
+
+    cond = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 1}
+    ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "port": 80}
+    parent = {"parentRef": ref, "controllerName": "c", "conditions": [cond, {**cond, "type": "ResolvedRefs"}]}
+    shapes: list[Any] = [
+        {"parents": [parent]},
+        {"parents": [parent, {**parent, "parentRef": {"name": "other"}}]},
+        {"parents": []},
+        {"parents": [{**parent, "parentRef": {**ref, "nested": {"a": [1, {"b": 2}]}}}]},
+        {"parents": [{**parent, "controllerName": ["not", "a", "name"]}]},
+        {"parents": [{"parentRef": ref, "other": {"x": [1]}, "conditions": [cond]}]},
+        {"parents": [{**parent, "extra": {"x": 1}}]},
+        {"parents": [{**parent, "conditions": None}]},
+        {"parents": [parent, "not a dict"]},
+        {"parents": [parent], "conditions": [cond]},
+        {"conditions": [cond], "listeners": [{"name": "l", "conditions": [cond], "supportedKinds": [{"k": 1}]}]},
+    ]
+    for body in shapes:
+        before = copy.deepcopy(body)
+        fresh = stamp(body, None, "2026-01-01T00:00:00Z")
+        assert fresh == stamp(body, {"unrelated": []}, "2026-01-01T00:00:00Z"), body
+        assert body == before, "the translator's body was changed"
+
+        def containers(node: Any) -> list[int]:
+            inner = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+            return [id(node)] + [i for v in inner for i in containers(v)] if isinstance(node, dict | list) else []
+
+        assert not set(containers(fresh)) & set(containers(body)), body
+
+
 def test_has_problem_says_what_conditions_in_finds() -> None:
     """status.has_problem (the cold start's shortcut before naming where each problem is) over
     every golden status, and a problem placed at each level conditions_in looks at alone."""
@@ -68,3 +103,34 @@ def test_has_problem_says_what_conditions_in_finds() -> None:
     ]
     for body in bodies + placed + [copy.deepcopy(b) | {"conditions": None} for b in placed]:
         assert has_problem(body) == slow(body), body
+
+
+def test_many_statuses_becoming_well_are_counted_on_one_line(caplog: Any) -> None:
+    """A cold start of thousands of routes logs one line for the statuses that became well (each
+    at debug), every problem on a line of its own as ever, and a small update each object."""
+    import logging
+
+    from benchmarks.workload import objects, route
+    from controlplane.controller import LOG_EACH_WELL, Controller
+    from controlplane.xds.cache import SnapshotCache
+
+    docs = objects(LOG_EACH_WELL + 10)
+    broken = route(999)
+    broken["spec"]["rules"][0]["backendRefs"][0]["name"] = "missing"
+    store = Store.from_objects(from_dict(schema.validate(o)) for o in [*docs, broken])
+    controller = Controller(SnapshotCache())
+    caplog.set_level(logging.DEBUG, logger="mirrorplane.controller")
+    controller.update(store)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "status.changed" in r.getMessage()]
+    assert info == [f"status.changed objects={LOG_EACH_WELL + 12} ok=True"]  # and the GatewayClass and Gateway
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert "status.changed object='HTTPRoute bench/route-3' ok=True" in debug
+    assert len(debug) == LOG_EACH_WELL + 12
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "HTTPRoute bench/route-999" in warned[0], warned
+
+    caplog.clear()
+    fixed = route(999)
+    controller.update(Store.from_objects([*store.objects(), from_dict(schema.validate(fixed))]))
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "status.changed" in r.getMessage()]
+    assert info == ["status.changed object='HTTPRoute bench/route-999' ok=True"]

@@ -23,7 +23,8 @@ FULL, PREFIX = "ReplaceFullPath", "ReplacePrefixMatch"
 class RuleFilters:
     """What a rule's filters (including those on its backendRefs) ask for."""
 
-    mirrors: list[ir.Mirror] = field(default_factory=list)
+    # A tuple: every IR route of the rule holds this one object (the xDS encoder keys by it).
+    mirrors: tuple[ir.Mirror, ...] = ()
     request_headers: ir.HeaderMods = ir.NO_HEADER_MODS
     response_headers: ir.HeaderMods = ir.NO_HEADER_MODS
     redirect: RedirectSpec | None = None
@@ -96,7 +97,7 @@ def _add_mirror(
     if problem:
         out.problems.append(problem)
     elif backend is not None:
-        out.mirrors.append(ir.Mirror(backend.name, numerator, denominator, shadow_suffix))
+        out.mirrors += (ir.Mirror(backend.name, numerator, denominator, shadow_suffix),)
 
 
 def header_mods(spec: dict[str, Any]) -> ir.HeaderMods:

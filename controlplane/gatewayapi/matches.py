@@ -33,10 +33,13 @@ def first_by_name(items: list[dict[str, Any]], *, fold_case: bool) -> tuple[ir.S
     return tuple(out)
 
 
+_PATH_RANK = {"Exact": 0, "PathPrefix": 1}  # then RegularExpression
+
+
 def precedence(route: K8sObject[Any], rule_index: int, mi: int, match: ir.Match) -> tuple[Any, ...]:
     """Gateway API route precedence: exact path, longest prefix, method, most headers, most query
     params, then the oldest route, then namespace/name, then rule and match order."""
-    kind = {"Exact": 0, "PathPrefix": 1}.get(match.path_type, 2)
+    kind = _PATH_RANK.get(match.path_type, 2)
     meta = route.metadata
     return (
         kind,

@@ -87,7 +87,7 @@ class Policies:
             if settings is None or not rule.filters.mirrors:
                 out.append(rule)
                 continue
-            mirrors = [settings.apply(m) for m in rule.filters.mirrors]
+            mirrors = tuple(settings.apply(m) for m in rule.filters.mirrors)
             out.append(replace(rule, filters=replace(rule.filters, mirrors=mirrors)))
         return out
 

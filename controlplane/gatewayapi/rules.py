@@ -135,9 +135,9 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         body = rule_body(resolver, route, rule, shadow_suffix)
         filters = body.filters
         problems += filters.problems
-        matches = tuple(route_match(m) for m in rule.get("matches") or [{}])
+        matches = tuple(map(route_match, rule.get("matches") or [{}]))
         unsupported = list(filters.unsupported)
-        if _replaces_prefix(filters) and any(m.path_type != "PathPrefix" for m in matches):
+        if body.replaces_prefix and any(m.path_type != "PathPrefix" for m in matches):
             unsupported.append("ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
         # What Envoy would refuse must not reach it: one refused value NACKs the whole Gateway's
         # RouteConfiguration. A refused match is left out; the rest of the rule answers 500.
@@ -190,6 +190,7 @@ class RuleBody:
     weighted: tuple[ir.WeightedBackend, ...]
     problems: list[RefProblem]  # the backendRefs' (the filters' own are in ``filters``)
     touched: dict[str, ir.Backend]  # the backends resolved
+    replaces_prefix: bool  # a redirect or rewrite replaces the prefix match: every match must be one
 
 
 def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], shadow: bool) -> RuleBody:
@@ -207,7 +208,7 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
             problems: list[RefProblem] = []
             weighted = tuple(weighted_backends(resolver, route, rule, filters, problems))
             hit = resolver.rules[key] = RuleBody(
-                filters, refused_filters(filters), weighted, problems, resolver.touched
+                filters, refused_filters(filters), weighted, problems, resolver.touched, _replaces_prefix(filters)
             )
         finally:
             resolver.touched = outer

@@ -121,16 +121,44 @@ def stamp(new: dict[str, Any], old: dict[str, Any] | None, now: str) -> dict[str
 def _stamped_new(node: Any, now: str) -> Any:
     """What :func:`stamp` makes of a body seen for the first time (every condition at ``now``),
     without the paths that only matter for finding old times: a cold start stamps 10,000."""
+    if type(node) is dict and len(node) == 1 and type(parents := node.get("parents")) is list:
+        # A route's status, as the translator writes it (10,000 at a cold start): made in one
+        # expression per parent rather than a call per dict and list, a third less time.
+        out_parents = []
+        for parent in parents:
+            stamped = _stamped_parent(parent, now)
+            if stamped is None:
+                return _stamped_any(node, now)
+            out_parents.append(stamped)
+        return {"parents": out_parents}
+    return _stamped_any(node, now)
+
+
+def _stamped_parent(parent: Any, now: str) -> dict[str, Any] | None:
+    """A route's parent status as _stamped_any stamps it, when it holds nothing but a parentRef of
+    plain values, a controllerName and a list of conditions; None for any other shape."""
+    if type(parent) is not dict or len(parent) != 3 or "controllerName" not in parent:
+        return None
+    ref, name, conds = parent.get("parentRef"), parent.get("controllerName"), parent.get("conditions")
+    if type(ref) is not dict or isinstance(name, _NESTED) or type(conds) is not list:
+        return None
+    for value in ref.values():
+        if isinstance(value, _NESTED):
+            return None
+    return {**parent, "parentRef": ref.copy(), "conditions": [{**c, "lastTransitionTime": now} for c in conds]}
+
+
+def _stamped_any(node: Any, now: str) -> Any:
     if isinstance(node, dict):
         out = node.copy()
         for k, v in node.items():
             if k == "conditions" and isinstance(v, list):
                 out[k] = [{**c, "lastTransitionTime": now} for c in v]
             elif isinstance(v, _NESTED):  # (a call per leaf value was half the cost)
-                out[k] = _stamped_new(v, now)
+                out[k] = _stamped_any(v, now)
         return out
     if isinstance(node, list):
-        return [_stamped_new(v, now) if isinstance(v, _NESTED) else v for v in node]
+        return [_stamped_any(v, now) if isinstance(v, _NESTED) else v for v in node]
     return node
 
 

@@ -106,6 +106,7 @@ class Tables:
             dirty = [(table, host) for table, entries in self._entries.items() for host in entries]
             self._full = False
         used = self._used
+        used_by = ir.by_backends_and_mirrors(backends_of)
         for table, host in dirty:
             entries, vhosts = self._entries[table], self._vhosts[table]
             found = entries.get(host)
@@ -125,7 +126,7 @@ class Tables:
             reuse = old or self._previous.get(table, {}).get(host)
             if reuse is None or len(reuse[0].routes) != len(routes) or any(map(_differ, reuse[0].routes, routes)):
                 vh = ir.VirtualHost(name=f"{table}/{host}", domains=(host,), routes=routes)
-                reuse = (vh, backends_of(vh))
+                reuse = (vh, used_by(vh))
             vhosts[host] = reuse
             for backend in reuse[1]:
                 used[backend] = used.get(backend, 0) + 1

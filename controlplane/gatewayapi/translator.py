@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Literal
 
 from .. import ir
@@ -142,17 +143,23 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     resolver = BackendResolver(store)
     policies = resolve_policies(store, options.controller_name, statuses)
     found: list[_Attachment] = []
+    # A memo that holds nothing yet (a cold start, or after invalidate) holds only the routes
+    # of this store afterwards: nothing to forget.
+    stale = memo is not None and bool(memo.entries or memo.attached)
     route_kinds: tuple[Mapping[NsName, K8sObject[Any]], ...] = (store.httproutes, store.grpcroutes)
+    allowed: dict[Any, Allowed] = {}
     for routes in route_kinds:
         for _, route in sorted(routes.items()):
-            found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo)
+            found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo, allowed)
     kinds = {
-        (lst.gateway, lst.name): Counter(k[0] for k in lst.attached) for lsts in listeners.values() for lst in lsts
+        (lst.gateway, lst.name): Counter(map(itemgetter(0), lst.attached))
+        for lsts in listeners.values()
+        for lst in lsts
     }
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
     for a in _reject_kind_conflicts(found, statuses):
         attachments[a.listener.gateway].append(a)
-    if memo is not None:
+    if memo is not None and stale:
         # From the stores' keys, (namespace, name) as _translate_changes reads them: not a read of
         # each of 10,000 route objects again.
         memo.keep_only({("HTTPRoute", *k) for k in store.httproutes} | {("GRPCRoute", *k) for k in store.grpcroutes})
@@ -191,6 +198,7 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
     resolver.backends = state.backends
     touched: set[tuple[str, str]] = set()
     found: list[_Attachment] = []
+    allowed: dict[Any, Allowed] = {}
     for key in sorted(memo.changed):
         old = memo.attached.pop(key, None)
         statuses.pop(key, None)
@@ -204,7 +212,7 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
         if route is None:
             memo.entries.pop(key, None)
             continue
-        for a in _attach_route(store, route, state.listeners, resolver, policies, options, statuses, memo):
+        for a in _attach_route(store, route, state.listeners, resolver, policies, options, statuses, memo, allowed):
             state.kinds.setdefault((a.listener.gateway, a.listener.name), Counter())[key[0]] += 1
             touched.add((a.listener.gateway, a.listener.name))
             found.append(a)
@@ -256,7 +264,10 @@ def _attach_route(
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
     memo: RouteMemo | None = None,
+    allowed: dict[Any, Allowed] | None = None,
 ) -> list[_Attachment]:
+    """Attach one route to the listeners of its parentRefs. ``allowed``: the translation's
+    memo of which listeners each distinct parentRef may attach to (_allowed)."""
     applied = policies.for_route(route.key)
     if memo is not None:
         hit = memo.attached.get(route.key)
@@ -287,7 +298,7 @@ def _attach_route(
 
     parents, attachments = [], []
     for ref, key in ours:
-        accepted, found = _accept(store, route, ref, listeners[key])
+        accepted, found = _accept(store, route, ref, listeners[key], allowed)
         if accepted.status is True and not usable:
             accepted = Condition(
                 "Accepted", False, "UnsupportedValue", "No rule can be served: " + "; ".join(dropped.values()), gen
@@ -412,25 +423,17 @@ def _not_accepted(status: dict[str, Any], route: K8sObject[Any], gateway: str, w
 
 
 def _accept(
-    store: Store, route: K8sObject[Any], ref: dict[str, Any], gw_listeners: list[GatewayListener]
+    store: Store,
+    route: K8sObject[Any],
+    ref: dict[str, Any],
+    gw_listeners: list[GatewayListener],
+    allowed_memo: dict[Any, Allowed] | None = None,
 ) -> tuple[Condition, list[tuple[GatewayListener, list[str]]]]:
     """Which listeners of a Gateway take this parentRef, and the Accepted condition saying so."""
     gen = route.generation
-    candidates = [
-        lst
-        for lst in gw_listeners
-        if ("sectionName" not in ref or ref["sectionName"] == lst.name)
-        and ("port" not in ref or ref["port"] == lst.port)
-    ]
-    if not candidates:
-        what = " and ".join(f"{field} {ref[field]!r}" for field in ("sectionName", "port") if field in ref)
-        return Condition("Accepted", False, "NoMatchingParent", f"Gateway has no listener with {what}", gen), []
-    allowed = [lst for lst in candidates if lst.accepts_routes and _allows(store, lst, route)]
-    if not allowed:
-        return (
-            Condition("Accepted", False, "NotAllowedByListeners", "No listener of this Gateway allows this route", gen),
-            [],
-        )
+    refused, allowed = _allowed(store, route, ref, gw_listeners, allowed_memo)
+    if refused is not None:
+        return Condition("Accepted", False, *refused, gen), []
     found = []
     for lst in allowed:
         names = hostnames.intersect(lst.hostname, route.spec.get("hostnames") or [])
@@ -448,6 +451,51 @@ def _accept(
             [],
         )
     return _route_accepted(gen), found
+
+
+# The listeners a parentRef may attach to, or why none (reason, message).
+Allowed = tuple[tuple[str, str] | None, list[GatewayListener]]
+_ABSENT = object()
+
+
+def _allowed(
+    store: Store,
+    route: K8sObject[Any],
+    ref: dict[str, Any],
+    gw_listeners: list[GatewayListener],
+    memo: dict[Any, Allowed] | None,
+) -> Allowed:
+    """The listeners of a Gateway this parentRef selects and that allow the route, before
+    hostnames. They read nothing of the route but its kind and namespace, and nothing of the
+    parentRef but its sectionName and port: one translation works them out once per distinct
+    key (10,000 routes name the same few), ``memo``, which lives as long as ``gw_listeners``."""
+    section, port = ref.get("sectionName", _ABSENT), ref.get("port", _ABSENT)
+    # The types too: a port of True would equal 1 and name itself otherwise in the message.
+    key = (id(gw_listeners), route.kind, route.namespace, section, type(section), port, type(port))
+    try:
+        hit = memo.get(key) if memo is not None else None
+    except TypeError:  # an unhashable sectionName or port (unvalidated input): no memo
+        memo, hit = None, None
+    if hit is not None:
+        return hit
+    candidates = [
+        lst
+        for lst in gw_listeners
+        if (section is _ABSENT or section == lst.name) and (port is _ABSENT or port == lst.port)
+    ]
+    if not candidates:
+        what = " and ".join(f"{field} {ref[field]!r}" for field in ("sectionName", "port") if field in ref)
+        hit = (("NoMatchingParent", f"Gateway has no listener with {what}"), [])
+    else:
+        allowed = [lst for lst in candidates if lst.accepts_routes and _allows(store, lst, route)]
+        hit = (
+            (None, allowed)
+            if allowed
+            else (("NotAllowedByListeners", "No listener of this Gateway allows this route"), [])
+        )
+    if memo is not None:
+        memo[key] = hit
+    return hit
 
 
 # The conditions of a route that is well (10,000 of them at a cold start), made once per generation.
@@ -569,7 +617,7 @@ def _route(
         name,
         match,
         rule.backends,
-        tuple(f.mirrors),
+        f.mirrors,
         f.request_headers,
         f.response_headers,
         None,  # direct_status

@@ -145,14 +145,21 @@ class RouteTags:
                     count[r.name] -= 1
                     if not count[r.name]:
                         del count[r.name], table[r.name]
-        shared: dict[tuple[ir.Mirror, ...], tuple[MirrorTag, ...]] = {}  # rules repeat their mirrors
+        # Rules repeat their mirrors, and the routes of one rule (or of rules alike) hold the same
+        # tuple: looked up by its identity (the routes are alive meanwhile), then by value, which
+        # calls each frozen dataclass's __hash__.
+        by_id: dict[int, tuple[MirrorTag, ...]] = {}
+        shared: dict[tuple[ir.Mirror, ...], tuple[MirrorTag, ...]] = {}
         for vh in added:
             for r in vh.routes:
                 if r.mirrors:
                     count[r.name] = count.get(r.name, 0) + 1
-                    tags = shared.get(r.mirrors)
+                    tags = by_id.get(id(r.mirrors))
                     if tags is None:
-                        tags = shared[r.mirrors] = mirror_tags(r.mirrors)
+                        tags = shared.get(r.mirrors)
+                        if tags is None:
+                            tags = shared[r.mirrors] = mirror_tags(r.mirrors)
+                        by_id[id(r.mirrors)] = tags
                     table[r.name] = RouteTag(*_source(r), tags)
 
 

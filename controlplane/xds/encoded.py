@@ -231,7 +231,7 @@ class EncodedMemo:
         ids = list(new.keys() - old)
         vhosts = list(map(new.__getitem__, ids))
         data = list(map(framed, map(encode, vhosts)))
-        usages = list(map(vhost_usage, vhosts))
+        usages = list(map(ir.by_backends_and_mirrors(vhost_usage), vhosts))
         state.held.update(zip(ids, vhosts, strict=True))
         state.framed.update(zip(ids, data, strict=True))
         state.digests.update(zip(ids, map(_sha256, data), strict=True))
