@@ -1,6 +1,7 @@
 """What a change costs: one route edited → a real Envoy applied it, at 100, 1,000 and 10,000 routes.
 
-    python -m benchmarks.change_latency [--routes 100 1000 10000] [--rounds 5] [--no-kubernetes]
+    python -m benchmarks.change_latency [--routes 100 1000 10000] [--rounds 5]
+        [--no-kubernetes | --kubernetes-only [--kubernetes-routes 10000] [--no-status-writer]]
 
 Workload (the one issue 12 was measured on): N Envoy routes, each with a 50 % RequestMirror, as
 ⌈N/16⌉ HTTPRoutes of 16 rules in one routes.yaml (the Gateway, Services and EndpointSlices in
@@ -16,18 +17,23 @@ base.yaml); one real Envoy on Delta ADS. Per N, in a fresh process (so that RSS 
 * the longest event-loop stall (a 5 ms ticker's worst lateness) during the cold load and during
   the changes.
 
-Then the Kubernetes provider against tests/fakeapi: 10,000 HTTPRoutes listed at start, then one
-patched (in-process, as a watch event), same measures. "Applied" is always observed the same
-way: an HTTP request through Envoy for the changed path stops answering 404.
+Then the Kubernetes provider against tests/fakeapi: 10,000 HTTPRoutes of one rule listed at start,
+then one patched per round (a merge patch over HTTP, what ``kubectl patch --type merge`` sends),
+same measures. The fake API server runs in a process of its own (``python -m fakeapi``), as a real
+one would: its LIST encoding, watch fan-out and memory are not counted as the control plane's
+(its RSS is printed beside). The control plane runs as ``serve --kubernetes --no-leader-election``
+does, writing Gateway API status back (10,000 status PATCHes at start), unless
+``--no-status-writer``. "Applied" is always observed the same way: an HTTP request through Envoy
+for the changed path stops answering 404.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -45,7 +51,7 @@ from controlplane.echo import build_app
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.store import Store
-from controlplane.gatewayapi.translator import translate
+from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, translate
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
@@ -109,8 +115,8 @@ def http_routes(n: int) -> list[dict[str, Any]]:
     return [http_route(j, n) for j in range(math.ceil(n / RULES))]
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -154,6 +160,7 @@ class Bench:
         self.url = f"http://127.0.0.1:{self.gw_port}"
         self.stalls = StallMeter()
         self.out: dict[str, Any] = {"n": n}
+        self.on_cold: Callable[[], None] = lambda: None  # more measures, taken with the RSS
 
     async def served(self, session: aiohttp.ClientSession, path: str, host: str, started: float) -> float:
         return await asyncio.wait_for(_until_served(session, self.url + path, host, started), 120)
@@ -192,6 +199,7 @@ class Bench:
             self.out["cold_controller_s"] = sum(updates)
             self.out["stall_cold_ms"] = self.stalls.take() * 1e3
             self.out["rss_mb"] = _rss_mb()
+            self.on_cold()
             # Floor of a cold start: a new Envoy against the warm control plane.
             await envoy.stop()
             started = time.perf_counter()
@@ -290,59 +298,111 @@ async def files_child(n: int, rounds: int) -> dict[str, Any]:
     return out
 
 
-async def kubernetes_child(n: int, rounds: int) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+class FakeApiProcess:
+    """tests/fakeapi in a process of its own (``python -m fakeapi``), seeded from a file: like a
+    real API server, its LIST encoding, watch fan-out and memory are not the control plane's."""
+
+    def __init__(self, seed: Path, kubeconfig: Path) -> None:
+        self.seed, self.kubeconfig = seed, kubeconfig
+        self.url = ""
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> FakeApiProcess:
+        root = Path(__file__).resolve().parent.parent
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fakeapi",
+            "--seed",
+            str(self.seed),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "tests"), str(root)])},
+        )
+        assert self._proc.stdout is not None
+        line = (await asyncio.wait_for(self._proc.stdout.readline(), 300)).decode()
+        if not line.startswith("ready "):
+            raise RuntimeError(f"python -m fakeapi did not start (exit {await self._proc.wait()})")
+        self.url = line.split()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()  # the server's cue to stop
+            try:
+                await asyncio.wait_for(self._proc.wait(), 20)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+
+    def rss_mb(self) -> float:
+        assert self._proc is not None
+        return _rss_mb(self._proc.pid)
+
+
+async def kubernetes_child(n: int, rounds: int, status: bool) -> dict[str, Any]:
+    from controlplane.providers.k8s_status import KubernetesStatus
     from controlplane.providers.kubernetes import KubernetesProvider
-    from fakeapi import FakeApiServer  # the fake API server the tests use
 
     from .workload import route
 
-    docs = [route(i) for i in range(n)]  # here one HTTPRoute per route, as issue 12 asks
-    with FakeApiServer() as api, tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(api.write_kubeconfig(Path(tmp) / "kubeconfig"))
-        bench = Bench(
-            n,
-            lambda xo, port: ControlPlane(
-                KubernetesProvider(kubeconfig), xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo
-            ),
-        )
-        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        for doc in [*objects(0, endpoint_port=bench.echo_port), *docs]:
-            api.create(doc)
+    def host(i: int) -> str:  # one HTTPRoute, one hostname per route
+        return f"host-{i}.example.com"
 
-        def host(i: int) -> str:  # one HTTPRoute, one hostname per route
-            return f"host-{i}.example.com"
+    with tempfile.TemporaryDirectory() as tmp:
+        kubeconfig, seed = Path(tmp) / "kubeconfig", Path(tmp) / "seed.jsonl"
 
-        async def change(k: int) -> tuple[str, str]:
-            i = _index(n, k)
-            path = f"/r{i}-v{k}"
-            patch = {
-                "spec": {
-                    "rules": [
-                        {**docs[i]["spec"]["rules"][0], "matches": [{"path": {"type": "PathPrefix", "value": path}}]}
-                    ]
-                }
-            }
-            await asyncio.to_thread(api.patch, "HTTPRoute", f"route-{i}", patch, NAMESPACE)
-            return path, host(i)
+        def plane(xo: XdsOptions, port: int) -> ControlPlane:
+            provider = KubernetesProvider(kubeconfig)
+            # As `serve --kubernetes --no-leader-election`: status is written back (10,000 PATCHes at start).
+            extensions = [KubernetesStatus(provider, controller_name=DEFAULT_CONTROLLER)] if status else []
+            return ControlPlane(
+                provider, xds_host="127.0.0.1", xds_port=port, http_port=None, xds_options=xo, extensions=extensions
+            )
 
-        def prebuilt(plane: ControlPlane, k: int) -> tuple[str, str, Snapshot]:
-            i = (_index(n, k) + 1) % (n - 1)
-            path = f"/r{i}-b{k}"
-            doc = copy.deepcopy(docs[i])
-            doc["spec"]["rules"][0]["matches"][0]["path"]["value"] = path
-            provider = plane.provider
-            assert isinstance(provider, KubernetesProvider)
-            store = provider.store
-            return path, host(i), _prebuilt(plane, store, doc, bench.xds_options)
+        bench = Bench(n, plane)
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        with seed.open("w") as f:  # one HTTPRoute per route, as issue 12 asks
+            for doc in [namespace, *objects(0, endpoint_port=bench.echo_port), *(route(i) for i in range(n))]:
+                f.write(json.dumps(doc) + "\n")
+        async with FakeApiProcess(seed, kubeconfig) as api, aiohttp.ClientSession() as client:
+            routes = f"{api.url}/apis/gateway.networking.k8s.io/v1/namespaces/{NAMESPACE}/httproutes"
 
-        out = await bench.run(rounds, (_path(n - 1), host(n - 1)), change, prebuilt)
+            async def change(k: int) -> tuple[str, str]:
+                i = _index(n, k)
+                path = f"/r{i}-v{k}"
+                rule = {**route(i)["spec"]["rules"][0], "matches": [{"path": {"type": "PathPrefix", "value": path}}]}
+                async with client.patch(  # what `kubectl patch --type merge` sends
+                    f"{routes}/route-{i}",
+                    data=json.dumps({"spec": {"rules": [rule]}}),
+                    headers={"Content-Type": "application/merge-patch+json", "Authorization": "Bearer fake-token"},
+                ) as resp:
+                    resp.raise_for_status()
+                return path, host(i)
+
+            def prebuilt(plane: ControlPlane, k: int) -> tuple[str, str, Snapshot]:
+                i = (_index(n, k) + 1) % (n - 1)
+                path = f"/r{i}-b{k}"
+                doc = route(i)
+                doc["spec"]["rules"][0]["matches"][0]["path"]["value"] = path
+                provider = plane.provider
+                assert isinstance(provider, KubernetesProvider)
+                return path, host(i), _prebuilt(plane, provider.store, doc, bench.xds_options)
+
+            bench.on_cold = lambda: bench.out.update(fake_api_rss_mb=api.rss_mb())
+            out = await bench.run(rounds, (_path(n - 1), host(n - 1)), change, prebuilt)
     out["provider"] = "kubernetes"
+    out["fake_api"] = "own process"
+    out["status_writer"] = status
     return out
 
 
-def _child(provider: str, n: int, rounds: int, timeout: float) -> dict[str, Any] | None:
+def _child(provider: str, n: int, rounds: int, timeout: float, *extra: str) -> dict[str, Any] | None:
     argv = [sys.executable, "-m", "benchmarks.change_latency", "--child", provider, str(n), "--rounds", str(rounds)]
+    argv += extra
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -366,6 +426,12 @@ def _print(r: dict[str, Any]) -> None:
         f" changes {r['stall_change_ms']:4.0f} ms",
         flush=True,
     )
+    if r["provider"] == "kubernetes":
+        print(
+            f"{'':<10} fake API server in its own process (RSS {r['fake_api_rss_mb']:.0f} MB, not counted above);"
+            f" status {'written back' if r['status_writer'] else 'not written (--no-status-writer)'}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -374,21 +440,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kubernetes-routes", type=int, default=10000)
     parser.add_argument("--no-kubernetes", action="store_true")
+    parser.add_argument("--kubernetes-only", action="store_true", help="the Kubernetes part alone (no --routes)")
+    parser.add_argument(
+        "--no-status-writer", action="store_true", help="Kubernetes: do not write status back (serve does)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("PROVIDER", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         provider, n = args.child[0], int(args.child[1])
-        run = files_child if provider == "files" else kubernetes_child
-        print(json.dumps(asyncio.run(run(n, args.rounds))))
+        if provider == "files":
+            result = asyncio.run(files_child(n, args.rounds))
+        else:
+            result = asyncio.run(kubernetes_child(n, args.rounds, status=not args.no_status_writer))
+        print(json.dumps(result))
         return
     print(QUOTED["sovereign"])
     print(QUOTED["before"])
-    for n in args.routes:
+    for n in [] if args.kubernetes_only else args.routes:
         result = _child("files", n, args.rounds, timeout=480)  # bounded: a slow provider is reported, not waited for
         if result:
             _print(result)
     if not args.no_kubernetes:
-        result = _child("kubernetes", args.kubernetes_routes, args.rounds, timeout=400)
+        extra = ["--no-status-writer"] if args.no_status_writer else []
+        result = _child("kubernetes", args.kubernetes_routes, args.rounds, 400, *extra)
         if result:
             _print(result)
 
