@@ -449,10 +449,10 @@ def main() -> None:
     if args.child:
         provider, n = args.child[0], int(args.child[1])
         if provider == "files":
-            result = asyncio.run(files_child(n, args.rounds))
+            measured = asyncio.run(files_child(n, args.rounds))
         else:
-            result = asyncio.run(kubernetes_child(n, args.rounds, status=not args.no_status_writer))
-        print(json.dumps(result))
+            measured = asyncio.run(kubernetes_child(n, args.rounds, status=not args.no_status_writer))
+        print(json.dumps(measured))
         return
     print(QUOTED["sovereign"])
     print(QUOTED["before"])

@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+
+    def stdin_closed() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=stdin_closed, daemon=True).start()
     print(f"ready {api.url}", flush=True)
     done.wait()
     api.stop()
