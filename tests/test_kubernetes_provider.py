@@ -16,6 +16,7 @@ import pytest
 import yaml
 from envoy.config.route.v3 import route_pb2
 
+from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
 from controlplane.providers import kubernetes as kubernetes_module
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.serve import ControlPlane
@@ -148,6 +149,51 @@ async def test_a_relist_is_compared_in_slices_between_turns_of_the_loop(
         counter.cancel()
     assert len(seen) == 2 * len(held), "each unchanged object compared (held and listed)"
     assert len(set(seen)) == len(held), "the loop turned between the objects"
+
+
+async def test_a_status_write_leaves_the_stores_objects_as_they_were(c: Cluster, plane: ControlPlane) -> None:
+    """The watch echoes every status write (ours: one per route at a cold start) as an object
+    with a new resourceVersion and nothing else new. The store must keep the object it held, or
+    the next real change finds every status-written route changed and translates them all again
+    (400 ms a change at 10,000 routes, after the cold start's status writes)."""
+    provider = kubernetes(plane)
+    await c.apply(ROUTE_YAML.format(name="held") + "---\n" + ROUTE_YAML.format(name="edited"))
+    await wait_until(lambda: {"/held", "/edited"} <= route_names(plane), message="both routes served")
+
+    def written(name: str, controller: str = DEFAULT_CONTROLLER) -> bool:
+        """Whether the watch has delivered a status of ``controller`` on route ``name``."""
+        live = provider.live_status("HTTPRoute", "server", name)
+        return live is not None and any(p.get("controllerName") == controller for p in live[0].get("parents") or [])
+
+    await wait_until(lambda: written("held") and written("edited"), message="status written, echo seen")
+    before = provider.store
+    # Another controller writes its status to "held" (over ours: a merge patch replaces the list).
+    theirs = {
+        "parentRef": {"name": "simple-gateway"},
+        "controllerName": "example.com/other",
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Accepted",
+                "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    await c.kubectl(
+        "patch", "httproute", "held", "-n", "server", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"parents": [theirs]}}),
+    )  # fmt: skip
+    await wait_until(lambda: written("held", "example.com/other"), message="their status seen through the watch")
+    await c.kubectl(
+        "patch", "httproute", "edited", "-n", "server", "--type=merge",
+        "-p", json.dumps({"spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/edited-v2"}}]}]}}),
+    )  # fmt: skip
+    await wait_until(lambda: "/edited-v2" in route_names(plane), message="the edit served")
+    assert before.changed(provider.store) == {"httproutes": {("server", "edited")}}
+    # Ours is written back to "held" over its newest resourceVersion (a stale one: 409 for good).
+    await wait_until(lambda: written("held") and written("held", "example.com/other"), message="both statuses")
 
 
 async def test_api_server_restart_keeps_serving_and_resumes(

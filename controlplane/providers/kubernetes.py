@@ -107,6 +107,9 @@ class Reflector:
         self.changed = changed
         self.objects: dict[ObjKey, K8sObject[Any]] = {}
         self.statuses: dict[ObjKey, dict[str, Any]] = {}  # live .status of kinds we write status to
+        # The resourceVersion of objects kept as they were when an event changed nothing else (a
+        # status write): what a status patch must name, while the store keeps the same instance.
+        self.newer: dict[ObjKey, str] = {}
         self.resource_version = ""
         self.relists = 0
         self.retries = 0
@@ -154,7 +157,7 @@ class Reflector:
                 break
         if await _differs(self.objects, objects):
             self.changed.set()
-        self.objects, self.statuses = objects, statuses
+        self.objects, self.statuses, self.newer = objects, statuses, {}
         self.relists += 1
 
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
@@ -233,19 +236,25 @@ class Reflector:
         if etype == "DELETED":
             self.objects.pop(key, None)
             self.statuses.pop(key, None)
+            self.newer.pop(key, None)
             self.changed.set()
         elif etype in ("ADDED", "MODIFIED"):
             old = self.objects.get(key)
-            self.objects[key] = obj
             old_status = self.statuses.get(key)
             if self.kind in KEEP_STATUS:
                 self.statuses[key] = body.get("status") or {}
-            # A status write (ours) bumps resourceVersion only: nothing to translate. A Service's
-            # status is the exception: it holds the addresses written to Gateway status.
+            # A status write (ours: one per route at a cold start) bumps resourceVersion only:
+            # nothing to translate, and the object the store holds stays, so that the next change
+            # does not find every status-written route changed and translate them all again.
             if old is None or _same_content(old) != _same_content(obj):
+                self.objects[key] = obj
+                self.newer.pop(key, None)
                 self.changed.set()
-            elif self.kind == "Service" and old_status != self.statuses[key]:
-                self.changed.set()
+            else:
+                self.newer[key] = obj.metadata.resource_version
+                # A Service's status holds the addresses written to Gateway status.
+                if self.kind == "Service" and old_status != self.statuses[key]:
+                    self.changed.set()
         if rv:
             self.resource_version = rv
 
@@ -425,10 +434,11 @@ class KubernetesProvider:
         r = self.reflectors.get(kind)
         if r is None:
             return None
-        obj = r.objects.get((namespace, name))
+        key = (namespace, name)
+        obj = r.objects.get(key)
         if obj is None:
             return None
-        return r.statuses.get((namespace, name)) or {}, obj.metadata.resource_version
+        return r.statuses.get(key) or {}, r.newer.get(key, obj.metadata.resource_version)
 
     def live_keys(self, kind: str) -> Iterable[ObjKey]:
         r = self.reflectors.get(kind)
