@@ -18,11 +18,13 @@ from envoy.config.route.v3 import route_pb2
 
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
 from controlplane.providers import kubernetes as kubernetes_module
+from controlplane.providers.kubeapi import ApiError, KubeApi
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from fakeapi import FakeApiServer
 from kube import FAST, GATEWAY, Cluster, cluster, control_plane, endpoint_slice, seed
-from support import wait_until
+from support import free_port, wait_until
 
 ROUTE_YAML = """apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -408,3 +410,37 @@ async def test_an_object_over_the_limits_is_skipped_and_named(
     assert ("server", "deep") not in kubernetes(plane).store.services
     await c.apply(ROUTE_YAML.format(name="after-deep"))
     await wait_until(lambda: "/after-deep" in route_names(plane), message="later changes still arrive")
+
+
+async def test_the_api_client_reads_no_netrc_and_keeps_the_environments_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client no longer looks up ~/.netrc and the environment's proxy on every request (two
+    worker-thread hops each: 10,000 status writes at a cold start). Looking netrc up did harm: an
+    entry for the API's host made every request fail, its basic auth clashing with the bearer
+    token. A proxy the environment names for the API's host is still used (then the session is
+    left as kubernetes-asyncio makes it)."""
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with FakeApiServer() as fake:
+        kubeconfig = Path(fake.write_kubeconfig(tmp_path / "kubeconfig"))
+        api = await KubeApi.connect(kubeconfig)
+        try:
+            assert "httproutes" in await api.served_resources("gateway.networking.k8s.io/v1")
+            assert all(r.status == 200 for r in fake.requests())
+        finally:
+            await api.close()
+        # With a proxy for the API's host in the environment, the session looks both up as before.
+        monkeypatch.delenv("NETRC")
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+        api = await KubeApi.connect(kubeconfig)
+        try:
+            with pytest.raises(ApiError, match="cannot reach"):
+                await api.request("GET", "/api/v1/namespaces")
+        finally:
+            await api.close()
