@@ -19,13 +19,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
 from ..gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP, K8sObject, from_dict
+from ..gatewayapi.status import StatusKey
 from ..gatewayapi.store import Store
 from ..gcpause import paused_gc
 from . import yamlread
@@ -98,9 +99,16 @@ class Reflector:
     """The objects of one kind, kept current by list + watch."""
 
     def __init__(
-        self, api: KubeApi, resource: Resource, options: WatchOptions, outage: _Outage, changed: asyncio.Event
+        self,
+        api: KubeApi,
+        resource: Resource,
+        options: WatchOptions,
+        outage: _Outage,
+        changed: asyncio.Event,
+        status_moved: Callable[[StatusKey | None, str], None] = lambda *_: None,
     ) -> None:
         self.api = api
+        self.status_moved = status_moved  # a live status we write changed (None: the kind was relisted)
         self.resource = resource
         self.options = options
         self.outage = outage
@@ -159,6 +167,8 @@ class Reflector:
             self.changed.set()
         self.objects, self.statuses, self.newer = objects, statuses, {}
         self.relists += 1
+        if self.kind in STATUS_KINDS:
+            self.status_moved(None, "")
 
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
         try:
@@ -243,6 +253,8 @@ class Reflector:
             old_status = self.statuses.get(key)
             if self.kind in KEEP_STATUS:
                 self.statuses[key] = body.get("status") or {}
+                if self.kind in STATUS_KINDS and old_status != self.statuses[key]:
+                    self.status_moved((self.kind, *key), obj.metadata.resource_version)
             # A status write (ours: one per route at a cold start) bumps resourceVersion only:
             # nothing to translate, and the object the store holds stays, so that the next change
             # does not find every status-written route changed and translate them all again.
@@ -297,6 +309,12 @@ class KubernetesProvider:
         self.outage: _Outage | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Told when a status we write moved in the cluster (the status writer compares only those).
+        self.status_listeners: list[Callable[[StatusKey | None, str], None]] = []
+
+    def _status_moved(self, key: StatusKey | None, resource_version: str) -> None:
+        for listener in self.status_listeners:
+            listener(key, resource_version)
 
     def describe(self) -> str:
         where = self.api.host if self.api else (str(self.kubeconfig) if self.kubeconfig else "in-cluster")
@@ -329,7 +347,10 @@ class KubernetesProvider:
     async def _start_once(self) -> Store:
         assert self.api is not None and self.outage is not None  # start() sets both
         resources = [*await self._gateway_resources(), *await self._policy_resources(), *CORE_RESOURCES]
-        self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
+        self.reflectors = {
+            r.kind: Reflector(self.api, r, self.options, self.outage, self._changed, self._status_moved)
+            for r in resources
+        }
         await asyncio.gather(*(r.list() for r in self.reflectors.values()))
         self._changed.clear()
         self.store = self._build()
