@@ -159,9 +159,17 @@ class StatusWriter:
         patches = await self._patches()
         if not patches:
             return 0
-        sem = asyncio.Semaphore(self.concurrency)
-        results = await asyncio.gather(*(self._write(sem, *p) for p in patches))
-        failed = [p[0] for p, ok in zip(patches, results, strict=True) if not ok]
+        # ``concurrency`` writers take the patches in turn: a task per patch (10,000 at a cold
+        # start) made the loop run them all up to the semaphore in one turn, a stall of its own.
+        failed: list[StatusKey] = []
+        queue = iter(patches)
+
+        async def writer() -> None:
+            for patch in queue:
+                if not await self._write(*patch):
+                    failed.append(patch[0])
+
+        await asyncio.gather(*(writer() for _ in range(min(self.concurrency, len(patches)))))
         self._dirty.update(failed)
         return len(failed)
 
@@ -233,26 +241,25 @@ class StatusWriter:
         stamped = stamp(body, current, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, body
 
-    async def _write(self, sem: asyncio.Semaphore, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
+    async def _write(self, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
         kind, ns, name = key
         path = self.provider.resource(kind).path(ns, name, "status")
-        async with sem:
-            try:
-                written = await self.api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
-            except ApiError as exc:
-                if exc.status == 404:  # deleted since: the watch will forget it
-                    return True
-                if exc.status == 409:  # changed since we read it: retry on the newer object
-                    log.debug("status.conflict object=%s/%s/%s", kind, ns, name)
-                    return False
-                if key not in self._failing:
-                    self._failing.add(key)
-                    log.warning(
-                        "status.write_failed object=%r error=%r then=retry",
-                        f"{kind} {ns + '/' if ns else ''}{name}",
-                        str(exc),
-                    )
+        try:
+            written = await self.api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        except ApiError as exc:
+            if exc.status == 404:  # deleted since: the watch will forget it
+                return True
+            if exc.status == 409:  # changed since we read it: retry on the newer object
+                log.debug("status.conflict object=%s/%s/%s", kind, ns, name)
                 return False
+            if key not in self._failing:
+                self._failing.add(key)
+                log.warning(
+                    "status.write_failed object=%r error=%r then=retry",
+                    f"{kind} {ns + '/' if ns else ''}{name}",
+                    str(exc),
+                )
+            return False
         self._failing.discard(key)
         self.writes += 1
         self._echoes[key] = str((written.get("metadata") or {}).get("resourceVersion") or "")
