@@ -94,7 +94,9 @@ class KubeApi:
             return
         rest = self._client.rest_client
         # Same connector (TLS settings, pool); 2 MiB lines as kubernetes-asyncio allows (watch
-        # events of large objects). Closing this session closes the connector, and so the first.
+        # events of large objects). Closing this session closes the connector, and so the first,
+        # which is kept until then: dropped while open, it would warn of an unclosed session.
+        self._replaced = rest.pool_manager
         rest.pool_manager = aiohttp.ClientSession(
             connector=rest.pool_manager.connector, trust_env=False, read_bufsize=2**21
         )

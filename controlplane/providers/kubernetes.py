@@ -137,38 +137,51 @@ class Reflector:
     async def _list(self) -> None:
         objects: dict[ObjKey, K8sObject[Any]] = {}
         statuses: dict[ObjKey, dict[str, Any]] = {}
-        cont: str | None = None
-        while True:
-            try:
-                page = await self.api.request(
-                    "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
-                )
-            except ApiError as exc:
-                exc.resource = f"resource={self.resource.plural}"
-                raise
-            for n, item in enumerate(page.get("items") or [], 1):
-                if n % 100 == 0:
-                    await asyncio.sleep(0)  # a page of 500 takes 25-50 ms to wrap: let the loop answer
-                item.setdefault("apiVersion", self.resource.api_version)
-                item.setdefault("kind", self.kind)
-                wrapped = self._wrap(item)
-                if wrapped is None:
-                    continue
-                key, obj = wrapped
-                objects[key] = obj
-                if self.kind in KEEP_STATUS:
-                    statuses[key] = item.get("status") or {}
-            meta = page.get("metadata") or {}
-            cont = meta.get("continue") or None
-            if cont is None:
-                self.resource_version = str(meta.get("resourceVersion") or "")
-                break
+        # The next page is asked for before this one is wrapped, as client-go's pager fetches
+        # ahead: the API server prepares it meanwhile (20 pages of 500 at 10,000 routes).
+        fetch = asyncio.ensure_future(self._page(None))
+        try:
+            while True:
+                page = await fetch
+                meta = page.get("metadata") or {}
+                cont = meta.get("continue") or None
+                if cont is not None:
+                    fetch = asyncio.ensure_future(self._page(cont))
+                for n, item in enumerate(page.get("items") or [], 1):
+                    if n % 100 == 0:
+                        await asyncio.sleep(0)  # a page of 500 takes 25-50 ms to wrap: let the loop answer
+                    item.setdefault("apiVersion", self.resource.api_version)
+                    item.setdefault("kind", self.kind)
+                    wrapped = self._wrap(item)
+                    if wrapped is None:
+                        continue
+                    key, obj = wrapped
+                    objects[key] = obj
+                    if self.kind in KEEP_STATUS:
+                        statuses[key] = item.get("status") or {}
+                if cont is None:
+                    self.resource_version = str(meta.get("resourceVersion") or "")
+                    break
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+            elif not fetch.cancelled():
+                fetch.exception()  # a page asked for ahead and not used: its failure is not news
         if await _differs(self.objects, objects):
             self.changed.set()
         self.objects, self.statuses, self.newer = objects, statuses, {}
         self.relists += 1
         if self.kind in STATUS_KINDS:
             self.status_moved(None, "")
+
+    async def _page(self, cont: str | None) -> dict[str, Any]:
+        try:
+            return await self.api.request(
+                "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
+            )
+        except ApiError as exc:
+            exc.resource = f"resource={self.resource.plural}"
+            raise
 
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
         try:
