@@ -116,7 +116,9 @@ class StatusWriter:
         not wake the writer: a foreign overwrite is put right at the next change, or kick."""
         if key is None:
             self._all = True
-        elif self._echoes.pop(key, None) != resource_version:
+        elif self._echoes.pop(key, None) == resource_version:
+            self._sent.pop(key, None)  # the live status is our write now: nothing to hold back
+        else:
             self._dirty.add(key)
 
     def kick(self, *_: object) -> None:
