@@ -21,8 +21,7 @@ Then the Kubernetes provider against tests/fakeapi: 10,000 HTTPRoutes of one rul
 then one patched per round (a merge patch over HTTP, what ``kubectl patch --type merge`` sends),
 same measures. The fake API server runs in a process of its own (``python -m fakeapi``), as a real
 one would: its LIST encoding, watch fan-out and memory are not counted as the control plane's
-(its RSS is printed beside); at a lower CPU priority, since a real one would not share the
-control plane's cores. The control plane runs as ``serve --kubernetes --no-leader-election``
+(its RSS is printed beside). It still shares the machine's cores, as it did in the process. The control plane runs as ``serve --kubernetes --no-leader-election``
 does, writing Gateway API status back (10,000 status PATCHes at start), unless
 ``--no-status-writer``; the changes are measured once those writes are done (how long they took
 and the loop's longest stall meanwhile are printed). "Applied" is always observed the same way: an HTTP request through Envoy
@@ -305,9 +304,6 @@ async def files_child(n: int, rounds: int) -> dict[str, Any]:
     return out
 
 
-NICE = 10  # the fake API server's lower CPU priority (see FakeApiProcess)
-
-
 class FakeApiProcess:
     """tests/fakeapi in a process of its own (``python -m fakeapi``), seeded from a file: like a
     real API server, its LIST encoding, watch fan-out and memory are not the control plane's."""
@@ -330,9 +326,6 @@ class FakeApiProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "tests"), str(root)])},
-            # A real API server runs on other cores; on a 2-core machine the fake takes the CPU
-            # the control plane and Envoy leave (it validates each of the 10,000 status writes).
-            preexec_fn=lambda: os.nice(NICE),
         )
         assert self._proc.stdout is not None
         line = (await asyncio.wait_for(self._proc.stdout.readline(), 300)).decode()
@@ -448,8 +441,7 @@ def _print(r: dict[str, Any]) -> None:
     )
     if r["provider"] == "kubernetes":
         print(
-            f"{'':<10} fake API server in its own process at nice +{NICE} (RSS {r['fake_api_rss_mb']:.0f} MB,"
-            " not counted above);"
+            f"{'':<10} fake API server in its own process (RSS {r['fake_api_rss_mb']:.0f} MB, not counted above);"
             + (
                 f" status written back: all {r['settled_s']:.2f} s after the start, longest loop stall meanwhile"
                 f" {r['stall_settle_ms']:.0f} ms; the changes are measured after that"
