@@ -148,6 +148,7 @@ class StatusWriter:
                 pending = await self.sync()
             except Exception:  # never let one bad write stop status for good
                 log.exception("status.sync_failed")
+                self._all = True  # what this sync had taken to compare is compared again
                 pending = 1
             if pending:  # conflicts resolve at once; a failing API gets fewer requests
                 await asyncio.sleep(delay)
