@@ -21,10 +21,11 @@ Then the Kubernetes provider against tests/fakeapi: 10,000 HTTPRoutes of one rul
 then one patched per round (a merge patch over HTTP, what ``kubectl patch --type merge`` sends),
 same measures. The fake API server runs in a process of its own (``python -m fakeapi``), as a real
 one would: its LIST encoding, watch fan-out and memory are not counted as the control plane's
-(its RSS is printed beside). It still shares the machine's cores, as it did in the process. The control plane runs as ``serve --kubernetes --no-leader-election``
-does, writing Gateway API status back (10,000 status PATCHes at start), unless
-``--no-status-writer``; the changes are measured once those writes are done (how long they took
-and the loop's longest stall meanwhile are printed). "Applied" is always observed the same way: an HTTP request through Envoy
+(its RSS is printed beside). It still shares the machine's cores, as it did in the process. The
+control plane runs as ``serve --kubernetes --no-leader-election`` does, writing Gateway API
+status back (10,000 status PATCHes at start), unless ``--no-status-writer``; the changes are
+measured once those writes are done (how long they took and the loop's longest stall meanwhile
+are printed). "Applied" is always observed the same way: an HTTP request through Envoy
 for the changed path stops answering 404.
 """
 
@@ -408,7 +409,6 @@ async def kubernetes_child(n: int, rounds: int, status: bool) -> dict[str, Any]:
             bench.settled = statuses_written
             out = await bench.run(rounds, (_path(n - 1), host(n - 1)), change, prebuilt)
     out["provider"] = "kubernetes"
-    out["fake_api"] = "own process"
     out["status_writer"] = status
     return out
 
