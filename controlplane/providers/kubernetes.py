@@ -236,13 +236,9 @@ class Reflector:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": timeout,
         }
-        n = 0
         async for event in self.api.stream(self.resource.path(), query, read_timeout=timeout + 30):
             self.outage.ok(self.kind)
             self._apply(event)
-            n += 1
-            if n % WATCH_SLICE == 0:
-                await asyncio.sleep(0)  # lines already read come without a turn of the loop
 
     def _apply(self, event: dict[str, Any]) -> None:
         etype, body = event.get("type"), event.get("object") or {}
@@ -291,11 +287,6 @@ class Reflector:
 def _same_content(obj: K8sObject[Any]) -> K8sObject[Any]:
     return replace(obj, metadata=replace(obj.metadata, resource_version=""))
 
-
-WATCH_SLICE = 50
-"""Watch events applied between two turns of the event loop. Events already in the read buffer
-come one after the other without a turn, and the echoes of the status writes at a cold start
-arrive by the thousand."""
 
 COMPARE_SLICE = 500
 """Objects compared between two turns of the event loop when a listing is compared with what the
