@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from controlplane.serve import ControlPlane
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.translator import XdsOptions, build_resources
 
+from .fakeapi_process import FakeApiProcess, rss_mb, write_seed
 from .push_latency import _until_served
 from .workload import NAMESPACE, SERVICES, objects
 
@@ -115,13 +115,6 @@ def http_route(j: int, n: int) -> dict[str, Any]:
 def http_routes(n: int) -> list[dict[str, Any]]:
     """⌈n/16⌉ HTTPRoutes carrying n rules, each a path match with a 50 % mirror."""
     return [http_route(j, n) for j in range(math.ceil(n / RULES))]
-
-
-def _rss_mb(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class StallMeter:
@@ -202,7 +195,7 @@ class Bench:
             self.out["cold_s"] = await self.served(session, *probe, started)
             self.out["cold_controller_s"] = sum(updates)
             self.out["stall_cold_ms"] = self.stalls.take() * 1e3
-            self.out["rss_mb"] = _rss_mb()
+            self.out["rss_mb"] = rss_mb()
             self.on_cold()
             # Floor of a cold start: a new Envoy against the warm control plane.
             await envoy.stop()
@@ -305,51 +298,6 @@ async def files_child(n: int, rounds: int) -> dict[str, Any]:
     return out
 
 
-class FakeApiProcess:
-    """tests/fakeapi in a process of its own (``python -m fakeapi``), seeded from a file: like a
-    real API server, its LIST encoding, watch fan-out and memory are not the control plane's."""
-
-    def __init__(self, seed: Path, kubeconfig: Path) -> None:
-        self.seed, self.kubeconfig = seed, kubeconfig
-        self.url = ""
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> FakeApiProcess:
-        root = Path(__file__).resolve().parent.parent
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "fakeapi",
-            "--seed",
-            str(self.seed),
-            "--kubeconfig",
-            str(self.kubeconfig),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "tests"), str(root)])},
-        )
-        assert self._proc.stdout is not None
-        line = (await asyncio.wait_for(self._proc.stdout.readline(), 300)).decode()
-        if not line.startswith("ready "):
-            raise RuntimeError(f"python -m fakeapi did not start (exit {await self._proc.wait()})")
-        self.url = line.split()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()  # the server's cue to stop
-            try:
-                await asyncio.wait_for(self._proc.wait(), 20)
-            except TimeoutError:
-                self._proc.kill()
-                await self._proc.wait()
-
-    def rss_mb(self) -> float:
-        assert self._proc is not None
-        return _rss_mb(self._proc.pid)
-
-
 async def kubernetes_child(n: int, rounds: int, status: bool) -> dict[str, Any]:
     from controlplane.providers.k8s_status import KubernetesStatus
     from controlplane.providers.kubernetes import KubernetesProvider
@@ -378,9 +326,8 @@ async def kubernetes_child(n: int, rounds: int, status: bool) -> dict[str, Any]:
 
         bench = Bench(n, plane)
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-        with seed.open("w") as f:  # one HTTPRoute per route, as issue 12 asks
-            for doc in [namespace, *objects(0, endpoint_port=bench.echo_port), *(route(i) for i in range(n))]:
-                f.write(json.dumps(doc) + "\n")
+        # One HTTPRoute per route, as issue 12 asks.
+        write_seed(seed, [namespace, *objects(0, endpoint_port=bench.echo_port), *(route(i) for i in range(n))])
         async with FakeApiProcess(seed, kubeconfig) as api, aiohttp.ClientSession() as client:
             routes = f"{api.url}/apis/gateway.networking.k8s.io/v1/namespaces/{NAMESPACE}/httproutes"
 
