@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -682,3 +683,29 @@ async def test_kubectl_get_watch_sees_a_change(cluster: Cluster) -> None:
         assert "w.example" in modified
         await routes.delete("r")
         await w.wait_for(lambda line: line.startswith("DELETED"))
+
+
+async def test_python_m_fakeapi_serves_its_seed_until_stdin_closes(tmp_path: Path) -> None:
+    """The benchmarks run the fake as a process of its own (a real API server is not in the
+    control plane's process): seeded from a file, then reached over HTTP like any server."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "seeded"}}
+    seeded = route("seeded-route")
+    seeded["metadata"]["namespace"] = "seeded"
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(f"{json.dumps(namespace)}\n{json.dumps(seeded)}\n")
+    kubeconfig = tmp_path / "kubeconfig"
+    tests = Path(__file__).resolve().parent
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fakeapi", "--seed", str(seed), "--kubeconfig", str(kubeconfig),
+        cwd=tests, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("ready http://127.0.0.1:"), line
+        got = await kubectl_async(kubeconfig, "get", "httproute", "seeded-route", "-n", "seeded", "-o", "json")
+        rule = json.loads(got.stdout)["spec"]["rules"][0]
+        assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}], "defaulted as a POST would be"
+    finally:
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mirrorplane.status")
 
 Addresses = list[dict[str, str]]
+SLICE = 500  # statuses compared between two turns of the event loop
 
 # Status lists that several controllers share, one entry each per controllerName: an HTTPRoute's
 # parents, a policy's ancestors (GEP-713).
@@ -83,6 +84,13 @@ class StatusWriter:
         self.retry_delay = retry_delay
         self.wanted: dict[StatusKey, dict[str, Any]] = {}
         self.writes = 0
+        # What the next sync compares: everything (at start, on becoming leader, after a relist),
+        # else only the statuses wanted anew and the live ones that moved. A change of one route
+        # compared all 10,000 on the event loop (300 ms and more).
+        self._all = True
+        self._dirty: set[StatusKey] = set()
+        self._addresses_seen: Addresses | None = None
+        self._echoes: dict[StatusKey, str] = {}  # the resourceVersion each write of ours made
         # What we last wrote, and the resourceVersion it was written over: until the watch shows a
         # newer version, the live status is older than our write and is not compared against.
         self._sent: dict[StatusKey, tuple[str, dict[str, Any]]] = {}
@@ -93,12 +101,29 @@ class StatusWriter:
     # --- hooks ---------------------------------------------------------------------------------
 
     def on_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> None:
-        """Controller status listener: remember what is wanted and wake the writer."""
+        """Controller status listener: remember what is wanted and wake the writer. The controller
+        hands on the same body for a status that did not change, so identity tells what did."""
+        old = self.wanted
+        self._dirty.update(key for key, body in statuses.items() if old.get(key) is not body)
+        self._dirty.update(key for key in old if key not in statuses)  # ours to remove from a route
         self.wanted = statuses
         self._kick.set()
 
+    def on_live_status(self, key: StatusKey | None, resource_version: str) -> None:
+        """Provider listener: the live status of ``key`` moved (None: a whole kind was relisted).
+        Our own writes come back this way (10,000 at a cold start) and are known by the
+        resourceVersion they made; another writer's status is compared at the next sync. It does
+        not wake the writer: a foreign overwrite is put right at the next change, or kick."""
+        if key is None:
+            self._all = True
+        elif self._echoes.pop(key, None) == resource_version:
+            self._sent.pop(key, None)  # the live status is our write now: nothing to hold back
+        else:
+            self._dirty.add(key)
+
     def kick(self, *_: object) -> None:
         """Re-check everything (on becoming leader, or when live status may have moved)."""
+        self._all = True
         self._kick.set()
 
     async def start(self) -> None:
@@ -123,6 +148,7 @@ class StatusWriter:
                 pending = await self.sync()
             except Exception:  # never let one bad write stop status for good
                 log.exception("status.sync_failed")
+                self._all = True  # what this sync had taken to compare is compared again
                 pending = 1
             if pending:  # conflicts resolve at once; a failing API gets fewer requests
                 await asyncio.sleep(delay)
@@ -133,21 +159,51 @@ class StatusWriter:
 
     async def sync(self) -> int:
         """Write every status that differs from the live one; return how many must be retried."""
-        patches = [p for p in self._patches() if p is not None]
+        patches = await self._patches()
         if not patches:
             return 0
-        sem = asyncio.Semaphore(self.concurrency)
-        results = await asyncio.gather(*(self._write(sem, *p) for p in patches))
-        return sum(1 for ok in results if not ok)
+        # ``concurrency`` writers take the patches in turn: a task per patch (10,000 at a cold
+        # start) made the loop run them all up to the semaphore in one turn, a stall of its own.
+        failed: list[StatusKey] = []
+        queue = iter(patches)
 
-    def _patches(self) -> list[tuple[StatusKey, dict[str, Any], dict[str, Any]] | None]:
-        wanted = dict(self.wanted)
-        # Routes whose parents no longer include a Gateway of ours: drop our stale entries.
-        for kind in ROUTE_KINDS:
-            for ns, name in self.provider.live_keys(kind):
-                wanted.setdefault((kind, ns, name), {"parents": []})
-        addresses = self._addresses()
-        return [self._patch(key, body, addresses) for key, body in sorted(wanted.items())]
+        async def writer() -> None:
+            for patch in queue:
+                if not await self._write(*patch):
+                    failed.append(patch[0])
+
+        await asyncio.gather(*(writer() for _ in range(min(self.concurrency, len(patches)))))
+        self._dirty.update(failed)
+        return len(failed)
+
+    async def _patches(self) -> list[tuple[StatusKey, dict[str, Any], dict[str, Any]]]:
+        """The patches to send, from the statuses to compare; between slices of ``SLICE``
+        comparisons the event loop gets its turn (10,000 at a cold start take 300 ms)."""
+        wanted, addresses = self.wanted, self._addresses()
+        if self._all:
+            self._all, self._dirty = False, set()
+            keys = set(wanted)
+            # Routes whose parents no longer include a Gateway of ours: drop our stale entries.
+            for kind in ROUTE_KINDS:
+                keys.update((kind, ns, name) for ns, name in self.provider.live_keys(kind))
+        else:
+            keys, self._dirty = self._dirty, set()
+            if addresses != self._addresses_seen:  # where the fleet is reachable: on every Gateway
+                keys.update(key for key in wanted if key[0] == "Gateway")
+        self._addresses_seen = addresses
+        out = []
+        for n, key in enumerate(sorted(keys)):
+            if n and n % SLICE == 0:
+                await asyncio.sleep(0)
+            body = wanted.get(key)
+            if body is None:
+                if key[0] not in ROUTE_KINDS:
+                    continue
+                body = {"parents": []}
+            patch = self._patch(key, body, addresses)
+            if patch is not None:
+                out.append(patch)
+        return out
 
     def _addresses(self) -> Addresses | None:
         if self.gateway_service is None:
@@ -188,28 +244,28 @@ class StatusWriter:
         stamped = stamp(body, current, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, body
 
-    async def _write(self, sem: asyncio.Semaphore, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
+    async def _write(self, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
         kind, ns, name = key
         path = self.provider.resource(kind).path(ns, name, "status")
-        async with sem:
-            try:
-                await self.api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
-            except ApiError as exc:
-                if exc.status == 404:  # deleted since: the watch will forget it
-                    return True
-                if exc.status == 409:  # changed since we read it: retry on the newer object
-                    log.debug("status.conflict object=%s/%s/%s", kind, ns, name)
-                    return False
-                if key not in self._failing:
-                    self._failing.add(key)
-                    log.warning(
-                        "status.write_failed object=%r error=%r then=retry",
-                        f"{kind} {ns + '/' if ns else ''}{name}",
-                        str(exc),
-                    )
+        try:
+            written = await self.api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        except ApiError as exc:
+            if exc.status == 404:  # deleted since: the watch will forget it
+                return True
+            if exc.status == 409:  # changed since we read it: retry on the newer object
+                log.debug("status.conflict object=%s/%s/%s", kind, ns, name)
                 return False
+            if key not in self._failing:
+                self._failing.add(key)
+                log.warning(
+                    "status.write_failed object=%r error=%r then=retry",
+                    f"{kind} {ns + '/' if ns else ''}{name}",
+                    str(exc),
+                )
+            return False
         self._failing.discard(key)
         self.writes += 1
+        self._echoes[key] = str((written.get("metadata") or {}).get("resourceVersion") or "")
         self._sent[key] = (patch["metadata"]["resourceVersion"], body)
         log.debug("status.written object=%s/%s/%s", kind, ns, name)
         return True
@@ -247,6 +303,7 @@ class KubernetesStatus:
             gateway_service=self.gateway_service,
         )
         plane.controller.status_listeners.append(self.writer.on_statuses)
+        self.provider.status_listeners.append(self.writer.on_live_status)
         self.writer.on_statuses(plane.controller.statuses)
         await self.writer.start()
         if self.lease is not None:

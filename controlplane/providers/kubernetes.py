@@ -19,13 +19,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
 from ..gatewayapi.model import GATEWAY_GROUP, MIRRORPLANE_GROUP, K8sObject, from_dict
+from ..gatewayapi.status import StatusKey
 from ..gatewayapi.store import Store
 from ..gcpause import paused_gc
 from . import yamlread
@@ -98,15 +99,25 @@ class Reflector:
     """The objects of one kind, kept current by list + watch."""
 
     def __init__(
-        self, api: KubeApi, resource: Resource, options: WatchOptions, outage: _Outage, changed: asyncio.Event
+        self,
+        api: KubeApi,
+        resource: Resource,
+        options: WatchOptions,
+        outage: _Outage,
+        changed: asyncio.Event,
+        status_moved: Callable[[StatusKey | None, str], None] = lambda *_: None,
     ) -> None:
         self.api = api
+        self.status_moved = status_moved  # a live status we write changed (None: the kind was relisted)
         self.resource = resource
         self.options = options
         self.outage = outage
         self.changed = changed
         self.objects: dict[ObjKey, K8sObject[Any]] = {}
         self.statuses: dict[ObjKey, dict[str, Any]] = {}  # live .status of kinds we write status to
+        # The resourceVersion of objects kept as they were when an event changed nothing else (a
+        # status write): what a status patch must name, while the store keeps the same instance.
+        self.newer: dict[ObjKey, str] = {}
         self.resource_version = ""
         self.relists = 0
         self.retries = 0
@@ -126,36 +137,51 @@ class Reflector:
     async def _list(self) -> None:
         objects: dict[ObjKey, K8sObject[Any]] = {}
         statuses: dict[ObjKey, dict[str, Any]] = {}
-        cont: str | None = None
-        while True:
-            try:
-                page = await self.api.request(
-                    "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
-                )
-            except ApiError as exc:
-                exc.resource = f"resource={self.resource.plural}"
-                raise
-            for n, item in enumerate(page.get("items") or [], 1):
-                if n % 100 == 0:
-                    await asyncio.sleep(0)  # a page of 500 takes 25-50 ms to wrap: let the loop answer
-                item.setdefault("apiVersion", self.resource.api_version)
-                item.setdefault("kind", self.kind)
-                wrapped = self._wrap(item)
-                if wrapped is None:
-                    continue
-                key, obj = wrapped
-                objects[key] = obj
-                if self.kind in KEEP_STATUS:
-                    statuses[key] = item.get("status") or {}
-            meta = page.get("metadata") or {}
-            cont = meta.get("continue") or None
-            if cont is None:
-                self.resource_version = str(meta.get("resourceVersion") or "")
-                break
+        # The next page is asked for before this one is wrapped, as client-go's pager fetches
+        # ahead: the API server prepares it meanwhile (20 pages of 500 at 10,000 routes).
+        fetch = asyncio.ensure_future(self._page(None))
+        try:
+            while True:
+                page = await fetch
+                meta = page.get("metadata") or {}
+                cont = meta.get("continue") or None
+                if cont is not None:
+                    fetch = asyncio.ensure_future(self._page(cont))
+                for n, item in enumerate(page.get("items") or [], 1):
+                    if n % 100 == 0:
+                        await asyncio.sleep(0)  # a page of 500 takes 25-50 ms to wrap: let the loop answer
+                    item.setdefault("apiVersion", self.resource.api_version)
+                    item.setdefault("kind", self.kind)
+                    wrapped = self._wrap(item)
+                    if wrapped is None:
+                        continue
+                    key, obj = wrapped
+                    objects[key] = obj
+                    if self.kind in KEEP_STATUS:
+                        statuses[key] = item.get("status") or {}
+                if cont is None:
+                    self.resource_version = str(meta.get("resourceVersion") or "")
+                    break
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+            elif not fetch.cancelled():
+                fetch.exception()  # a page asked for ahead and not used: its failure is not news
         if await _differs(self.objects, objects):
             self.changed.set()
-        self.objects, self.statuses = objects, statuses
+        self.objects, self.statuses, self.newer = objects, statuses, {}
         self.relists += 1
+        if self.kind in STATUS_KINDS:
+            self.status_moved(None, "")
+
+    async def _page(self, cont: str | None) -> dict[str, Any]:
+        try:
+            return await self.api.request(
+                "GET", self.resource.path(), query={"limit": self.options.page_size, "continue": cont}, timeout=120
+            )
+        except ApiError as exc:
+            exc.resource = f"resource={self.resource.plural}"
+            raise
 
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
         try:
@@ -233,19 +259,27 @@ class Reflector:
         if etype == "DELETED":
             self.objects.pop(key, None)
             self.statuses.pop(key, None)
+            self.newer.pop(key, None)
             self.changed.set()
         elif etype in ("ADDED", "MODIFIED"):
             old = self.objects.get(key)
-            self.objects[key] = obj
             old_status = self.statuses.get(key)
             if self.kind in KEEP_STATUS:
                 self.statuses[key] = body.get("status") or {}
-            # A status write (ours) bumps resourceVersion only: nothing to translate. A Service's
-            # status is the exception: it holds the addresses written to Gateway status.
+                if self.kind in STATUS_KINDS and old_status != self.statuses[key]:
+                    self.status_moved((self.kind, *key), obj.metadata.resource_version)
+            # A status write (ours: one per route at a cold start) bumps resourceVersion only:
+            # nothing to translate, and the object the store holds stays, so that the next change
+            # does not find every status-written route changed and translate them all again.
             if old is None or _same_content(old) != _same_content(obj):
+                self.objects[key] = obj
+                self.newer.pop(key, None)
                 self.changed.set()
-            elif self.kind == "Service" and old_status != self.statuses[key]:
-                self.changed.set()
+            else:
+                self.newer[key] = obj.metadata.resource_version
+                # A Service's status holds the addresses written to Gateway status.
+                if self.kind == "Service" and old_status != self.statuses[key]:
+                    self.changed.set()
         if rv:
             self.resource_version = rv
 
@@ -288,6 +322,12 @@ class KubernetesProvider:
         self.outage: _Outage | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Told when a status we write moved in the cluster (the status writer compares only those).
+        self.status_listeners: list[Callable[[StatusKey | None, str], None]] = []
+
+    def _status_moved(self, key: StatusKey | None, resource_version: str) -> None:
+        for listener in self.status_listeners:
+            listener(key, resource_version)
 
     def describe(self) -> str:
         where = self.api.host if self.api else (str(self.kubeconfig) if self.kubeconfig else "in-cluster")
@@ -320,7 +360,10 @@ class KubernetesProvider:
     async def _start_once(self) -> Store:
         assert self.api is not None and self.outage is not None  # start() sets both
         resources = [*await self._gateway_resources(), *await self._policy_resources(), *CORE_RESOURCES]
-        self.reflectors = {r.kind: Reflector(self.api, r, self.options, self.outage, self._changed) for r in resources}
+        self.reflectors = {
+            r.kind: Reflector(self.api, r, self.options, self.outage, self._changed, self._status_moved)
+            for r in resources
+        }
         await asyncio.gather(*(r.list() for r in self.reflectors.values()))
         self._changed.clear()
         self.store = self._build()
@@ -425,10 +468,11 @@ class KubernetesProvider:
         r = self.reflectors.get(kind)
         if r is None:
             return None
-        obj = r.objects.get((namespace, name))
+        key = (namespace, name)
+        obj = r.objects.get(key)
         if obj is None:
             return None
-        return r.statuses.get((namespace, name)) or {}, obj.metadata.resource_version
+        return r.statuses.get(key) or {}, r.newer.get(key, obj.metadata.resource_version)
 
     def live_keys(self, kind: str) -> Iterable[ObjKey]:
         r = self.reflectors.get(kind)
