@@ -1,0 +1,213 @@
+"""A second core for a cold load: a helper process that reads a large file from its last document back.
+
+Reading a 2.7 MiB file of 10,000 routes is about 0.85 s of Python, which the GIL keeps on one
+core. So at a cold start the file provider starts this helper on the largest file before it
+reads anything (a fresh interpreter takes about 0.2 s to get going, overlapping the reading), and
+reads the file from the front as it would alone; the helper reads the same file's chunks
+(``yamlread.chunks``) from the last one back. Where the two meet, the reader stops the helper and
+takes what it did. The split is decided by how fast each side really went, so a slow start or a
+busy core costs only the helper's share.
+
+Nothing of the helper runs in the serving process but a few system calls: no thread, no pipe to
+watch. The two share one unlinked temporary file. The helper appends a record per chunk it read
+(its validated documents, ``marshal``-ed) and keeps, in the file's first bytes mapped in memory,
+the lowest chunk index from which on it has done every chunk. The reader looks at that number
+before each chunk (a memory read); once it reaches it, it kills the helper, waits for it, and
+reads every record in one read. (An earlier helper sent its results through a pipe to a thread
+of the serving process every 10 ms: that thread's reads, each letting go of the interpreter lock
+and taking it back at once, starved the event loop of it; see docs/performance.md.) The number
+is only a hint: what counts is the records, and a chunk with none is read by the reader.
+
+The helper hands over only chunks that are plain objects the schema accepts, which read the same
+anywhere. Every other chunk (a YAML error, a limit, an invalid object, a skipped kind, a document
+that is no object) is left to the reader, which reads it in the file's order and words its error
+exactly as without a helper. Whatever goes wrong with the helper (it cannot start, it dies, it
+read other bytes than the reader, a bug) costs time only: the reader does the rest itself, and a
+traceback the helper printed is logged.
+
+A fresh interpreter running ``main`` of this file, not a fork: the serving process has gRPC's
+threads, which a fork does not survive, and a fork of it would copy its memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import marshal
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..gatewayapi import schema
+from . import yamlread
+from .yamlread import Limits
+
+log = logging.getLogger("mirrorplane.loadhelper")
+
+_HEADER = mmap.PAGESIZE  # the mapped first bytes of the shared file; records follow
+_LOW = struct.Struct("<q")  # in the header: every chunk from this index on is done
+_RECORD = struct.Struct("<qQ")  # a record's chunk index (-1: the file's digest) and length
+_NOTHING_DONE = 2**62
+PYTHON = sys.executable  # the helper's interpreter
+
+# The helper: this very package, wherever the helper's working directory and path would lead.
+_START = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+    f"import {__name__} as helper; helper.main()"
+)
+
+
+class Helper:
+    """A helper process reading ``path`` from its last chunk back (see the module docstring)."""
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self.path = path
+        self.taken = 0  # chunks whose documents came from the helper
+        self._records: dict[int, bytes] | None = None  # once met
+        self._shared = tempfile.TemporaryFile()
+        try:
+            self._shared.truncate(_HEADER)
+            self._low = mmap.mmap(self._shared.fileno(), _HEADER)
+            _LOW.pack_into(self._low, 0, _NOTHING_DONE)
+            fd = self._shared.fileno()
+            limit_args = [str(limits.max_bytes), str(limits.max_depth), str(limits.max_nodes)]
+            self._process = subprocess.Popen(
+                [PYTHON, "-I", "-c", _START, str(fd), os.fspath(path), *limit_args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,  # a traceback, logged here
+                pass_fds=(fd,),
+            )
+        except BaseException:
+            self._shared.close()
+            raise
+
+    def take(self, index: int, digest: bytes) -> tuple[int, list[list[dict[str, Any]]]] | None:
+        """The nodes and validated documents of chunk ``index`` of the file whose bytes have
+        ``digest``, if the helper read it; else None: read it yourself. Once the reader reaches
+        what the helper did, the helper is stopped and its records read."""
+        if self._records is None:
+            if index < _LOW.unpack_from(self._low)[0]:
+                return None
+            try:
+                self._records = self._collect(digest)
+            except Exception:  # a bug here: said, and the reader does the rest
+                log.exception("loadhelper.failed source=%s then=read_alone", self.path)
+                self._records = {}
+        payload = self._records.get(index)
+        if payload is None:
+            return None
+        self.taken += 1
+        return marshal.loads(payload)  # type: ignore[no-any-return]
+
+    def _collect(self, digest: bytes) -> dict[int, bytes]:
+        self._stop()
+        size = os.fstat(self._shared.fileno()).st_size
+        data = os.pread(self._shared.fileno(), size - _HEADER, _HEADER)
+        records: dict[int, bytes] = {}
+        offset = 0
+        while offset + _RECORD.size <= len(data):
+            index, length = _RECORD.unpack_from(data, offset)
+            offset += _RECORD.size
+            if offset + length > len(data):  # cut short: the helper was stopped writing it
+                break
+            records[index] = data[offset : offset + length]
+            offset += length
+        read = records.pop(-1, None)
+        if read is not None and read != digest:  # the file changed between the two reads
+            log.info("loadhelper.discarded source=%s reason=%s", self.path, "it read other bytes")
+            return {}
+        return records
+
+    def _stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        assert self._process.stderr is not None
+        if not self._process.stderr.closed:
+            said = self._process.stderr.read().decode("utf-8", "replace").strip()
+            self._process.stderr.close()
+            if said:  # a bug in the helper: its traceback
+                log.error("loadhelper.failed source=%s then=read_alone\n%s", self.path, said)
+
+    def close(self) -> None:
+        """Stop the helper, whatever it is doing: what it has not handed over is done already, or never needed."""
+        self._stop()
+        if not self._low.closed:
+            self._low.close()
+        self._shared.close()
+        log.info("loadhelper.done source=%s chunks_taken=%d", self.path, self.taken)
+
+
+def read_chunk(chunk: yamlread.Chunk, text: str, limits: Limits) -> bytes | None:
+    """What the helper hands over for one chunk: its nodes and the validated body of each
+    object of each of its documents (``marshal``-ed), or None when the chunk is left to the
+    reader (see the module docstring)."""
+    try:
+        nodes, docs = yamlread.load(chunk, text, limits)
+    except (yaml.YAMLError, yamlread.RejectedError):
+        return None
+    documents = []
+    for doc in docs:
+        bodies = []
+        for item in yamlread.items(doc):
+            if not yamlread.is_object(item) or not schema.supported(item["apiVersion"], item["kind"]):
+                return None
+            try:
+                bodies.append(schema.validate(item))
+            except schema.ValidationError:
+                return None
+        documents.append(bodies)
+    try:
+        return marshal.dumps((nodes, documents))
+    except ValueError:  # a value marshal does not carry (a date): the reader reads it
+        return None
+
+
+def _serve(shared: int, path: str, limits: Limits) -> None:
+    """The helper's side: the file's chunks from the last one back, a record for each it read."""
+    parent = os.getppid()
+    low = mmap.mmap(shared, _HEADER)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            return
+        text = yamlread.decode(data)
+        chunks = yamlread.chunks(text, limits)
+    except (OSError, yamlread.RejectedError):  # the reader finds it too, and says it
+        return
+    offset = _write(shared, _HEADER, -1, yamlread.file_digest(data))
+    for index in reversed(range(len(chunks))):
+        if os.getppid() != parent:  # the reader is gone
+            return
+        try:
+            payload = read_chunk(chunks[index], text, limits)
+        except Exception:  # noqa: BLE001 - a bug: printed for the reader to log, which reads this chunk itself
+            traceback.print_exc()
+            payload = None
+        if payload is not None:
+            offset = _write(shared, offset, index, payload)
+        _LOW.pack_into(low, 0, index)
+
+
+def _write(fd: int, offset: int, index: int, payload: bytes) -> int:
+    record = _RECORD.pack(index, len(payload)) + payload
+    os.pwrite(fd, record, offset)
+    return offset + len(record)
+
+
+def main() -> None:
+    """The helper process: ``shared-fd path max-bytes max-depth max-nodes``. A short-lived
+    process that only allocates: the collector's scans would be pure cost."""
+    gc.disable()
+    shared, path, *limits = sys.argv[1:]
+    _serve(int(shared), path, Limits(*map(int, limits)))
