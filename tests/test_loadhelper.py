@@ -227,3 +227,54 @@ def test_small_files_and_changes_never_start_a_helper(tmp_path: Path, caplog: py
     cold.load()  # a change: read alone
     cold.load([large])
     assert "loadhelper" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "files", "expected"),
+    [
+        ("0::/kubepods/pod1/ctr\n", {"kubepods/pod1/ctr/cpu.max": "max 100000\n"}, 2.0),
+        (
+            "0::/kubepods/pod1/ctr\n",
+            {"kubepods/pod1/ctr/cpu.max": "max 100000\n", "kubepods/pod1/cpu.max": "150000 100000\n"},
+            1.5,
+        ),  # a parent's limit
+        ("0::/kubepods/pod1/ctr\n", {"cpu.max": "50000 100000\n"}, 0.5),  # a container's own view
+        (
+            "4:cpu,cpuacct:/docker/abc\n",
+            {
+                "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+                "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+            },
+            1.0,
+        ),
+        (
+            "4:cpu,cpuacct:/docker/abc\n",
+            {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"},
+            2.0,
+        ),
+    ],
+)
+def test_a_cpu_quota_under_two_cpus_leaves_no_core_to_a_helper(
+    tmp_path: Path, cgroup: str, files: dict[str, str], expected: float
+) -> None:
+    """A container's CPU limit is the reader's and the helper's together: a helper's CPU would be
+    taken from the reader. ``cpus`` reads it as the kernel lays it out (v2 ``cpu.max``, v1 CFS quota)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("this machine has one CPU")
+    (tmp_path / "proc-cgroup").write_text(cgroup)
+    fs = tmp_path / "fs"
+    for name, text in files.items():
+        (fs / name).parent.mkdir(parents=True, exist_ok=True)
+        (fs / name).write_text(text)
+    assert loadhelper.cpus(tmp_path / "proc-cgroup", fs) == min(expected, len(os.sched_getaffinity(0)))
+
+
+def test_the_helper_only_takes_cpu_nobody_else_wants(tmp_path: Path) -> None:
+    """At the lowest priority: on a busy machine (or a busy control group) it takes next to no
+    CPU from the reader or anyone else, and it runs on a core that would be idle."""
+    (tmp_path / "routes.yaml").write_text(document_text(100))
+    helper = Helper(tmp_path / "routes.yaml", Limits())
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, helper._process.pid) == 19
+    finally:
+        helper.close()

@@ -278,7 +278,7 @@ class FileProvider:
             return None
         with contextlib.suppress(OSError):
             size, path = max(((p.stat().st_size, p) for p in paths), default=(0, None))
-            if path is not None and (self.helper or size >= HELPER_MIN_BYTES):
+            if path is not None and (self.helper or (size >= HELPER_MIN_BYTES and loadhelper.cpus() >= 2)):
                 try:
                     return loadhelper.Helper(path, self.limits)
                 except OSError as exc:  # no process to be had (limits, a sandbox): read alone

@@ -31,6 +31,7 @@ threads, which a fork does not survive, and a fork of it would copy its memory.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import marshal
@@ -65,6 +66,39 @@ _START = (
 )
 
 
+def cpus(cgroups: Path = Path("/proc/self/cgroup"), fs: Path = Path("/sys/fs/cgroup")) -> float:
+    """How many CPUs this process may keep busy at once: the CPUs it may run on, capped by the CPU
+    quota of its control group or any above it (a container's CPU limit; cgroup v2 or v1). Under
+    a quota a helper's CPU is the reader's: the group is throttled once both together used it."""
+    try:
+        limit = float(len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return float(os.cpu_count() or 1)
+    try:
+        lines = cgroups.read_text().splitlines()
+    except OSError:
+        return limit
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: "quota period" or "max period"
+            mount, files = fs, ("cpu.max",)
+        elif "cpu" in controllers.split(","):  # v1
+            mount, files = fs / controllers, ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        group = mount / path.lstrip("/")
+        if not group.is_dir():  # a container's own view: its group is the mount's root
+            group = mount
+        for level in (group, *group.parents):
+            with contextlib.suppress(OSError, ValueError):  # no such file, or "max": no quota there
+                quota, period = map(int, " ".join(level.joinpath(f).read_text() for f in files).split())
+                if quota > 0 and period > 0:
+                    limit = min(limit, quota / period)
+            if level == mount:
+                break
+    return limit
+
+
 class Helper:
     """A helper process reading ``path`` from its last chunk back (see the module docstring)."""
 
@@ -86,6 +120,8 @@ class Helper:
                 stderr=subprocess.PIPE,  # a traceback, logged here
                 pass_fds=(fd,),
             )
+            with contextlib.suppress(OSError):  # it has only started: what it does not do, the reader does
+                os.setpriority(os.PRIO_PROCESS, self._process.pid, 19)
         except BaseException:
             self._shared.close()
             raise
