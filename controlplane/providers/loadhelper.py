@@ -80,6 +80,7 @@ def cpus(cgroups: Path = Path("/proc/self/cgroup"), fs: Path = Path("/sys/fs/cgr
         return limit
     for line in lines:
         _, controllers, path = line.split(":", 2)
+        files: tuple[str, ...]
         if controllers == "":  # v2: "quota period" or "max period"
             mount, files = fs, ("cpu.max",)
         elif "cpu" in controllers.split(","):  # v1
