@@ -41,6 +41,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ from .yamlread import Limits
 log = logging.getLogger("mirrorplane.loadhelper")
 
 _HEADER = mmap.PAGESIZE  # the mapped first bytes of the shared file; records follow
-_LOW = struct.Struct("<q")  # in the header: every chunk from this index on is done
+# In the header: every chunk from this index on is done and its record written. Native, so that
+# it is written and read with one memcpy each: one aligned 8-byte store and load, never torn.
+_LOW = struct.Struct("q")
 _RECORD = struct.Struct("<qQ")  # a record's chunk index (-1: the file's digest) and length
 _NOTHING_DONE = 2**62
 PYTHON = sys.executable  # the helper's interpreter
@@ -107,6 +110,7 @@ class Helper:
         self.path = path
         self.taken = 0  # chunks whose documents came from the helper
         self._records: dict[int, bytes] | None = None  # once met
+        self._stopped = False
         self._shared = tempfile.TemporaryFile()
         try:
             self._shared.truncate(_HEADER)
@@ -146,6 +150,9 @@ class Helper:
         return marshal.loads(payload)  # type: ignore[no-any-return]
 
     def _collect(self, digest: bytes) -> dict[int, bytes]:
+        """The records the helper had written when it said how far it got, without waiting for it
+        to end: at the lowest priority on a busy machine, even dying can wait for a core."""
+        low = _LOW.unpack_from(self._low)[0]
         self._stop()
         size = os.fstat(self._shared.fileno()).st_size
         data = os.pread(self._shared.fileno(), size - _HEADER, _HEADER)
@@ -154,7 +161,9 @@ class Helper:
         while offset + _RECORD.size <= len(data):
             index, length = _RECORD.unpack_from(data, offset)
             offset += _RECORD.size
-            if offset + length > len(data):  # cut short: the helper was stopped writing it
+            # Records come in the order written: past the hint read above, what follows may be
+            # partly written yet.
+            if index < low and index != -1 or offset + length > len(data):
                 break
             records[index] = data[offset : offset + length]
             offset += length
@@ -165,15 +174,24 @@ class Helper:
         return records
 
     def _stop(self) -> None:
-        if self._process.poll() is None:
+        """Kill the helper. Its end (and any traceback it printed) is waited for in a thread, not
+        here: a process at the lowest priority may wait long for a core to die on."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._process.poll() is not None:
+            self._reap()
+        else:
             self._process.kill()
-        self._process.wait()
+            threading.Thread(target=self._reap, name="loadhelper-reap", daemon=True).start()
+
+    def _reap(self) -> None:
         assert self._process.stderr is not None
-        if not self._process.stderr.closed:
-            said = self._process.stderr.read().decode("utf-8", "replace").strip()
-            self._process.stderr.close()
-            if said:  # a bug in the helper: its traceback
-                log.error("loadhelper.failed source=%s then=read_alone\n%s", self.path, said)
+        with self._process.stderr as stderr:
+            said = stderr.read().decode("utf-8", "replace").strip()
+        self._process.wait()
+        if said:  # a bug in the helper: its traceback
+            log.error("loadhelper.failed source=%s then=read_alone\n%s", self.path, said)
 
     def close(self) -> None:
         """Stop the helper, whatever it is doing: what it has not handed over is done already, or never needed."""
@@ -238,7 +256,8 @@ def _serve(shared: int, path: str, limits: Limits) -> None:
 
 def _write(fd: int, offset: int, index: int, payload: bytes) -> int:
     record = _RECORD.pack(index, len(payload)) + payload
-    os.pwrite(fd, record, offset)
+    if os.pwrite(fd, record, offset) != len(record):  # the disk is full: said, and the reader does the rest
+        raise OSError(f"wrote part of a record of {len(record)} bytes")
     return offset + len(record)
 
 
