@@ -5,28 +5,32 @@ core. So at a cold start the file provider starts this helper on the largest fil
 reads anything (a fresh interpreter takes about 0.2 s to get going, overlapping the reading), and
 reads the file from the front as it would alone; the helper reads the same file's chunks
 (``yamlread.chunks``) from the last one back. Where the two meet, the reader stops the helper and
-takes what it did. The split is decided by how fast each side really went, so a slow start or a
-busy core costs only the helper's share.
+takes what it did. The split is decided by how fast each side really went.
 
-Nothing of the helper runs in the serving process but a few system calls: no thread, no pipe to
-watch. The two share one unlinked temporary file. The helper appends a record per chunk it read
-(its validated documents, ``marshal``-ed) and keeps, in the file's first bytes mapped in memory,
-the lowest chunk index from which on it has done every chunk. The reader looks at that number
-before each chunk (a memory read); once it reaches it, it kills the helper, waits for it, and
-reads every record in one read. (An earlier helper sent its results through a pipe to a thread
-of the serving process every 10 ms: that thread's reads, each letting go of the interpreter lock
-and taking it back at once, starved the event loop of it; see docs/performance.md.) The number
-is only a hint: what counts is the records, and a chunk with none is read by the reader.
+The helper runs at the lowest priority (nice 19): it takes only CPU nobody else wants, a core
+that would be idle. On a busy machine it does little or nothing and the reader reads alone, at
+its own pace; without it, the helper took the reader's own share (CPU is shared between sessions
+and control groups, not between processes) and a cold load took up to twice as long. Under a CPU
+quota of less than two CPUs (``cpus``) none is started: the two would share the quota.
 
-The helper hands over only chunks that are plain objects the schema accepts, which read the same
-anywhere. Every other chunk (a YAML error, a limit, an invalid object, a skipped kind, a document
-that is no object) is left to the reader, which reads it in the file's order and words its error
-exactly as without a helper. Whatever goes wrong with the helper (it cannot start, it dies, it
-read other bytes than the reader, a bug) costs time only: the reader does the rest itself, and a
-traceback the helper printed is logged.
+Nothing of the helper runs in the serving process but a few system calls: no thread reading from
+it, no pipe to watch. The two share one unlinked temporary file. The helper appends a record per
+chunk it read (the chunk's nodes and validated objects, ``marshal``-ed), then stores, in the
+file's first bytes mapped in memory, the lowest chunk index from which on every record is
+written. The reader looks at that number before each chunk (a memory read); once it reaches it,
+it kills the helper and reads the records in one read, without waiting for it to end (a process
+at the lowest priority may wait long for a core even to die on). A chunk with no record is read
+by the reader.
+
+The helper hands over only chunks of objects the schema accepts, which read the same anywhere.
+Every other chunk (a YAML error, a limit, an invalid object, a skipped kind, a document that is
+no object) is left to the reader, which reads it in the file's order and words its error exactly
+as without a helper. Whatever goes wrong with the helper (it cannot start, it dies, it read other
+bytes than the reader, a bug) costs time only: the reader does the rest itself, and a traceback
+the helper printed is logged.
 
 A fresh interpreter running ``main`` of this file, not a fork: the serving process has gRPC's
-threads, which a fork does not survive, and a fork of it would copy its memory.
+threads, which a fork does not survive, and a fork would copy its memory.
 """
 
 from __future__ import annotations
