@@ -173,7 +173,7 @@ class Helper:
             offset += length
         read = records.pop(-1, None)
         if read is not None and read != digest:  # the file changed between the two reads
-            log.info("loadhelper.discarded source=%s reason=%s", self.path, "it read other bytes")
+            log.info("loadhelper.discarded source=%s reason=%s", self.path, "file_changed")
             return {}
         return records
 
@@ -195,7 +195,7 @@ class Helper:
             said = stderr.read().decode("utf-8", "replace").strip()
         self._process.wait()
         if said:  # a bug in the helper: its traceback
-            log.error("loadhelper.failed source=%s then=read_alone\n%s", self.path, said)
+            log.error("loadhelper.failed source=%s then=read_alone traceback=%r", self.path, said)
 
     def close(self) -> None:
         """Stop the helper, whatever it is doing: what it has not handed over is done already, or never needed."""
