@@ -50,7 +50,6 @@ T = TypeVar("T")
 # (``loadhelper``): a fresh interpreter takes about 0.2 s to start, and a megabyte of routes is
 # about 0.3 s of reading. Changes are read alone: they read only what changed.
 HELPER_MIN_BYTES = 1 << 20
-Take = Callable[[int], "tuple[int, list[list[dict[str, Any]]]] | None"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,13 @@ def parse_text(
     return state.objects, state.errors
 
 
-def _update(state: _FileState, text: str, source: str, limits: Limits, take: Take | None = None) -> None:
+def _update(
+    state: _FileState,
+    text: str,
+    source: str,
+    limits: Limits,
+    take: Callable[[int], loadhelper.Read | None] | None = None,
+) -> None:
     """Read ``text`` into ``state``, reusing the chunks it already knows by digest, and what a
     load helper read (``take``: the nodes and validated bodies of the chunk at an index, or
     None). The helper's chunks count against the node limit here, in the file's order."""
@@ -118,9 +123,8 @@ def _update(state: _FileState, text: str, source: str, limits: Limits, take: Tak
         budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
         for position, c in enumerate(chunks):
             chunk = parsed.get(c.digest) or known.get(c.digest)
-            if chunk is None and take is not None and (done := take(position)) is not None:
-                nodes, bodies = done
-                chunk = _Chunk(nodes, tuple(_Parsed(tuple(from_dict(b, source=source) for b in d)) for d in bodies))
+            if chunk is None and take is not None:
+                chunk = _from_helper(take(position), source)
             if chunk is None:
                 # Validated as soon as built, so that the file's parsed YAML never exists whole
                 # next to its validated copy (peak memory).
@@ -150,6 +154,17 @@ def _update(state: _FileState, text: str, source: str, limits: Limits, take: Tak
                 if key is not None and key in previous and key not in objects:
                     objects[key] = previous[key]
     state.chunks, state.objects, state.errors = parsed, objects, errors
+
+
+def _from_helper(read: loadhelper.Read | None, source: str) -> _Chunk | None:
+    """A chunk as the load helper read it, or None: read it here (where whatever fails is said)."""
+    if read is None:
+        return None
+    nodes, documents = read
+    try:
+        return _Chunk(nodes, tuple(_Parsed(tuple(from_dict(b, source=source) for b in d)) for d in documents))
+    except Exception:  # noqa: BLE001 - read here again, where an object that fails is rejected alone and logged
+        return None
 
 
 def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
@@ -330,7 +345,9 @@ class FileProvider:
         digest = yamlread.file_digest(data)
         if state is not None and state.digest == digest:
             return
-        take = functools.partial(helper.take, digest=digest) if helper and helper.path == path and not state else None
+        take = (
+            functools.partial(helper.take, digest=digest) if helper and helper.path == path and state is None else None
+        )
         state = state or _FileState()
         had = state.objects
         try:

@@ -65,6 +65,9 @@ _LOW = struct.Struct("q")
 _RECORD = struct.Struct("<qQ")  # a record's chunk index (-1: the file's digest) and length
 _NOTHING_DONE = 2**62
 PYTHON = sys.executable  # the helper's interpreter
+# What the helper hands over for a chunk: its nodes, and the validated body of each object of each
+# of its documents.
+Read = tuple[int, list[list[dict[str, Any]]]]
 
 # The helper: this very package, wherever the helper's working directory and path would lead.
 _START = (
@@ -135,7 +138,7 @@ class Helper:
             self._shared.close()
             raise
 
-    def take(self, index: int, digest: bytes) -> tuple[int, list[list[dict[str, Any]]]] | None:
+    def take(self, index: int, digest: bytes) -> Read | None:
         """The nodes and validated documents of chunk ``index`` of the file whose bytes have
         ``digest``, if the helper read it; else None: read it yourself. Once the reader reaches
         what the helper did, the helper is stopped and its records read."""
