@@ -160,8 +160,8 @@ def _from_helper(read: loadhelper.Read | None, source: str) -> _Chunk | None:
     """A chunk as the load helper read it, or None: read it here (where whatever fails is said)."""
     if read is None:
         return None
-    nodes, documents = read
     try:
+        nodes, documents = read
         return _Chunk(nodes, tuple(_Parsed(tuple(from_dict(b, source=source) for b in d)) for d in documents))
     except Exception:  # noqa: BLE001 - read here again, where an object that fails is rejected alone and logged
         return None

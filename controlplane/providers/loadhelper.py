@@ -69,9 +69,9 @@ PYTHON = sys.executable  # the helper's interpreter
 # of its documents.
 Read = tuple[int, list[list[dict[str, Any]]]]
 
-# The helper: this very package, wherever the helper's working directory and path would lead.
+# The helper: this very package, and its dependencies where this process found them.
 _START = (
-    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+    f"import sys; sys.path[:0] = {[str(Path(__file__).resolve().parents[2]), *filter(None, sys.path)]!r}; "
     f"import {__name__} as helper; helper.main()"
 )
 
@@ -135,6 +135,8 @@ class Helper:
             with contextlib.suppress(OSError):  # it has only started: what it does not do, the reader does
                 os.setpriority(os.PRIO_PROCESS, self._process.pid, 19)
         except BaseException:
+            if hasattr(self, "_low"):
+                self._low.close()
             self._shared.close()
             raise
 
@@ -153,8 +155,13 @@ class Helper:
         payload = self._records.get(index)
         if payload is None:
             return None
+        try:
+            read: Read = marshal.loads(payload)
+        except (ValueError, EOFError, TypeError):  # a bug: said, and the reader reads the chunk
+            log.exception("loadhelper.failed source=%s chunk=%d then=read_alone", self.path, index)
+            return None
         self.taken += 1
-        return marshal.loads(payload)  # type: ignore[no-any-return]
+        return read
 
     def _collect(self, digest: bytes) -> dict[int, bytes]:
         """The records the helper had written when it said how far it got, without waiting for it
