@@ -280,3 +280,17 @@ def test_the_helper_only_takes_cpu_nobody_else_wants(tmp_path: Path) -> None:
         assert os.getpriority(os.PRIO_PROCESS, helper._process.pid) == 19
     finally:
         helper.close()
+
+
+def test_a_file_too_large_or_not_text_is_refused_as_without_a_helper(tmp_path: Path, patient: None) -> None:
+    """The helper reads the file within the same limits and hands over nothing; the worker refuses it."""
+    path = tmp_path / "routes.yaml"
+    path.write_bytes(document_text(200).encode() + b"# caf\xe9\n")
+    alone = loaded(tmp_path, helper=False)
+    assert [e.message for e in alone[1]] == [f"rejected: not UTF-8 text: byte {path.stat().st_size - 2} is b'\\xe9'"]
+    assert loaded(tmp_path, helper=True) == alone
+    path.write_text(document_text(200))
+    limits = Limits(max_bytes=path.stat().st_size - 1)
+    alone = loaded(tmp_path, helper=False, limits=limits)
+    assert [e.message for e in alone[1]] == [f"rejected: larger than {limits.max_bytes} bytes"]
+    assert loaded(tmp_path, helper=True, limits=limits) == alone
