@@ -7,7 +7,8 @@ while editing never takes traffic away from an Envoy. Whatever goes wrong while 
 reason.
 
 Reading runs in one worker thread, never on the event loop: ADS, the admin API and health keep
-answering while a large folder loads. Documents whose text did not change since the last read
+answering while a large folder loads; at a cold start a large file is read by a helper process
+too, from its end (``loadhelper``). Documents whose text did not change since the last read
 (a hash per document, ``yamlread.chunks``) are neither parsed nor validated again, and a burst of
 writes across files reaches the store as one update once it settles (``settle_ms``). See
 docs/loading.md.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import functools
 import logging
 import os
 import platform  # noqa: F401 - so does awatch's check for WSL (imported by the CEL library's CLI before cellib)
@@ -36,7 +37,7 @@ from ..gatewayapi import schema
 from ..gatewayapi.model import K8sObject, from_dict
 from ..gatewayapi.store import Store
 from ..gcpause import paused_gc
-from . import yamlread
+from . import loadhelper, yamlread
 from .base import OnChange, deliver
 from .yamlread import Limits
 
@@ -45,6 +46,10 @@ log = logging.getLogger("mirrorplane.files")
 SUFFIXES = (".yaml", ".yml")
 ObjKey = tuple[str, str, str]
 T = TypeVar("T")
+# From this size on, the largest file of a cold load is read by a helper process too
+# (``loadhelper``): a fresh interpreter takes about 0.2 s to start, and a megabyte of routes is
+# about 0.3 s of reading. Changes are read alone: they read only what changed.
+HELPER_MIN_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -100,16 +105,26 @@ def parse_text(
     return state.objects, state.errors
 
 
-def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
-    """Read ``text`` into ``state``, reusing the chunks it already knows by digest."""
+def _update(
+    state: _FileState,
+    text: str,
+    source: str,
+    limits: Limits,
+    take: Callable[[int], loadhelper.Read | None] | None = None,
+) -> None:
+    """Read ``text`` into ``state``, reusing the chunks it already knows by digest, and what a
+    load helper read (``take``: the nodes and validated bodies of the chunk at an index, or
+    None). The helper's chunks count against the node limit here, in the file's order."""
     known = state.chunks
     parsed: dict[bytes, _Chunk] = {}
     index = 0  # of the document in the file
     try:
         chunks = yamlread.chunks(text, limits)
         budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
-        for c in chunks:
+        for position, c in enumerate(chunks):
             chunk = parsed.get(c.digest) or known.get(c.digest)
+            if chunk is None and take is not None:
+                chunk = _from_helper(take(position), source)
             if chunk is None:
                 # Validated as soon as built, so that the file's parsed YAML never exists whole
                 # next to its validated copy (peak memory).
@@ -141,17 +156,22 @@ def _update(state: _FileState, text: str, source: str, limits: Limits) -> None:
     state.chunks, state.objects, state.errors = parsed, objects, errors
 
 
+def _from_helper(read: loadhelper.Read | None, source: str) -> _Chunk | None:
+    """A chunk as the load helper read it, or None: read it here (where whatever fails is said)."""
+    if read is None:
+        return None
+    try:
+        nodes, documents = read
+        return _Chunk(nodes, tuple(_Parsed(tuple(from_dict(b, source=source) for b in d)) for d in documents))
+    except Exception:  # noqa: BLE001 - read here again, where an object that fails is rejected alone and logged
+        return None
+
+
 def _parse_document(doc: Any, index: int, source: str) -> _Parsed:
-    if doc is None:
-        return _Parsed()
-    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-        items = doc["items"]
-    else:
-        items = [doc]
     objects: list[K8sObject[Any]] = []
     failures: list[tuple[str, str, ObjKey | None]] = []
-    for item in items:
-        if not isinstance(item, dict) or "kind" not in item or "apiVersion" not in item:
+    for item in yamlread.items(doc):
+        if not yamlread.is_object(item):
             failures.append(
                 (f"document {index + 1}", "not a Kubernetes object (apiVersion and kind are required)", None)
             )
@@ -198,16 +218,26 @@ class FileProvider:
 
     ``settle_ms``: a change reaches the store once no file changed for this long (a burst of
     writes becomes one update); ``max_wait_ms``: ... or at the latest this long after the first
-    change of a burst that never settles.
+    change of a burst that never settles. ``helper``: whether a cold load has a helper process read
+    its largest file too (None: if it has ``HELPER_MIN_BYTES`` or more).
     """
 
-    def __init__(self, root: Path, *, limits: Limits = Limits(), settle_ms: int = 5, max_wait_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        limits: Limits = Limits(),
+        settle_ms: int = 5,
+        max_wait_ms: int = 1000,
+        helper: bool | None = None,
+    ) -> None:
         # Absolute, so that the paths found at start and the watcher's (always absolute) events
         # name the same file; not resolved, so that a symlinked folder keeps its name in logs.
         self.root = Path(os.path.abspath(root))
         self.limits = limits
         self.settle_ms = settle_ms
         self.max_wait_ms = max_wait_ms
+        self.helper = helper
         self._state: dict[Path, _FileState] = {}
         self._changes = 0  # counts loads that changed some file's objects or errors
         self._worker: ThreadPoolExecutor | None = None
@@ -240,14 +270,37 @@ class FileProvider:
             return self._load(paths)
 
     def _load(self, paths: Iterable[Path] | None) -> Store:
+        helper = None
         if paths is None:
             current = set(yaml_files(self.root))
+            if not self._state:  # a cold load
+                helper = self._start_helper(current)
             for gone in set(self._state) - current:
                 self._forget(gone)
             paths = sorted(current)
-        for path in paths:
-            self._load_file(Path(path))
+        try:
+            for path in paths:
+                self._load_file(Path(path), helper)
+        finally:
+            if helper is not None:
+                helper.close()
         return self.store()
+
+    def _start_helper(self, paths: Iterable[Path]) -> loadhelper.Helper | None:
+        """A helper for the largest file of a cold load, started before reading anything: its
+        start overlaps the reading."""
+        if self.helper is False:
+            return None
+        with contextlib.suppress(OSError):
+            size, path = max(((p.stat().st_size, p) for p in paths), default=(0, None))
+            if path is not None and (self.helper or (size >= HELPER_MIN_BYTES and loadhelper.cpus() >= 2)):
+                try:
+                    return loadhelper.Helper(path, self.limits)
+                except OSError as exc:  # no process to be had (limits, a sandbox): read alone
+                    log.warning("file.helper_unavailable source=%s error=%r then=read_alone", path, str(exc))
+                except Exception:  # a bug, which must not cost the load: read alone, and say it
+                    log.exception("file.helper_failed source=%s then=read_alone", path)
+        return None
 
     def store(self) -> Store:
         seen: dict[ObjKey, Path] = {}
@@ -275,7 +328,7 @@ class FileProvider:
             raise yamlread.RejectedError(f"larger than {self.limits.max_bytes} bytes")
         return data
 
-    def _load_file(self, path: Path) -> None:
+    def _load_file(self, path: Path, helper: loadhelper.Helper | None = None) -> None:
         state = self._state.get(path)
         try:
             data = self._read(path)
@@ -289,13 +342,16 @@ class FileProvider:
                 path, state, f"unreadable: {exc.strerror or exc}" if isinstance(exc, OSError) else f"rejected: {exc}"
             )
             return
-        digest = hashlib.blake2b(data, digest_size=16).digest()
+        digest = yamlread.file_digest(data)
         if state is not None and state.digest == digest:
             return
+        take = (
+            functools.partial(helper.take, digest=digest) if helper and helper.path == path and state is None else None
+        )
         state = state or _FileState()
         had = state.objects
         try:
-            _update(state, yamlread.decode(data), str(path), self.limits)
+            _update(state, yamlread.decode(data), str(path), self.limits, take)
         except yamlread.RejectedError as exc:
             state.errors = [LoadError(str(path), "file", f"rejected: {exc}")]
         except Exception as exc:  # a bug, or input no limit foresaw: reject this file, loudly

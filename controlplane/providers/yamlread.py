@@ -27,6 +27,7 @@ the fallback. Both are state machines (no recursion), and libyaml itself refuses
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +61,25 @@ class RejectedError(ValueError):
 
     def __str__(self) -> str:
         return self.reason if self.line is None else f"{self.reason} (line {self.line + 1})"
+
+
+def file_digest(data: bytes) -> bytes:
+    """A file's bytes as the file provider tells versions apart (and its load helper, the bytes it read)."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def items(doc: Any) -> list[Any]:
+    """The objects of a document: a ``List``'s items, or the document itself (none if empty)."""
+    if doc is None:
+        return []
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        return doc["items"]  # type: ignore[no-any-return]
+    return [doc]
+
+
+def is_object(item: Any) -> bool:
+    """Whether a document's item is a Kubernetes object at all (apiVersion and kind are required)."""
+    return isinstance(item, dict) and "kind" in item and "apiVersion" in item
 
 
 def decode(data: bytes) -> str:
