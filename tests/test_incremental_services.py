@@ -202,16 +202,16 @@ def service_change(draw: st.DrawFn) -> tuple[NsName, dict[str, Any] | None]:
     if draw(st.integers(0, 4)) == 0:
         return (namespace, name), None
     ports = []
-    for port in draw(st.lists(st.sampled_from([8080, 9090]), min_size=1, max_size=2, unique=True)):
-        body: dict[str, Any] = {"port": port}
+    for number in draw(st.lists(st.sampled_from([8080, 9090]), min_size=1, max_size=2, unique=True)):
+        body: dict[str, Any] = {"port": number}
         if draw(st.booleans()):
             body["name"] = draw(st.sampled_from(["http", "web"]))
         if draw(st.booleans()):
             body["appProtocol"] = draw(st.sampled_from(["http", "kubernetes.io/h2c", "kubernetes.io/ws", "bogus"]))
         ports.append(body)
     if len(ports) > 1:  # then each needs a name of its own
-        for i, port in enumerate(ports):
-            port["name"] = f"{port.get('name', 'p')}-{i}"
+        for i, body in enumerate(ports):
+            body["name"] = f"{body.get('name', 'p')}-{i}"
     spec: dict[str, Any] = {"ports": ports}
     if draw(st.integers(0, 5)) == 0:
         spec |= {"type": "ExternalName", "externalName": "backend.example.com"}
