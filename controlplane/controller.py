@@ -163,8 +163,7 @@ class Controller:
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
         # The routes that looked up a changed Service (an added one too: they found none).
-        stale = self._memo.users(changed.get("services", set())) if changed is not None else set()
-        self._memo.stale = set(stale)
+        stale = self._memo.services_changed(changed.get("services", set()) if changed else set())
         self._memo.changed = (
             {("HTTPRoute", *k) for k in changed.get("httproutes", ())}
             | {("GRPCRoute", *k) for k in changed.get("grpcroutes", ())}

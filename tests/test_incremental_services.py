@@ -190,6 +190,7 @@ def test_a_service_change_reaches_grpcroutes_and_cross_namespace_routes() -> Non
 
 # --- generated routes, then Services changed one at a time -----------------------------------
 
+_OTHER_CLASS = {"mp": "someone-else", "someone-else": "mp"}
 SERVICE_KEYS = [("server", "pipy"), ("other", "mirror"), ("server", "missing"), ("other", "pipy"), ("server", "mirror")]
 
 
@@ -220,18 +221,30 @@ def service_change(draw: st.DrawFn) -> tuple[NsName, dict[str, Any] | None]:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(fuzz.documents(), st.lists(service_change(), min_size=1, max_size=4))
+@given(fuzz.documents(), st.lists(st.one_of(service_change(), st.none()), min_size=1, max_size=5))
 def test_generated_routes_after_service_changes_are_as_from_scratch(
-    example: tuple[bool, list[Any]], changes: list[tuple[NsName, dict[str, Any] | None]]
+    example: tuple[bool, list[Any]], changes: list[tuple[NsName, dict[str, Any] | None] | None]
 ) -> None:
+    """Services changed one at a time, and between them (None) the Gateway handed to another
+    controller or back: its routes attach nowhere meanwhile, so they are not compiled."""
     parsed, _ = parse_text(yaml.safe_dump_all(example[1]), "fuzz.yaml")
     store = Store.from_objects(parsed.values())
     controller = Controller(SnapshotCache())
     controller.update(store)
-    for (namespace, name), doc in changes:
-        store = _without(store, "Service", namespace, name)
-        if doc is not None:
-            store = Store.from_objects([*store.objects(), from_dict(schema.validate(doc))])
+    for change in changes:
+        if change is None:
+            gateways = {
+                key: dataclasses.replace(
+                    gw, spec={**gw.spec, "gatewayClassName": _OTHER_CLASS[gw.spec["gatewayClassName"]]}
+                )
+                for key, gw in store.gateways.items()
+            }
+            store = dataclasses.replace(store, gateways=gateways)
+        else:
+            (namespace, name), doc = change
+            store = _without(store, "Service", namespace, name)
+            if doc is not None:
+                store = Store.from_objects([*store.objects(), from_dict(schema.validate(doc))])
         controller.update(store)
         _assert_as_from_scratch(controller, store)
         _assert_the_index_names_every_service_read(controller, store)
@@ -278,3 +291,26 @@ def test_translation_reads_nothing_of_a_service_the_diff_leaves_out() -> None:
     controller.update(store)
     controller.update(sealed)
     _assert_as_from_scratch(controller, store)
+
+
+def test_a_service_change_while_its_routes_are_detached_is_not_forgotten() -> None:
+    """A route that attaches nowhere is not compiled, but its compiled rules from before stay in
+    the memo: a change to its Service meanwhile must not let them come back with the Gateway."""
+    docs = objects(20)
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    detached = copy.deepcopy(gateway)
+    detached["spec"]["gatewayClassName"] = "someone-else"  # not ours: no route attaches
+    store = _replace(store, detached)
+    controller.update(store)
+    service = _service(docs, "svc-3")
+    service["spec"]["ports"][0]["appProtocol"] = "bogus"
+    store = _replace(store, service)
+    controller.update(store)
+    store = _replace(store, gateway)
+    controller.update(store)
+    _assert_as_from_scratch(controller, store)
+    resolved = controller.statuses[("HTTPRoute", NAMESPACE, "route-3")]["parents"][0]["conditions"][1]
+    assert resolved["reason"] == "UnsupportedProtocol"

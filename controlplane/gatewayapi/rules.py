@@ -52,8 +52,7 @@ class RouteMemo:
     EndpointSlices, ReferenceGrants). So while those are unchanged, a route seen before (the
     same object, or an equal one) is not compiled again: a change to one route recompiles that
     route only. The caller calls :meth:`invalidate` when EndpointSlices or ReferenceGrants
-    change, and names in ``stale`` the routes that looked up a changed Service
-    (:meth:`users`). Routes are keyed by (kind, namespace, name): an HTTPRoute and a GRPCRoute
+    change, and :meth:`services_changed` when Services do. Routes are keyed by (kind, namespace, name): an HTTPRoute and a GRPCRoute
     may share a name.
     """
 
@@ -88,14 +87,20 @@ class RouteMemo:
             return False
         return old is new or (self.changed is not None and key not in self.changed) or old == new
 
-    def users(self, services: set[NsName]) -> set[RouteKey]:
-        """The routes whose compilation looked up any of ``services``."""
-        return {key for service in services for key in self.by_service.get(service, ())}
+    def services_changed(self, services: set[NsName]) -> set[RouteKey]:
+        """Forget the compiled rules of the routes that looked up any of ``services`` (a route
+        that attaches nowhere now is not compiled now, and must not get them back later), and
+        mark them ``stale``; returns them."""
+        self.stale = {key for service in services for key in self.by_service.get(service, ())}
+        for key in self.stale:
+            self.forget(key)
+        return set(self.stale)
 
     def invalidate(self) -> None:
         self.entries.clear()
         self.by_service.clear()
         self.attached.clear()
+        self.stale.clear()
         self.last = None
 
     def set_context(self, context: Any) -> None:
