@@ -5,9 +5,10 @@
 Then the same N routes through the controller, as the server runs it: the first update, then one
 route changed (median of 7), which attaches only that route again and re-serializes only its
 virtual host; then one Service of the 100 changed (median of 7 each): a label, which the store's
-diff leaves out, and a port's appProtocol, which compiles again the N/50 routes using it. Each with its CPU time (steadier on a shared machine) and its wall-clock time. And
-the controller on issue 12's workload (``benchmarks.change_latency``: the same N rules written
-as ⌈N/16⌉ HTTPRoutes of 16 rules).
+diff leaves out, and a port's appProtocol, which compiles again the N/50 routes using it. Each
+with its CPU time (steadier on a shared machine) and its wall-clock time. And the controller on
+issue 12's workload (``benchmarks.change_latency``: the same N rules written as ⌈N/16⌉
+HTTPRoutes of 16 rules).
 
 Phases: validate (CRD schema + CEL, as the file provider does), translate (Gateway API → IR),
 build (IR → Envoy resources, as the controller's first update builds them: RouteConfigurations

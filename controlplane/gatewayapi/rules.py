@@ -52,8 +52,8 @@ class RouteMemo:
     EndpointSlices, ReferenceGrants). So while those are unchanged, a route seen before (the
     same object, or an equal one) is not compiled again: a change to one route recompiles that
     route only. The caller calls :meth:`invalidate` when EndpointSlices or ReferenceGrants
-    change, and :meth:`services_changed` when Services do. Routes are keyed by (kind, namespace, name): an HTTPRoute and a GRPCRoute
-    may share a name.
+    change, and :meth:`services_changed` when Services do. Routes are keyed by (kind,
+    namespace, name): an HTTPRoute and a GRPCRoute may share a name.
     """
 
     entries: dict[RouteKey, tuple[K8sObject[Any], Compiled, Uses]] = field(default_factory=dict)
@@ -75,9 +75,9 @@ class RouteMemo:
     # ``routes_only``, nothing but these routes differs from that input.
     changed: set[RouteKey] | None = None
     routes_only: bool = False
-    # Routes (in ``changed`` too) unchanged themselves whose Services changed: compiled and
-    # attached again all the same, once (a translation that falls back to the full path
-    # replays what the first attempt made of them).
+    # Routes (in ``changed`` too) unchanged themselves whose Services changed: attached (and
+    # compiled) again all the same, once: a translation that falls back to the full path
+    # replays what its first attempt made of them.
     stale: set[RouteKey] = field(default_factory=set)
 
     def same(self, key: RouteKey, old: K8sObject[Any], new: K8sObject[Any]) -> bool:
