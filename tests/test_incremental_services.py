@@ -37,6 +37,19 @@ def _without(store: Store, kind: str, namespace: str, name: str) -> Store:
     return Store.from_objects(o for o in store.objects() if o.key != (kind, namespace, name))
 
 
+def _started(docs: list[dict[str, Any]]) -> tuple[Controller, Store]:
+    """A controller that has translated ``docs``, and their store."""
+    controller, store = Controller(SnapshotCache()), store_of(docs)
+    controller.update(store)
+    return controller, store
+
+
+def _resolved(controller: Controller, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    """The ResolvedRefs condition of a route's first parent."""
+    conditions: list[dict[str, Any]] = controller.statuses[(kind, namespace, name)]["parents"][0]["conditions"]
+    return next(c for c in conditions if c["type"] == "ResolvedRefs")
+
+
 def _assert_as_from_scratch(controller: Controller, store: Store) -> None:
     """Statuses and every Gateway's resource bytes as a fresh translation gives them."""
     fresh = Controller(SnapshotCache())
@@ -91,9 +104,7 @@ def _assert_the_index_names_every_service_read(controller: Controller, store: St
 
 def test_a_service_port_change_recompiles_only_the_routes_using_it() -> None:
     docs = objects(200)  # svc-3 is the backend of route-3, -53, -103 and -153
-    controller = Controller(SnapshotCache())
-    store = store_of(docs)
-    controller.update(store)
+    controller, store = _started(docs)
     misses, hits, encoded = controller._memo.misses, controller._memo.hits, controller._encoded[GATEWAY].encoded
     service = _service(docs, "svc-3")
     service["spec"]["ports"][0]["appProtocol"] = "kubernetes.io/h2c"
@@ -107,9 +118,7 @@ def test_a_service_port_change_recompiles_only_the_routes_using_it() -> None:
 
 def test_a_label_on_a_service_changes_nothing() -> None:
     docs = objects(100)
-    controller = Controller(SnapshotCache())
-    store = store_of(docs)
-    controller.update(store)
+    controller, store = _started(docs)
     versions, misses = controller.cache[GATEWAY].versions(), controller._memo.misses
     service = _service(docs, "svc-3")
     service["metadata"] |= {"labels": {"team": "a"}, "annotations": {"note": "b"}, "resourceVersion": "42"}
@@ -123,14 +132,12 @@ def test_a_label_on_a_service_changes_nothing() -> None:
 
 def test_a_service_removed_and_added_again_resolves_and_unresolves_its_routes() -> None:
     docs = objects(100)
-    controller = Controller(SnapshotCache())
-    store = store_of(docs)
-    controller.update(store)
+    controller, store = _started(docs)
     misses = controller._memo.misses
     gone = _without(store, "Service", NAMESPACE, "mirror-7")  # the mirror of route-7 and route-57
     controller.update(gone)
     assert controller._memo.misses - misses == 2
-    resolved = controller.statuses[("HTTPRoute", NAMESPACE, "route-7")]["parents"][0]["conditions"][1]
+    resolved = _resolved(controller, "HTTPRoute", NAMESPACE, "route-7")
     assert (resolved["type"], resolved["status"], resolved["reason"]) == ("ResolvedRefs", "False", "BackendNotFound")
     _assert_as_from_scratch(controller, gone)
     _assert_the_index_names_every_service_read(controller, gone)
@@ -165,9 +172,7 @@ def test_a_service_change_reaches_grpcroutes_and_cross_namespace_routes() -> Non
     grpc = _grpc_route(0)
     grpc["spec"]["parentRefs"] = [{"name": "gw", "sectionName": "grpc"}]
     docs += [elsewhere, grant, grpc]
-    controller = Controller(SnapshotCache())
-    store = store_of(docs)
-    controller.update(store)
+    controller, store = _started(docs)
     misses = controller._memo.misses
     for protocol in ("kubernetes.io/h2c", "kubernetes.io/ws", "bogus"):
         service = _service(docs, "svc-0")
@@ -178,14 +183,12 @@ def test_a_service_change_reaches_grpcroutes_and_cross_namespace_routes() -> Non
     # HTTPRoute route-0, GRPCRoute route-0 and elsewhere use svc-0; they share a listener, so
     # the translation falls back to the full path, which compiles none of them a second time.
     assert controller._memo.misses - misses == 3 * 3
-    grpc_status = controller.statuses[("GRPCRoute", NAMESPACE, "route-0")]["parents"][0]["conditions"][1]
+    grpc_status = _resolved(controller, "GRPCRoute", NAMESPACE, "route-0")
     assert grpc_status["reason"] == "UnsupportedProtocol"
     store = _without(store, "ReferenceGrant", NAMESPACE, "g")
     controller.update(store)
     _assert_as_from_scratch(controller, store)
-    assert controller.statuses[("HTTPRoute", "other", "elsewhere")]["parents"][0]["conditions"][1]["reason"] == (
-        "RefNotPermitted"
-    )
+    assert _resolved(controller, "HTTPRoute", "other", "elsewhere")["reason"] == "RefNotPermitted"
 
 
 # --- generated routes, then Services changed one at a time -----------------------------------
@@ -297,9 +300,7 @@ def test_a_service_change_while_its_routes_are_detached_is_not_forgotten() -> No
     """A route that attaches nowhere is not compiled, but its compiled rules from before stay in
     the memo: a change to its Service meanwhile must not let them come back with the Gateway."""
     docs = objects(20)
-    controller = Controller(SnapshotCache())
-    store = store_of(docs)
-    controller.update(store)
+    controller, store = _started(docs)
     gateway = next(d for d in docs if d["kind"] == "Gateway")
     detached = copy.deepcopy(gateway)
     detached["spec"]["gatewayClassName"] = "someone-else"  # not ours: no route attaches
@@ -312,5 +313,5 @@ def test_a_service_change_while_its_routes_are_detached_is_not_forgotten() -> No
     store = _replace(store, gateway)
     controller.update(store)
     _assert_as_from_scratch(controller, store)
-    resolved = controller.statuses[("HTTPRoute", NAMESPACE, "route-3")]["parents"][0]["conditions"][1]
+    resolved = _resolved(controller, "HTTPRoute", NAMESPACE, "route-3")
     assert resolved["reason"] == "UnsupportedProtocol"
