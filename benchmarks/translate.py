@@ -4,9 +4,11 @@
 
 Then the same N routes through the controller, as the server runs it: the first update, then one
 route changed (median of 7), which attaches only that route again and re-serializes only its
-virtual host. Each with its CPU time (steadier on a shared machine) and its wall-clock time. And
-the controller on issue 12's workload (``benchmarks.change_latency``: the same N rules written
-as ⌈N/16⌉ HTTPRoutes of 16 rules).
+virtual host; then one Service of the 100 changed (median of 7 each): a label, which the store's
+diff leaves out, and a port's appProtocol, which compiles again the N/50 routes using it. Each
+with its CPU time (steadier on a shared machine) and its wall-clock time. And the controller on
+issue 12's workload (``benchmarks.change_latency``: the same N rules written as ⌈N/16⌉
+HTTPRoutes of 16 rules).
 
 Phases: validate (CRD schema + CEL, as the file provider does), translate (Gateway API → IR),
 build (IR → Envoy resources, as the controller's first update builds them: RouteConfigurations
@@ -23,7 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
@@ -87,19 +89,37 @@ def run(n: int) -> None:
     )
     controller = Controller(SnapshotCache())
     _, cold_cpu, cold_wall = _clocked(controller.update, store)
-    cpus, walls = [], []
-    for k in range(CHANGES):
-        edited = from_dict(schema.validate(route(n // 2 + k, tag=f"-edit-{k}")))
-        store = Store.from_objects([*(o for o in store.objects() if o.key != edited.key), edited])
-        _, change_cpu, change_wall = _clocked(controller.update, store)
-        cpus.append(change_cpu)
-        walls.append(change_wall)
-    cpu_, wall = statistics.median(cpus), statistics.median(walls)
+    edits = [route(n // 2 + k, tag=f"-edit-{k}") for k in range(CHANGES)]
+    store, cpu_, wall = _changes(controller, store, edits)
     print(
         f"N={n:>6} controller | first update CPU {cold_cpu * 1e3:7.1f} ms, wall {cold_wall * 1e3:7.1f} ms"
         f" | one route changed (median of {CHANGES}): CPU {cpu_ * 1e3:6.1f} ms, wall {wall * 1e3:6.1f} ms"
         f" ({cpu_ / cold_cpu * 100:4.1f}% of the first; {wall / t_floor:5.2f}x the bare serialize floor)"
     )
+    services = [copy.deepcopy(o) for o in raw if o["kind"] == "Service" and o["metadata"]["name"].startswith("svc-")]
+    figures = []
+    for what, services_ in (("a label", services[:CHANGES]), ("appProtocol", services[CHANGES : 2 * CHANGES])):
+        for k, service in enumerate(services_):
+            if what == "a label":
+                service["metadata"]["labels"] = {"edited": str(k)}
+            else:
+                service["spec"]["ports"][0]["appProtocol"] = "kubernetes.io/h2c"
+        store, cpu_, wall = _changes(controller, store, services_)
+        figures.append(f"{what}: CPU {cpu_ * 1e3:6.1f} ms, wall {wall * 1e3:6.1f} ms")
+    print(f"N={n:>6} controller | one Service changed (median of {CHANGES}), " + " | ".join(figures))
+
+
+def _changes(controller: Controller, store: Store, docs: list[dict[str, Any]]) -> tuple[Store, float, float]:
+    """The store after each of ``docs`` replaced its object in turn, each handed to the
+    controller, and the median CPU and wall-clock time of those updates."""
+    cpus, walls = [], []
+    for doc in docs:
+        edited = from_dict(schema.validate(doc))
+        store = Store.from_objects([*(o for o in store.objects() if o.key != edited.key), edited])
+        _, change_cpu, change_wall = _clocked(controller.update, store)
+        cpus.append(change_cpu)
+        walls.append(change_wall)
+    return store, statistics.median(cpus), statistics.median(walls)
 
 
 def run_grouped(n: int) -> None:

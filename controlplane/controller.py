@@ -34,7 +34,10 @@ from .xds.translator import XdsOptions, build_resources, load_assignment
 log = logging.getLogger("mirrorplane.controller")
 
 # What an HTTPRoute's references resolve to: a change to any of these recompiles every route.
-_REFERENCED_KINDS = {"services", "endpointslices", "referencegrants", "namespaces", "secrets"}
+# Services are not among them: a Service change compiles again the routes that looked it up.
+_REFERENCED_KINDS = {"endpointslices", "referencegrants", "namespaces", "secrets"}
+# The kinds whose change alone lets the translator start from the last translation.
+_ROUTE_INPUTS = {"httproutes", "grpcroutes", "services"}
 
 
 @dataclass(frozen=True)
@@ -159,13 +162,16 @@ class Controller:
         changed = self._store.changed(store) if self._store is not None else None
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
+        # The routes that looked up a changed Service (an added one too: they found none).
+        stale = self._memo.services_changed(changed.get("services", set()) if changed else set())
         self._memo.changed = (
             {("HTTPRoute", *k) for k in changed.get("httproutes", ())}
             | {("GRPCRoute", *k) for k in changed.get("grpcroutes", ())}
+            | stale
             if changed is not None
             else None
         )
-        self._memo.routes_only = changed is not None and changed.keys() <= {"httproutes", "grpcroutes"}
+        self._memo.routes_only = changed is not None and changed.keys() <= _ROUTE_INPUTS
         updates = self._endpoints_only(store, changed)
         if updates is not None:
             self._resources.update(updates)

@@ -16,7 +16,7 @@ import test_fuzz as fuzz
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.grpcroutes import grpc_route_rules
 from controlplane.gatewayapi.model import K8sObject, from_dict
-from controlplane.gatewayapi.refs import BackendResolver
+from controlplane.gatewayapi.refs import BackendResolver, Uses
 from controlplane.gatewayapi.rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, route_rules
 from controlplane.gatewayapi.store import Store
 from controlplane.ir import Backend
@@ -54,9 +54,9 @@ def _compare(store: Store) -> int:
     routes += [(grpc_route_rules, r) for r in store.grpcroutes.values()]
     for compiler, route in routes:
         alone = _Alone(store)
-        shared.touched = {}
+        shared.touched = Uses()
         assert compiler(shared, route) == compiler(alone, route), route.key
-        assert shared.touched == alone.resolved, route.key  # what RouteMemo keeps per route
+        assert shared.touched.backends == alone.resolved, route.key  # what RouteMemo keeps per route
     return len(shared.rules)
 
 

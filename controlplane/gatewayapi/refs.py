@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..ir import Backend, Endpoint
 from .model import GATEWAY_GROUP, K8sObject
-from .store import Store
+from .store import NsName, Store
 
 # Service port appProtocol → how Envoy talks to the backend. WebSocket needs nothing per cluster:
 # every listener allows the upgrade, and it runs over HTTP/1.1.
@@ -118,6 +118,20 @@ def kind_and_grant_problem(
     return None
 
 
+@dataclass
+class Uses:
+    """What compiling one route used, kept with it by RouteMemo: the backends it resolved (a
+    translation that reuses the route needs them) and every Service it looked up, found or not
+    (a change to one of them, or its creation, compiles the route again)."""
+
+    backends: dict[str, Backend] = field(default_factory=dict)
+    services: set[NsName] = field(default_factory=set)
+
+    def add(self, other: Uses) -> None:
+        self.backends.update(other.backends)
+        self.services |= other.services
+
+
 class BackendResolver:
     """Resolves references for one translation, remembering each answer and every backend used.
 
@@ -128,8 +142,8 @@ class BackendResolver:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.backends: dict[str, Backend] = {}
-        # While set, every backend resolved is also noted here: what one route uses (RouteMemo).
-        self.touched: dict[str, Backend] | None = None
+        # While set, every reference resolved is also noted here: what one route uses (RouteMemo).
+        self.touched: Uses | None = None
         # rules.rule_body's compiled rule filters and backends, by what they read.
         self.rules: dict[tuple[Any, ...], Any] = {}
         self._memo: dict[tuple[Any, ...], tuple[Backend | None, RefProblem | None]] = {}
@@ -152,8 +166,12 @@ class BackendResolver:
             found = self._memo[key] = resolve_backend(self.store, route, ref, mirror=mirror)
             if found[0] is not None:
                 self.backends[found[0].name] = found[0]
-        if self.touched is not None and found[0] is not None:
-            self.touched[found[0].name] = found[0]
+        if self.touched is not None:
+            # The Service resolve_backend looks up, noted even when a problem stops it sooner:
+            # more than it read costs a compilation, less would keep a stale one.
+            self.touched.services.add((ref.get("namespace") or route.namespace, ref["name"]))
+            if found[0] is not None:
+                self.touched.backends[found[0].name] = found[0]
         return found
 
 

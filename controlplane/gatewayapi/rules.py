@@ -17,8 +17,8 @@ from .envoy_limits import cors_problems, header_mods_problems, match_problems, p
 from .filters import PREFIX, RuleFilters, rule_filters
 from .matches import route_match
 from .model import HTTPRoute, K8sObject
-from .refs import BackendResolver, RefProblem
-from .store import RouteKey
+from .refs import BackendResolver, RefProblem, Uses
+from .store import NsName, RouteKey
 
 # Deprecated HTTPRoute annotation (MirrorPolicy keepShadowHostSuffix replaces it, and wins over
 # it): "true" keeps Envoy's default of appending "-shadow" to the mirrored request's Host. The
@@ -49,13 +49,16 @@ class RouteMemo:
     """The compiled rules of each HTTPRoute and GRPCRoute, kept from one translation to the next.
 
     A route's rules depend only on the route and on what its references resolve to (Services,
-    EndpointSlices, ReferenceGrants). So while those are unchanged (the caller calls
-    :meth:`invalidate` when they change), a route seen before (the same object, or an equal
-    one) is not compiled again: a change to one route recompiles that route only. Routes are
-    keyed by (kind, namespace, name): an HTTPRoute and a GRPCRoute may share a name.
+    EndpointSlices, ReferenceGrants). So while those are unchanged, a route seen before (the
+    same object, or an equal one) is not compiled again: a change to one route recompiles that
+    route only. The caller calls :meth:`invalidate` when EndpointSlices or ReferenceGrants
+    change, and :meth:`services_changed` when Services do. Routes are keyed by (kind,
+    namespace, name): an HTTPRoute and a GRPCRoute may share a name.
     """
 
-    entries: dict[RouteKey, tuple[K8sObject[Any], Compiled, dict[str, ir.Backend]]] = field(default_factory=dict)
+    entries: dict[RouteKey, tuple[K8sObject[Any], Compiled, Uses]] = field(default_factory=dict)
+    # Service → the routes in ``entries`` whose compilation looked it up (Uses.services).
+    by_service: dict[NsName, set[RouteKey]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
     # What the translator made of each route last time (where it attached, its status, its IR
@@ -72,14 +75,32 @@ class RouteMemo:
     # ``routes_only``, nothing but these routes differs from that input.
     changed: set[RouteKey] | None = None
     routes_only: bool = False
+    # Routes (in ``changed`` too) unchanged themselves whose Services changed: attached (and
+    # compiled) again all the same, once: a translation that falls back to the full path
+    # replays what its first attempt made of them.
+    stale: set[RouteKey] = field(default_factory=set)
 
     def same(self, key: RouteKey, old: K8sObject[Any], new: K8sObject[Any]) -> bool:
-        """Whether ``new`` is the route ``old`` was (the same object, or known or found equal)."""
+        """Whether ``new`` is the route ``old`` was (the same object, or known or found equal),
+        and nothing it looked up changed since."""
+        if self.stale and key in self.stale:
+            return False
         return old is new or (self.changed is not None and key not in self.changed) or old == new
+
+    def services_changed(self, services: set[NsName]) -> set[RouteKey]:
+        """Forget the compiled rules of the routes that looked up any of ``services`` (a route
+        that attaches nowhere now is not compiled now, and must not get them back later), and
+        mark them ``stale``; returns them."""
+        self.stale = {key for service in services for key in self.by_service.get(service, ())}
+        for key in self.stale:
+            self.forget(key)
+        return set(self.stale)
 
     def invalidate(self) -> None:
         self.entries.clear()
+        self.by_service.clear()
         self.attached.clear()
+        self.stale.clear()
         self.last = None
 
     def set_context(self, context: Any) -> None:
@@ -101,21 +122,34 @@ class RouteMemo:
             # Equal but not the same object: a provider that rebuilt an unchanged object.
             self.entries[key] = (route, *hit[1:])
             self.hits += 1
-            resolver.backends.update(hit[2])
+            resolver.backends.update(hit[2].backends)
             return hit[1]
         self.misses += 1
-        resolver.touched = {}
+        self.stale.discard(key)
+        uses = resolver.touched = Uses()
         try:
             compiled = (compiler or route_rules)(resolver, route)
-            self.entries[key] = (route, compiled, resolver.touched)
         finally:
             resolver.touched = None
+        self.forget(key)
+        self.entries[key] = (route, compiled, uses)
+        for service in uses.services:
+            self.by_service.setdefault(service, set()).add(key)
         return compiled
+
+    def forget(self, key: RouteKey) -> None:
+        """Drop a route's compiled rules (and its place in ``by_service``)."""
+        entry = self.entries.pop(key, None)
+        for service in entry[2].services if entry is not None else ():
+            users = self.by_service[service]
+            users.discard(key)
+            if not users:
+                del self.by_service[service]
 
     def keep_only(self, keys: set[RouteKey]) -> None:
         """Forget routes that are gone."""
         for key in self.entries.keys() - keys:
-            del self.entries[key]
+            self.forget(key)
         for key in self.attached.keys() - keys:
             del self.attached[key]
 
@@ -189,7 +223,7 @@ class RuleBody:
     # 500 instead: its backends are resolved all the same (their problems are reported).
     weighted: tuple[ir.WeightedBackend, ...]
     problems: list[RefProblem]  # the backendRefs' (the filters' own are in ``filters``)
-    touched: dict[str, ir.Backend]  # the backends resolved
+    touched: Uses  # the references resolved
     replaces_prefix: bool  # a redirect or rewrite replaces the prefix match: every match must be one
 
 
@@ -202,7 +236,7 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
     key = (route.kind, route.namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs"))))
     hit = resolver.rules.get(key)
     if hit is None:
-        outer, resolver.touched = resolver.touched, {}
+        outer, resolver.touched = resolver.touched, Uses()
         try:
             filters = rule_filters(resolver, route, rule, shadow)
             problems: list[RefProblem] = []
@@ -213,7 +247,7 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
         finally:
             resolver.touched = outer
     if resolver.touched is not None:
-        resolver.touched.update(hit.touched)
+        resolver.touched.add(hit.touched)
     return hit
 
 

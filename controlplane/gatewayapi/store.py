@@ -6,11 +6,11 @@ only reads it. Keeping it immutable is what lets translation be a pure function 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress
-from operator import is_not
+from operator import attrgetter, is_not
 from types import MappingProxyType
 from typing import Any
 
@@ -48,6 +48,12 @@ _FIELD_BY_KIND = {
 }
 
 
+# What translation reads of an object of these kinds, where that is less than the whole object:
+# of a Service, its spec (refs.resolve_backend), never its labels, annotations, resourceVersion
+# or managedFields, which other tools change at will. The diff leaves out changes to the rest.
+_READ: dict[str, Callable[[Any], Any]] = {"services": attrgetter("spec")}
+
+
 def _frozen() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
@@ -79,7 +85,8 @@ class Store:
 
     def changed(self, other: Store) -> dict[str, set[Any]]:
         """Per field (``"services"``, ``"endpointslices"``, ...), the keys whose object differs
-        between the two stores: added, removed or changed. Objects compare by content."""
+        between the two stores: added, removed or changed. Objects compare by content, or by what
+        translation reads of them (``_READ``)."""
         out: dict[str, set[Any]] = {}
         for fname in _FIELD_BY_KIND.values():
             mine, theirs = getattr(self, fname), getattr(other, fname)
@@ -91,7 +98,11 @@ class Store:
             suspects = set(compress(names, map(is_not, map(mine.get, names), theirs.values())))
             if len(mine) != len(theirs) or any(k not in mine for k in suspects):
                 suspects |= mine.keys() - theirs.keys()
-            keys = {k for k in suspects if mine.get(k) != theirs.get(k)}
+            read = _READ.get(fname)
+            if read is None:
+                keys = {k for k in suspects if mine.get(k) != theirs.get(k)}
+            else:
+                keys = {k for k in suspects if k not in mine or k not in theirs or read(mine[k]) != read(theirs[k])}
             if keys:
                 out[fname] = keys
         return out

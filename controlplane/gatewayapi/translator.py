@@ -210,7 +210,7 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
             touched.add((gateway, name))
         route = getattr(store, ROUTE_FIELDS[key[0]]).get(key[1:])
         if route is None:
-            memo.entries.pop(key, None)
+            memo.forget(key)
             continue
         for a in _attach_route(store, route, state.listeners, resolver, policies, options, statuses, memo, allowed):
             state.kinds.setdefault((a.listener.gateway, a.listener.name), Counter())[key[0]] += 1
