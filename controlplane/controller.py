@@ -16,11 +16,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .gatewayapi.model import K8sObject
-from .gatewayapi.refs import with_current_endpoints
 from .gatewayapi.rules import RouteMemo
 from .gatewayapi.status import StatusKey, conditions_in, has_problem, is_problem, stamp
-from .gatewayapi.store import RouteKey, Store
-from .gatewayapi.translator import Options, Translation, translate
+from .gatewayapi.store import NsName, RouteKey, Store
+from .gatewayapi.translator import Options, Translation, translate, with_endpoints
 from .gcpause import paused_gc
 from .ir import GatewayIR
 from .quarantine import Held, held_statuses, without_held
@@ -34,10 +33,11 @@ from .xds.translator import XdsOptions, build_resources, load_assignment
 log = logging.getLogger("mirrorplane.controller")
 
 # What an HTTPRoute's references resolve to: a change to any of these recompiles every route.
-# Services are not among them: a Service change compiles again the routes that looked it up.
-_REFERENCED_KINDS = {"endpointslices", "referencegrants", "namespaces", "secrets"}
+# Services and EndpointSlices are not among them: a change to a Service, or to its slices,
+# compiles again the routes that looked that Service up.
+_REFERENCED_KINDS = {"referencegrants", "namespaces", "secrets"}
 # The kinds whose change alone lets the translator start from the last translation.
-_ROUTE_INPUTS = {"httproutes", "grpcroutes", "services"}
+_ROUTE_INPUTS = {"httproutes", "grpcroutes", "services", "endpointslices"}
 
 
 @dataclass(frozen=True)
@@ -111,38 +111,28 @@ class Controller:
         memo = self._encoded.setdefault(key, EncodedMemo())
         return build_resources(gateway, self.xds_options, memo)
 
-    def _endpoints_only(self, store: Store, changed: dict[str, set[Any]] | None) -> dict[str, Resources] | None:
-        """When only EndpointSlices changed, update just the endpoints of the backends they feed.
-
-        Routes, listeners, clusters and every condition are the same as a full translation would
-        give (nothing there depends on endpoints), so only ClusterLoadAssignments are rebuilt and
-        re-serialized. Returns the Gateways' new resources, or None, for a full translation,
-        whenever that is not certain.
-        """
-        if changed is None or self._store is None or self._last is None or set(changed) != {"endpointslices"}:
+    def _endpoints_only(self, store: Store, services: set[NsName]) -> dict[str, Resources] | None:
+        """When only EndpointSlices changed, update just the endpoints of the backends they feed
+        (translator.with_endpoints): only ClusterLoadAssignments are rebuilt and re-serialized.
+        Returns the Gateways' new resources, or None, for a translation, whenever that is not
+        certain."""
+        if self._last is None:
             return None
-        services = set()
-        for key in changed["endpointslices"]:
-            for slice_ in (self._store.endpointslices.get(key), store.endpointslices.get(key)):
-                if slice_ is not None and (name := slice_.metadata.labels.get("kubernetes.io/service-name")):
-                    services.add((slice_.namespace, name))
-        gateways, updates = dict(self._last.gateways), {}
-        for key, gateway in self._last.gateways.items():
-            backends, claims = list(gateway.backends), {}
-            for i, backend in enumerate(backends):
-                if backend.service is None or backend.service[:2] not in services:
-                    continue
-                fresh = with_current_endpoints(store, backend)
-                if fresh.discovery != "eds" or backend.discovery != "eds":
-                    return None  # a DNS cluster carries its endpoints inside the cluster
-                if fresh != backend:
-                    backends[i] = fresh
-                    claims[fresh.name] = load_assignment(fresh)
-            if claims:
-                gateways[key] = replace(gateway, backends=tuple(backends))
-                old = self._resources[key]
-                updates[key] = replace(old, endpoints=MappingProxyType({**old.endpoints, **claims}))
-        self._last = Translation(gateways, self._last.statuses)
+        fresh = with_endpoints(store, self._last, services, self._memo)
+        if fresh is None:
+            return None
+        updates = {}
+        for key, gateway in fresh.gateways.items():
+            old = self._last.gateways[key]
+            if gateway is old:
+                continue
+            claims = {
+                b.name: load_assignment(b) for b, was in zip(gateway.backends, old.backends, strict=True) if b != was
+            }
+            updates[key] = replace(
+                self._resources[key], endpoints=MappingProxyType({**self._resources[key].endpoints, **claims})
+            )
+        self._last = fresh
         return updates
 
     def update(self, store: Store) -> Translation:
@@ -162,8 +152,17 @@ class Controller:
         changed = self._store.changed(store) if self._store is not None else None
         if changed is None or changed.keys() & _REFERENCED_KINDS:
             self._memo.invalidate()  # what routes resolve to may differ: compile every route again
-        # The routes that looked up a changed Service (an added one too: they found none).
-        stale = self._memo.services_changed(changed.get("services", set()) if changed else set())
+        endpoints = _slice_services(self._store, store, changed)
+        if changed is not None and changed.keys() == {"endpointslices"}:
+            updates = self._endpoints_only(store, endpoints)
+            if updates is not None:
+                self._resources.update(updates)
+                self._store = store
+                assert self._last is not None  # _endpoints_only answers only after a translation
+                return Plan(self._last, self._snapshots(updates), [], started, None)
+        # The routes that looked up a changed Service (an added one too: they found none), or
+        # one whose EndpointSlices changed.
+        stale = self._memo.services_changed(changed.get("services", set()) | endpoints if changed else set())
         self._memo.changed = (
             {("HTTPRoute", *k) for k in changed.get("httproutes", ())}
             | {("GRPCRoute", *k) for k in changed.get("grpcroutes", ())}
@@ -172,12 +171,6 @@ class Controller:
             else None
         )
         self._memo.routes_only = changed is not None and changed.keys() <= _ROUTE_INPUTS
-        updates = self._endpoints_only(store, changed)
-        if updates is not None:
-            self._resources.update(updates)
-            self._store = store
-            assert self._last is not None  # _endpoints_only answers only after a full translation
-            return Plan(self._last, self._snapshots(updates), [], started, None)
         with paused_gc():
             result = translate(store, self.options, self._memo)
             built = {key: self._build(key, gateway) for key, gateway in result.gateways.items()}
@@ -255,6 +248,18 @@ class Controller:
         _log_well(well)
         self.statuses, self._unstamped = fresh, statuses
         return changed
+
+
+def _slice_services(old: Store | None, new: Store, changed: dict[str, set[Any]] | None) -> set[NsName]:
+    """The Services whose EndpointSlices changed (by each slice's label, before and after)."""
+    services: set[NsName] = set()
+    if changed is None or old is None:
+        return services
+    for key in changed.get("endpointslices", ()):
+        for slice_ in (old.endpointslices.get(key), new.endpointslices.get(key)):
+            if slice_ is not None and (name := slice_.metadata.labels.get("kubernetes.io/service-name")):
+                services.add((slice_.namespace, name))
+    return services
 
 
 def _summary(body: dict[str, Any]) -> list[tuple[str, str, str, str, Any]]:

@@ -51,8 +51,9 @@ class RouteMemo:
     A route's rules depend only on the route and on what its references resolve to (Services,
     EndpointSlices, ReferenceGrants). So while those are unchanged, a route seen before (the
     same object, or an equal one) is not compiled again: a change to one route recompiles that
-    route only. The caller calls :meth:`invalidate` when EndpointSlices or ReferenceGrants
-    change, and :meth:`services_changed` when Services do. Routes are keyed by (kind,
+    route only. The caller calls :meth:`invalidate` when ReferenceGrants change, and
+    :meth:`services_changed` when Services or their EndpointSlices do (or, when only endpoints
+    changed and nothing is translated, :meth:`refresh_backends`). Routes are keyed by (kind,
     namespace, name): an HTTPRoute and a GRPCRoute may share a name.
     """
 
@@ -95,6 +96,21 @@ class RouteMemo:
         for key in self.stale:
             self.forget(key)
         return set(self.stale)
+
+    def refresh_backends(self, services: set[NsName], current: Callable[[ir.Backend], ir.Backend]) -> None:
+        """Give the backends of ``services`` kept here (with the routes that looked them up, and in
+        ``last``) what ``current`` makes of them: their endpoints as they are now, when only
+        those changed and the caller updated the last translation without translating. The
+        compiled rules themselves name clusters and hold no endpoints: they stay."""
+        for service in services:
+            for key in self.by_service.get(service, ()):
+                backends = self.entries[key][2].backends
+                for name, backend in backends.items():
+                    backends[name] = current(backend)
+        if self.last is not None:
+            backends = self.last.backends
+            for name, backend in backends.items():
+                backends[name] = current(backend)
 
     def invalidate(self) -> None:
         self.entries.clear()

@@ -23,7 +23,7 @@ from .matches import precedence
 from .model import GATEWAY_GROUP, K8sObject
 from .policies import Policies
 from .policies import resolve as resolve_policies
-from .refs import BackendResolver
+from .refs import BackendResolver, with_current_endpoints
 from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, RouteMemo, Rule, route_rules
 from .status import Condition, StatusKey, conditions
 from .store import ROUTE_FIELDS, NsName, Store
@@ -38,6 +38,7 @@ __all__ = [
     "Options",
     "Translation",
     "translate",
+    "with_endpoints",
 ]
 
 # Only features proven end to end with a real Envoy (tests/test_e2e_*.py and the conformance
@@ -230,6 +231,46 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
         changed.add(("Gateway", gw.namespace, gw.name))
     memo.last = replace(state, gateways=gateways, statuses=statuses)
     return Translation(gateways, statuses, frozenset(changed))
+
+
+def with_endpoints(
+    store: Store, last: Translation, services: set[NsName], memo: RouteMemo | None = None
+) -> Translation | None:
+    """What :func:`translate` gives for ``store`` when nothing but the EndpointSlices of
+    ``services`` changed since ``last``: ``last`` with the endpoints of those Services' backends
+    as ``store`` has them. Routes, listeners and every condition are the same as a full
+    translation would give (nothing there depends on endpoints), so nothing is translated.
+
+    None (translate) when a backend served is or becomes a DNS cluster, which carries its
+    endpoints inside the cluster. ``memo``, the one ``last`` was made with, gets them too (its
+    backends and its last state), so that the next translation starting from it is not stale.
+    """
+    fresh: dict[str, ir.Backend] = {}
+
+    def current(backend: ir.Backend) -> ir.Backend:
+        if backend.service is None or backend.service[:2] not in services:
+            return backend
+        new = fresh.get(backend.name)
+        if new is None:
+            new = fresh[backend.name] = with_current_endpoints(store, backend)
+        return new
+
+    gateways = dict(last.gateways)
+    for key, gateway in last.gateways.items():
+        backends = tuple(map(current, gateway.backends))
+        for old, new in zip(gateway.backends, backends, strict=True):
+            if old is not new and (old.discovery != "eds" or new.discovery != "eds"):
+                return None
+        if backends != gateway.backends:
+            gateways[key] = replace(gateway, backends=backends)
+    if memo is not None:
+        memo.refresh_backends(services, current)
+        state: _State | None = memo.last
+        if state is not None:
+            # The controller's last translation is the memo's (the same dict), unless a test or
+            # tool made it apart: then the next translation starts afresh.
+            memo.last = replace(state, gateways=gateways) if state.gateways is last.gateways else None
+    return Translation(gateways, last.statuses)
 
 
 # --- GatewayClass ------------------------------------------------------------------------------
