@@ -223,13 +223,38 @@ def service_change(draw: st.DrawFn) -> tuple[NsName, dict[str, Any] | None]:
     return (namespace, name), {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
+@st.composite
+def slice_change(draw: st.DrawFn) -> tuple[tuple[str, str, str], dict[str, Any] | None]:
+    """An EndpointSlice of a Service the generated routes use (two names each, so one is added
+    next to another or replaces it): removed (None), or written anew with IP or FQDN addresses,
+    ready or not, for a port named as the Service's or not: the fast path, or a DNS cluster."""
+    namespace, service = draw(st.sampled_from(SERVICE_KEYS))
+    name = f"{service}-{draw(st.sampled_from(['1', '2']))}"
+    if draw(st.integers(0, 3)) == 0:
+        return ("EndpointSlice", namespace, name), None
+    fqdn = draw(st.integers(0, 3)) == 0
+    addresses = ["backend.example.com", "other.example.com"] if fqdn else ["127.0.0.1", "10.0.0.2"]
+    endpoints: list[dict[str, Any]] = []
+    for address in draw(st.lists(st.sampled_from(addresses), max_size=2, unique=True)):
+        ready = draw(st.sampled_from([True, False, None]))  # None: no conditions (ready)
+        endpoints.append({"addresses": [address]} | ({} if ready is None else {"conditions": {"ready": ready}}))
+    port: dict[str, Any] = {"port": draw(st.sampled_from([9, 10]))}
+    if draw(st.booleans()):
+        port["name"] = draw(st.sampled_from(["http", "web"]))
+    meta = {"name": name, "namespace": namespace, "labels": {"kubernetes.io/service-name": service}}
+    doc: dict[str, Any] = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta}
+    doc |= {"addressType": "FQDN" if fqdn else "IPv4", "endpoints": endpoints, "ports": [port]}
+    return ("EndpointSlice", namespace, name), doc
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(fuzz.documents(), st.lists(st.one_of(service_change(), st.none()), min_size=1, max_size=5))
+@given(fuzz.documents(), st.lists(st.one_of(service_change(), slice_change(), st.none()), min_size=1, max_size=6))
 def test_generated_routes_after_service_changes_are_as_from_scratch(
-    example: tuple[bool, list[Any]], changes: list[tuple[NsName, dict[str, Any] | None] | None]
+    example: tuple[bool, list[Any]], changes: list[tuple[Any, dict[str, Any] | None] | None]
 ) -> None:
-    """Services changed one at a time, and between them (None) the Gateway handed to another
-    controller or back: its routes attach nowhere meanwhile, so they are not compiled."""
+    """Services or their EndpointSlices changed one at a time, and between them (None) the
+    Gateway handed to another controller or back: its routes attach nowhere meanwhile, so they
+    are not compiled."""
     parsed, _ = parse_text(yaml.safe_dump_all(example[1]), "fuzz.yaml")
     store = Store.from_objects(parsed.values())
     controller = Controller(SnapshotCache())
@@ -244,8 +269,8 @@ def test_generated_routes_after_service_changes_are_as_from_scratch(
             }
             store = dataclasses.replace(store, gateways=gateways)
         else:
-            (namespace, name), doc = change
-            store = _without(store, "Service", namespace, name)
+            key, doc = change
+            store = _without(store, *key) if len(key) == 3 else _without(store, "Service", *key)
             if doc is not None:
                 store = Store.from_objects([*store.objects(), from_dict(schema.validate(doc))])
         controller.update(store)
