@@ -129,9 +129,8 @@ class Controller:
             claims = {
                 b.name: load_assignment(b) for b, was in zip(gateway.backends, old.backends, strict=True) if b != was
             }
-            updates[key] = replace(
-                self._resources[key], endpoints=MappingProxyType({**self._resources[key].endpoints, **claims})
-            )
+            built = self._resources[key]
+            updates[key] = replace(built, endpoints=MappingProxyType({**built.endpoints, **claims}))
         self._last = fresh
         return updates
 
