@@ -101,10 +101,9 @@ def test_a_slice_added_and_removed() -> None:
 
 
 def test_a_slice_and_a_route_changed_together() -> None:
+    """Not the fast path: the route, and the routes of the slice's Service, compiled again."""
     docs = objects(200)
     controller, store = _started(docs)
-    both = Store.from_objects(
-        _replace(_replace(store, _moved(docs, "svc-3", "10.9.9.9")), route(7, tag="-a")).objects()
-    )
+    both = _replace(_replace(store, _moved(docs, "svc-3", "10.9.9.9")), route(7, tag="-a"))
     assert _step(controller, both) == 1 + 4
     assert _step(controller, _replace(both, route(8, tag="-a"))) == 1
