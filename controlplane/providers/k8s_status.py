@@ -33,13 +33,14 @@ log = logging.getLogger("mirrorplane.status")
 Addresses = list[dict[str, str]]
 SLICE = 500  # statuses compared between two turns of the event loop
 FREEZE_EVERY = 1_000
-"""Status writes (or patches) between two ``gc.freeze()``. The patches of a sync live until
-written (10,000 at a cold start, 30-40 objects each, for the 8-15 s of the writes), and each
-write leaves the live status its echo brings (kept for the next read-modify-write, 10-20 objects
-a route). Left in the collector's oldest generation, they made its full collections, which run
-on the event loop, take 91-108 ms in the middle of the writes (stamped with ``gc.callbacks``). Frozen every 1,000 writes, as ``gcpause`` does after a large load, they are
-out of the collector's sight and freed by reference counting when replaced; a reference cycle
-among what is frozen then (the writes make none we know of) would stay until the process ends."""
+"""Patches made or statuses written between two ``gc.freeze()``. The patches of a sync live until
+written (10,000 at a cold start, each a few nested dicts, for the 8-20 s of the writes), and each
+write leaves the live status its echo brings (kept for the next read-modify-write). Left in the
+collector's oldest generation, they made its full collections, which run on the event loop, take
+91-108 ms in the middle of the writes (timed with ``gc.callbacks``). Frozen, as ``gcpause`` does
+after a large load, they are out of the collector's sight and still freed by reference counting
+when dropped; a reference cycle among what is frozen (the writes make none we know of) would stay
+until the process ends."""
 
 # Status lists that several controllers share, one entry each per controllerName: an HTTPRoute's
 # parents, a policy's ancestors (GEP-713).
@@ -104,7 +105,7 @@ class StatusWriter:
         # newer version, the live status is older than our write and is not compared against.
         self._sent: dict[StatusKey, tuple[str, dict[str, Any]]] = {}
         self._failing: set[StatusKey] = set()  # warned about once until written
-        self._unfrozen = 0  # writes since the last gc.freeze()
+        self._unfrozen = 0  # patches made and statuses written since the last gc.freeze()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
