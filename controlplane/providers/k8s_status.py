@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mirrorplane.status")
 
 Addresses = list[dict[str, str]]
-SLICE = 500  # statuses compared between two turns of the event loop
+SLICE = 100  # statuses compared between two turns of the event loop (500: 20-40 ms at a cold start)
 FREEZE_EVERY = 1_000
 """Patches made or statuses written between two ``gc.freeze()``. The patches of a sync live until
 written (10,000 at a cold start, each a few nested dicts, for the 8-20 s of the writes), and each
@@ -200,19 +201,21 @@ class StatusWriter:
         """The patches to send, from the statuses to compare; between slices of ``SLICE``
         comparisons the event loop gets its turn (10,000 at a cold start take 300 ms)."""
         wanted, addresses = self.wanted, self._addresses()
+        keys: Iterable[StatusKey]
         if self._all:
             self._all, self._dirty = False, set()
-            keys = set(wanted)
-            # Routes whose parents no longer include a Gateway of ours: drop our stale entries.
-            for kind in ROUTE_KINDS:
-                keys.update((kind, ns, name) for ns, name in self.provider.live_keys(kind))
+            # What is wanted, then the routes whose parents no longer include a Gateway of ours
+            # (our stale entries are dropped). Not gathered into a set and sorted first: at
+            # 10,000 routes that held the loop 25-50 ms before the first comparison.
+            routes = ((kind, ns, name) for kind in ROUTE_KINDS for ns, name in self.provider.live_keys(kind))
+            keys = itertools.chain(list(wanted), (key for key in routes if key not in wanted))
         else:
             keys, self._dirty = self._dirty, set()
             if addresses != self._addresses_seen:  # where the fleet is reachable: on every Gateway
                 keys.update(key for key in wanted if key[0] == "Gateway")
         self._addresses_seen = addresses
         out = []
-        for n, key in enumerate(sorted(keys)):
+        for n, key in enumerate(keys):
             if n and n % SLICE == 0:
                 await asyncio.sleep(0)
             body = wanted.get(key)
