@@ -27,7 +27,8 @@ one would: its LIST encoding, watch fan-out and memory are not counted as the co
 (its RSS is printed beside). It still shares the machine's cores, as it did in the process. The
 control plane runs as ``serve --kubernetes --no-leader-election`` does, writing Gateway API
 status back (10,000 status PATCHes at start), unless ``--no-status-writer``; the changes are
-measured once those writes are done (how long they took and the loop's longest stall meanwhile
+measured once those writes are done (how long they took, the loop's longest stall meanwhile
+with how much of it the loop's thread ran or waited for a CPU, and the longest garbage collection
 are printed). "Applied" is always observed the same way: an HTTP request through Envoy
 for the changed path stops answering 404.
 """
@@ -36,12 +37,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -121,30 +124,77 @@ def http_routes(n: int) -> list[dict[str, Any]]:
 
 
 class StallMeter:
-    """The event loop's worst lateness: a task that asks to wake every 5 ms and notes how late it is."""
+    """The event loop's worst lateness: a task that asks to wake every 5 ms and notes how late it is.
+
+    Where Linux tells (``/proc/self/task/<tid>/schedstat``), it also notes how much of the worst
+    lateness the loop's thread spent running and how much runnable but waiting for a CPU: the
+    fake API server and the Envoy share the 2 cores, and a stall spent waiting for a CPU is not
+    the control plane's code holding the loop."""
 
     TICK = 0.005
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_split = (0.0, 0.0)  # of the worst: seconds running, seconds runnable-waiting
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        schedstat = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat")
         while True:
-            before = time.perf_counter()
+            before, sched = time.perf_counter(), _schedstat(schedstat)
             await asyncio.sleep(self.TICK)
-            self.worst = max(self.worst, time.perf_counter() - before - self.TICK)
+            late = time.perf_counter() - before - self.TICK
+            if late > self.worst:
+                self.worst = late
+                after = _schedstat(schedstat)
+                self.worst_split = (after[0] - sched[0], after[1] - sched[1])
 
     def take(self) -> float:
         worst, self.worst = self.worst, 0.0
         return worst
 
+    def take_split(self) -> tuple[float, float]:
+        """Of the worst lateness taken last: seconds on a CPU, seconds waiting for one."""
+        split, self.worst_split = self.worst_split, (0.0, 0.0)
+        return split
+
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+def _schedstat(path: Path) -> tuple[float, float]:
+    """Seconds a thread has run, and waited runnable for a CPU (0, 0 where Linux does not tell)."""
+    try:
+        running, waiting = path.read_text().split()[:2]
+    except OSError:
+        return 0.0, 0.0
+    return int(running) / 1e9, int(waiting) / 1e9
+
+
+class GcMeter:
+    """The longest garbage collection in the event loop's thread: a full collection holds the
+    interpreter for as long as it takes, which grows with the objects it scans."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._began = 0.0
+        self._thread = threading.get_ident()
+
+    def note(self, phase: str, _info: dict[str, int]) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.worst = max(self.worst, time.perf_counter() - self._began)
+
+    def take(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return worst
 
 
 class Bench:
@@ -157,6 +207,7 @@ class Bench:
         self.xds_options = XdsOptions(bind_address="127.0.0.1", port_map={8000: self.gw_port})
         self.url = f"http://127.0.0.1:{self.gw_port}"
         self.stalls = StallMeter()
+        self.collections = GcMeter()
         self.out: dict[str, Any] = {"n": n}
         self.on_cold: Callable[[], None] = lambda: None  # more measures, taken with the RSS
         # Whether what a cold start sets off beside serving is done (Kubernetes: the status writes).
@@ -187,6 +238,7 @@ class Bench:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.echo_port).start()
         self.stalls.start()
+        gc.callbacks.append(self.collections.note)
         await asyncio.sleep(2 * StallMeter.TICK)  # the ticker runs: a stall from here on is seen
         async with aiohttp.ClientSession() as session:
             self.stalls.take()
@@ -203,12 +255,14 @@ class Bench:
             self.out["cold_s"] = await self.served(session, *probe, started)
             self.out["cold_controller_s"] = sum(updates)
             self.out["stall_cold_ms"] = self.stalls.take() * 1e3
+            self.collections.take()
             self.out["rss_mb"] = rss_mb()
             if alongside:  # only the cold start is measured this way
                 await envoy.stop()
                 await plane.stop()
                 await runner.cleanup()
                 self.stalls.stop()
+                gc.callbacks.remove(self.collections.note)
                 return self.out
             self.on_cold()
             # Floor of a cold start: a new Envoy against the warm control plane.
@@ -221,6 +275,8 @@ class Bench:
                 await asyncio.sleep(0.05)
             self.out["settled_s"] = time.perf_counter() - cold_started
             self.out["stall_settle_ms"] = self.stalls.take() * 1e3
+            self.out["gc_settle_ms"] = self.collections.take() * 1e3
+            self.out["stall_settle_split_ms"] = [t * 1e3 for t in self.stalls.take_split()]
             changes, floors, stalls, controller = [], [], [], []
             for k in range(rounds):
                 self.stalls.take()  # not the floor's preparation below, which blocks the loop on purpose
@@ -238,6 +294,7 @@ class Bench:
             await envoy.stop()
             await plane.stop()
         self.stalls.stop()
+        gc.callbacks.remove(self.collections.note)
         await runner.cleanup()
         self.out.update(
             change_ms=statistics.median(changes) * 1e3,
@@ -406,7 +463,9 @@ def _print(r: dict[str, Any]) -> None:
             f"{'':<10} fake API server in its own process (RSS {r['fake_api_rss_mb']:.0f} MB, not counted above);"
             + (
                 f" status written back: all {r['settled_s']:.2f} s after the start, longest loop stall meanwhile"
-                f" {r['stall_settle_ms']:.0f} ms; the changes are measured after that"
+                f" {r['stall_settle_ms']:.0f} ms (the loop's thread ran {r['stall_settle_split_ms'][0]:.0f} ms of it,"
+                f" waited for a CPU {r['stall_settle_split_ms'][1]:.0f} ms), longest garbage collection"
+                f" meanwhile {r['gc_settle_ms']:.0f} ms; the changes are measured after that"
                 if r["status_writer"]
                 else " status not written (--no-status-writer)"
             ),
