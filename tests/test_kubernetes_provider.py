@@ -235,6 +235,49 @@ async def test_one_route_changed_compares_its_status_only(
     assert len(set(compared)) <= 2, f"compared {len(set(compared))} statuses for one changed route"
 
 
+async def test_an_echo_before_its_write_answers_is_known_as_ours(
+    c: Cluster, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch may bring a status write's echo before the write's own answer. The writer took
+    that echo for another writer's change and compared the status again at the next sync (seen
+    as a third status compared for one changed route). Here the status writes of route "echoed"
+    answer only once their echo has come."""
+    provider = kubernetes(plane)
+    request, patch = KubeApi.request, StatusWriter._patch
+    answered: set[str] = set()  # routes whose status write has answered
+    compared_after: list[str] = []  # routes compared after their write answered
+
+    async def echo_first(self: KubeApi, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        answer = await request(self, method, path, **kw)
+        if method == "PATCH" and path.endswith("/httproutes/echoed/status"):
+            rv = answer["metadata"]["resourceVersion"]
+            await wait_until(
+                lambda: (provider.live_status("HTTPRoute", "server", "echoed") or ({}, ""))[1] == rv,
+                message="the write's echo",
+            )
+            answered.add("echoed")
+        return answer
+
+    def counted(self: StatusWriter, key: tuple[str, str, str], *args: Any) -> Any:
+        if key[2] in answered:
+            compared_after.append(key[2])
+        return patch(self, key, *args)
+
+    monkeypatch.setattr(KubeApi, "request", echo_first)
+    monkeypatch.setattr(StatusWriter, "_patch", counted)
+    await c.apply(ROUTE_YAML.format(name="echoed"))
+    await wait_until(lambda: "echoed" in answered, message="the status of echoed written")
+    await c.apply(ROUTE_YAML.format(name="other"))  # a change, and so a sync, after it
+    await wait_until(
+        lambda: (
+            (live := provider.live_status("HTTPRoute", "server", "other")) is not None
+            and any(p["controllerName"] == DEFAULT_CONTROLLER for p in live[0].get("parents") or [])
+        ),
+        message="the status of other written",
+    )
+    assert "echoed" not in compared_after, "our own write's echo was compared as another writer's change"
+
+
 async def test_status_writes_leave_their_objects_out_of_the_collectors_sight(
     c: Cluster, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
 ) -> None:

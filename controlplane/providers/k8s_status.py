@@ -106,6 +106,9 @@ class StatusWriter:
         # newer version, the live status is older than our write and is not compared against.
         self._sent: dict[StatusKey, tuple[str, dict[str, Any]]] = {}
         self._failing: set[StatusKey] = set()  # warned about once until written
+        # Writes not answered yet, with the resourceVersion of any echo-like event meanwhile: the
+        # watch may bring a write's echo before the write's own answer.
+        self._in_flight: dict[StatusKey, str] = {}
         self._unfrozen = 0  # patches made and statuses written since the last gc.freeze()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -130,6 +133,8 @@ class StatusWriter:
             self._all = True
         elif self._echoes.pop(key, None) == resource_version:
             self._sent.pop(key, None)  # the live status is our write now: nothing to hold back
+        elif key in self._in_flight:  # maybe our write's echo, ahead of its answer: see _write
+            self._in_flight[key] = resource_version
         else:
             self._dirty.add(key)
 
@@ -269,9 +274,8 @@ class StatusWriter:
 
     async def _write(self, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
         kind, ns, name = key
-        path = self.provider.resource(kind).path(ns, name, "status")
         try:
-            written = await self.api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+            written, seen = await self._request(key, patch)
         except ApiError as exc:
             if exc.status == 404:  # deleted since: the watch will forget it
                 return True
@@ -289,10 +293,29 @@ class StatusWriter:
         self._failing.discard(key)
         self.writes += 1
         self._leave(1)
-        self._echoes[key] = str((written.get("metadata") or {}).get("resourceVersion") or "")
-        self._sent[key] = (patch["metadata"]["resourceVersion"], body)
+        made = str((written.get("metadata") or {}).get("resourceVersion") or "")
+        if not made or seen != made:  # else its echo came first, and nothing after it
+            self._echoes[key] = made
+            self._sent[key] = (patch["metadata"]["resourceVersion"], body)
+            if seen:  # another writer's change after ours (before it, ours would have failed)
+                self._dirty.add(key)
         log.debug("status.written object=%s/%s/%s", kind, ns, name)
         return True
+
+    async def _request(self, key: StatusKey, patch: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The write's answer, and the resourceVersion the watch brought for this status while
+        it was on its way ("" if none): our echo may come before our answer."""
+        kind, ns, name = key
+        self._in_flight[key] = ""
+        try:
+            answer = await self.api.request(
+                "PATCH", self.provider.resource(kind).path(ns, name, "status"), body=patch, content_type=MERGE_PATCH
+            )
+        except BaseException:
+            if self._in_flight.pop(key, ""):  # the live status moved meanwhile: compare it again
+                self._dirty.add(key)
+            raise
+        return answer, self._in_flight.pop(key, "")
 
 
 class KubernetesStatus:
