@@ -8,6 +8,8 @@ import asyncio
 import gc
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -544,3 +546,65 @@ async def test_the_api_client_reads_no_netrc_and_keeps_the_environments_proxy(
                 await api.request("GET", "/api/v1/namespaces")
         finally:
             await api.close()
+
+
+_WITHOUT_MODELS = """
+import asyncio, json, sys
+from pathlib import Path
+from controlplane.providers.kubeapi import KubeApi
+from kubernetes_asyncio.client.configuration import Configuration
+from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+
+async def main() -> list[str]:
+    api = await KubeApi.connect(Path(sys.argv[1]))
+    try:
+        return sorted(await api.served_resources("gateway.networking.k8s.io/v1"))
+    finally:
+        await api.close()
+
+served = asyncio.run(main())
+cfg = Configuration()
+InClusterConfigLoader(sys.argv[2], sys.argv[3], environ={
+    "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}).load_and_set(cfg)
+generated = [m for m in sys.modules if m.startswith(("kubernetes_asyncio.client.models.", "kubernetes_asyncio.client.api."))]
+print(json.dumps({"served": served, "in_cluster": [cfg.host, cfg.api_key], "generated": generated}))
+"""
+
+
+def test_the_provider_imports_none_of_the_generated_models(tmp_path: Path) -> None:
+    """kubernetes-asyncio's ``client`` package imports ~900 generated models and ~70 API classes
+    (38 MB of RSS, 0.5 s) the provider never uses; kubelib defers them. Loading a kubeconfig,
+    requests against the API server and the in-cluster loader must work without them."""
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("in-cluster-token")
+    ca.write_text("not read until TLS is set up")
+    with FakeApiServer() as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        out = subprocess.run(
+            [sys.executable, "-c", _WITHOUT_MODELS, kubeconfig, str(token), str(ca)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    got = json.loads(out.stdout)
+    assert "httproutes" in got["served"]
+    assert got["in_cluster"] == ["https://10.0.0.1:443", {"BearerToken": "Bearer in-cluster-token"}]
+    assert got["generated"] == []
+
+
+def test_the_whole_kubernetes_client_is_still_there_for_whoever_asks() -> None:
+    """After kubelib, ``from kubernetes_asyncio import client`` still gives the API classes and
+    models (the test suite's fake cluster uses them): the first lookup runs the real __init__."""
+    code = (
+        "import sys, controlplane.providers.kubeapi\n"
+        "from kubernetes_asyncio import client, watch\n"
+        "print(client.CoreV1Api.__module__, client.V1Pod.__module__, client.models.V1Pod is client.V1Pod,"
+        " watch.Watch.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        "kubernetes_asyncio.client.api.core_v1_api",
+        "kubernetes_asyncio.client.models.v1_pod",
+        "True",
+        "Watch",
+    ]

@@ -1,9 +1,9 @@
 """A thin JSON layer over kubernetes-asyncio's ApiClient: config loading, requests, watch streams.
 
 kubernetes-asyncio does authentication (kubeconfig, exec plugins, in-cluster tokens), TLS and the
-HTTP session; its typed models are not used here. The provider needs plain dicts in the API's own
-camelCase (``model.from_dict`` reads those), and turning 10,000 HTTPRoutes into model objects
-and back costs seconds. So every call goes through ``ApiClient.call_api`` with
+HTTP session; its typed models are not used here (nor imported: see kubelib). The provider
+needs plain dicts in the API's own camelCase (``model.from_dict`` reads those), and turning
+10,000 HTTPRoutes into model objects and back costs seconds. So every call goes through ``ApiClient.call_api`` with
 ``_preload_content=False`` and the JSON is read directly.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from kubernetes_asyncio import client, config
 
 from ..errors import KubernetesApiError, SourceError
+from .kubelib import ApiClient, Configuration, config
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -55,9 +55,9 @@ class Resource:
         return base
 
 
-async def load_configuration(kubeconfig: Path | None) -> client.Configuration:
+async def load_configuration(kubeconfig: Path | None) -> Configuration:
     """The kubeconfig file given, else the in-cluster service account, else ``~/.kube/config``."""
-    cfg = client.Configuration()
+    cfg = Configuration()
     try:
         if kubeconfig is not None:
             await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg, persist_config=False)
@@ -75,12 +75,12 @@ async def load_configuration(kubeconfig: Path | None) -> client.Configuration:
 class KubeApi:
     """JSON requests and watch streams against one API server."""
 
-    def __init__(self, cfg: client.Configuration) -> None:
+    def __init__(self, cfg: Configuration) -> None:
         self.host = str(cfg.host)  # None only for a Configuration no loader filled in
-        self._client = client.ApiClient(configuration=cfg)
+        self._client = ApiClient(configuration=cfg)
         self._no_lookups_per_request(cfg)
 
-    def _no_lookups_per_request(self, cfg: client.Configuration) -> None:
+    def _no_lookups_per_request(self, cfg: Configuration) -> None:
         """kubernetes-asyncio's aiohttp session has ``trust_env``: on every request it reads
         ~/.netrc and looks for a proxy in the environment, each in a worker thread. That was
         320 µs of CPU a request instead of 90 (10,000 status writes at a cold start), and a
