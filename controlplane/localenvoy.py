@@ -8,7 +8,7 @@ any number of Envoys can run side by side with no shared memory or base id),
 streams Envoy's log lines to a sink and talks to its admin endpoint.
 
 An Envoy started here never outlives its parent: on Linux it gets
-``PR_SET_PDEATHSIG`` (SIGKILL when the parent dies), and it runs in its own
+``PR_SET_PDEATHSIG`` (SIGKILL when the parent dies; see ``_dying_with_parent``), and it runs in its own
 session so a terminal's Ctrl-C reaches only mirrorplane, which stops Envoy in
 order.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
+import functools
 import importlib.resources
 import json
 import os
@@ -225,6 +226,28 @@ def envoy_binary() -> str:
 # Dying with the parent
 
 
+def _dying_with_parent(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``argv`` and a preexec_fn such that the child gets SIGKILL when its parent dies.
+
+    Linux only. The signal fires when the *thread* that forked the child exits, which for
+    asyncio subprocesses is the event loop's thread. util-linux's ``setpriv --pdeathsig KILL``
+    sets it and execs Envoy (same pid), so no preexec_fn is needed and the child is made with
+    vfork: a preexec_fn forces a full fork, which copies the page tables on the event loop
+    (15 ms at the Kubernetes provider's 220 MB). Without setpriv, prctl in a preexec_fn.
+    """
+    if not sys.platform.startswith("linux"):
+        return argv, None
+    setpriv = _setpriv()
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--", *argv], None
+    return argv, _pdeathsig_preexec()
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
 def _pdeathsig_preexec() -> Callable[[], None] | None:
     """A preexec_fn that makes the child get SIGKILL when its parent dies.
 
@@ -377,6 +400,7 @@ class LocalEnvoy:
             str(address_path),
             *self.extra_args,
         ]
+        argv, preexec = _dying_with_parent(argv)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -384,7 +408,7 @@ class LocalEnvoy:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),
+                preexec_fn=preexec,
                 limit=4 * 1024 * 1024,
             )
             self._reader = asyncio.create_task(self._pump(self._proc.stdout), name=f"{self.log_prefix}-log")
