@@ -8,8 +8,8 @@ any number of Envoys can run side by side with no shared memory or base id),
 streams Envoy's log lines to a sink and talks to its admin endpoint.
 
 An Envoy started here never outlives its parent: on Linux it gets
-``PR_SET_PDEATHSIG`` (SIGKILL when the parent dies; see ``_dying_with_parent``), and it runs in its own
-session so a terminal's Ctrl-C reaches only mirrorplane, which stops Envoy in
+``PR_SET_PDEATHSIG`` (SIGKILL when the parent dies; see ``_dying_with_parent``), and it runs
+in its own session so a terminal's Ctrl-C reaches only mirrorplane, which stops Envoy in
 order.
 """
 

@@ -3,8 +3,8 @@
 kubernetes-asyncio does authentication (kubeconfig, exec plugins, in-cluster tokens), TLS and the
 HTTP session; its typed models are not used here (nor imported: see kubelib). The provider
 needs plain dicts in the API's own camelCase (``model.from_dict`` reads those), and turning
-10,000 HTTPRoutes into model objects and back costs seconds. So every call goes through ``ApiClient.call_api`` with
-``_preload_content=False`` and the JSON is read directly.
+10,000 HTTPRoutes into model objects and back costs seconds. So every call goes through
+``ApiClient.call_api`` with ``_preload_content=False`` and the JSON is read directly.
 """
 
 from __future__ import annotations
