@@ -66,7 +66,8 @@ from controlplane.serve import ControlPlane
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.translator import XdsOptions, build_resources
 
-from .fakeapi_process import FakeApiProcess, rss_mb, write_seed
+from .fakeapi_process import FakeApiProcess, write_seed
+from .procstat import rss_mib
 from .push_latency import _until_served
 from .workload import NAMESPACE, SERVICES, objects
 
@@ -256,7 +257,7 @@ class Bench:
             self.out["cold_controller_s"] = sum(updates)
             self.out["stall_cold_ms"] = self.stalls.take() * 1e3
             self.collections.take()
-            self.out["rss_mb"] = rss_mb()
+            self.out["rss_mb"] = rss_mib()
             if alongside:  # only the cold start is measured this way
                 await envoy.stop()
                 await plane.stop()

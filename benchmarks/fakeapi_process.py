@@ -16,12 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-
-def rss_mb(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from .procstat import rss_mib
 
 
 def write_seed(path: Path, objects: Iterable[dict[str, Any]]) -> None:
@@ -73,4 +68,4 @@ class FakeApiProcess:
 
     def rss_mb(self) -> float:
         assert self._proc is not None
-        return rss_mb(self._proc.pid)
+        return rss_mib(self._proc.pid)

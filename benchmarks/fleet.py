@@ -46,17 +46,11 @@ from controlplane.xds.server import build_server
 from controlplane.xds.tracking import NodeRegistry
 
 from . import workload
+from .procstat import rss_mib
 from .simfleet import fleet_resources, gateway_name
 
 PER_PROCESS = 1000
 FILE_GATEWAY = f"{workload.NAMESPACE}/gw"
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -33,6 +33,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok, latency_line, served
+from benchmarks.procstat import rss_mib
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.shadow.entries import Leg
@@ -179,13 +180,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def _receiver(address: str) -> shadow_pb2.GetComparisonsResponse:
     async with grpc.aio.insecure_channel(address) as ch:
         return await shadow_pb2_grpc.ShadowStub(ch).GetComparisons(shadow_pb2.GetComparisonsRequest(), timeout=30)
@@ -201,7 +195,7 @@ async def receiver(pairs: int) -> None:
     address = f"127.0.0.1:{port}"
     try:
         await _until_ok(f"http://127.0.0.1:{http}/healthz")
-        rss0, cpu0 = _rss_mib(proc.pid), _cpu_seconds(proc.pid)
+        rss0, cpu0 = rss_mib(proc.pid), _cpu_seconds(proc.pid)
         sender = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.shadow", "--send", address, str(pairs), "0"
         )
@@ -221,9 +215,9 @@ async def receiver(pairs: int) -> None:
         print(f"   {2 * pairs / elapsed:9.0f} entries/s  ({pairs / elapsed:.0f} pairs/s; {elapsed:.1f} s wall)")
         print(
             f"   {cpu / pairs * 1e6:9.1f} us receiver CPU per compared pair ({cpu:.1f} s CPU)"
-            f"  RSS {rss0:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
+            f"  RSS {rss0:.0f} -> {rss_mib(proc.pid):.0f} MiB"
         )
-        rss1 = _rss_mib(proc.pid)
+        rss1 = rss_mib(proc.pid)
         sender = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.shadow", "--send-primaries", address, str(3 * limit), str(10 * pairs)
         )
@@ -233,7 +227,7 @@ async def receiver(pairs: int) -> None:
         print(
             f"   pending {got.receiver.pending}"
             f"  dropped_window_full {got.receiver.entries.get('dropped_window_full', 0)}"
-            f"  RSS {rss1:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
+            f"  RSS {rss1:.0f} -> {rss_mib(proc.pid):.0f} MiB"
         )
     finally:
         proc.terminate()
@@ -265,7 +259,7 @@ async def bodies(n: int) -> None:
     address = f"127.0.0.1:{port}"
     try:
         await _until_ok(f"http://127.0.0.1:{http}/healthz")
-        rss0, cpu0 = _rss_mib(proc.pid), _cpu_seconds(proc.pid)
+        rss0, cpu0 = rss_mib(proc.pid), _cpu_seconds(proc.pid)
         started = time.perf_counter()
         sender = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.shadow", "--send-bodies", address, str(n), "0"
@@ -277,7 +271,7 @@ async def bodies(n: int) -> None:
         print(f"4. one receiver process, {n} body reports of 1 KiB (unary gRPC calls, 64 in flight)")
         print(
             f"   {got.get('body_received', 0) / elapsed:9.0f} bodies/s ({elapsed:.1f} s wall)"
-            f"  {cpu / n * 1e6:7.1f} us receiver CPU per body  RSS {rss0:.0f} -> {_rss_mib(proc.pid):.0f} MiB"
+            f"  {cpu / n * 1e6:7.1f} us receiver CPU per body  RSS {rss0:.0f} -> {rss_mib(proc.pid):.0f} MiB"
             f"  (kept at most {DEFAULT_LIMIT} legs' digests)"
         )
     finally:
