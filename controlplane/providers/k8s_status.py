@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..gatewayapi.status import StatusKey, stamp
+from ..gcpause import paused_gc
 from .kubeapi import MERGE_PATCH, ApiError, KubeApi
 from .kubernetes import ROUTE_KINDS, KubernetesProvider
 from .leader import LeaderElector, LeaseOptions
@@ -198,7 +199,8 @@ class StatusWriter:
 
     async def sync(self) -> int:
         """Write every status that differs from the live one; return how many must be retried."""
-        patches = await self._patches()
+        with paused_gc():  # 10,000 patches at a cold start: 100-170 collections on the loop, 50-100 ms
+            patches = await self._patches()
         if not patches:
             return 0
         self._leave(len(patches))  # they live until written: 10,000 at a cold start, for seconds
