@@ -18,10 +18,11 @@ from controlplane.localenvoy import LocalEnvoy
 from controlplane.providers.k8s_status import StatusWriter, service_addresses, without_times
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.xds.cache import SnapshotCache
-from controlplane.xds.resources import ROUTE
+from controlplane.xds.resources import CLUSTER, ROUTE
 from controlplane.xds.tracking import Event, EventKind
 from kube import EXAMPLES, FAST, GATEWAY, SYSTEM, Cluster, cluster, control_plane, lease, seed
 from support import wait_until
+from test_ads_delta import DeltaEnvoy
 
 OTHER = {
     "parentRef": {
@@ -153,6 +154,26 @@ async def test_start_up_status_writes_wait_for_the_envoy_to_answer_the_first_pus
     finally:
         started.cancel()
         await envoy.stop()
+        await plane.stop()
+
+
+async def test_status_is_written_while_an_envoy_never_answers_a_push(c: Cluster) -> None:
+    """Status gives way to a push in flight for ``GIVE_WAY_MAX`` at most: an Envoy that never
+    ACKs holds it back no longer."""
+    plane, _, status = control_plane(c)
+    await plane.start()
+    envoy = DeltaEnvoy(int(plane.xds_address.rsplit(":", 1)[1]), node_id="never-answers", gateway=GATEWAY)
+    try:
+        await wait_until(lambda: accepted_at(c, 1), message="status written")
+        await envoy.request(CLUSTER, ["*"])
+        await envoy.recv()  # and never ACKed
+        assert plane.registry.pushing()
+        await drop_mirror(c)
+        await wait_until(lambda: accepted_at(c, 2), timeout=30, message="the new generation's status written")
+        assert plane.registry.pushing(), "written while the push was still unanswered"
+        assert status.writer is not None and status.writer.writes >= 2
+    finally:
+        await envoy.close()
         await plane.stop()
 
 
