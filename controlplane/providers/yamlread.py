@@ -345,12 +345,12 @@ def check_tree(value: Any, limits: Limits = Limits()) -> None:
     if not isinstance(value, (dict, list)):
         return  # one scalar: a node, and at most its characters
     try:
-        _check(value, 1, limits, [1, 0])
+        _check_node(value, 1, limits, [1, 0])
     except RecursionError:
         raise RejectedError(f"nested deeper than {limits.max_depth} levels") from None
 
 
-def _check(item: dict[Any, Any] | list[Any], depth: int, limits: Limits, counts: list[int]) -> None:
+def _check_node(item: dict[Any, Any] | list[Any], depth: int, limits: Limits, counts: list[int]) -> None:
     """``check_tree`` of one dict or list at ``depth``; ``counts``: nodes and characters so far."""
     if depth > limits.max_depth:
         raise RejectedError(f"nested deeper than {limits.max_depth} levels")
@@ -362,7 +362,7 @@ def _check(item: dict[Any, Any] | list[Any], depth: int, limits: Limits, counts:
             if isinstance(child, str):
                 chars += len(child)
             elif isinstance(child, (dict, list)):
-                _check(child, depth + 1, limits, counts)
+                _check_node(child, depth + 1, limits, counts)
             else:
                 chars += 8
     else:
@@ -371,7 +371,7 @@ def _check(item: dict[Any, Any] | list[Any], depth: int, limits: Limits, counts:
             if isinstance(child, str):
                 chars += len(child)
             elif isinstance(child, (dict, list)):
-                _check(child, depth + 1, limits, counts)
+                _check_node(child, depth + 1, limits, counts)
             else:
                 chars += 8
     counts[1] += chars
