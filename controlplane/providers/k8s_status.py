@@ -46,7 +46,7 @@ when dropped; a reference cycle among what is frozen (the writes make none we kn
 until the process ends."""
 
 GIVE_WAY_MAX = 5.0
-"""Seconds status writes wait at most, at a time, for the pushes in flight to be answered
+"""Seconds status writes wait at most, at a time, for the pushes due or in flight to be answered
 (``Pushes``): an Envoy that never answers holds status back no longer than that."""
 
 
@@ -55,8 +55,8 @@ class Pushes(Protocol):
 
     At a cold start the 10,000 start-up writes (our requests and their echoes, and on a shared
     machine the API server answering them) competed for the CPUs with the first push and the
-    Envoy applying it: the writer waits while a response is in flight, before each write and each
-    slice of comparisons. Status a few hundred milliseconds later costs nobody; routes later do."""
+    Envoy applying it: the writer waits while a push is due or in flight, before each write and
+    each slice of comparisons. Status a few hundred milliseconds later costs nobody; routes later do."""
 
     def pushing(self) -> bool: ...
 
@@ -199,7 +199,7 @@ class StatusWriter:
 
     async def sync(self) -> int:
         """Write every status that differs from the live one; return how many must be retried."""
-        with paused_gc():  # 10,000 patches at a cold start: 100-170 collections on the loop, 50-100 ms
+        with paused_gc():  # 10,000 patches at a cold start: 170-250 collections on the loop, 50-100 ms
             patches = await self._patches()
         if not patches:
             return 0
@@ -220,8 +220,8 @@ class StatusWriter:
         return len(failed)
 
     async def _give_way(self) -> None:
-        """Wait while a push is in flight (``Pushes``), ``GIVE_WAY_MAX`` seconds at most at a
-        time: pushes that never stop answered in between do not stop status for good."""
+        """Wait while a push is due or in flight (``Pushes``), ``GIVE_WAY_MAX`` seconds at most at
+        a time: pushes that are never all answered at once do not stop status for good."""
         if self.pushes is None or not self.pushes.pushing():
             self._giving_way_since = None
             return
