@@ -14,13 +14,12 @@ import pytest
 
 from controlplane.controller import Controller
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
-from controlplane.localenvoy import LocalEnvoy
 from controlplane.providers.k8s_status import StatusWriter, service_addresses, without_times
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.resources import CLUSTER, ROUTE
 from controlplane.xds.tracking import Event, EventKind
-from kube import EXAMPLES, FAST, GATEWAY, SYSTEM, Cluster, cluster, control_plane, lease, seed
+from kube import EXAMPLES, FAST, GATEWAY, SYSTEM, Cluster, cluster, control_plane, lease, local_envoy, seed
 from support import wait_until
 from test_ads_delta import DeltaEnvoy
 
@@ -135,13 +134,7 @@ async def test_start_up_status_writes_wait_for_the_envoy_to_answer_the_first_pus
 
     plane.registry.add_observer(on_event)
     started = asyncio.create_task(plane.start())  # retries the unreachable API meanwhile
-    envoy = LocalEnvoy(
-        node_id="first-push",
-        gateway=GATEWAY,
-        xds_port=int(plane.xds_address.rsplit(":", 1)[1]),
-        admin_port=0,
-        log_sink=lambda _: None,
-    )
+    envoy = local_envoy(plane, "first-push")
     try:
         await envoy.start()
         await wait_until(lambda: len(plane.registry) == 1, message="the Envoy connected, waiting for a snapshot")

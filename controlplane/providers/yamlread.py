@@ -29,7 +29,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -355,25 +355,21 @@ def _check_node(item: dict[Any, Any] | list[Any], depth: int, limits: Limits, co
     if depth > limits.max_depth:
         raise RejectedError(f"nested deeper than {limits.max_depth} levels")
     chars = 0
+    children: Iterable[Any] = item
     if isinstance(item, dict):
         counts[0] += 2 * len(item)  # keys and values
-        for key, child in item.items():
+        for key in item:
             chars += len(key) if isinstance(key, str) else 8
-            if isinstance(child, str):
-                chars += len(child)
-            elif isinstance(child, (dict, list)):
-                _check_node(child, depth + 1, limits, counts)
-            else:
-                chars += 8
+        children = item.values()
     else:
         counts[0] += len(item)
-        for child in item:
-            if isinstance(child, str):
-                chars += len(child)
-            elif isinstance(child, (dict, list)):
-                _check_node(child, depth + 1, limits, counts)
-            else:
-                chars += 8
+    for child in children:
+        if isinstance(child, str):
+            chars += len(child)
+        elif isinstance(child, (dict, list)):
+            _check_node(child, depth + 1, limits, counts)
+        else:
+            chars += 8
     counts[1] += chars
     if counts[0] > limits.max_nodes or counts[1] > limits.max_bytes:
         raise RejectedError(f"larger than {limits.max_nodes} nodes or {limits.max_bytes} bytes")
