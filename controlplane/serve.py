@@ -205,6 +205,10 @@ class ControlPlane:
             store = store if store is not None else self.controller.last_input
             if store is not None:
                 self.controller.apply(await asyncio.to_thread(self.controller.prepare, store))
+                for stream in self.registry.streams():  # what the status writer gives way to
+                    snapshot = self.cache.get(stream.gateway)
+                    if snapshot is not None and snapshot.version != stream.snapshot_version:
+                        self.registry.snapshot_due(stream)
 
     def _schedule_refresh(self) -> None:
         """Translate the newest input again (the quarantine changed), after any update in flight."""

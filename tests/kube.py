@@ -155,6 +155,17 @@ def control_plane(
     return plane, provider, status
 
 
+def local_envoy(plane: ControlPlane, node_id: str) -> LocalEnvoy:
+    """A real Envoy for the example Gateway, on the plane's xDS port (not started)."""
+    return LocalEnvoy(
+        node_id=node_id,
+        gateway=GATEWAY,
+        xds_port=int(plane.xds_address.rsplit(":", 1)[1]),
+        admin_port=0,
+        log_sink=lambda _: None,
+    )
+
+
 def lease(identity: str, duration: float = 2.0) -> LeaseOptions:
     return LeaseOptions(
         namespace=SYSTEM,
@@ -213,13 +224,7 @@ async def start_kube_stack(c: Cluster) -> KubeStack:
         plane, provider, status = control_plane(c, gateway_port=gateway_port)
         await plane.start()
         exits.push_async_callback(plane.stop)
-        envoy = LocalEnvoy(
-            node_id="kube-e2e",
-            gateway=GATEWAY,
-            xds_port=int(plane.xds_address.rsplit(":", 1)[1]),
-            admin_port=0,
-            log_sink=lambda _: None,
-        )
+        envoy = local_envoy(plane, "kube-e2e")
         await envoy.start()
         exits.push_async_callback(envoy.stop)
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))

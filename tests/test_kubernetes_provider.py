@@ -25,6 +25,7 @@ from controlplane.providers import kubernetes as kubernetes_module
 from controlplane.providers.k8s_status import StatusWriter
 from controlplane.providers.kubeapi import ApiError, KubeApi
 from controlplane.providers.kubernetes import KubernetesProvider
+from controlplane.providers.yamlread import Limits, RejectedError, check_tree
 from controlplane.serve import ControlPlane
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from fakeapi import FakeApiServer
@@ -608,3 +609,26 @@ def test_the_whole_kubernetes_client_is_still_there_for_whoever_asks() -> None:
         "True",
         "Watch",
     ]
+
+
+@pytest.mark.parametrize(
+    ("limits", "refused"),
+    [
+        # {"a": ["xyz", 1], "b": {"c": None}}: 9 nodes (the keys too), 3 + 8 + 1 + 1 + 1 + 8 = 22
+        # characters (a non-string scalar counts 8), nested 2 levels.
+        (Limits(max_nodes=9, max_bytes=22, max_depth=2), None),
+        (Limits(max_nodes=8, max_bytes=22, max_depth=2), "larger than 8 nodes"),
+        (Limits(max_nodes=9, max_bytes=21, max_depth=2), "or 21 bytes"),
+        (Limits(max_nodes=9, max_bytes=22, max_depth=1), "nested deeper than 1 levels"),
+    ],
+)
+def test_an_api_object_is_held_to_the_limits_of_a_file(limits: Limits, refused: str | None) -> None:
+    """What ``check_tree`` counts, exactly at and one past each limit. (The iterative walk it
+    replaced checked the characters only when it reached a dict or list: the strings of the last
+    ones it reached were never checked, so a Service with one 9 MB annotation passed.)"""
+    body = {"a": ["xyz", 1], "b": {"c": None}}
+    if refused is None:
+        check_tree(body, limits)
+    else:
+        with pytest.raises(RejectedError, match=refused):
+            check_tree(body, limits)

@@ -3,6 +3,7 @@ changed, without touching other controllers' entries, and surviving conflicts an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -16,8 +17,11 @@ from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
 from controlplane.providers.k8s_status import StatusWriter, service_addresses, without_times
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.xds.cache import SnapshotCache
-from kube import EXAMPLES, FAST, GATEWAY, SYSTEM, Cluster, cluster, control_plane, lease, seed
+from controlplane.xds.resources import CLUSTER, ROUTE
+from controlplane.xds.tracking import Event, EventKind
+from kube import EXAMPLES, FAST, GATEWAY, SYSTEM, Cluster, cluster, control_plane, lease, local_envoy, seed
 from support import wait_until
+from test_ads_delta import DeltaEnvoy
 
 OTHER = {
     "parentRef": {
@@ -111,6 +115,59 @@ async def test_one_replica_writes_and_another_takes_over(c: Cluster) -> None:
     finally:
         for plane, _, _ in replicas:
             await plane.stop()
+
+
+async def test_start_up_status_writes_wait_for_the_envoy_to_answer_the_first_push(c: Cluster) -> None:
+    """At a cold start the status writes (10,000 at 10,000 routes) competed for the CPUs with the
+    first push and the Envoy applying it; now they give way to a push in flight. The Envoy is
+    connected and waiting before the cluster can be listed, so the first snapshot is pushed to it
+    while the start-up writes are due."""
+    fake = c.need_fake("holding the listing back until the Envoy is connected")
+    fake.stop()
+    plane, _, status = control_plane(c)
+    # When the Envoy ACKed the first RouteConfiguration: how many status writes the API had answered.
+    writes_at_ack: list[int] = []
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.ACK and event.type_url == ROUTE and not writes_at_ack:
+            writes_at_ack.append(len(fake.requests("PATCH", "/status")))
+
+    plane.registry.add_observer(on_event)
+    started = asyncio.create_task(plane.start())  # retries the unreachable API meanwhile
+    envoy = local_envoy(plane, "first-push")
+    try:
+        await envoy.start()
+        await wait_until(lambda: len(plane.registry) == 1, message="the Envoy connected, waiting for a snapshot")
+        fake.start()
+        await started
+        await wait_until(lambda: writes_at_ack, timeout=30, message="the Envoy ACKed the first RouteConfiguration")
+        await wait_until(lambda: accepted_at(c, 1), message="status written")
+        assert status.writer is not None and status.writer.writes > 0
+        assert writes_at_ack == [0], "no status was written before the Envoy answered the first push"
+    finally:
+        started.cancel()
+        await envoy.stop()
+        await plane.stop()
+
+
+async def test_status_is_written_while_an_envoy_never_answers_a_push(c: Cluster) -> None:
+    """Status gives way to a push in flight for ``GIVE_WAY_MAX`` at most: an Envoy that never
+    ACKs holds it back no longer."""
+    plane, _, status = control_plane(c)
+    await plane.start()
+    envoy = DeltaEnvoy(int(plane.xds_address.rsplit(":", 1)[1]), node_id="never-answers", gateway=GATEWAY)
+    try:
+        await wait_until(lambda: accepted_at(c, 1), message="status written")
+        await envoy.request(CLUSTER, ["*"])
+        await envoy.recv()  # and never ACKed
+        assert plane.registry.pushing()
+        await drop_mirror(c)
+        await wait_until(lambda: accepted_at(c, 2), timeout=30, message="the new generation's status written")
+        assert plane.registry.pushing(), "written while the push was still unanswered"
+        assert status.writer is not None and status.writer.writes >= 2
+    finally:
+        await envoy.close()
+        await plane.stop()
 
 
 def _time(value: str) -> datetime:

@@ -246,7 +246,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         if self.snapshot is None:
             log.info("xds.snapshot_waiting %s", self.who())
         else:
-            self.state.snapshot_version = self.snapshot.version
+            self.deps.registry.record_snapshot(self.state, self.snapshot.version)
         await self.on_request(first)
 
         read: asyncio.Future[Any] | None = None
@@ -278,7 +278,7 @@ class AdsStream(ABC, Generic[Req, T, Plan, Have]):
         elif self.snapshot is None:
             log.info("xds.snapshot_available %s version=%s", self.who(), snapshot.version)
         self.snapshot = snapshot
-        self.state.snapshot_version = snapshot.version if snapshot else None
+        self.deps.registry.record_snapshot(self.state, snapshot.version if snapshot else None)
         await self.push()
 
     def served(self, type_url: str) -> bool:

@@ -19,6 +19,7 @@ the monotonic clock.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
 import logging
@@ -224,6 +225,12 @@ class NodeRegistry:
         self._observers: list[Observer] = []
         self.recent: deque[Event] = deque(maxlen=recent_events)
         """The last events (SUBSCRIBE and SEND excluded to keep it readable)."""
+        # What the Kubernetes status writer gives way to (``pushing``): every response neither
+        # ACKed nor NACKed yet, as (stream id, type URL), and the streams that have not yet taken
+        # up their Gateway's newest snapshot (``snapshot_due``).
+        self._in_flight: set[tuple[int, str]] = set()
+        self._due: set[int] = set()
+        self._answered: list[asyncio.Future[None]] = []
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -254,6 +261,33 @@ class NodeRegistry:
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self._streams.values()]
+
+    def pushing(self) -> bool:
+        """Whether a push to some Envoy is due or in flight (sent, neither ACKed nor NACKed)."""
+        return bool(self._in_flight or self._due)
+
+    async def answered(self) -> None:
+        """Until nothing is pushing: every response ACKed, NACKed or its stream closed."""
+        while self.pushing():
+            waiter = asyncio.get_running_loop().create_future()
+            self._answered.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._answered:
+                    self._answered.remove(waiter)
+
+    def _landed(self, stream: StreamState, type_url: str | None = None) -> None:
+        """A response was answered (``type_url``), or the stream took up a snapshot or closed."""
+        if type_url is None:
+            self._due.discard(stream.stream_id)
+        else:
+            self._in_flight.discard((stream.stream_id, type_url))
+        if not self.pushing():
+            for waiter in self._answered:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._answered.clear()
 
     # -- observers -------------------------------------------------------------------------
 
@@ -293,7 +327,20 @@ class NodeRegistry:
 
     def close_stream(self, stream: StreamState) -> None:
         if self._streams.pop(stream.stream_id, None) is not None:
+            for type_url in stream.types:
+                self._landed(stream, type_url)
+            self._landed(stream)
             self._emit(Event(EventKind.DISCONNECT, stream, time.time()))
+
+    def snapshot_due(self, stream: StreamState) -> None:
+        """A newer snapshot of the stream's Gateway is in the cache: the stream will take it up
+        (``record_snapshot``) and push what changed."""
+        self._due.add(stream.stream_id)
+
+    def record_snapshot(self, stream: StreamState, version: str | None) -> None:
+        """The stream serves the snapshot ``version`` now (None: its Gateway has none)."""
+        stream.snapshot_version = version
+        self._landed(stream)
 
     def record_subscription(
         self, stream: StreamState, type_url: str, names: Iterable[str], *, wildcard: bool
@@ -323,6 +370,7 @@ class NodeRegistry:
         ts._sent_mono = time.monotonic()
         ts.sent_resources = resources
         ts.in_flight = True
+        self._in_flight.add((stream.stream_id, type_url))
         ts.responses += 1
         self._emit(Event(EventKind.SEND, stream, ts.sent_at, type_url, version, nonce))
         return ts
@@ -341,6 +389,7 @@ class NodeRegistry:
         ts.acked_version = version
         ts.acked_at = time.time()
         ts.in_flight = False
+        self._landed(stream, type_url)
         return ts
 
     def record_ack(self, stream: StreamState, type_url: str, *, version: str, nonce: str) -> TypeState:
@@ -352,6 +401,7 @@ class NodeRegistry:
         ts.acked_at = now
         ts.last_ack_latency = latency
         ts.in_flight = False
+        self._landed(stream, type_url)
         ts.acks += 1
         self._emit(Event(EventKind.ACK, stream, now, type_url, version, nonce, latency))
         return ts
@@ -373,6 +423,7 @@ class NodeRegistry:
         nack = Nack(version, nonce, message, code, now, kept_version)
         ts.last_nack = nack
         ts.in_flight = False
+        self._landed(stream, type_url)
         ts.nacks += 1
         self._emit(Event(EventKind.NACK, stream, now, type_url, version, nonce, latency, message))
         return nack
