@@ -142,11 +142,13 @@ class RouteMemo:
             return hit[1]
         self.misses += 1
         self.stale.discard(key)
-        uses = resolver.touched = Uses()
+        bodies: list[Uses] = []
+        resolver.bodies = bodies
         try:
             compiled = (compiler or route_rules)(resolver, route)
         finally:
-            resolver.touched = None
+            resolver.bodies = None
+        uses = Uses.of(bodies)
         self.forget(key)
         self.entries[key] = (route, compiled, uses)
         for service in uses.services:
@@ -269,8 +271,8 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
             )
         finally:
             resolver.touched = outer
-    if resolver.touched is not None:
-        resolver.touched.add(hit.touched)
+    if resolver.bodies is not None:
+        resolver.bodies.append(hit.touched)
     return hit
 
 
