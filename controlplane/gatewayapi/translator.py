@@ -150,8 +150,10 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     route_kinds: tuple[Mapping[NsName, K8sObject[Any]], ...] = (store.httproutes, store.grpcroutes)
     shared = _Shared()
     for routes in route_kinds:
-        for key in sorted(routes):  # (the keys alone: sorting (key, route) pairs took twice as long)
-            found += _attach_route(store, routes[key], listeners, resolver, policies, options, statuses, memo, shared)
+        for ns_name in sorted(routes):  # (the keys alone: sorting (key, route) pairs took twice as long)
+            found += _attach_route(
+                store, routes[ns_name], listeners, resolver, policies, options, statuses, memo, shared
+            )
     kinds = {
         (lst.gateway, lst.name): Counter(map(itemgetter(0), lst.attached))
         for lsts in listeners.values()
