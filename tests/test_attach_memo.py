@@ -1,7 +1,10 @@
 """Which listeners a parentRef may attach to is worked out once per translation for each distinct
-(Gateway, route kind, route namespace, sectionName, port) (translator._allowed): every route's
-status must be what it is when the route is translated alone, for routes that differ from one
-another in exactly one of those."""
+(Gateway, route kind, route namespace, sectionName, port) (translator._allowed), the parentRefs
+of a route once per distinct (route kind, route namespace, parentRefs) (translator._parents),
+and a parent's conditions once per distinct Condition objects (translator._Shared.conditions):
+every route's status must be what it is when the route is translated alone, for routes that
+differ from one another in exactly one of those. Leaving the kind, the namespace or the
+parentRefs out of the _parents key, or keying the conditions by their types, makes it fail."""
 
 from __future__ import annotations
 

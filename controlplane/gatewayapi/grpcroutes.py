@@ -80,7 +80,7 @@ def grpc_route_rules(resolver: BackendResolver, route: GRPCRoute) -> Compiled:
             outcome = "its calls fail with gRPC status UNKNOWN (HTTP 500)" if compiled else "it is not served"
             dropped[index] = f"Dropped Rule {index}: " + "; ".join(unsupported) + f" ({outcome})"
             direct = 500
-        elif not any(w.backend for w in weighted):
+        elif not body.serves:
             direct = 500  # no usable backend: the spec asks for a 500, which Envoy turns into a gRPC error
         rules.append(
             Rule(

@@ -142,11 +142,13 @@ class RouteMemo:
             return hit[1]
         self.misses += 1
         self.stale.discard(key)
-        uses = resolver.touched = Uses()
+        bodies: list[Uses] = []
+        resolver.bodies = bodies
         try:
             compiled = (compiler or route_rules)(resolver, route)
         finally:
-            resolver.touched = None
+            resolver.bodies = None
+        uses = Uses.of(bodies)
         self.forget(key)
         self.entries[key] = (route, compiled, uses)
         for service in uses.services:
@@ -210,7 +212,7 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
             outcome = "its requests get a 500" if matches else "it is not served"
             dropped[index] = f"Dropped Rule {index}: " + "; ".join(unsupported) + f" ({outcome})"
             direct = 500
-        elif filters.redirect is None and not any(w.backend for w in weighted):
+        elif filters.redirect is None and not body.serves:
             direct = 500  # no usable backend: the spec asks for a 500
         rules.append(
             Rule(
@@ -241,6 +243,7 @@ class RuleBody:
     problems: list[RefProblem]  # the backendRefs' (the filters' own are in ``filters``)
     touched: Uses  # the references resolved
     replaces_prefix: bool  # a redirect or rewrite replaces the prefix match: every match must be one
+    serves: bool  # some backend has a cluster (else a rule that redirects nowhere answers 500)
 
 
 def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], shadow: bool) -> RuleBody:
@@ -258,12 +261,18 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
             problems: list[RefProblem] = []
             weighted = tuple(weighted_backends(resolver, route, rule, filters, problems))
             hit = resolver.rules[key] = RuleBody(
-                filters, refused_filters(filters), weighted, problems, resolver.touched, _replaces_prefix(filters)
+                filters,
+                refused_filters(filters),
+                weighted,
+                problems,
+                resolver.touched,
+                _replaces_prefix(filters),
+                any(w.backend for w in weighted),
             )
         finally:
             resolver.touched = outer
-    if resolver.touched is not None:
-        resolver.touched.add(hit.touched)
+    if resolver.bodies is not None:
+        resolver.bodies.append(hit.touched)
     return hit
 
 

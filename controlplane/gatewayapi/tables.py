@@ -14,7 +14,9 @@ give the same virtual hosts.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -48,7 +50,7 @@ class Tables:
         self._tuples: dict[str, tuple[ir.VirtualHost, ...]] = {}
         self._full = True  # nothing built yet: every host is to be built (no need to note which)
         self._dirty: set[tuple[str, str]] = set()
-        self._used: dict[str, int] = {}  # backend → how many virtual hosts use it
+        self._used: Counter[str] = Counter()  # backend → how many virtual hosts use it
         # A full rebuild hands on the previous objects of virtual hosts whose routes are the same.
         self._previous = previous._vhosts if previous is not None else {}
 
@@ -99,12 +101,12 @@ class Tables:
         return sorted(name for name, n in self._used.items() if n > 0)
 
     def _refresh(self) -> None:
+        if self._full:
+            self._build_all()
+            return
         new: dict[str, list[str]] = {}
         replaced: dict[str, list[str]] = {}  # hosts whose virtual host is replaced in place
         dirty: Iterable[tuple[str, str]] = self._dirty
-        if self._full:
-            dirty = [(table, host) for table, entries in self._entries.items() for host in entries]
-            self._full = False
         used = self._used
         used_by = ir.by_backends_and_mirrors(backends_of)
         for table, host in dirty:
@@ -121,13 +123,7 @@ class Tables:
                     del vhosts[host]
                     self._hosts[table].remove(host)
                 continue
-            ordered = found.values() if len(found) == 1 else sorted(found.values(), key=lambda kv: kv[0])
-            routes = tuple(map(itemgetter(1), ordered))
-            reuse = old or self._previous.get(table, {}).get(host)
-            if reuse is None or len(reuse[0].routes) != len(routes) or any(map(_differ, reuse[0].routes, routes)):
-                vh = ir.VirtualHost(name=f"{table}/{host}", domains=(host,), routes=routes)
-                reuse = (vh, used_by(vh))
-            vhosts[host] = reuse
+            reuse = vhosts[host] = _vhost(table, host, found, old or self._previous.get(table, {}).get(host), used_by)
             for backend in reuse[1]:
                 used[backend] = used.get(backend, 0) + 1
             if old is None:
@@ -146,6 +142,26 @@ class Tables:
         self._dirty.clear()
         self._previous = {}
 
+    def _build_all(self) -> None:
+        """The first refresh: every host's virtual host, into tables that hold none yet (what
+        the loop of :meth:`_refresh` does for each, with nothing to take out, and the counts and
+        the sort done once over the lot)."""
+        self._full = False
+        used_by = ir.by_backends_and_mirrors(backends_of)
+        backends: list[frozenset[str]] = []
+        for table, entries in self._entries.items():
+            vhosts, previous = self._vhosts[table], self._previous.get(table, {})
+            for host in [host for host, found in entries.items() if not found]:
+                del entries[host]
+            for host, found in entries.items():
+                made = vhosts[host] = _vhost(table, host, found, previous.get(host), used_by)
+                backends.append(made[1])
+            self._hosts[table] = sorted(vhosts)
+            self._tuples.pop(table, None)
+        self._used.update(chain.from_iterable(backends))  # a Counter: counted in C
+        self._dirty.clear()
+        self._previous = {}
+
     def _replace_in_place(self, table: str, hosts: list[str]) -> None:
         """The table's tuple with a few virtual hosts swapped (two C copies, no Python loop)."""
         found = self._tuples.get(table)
@@ -155,6 +171,23 @@ class Tables:
         for host in hosts:
             changed[bisect_left(ordered, host)] = vhosts[host][0]
         self._tuples[table] = tuple(changed)
+
+
+def _vhost(
+    table: str,
+    host: str,
+    found: dict[str, tuple[Order, ir.Route]],
+    reuse: tuple[ir.VirtualHost, frozenset[str]] | None,
+    used_by: Callable[[ir.VirtualHost], frozenset[str]],
+) -> tuple[ir.VirtualHost, frozenset[str]]:
+    """A host's virtual host (and the backends it uses) from its routes by name: ``reuse`` when
+    that one holds the very same routes in the same order."""
+    ordered = found.values() if len(found) == 1 else sorted(found.values(), key=itemgetter(0))
+    routes = tuple(map(itemgetter(1), ordered))
+    if reuse is None or len(reuse[0].routes) != len(routes) or any(map(_differ, reuse[0].routes, routes)):
+        vh = ir.VirtualHost(name=f"{table}/{host}", domains=(host,), routes=routes)
+        return vh, used_by(vh)
+    return reuse
 
 
 def _differ(a: object, b: object) -> bool:

@@ -24,7 +24,7 @@ from .model import GATEWAY_GROUP, K8sObject
 from .policies import Policies
 from .policies import resolve as resolve_policies
 from .refs import BackendResolver, with_current_endpoints
-from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, RouteMemo, Rule, route_rules
+from .rules import SHADOW_HOST_SUFFIX_ANNOTATION, Compiled, RouteMemo, Rule, content_key, route_rules
 from .status import Condition, StatusKey, conditions
 from .store import ROUTE_FIELDS, NsName, Store
 from .tables import Tables, table_of
@@ -148,17 +148,22 @@ def translate(store: Store, options: Options = Options(), memo: RouteMemo | None
     # of this store afterwards: nothing to forget.
     stale = memo is not None and bool(memo.entries or memo.attached)
     route_kinds: tuple[Mapping[NsName, K8sObject[Any]], ...] = (store.httproutes, store.grpcroutes)
-    allowed: dict[Any, Allowed] = {}
+    shared = _Shared()
     for routes in route_kinds:
-        for _, route in sorted(routes.items()):
-            found += _attach_route(store, route, listeners, resolver, policies, options, statuses, memo, allowed)
+        for ns_name in sorted(routes):  # (the keys alone: sorting (key, route) pairs took twice as long)
+            found += _attach_route(
+                store, routes[ns_name], listeners, resolver, policies, options, statuses, memo, shared
+            )
     kinds = {
         (lst.gateway, lst.name): Counter(map(itemgetter(0), lst.attached))
         for lsts in listeners.values()
         for lst in lsts
     }
     attachments: dict[str, list[_Attachment]] = defaultdict(list)
-    for a in _reject_kind_conflicts(found, statuses):
+    # Only a listener holding both kinds can have a conflict: none (the usual case) spares a
+    # pass grouping every attachment by listener.
+    mixed = any(len(counts) > 1 for counts in kinds.values())
+    for a in _reject_kind_conflicts(found, statuses) if mixed else found:
         attachments[a.listener.gateway].append(a)
     if memo is not None and stale:
         # From the stores' keys, (namespace, name) as _translate_changes reads them: not a read of
@@ -199,7 +204,7 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
     resolver.backends = state.backends
     touched: set[tuple[str, str]] = set()
     found: list[_Attachment] = []
-    allowed: dict[Any, Allowed] = {}
+    shared = _Shared()
     for key in sorted(memo.changed):
         old = memo.attached.pop(key, None)
         statuses.pop(key, None)
@@ -213,7 +218,7 @@ def _translate_changes(store: Store, options: Options, memo: RouteMemo) -> Trans
         if route is None:
             memo.forget(key)
             continue
-        for a in _attach_route(store, route, state.listeners, resolver, policies, options, statuses, memo, allowed):
+        for a in _attach_route(store, route, state.listeners, resolver, policies, options, statuses, memo, shared):
             state.kinds.setdefault((a.listener.gateway, a.listener.name), Counter())[key[0]] += 1
             touched.add((a.listener.gateway, a.listener.name))
             found.append(a)
@@ -305,25 +310,22 @@ def _attach_route(
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
     memo: RouteMemo | None = None,
-    allowed: dict[Any, Allowed] | None = None,
+    shared: _Shared | None = None,
 ) -> list[_Attachment]:
-    """Attach one route to the listeners of its parentRefs. ``allowed``: the translation's
-    memo of which listeners each distinct parentRef may attach to (_allowed)."""
-    applied = policies.for_route(route.key)
+    """Attach one route to the listeners of its parentRefs. ``shared``: what the translation
+    works out once for every route alike (_Shared)."""
+    key = route.key  # (a property: a new tuple each time it is read)
+    applied = policies.for_route(key)
     if memo is not None:
-        hit = memo.attached.get(route.key)
-        if hit is not None and hit.policies == applied and memo.same(route.key, hit.route, route):
+        hit = memo.attached.get(key)
+        if hit is not None and hit.policies == applied and memo.same(key, hit.route, route):
             return _replay(route, hit, listeners, resolver, policies, memo, statuses)
     gen = route.generation
-    ours = [
-        (ref, f"{ref.get('namespace') or route.namespace}/{ref['name']}")
-        for ref in route.spec.get("parentRefs") or []
-        if ref.get("group", GATEWAY_GROUP) == GATEWAY_GROUP and ref.get("kind", "Gateway") == "Gateway"
-    ]
-    ours = [(ref, key) for ref, key in ours if key in listeners]
+    shared = shared if shared is not None else _Shared()
+    ours = _parents(store, route, listeners, shared)
     if not ours:
         if memo is not None:
-            memo.attached[route.key] = _Attached(route, None, (), applied)
+            memo.attached[key] = _Attached(route, None, (), applied)
         return []
 
     compiler = _compiler(route)
@@ -338,26 +340,26 @@ def _attach_route(
     usable = [r for r in rules if r.index not in dropped]
 
     parents, attachments = [], []
-    for ref, key in ours:
-        accepted, found = _accept(store, route, ref, listeners[key], allowed)
+    for ref, refused, allowed in ours:
+        accepted, found = _accept(route, refused, allowed)
         if accepted.status is True and not usable:
             accepted = Condition(
                 "Accepted", False, "UnsupportedValue", "No rule can be served: " + "; ".join(dropped.values()), gen
             )
         if accepted.status is True:
             for lst, names in found:
-                lst.attached.add(route.key)
+                lst.attached.add(key)
                 attachments.append(_Attachment(route, lst, names, rules, _ir_routes(route, rules, lst)))
         conds = [accepted, resolved]
         if dropped and usable:
             conds.append(Condition("PartiallyInvalid", True, "UnsupportedValue", "; ".join(dropped.values()), gen))
         parents.append(
-            {"parentRef": dict(ref), "controllerName": options.controller_name, "conditions": conditions(*conds)}
+            {"parentRef": dict(ref), "controllerName": options.controller_name, "conditions": shared.conditions(conds)}
         )
-    status = statuses[route.key] = {"parents": parents}
+    status = statuses[key] = {"parents": parents}
     if memo is not None:
         found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
-        memo.attached[route.key] = _Attached(route, status, found_, applied)
+        memo.attached[key] = _Attached(route, status, found_, applied)
     return attachments
 
 
@@ -464,15 +466,11 @@ def _not_accepted(status: dict[str, Any], route: K8sObject[Any], gateway: str, w
 
 
 def _accept(
-    store: Store,
-    route: K8sObject[Any],
-    ref: dict[str, Any],
-    gw_listeners: list[GatewayListener],
-    allowed_memo: dict[Any, Allowed] | None = None,
+    route: K8sObject[Any], refused: tuple[str, str] | None, allowed: list[GatewayListener]
 ) -> tuple[Condition, list[tuple[GatewayListener, list[str]]]]:
-    """Which listeners of a Gateway take this parentRef, and the Accepted condition saying so."""
+    """Which of the listeners a parentRef may attach to (_allowed) take this route, and the
+    Accepted condition saying so: the hostnames are the route's own."""
     gen = route.generation
-    refused, allowed = _allowed(store, route, ref, gw_listeners, allowed_memo)
     if refused is not None:
         return Condition("Accepted", False, *refused, gen), []
     found = []
@@ -492,6 +490,57 @@ def _accept(
             [],
         )
     return _route_accepted(gen), found
+
+
+# One parentRef of ours: the ref, and why no listener takes it (reason, message) or the
+# listeners that may, before hostnames (_allowed).
+Parent = tuple[dict[str, Any], tuple[str, str] | None, list[GatewayListener]]
+
+
+class _Shared:
+    """What one translation works out once for every route alike, rather than per route (10,000
+    routes name the same Gateway with the same parentRefs, and nearly all are well). It lives
+    as long as one call of translate (or _translate_changes): the Gateways, their listeners,
+    the store's namespaces and the options are fixed meanwhile, so none of them needs to be in
+    a key."""
+
+    def __init__(self) -> None:
+        self.allowed: dict[Any, Allowed] = {}  # _allowed
+        self.parents: dict[tuple[str, str, bytes | str], list[Parent]] = {}  # _parents
+        # The conditions of a parent status, by the identity of its Condition objects (each
+        # entry keeps them, so their ids stay theirs): their dicts, copied for each route.
+        self._conditions: dict[tuple[int, ...], tuple[tuple[Condition, ...], list[dict[str, Any]]]] = {}
+
+    def conditions(self, conds: list[Condition]) -> list[dict[str, Any]]:
+        """status.conditions(*conds): each route's own dicts, made by copying those of the first
+        route with the same Condition objects (the well ones are one object per generation,
+        _route_accepted and _resolved) instead of hashing each Condition again."""
+        key = tuple(map(id, conds))
+        hit = self._conditions.get(key)
+        if hit is None:
+            hit = self._conditions[key] = (tuple(conds), conditions(*conds))
+        return [c.copy() for c in hit[1]]
+
+
+def _parents(
+    store: Store, route: K8sObject[Any], listeners: dict[str, list[GatewayListener]], shared: _Shared
+) -> list[Parent]:
+    """The route's parentRefs that name a Gateway we translate, each with the listeners it may
+    attach to. What it reads of the route is its kind, its namespace and its parentRefs (the
+    key, by content as rules.content_key makes it); of the rest, only what ``shared`` lives
+    no longer than."""
+    refs = route.spec.get("parentRefs") or []
+    key = (route.kind, route.namespace, content_key(refs))
+    hit = shared.parents.get(key)
+    if hit is None:
+        hit = shared.parents[key] = []
+        for ref in refs:
+            if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
+                continue
+            gw_listeners = listeners.get(f"{ref.get('namespace') or route.namespace}/{ref['name']}")
+            if gw_listeners is not None:
+                hit.append((ref, *_allowed(store, route, ref, gw_listeners, shared.allowed)))
+    return hit
 
 
 # The listeners a parentRef may attach to, or why none (reason, message).
