@@ -31,6 +31,7 @@ from ..gatewayapi.store import Store
 from ..gcpause import paused_gc
 from . import yamlread
 from .base import OnChange, deliver
+from .jsonshare import Sharer
 from .kubeapi import ApiError, KubeApi, Resource
 
 log = logging.getLogger("mirrorplane.kubernetes")
@@ -121,6 +122,8 @@ class Reflector:
         self.resource_version = ""
         self.relists = 0
         self.retries = 0
+        # Equal parts of the objects (and live statuses) held once: see jsonshare.
+        self._sharer = Sharer(options.limits)
 
     @property
     def kind(self) -> str:
@@ -185,7 +188,9 @@ class Reflector:
 
     def _wrap(self, body: dict[str, Any]) -> tuple[ObjKey, K8sObject[Any]] | None:
         try:
-            yamlread.check_tree(body, self.options.limits)
+            # Checked against the limits, and its equal parts held once (10,000 HTTPRoutes repeat
+            # much: their parentRefs, backendRefs, defaults, and statuses once written).
+            body = self._sharer.share(body)
         except yamlread.RejectedError as exc:
             meta = m if isinstance(m := body.get("metadata"), dict) else {}
             log.error(

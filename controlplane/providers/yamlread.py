@@ -332,26 +332,3 @@ def _check(text: str, limits: Limits, budget: int) -> int:
         if count > budget:
             raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
     return count
-
-
-def check_tree(value: Any, limits: Limits = Limits()) -> None:
-    """Apply the same limits to an object that did not come from YAML (a Kubernetes API answer):
-    depth, nodes, and the characters of its strings standing in for its size. Iterative, so a
-    deep object cannot exhaust the stack checking it."""
-    nodes = chars = 0
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        nodes += 1
-        if isinstance(item, dict):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            children = item
-        else:
-            chars += len(item) if isinstance(item, str) else 8
-            continue
-        if depth > limits.max_depth:
-            raise RejectedError(f"nested deeper than {limits.max_depth} levels")
-        pending += ((c, depth + 1) for c in children)
-        if nodes + len(pending) > limits.max_nodes or chars > limits.max_bytes:
-            raise RejectedError(f"larger than {limits.max_nodes} nodes or {limits.max_bytes} bytes")
