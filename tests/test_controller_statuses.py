@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 from benchmarks.workload import objects
 from controlplane.controller import Controller
@@ -31,7 +32,7 @@ def test_stamped_bodies_read_as_stamp_makes_them() -> None:
     statuses = translate(Store.from_objects(from_dict(schema.validate(o)) for o in objects(4))).statuses
     now = "2026-01-01T00:00:00Z"
     cond = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 1}
-    odd = {
+    odd: dict[tuple[str, str, str], dict[str, Any]] = {
         ("HTTPRoute", "ns", "nested"): {
             "parents": [{"parentRef": {"name": "gw", "x": {"y": 1}}, "conditions": [cond]}]
         },
