@@ -17,7 +17,7 @@ from typing import Any
 
 from .gatewayapi.model import K8sObject
 from .gatewayapi.rules import RouteMemo
-from .gatewayapi.status import StatusKey, conditions_in, has_problem, is_problem, stamp
+from .gatewayapi.status import StatusKey, conditions_in, has_problem, is_problem, share_parents, stamp
 from .gatewayapi.store import NsName, RouteKey, Store
 from .gatewayapi.translator import Options, Translation, translate, with_endpoints
 from .gcpause import paused_gc
@@ -240,7 +240,7 @@ class Controller:
             if old is not None and self._unstamped.get(key) == body:
                 fresh[key] = old  # the same status as before: nothing to stamp or log
                 continue
-            fresh[key] = _shared_parents(stamp(body, old, now), parts)
+            fresh[key] = share_parents(stamp(body, old, now), parts)
             if old is None or _summary(old) != _summary(body):
                 if not _log_problems(key, body):
                     well.append(key)
@@ -260,30 +260,6 @@ def _slice_services(old: Store | None, new: Store, changed: dict[str, set[Any]] 
             if slice_ is not None and (name := slice_.metadata.labels.get("kubernetes.io/service-name")):
                 services.add((slice_.namespace, name))
     return services
-
-
-def _shared_parents(body: dict[str, Any], parts: dict[tuple[Any, ...], Any]) -> dict[str, Any]:
-    """``body`` with each route parent's parentRef and conditions replaced by equal ones kept in
-    ``parts``: the stamped statuses are read only, so the routes stamped at once (10,000 at a
-    cold start) hold one of each, 8 MB less. A key is the items: ``1`` and ``True`` would make
-    one key, but neither a condition (str, and an int generation) nor a schema-checked parentRef
-    holds a bool; a nested value is unhashable and left as it is."""
-    parents = body.get("parents")
-    if type(parents) is not list:
-        return body
-    for parent in parents:
-        if type(parent) is not dict:
-            continue
-        ref, conds = parent.get("parentRef"), parent.get("conditions")
-        try:
-            if type(ref) is dict:
-                parent["parentRef"] = parts.setdefault(("parentRef", *ref.items()), ref)
-            if type(conds) is list:
-                key = ("conditions", *(tuple(c.items()) for c in conds))
-                parent["conditions"] = parts.setdefault(key, conds)
-        except (TypeError, AttributeError):  # a nested value, or a condition not a dict
-            continue
-    return body
 
 
 def _summary(body: dict[str, Any]) -> list[tuple[str, str, str, str, Any]]:
