@@ -48,16 +48,14 @@ class Sharer:
         """``node``, or a part seen before equal to it; ``node``'s dicts and lists may be changed
         in place (their parts replaced by equal shared ones). ``RejectedError`` if it is nested
         deeper than the limits allow, or holds more nodes (keys and values) or characters (of
-        keys and strings; 8 for another scalar). The depth bounds the recursion."""
+        keys and strings; 8 for another scalar). The depth limit (64) bounds the recursion."""
         if len(self._dicts) + len(self._lists) > self.size:
             self._dicts, self._lists = {}, {}
         self._nodes = self._chars = 0
         t = type(node)
         try:
-            if t is dict:
-                node = self._dict(node, 1)
-            elif t is list:
-                node = self._list(node, 1)
+            if t is dict or t is list:
+                node = self._part(node, 1)
             else:
                 self._chars = len(node) if t is str else 8
             self._nodes += 1  # the node itself; each dict and list counts its keys and values
@@ -73,25 +71,23 @@ class Sharer:
             raise RejectedError(f"larger than {limits.max_nodes} nodes or {limits.max_bytes} bytes")
 
     # Scalars are handled inline, not by a call each: that halved the time of 10,000 HTTPRoutes.
-    def _dict(self, node: dict[str, Any], depth: int) -> dict[str, Any]:
+    def _part(self, node: Any, depth: int) -> Any:  # a dict or a list
         if depth > self.limits.max_depth:
             raise RejectedError(f"nested deeper than {self.limits.max_depth} levels")
+        is_dict = type(node) is dict
         key: list[Any] = []
         chars = 0
-        for k, v in node.items():
-            key.append(k)
-            chars += len(k)
+        items: Any = node.items() if is_dict else enumerate(node)
+        for k, v in items:
+            if is_dict:
+                key.append(k)
+                chars += len(k)
             t = type(v)
             if t is str:
                 key.append(v)
                 chars += len(v)
-            elif t is dict:
-                part: Any = self._dict(v, depth + 1)
-                if part is not v:
-                    node[k] = part
-                key.append(id(part))
-            elif t is list:
-                part = self._list(v, depth + 1)
+            elif t is dict or t is list:
+                part = self._part(v, depth + 1)
                 if part is not v:
                     node[k] = part
                 key.append(id(part))
@@ -101,32 +97,5 @@ class Sharer:
         self._nodes += len(key)
         self._chars += chars
         self._check()
-        return self._dicts.setdefault(tuple(key), node)
-
-    def _list(self, node: list[Any], depth: int) -> list[Any]:
-        if depth > self.limits.max_depth:
-            raise RejectedError(f"nested deeper than {self.limits.max_depth} levels")
-        key: list[Any] = []
-        chars = 0
-        for i, v in enumerate(node):
-            t = type(v)
-            if t is str:
-                key.append(v)
-                chars += len(v)
-            elif t is dict:
-                part: Any = self._dict(v, depth + 1)
-                if part is not v:
-                    node[i] = part
-                key.append(id(part))
-            elif t is list:
-                part = self._list(v, depth + 1)
-                if part is not v:
-                    node[i] = part
-                key.append(id(part))
-            else:
-                key.append((t, v))
-                chars += 8
-        self._nodes += len(key)
-        self._chars += chars
-        self._check()
-        return self._lists.setdefault(tuple(key), node)
+        table: dict[tuple[Any, ...], Any] = self._dicts if is_dict else self._lists
+        return table.setdefault(tuple(key), node)
