@@ -1,6 +1,6 @@
-"""The controller's stamped statuses hold the parts routes have in common once (controller.
-_shared_parents), and read as they did: the same JSON for every object, nothing shared that
-differs."""
+"""The controller's stamped statuses hold the parts routes have in common once
+(status.share_parents), and read as they did: the same JSON for every object, nothing shared
+that differs."""
 
 from __future__ import annotations
 
