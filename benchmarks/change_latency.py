@@ -16,7 +16,8 @@ base.yaml); one real Envoy on Delta ADS. Per N, in a fresh process (so that RSS 
   median of ``--rounds``; its floor is the same kind of change as a snapshot prebuilt beforehand
   and installed in the cache (ADS + Envoy alone);
 * RSS of the control-plane process with the Envoy attached (it also holds the benchmark's echo
-  backend and HTTP client, a few MB);
+  backend and HTTP client, a few MB): once the Envoy serves all N routes, again once what the cold
+  start set off is done (Kubernetes: the status writes), and after the first change;
 * the longest event-loop stall (a 5 ms ticker's worst lateness) during the cold load and during
   the changes.
 
@@ -280,6 +281,7 @@ class Bench:
             self.out["stall_settle_ms"] = self.stalls.take() * 1e3
             self.out["gc_settle_ms"] = self.collections.take() * 1e3
             self.out["stall_settle_split_ms"] = [t * 1e3 for t in self.stalls.take_split()]
+            self.out["rss_settled_mb"] = rss_mib()  # what the start-up writes (Kubernetes) left held
             changes, floors, stalls, controller = [], [], [], []
             for k in range(rounds):
                 self.stalls.take()  # not the floor's preparation below, which blocks the loop on purpose
@@ -287,6 +289,8 @@ class Bench:
                 updates.clear()
                 path, host = await change(k)
                 changes.append(await self.served(session, path, host, started))
+                if k == 0:  # before the floor's first prebuilt snapshot, a translation of its own
+                    self.out["rss_changed_mb"] = rss_mib()
                 controller.append(sum(updates))
                 stalls.append(self.stalls.take())
                 path, host, snapshot = prebuilt(plane, k)
@@ -457,7 +461,8 @@ def _print(r: dict[str, Any]) -> None:
         f" | cold start {r['cold_s']:5.2f} s (floor {r['cold_floor_s']:4.2f} s, {r['cold_s'] / r['cold_floor_s']:4.1f}x;"
         f" translate→snapshot {r['cold_controller_s']:4.2f} s"
         + (f"; {r['cold_alongside_s']:4.2f} s with Envoy started alongside)" if "cold_alongside_s" in r else ")")
-        + f" | RSS {r['rss_mb']:4.0f} MB | longest loop stall: cold {r['stall_cold_ms']:5.0f} ms,"
+        + f" | RSS {r['rss_mb']:4.0f} MB (once settled {r['rss_settled_mb']:4.0f}, after one change"
+        f" {r['rss_changed_mb']:4.0f}) | longest loop stall: cold {r['stall_cold_ms']:5.0f} ms,"
         f" changes {r['stall_change_ms']:4.0f} ms",
         flush=True,
     )

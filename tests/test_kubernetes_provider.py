@@ -25,7 +25,8 @@ from controlplane.providers import kubernetes as kubernetes_module
 from controlplane.providers.k8s_status import StatusWriter
 from controlplane.providers.kubeapi import ApiError, KubeApi
 from controlplane.providers.kubernetes import KubernetesProvider
-from controlplane.providers.yamlread import Limits, RejectedError, check_tree
+from controlplane.providers.jsonshare import Sharer
+from controlplane.providers.yamlread import Limits, RejectedError
 from controlplane.serve import ControlPlane
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from fakeapi import FakeApiServer
@@ -623,12 +624,13 @@ def test_the_whole_kubernetes_client_is_still_there_for_whoever_asks() -> None:
     ],
 )
 def test_an_api_object_is_held_to_the_limits_of_a_file(limits: Limits, refused: str | None) -> None:
-    """What ``check_tree`` counts, exactly at and one past each limit. (The iterative walk it
-    replaced checked the characters only when it reached a dict or list: the strings of the last
-    ones it reached were never checked, so a Service with one 9 MB annotation passed.)"""
+    """What the reflector's walk (``Sharer.share``) counts, exactly at and one past each limit.
+    (``yamlread.check_tree``, the walk it replaced, checked the characters only when it reached a
+    dict or list: the strings of the last ones it reached were never checked, so a Service with
+    one 9 MB annotation passed.)"""
     body = {"a": ["xyz", 1], "b": {"c": None}}
     if refused is None:
-        check_tree(body, limits)
+        Sharer(limits).share(body)
     else:
         with pytest.raises(RejectedError, match=refused):
-            check_tree(body, limits)
+            Sharer(limits).share(body)

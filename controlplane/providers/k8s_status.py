@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..gatewayapi.status import StatusKey, stamp
+from ..gatewayapi.status import StatusKey, share_parents, stamp
 from ..gcpause import paused_gc
 from .kubeapi import MERGE_PATCH, ApiError, KubeApi
 from .kubernetes import ROUTE_KINDS, KubernetesProvider
@@ -259,6 +259,7 @@ class StatusWriter:
                 keys.update(key for key in wanted if key[0] == "Gateway")
         self._addresses_seen = addresses
         out = []
+        parts: dict[tuple[Any, ...], Any] = {}  # the patches' equal parts, held once (share_parents)
         for n, key in enumerate(keys):
             if n and n % SLICE == 0:
                 await asyncio.sleep(0)
@@ -268,7 +269,7 @@ class StatusWriter:
                 if key[0] not in ROUTE_KINDS:
                     continue
                 body = {"parents": []}
-            patch = self._patch(key, body, addresses)
+            patch = self._patch(key, body, addresses, parts)
             if patch is not None:
                 out.append(patch)
         return out
@@ -283,7 +284,7 @@ class StatusWriter:
         return service_addresses(dict(svc.spec), live[0])
 
     def _patch(
-        self, key: StatusKey, body: dict[str, Any], addresses: Addresses | None
+        self, key: StatusKey, body: dict[str, Any], addresses: Addresses | None, parts: dict[tuple[Any, ...], Any]
     ) -> tuple[StatusKey, dict[str, Any], dict[str, Any]] | None:
         """The merge patch that makes the live status what is wanted (None: it already is)."""
         kind, ns, name = key
@@ -309,8 +310,10 @@ class StatusWriter:
             return None
         if self._sent.get(key) == (resource_version, body):
             return None  # written already; the watch has not delivered it yet
-        stamped = stamp(body, current, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, body
+        stamped = share_parents(stamp(body, current, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")), parts)
+        # They live until written (10,000 at a cold start): equal parts once, and the compared
+        # body too (kept until the write's echo).
+        return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, share_parents(body, parts)
 
     async def _write(self, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
         kind, ns, name = key
