@@ -22,10 +22,10 @@ from envoy.config.route.v3 import route_pb2
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
 from controlplane.providers import k8s_status
 from controlplane.providers import kubernetes as kubernetes_module
+from controlplane.providers.jsonshare import Sharer
 from controlplane.providers.k8s_status import StatusWriter
 from controlplane.providers.kubeapi import ApiError, KubeApi
 from controlplane.providers.kubernetes import KubernetesProvider
-from controlplane.providers.jsonshare import Sharer
 from controlplane.providers.yamlread import Limits, RejectedError
 from controlplane.serve import ControlPlane
 from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
