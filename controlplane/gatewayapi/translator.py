@@ -309,19 +309,18 @@ def _attach_route(
     policies: Policies,
     options: Options,
     statuses: dict[StatusKey, dict[str, Any]],
-    memo: RouteMemo | None = None,
-    shared: _Shared | None = None,
+    memo: RouteMemo | None,
+    shared: _Shared,
 ) -> list[_Attachment]:
     """Attach one route to the listeners of its parentRefs. ``shared``: what the translation
     works out once for every route alike (_Shared)."""
-    key = route.key  # (a property: a new tuple each time it is read)
+    key = route.key
     applied = policies.for_route(key)
     if memo is not None:
         hit = memo.attached.get(key)
         if hit is not None and hit.policies == applied and memo.same(key, hit.route, route):
             return _replay(route, hit, listeners, resolver, policies, memo, statuses)
     gen = route.generation
-    shared = shared if shared is not None else _Shared()
     ours = _parents(store, route, listeners, shared)
     if not ours:
         if memo is not None:
@@ -553,7 +552,7 @@ def _allowed(
     route: K8sObject[Any],
     ref: dict[str, Any],
     gw_listeners: list[GatewayListener],
-    memo: dict[Any, Allowed] | None,
+    memo: dict[Any, Allowed],
 ) -> Allowed:
     """The listeners of a Gateway this parentRef selects and that allow the route, before
     hostnames. They read nothing of the route but its kind and namespace, and nothing of the
@@ -563,9 +562,9 @@ def _allowed(
     # The types too: a port of True would equal 1 and name itself otherwise in the message.
     key = (id(gw_listeners), route.kind, route.namespace, section, type(section), port, type(port))
     try:
-        hit = memo.get(key) if memo is not None else None
+        hit, kept = memo.get(key), True
     except TypeError:  # an unhashable sectionName or port (unvalidated input): no memo
-        memo, hit = None, None
+        hit, kept = None, False
     if hit is not None:
         return hit
     candidates = [
@@ -583,7 +582,7 @@ def _allowed(
             if allowed
             else (("NotAllowedByListeners", "No listener of this Gateway allows this route"), [])
         )
-    if memo is not None:
+    if kept:
         memo[key] = hit
     return hit
 

@@ -310,10 +310,10 @@ class StatusWriter:
             return None
         if self._sent.get(key) == (resource_version, body):
             return None  # written already; the watch has not delivered it yet
+        # A patch lives until written (10,000 at a cold start): its equal parts held once. (``body``
+        # is the controller's, whose parts are shared already.)
         stamped = share_parents(stamp(body, current, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")), parts)
-        # They live until written (10,000 at a cold start): equal parts once, and the compared
-        # body too (kept until the write's echo).
-        return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, share_parents(body, parts)
+        return key, {"metadata": {"resourceVersion": resource_version}, "status": stamped}, body
 
     async def _write(self, key: StatusKey, patch: dict[str, Any], body: dict[str, Any]) -> bool:
         kind, ns, name = key
