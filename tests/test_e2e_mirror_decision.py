@@ -143,7 +143,7 @@ async def test_what_is_mirrored_case_by_case(stack: Stack) -> None:
         before = await stack.envoy.stat(NOT_MIRRORED) or 0
         await _send(stack, path, case)
         if mirrored:
-            await wait_until(lambda: path in mirror.paths(), message=f"{name}: the mirror's copy")
+            await wait_until(lambda path=path: path in mirror.paths(), message=f"{name}: the mirror's copy")
         else:
 
             async def counted(before: int = before) -> bool:
