@@ -192,16 +192,12 @@ def test_translate_and_metrics_show_the_bound_and_a_bad_one_is_rejected(capsys: 
     assert mirror_cluster["per_connection_buffer_limit_bytes"] == 8 * MiB + 64 * 1024
     routes = out["routes"][0]["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes] == [ROUTE, f"{ROUTE}/not-mirrored"]
-    within, facts = routes[0]["match"]["headers"]
-    # Not above the bound (a missing header read as "", in no range), and the bound's 7 digits at most.
-    assert within == {
-        "name": "content-length",
-        "range_match": {"start": str(8 * MiB + 1), "end": str(2**63 - 1)},
-        "invert_match": True,
-        "treat_missing_header_as_empty": True,
-    }
-    assert facts["name"] == "x-mirrorplane-body"
-    assert facts["string_match"]["safe_regex"]["regex"].startswith(r"0*[0-9]{1,7}\|")
+    # The mirrored route matches the verdict each listener writes, with the bound in it.
+    assert routes[0]["match"]["headers"] == [{"name": "x-mirrorplane-body", "string_match": {"exact": "true"}}]
+    (listener,) = out["listeners"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (verdict,) = manager["early_header_mutation_extensions"][0]["typed_config"]["mutations"][1:]
+    assert f"<= {8 * MiB} :" in verdict["append"]["header"]["value"]
     assert "request_mirror_policies" not in routes[1]["route"]
 
     metrics = Metrics(NodeRegistry(), SnapshotCache(), mirror_body_limit=8 * MiB).render().decode()

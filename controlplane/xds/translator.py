@@ -69,54 +69,48 @@ _MIRROR_HEAD_ROOM = 64 * 1024
 # when it announces no body (no Content-Length, no Transfer-Encoding: an HTTP/1.1 request without
 # either has none, but an HTTP/2 one may stream any amount, so only methods that carry none
 # qualify). An Envoy route's header matches are ANDed, which used to take two mirrored routes per
-# rule (…/match/N and …/match/N/no-body). Instead, each listener's connection manager writes the
-# three request facts into one header before it selects the route (_BODY_FACTS), and the mirrored
-# route matches the OR as a regex on it (docs/mirroring.md; a third fewer routes, and Envoy
-# applies the table in about half the time, docs/performance.md).
+# rule (…/match/N and …/match/N/no-body, each with header matches Envoy compiles per route).
+# Instead each listener's connection manager decides once per request, before it selects the
+# route, and writes the verdict into a header the mirrored route matches exactly
+# (docs/mirroring.md; Envoy applies the table in about half the time, docs/performance.md).
 BODY_HEADER = "x-mirrorplane-body"
-"""Made by Envoy for each request before route selection (a client's value never survives), and
-removed before the request goes upstream, to the backend or the mirror (RouteConfiguration
-``request_headers_to_remove``)."""
-# An absent header formats as "" here. Content-Length is first and Transfer-Encoding second:
-# Envoy's codecs accept only digits for one, only "chunked" for the other (HTTP/1.1; HTTP/2
-# refuses Transfer-Encoding), so neither holds a "|". The method is last, as it may (a tchar).
-_BODY_FACTS = "%REQ(content-length)%|%REQ(transfer-encoding)%|%REQ(:method)%"
-_BODYLESS_METHODS = "GET|HEAD|DELETE|OPTIONS|TRACE"
-_INT64_MAX = 2**63 - 1
+"""Written by Envoy for each request before route selection ("true" when the body may be
+mirrored; a client's value never survives), and removed before the request goes upstream, to the
+backend or the mirror (RouteConfiguration ``request_headers_to_remove``)."""
+_BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")
+_MIRRORABLE = rc.HeaderMatcher(name=BODY_HEADER, string_match=string_pb2.StringMatcher(exact="true"))
 
 
-def _body_facts() -> extension_pb2.TypedExtensionConfig:
-    facts = base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=BODY_HEADER, value=_BODY_FACTS),
+def mirrorable_expression(limit: int) -> str:
+    """The CEL expression Envoy evaluates per request: true when the body may be mirrored.
+
+    A Content-Length CEL cannot read as an int (beyond int64) is an error: the header is then not
+    written, and the request is not mirrored. Envoy removes an HTTP/1.1 request's
+    Transfer-Encoding before it selects the route, but after this runs.
+    """
+    methods = ", ".join(f"'{m}'" for m in _BODYLESS_METHODS)
+    return (
+        f"'content-length' in request.headers ? int(request.headers['content-length']) <= {limit}"
+        f" : !('transfer-encoding' in request.headers) && request.method in [{methods}]"
+    )
+
+
+def _body_verdict(limit: int) -> extension_pb2.TypedExtensionConfig:
+    """The early header mutation that writes BODY_HEADER: removed first, so that a client's value
+    cannot survive an expression that writes nothing."""
+    verdict = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=BODY_HEADER, value=f"%CEL({mirrorable_expression(limit)})%"),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
     )
-    mutation = early_mutation_pb2.HeaderMutation(mutations=[mutation_rules_pb2.HeaderMutation(append=facts)])
+    mutation = early_mutation_pb2.HeaderMutation(
+        mutations=[
+            mutation_rules_pb2.HeaderMutation(remove=BODY_HEADER),
+            mutation_rules_pb2.HeaderMutation(append=verdict),
+        ]
+    )
     return extension_pb2.TypedExtensionConfig(
         name="envoy.http.early_header_mutation.header_mutation", typed_config=_any(mutation)
     )
-
-
-def _mirrorable(limit: int) -> tuple[rc.HeaderMatcher, rc.HeaderMatcher]:
-    """A mirrored HTTPRoute route's header matches: together, a Content-Length within ``limit``,
-    or none with no Transfer-Encoding and a bodyless method.
-
-    The first is "no Content-Length, or one Envoy reads as at most ``limit``": the range above the
-    bound inverted, with a missing header read as "" (in no range; without that, Envoy would
-    not match a missing header whatever the inversion). The second is "a Content-Length, or
-    no body announced": a value too large for Envoy's int64 passes the first (it is in no range),
-    so the second admits only as many significant digits as the bound has.
-    """
-    above = rc.HeaderMatcher(
-        name="content-length",
-        range_match=range_pb2.Int64Range(start=limit + 1, end=_INT64_MAX),
-        invert_match=True,
-        treat_missing_header_as_empty=True,
-    )
-    regex = rf"0*[0-9]{{1,{len(str(limit))}}}\|.*|\|\|({_BODYLESS_METHODS})"
-    facts = rc.HeaderMatcher(
-        name=BODY_HEADER, string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex))
-    )
-    return above, facts
 
 
 def _within(limit: int) -> rc.HeaderMatcher:
@@ -334,7 +328,8 @@ def _listener(listener: ir.HTTPListener, options: XdsOptions) -> listener_pb2.Li
             name=chain.name,
             filters=[
                 listener_components_pb2.Filter(
-                    name="envoy.filters.network.http_connection_manager", typed_config=_any(_manager(chain.name))
+                    name="envoy.filters.network.http_connection_manager",
+                    typed_config=_any(_manager(chain.name, options.mirror_body_limit)),
                 )
             ],
         )
@@ -350,7 +345,7 @@ def _listener(listener: ir.HTTPListener, options: XdsOptions) -> listener_pb2.Li
     return out
 
 
-def _manager(route_config: str) -> hcm.HttpConnectionManager:
+def _manager(route_config: str, mirror_body_limit: int) -> hcm.HttpConnectionManager:
     return hcm.HttpConnectionManager(
         stat_prefix=route_config,
         rds=hcm.Rds(config_source=_ads(), route_config_name=route_config),
@@ -363,7 +358,8 @@ def _manager(route_config: str) -> hcm.HttpConnectionManager:
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         # Always present, mirrors or not: adding a mirror must not change (and so drain) the listener.
         access_log=[_NOT_MIRRORED_COUNTER],
-        early_header_mutation_extensions=[_BODY_FACTS_MUTATION],
+        # Always present too, for the same reason.
+        early_header_mutation_extensions=[_body_verdict(mirror_body_limit)],
         # "host:PORT" with the listener's own port says nothing the listener does not know, and
         # kept, Envoy would copy it into redirects whose Location must carry the port the spec
         # computes (none for http:80 / https:443).
@@ -410,7 +406,6 @@ def _not_mirrored_counter() -> accesslog_pb2.AccessLog:
 
 
 _NOT_MIRRORED_COUNTER = _not_mirrored_counter()
-_BODY_FACTS_MUTATION = _body_facts()
 
 
 def _downstream_tls(chain: ir.FilterChain) -> tls_pb2.DownstreamTlsContext:
@@ -467,7 +462,8 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     """One IR route as Envoy routes: mirrored only when the body is known to fit the bound.
 
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
-    body with a method that carries none (:func:`_mirrorable`); a GRPCRoute's matches only the
+    body with a method that carries none (the verdict Envoy wrote, :func:`mirrorable_expression`);
+    a GRPCRoute's matches only the
     first, and a second mirrored route (``…/grpc``) takes the gRPC calls. Every other request
     falls through to the same route without mirrors, which Envoy counts by its name
     (:func:`_not_mirrored_counter`).
@@ -485,7 +481,7 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.
     out.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
     if route.kind != "GRPCRoute":
-        out.match.headers.extend(_mirrorable(mirror_body_limit))
+        out.match.headers.append(_MIRRORABLE)
         return [out, unmirrored]
     grpc = rc.Route()
     grpc.CopyFrom(out)
@@ -542,7 +538,7 @@ class RouteEncoder:
         self.buffered = _serialized(buffered)  # field 20
         # The mirrored route's own header matches (field 6), by kind.
         self.bound = {
-            "HTTPRoute": _serialized(rc.RouteMatch(headers=_mirrorable(mirror_body_limit))),
+            "HTTPRoute": _serialized(rc.RouteMatch(headers=[_MIRRORABLE])),
             "GRPCRoute": _serialized(rc.RouteMatch(headers=[_within(mirror_body_limit)])),
         }
         # A GRPCRoute's second mirrored route: its header matches.
@@ -593,7 +589,7 @@ class RouteEncoder:
             tagged, untagged = self._middle(route)
         if tagged is None:
             return self._built(route)
-        mirrored = [
+        out = [
             _route_field(
                 wire.delimited(1, low + headers + self.bound[route.kind] + query + high),
                 tagged,
@@ -603,7 +599,7 @@ class RouteEncoder:
             )
         ]
         if route.kind == "GRPCRoute":
-            mirrored.append(
+            out.append(
                 _route_field(
                     wire.delimited(1, low + headers + self.grpc + query + high),
                     tagged,
@@ -613,10 +609,12 @@ class RouteEncoder:
                 )
             )
         # untag_route takes off what tag_route added: the twin carries no tag.
-        unmirrored = _route_field(
-            wire.delimited(1, low + headers + query + high), untagged, _name(name + NOT_MIRRORED_SUFFIX), stat
+        out.append(
+            _route_field(
+                wire.delimited(1, low + headers + query + high), untagged, _name(name + NOT_MIRRORED_SUFFIX), stat
+            )
         )
-        return b"".join((*mirrored, unmirrored))
+        return b"".join(out)
 
     def _middle(self, route: ir.Route) -> tuple[bytes | None, bytes]:
         """Fields 2 to 13 of a route: the route action, the shadow tag (without its JSON) and
