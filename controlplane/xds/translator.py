@@ -462,11 +462,10 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     """One IR route as Envoy routes: mirrored only when the body is known to fit the bound.
 
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
-    body with a method that carries none (the verdict Envoy wrote, :func:`mirrorable_expression`);
-    a GRPCRoute's matches only the
-    first, and a second mirrored route (``…/grpc``) takes the gRPC calls. Every other request
-    falls through to the same route without mirrors, which Envoy counts by its name
-    (:func:`_not_mirrored_counter`).
+    body with a method that carries none (the verdict Envoy wrote, :func:`mirrorable_expression`).
+    A GRPCRoute's matches the Content-Length only, and a second mirrored route (``…/grpc``) takes
+    the gRPC calls. Every other request falls through to the same route without mirrors, which
+    Envoy counts by its name (:func:`_not_mirrored_counter`).
     """
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
