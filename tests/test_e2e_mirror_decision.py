@@ -3,13 +3,14 @@ mirrorplane does: a bound on mirrored bodies").
 
 A request is mirrored when its Content-Length is within the bound, or when it announces no body
 (no Content-Length, no Transfer-Encoding) with a method that carries none. How Envoy's routes
-express that has changed (three routes per rule, then two, the OR decided once per request
-before route selection, in a header Envoy writes); the decisions here must not, but for one the three routes got
-wrong: Envoy removes an HTTP/1.1 request's Transfer-Encoding before it selects the route, so
-their "no Transfer-Encoding" matched every chunked request, and a chunked GET of any size was
-mirrored. The verdict is made before that removal. Each case is sent as raw bytes, over
-HTTP/1.1 or HTTP/2 without TLS (h2c, prior knowledge), so that the client library adds and drops
-nothing. A request that goes to the unmirrored twin is counted by Envoy under the twin's name.
+express that has changed: three routes per rule, then two, the OR decided once per request
+before route selection, in a header Envoy writes. The decisions here must not, but for one that
+the three routes got wrong: Envoy removes an HTTP/1.1 request's Transfer-Encoding before it
+selects the route, so their "no Transfer-Encoding" matched every chunked request, and a chunked
+GET of any size was mirrored. The verdict is made before that removal. Each case is sent as raw
+bytes, over HTTP/1.1 or HTTP/2 without TLS (h2c, prior knowledge), so that the client library
+adds and drops nothing. A request that goes to the unmirrored twin is counted by Envoy under the
+twin's name.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ CASES: dict[str, tuple[bytes | tuple[str, Headers, bytes], bool]] = {
     "h2 POST no content-length": (("POST", [], b"abc"), False),
     "h2 POST no content-length, no body": (("POST", [], b""), False),
     "h2 POST no content-length, forging the body header": (("POST", [FORGED], b"abc"), False),
-    # '|' is a token character, and so allowed in a method.
+    # Methods that only look like a bodyless one ('|' is a token character).
     "h2 method GET|": (("GET|", [], b""), False),
     "h2 method |GET": (("|GET", [], b""), False),
     "h2 method ||GET": (("||GET", [], b""), False),
