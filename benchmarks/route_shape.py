@@ -27,8 +27,10 @@ from typing import Any
 import aiohttp
 import yaml
 from aiohttp import web
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.type.matcher.v3 import metadata_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2
+from envoy.type.v3 import range_pb2
 
 from controlplane.echo import build_app
 from controlplane.localenvoy import LocalEnvoy
@@ -38,7 +40,7 @@ from controlplane.serve import ControlPlane
 from controlplane.shadow.tagging import METADATA_KEY, RouteTag
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.resources import Resources
-from controlplane.xds.translator import XdsOptions
+from controlplane.xds.translator import BODY_HEADER, DEFAULT_MIRROR_BODY_LIMIT, XdsOptions
 
 from .change_latency import GATEWAY, RULES, http_routes
 from .push_latency import _until_served
@@ -102,12 +104,67 @@ def _keep(config: route_pb2.RouteConfiguration, keep: Callable[[route_pb2.Route]
 
 def _one_route_per_rule(config: route_pb2.RouteConfiguration) -> None:
     """Only the mirrored route, without its header matches: what a rule is without the body bound."""
-    _keep(config, lambda r: not r.name.endswith(("/no-body", "/not-mirrored", "/grpc")))
+    _keep(config, lambda r: not r.name.endswith(("/not-mirrored", "/grpc")))
     _each_route(config, lambda r: r.match.ClearField("headers"))
 
 
+_WITHIN = rc.HeaderMatcher(
+    name="content-length", range_match=range_pb2.Int64Range(start=0, end=DEFAULT_MIRROR_BODY_LIMIT + 1)
+)
+# The bodyless route's matches, as the translator wrote them before the body header.
+_BODYLESS = [
+    rc.HeaderMatcher(name="content-length", present_match=False),
+    rc.HeaderMatcher(name="transfer-encoding", present_match=False),
+    rc.HeaderMatcher(
+        name=":method",
+        string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="GET|HEAD|DELETE|OPTIONS|TRACE")),
+    ),
+]
+
+
+def _is_mirrored_http(r: rc.Route) -> bool:
+    return any(h.name == BODY_HEADER for h in r.match.headers)
+
+
+def _range_only(config: route_pb2.RouteConfiguration) -> None:
+    """Two routes per rule, the mirrored one matching only a Content-Length within the bound (it
+    mirrors less: no bodyless request)."""
+
+    def edit(r: rc.Route) -> None:
+        if _is_mirrored_http(r):
+            kept = [h for h in r.match.headers if h.name not in ("content-length", BODY_HEADER)]
+            del r.match.headers[:]
+            r.match.headers.extend([*kept, _WITHIN])
+
+    _each_route(config, edit)
+
+
+def _three_routes(config: route_pb2.RouteConfiguration) -> None:
+    """The shape before the body header: the Content-Length range, then a ``…/no-body`` twin
+    (no Content-Length, no Transfer-Encoding, a bodyless :method), then the unmirrored twin."""
+    for vh in config.virtual_hosts:
+        routes = list(vh.routes)
+        del vh.routes[:]
+        for r in routes:
+            vh.routes.append(r)
+            if not _is_mirrored_http(r):
+                continue
+            kept = [h for h in r.match.headers if h.name not in ("content-length", BODY_HEADER)]
+            mirrored = vh.routes[-1]
+            del mirrored.match.headers[:]
+            mirrored.match.headers.extend([*kept, _WITHIN])
+            bodyless = vh.routes.add()
+            bodyless.CopyFrom(mirrored)
+            bodyless.name += "/no-body"
+            bodyless.ClearField("request_body_buffer_limit")
+            del bodyless.match.headers[:]
+            bodyless.match.headers.extend([*kept, *_BODYLESS])
+
+
 def _method_exact(config: route_pb2.RouteConfiguration) -> None:
-    """The :method regex replaced by an exact match on GET (a diagnostic: it mirrors less)."""
+    """Three routes per rule, the :method regex replaced by an exact match on GET (a diagnostic:
+    it mirrors less)."""
+    _three_routes(config)
 
     def edit(r: route_pb2.Route) -> None:
         for h in r.match.headers:
@@ -118,17 +175,12 @@ def _method_exact(config: route_pb2.RouteConfiguration) -> None:
     _each_route(config, edit)
 
 
-def _no_bodyless_twin(config: route_pb2.RouteConfiguration) -> None:
-    """Two routes per rule: the content-length range and the not-mirrored twin (no :method regex)."""
-    _keep(config, lambda r: not r.name.endswith("/no-body"))
-
-
 def _mirrorable_by_metadata(config: route_pb2.RouteConfiguration) -> None:
     """Two routes per rule, with the body bound decided once per request by a listener filter
     (not adopted; docs/performance.md): the mirrored route matches dynamic metadata that filter
     would set (``mirrorplane.mirrorable``) instead of its Content-Length range, and no bodyless
     twin. Only the route table is pushed: the filter itself would be in the listener."""
-    _no_bodyless_twin(config)
+    _range_only(config)
     mirrorable = metadata_pb2.MetadataMatcher(
         filter="mirrorplane", path=[metadata_pb2.MetadataMatcher.PathSegment(key="mirrorable")]
     )
@@ -146,6 +198,7 @@ def _mirrorable_by_metadata(config: route_pb2.RouteConfiguration) -> None:
 
 def _no_method_regex(config: route_pb2.RouteConfiguration) -> None:
     """Three routes per rule, but the bodyless twin without its :method regex matcher."""
+    _three_routes(config)
 
     def edit(r: route_pb2.Route) -> None:
         kept = [h for h in r.match.headers if h.name != ":method"]
@@ -165,15 +218,16 @@ def _bare(config: route_pb2.RouteConfiguration) -> None:
 
 VARIANTS: dict[str, Transform | None] = {
     "as translated": lambda c: None,
+    "before: three routes per rule (…/no-body)": _three_routes,
     "before: the JSON tag in routes": None,  # made from the live tag table (_json_tag)
     "before: a stat_prefix per unmirrored route": _per_route_stat_prefix,
     "one stat_prefix shared by all": _shared_stat_prefix,
     "without metadata": _no_metadata,
     "without request_body_buffer_limit": _no_body_limit,
     "without mirror policies": _no_mirror,
-    "without the :method regex": _no_method_regex,
-    "the :method regex as an exact GET": _method_exact,
-    "2 routes/rule (no bodyless twin)": _no_bodyless_twin,
+    "three routes, without the :method regex": _no_method_regex,
+    "three routes, the :method regex as an exact GET": _method_exact,
+    "2 routes/rule, the content-length range only": _range_only,
     "2 routes/rule, mirrorable as dynamic metadata": _mirrorable_by_metadata,
     "1 route/rule (mirrored, no headers)": _one_route_per_rule,
     "1 bare route/rule": _bare,

@@ -132,9 +132,9 @@ async def mirror_policies(envoy: LocalEnvoy) -> list[dict[str, Any]]:
         for rc in cfg.get("dynamic_route_configs", []):
             for vh in rc.get("route_config", {}).get("virtual_hosts", []):
                 for r in vh.get("routes", []):
-                    # Each mirrored route has a twin for bodyless requests with the same policies
-                    # (docs/mirroring.md): count them once.
-                    if not r.get("name", "").endswith("/no-body"):
+                    # A GRPCRoute's mirrored route has a twin for gRPC calls with the same
+                    # policies (docs/grpc.md): count them once.
+                    if not r.get("name", "").endswith("/grpc"):
                         found += r.get("route", {}).get("request_mirror_policies", [])
     return found
 

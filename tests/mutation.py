@@ -128,6 +128,24 @@ MUTATIONS = (
         "    (\n        mutation_rules_pb2.HeaderMutation(remove=name)",
         (GOLDEN, "tests/test_e2e_mirror_policy.py"),
     ),
+    Mutation(
+        "body-verdict-not-cleared",
+        "a verdict the client forged survives a request for which Envoy's expression writes none",
+        XDS,
+        "            mutation_rules_pb2.HeaderMutation(remove=BODY_HEADER),\n",
+        "",
+        ("tests/test_e2e_mirror_decision.py::test_a_content_length_beyond_int64_is_not_mirrored",),
+    ),
+    Mutation(
+        "body-header-upstream",
+        "the body header Envoy writes for route selection reaches the primary and the mirror",
+        XDS,
+        "        request_headers_to_remove=[BODY_HEADER],\n",
+        "",
+        (
+            "tests/test_e2e_mirror_decision.py::test_neither_backend_sees_the_body_header_and_the_client_answer_is_unchanged",
+        ),
+    ),
 )
 
 

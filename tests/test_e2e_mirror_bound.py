@@ -191,9 +191,14 @@ def test_translate_and_metrics_show_the_bound_and_a_bad_one_is_rejected(capsys: 
     (mirror_cluster,) = [c for c in out["clusters"] if c["name"].startswith("mirror/")]
     assert mirror_cluster["per_connection_buffer_limit_bytes"] == 8 * MiB + 64 * 1024
     routes = out["routes"][0]["virtual_hosts"][0]["routes"]
-    assert [r["name"] for r in routes] == [ROUTE, f"{ROUTE}/no-body", f"{ROUTE}/not-mirrored"]
-    assert routes[0]["match"]["headers"] == [{"name": "content-length", "range_match": {"end": str(8 * MiB + 1)}}]
-    assert "request_mirror_policies" not in routes[2]["route"]
+    assert [r["name"] for r in routes] == [ROUTE, f"{ROUTE}/not-mirrored"]
+    # The mirrored route matches the verdict each listener writes, with the bound in it.
+    assert routes[0]["match"]["headers"] == [{"name": "x-mirrorplane-body", "string_match": {"exact": "true"}}]
+    (listener,) = out["listeners"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (verdict,) = manager["early_header_mutation_extensions"][0]["typed_config"]["mutations"][1:]
+    assert f"<= {8 * MiB} :" in verdict["append"]["header"]["value"]
+    assert "request_mirror_policies" not in routes[1]["route"]
 
     metrics = Metrics(NodeRegistry(), SnapshotCache(), mirror_body_limit=8 * MiB).render().decode()
     assert "\nmirrorplane_mirror_body_limit_bytes 8.388608e+06\n" in metrics

@@ -159,13 +159,13 @@ def test_a_malformed_tag_is_counted_not_raised() -> None:
 
 
 def test_a_primary_without_its_own_tag_is_paired_by_its_routes_tag_in_the_table() -> None:
-    """What Envoy sends by default: the route's name, no tag. Both mirrored routes of a rule (the
-    bodyless twin is named after it plus a segment) find the rule's tag."""
+    """What Envoy sends by default: the route's name, no tag. Both mirrored routes of a GRPCRoute
+    rule (the twin for gRPC calls is named after it plus a segment) find the rule's tag."""
     table = {"r": RouteTag.decode(TAG_TEXT)}
     c, _ = hub()
     c.set_tags({GW: table})
     twin = entry("b", primary=True, tag="")
-    twin.common_properties.route_name = "r/no-body"
+    twin.common_properties.route_name = "r/grpc"
     for e in (entry("a", primary=True, tag=""), entry("a", primary=False), twin, entry("b", primary=False)):
         c.add_entry(GW, e)
     assert results(c) == {"same": 2} and len(c.pairer) == 0

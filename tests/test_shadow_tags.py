@@ -100,8 +100,8 @@ def test_an_unchanged_gateway_hands_out_the_same_table() -> None:
 
 def test_every_route_envoy_samples_for_the_log_has_a_tag_by_its_name() -> None:
     """The receiver looks an entry's route name up, or the name without its last segment (a
-    rule's twins, ``…/no-body`` and ``…/grpc``): every route that carries the threshold must be
-    found so, and no route carries the JSON tag unless asked."""
+    GRPCRoute rule's twin, ``…/grpc``): every route that carries the threshold must be found so,
+    and no route carries the JSON tag unless asked."""
     docs = objects(10)
     controller = Controller(SnapshotCache())
     published = Published(controller)
@@ -117,7 +117,7 @@ def test_every_route_envoy_samples_for_the_log_has_a_tag_by_its_name() -> None:
             for r in vh.routes
             if METADATA_KEY in r.metadata.filter_metadata
         ]
-        assert len(sampled) == 2 * len(table)
+        assert len(sampled) == len(table)  # HTTPRoutes: one mirrored route per rule
         for r in sampled:
             meta = r.metadata.filter_metadata[METADATA_KEY]
             tag = table.get(r.name) or table.get(r.name.rpartition("/")[0])

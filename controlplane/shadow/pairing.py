@@ -73,7 +73,7 @@ def _sampling(tag: RouteTag, request_id: str) -> set[str]:
 
 
 def _lookup(table: Mapping[str, RouteTag], route: str) -> RouteTag | None:
-    # A rule's twin routes (…/match/N/no-body, …/grpc) are named after it plus one segment.
+    # A GRPCRoute rule's twin route (…/match/N/grpc) is named after it plus one segment.
     return table.get(route) or table.get(route.rpartition("/")[0])
 
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, extension_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -25,6 +25,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as early_mutation_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
@@ -64,16 +65,57 @@ DEFAULT_MIRROR_BODY_LIMIT = 1024 * 1024
 MAX_MIRROR_BODY_LIMIT = 1024 * 1024 * 1024
 # Room for the request head beside the body in those buffers (Envoy's default header limit is 60 KiB).
 _MIRROR_HEAD_ROOM = 64 * 1024
-# Requests that carry no body: an HTTP/1.1 request without Content-Length or Transfer-Encoding
-# has none, but an HTTP/2 one may stream any amount, so only methods that carry none qualify.
-_BODYLESS = (
-    rc.HeaderMatcher(name="content-length", present_match=False),
-    rc.HeaderMatcher(name="transfer-encoding", present_match=False),
-    rc.HeaderMatcher(
-        name=":method",
-        string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="GET|HEAD|DELETE|OPTIONS|TRACE")),
-    ),
-)
+# The body bound is an OR: a request is mirrored when its Content-Length is within the bound, or
+# when it announces no body (no Content-Length, no Transfer-Encoding: an HTTP/1.1 request without
+# either has none, but an HTTP/2 one may stream any amount, so only methods that carry none
+# qualify). An Envoy route's header matches are ANDed, which used to take two mirrored routes per
+# rule (…/match/N and …/match/N/no-body, each with header matches Envoy compiles per route).
+# Instead each listener's connection manager decides once per request, before it selects the
+# route, and writes the verdict into a header the mirrored route matches exactly
+# (docs/mirroring.md; Envoy applies the table in about half the time, docs/performance.md).
+BODY_HEADER = "x-mirrorplane-body"
+"""Written by Envoy for each request before route selection ("true" when the body may be
+mirrored; a client's value never survives), and removed before the request goes upstream, to the
+backend or the mirror (RouteConfiguration ``request_headers_to_remove``)."""
+_BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")
+_MIRRORABLE = rc.HeaderMatcher(name=BODY_HEADER, string_match=string_pb2.StringMatcher(exact="true"))
+
+
+def mirrorable_expression(limit: int) -> str:
+    """The CEL expression Envoy evaluates per request: true when the body may be mirrored.
+
+    A Content-Length CEL cannot read as an int (beyond int64) is an error: the header is then not
+    written, and the request is not mirrored. Envoy removes an HTTP/1.1 request's
+    Transfer-Encoding before it selects the route, but after this runs.
+    """
+    methods = ", ".join(f"'{m}'" for m in _BODYLESS_METHODS)
+    return (
+        f"'content-length' in request.headers ? int(request.headers['content-length']) <= {limit}"
+        f" : !('transfer-encoding' in request.headers) && request.method in [{methods}]"
+    )
+
+
+def _body_verdict(limit: int) -> extension_pb2.TypedExtensionConfig:
+    """The early header mutation that writes BODY_HEADER: removed first, so that a client's value
+    cannot survive an expression that writes nothing."""
+    verdict = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=BODY_HEADER, value=f"%CEL({mirrorable_expression(limit)})%"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+    mutation = early_mutation_pb2.HeaderMutation(
+        mutations=[
+            mutation_rules_pb2.HeaderMutation(remove=BODY_HEADER),
+            mutation_rules_pb2.HeaderMutation(append=verdict),
+        ]
+    )
+    return extension_pb2.TypedExtensionConfig(
+        name="envoy.http.early_header_mutation.header_mutation", typed_config=_any(mutation)
+    )
+
+
+def _within(limit: int) -> rc.HeaderMatcher:
+    """A Content-Length within the bound: a GRPCRoute's first mirrored route (the other one takes gRPC calls)."""
+    return rc.HeaderMatcher(name="content-length", range_match=range_pb2.Int64Range(start=0, end=limit + 1))
 
 
 # A gRPC call never announces its size: it is an HTTP/2 POST without content-length. Matching
@@ -286,7 +328,8 @@ def _listener(listener: ir.HTTPListener, options: XdsOptions) -> listener_pb2.Li
             name=chain.name,
             filters=[
                 listener_components_pb2.Filter(
-                    name="envoy.filters.network.http_connection_manager", typed_config=_any(_manager(chain.name))
+                    name="envoy.filters.network.http_connection_manager",
+                    typed_config=_any(_manager(chain.name, options.mirror_body_limit)),
                 )
             ],
         )
@@ -302,7 +345,7 @@ def _listener(listener: ir.HTTPListener, options: XdsOptions) -> listener_pb2.Li
     return out
 
 
-def _manager(route_config: str) -> hcm.HttpConnectionManager:
+def _manager(route_config: str, mirror_body_limit: int) -> hcm.HttpConnectionManager:
     return hcm.HttpConnectionManager(
         stat_prefix=route_config,
         rds=hcm.Rds(config_source=_ads(), route_config_name=route_config),
@@ -315,6 +358,8 @@ def _manager(route_config: str) -> hcm.HttpConnectionManager:
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         # Always present, mirrors or not: adding a mirror must not change (and so drain) the listener.
         access_log=[_NOT_MIRRORED_COUNTER],
+        # Always present too, for the same reason.
+        early_header_mutation_extensions=[_body_verdict(mirror_body_limit)],
         # "host:PORT" with the listener's own port says nothing the listener does not know, and
         # kept, Envoy would copy it into redirects whose Location must carry the port the spec
         # computes (none for http:80 / https:443).
@@ -401,6 +446,9 @@ def _route_configuration_tail(chain: ir.FilterChain) -> route_pb2.RouteConfigura
         # Gateway API matches hostnames without the port ("very.specific.com:1234") while the
         # backend still sees the Host header the client sent.
         ignore_port_in_host_matching=True,
+        # Envoy's own, for route selection: neither the backend nor the mirror sees it (the
+        # shadow copies the headers after the router has applied this).
+        request_headers_to_remove=[BODY_HEADER],
     )
     if chain.misdirected:
         misdirected = out.virtual_hosts.add(name=f"{chain.name}/misdirected", domains=list(chain.misdirected))
@@ -414,32 +462,32 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     """One IR route as Envoy routes: mirrored only when the body is known to fit the bound.
 
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
-    body (HTTP/1.1: neither Content-Length nor Transfer-Encoding) with a method that carries
-    none, or (GRPCRoute only) a gRPC call; every other request falls through to the same route
-    without mirrors, which Envoy counts by its name (:func:`_not_mirrored_counter`).
+    body with a method that carries none (the verdict Envoy wrote, :func:`mirrorable_expression`).
+    A GRPCRoute's matches the Content-Length only, and a second mirrored route (``…/grpc``) takes
+    the gRPC calls. Every other request falls through to the same route without mirrors, which
+    Envoy counts by its name (:func:`_not_mirrored_counter`).
     """
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
         return [out]
     tag_route(route, out, json_tags)  # shadow testing compares its legs (accesslog.py)
-    bodyless, unmirrored = rc.Route(), rc.Route()
-    bodyless.CopyFrom(out)
-    if route.kind == "GRPCRoute":
-        bodyless.name += "/grpc"
-        bodyless.match.headers.append(_GRPC_CALL)
-        bodyless.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
-    else:
-        bodyless.name += "/no-body"
-        bodyless.match.headers.extend(_BODYLESS)
+    unmirrored = rc.Route()
     unmirrored.CopyFrom(out)
     unmirrored.name += NOT_MIRRORED_SUFFIX
     del unmirrored.route.request_mirror_policies[:]
     untag_route(unmirrored)
-    out.match.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
     # The mirror's copy is buffered under this per-request limit while its connection is not
     # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.
     out.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
-    return [out, bodyless, unmirrored]
+    if route.kind != "GRPCRoute":
+        out.match.headers.append(_MIRRORABLE)
+        return [out, unmirrored]
+    grpc = rc.Route()
+    grpc.CopyFrom(out)
+    grpc.name += "/grpc"
+    grpc.match.headers.append(_GRPC_CALL)
+    out.match.headers.append(_within(mirror_body_limit))
+    return [out, grpc, unmirrored]
 
 
 # --- routes as bytes ---------------------------------------------------------------------------
@@ -484,17 +532,16 @@ class RouteEncoder:
         self.limit = mirror_body_limit
         self.json_tags = json_tags  # XdsOptions.shadow_tags_in_routes
         self.built = 0
-        bound = rc.RouteMatch()
-        bound.headers.add(name="content-length", range_match=range_pb2.Int64Range(start=0, end=mirror_body_limit + 1))
-        self.bound = _serialized(bound)  # the mirrored route's own header match (field 6)
         buffered = rc.Route()
         buffered.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
         self.buffered = _serialized(buffered)  # field 20
-        # The second mirrored route of each kind: its suffix, its header matches, its field 20.
-        self.second = {
-            "HTTPRoute": ("/no-body", _serialized(rc.RouteMatch(headers=_BODYLESS)), b""),
-            "GRPCRoute": ("/grpc", _serialized(rc.RouteMatch(headers=[_GRPC_CALL])), self.buffered),
+        # The mirrored route's own header matches (field 6), by kind.
+        self.bound = {
+            "HTTPRoute": _serialized(rc.RouteMatch(headers=[_MIRRORABLE])),
+            "GRPCRoute": _serialized(rc.RouteMatch(headers=[_within(mirror_body_limit)])),
         }
+        # A GRPCRoute's second mirrored route: its header matches.
+        self.grpc = _serialized(rc.RouteMatch(headers=[_GRPC_CALL]))
         self._actions: dict[tuple[object, ...], tuple[bytes, bytes, bytes | None]] = {}
         self._changes: dict[tuple[object, ...], bytes] = {}
         self._matches: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
@@ -541,29 +588,32 @@ class RouteEncoder:
             tagged, untagged = self._middle(route)
         if tagged is None:
             return self._built(route)
-        suffix, second, second_buffer = self.second[route.kind]
-        return b"".join(
-            (
+        out = [
+            _route_field(
+                wire.delimited(1, low + headers + self.bound[route.kind] + query + high),
+                tagged,
+                _name(name),
+                stat,
+                self.buffered,
+            )
+        ]
+        if route.kind == "GRPCRoute":
+            out.append(
                 _route_field(
-                    wire.delimited(1, low + headers + self.bound + query + high),
+                    wire.delimited(1, low + headers + self.grpc + query + high),
                     tagged,
-                    _name(name),
+                    _name(name + "/grpc"),
                     stat,
                     self.buffered,
-                ),
-                _route_field(
-                    wire.delimited(1, low + headers + second + query + high),
-                    tagged,
-                    _name(name + suffix),
-                    stat,
-                    second_buffer,
-                ),
-                # untag_route takes off what tag_route added: the twin carries no tag.
-                _route_field(
-                    wire.delimited(1, low + headers + query + high), untagged, _name(name + NOT_MIRRORED_SUFFIX), stat
-                ),
+                )
+            )
+        # untag_route takes off what tag_route added: the twin carries no tag.
+        out.append(
+            _route_field(
+                wire.delimited(1, low + headers + query + high), untagged, _name(name + NOT_MIRRORED_SUFFIX), stat
             )
         )
+        return b"".join(out)
 
     def _middle(self, route: ir.Route) -> tuple[bytes | None, bytes]:
         """Fields 2 to 13 of a route: the route action, the shadow tag (without its JSON) and
