@@ -18,11 +18,11 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_schema import conformance_files, fixture_objects
-from test_schema_projection import routes
 
 from controlplane.gatewayapi import schema
 from controlplane.providers.files import FileProvider
+from test_schema import conformance_files, fixture_objects
+from test_schema_projection import routes
 
 
 def _outcome(body: dict[str, Any]) -> tuple[str, str]:
