@@ -434,12 +434,7 @@ def _fast_check(schema: dict[str, Any], node: _Node | None = None) -> Check:
 
         checks.append(formatted)
     if "properties" in schema or "additionalProperties" in schema:
-        props = _field_checks(schema, node)
-        extra = (
-            _fast_check(schema["additionalProperties"], node and node.additional)
-            if "additionalProperties" in schema
-            else None
-        )
+        props, extra = _field_checks(schema, node)
 
         def fields(v: Any) -> bool:
             if not isinstance(v, dict):
@@ -522,12 +517,7 @@ def _typed_check(schema: dict[str, Any], node: _Node | None = None) -> Check | N
     if kind == "object":
         required = schema.get("required", ())
         fewest, most = schema.get("minProperties", 0), schema.get("maxProperties")
-        props = _field_checks(schema, node)
-        extra = (
-            _fast_check(schema["additionalProperties"], node and node.additional)
-            if "additionalProperties" in schema
-            else None
-        )
+        props, extra = _field_checks(schema, node)
 
         def mapping(v: Any) -> bool:
             if not isinstance(v, dict):
@@ -559,9 +549,13 @@ def _typed_check(schema: dict[str, Any], node: _Node | None = None) -> Check | N
     return array
 
 
-def _field_checks(schema: dict[str, Any], node: _Node | None) -> dict[str, Check]:
+def _field_checks(schema: dict[str, Any], node: _Node | None) -> tuple[dict[str, Check], Check | None]:
+    """An object node's checks of its properties, and of its other fields (None: any)."""
     subs = node.properties if node is not None else {}
-    return {k: _field_check(_fast_check(v, subs.get(k)), subs.get(k)) for k, v in schema.get("properties", {}).items()}
+    props = {k: _field_check(_fast_check(v, subs.get(k)), subs.get(k)) for k, v in schema.get("properties", {}).items()}
+    if "additionalProperties" not in schema:
+        return props, None
+    return props, _fast_check(schema["additionalProperties"], node and node.additional)
 
 
 def _field_check(check: Check, node: _Node | None) -> Check:
@@ -1436,9 +1430,10 @@ class Memo:
     file's objects sees anything else (transition rules are left out on create). So a field
     value seen before in an object found valid, decoded to the same value, has none; the same
     ``backendRefs``, ``filters`` and ``parentRefs`` repeat over the rules and routes of most
-    configurations. :func:`validate` given a Memo takes such a value's decoded copy from it
-    (shared between the objects: they are read only, as the store's always are) and skips the
-    checks below it, each of which would have passed. An object with any problem adds nothing,
+    configurations. :func:`validate` within ``remembering()`` takes such a value's decoded
+    copy from the Memo (shared between the objects: they are read only, as the store's always
+    are) and skips every check at and below it (the fast check, list types, CEL), each of which
+    would pass; the rules above it see it as before. An object with any problem adds nothing,
     so an error in a repeated field is found, and worded with its path, wherever it is.
 
     A value is known by ``marshal``'s bytes of it (version 2, without back-references): equal
