@@ -142,18 +142,20 @@ def test_the_memo_is_bounded_and_stops_looking_up_fields_that_never_repeat() -> 
 
 
 def test_a_load_shares_repeated_fields_between_its_objects(tmp_path: Path) -> None:
-    """The file provider reads a file within ``remembering()``; its errors are the ones of a
-    read without it (the first route's filter is repeated, broken, in the second)."""
+    """The file provider reads a folder within ``remembering()``; its errors are the ones of a
+    read without it (the first route's filter is repeated, broken, in the third)."""
     routes_ = [
         _route([{"filters": _mirror(8080)}, {"filters": _mirror(8080)}], "a"),
         _route([{"filters": _mirror(8080)}], "b"),
         _route([{"filters": _mirror(0)}, {"filters": _mirror(8080)}], "c"),
     ]
     (tmp_path / "routes.yaml").write_text(yaml.safe_dump_all(routes_))
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump(_route([{"filters": _mirror(8080)}], "d")))
     provider = FileProvider(tmp_path, helper=False)
     store = provider.load()
-    a, b = (store.httproutes[("default", n)] for n in ("a", "b"))
+    a, b, d = (store.httproutes[("default", n)] for n in ("a", "b", "d"))
     assert a.spec["rules"][0]["filters"] is b.spec["rules"][0]["filters"]
+    assert a.spec["rules"][0]["filters"] is d.spec["rules"][0]["filters"]  # one Memo for the folder
     (error,) = provider.errors[tmp_path / "routes.yaml"]
     assert error.object == "HTTPRoute default/c"
     assert "spec.rules[0].filters[0].requestMirror.backendRef.port" in error.message

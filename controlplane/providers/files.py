@@ -121,7 +121,7 @@ def _update(
     try:
         chunks = yamlread.chunks(text, limits)
         budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
-        with schema.remembering():  # the fields this read's objects repeat, validated once
+        with schema.remembering():  # the fields this read's objects repeat (the load's Memo if any)
             for position, c in enumerate(chunks):
                 chunk = parsed.get(c.digest) or known.get(c.digest)
                 if chunk is None and take is not None:
@@ -267,7 +267,7 @@ class FileProvider:
         The cyclic garbage collector is paused meanwhile: parsing and validating allocate
         hundreds of thousands of short-lived acyclic objects, and its scans over them cost more
         than the work itself (the 5,000-route figure in docs/loading.md halves)."""
-        with paused_gc():
+        with paused_gc(), schema.remembering():  # the fields the files' objects repeat, validated once
             return self._load(paths)
 
     def _load(self, paths: Iterable[Path] | None) -> Store:
