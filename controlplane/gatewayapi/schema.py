@@ -1520,17 +1520,12 @@ _state = _State()
 
 @contextlib.contextmanager
 def remembering() -> Iterator[Memo]:
-    """Within this block, this thread's validations share a :class:`Memo` (a load's objects):
-    the enclosing block's, if this one is within another (a folder's load of each file)."""
-    outer = _state.memo
-    if outer is not None:
-        yield outer
-        return
-    _state.memo = memo = Memo()
+    """Within this block, this thread's validations share a :class:`Memo` (a load's objects)."""
+    outer, _state.memo = _state.memo, Memo()
     try:
-        yield memo
+        yield _state.memo
     finally:
-        _state.memo = None
+        _state.memo = outer
 
 
 def validate(body: dict[str, Any]) -> dict[str, Any]:

@@ -101,7 +101,8 @@ def parse_text(
     previous version, and a file that does not parse at all keeps all of them.
     """
     state = _FileState(objects=dict(previous or {}))
-    _update(state, text, source, limits)
+    with schema.remembering():  # the fields the file's objects repeat, validated once
+        _update(state, text, source, limits)
     return state.objects, state.errors
 
 
@@ -121,21 +122,20 @@ def _update(
     try:
         chunks = yamlread.chunks(text, limits)
         budget = limits.max_nodes  # what the file's nodes may still come to, repeated chunks included
-        with schema.remembering():  # the fields this read's objects repeat (the load's Memo if any)
-            for position, c in enumerate(chunks):
-                chunk = parsed.get(c.digest) or known.get(c.digest)
-                if chunk is None and take is not None:
-                    chunk = _from_helper(take(position), source)
-                if chunk is None:
-                    # Validated as soon as built, so that the file's parsed YAML never exists whole
-                    # next to its validated copy (peak memory).
-                    nodes, docs = yamlread.load(c, text, limits, budget)
-                    chunk = _Chunk(nodes, tuple(_parse_document(doc, index + i, source) for i, doc in enumerate(docs)))
-                elif chunk.nodes > budget:
-                    raise yamlread.RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
-                budget -= chunk.nodes
-                parsed[c.digest] = chunk
-                index += len(chunk.documents)
+        for position, c in enumerate(chunks):
+            chunk = parsed.get(c.digest) or known.get(c.digest)
+            if chunk is None and take is not None:
+                chunk = _from_helper(take(position), source)
+            if chunk is None:
+                # Validated as soon as built, so that the file's parsed YAML never exists whole
+                # next to its validated copy (peak memory).
+                nodes, docs = yamlread.load(c, text, limits, budget)
+                chunk = _Chunk(nodes, tuple(_parse_document(doc, index + i, source) for i, doc in enumerate(docs)))
+            elif chunk.nodes > budget:
+                raise yamlread.RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
+            budget -= chunk.nodes
+            parsed[c.digest] = chunk
+            index += len(chunk.documents)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
