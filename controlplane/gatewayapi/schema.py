@@ -38,11 +38,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import importlib.resources
 import ipaddress
 import json
+import marshal
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -158,11 +161,14 @@ class _Node:
     # unknown fields fail decoding), so that the walk need not copy it.
     cel_same: bool = False
     defaults: tuple[tuple[str, _Node], ...] = ()  # the properties with a default
+    memo: bool = False  # an object or array field: a load's Memo may take its value whole
 
 
 def _compile_node(schema: dict[str, Any], strict: bool) -> _Node:
     node = _Node(type=schema.get("type"), default=schema.get("default", _MISSING))
     node.properties = {k: _compile_node(v, strict) for k, v in schema.get("properties", {}).items()}
+    for sub in node.properties.values():
+        sub.memo = sub.type in ("object", "array")
     if "items" in schema:
         node.items = _compile_node(schema["items"], strict)
     if isinstance(schema.get("additionalProperties"), dict):
@@ -235,6 +241,8 @@ def _decode_object(value: dict[str, Any], node: _Node, path: Path, unknown: list
                 out[key] = _copy(child)
         elif type(child) in _SCALARS:  # most fields: a leaf is decoded to itself, without a call
             out[key] = child
+        elif sub.memo and (call := _state.call) is not None and (type(child) is dict or type(child) is list):
+            out[key] = call.decode(child, sub, (*path, key), unknown)
         elif type(child) is dict and sub.decode_below:
             out[key] = _decode_object(child, sub, (*path, key), unknown)
         elif child is not None:  # a null is dropped (no CRD field is nullable); a default may refill it
@@ -367,17 +375,19 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b  # enum: true is not 1
 
 
-def _fast_check(schema: dict[str, Any]) -> Check:
+def _fast_check(schema: dict[str, Any], node: _Node | None = None) -> Check:
     """One schema node as a function that only says valid or not.
 
     The closures mirror the node tree, so a kind costs a few thousand small functions (fast and
     small, where a generated-code validator such as fastjsonschema took ~30 MB for the
     HTTPRoute and Gateway CRDs). Each check is at least as strict as jsonschema's draft 4 one;
-    an unknown keyword raises KeyError, and the kind then has no fast path.
+    an unknown keyword raises KeyError, and the kind then has no fast path. ``node`` is the same
+    place in the compiled tree (none under allOf, anyOf, oneOf, not): a field's check then
+    passes a value a load's Memo vouches for (``_field_check``).
     """
     if not schema.keys() <= _FAST_KEYWORDS:
         raise KeyError(sorted(schema.keys() - _FAST_KEYWORDS))
-    typed = _typed_check(schema)
+    typed = _typed_check(schema, node)
     if typed is not None:
         return typed
     checks: list[Check] = []
@@ -424,8 +434,7 @@ def _fast_check(schema: dict[str, Any]) -> Check:
 
         checks.append(formatted)
     if "properties" in schema or "additionalProperties" in schema:
-        props = {k: _fast_check(v) for k, v in schema.get("properties", {}).items()}
-        extra = _fast_check(schema["additionalProperties"]) if "additionalProperties" in schema else None
+        props, extra = _field_checks(schema, node)
 
         def fields(v: Any) -> bool:
             if not isinstance(v, dict):
@@ -438,7 +447,7 @@ def _fast_check(schema: dict[str, Any]) -> Check:
 
         checks.append(fields)
     if "items" in schema:
-        item = _fast_check(schema["items"])
+        item = _fast_check(schema["items"], node and node.items)
         checks.append(lambda v: not isinstance(v, list) or all(map(item, v)))
     if "allOf" in schema:
         parts = [_fast_check(x) for x in schema["allOf"]]
@@ -464,7 +473,7 @@ _TYPED_KEYWORDS = {
 }
 
 
-def _typed_check(schema: dict[str, Any]) -> Check | None:
+def _typed_check(schema: dict[str, Any], node: _Node | None = None) -> Check | None:
     """The commonest nodes (a string, an integer, an object, an array) as one closure each.
 
     ``_fast_check``'s general form chains a closure per keyword, each testing the value's type
@@ -508,8 +517,7 @@ def _typed_check(schema: dict[str, Any]) -> Check | None:
     if kind == "object":
         required = schema.get("required", ())
         fewest, most = schema.get("minProperties", 0), schema.get("maxProperties")
-        props = {k: _fast_check(v) for k, v in schema.get("properties", {}).items()}
-        extra = _fast_check(schema["additionalProperties"]) if "additionalProperties" in schema else None
+        props, extra = _field_checks(schema, node)
 
         def mapping(v: Any) -> bool:
             if not isinstance(v, dict):
@@ -527,7 +535,7 @@ def _typed_check(schema: dict[str, Any]) -> Check | None:
             return True
 
         return mapping
-    item = _fast_check(schema["items"]) if "items" in schema else None
+    item = _fast_check(schema["items"], node and node.items) if "items" in schema else None
     fewest, most = schema.get("minItems", 0), schema.get("maxItems")
 
     def array(v: Any) -> bool:
@@ -539,6 +547,30 @@ def _typed_check(schema: dict[str, Any]) -> Check | None:
         return item is None or all(map(item, v))
 
     return array
+
+
+def _field_checks(schema: dict[str, Any], node: _Node | None) -> tuple[dict[str, Check], Check | None]:
+    """An object node's checks of its properties, and of its other fields (None: any)."""
+    subs = node.properties if node is not None else {}
+    props = {k: _field_check(_fast_check(v, subs.get(k)), subs.get(k)) for k, v in schema.get("properties", {}).items()}
+    if "additionalProperties" not in schema:
+        return props, None
+    return props, _fast_check(schema["additionalProperties"], node and node.additional)
+
+
+def _field_check(check: Check, node: _Node | None) -> Check:
+    """``check``, or for a field a load's Memo may take whole: true at once for the value the
+    Memo gave (``_Call.trusted``), which passed this same check in an object found valid."""
+    if node is None or not node.memo:
+        return check
+
+    def vouched_or(v: Any) -> bool:
+        call = _state.call
+        if call is not None and call.vouches(v, node):
+            return True
+        return check(v)
+
+    return vouched_or
 
 
 def _every(checks: list[Check]) -> Check:
@@ -558,7 +590,7 @@ def _every(checks: list[Check]) -> Check:
     return every
 
 
-def _fast_validator(schema: dict[str, Any]) -> Check | None:
+def _fast_validator(schema: dict[str, Any], root: _Node) -> Check | None:
     """A check that only says valid or not, ~20x faster than jsonschema's validator.
 
     It never words an error: anything it rejects goes through jsonschema, whose errors are
@@ -566,7 +598,7 @@ def _fast_validator(schema: dict[str, Any]) -> Check | None:
     costs the slow path, never a wrong answer. None when the schema uses a keyword it lacks.
     """
     try:
-        return _fast_check(schema)
+        return _fast_check(schema, root)
     except KeyError:
         return None
 
@@ -681,6 +713,8 @@ def _add_list_type_problems(value: Any, node: _Node, path: Path, found: list[_Pr
         for key, child in value.items():
             sub = properties.get(key) or additional
             if sub is not None and sub.lists_below and child is not None:
+                if sub.memo and (call := _state.call) is not None and call.vouches(child, sub):
+                    continue
                 _add_list_type_problems(child, sub, (*path, key), found)
     elif isinstance(value, list):
         if node.list_type in ("set", "map"):
@@ -1132,6 +1166,9 @@ def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) ->
     """
     if value is None or not node.cel_visit:
         return value
+    call = _state.call if node.memo else None
+    if call is not None and (vouched := call.trusted.get(id(value))) is not None and vouched[0] is node:
+        return vouched[1]
     start = len(problems)
     seen: Any = value
     if node.cel_same:  # only the rules below to evaluate; CEL sees the value itself
@@ -1155,6 +1192,8 @@ def _cel_check(value: Any, node: _Node, path: Path, problems: list[_Problem]) ->
     if node.rules is not None:
         if found := node.rules.check(seen, path, node.type or "object"):
             problems[start:start] = found
+    if call is not None:
+        call.seen[id(value)] = seen
     return seen
 
 
@@ -1250,7 +1289,8 @@ class _KindSchema:
     @classmethod
     def build(cls, schema: dict[str, Any], *, strict: bool, name_format: _NameFormat, namespaced: bool) -> _KindSchema:
         openapi = _to_jsonschema(schema)
-        return cls(_compile_node(schema, strict), openapi, _fast_validator(openapi), name_format, namespaced)
+        root = _compile_node(schema, strict)
+        return cls(root, openapi, _fast_validator(openapi, root), name_format, namespaced)
 
     @functools.cached_property
     def validator(self) -> Any:
@@ -1380,11 +1420,134 @@ def _supported_list() -> str:
     return ", ".join(gateway + [f"{v} {k}" for v, k in _CORE_KINDS])
 
 
+# --- validating many objects: the fields they repeat, validated once ---------------------------
+
+
+class Memo:
+    """The object and array fields of objects found valid, by content, for the objects of one load.
+
+    A field's problems are a function of its schema node and its value alone: no rule of a
+    file's objects sees anything else (transition rules are left out on create). So a field
+    value seen before in an object found valid, decoded to the same value, has none; the same
+    ``backendRefs``, ``filters`` and ``parentRefs`` repeat over the rules and routes of most
+    configurations. :func:`validate` within ``remembering()`` takes such a value's decoded
+    copy from the Memo (shared between the objects: they are read only, as the store's always
+    are) and skips every check at and below it (the fast check, list types, CEL), each of which
+    would pass; the rules above it see it as before. An object with any problem adds nothing,
+    so an error in a repeated field is found, and worded with its path, wherever it is.
+
+    A value is known by ``marshal``'s bytes of it (version 2, without back-references): equal
+    bytes are equal values of equal types (``1``, ``1.0`` and ``true`` apart), whole, not a
+    digest. A value marshal cannot write (a date) or whose bytes are over ``KEY_BYTES`` is
+    validated as always. Bounded: ``ENTRIES`` values at most, forgotten all at once when full,
+    and a field whose values rarely repeat (names, paths, whole rules) is no longer looked up
+    after ``TRIES`` tries with under one hit in ``HIT_RATE``, so that it costs no more than
+    writing its bytes a few dozen times.
+    """
+
+    ENTRIES: ClassVar[int] = 2048
+    KEY_BYTES: ClassVar[int] = 1024
+    TRIES: ClassVar[int] = 64
+    HIT_RATE: ClassVar[int] = 8
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[_Node, bytes], tuple[Any, Any]] = {}  # → (decoded value, as CEL sees it)
+        self.tries: dict[_Node, list[int]] = {}  # node → [lookups, hits]
+        self.hits = 0
+
+    def key(self, value: Any, node: _Node) -> bytes | None:
+        """``value``'s key, or None where it is not to be looked up."""
+        counts = self.tries.get(node)
+        if counts is None:
+            counts = self.tries[node] = [0, 0]
+        elif counts[0] >= self.TRIES and counts[1] * self.HIT_RATE < counts[0]:
+            return None
+        try:
+            key = marshal.dumps(value, 2)
+        except ValueError:
+            return None
+        if len(key) > self.KEY_BYTES:
+            return None
+        counts[0] += 1
+        return key
+
+    def add(self, node: _Node, key: bytes, decoded: Any, seen: Any) -> None:
+        if len(self.entries) >= self.ENTRIES:
+            self.entries.clear()
+        self.entries.setdefault((node, key), (decoded, seen))
+
+
+class _Call:
+    """One :func:`validate` with a Memo: the values it took from the Memo, and those it may add."""
+
+    def __init__(self, memo: Memo) -> None:
+        self.memo = memo
+        self.trusted: dict[int, tuple[_Node, Any]] = {}  # id of a value the Memo gave → (its node, CEL's view)
+        self.pending: list[tuple[_Node, bytes, Any]] = []  # looked up, not found: added if the object is valid
+        self.seen: dict[int, Any] = {}  # id of a value → as CEL saw it (the CEL walk's)
+
+    def vouches(self, value: Any, node: _Node) -> bool:
+        vouched = self.trusted.get(id(value))
+        return vouched is not None and vouched[0] is node
+
+    def decode(self, value: Any, node: _Node, path: Path, unknown: list[str]) -> Any:
+        key = self.memo.key(value, node)
+        if key is None:
+            return _decode(value, node, path, unknown)
+        hit = self.memo.entries.get((node, key))
+        if hit is not None:
+            self.memo.tries[node][1] += 1
+            self.memo.hits += 1
+            self.trusted[id(hit[0])] = (node, hit[1])
+            return hit[0]
+        decoded = _decode(value, node, path, unknown)
+        self.pending.append((node, key, decoded))
+        return decoded
+
+    def valid(self) -> None:
+        """The object had no problem: what it looked up and did not find is known valid now."""
+        for node, key, decoded in self.pending:
+            self.memo.add(node, key, decoded, self.seen.get(id(decoded), decoded))
+
+
+class _State(threading.local):
+    memo: Memo | None = None  # this thread's, within ``remembering()``
+    call: _Call | None = None  # the validate() with a Memo running in this thread
+
+
+_state = _State()
+
+
+@contextlib.contextmanager
+def remembering() -> Iterator[Memo]:
+    """Within this block, this thread's validations share a :class:`Memo` (a load's objects)."""
+    outer, _state.memo = _state.memo, Memo()
+    try:
+        yield _state.memo
+    finally:
+        _state.memo = outer
+
+
 def validate(body: dict[str, Any]) -> dict[str, Any]:
     """Return a defaulted deep copy of body, or raise ValidationError.
 
     The caller's dict is never modified: the same parsed file may be validated again on reload.
+    Within ``remembering()``, fields seen before in a valid object are taken from its Memo:
+    their values are then shared with the objects validated before (see :class:`Memo`).
     """
+    memo = _state.memo
+    if memo is None:
+        return _validate(body)
+    call = _state.call = _Call(memo)
+    try:
+        out = _validate(body)
+        call.valid()
+        return out
+    finally:
+        _state.call = None
+
+
+def _validate(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValidationError("", "", [f"Object must be a mapping, not {type(body).__name__}"])
     kind, api_version = body.get("kind"), body.get("apiVersion")

@@ -101,7 +101,8 @@ def parse_text(
     previous version, and a file that does not parse at all keeps all of them.
     """
     state = _FileState(objects=dict(previous or {}))
-    _update(state, text, source, limits)
+    with schema.remembering():  # the fields the file's objects repeat, validated once
+        _update(state, text, source, limits)
     return state.objects, state.errors
 
 
@@ -266,7 +267,7 @@ class FileProvider:
         The cyclic garbage collector is paused meanwhile: parsing and validating allocate
         hundreds of thousands of short-lived acyclic objects, and its scans over them cost more
         than the work itself (the 5,000-route figure in docs/loading.md halves)."""
-        with paused_gc():
+        with paused_gc(), schema.remembering():  # the fields the files' objects repeat, validated once
             return self._load(paths)
 
     def _load(self, paths: Iterable[Path] | None) -> Store:

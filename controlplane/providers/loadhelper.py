@@ -255,17 +255,18 @@ def _serve(shared: int, path: str, limits: Limits) -> None:
     except (OSError, yamlread.RejectedError):  # the reader finds it too, and says it
         return
     offset = _write(shared, _HEADER, -1, yamlread.file_digest(data))
-    for index in reversed(range(len(chunks))):
-        if os.getppid() != parent:  # the reader is gone
-            return
-        try:
-            payload = read_chunk(chunks[index], text, limits)
-        except Exception:  # noqa: BLE001 - a bug: printed for the reader to log, which reads this chunk itself
-            traceback.print_exc()
-            payload = None
-        if payload is not None:
-            offset = _write(shared, offset, index, payload)
-        _LOW.pack_into(low, 0, index)
+    with schema.remembering():  # the fields the file's objects repeat, validated once
+        for index in reversed(range(len(chunks))):
+            if os.getppid() != parent:  # the reader is gone
+                return
+            try:
+                payload = read_chunk(chunks[index], text, limits)
+            except Exception:  # noqa: BLE001 - a bug: printed for the reader to log, which reads this chunk itself
+                traceback.print_exc()
+                payload = None
+            if payload is not None:
+                offset = _write(shared, offset, index, payload)
+            _LOW.pack_into(low, 0, index)
 
 
 def _write(fd: int, offset: int, index: int, payload: bytes) -> int:
