@@ -9,7 +9,9 @@ reads plain dicts at dict speed while type checkers still know the field names.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -261,8 +263,10 @@ class ObjectMeta:
     # resourceVersion and creationTimestamp), and 10,000 HTTPRoutes held 0.9 MB of them.
     resource_version: str = ""
     creation_timestamp: str = ""  # RFC 3339; orders route precedence ties (oldest first)
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
+    # Read only: from_dict gives every object without labels (or annotations) one shared empty
+    # mapping; an empty dict of each was 1.3 MB at 10,000 HTTPRoutes.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 SpecT = TypeVar("SpecT")
@@ -318,6 +322,7 @@ Secret = K8sObject[dict[str, Any]]
 Namespace = K8sObject[dict[str, Any]]
 MirrorPolicy = K8sObject[MirrorPolicySpec]
 
+_NONE: Mapping[str, str] = MappingProxyType({})  # no labels, no annotations
 _NO_SPEC_KINDS = {"EndpointSlice", "Secret", "Namespace"}
 _CLUSTER_SCOPED = {"GatewayClass", "Namespace"}
 
@@ -346,8 +351,8 @@ def from_dict(body: dict[str, Any], *, source: str = "", default_namespace: str 
             generation=int(meta.get("generation") or 1),
             resource_version=str(meta.get("resourceVersion", "")),
             creation_timestamp=sys.intern(str(meta.get("creationTimestamp") or "")),
-            labels=dict(meta.get("labels") or {}),
-            annotations=dict(meta.get("annotations") or {}),
+            labels=dict(labels) if (labels := meta.get("labels")) else _NONE,
+            annotations=dict(annotations) if (annotations := meta.get("annotations")) else _NONE,
         ),
         spec=spec,
         source=source,
