@@ -72,8 +72,8 @@ def map_large_blocks() -> None:
     By default the threshold is dynamic: freeing a mapped block raises it to that block's size
     (up to 32 MB). After the first serialized route table of 10,000 routes (5.6 MB) was freed,
     the next ones, and the Envoy pushes' copies of them, came from the heap, whose freed pages
-    stay in the RSS: 4-7 MB more after one change. A fixed threshold turns that off (the price:
-    a mapping and its page faults per large block, ~1 ms for a route table of 5.6 MB)."""
+    stay in the RSS. A fixed threshold turns that off; the price is a mapping and its page
+    faults for each such block (docs/performance.md, the Kubernetes memory's seventh round)."""
     try:
         ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     except (OSError, AttributeError):  # no glibc (musl, macOS)
