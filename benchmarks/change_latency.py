@@ -56,20 +56,18 @@ import yaml
 from aiohttp import web
 
 from controlplane.echo import build_app
-from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER, translate
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
-from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.translator import XdsOptions, build_resources
 
 from .fakeapi_process import FakeApiProcess, write_seed
 from .procstat import rss_mib
-from .push_latency import _until_served
+from .served import until_served
 from .workload import NAMESPACE, SERVICES, objects
 
 GATEWAY = f"{NAMESPACE}/gw"
@@ -216,7 +214,7 @@ class Bench:
         self.settled: Callable[[ControlPlane], bool] = lambda _: True
 
     async def served(self, session: aiohttp.ClientSession, path: str, host: str, started: float) -> float:
-        return await asyncio.wait_for(_until_served(session, self.url + path, host, started), 120)
+        return await asyncio.wait_for(until_served(session, self.url + path, host, started), 120)
 
     def envoy(self) -> LocalEnvoy:
         return LocalEnvoy(
@@ -325,6 +323,9 @@ def _changed_route(n: int, paths: dict[int, str], i: int, path: str) -> dict[str
 
 
 def _prebuilt(plane: ControlPlane, store: Store, doc: dict[str, Any], xds_options: XdsOptions) -> Snapshot:
+    # Imported here, as `serve --kubernetes` imports neither: the Kubernetes child's RSS is measured before.
+    from controlplane.gatewayapi import schema
+
     new = from_dict(schema.validate(doc))
     changed = Store.from_objects([*(o for o in store.objects() if o.key != new.key), new])
     resources = build_resources(translate(changed).gateways[GATEWAY], xds_options)
@@ -336,6 +337,8 @@ def _index(n: int, k: int) -> int:
 
 
 async def files_child(n: int, rounds: int, alongside: bool = False) -> dict[str, Any]:
+    from controlplane.providers.files import FileProvider
+
     # The documents themselves are not kept: at 10,000 routes their 16 MB would count in the RSS
     # measured for the control plane, which shares this process.
     edited: dict[int, str] = {}  # rule → its path, for the rules changed so far

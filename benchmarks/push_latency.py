@@ -31,23 +31,10 @@ from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.translator import XdsOptions, build_resources
 
+from .served import until_served as _until_served  # route_shape and vhds_floor import it from here
 from .workload import NAMESPACE, objects, route
 
 GATEWAY = f"{NAMESPACE}/gw"
-
-
-async def _until_served(session: aiohttp.ClientSession, url: str, host: str, started: float) -> float:
-    """Seconds from ``started`` until Envoy answers 200 for ``url``. Polls every 2 ms: a busy
-    poll would take CPU from the control plane it is timing (same process, two cores)."""
-    while True:
-        try:
-            async with session.get(url, headers={"Host": host}) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    return time.perf_counter() - started
-        except aiohttp.ClientConnectionError:
-            pass  # the listener is not bound yet
-        await asyncio.sleep(0.002)
 
 
 async def run(n_routes: int, rounds: int) -> None:

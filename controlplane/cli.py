@@ -20,7 +20,6 @@ from .errors import MirrorplaneError, SourceError, UsageError
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
 from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.base import Provider
-from .providers.files import FileProvider
 from .serve import ControlPlane, Extension
 from .shadow import client as shadow_client
 from .shadow import collect
@@ -141,6 +140,10 @@ def _source(args: argparse.Namespace) -> tuple[Provider, list[Extension]]:
     if not getattr(args, "kubernetes", False):
         if args.dir is None:
             raise UsageError("give a folder of YAML to serve, or --kubernetes")
+        # Only here: the files provider's validation (the CRD schemas, the CEL library) and its
+        # watcher are ~6 MB of a serving process that `serve --kubernetes` never uses.
+        from .providers.files import FileProvider
+
         return FileProvider(args.dir), []
     if args.dir is not None:
         raise UsageError(f"--kubernetes serves a cluster: drop {args.dir}")

@@ -62,6 +62,24 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 128 * 1024  # glibc's default, made fixed
+
+
+def map_large_blocks() -> None:
+    """Have glibc map every block of 128 KiB or more on its own, and unmap it when freed.
+
+    By default the threshold is dynamic: freeing a mapped block raises it to that block's size
+    (up to 32 MB). After the first serialized route table of 10,000 routes (5.6 MB) was freed,
+    the next ones, and the Envoy pushes' copies of them, came from the heap, whose freed pages
+    stay in the RSS. A fixed threshold turns that off; the price is a mapping and its page
+    faults for each such block (docs/performance.md, the Kubernetes memory's seventh round)."""
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # no glibc (musl, macOS)
+        pass
+
+
 def release_heap() -> None:
     """Give the C heap's free pages back to the system (glibc), so that RSS shows what is kept."""
     trim = _malloc_trim()

@@ -102,7 +102,7 @@ class StringMatch:
 PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     path_type: PathType = "PathPrefix"
     path: str = "/"
@@ -156,7 +156,7 @@ def origin_regex(origin: str) -> str | None:
     return ".*".join(re.escape(part) for part in origin.split("*"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """One Envoy route: one match of one HTTPRoute or GRPCRoute rule.
 
@@ -230,7 +230,7 @@ class Route:
 _new, _set = object.__new__, object.__setattr__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualHost:
     name: str
     domains: tuple[str, ...]

@@ -22,6 +22,7 @@ from .errors import BindError, UsageError
 from .exposure import exposure_error, host_port, is_loopback
 from .gatewayapi.store import Store
 from .gatewayapi.translator import Options
+from .gcpause import map_large_blocks
 from .identity import Authorizer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
@@ -127,6 +128,7 @@ class ControlPlane:
         """Serve (not ready yet), then load the provider's objects: health answers while a large
         folder loads or an unreachable cluster is retried."""
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        map_large_blocks()
         credentials = server_credentials(self.tls) if self.tls else None
         self._grpc = build_server(
             self.cache,

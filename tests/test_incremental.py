@@ -216,6 +216,23 @@ def test_a_route_change_reserializes_one_virtual_host_and_is_byte_equal_to_a_ful
     assert _entries(controller) == _full_entries(store)
 
 
+def test_after_a_route_change_the_encoded_virtual_hosts_hold_only_the_new_route_table() -> None:
+    """The unchanged virtual hosts' bytes are views into the route table they were cut from: kept
+    pointing into the one before an edit, they held both tables (5.6 MB more after one change at
+    10,000 routes). After an edit they point into the new one, and the old one can go."""
+    docs = objects(50)
+    controller = Controller(SnapshotCache())
+    store = store_of(docs)
+    controller.update(store)
+    changed = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "route-7"))
+    changed["spec"]["rules"][0]["matches"][0]["path"]["value"] = "/changed"
+    controller.update(_replace(store, changed))
+    (chain,) = controller._encoded[GATEWAY]._chains.values()
+    held = {id(p.obj) if isinstance(p, memoryview) else id(p) for p in chain.parts}
+    assert held == {id(chain.data)}
+    assert all(chain.framed[id(vh)] is part for vh, part in zip(chain.vhosts, chain.parts, strict=True))
+
+
 def test_a_new_hostname_on_a_shared_virtual_host_is_byte_equal_to_a_full_translation() -> None:
     docs = objects(50)
     controller = Controller(SnapshotCache())

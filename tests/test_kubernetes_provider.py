@@ -594,6 +594,43 @@ def test_the_provider_imports_none_of_the_generated_models(tmp_path: Path) -> No
     assert got["generated"] == []
 
 
+_SERVE_KUBERNETES_IMPORTS = """
+import asyncio, json, sys
+from controlplane import cli
+
+args = cli.build_parser().parse_args(["serve", "--kubernetes", "--kubeconfig", sys.argv[1], "--no-leader-election"])
+provider, extensions = cli._source(args)
+
+async def main() -> int:
+    try:
+        return len(list((await provider.start()).objects()))
+    finally:
+        await provider.close()
+
+listed = asyncio.run(main())
+unused = ("kubernetes_asyncio.dynamic", "kubernetes_validate", "jsonschema", "cel", "watchfiles",
+          "controlplane.gatewayapi.schema", "controlplane.providers.files")
+print(json.dumps({"listed": listed, "imported": [m for m in unused if m in sys.modules]}))
+"""
+
+
+def test_serve_kubernetes_imports_neither_the_files_validation_nor_the_clients_dynamic_package(
+    tmp_path: Path,
+) -> None:
+    """``serve --kubernetes`` lists from an API server that has validated everything: the files
+    provider's schemas, CEL library and watcher, and kubernetes-asyncio's ``dynamic`` package
+    (kubernetes-validate, jsonschema) are ~9 MB of its RSS it never uses. A ``from
+    kubernetes_asyncio import config`` once ran the package's whole ``__init__`` for them."""
+    with FakeApiServer() as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig")
+        out = subprocess.run(
+            [sys.executable, "-c", _SERVE_KUBERNETES_IMPORTS, kubeconfig], capture_output=True, text=True, check=True
+        )
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["listed"] >= 1  # it did list (the fake serves namespaces)
+    assert got["imported"] == []
+
+
 def test_the_whole_kubernetes_client_is_still_there_for_whoever_asks() -> None:
     """After kubelib, ``from kubernetes_asyncio import client`` still gives the API classes and
     models (the test suite's fake cluster uses them): the first lookup runs the real __init__."""

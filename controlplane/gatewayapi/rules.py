@@ -26,7 +26,7 @@ from .store import NsName, RouteKey
 SHADOW_HOST_SUFFIX_ANNOTATION = "mirrorplane.io/mirror-shadow-host-suffix"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     index: int
     name: str | None  # HTTPRouteRule.name

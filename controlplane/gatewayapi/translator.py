@@ -93,7 +93,7 @@ class Translation:
     changed: frozenset[StatusKey] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attachment:
     route: K8sObject[Any]  # an HTTPRoute or a GRPCRoute
     listener: GatewayListener
@@ -103,7 +103,7 @@ class _Attachment:
     routes: list[tuple[str, tuple[Any, ...], ir.Route]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Attached:
     """What attaching one route gave (RouteMemo.attached): replayed while nothing it read changed."""
 

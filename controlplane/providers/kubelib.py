@@ -63,6 +63,10 @@ def _install() -> None:
         importlib.import_module(f"{_PACKAGE}.client.{sub}")  # sets client.<sub>, as any import would
     for sub, attr in (("exceptions", "ApiException"), ("configuration", "Configuration"), ("api_client", "ApiClient")):
         setattr(client, attr, getattr(getattr(client, sub), attr))
+    # Before any ``from kubernetes_asyncio import config``: that statement looks the name up on
+    # the package first, and a missing one would run the package's __init__, which imports
+    # ``dynamic`` (kubernetes-validate, jsonschema), ``stream``, ``utils`` and ``watch``: 2.7 MB.
+    importlib.import_module(f"{_PACKAGE}.config")
 
 
 if _PACKAGE not in sys.modules:

@@ -286,7 +286,8 @@ class Reflector:
                 self.newer.pop(key, None)
                 self.changed.set()
             else:
-                self.newer[key] = obj.metadata.resource_version
+                # Keyed by the held object's names, not the echo's copies (10,000 echoes at a cold start).
+                self.newer[old.namespace, old.name] = obj.metadata.resource_version
                 # A Service's status holds the addresses written to Gateway status.
                 if self.kind == "Service" and old_status != self.statuses[key]:
                     self.changed.set()

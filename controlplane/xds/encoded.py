@@ -151,10 +151,9 @@ class _Chain:
 
 def _share(state: _Chain, ids: Iterable[int], start: int) -> None:
     """Make each part a view into ``state.data``, so that the virtual hosts' bytes are kept once
-    rather than twice (8.5 MB at 10,000 mirrored routes). An edit then joins views and the new
-    parts; the data the views point into stays alive as long as one of them does, so memory
-    never exceeds the two copies it was before, and the next rebuild of the whole chain (a
-    virtual host added or removed, or the cold start) brings it back to one."""
+    rather than twice (8.5 MB at 10,000 mirrored routes). After an edit too: views left pointing
+    into the data before it kept that alive beside the new (5.6 MB more after the first change
+    at 10,000 routes), for 3-8 ms of slicing per edit at 10,000 virtual hosts."""
     view = memoryview(state.data)
     ends = list(accumulate(map(len, state.parts), initial=start))
     state.parts = list(map(view.__getitem__, map(slice, ends, ends[1:])))
@@ -205,6 +204,7 @@ class EncodedMemo:
                 state.parts[i] = state.framed[id(vhosts[i])]
                 state.part_digests[i] = state.digests[id(vhosts[i])]
             state.data = b"".join((head, *state.parts, tail))
+            _share(state, map(id, vhosts), len(head))
         else:
             before, now = frozenset(map(id, old)), dict(zip(map(id, vhosts), vhosts, strict=True))
             self._swap(state, before, now, encode)
