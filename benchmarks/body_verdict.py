@@ -16,66 +16,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
+from envoy.config.route.v3 import route_components_pb2 as rc
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from controlplane.localenvoy import envoy_binary
 from controlplane.ports import free_port
-from controlplane.xds.translator import BODY_HEADER, DEFAULT_MIRROR_BODY_LIMIT, mirrorable_expression
+from controlplane.xds.translator import DEFAULT_MIRROR_BODY_LIMIT, MIRRORABLE, body_verdict
 
-from .route_shape import _cpu_seconds
+from .procstat import cpu_seconds
+from .route_shape import BODYLESS, WITHIN
 
 _REQUESTS = (b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n", b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
 _CONNECTIONS = 8
 
 
-def _route(name: str, headers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    match: dict[str, Any] = {"prefix": "/", **({"headers": headers} if headers else {})}
+def _route(name: str, headers: list[rc.HeaderMatcher] | None = None) -> dict[str, Any]:
+    match: dict[str, Any] = {"prefix": "/", **({"headers": [_dict(h) for h in headers]} if headers else {})}
     return {"name": name, "match": match, "direct_response": {"status": 200}}
 
 
+def _dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
 def _config(shape: str, port: int, admin: int) -> dict[str, Any]:
+    """A static Envoy's config: the route table of ``shape``, with the translator's own matchers
+    and early header mutation (route_shape's for the shape before)."""
     routes, early = [_route("plain")], []
     if shape == "three routes (before)":
-        routes = [
-            _route(
-                "m", [{"name": "content-length", "range_match": {"start": 0, "end": DEFAULT_MIRROR_BODY_LIMIT + 1}}]
-            ),
-            _route(
-                "m/no-body",
-                [
-                    {"name": "content-length", "present_match": False},
-                    {"name": "transfer-encoding", "present_match": False},
-                    {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD|DELETE|OPTIONS|TRACE"}}},
-                ],
-            ),
-            _route("m/not-mirrored"),
-        ]
+        routes = [_route("m", [WITHIN]), _route("m/no-body", BODYLESS), _route("m/not-mirrored")]
     elif shape == "two routes, the CEL verdict":
-        routes = [_route("m", [{"name": BODY_HEADER, "string_match": {"exact": "true"}}]), _route("m/not-mirrored")]
-        verdict = f"%CEL({mirrorable_expression(DEFAULT_MIRROR_BODY_LIMIT)})%"
-        early = [
-            {
-                "name": "envoy.http.early_header_mutation.header_mutation",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
-                    "mutations": [
-                        {"remove": BODY_HEADER},
-                        {
-                            "append": {
-                                "header": {"key": BODY_HEADER, "value": verdict},
-                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                            }
-                        },
-                    ],
-                },
-            }
-        ]
+        routes = [_route("m", [MIRRORABLE]), _route("m/not-mirrored")]
+        early = [_dict(body_verdict(DEFAULT_MIRROR_BODY_LIMIT))]
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "l",
@@ -118,8 +98,8 @@ async def run(requests: int, rounds: int) -> None:
         try:
             for shape in shapes:
                 port = free_port()
-                path = Path(tmp) / f"{len(envoys)}.yaml"
-                path.write_text(yaml.safe_dump(_config(shape, port, free_port())))
+                path = Path(tmp) / f"{len(envoys)}.json"
+                path.write_text(json.dumps(_config(shape, port, free_port())))
                 args = [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "error"]
                 envoys[shape] = (subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
             for _, port in envoys.values():  # up, and warm
@@ -132,9 +112,9 @@ async def run(requests: int, rounds: int) -> None:
             for k in range(rounds):
                 for shape in shapes if k % 2 == 0 else reversed(shapes):
                     process, port = envoys[shape]
-                    before = _cpu_seconds(process.pid)
+                    before = cpu_seconds(process.pid)
                     await _load(port, requests)
-                    used[shape].append((_cpu_seconds(process.pid) - before) / requests)
+                    used[shape].append((cpu_seconds(process.pid) - before) / requests)
         finally:
             for process, _ in envoys.values():
                 process.terminate()

@@ -32,7 +32,8 @@ from controlplane.xds.resources import ROUTE
 from controlplane.xds.translator import XdsOptions
 
 from .fakeapi_process import FakeApiProcess, write_seed
-from .push_latency import GATEWAY, _until_served
+from .push_latency import GATEWAY
+from .served import until_served
 from .workload import NAMESPACE, objects, route
 
 
@@ -91,7 +92,7 @@ async def apply_to_served(n_routes: int, rounds: int) -> None:
             url = f"http://127.0.0.1:{gw_port}"
             total, kubectl_only = [], []
             async with aiohttp.ClientSession() as session:
-                await _until_served(session, f"{url}/r0", "host-0.example.com", time.perf_counter())
+                await until_served(session, f"{url}/r0", "host-0.example.com", time.perf_counter())
                 for i in range(rounds):
                     probe = route(n_routes + 1, tag=f"-k8s-{i}")
                     probe["metadata"]["name"] = f"probe-{i}"
@@ -109,7 +110,7 @@ async def apply_to_served(n_routes: int, rounds: int) -> None:
                     await proc.communicate(yaml.safe_dump(probe).encode())
                     applied = time.perf_counter()
                     total.append(
-                        await _until_served(
+                        await until_served(
                             session, f"{url}/r{n_routes + 1}-k8s-{i}", f"host-{n_routes + 1}.example.com", started
                         )
                     )

@@ -31,7 +31,7 @@ from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
 from controlplane.xds.translator import XdsOptions, build_resources
 
-from .served import until_served as _until_served  # route_shape and vhds_floor import it from here
+from .served import until_served
 from .workload import NAMESPACE, objects, route
 
 GATEWAY = f"{NAMESPACE}/gw"
@@ -56,7 +56,7 @@ async def run(n_routes: int, rounds: int) -> None:
         url = f"http://127.0.0.1:{gw_port}"
         file_times, bare_times = [], []
         async with aiohttp.ClientSession() as session:
-            await _until_served(session, f"{url}/r0", "host-0.example.com", time.perf_counter())
+            await until_served(session, f"{url}/r0", "host-0.example.com", time.perf_counter())
             valid_base = [from_dict(schema.validate(o)) for o in base]
             for i in range(rounds):
                 # Through the file provider: the whole path a user's save takes.
@@ -66,7 +66,7 @@ async def run(n_routes: int, rounds: int) -> None:
                 tmp_file.write_text(yaml.safe_dump(probe))
                 tmp_file.replace(folder / "probe.yaml")
                 file_times.append(
-                    await _until_served(
+                    await until_served(
                         session, f"{url}/r{n_routes + 1}-file-{i}", f"host-{n_routes + 1}.example.com", started
                     )
                 )
@@ -78,7 +78,7 @@ async def run(n_routes: int, rounds: int) -> None:
                 started = time.perf_counter()
                 plane.cache.set(GATEWAY, prebuilt)
                 bare_times.append(
-                    await _until_served(
+                    await until_served(
                         session, f"{url}/r{n_routes + 2}-bare-{i}", f"host-{n_routes + 2}.example.com", started
                     )
                 )

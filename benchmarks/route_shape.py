@@ -43,7 +43,8 @@ from controlplane.xds.resources import Resources
 from controlplane.xds.translator import BODY_HEADER, DEFAULT_MIRROR_BODY_LIMIT, XdsOptions
 
 from .change_latency import GATEWAY, RULES, http_routes
-from .push_latency import _until_served
+from .procstat import cpu_seconds
+from .served import until_served
 from .workload import objects, route
 
 Transform = Callable[[route_pb2.RouteConfiguration], None]
@@ -108,11 +109,11 @@ def _one_route_per_rule(config: route_pb2.RouteConfiguration) -> None:
     _each_route(config, lambda r: r.match.ClearField("headers"))
 
 
-_WITHIN = rc.HeaderMatcher(
+WITHIN = rc.HeaderMatcher(
     name="content-length", range_match=range_pb2.Int64Range(start=0, end=DEFAULT_MIRROR_BODY_LIMIT + 1)
 )
 # The bodyless route's matches, as the translator wrote them before the body header.
-_BODYLESS = [
+BODYLESS = [
     rc.HeaderMatcher(name="content-length", present_match=False),
     rc.HeaderMatcher(name="transfer-encoding", present_match=False),
     rc.HeaderMatcher(
@@ -134,7 +135,7 @@ def _range_only(config: route_pb2.RouteConfiguration) -> None:
         if _is_mirrored_http(r):
             kept = [h for h in r.match.headers if h.name not in ("content-length", BODY_HEADER)]
             del r.match.headers[:]
-            r.match.headers.extend([*kept, _WITHIN])
+            r.match.headers.extend([*kept, WITHIN])
 
     _each_route(config, edit)
 
@@ -152,13 +153,13 @@ def _three_routes(config: route_pb2.RouteConfiguration) -> None:
             kept = [h for h in r.match.headers if h.name not in ("content-length", BODY_HEADER)]
             mirrored = vh.routes[-1]
             del mirrored.match.headers[:]
-            mirrored.match.headers.extend([*kept, _WITHIN])
+            mirrored.match.headers.extend([*kept, WITHIN])
             bodyless = vh.routes.add()
             bodyless.CopyFrom(mirrored)
             bodyless.name += "/no-body"
             bodyless.ClearField("request_body_buffer_limit")
             del bodyless.match.headers[:]
-            bodyless.match.headers.extend([*kept, *_BODYLESS])
+            bodyless.match.headers.extend([*kept, *BODYLESS])
 
 
 def _method_exact(config: route_pb2.RouteConfiguration) -> None:
@@ -252,18 +253,6 @@ def _with_path(config: route_pb2.RouteConfiguration, i: int, path: str, per_host
     return out
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """CPU time all of Envoy's threads have used (Linux schedstat, ns): unlike the wall-clock time
-    of a push, it barely moves when other processes share the cores."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, IndexError, ValueError):  # a thread that just ended
-            continue
-    return total / 1e9
-
-
 async def _stats(envoy: LocalEnvoy) -> tuple[int, float]:
     started = time.perf_counter()
     text = await envoy.admin_get("/stats")
@@ -325,7 +314,9 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
                         concurrency=concurrency,
                     )
                     await envoy.start()
-                    await asyncio.wait_for(_until_served(session, f"{url}/r0", "host-0.example.com", 0), 60)
+                    pid = envoy.pid
+                    assert pid is not None  # started
+                    await asyncio.wait_for(until_served(session, f"{url}/r0", "host-0.example.com", 0), 60)
                     order = list(variants) if k % 2 == 0 else list(reversed(variants))
                     for label in order:
                         for timed in (False, True):
@@ -334,14 +325,14 @@ async def run(n: int, rounds: int, concurrencies: list[int], only: list[str], pe
                             path = f"/r{i}-p{push}"
                             snap = snapshot(shaped[label], i, path)
                             await asyncio.sleep(0.05)
-                            started, used = time.perf_counter(), _cpu_seconds(envoy.pid)
+                            started, used = time.perf_counter(), cpu_seconds(pid)
                             plane.cache.install(snap)
                             took = await asyncio.wait_for(
-                                _until_served(session, url + path, _host(i, per_host), started), 60
+                                until_served(session, url + path, _host(i, per_host), started), 60
                             )
                             if timed:
                                 times.setdefault((concurrency, label), []).append(took)
-                                cpu.setdefault((concurrency, label), []).append(_cpu_seconds(envoy.pid) - used)
+                                cpu.setdefault((concurrency, label), []).append(cpu_seconds(pid) - used)
                         if k == 0:
                             stats[(concurrency, label)] = await _stats(envoy)
                     await envoy.stop()

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from benchmarks.mirror_cost import GATEWAY, LOCAL, _load, _spawn, _until_ok, latency_line, served
-from benchmarks.procstat import rss_mib
+from benchmarks.procstat import cpu_seconds, rss_mib
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.shadow.entries import Leg
@@ -175,11 +174,6 @@ async def _send(address: str, pairs: int, primary_only: bool, offset: int) -> fl
     return time.perf_counter() - started
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _receiver(address: str) -> shadow_pb2.GetComparisonsResponse:
     async with grpc.aio.insecure_channel(address) as ch:
         return await shadow_pb2_grpc.ShadowStub(ch).GetComparisons(shadow_pb2.GetComparisonsRequest(), timeout=30)
@@ -195,7 +189,7 @@ async def receiver(pairs: int) -> None:
     address = f"127.0.0.1:{port}"
     try:
         await _until_ok(f"http://127.0.0.1:{http}/healthz")
-        rss0, cpu0 = rss_mib(proc.pid), _cpu_seconds(proc.pid)
+        rss0, cpu0 = rss_mib(proc.pid), cpu_seconds(proc.pid)
         sender = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.shadow", "--send", address, str(pairs), "0"
         )
@@ -207,7 +201,7 @@ async def receiver(pairs: int) -> None:
                 break
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
-        cpu = _cpu_seconds(proc.pid) - cpu0
+        cpu = cpu_seconds(proc.pid) - cpu0
         print(
             f"2. one receiver process (`mirrorplane collect`), {pairs} pairs streamed over gRPC ALS"
             f" in messages of {BATCH} entries"
@@ -259,14 +253,14 @@ async def bodies(n: int) -> None:
     address = f"127.0.0.1:{port}"
     try:
         await _until_ok(f"http://127.0.0.1:{http}/healthz")
-        rss0, cpu0 = rss_mib(proc.pid), _cpu_seconds(proc.pid)
+        rss0, cpu0 = rss_mib(proc.pid), cpu_seconds(proc.pid)
         started = time.perf_counter()
         sender = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.shadow", "--send-bodies", address, str(n), "0"
         )
         await sender.wait()
         elapsed = time.perf_counter() - started
-        cpu = _cpu_seconds(proc.pid) - cpu0
+        cpu = cpu_seconds(proc.pid) - cpu0
         got = (await _receiver(address)).receiver.entries
         print(f"4. one receiver process, {n} body reports of 1 KiB (unary gRPC calls, 64 in flight)")
         print(

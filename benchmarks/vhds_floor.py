@@ -46,7 +46,7 @@ from controlplane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resou
 from controlplane.xds.translator import XdsOptions, build_resources
 
 from .change_latency import GATEWAY, RULES, http_routes
-from .push_latency import _until_served
+from .served import until_served
 from .workload import objects
 
 VHOST = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
@@ -151,7 +151,7 @@ async def _measure(shape: str, n: int, rounds: int, resources: Resources, url: s
     try:
         async with aiohttp.ClientSession() as session:
             try:
-                await asyncio.wait_for(_until_served(session, f"{url}/r0", "host-0.example.com", 0), 30)
+                await asyncio.wait_for(until_served(session, f"{url}/r0", "host-0.example.com", 0), 30)
             except TimeoutError:
                 print(shape, "never served; requests seen:", ads.seen[-12:], envoy.recent_logs(10))
                 raise
@@ -173,7 +173,7 @@ async def _measure(shape: str, n: int, rounds: int, resources: Resources, url: s
                 await ads.queue.put(response)
                 times.append(
                     await asyncio.wait_for(
-                        _until_served(session, url + path, f"host-{i // RULES}.example.com", started), 30
+                        until_served(session, url + path, f"host-{i // RULES}.example.com", started), 30
                     )
                 )
                 config = changed

@@ -41,7 +41,7 @@ from controlplane.shadow.tagging import TAG, MirrorTag, RouteTag
 
 from . import workload
 from .mirror_cost import _until_ok
-from .shadow import _cpu_seconds
+from .procstat import cpu_seconds
 
 GATEWAY = f"{workload.NAMESPACE}/gw"
 ROUTE = f"HTTPRoute {workload.NAMESPACE}/route-0"
@@ -144,7 +144,7 @@ async def _child(*args: str, stdout: int | None = None) -> asyncio.subprocess.Pr
 async def _phase(
     name: str, pid: int, seconds: float, base: str, path: str | None, browsers: int
 ) -> tuple[str, float, str]:
-    cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     polls = ""
     if path is None:
         await asyncio.sleep(seconds)
@@ -155,7 +155,7 @@ async def _phase(
         out, _ = await proc.communicate()
         ok, same, p50, p99 = out.decode().split()
         polls = f"polls answered 200: {ok:>4}, 204 (nothing new): {same:>4}; poll latency p50 {p50} ms p99 {p99} ms"
-    cpu = (_cpu_seconds(pid) - cpu0) / (time.perf_counter() - t0)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - t0)
     return name, cpu, polls
 
 

@@ -250,19 +250,17 @@ def render_snapshot(response: admin_pb2.GetSnapshotResponse) -> str:
     return "".join(out)
 
 
-# What a mirrored route's request_body_buffer_limit holds beside the bound (xds/translator.py's
-# _MIRROR_HEAD_ROOM; tests/test_admin_cli.py reads the bound back).
-_HEAD_ROOM = 64 * 1024
-
-
 def _mirror_bounds(rs: admin_pb2.ResourceSet) -> list[str]:
     """The mirror body bound each route table enforces, read back from the served routes: every
-    mirrored route buffers bound + head room (the bound itself is in the listener's verdict)."""
+    mirrored route buffers bound + head room (the bound itself is in the listener's verdict).
+    Imported here: only this command needs the translator's Envoy messages."""
+    from ..xds.translator import MIRROR_HEAD_ROOM
+
     out = []
     for r in rs.resources:
         config = json_format.MessageToDict(r.resource)
         limits = {
-            int(route["request_body_buffer_limit"]) - _HEAD_ROOM
+            int(route["request_body_buffer_limit"]) - MIRROR_HEAD_ROOM
             for vh in config.get("virtual_hosts", [])
             for route in vh.get("routes", [])
             if route.get("route", {}).get("request_mirror_policies") and "request_body_buffer_limit" in route

@@ -64,7 +64,7 @@ _REDIRECT_CODES = {
 DEFAULT_MIRROR_BODY_LIMIT = 1024 * 1024
 MAX_MIRROR_BODY_LIMIT = 1024 * 1024 * 1024
 # Room for the request head beside the body in those buffers (Envoy's default header limit is 60 KiB).
-_MIRROR_HEAD_ROOM = 64 * 1024
+MIRROR_HEAD_ROOM = 64 * 1024
 # The body bound is an OR: a request is mirrored when its Content-Length is within the bound, or
 # when it announces no body (no Content-Length, no Transfer-Encoding: an HTTP/1.1 request without
 # either has none, but an HTTP/2 one may stream any amount, so only methods that carry none
@@ -78,7 +78,7 @@ BODY_HEADER = "x-mirrorplane-body"
 mirrored; a client's value never survives), and removed before the request goes upstream, to the
 backend or the mirror (RouteConfiguration ``request_headers_to_remove``)."""
 _BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")
-_MIRRORABLE = rc.HeaderMatcher(name=BODY_HEADER, string_match=string_pb2.StringMatcher(exact="true"))
+MIRRORABLE = rc.HeaderMatcher(name=BODY_HEADER, string_match=string_pb2.StringMatcher(exact="true"))
 
 
 def mirrorable_expression(limit: int) -> str:
@@ -95,7 +95,7 @@ def mirrorable_expression(limit: int) -> str:
     )
 
 
-def _body_verdict(limit: int) -> extension_pb2.TypedExtensionConfig:
+def body_verdict(limit: int) -> extension_pb2.TypedExtensionConfig:
     """The early header mutation that writes BODY_HEADER: removed first, so that a client's value
     cannot survive an expression that writes nothing."""
     verdict = base_pb2.HeaderValueOption(
@@ -302,7 +302,7 @@ def _hold_mirrored_bodies(cluster: cluster_pb2.Cluster, limit: int) -> None:
     Envoy stops reading the client when the mirror connection's buffer passes this limit, and a
     mirror that never reads would then stall the primary for good.
     """
-    cluster.per_connection_buffer_limit_bytes.value = limit + _MIRROR_HEAD_ROOM
+    cluster.per_connection_buffer_limit_bytes.value = limit + MIRROR_HEAD_ROOM
 
 
 def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
@@ -359,7 +359,7 @@ def _manager(route_config: str, mirror_body_limit: int) -> hcm.HttpConnectionMan
         # Always present, mirrors or not: adding a mirror must not change (and so drain) the listener.
         access_log=[_NOT_MIRRORED_COUNTER],
         # Always present too, for the same reason.
-        early_header_mutation_extensions=[_body_verdict(mirror_body_limit)],
+        early_header_mutation_extensions=[body_verdict(mirror_body_limit)],
         # "host:PORT" with the listener's own port says nothing the listener does not know, and
         # kept, Envoy would copy it into redirects whose Location must carry the port the spec
         # computes (none for http:80 / https:443).
@@ -478,9 +478,9 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     untag_route(unmirrored)
     # The mirror's copy is buffered under this per-request limit while its connection is not
     # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.
-    out.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
+    out.request_body_buffer_limit.value = mirror_body_limit + MIRROR_HEAD_ROOM
     if route.kind != "GRPCRoute":
-        out.match.headers.append(_MIRRORABLE)
+        out.match.headers.append(MIRRORABLE)
         return [out, unmirrored]
     grpc = rc.Route()
     grpc.CopyFrom(out)
@@ -533,11 +533,11 @@ class RouteEncoder:
         self.json_tags = json_tags  # XdsOptions.shadow_tags_in_routes
         self.built = 0
         buffered = rc.Route()
-        buffered.request_body_buffer_limit.value = mirror_body_limit + _MIRROR_HEAD_ROOM
+        buffered.request_body_buffer_limit.value = mirror_body_limit + MIRROR_HEAD_ROOM
         self.buffered = _serialized(buffered)  # field 20
         # The mirrored route's own header matches (field 6), by kind.
         self.bound = {
-            "HTTPRoute": _serialized(rc.RouteMatch(headers=[_MIRRORABLE])),
+            "HTTPRoute": _serialized(rc.RouteMatch(headers=[MIRRORABLE])),
             "GRPCRoute": _serialized(rc.RouteMatch(headers=[_within(mirror_body_limit)])),
         }
         # A GRPCRoute's second mirrored route: its header matches.
