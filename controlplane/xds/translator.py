@@ -81,7 +81,7 @@ _BODYLESS_METHODS = ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")
 MIRRORABLE = rc.HeaderMatcher(name=BODY_HEADER, string_match=string_pb2.StringMatcher(exact="true"))
 
 
-def mirrorable_expression(limit: int) -> str:
+def _mirrorable_expression(limit: int) -> str:
     """The CEL expression Envoy evaluates per request: true when the body may be mirrored.
 
     A Content-Length CEL cannot read as an int (beyond int64) is an error: the header is then not
@@ -99,7 +99,7 @@ def body_verdict(limit: int) -> extension_pb2.TypedExtensionConfig:
     """The early header mutation that writes BODY_HEADER: removed first, so that a client's value
     cannot survive an expression that writes nothing."""
     verdict = base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=BODY_HEADER, value=f"%CEL({mirrorable_expression(limit)})%"),
+        header=base_pb2.HeaderValue(key=BODY_HEADER, value=f"%CEL({_mirrorable_expression(limit)})%"),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
     )
     mutation = early_mutation_pb2.HeaderMutation(
@@ -462,7 +462,7 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     """One IR route as Envoy routes: mirrored only when the body is known to fit the bound.
 
     A mirrored route matches a Content-Length up to the bound, or a request that announces no
-    body with a method that carries none (the verdict Envoy wrote, :func:`mirrorable_expression`).
+    body with a method that carries none (the verdict Envoy wrote, :func:`_mirrorable_expression`).
     A GRPCRoute's matches the Content-Length only, and a second mirrored route (``…/grpc``) takes
     the gRPC calls. Every other request falls through to the same route without mirrors, which
     Envoy counts by its name (:func:`_not_mirrored_counter`).
