@@ -37,7 +37,7 @@ from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
-from controlplane.shadow.tagging import METADATA_KEY, RouteTag
+from controlplane.shadow.tagging import METADATA_KEY, MIRRORED_SUFFIX, RouteTag, threshold
 from controlplane.xds.cache import Snapshot
 from controlplane.xds.resources import Resources
 from controlplane.xds.translator import BODY_HEADER, DEFAULT_MIRROR_BODY_LIMIT, XdsOptions
@@ -76,14 +76,28 @@ def _no_metadata(config: route_pb2.RouteConfiguration) -> None:
     _each_route(config, lambda r: r.ClearField("metadata"))
 
 
-def _json_tag(tags: Mapping[str, RouteTag]) -> Transform:
-    """The shape before the tag table: each mirrored route also carries its rule's tag as JSON
-    (what ``--shadow-tags-in-routes`` still does, for ``mirrorplane collect``)."""
+def _thresholds(config: route_pb2.RouteConfiguration) -> None:
+    """The shape before the eighth round: every mirrored route carries its sampling threshold,
+    the workload's 100 % too (now only a lower one is carried, the name says the rest)."""
 
     def edit(r: route_pb2.Route) -> None:
-        meta = r.metadata.filter_metadata.get(METADATA_KEY)
-        if meta is not None:
-            meta.fields["tag"].string_value = (tags.get(r.name) or tags[r.name.rpartition("/")[0]]).encode()
+        if r.route.request_mirror_policies:
+            r.metadata.filter_metadata[METADATA_KEY].fields["below"].string_value = threshold(100)
+
+    _each_route(config, edit)
+
+
+def _json_tag(tags: Mapping[str, RouteTag]) -> Transform:
+    """The shape before the tag table: each mirrored route also carries its threshold and its
+    rule's tag as JSON (what ``--shadow-tags-in-routes`` still does, for ``mirrorplane collect``)."""
+
+    def edit(r: route_pb2.Route) -> None:
+        if r.route.request_mirror_policies:
+            name = r.name.removesuffix(MIRRORED_SUFFIX)
+            tag = tags.get(name) or tags[name.rpartition("/")[0]]
+            meta = r.metadata.filter_metadata[METADATA_KEY]
+            meta.fields["below"].string_value = threshold(100)
+            meta.fields["tag"].string_value = tag.encode()
 
     return lambda config: _each_route(config, edit)
 
@@ -105,7 +119,7 @@ def _keep(config: route_pb2.RouteConfiguration, keep: Callable[[route_pb2.Route]
 
 def _one_route_per_rule(config: route_pb2.RouteConfiguration) -> None:
     """Only the mirrored route, without its header matches: what a rule is without the body bound."""
-    _keep(config, lambda r: not r.name.endswith(("/not-mirrored", "/grpc")))
+    _keep(config, lambda r: not r.name.endswith(("/not-mirrored", "/grpc" + MIRRORED_SUFFIX)))
     _each_route(config, lambda r: r.match.ClearField("headers"))
 
 
@@ -220,10 +234,10 @@ def _bare(config: route_pb2.RouteConfiguration) -> None:
 VARIANTS: dict[str, Transform | None] = {
     "as translated": lambda c: None,
     "before: three routes per rule (…/no-body)": _three_routes,
+    "before: the threshold in every mirrored route": _thresholds,
     "before: the JSON tag in routes": None,  # made from the live tag table (_json_tag)
     "before: a stat_prefix per unmirrored route": _per_route_stat_prefix,
     "one stat_prefix shared by all": _shared_stat_prefix,
-    "without metadata": _no_metadata,
     "without request_body_buffer_limit": _no_body_limit,
     "without mirror policies": _no_mirror,
     "three routes, without the :method regex": _no_method_regex,

@@ -22,6 +22,7 @@ from controlplane.gatewayapi.translator import Options
 from controlplane.localenvoy import LocalEnvoy
 from controlplane.providers.files import FileProvider
 from controlplane.serve import ControlPlane
+from controlplane.shadow.tagging import MIRRORED_SUFFIX
 from controlplane.xds.translator import XdsOptions
 from support import free_port, wait_until
 
@@ -134,7 +135,7 @@ async def mirror_policies(envoy: LocalEnvoy) -> list[dict[str, Any]]:
                 for r in vh.get("routes", []):
                     # A GRPCRoute's mirrored route has a twin for gRPC calls with the same
                     # policies (docs/grpc.md): count them once.
-                    if not r.get("name", "").endswith("/grpc"):
+                    if not r.get("name", "").endswith("/grpc" + MIRRORED_SUFFIX):
                         found += r.get("route", {}).get("request_mirror_policies", [])
     return found
 

@@ -18,7 +18,7 @@ from controlplane.identity import Authorizer
 from controlplane.shadow.hub import Comparisons
 from controlplane.shadow.pairing import HELD, UNKNOWN
 from controlplane.shadow.receiver import AccessLogReceiver, als_service
-from controlplane.shadow.tagging import CLUSTER_TAG, TAG, MirrorTag, RouteTag, sampled, threshold
+from controlplane.shadow.tagging import CLUSTER_TAG, MIRRORED_SUFFIX, TAG, MirrorTag, RouteTag, sampled, threshold
 from support import free_port
 
 GW = "ns/gw"
@@ -41,7 +41,7 @@ def entry(
     e.request.path = "/p"
     e.common_properties.upstream_cluster = "p" if primary else mirror
     if primary:
-        e.common_properties.route_name = "r"
+        e.common_properties.route_name = "r" + MIRRORED_SUFFIX  # as Envoy names a mirrored route
         e.common_properties.custom_tags[TAG] = tag
     elif cluster_min:
         e.common_properties.custom_tags[CLUSTER_TAG] = cluster_min
@@ -160,12 +160,12 @@ def test_a_malformed_tag_is_counted_not_raised() -> None:
 
 def test_a_primary_without_its_own_tag_is_paired_by_its_routes_tag_in_the_table() -> None:
     """What Envoy sends by default: the route's name, no tag. Both mirrored routes of a GRPCRoute
-    rule (the twin for gRPC calls is named after it plus a segment) find the rule's tag."""
+    rule (``r/mirrored``, and ``r/grpc/mirrored`` for gRPC calls) find the rule's tag (``r``)."""
     table = {"r": RouteTag.decode(TAG_TEXT)}
     c, _ = hub()
     c.set_tags({GW: table})
     twin = entry("b", primary=True, tag="")
-    twin.common_properties.route_name = "r/grpc"
+    twin.common_properties.route_name = "r/grpc" + MIRRORED_SUFFIX
     for e in (entry("a", primary=True, tag=""), entry("a", primary=False), twin, entry("b", primary=False)):
         c.add_entry(GW, e)
     assert results(c) == {"same": 2} and len(c.pairer) == 0

@@ -14,7 +14,7 @@ from controlplane.controller import Controller
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.store import Store
-from controlplane.shadow.tagging import METADATA_KEY, RouteTag, TagTables
+from controlplane.shadow.tagging import METADATA_KEY, MIRRORED_SUFFIX, RouteTag, TagTables, threshold
 from controlplane.xds.accesslog import RouteTags, route_tag
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.translator import XdsOptions, build_resources
@@ -99,9 +99,11 @@ def test_an_unchanged_gateway_hands_out_the_same_table() -> None:
 
 
 def test_every_route_envoy_samples_for_the_log_has_a_tag_by_its_name() -> None:
-    """The receiver looks an entry's route name up, or the name without its last segment (a
-    GRPCRoute rule's twin, ``…/grpc``): every route that carries the threshold must be found so,
-    and no route carries the JSON tag unless asked."""
+    """The receiver looks an entry's route name up without its ``…/mirrored`` segment, or without
+    one more (a GRPCRoute rule's second route, ``…/grpc/mirrored``): every route that mirrors must
+    be found so. Rules sampling every id (the default) carry no threshold, which Envoy would build
+    on each route update (the logger knows them by the name), and no route carries the JSON tag
+    unless asked."""
     docs = objects(10)
     controller = Controller(SnapshotCache())
     published = Published(controller)
@@ -110,23 +112,20 @@ def test_every_route_envoy_samples_for_the_log_has_a_tag_by_its_name() -> None:
     table = published.last
     for json_tags in (False, True):
         resources = build_resources(gateway, XdsOptions(shadow_tags_in_routes=json_tags))
-        sampled = [
-            r
-            for config in resources.routes.values()
-            for vh in config.virtual_hosts
-            for r in vh.routes
-            if METADATA_KEY in r.metadata.filter_metadata
-        ]
-        assert len(sampled) == len(table)  # HTTPRoutes: one mirrored route per rule
-        for r in sampled:
-            meta = r.metadata.filter_metadata[METADATA_KEY]
-            tag = table.get(r.name) or table.get(r.name.rpartition("/")[0])
+        routes = [r for config in resources.routes.values() for vh in config.virtual_hosts for r in vh.routes]
+        mirrored = [r for r in routes if r.route.request_mirror_policies]
+        assert len(mirrored) == len(table)  # HTTPRoutes: one mirrored route per rule
+        assert {r.name for r in mirrored} == {r.name for r in routes if r.name.endswith(MIRRORED_SUFFIX)}
+        for r in mirrored:
+            name = r.name.removesuffix(MIRRORED_SUFFIX)
+            tag = table.get(name) or table.get(name.rpartition("/")[0])
             assert tag is not None, r.name
-            assert "below" in meta.fields
             if json_tags:
+                meta = r.metadata.filter_metadata[METADATA_KEY]
                 assert RouteTag.decode(meta.fields["tag"].string_value) == tag
-            else:
-                assert "tag" not in meta.fields
+                assert meta.fields["below"].string_value == threshold(100)
+        if not json_tags:
+            assert not [r.name for r in routes if METADATA_KEY in r.metadata.filter_metadata]
 
 
 def test_routes_with_other_mirrors_get_their_own_mirror_tags() -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .entries import Leg
-from .tagging import MirrorTag, RouteTag, TagTables, sampled
+from .tagging import MIRRORED_SUFFIX, MirrorTag, RouteTag, TagTables, sampled
 
 DEFAULT_WINDOW = 60.0
 """Seconds a leg waits for the other: longer than a route's default timeout (15 s) plus the
@@ -73,7 +73,9 @@ def _sampling(tag: RouteTag, request_id: str) -> set[str]:
 
 
 def _lookup(table: Mapping[str, RouteTag], route: str) -> RouteTag | None:
-    # A GRPCRoute rule's twin route (…/match/N/grpc) is named after it plus one segment.
+    # The table is keyed by the rule's route; Envoy's mirrored routes add a segment (…/mirrored),
+    # and a GRPCRoute rule's second one another (…/grpc/mirrored).
+    route = route.removesuffix(MIRRORED_SUFFIX)
     return table.get(route) or table.get(route.rpartition("/")[0])
 
 

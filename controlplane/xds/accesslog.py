@@ -46,7 +46,16 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
 from .. import ir
-from ..shadow.tagging import CLUSTER_TAG, METADATA_KEY, TAG, MirrorTag, RouteTag, body_settings, threshold
+from ..shadow.tagging import (
+    CLUSTER_TAG,
+    METADATA_KEY,
+    MIRRORED_SUFFIX,
+    TAG,
+    MirrorTag,
+    RouteTag,
+    body_settings,
+    threshold,
+)
 from .bodycapture import capture_route, uncapture_route
 
 ALS_CLUSTER = "mirrorplane_als"
@@ -57,23 +66,27 @@ ALWAYS_LOGGED_HEADERS = ("content-length", "content-type", "grpc-status")
 _META = f"filter_metadata.{METADATA_KEY}"
 # A mirror leg has no route in Envoy (its stream info is the async client's): it is recognised by
 # the empty route name and sampled by its cluster's threshold; a primary by its route's.
+# A mirrored route with no threshold of its own samples every id (MIRRORED_SUFFIX).
 CEL_FILTER = (
     "request.headers['x-request-id'] < (xds.route_name == ''"
     f" ? (has(xds.cluster_metadata.{_META}) ? xds.cluster_metadata.{_META}.below : '')"
-    f" : (has(xds.route_metadata.{_META}) ? xds.route_metadata.{_META}.below : ''))"
+    f" : (has(xds.route_metadata.{_META}) ? xds.route_metadata.{_META}.below"
+    f" : (xds.route_name.endsWith('{MIRRORED_SUFFIX}') ? '{threshold(100)}' : '')))"
 )
 
 
 def tag_route(source: ir.Route, route: route_pb2.Route, json_tag: bool = False) -> None:
     """Mark a mirrored Envoy route for the logger: its sampling threshold, which the CEL filter
-    reads in Envoy. Its tag (route, rule, mirrors) reaches the receiver by the route's name
+    reads in Envoy, unless it samples every id (its name says so, MIRRORED_SUFFIX). Its tag (route, rule, mirrors) reaches the receiver by the route's name
     (:class:`RouteTags`); ``json_tag`` also puts it into the route as JSON, for receivers with no
     controller beside them (``mirrorplane collect``, XdsOptions.shadow_tags_in_routes). Depends on
     ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo); without
     ``json_tag``, on its ``mirrors`` alone, so routes with the same ones share it (RouteEncoder)."""
-    meta = _set_below(route.metadata, max((m.comparison.sample_percent for m in source.mirrors), default=0))
-    if json_tag:
-        meta.fields["tag"].string_value = route_tag(source).encode()
+    percent = max((m.comparison.sample_percent for m in source.mirrors), default=0)
+    if json_tag or threshold(percent) != threshold(100):
+        meta = _set_below(route.metadata, percent)
+        if json_tag:
+            meta.fields["tag"].string_value = route_tag(source).encode()
     capture_route(source, route)
 
 

@@ -35,6 +35,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from .. import ir
+from ..shadow.tagging import MIRRORED_SUFFIX
 from . import wire
 from .accesslog import add_shadow_logging, mark_mirror_clusters, tag_route, untag_route
 from .bodycapture import add_body_capture
@@ -465,7 +466,8 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     body with a method that carries none (the verdict Envoy wrote, :func:`_mirrorable_expression`).
     A GRPCRoute's matches the Content-Length only, and a second mirrored route (``…/grpc``) takes
     the gRPC calls. Every other request falls through to the same route without mirrors, which
-    Envoy counts by its name (:func:`_not_mirrored_counter`).
+    Envoy counts by its name (:func:`_not_mirrored_counter`). The routes that mirror are named
+    ``…/mirrored``: the shadow logger samples by that name (accesslog.CEL_FILTER).
     """
     out = _route(route)
     if not route.mirrors or not out.HasField("route"):
@@ -476,6 +478,7 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
     unmirrored.name += NOT_MIRRORED_SUFFIX
     del unmirrored.route.request_mirror_policies[:]
     untag_route(unmirrored)
+    out.name += MIRRORED_SUFFIX
     # The mirror's copy is buffered under this per-request limit while its connection is not
     # ready yet; Envoy's default (1 MiB, the listener's) would push back above it.
     out.request_body_buffer_limit.value = mirror_body_limit + MIRROR_HEAD_ROOM
@@ -484,7 +487,7 @@ def _routes(route: ir.Route, mirror_body_limit: int, json_tags: bool) -> list[rc
         return [out, unmirrored]
     grpc = rc.Route()
     grpc.CopyFrom(out)
-    grpc.name += "/grpc"
+    grpc.name = route.name + "/grpc" + MIRRORED_SUFFIX
     grpc.match.headers.append(_GRPC_CALL)
     out.match.headers.append(_within(mirror_body_limit))
     return [out, grpc, unmirrored]
@@ -592,7 +595,7 @@ class RouteEncoder:
             _route_field(
                 wire.delimited(1, low + headers + self.bound[route.kind] + query + high),
                 tagged,
-                _name(name),
+                _name(name + MIRRORED_SUFFIX),
                 stat,
                 self.buffered,
             )
@@ -602,7 +605,7 @@ class RouteEncoder:
                 _route_field(
                     wire.delimited(1, low + headers + self.grpc + query + high),
                     tagged,
-                    _name(name + "/grpc"),
+                    _name(name + "/grpc" + MIRRORED_SUFFIX),
                     stat,
                     self.buffered,
                 )
