@@ -10,12 +10,14 @@ import mmap
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controlplane.providers import files, loadhelper
+from controlplane import launch
+from controlplane.providers import loadhelper
 from controlplane.providers.files import FileProvider
 from controlplane.providers.loadhelper import Helper
 from controlplane.providers.yamlread import Limits
@@ -73,7 +75,7 @@ def taken(caplog: pytest.LogCaptureFixture) -> list[int]:
     return [int(r.getMessage().rsplit("=", 1)[1]) for r in caplog.records if "loadhelper.done" in r.getMessage()]
 
 
-def loaded(folder: Path, helper: bool, limits: Limits = Limits()) -> tuple[list[Any], list[Any]]:
+def loaded(folder: Path, helper: bool | None, limits: Limits = Limits()) -> tuple[list[Any], list[Any]]:
     provider = FileProvider(folder, helper=helper, limits=limits)
     store = provider.load()
     objects = sorted(((o.key, o.spec, o.metadata, o.source) for o in store.objects()), key=repr)
@@ -205,7 +207,7 @@ def test_small_files_and_changes_never_start_a_helper(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A helper's start (a fresh interpreter) would cost more than it saves: only a cold load of a
-    file of ``HELPER_MIN_BYTES`` or more starts one, and only for the largest file."""
+    file of ``loadhelper.MIN_BYTES`` or more starts one, and only for the largest file."""
     monkeypatch.setattr(loadhelper, "cpus", lambda: 2.0)  # a second CPU, whatever this machine has
     caplog.set_level(logging.INFO, logger="mirrorplane")
     small = tmp_path / "small.yaml"
@@ -216,7 +218,7 @@ def test_small_files_and_changes_never_start_a_helper(
 
     large = tmp_path / "large.yaml"
     large.write_text(document_text(3000))
-    assert large.stat().st_size >= files.HELPER_MIN_BYTES
+    assert large.stat().st_size >= loadhelper.MIN_BYTES
     provider.load([large])  # a file added later: not a cold load
     assert "loadhelper" not in caplog.text
 
@@ -230,6 +232,80 @@ def test_small_files_and_changes_never_start_a_helper(
     cold.load()  # a change: read alone
     cold.load([large])
     assert "loadhelper" not in caplog.text
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Helper]]:
+    """Every helper started from here on, in order (an early one left over is stopped after)."""
+    helpers: list[Helper] = []
+    start = Helper.__init__
+
+    def init(self: Helper, *args: Any) -> None:
+        start(self, *args)
+        helpers.append(self)
+
+    monkeypatch.setattr(Helper, "__init__", init)
+    monkeypatch.setattr(loadhelper, "cpus", lambda: 2.0)  # a second CPU, whatever this machine has
+    yield helpers
+    loadhelper.adopt(None, Limits())
+
+
+def test_the_helper_the_command_starts_before_its_imports_is_the_first_loads(
+    tmp_path: Path, patient: None, started: list[Helper], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`mirrorplane serve DIR` starts the helper of DIR's largest file before importing the rest of
+    the program (controlplane/launch.py); the file provider's cold load takes it over instead of
+    starting another, and reads the same objects and errors."""
+    (tmp_path / "routes.yaml").write_text(document_text(3000))
+    (tmp_path / "base.yaml").write_text(document_text(5))
+    alone = loaded(tmp_path, helper=False)
+    caplog.set_level(logging.INFO, logger="mirrorplane")
+    launch._start_load_helper(["serve", "--xds-port", "18000", "--log-level", "info", str(tmp_path)])
+    assert [h.path for h in started] == [tmp_path / "routes.yaml"]
+    assert loaded(tmp_path, helper=None) == alone
+    assert len(started) == 1 and taken(caplog)[0] >= 3000
+
+
+def test_an_early_helper_for_another_file_or_other_limits_is_stopped_unused(
+    tmp_path: Path, started: list[Helper], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The guess was wrong (another folder's file) or the load reads under other limits: the early
+    helper is stopped, having handed over nothing, and the load starts its own."""
+    caplog.set_level(logging.INFO, logger="mirrorplane")
+    other, folder = tmp_path / "other", tmp_path / "folder"
+    other.mkdir()
+    folder.mkdir()
+    (other / "routes.yaml").write_text(document_text(3000))
+    (folder / "routes.yaml").write_text(document_text(3000))
+    loadhelper.start_early(other, Limits())
+    FileProvider(folder).load()
+    assert [h.path for h in started] == [other / "routes.yaml", folder / "routes.yaml"]
+    assert taken(caplog)[0] == 0  # the early one, stopped first
+    loadhelper.start_early(folder, Limits(max_nodes=10**7))
+    FileProvider(folder).load()
+    assert len(started) == 4 and taken(caplog)[2] == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["translate", "DIR"],
+        ["serve", "--kubernetes", "--kubeconfig", "DIR"],
+        ["status"],
+        ["serve", "DIR/missing"],
+        ["serve", "--tls-cert", "DIR/cert.pem"],
+    ],
+)
+def test_no_early_helper_but_for_serve_or_run_of_a_folder_or_file(
+    tmp_path: Path, started: list[Helper], argv: list[str]
+) -> None:
+    (tmp_path / "routes.yaml").write_text(document_text(3000))
+    (tmp_path / "cert.pem").write_text("x" * (2 << 20))
+    launch._start_load_helper([a.replace("DIR", str(tmp_path)) for a in argv])
+    assert started == []
+    launch._start_load_helper(["run", "--tls-cert", str(tmp_path / "cert.pem"), str(tmp_path / "routes.yaml")])
+    assert [h.path for h in started] == [tmp_path / "routes.yaml"]
+    assert loadhelper.adopt(None, Limits()) is None and loadhelper.adopt(None, Limits()) is None  # stopped, once
 
 
 @pytest.mark.parametrize(

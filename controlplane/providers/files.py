@@ -39,17 +39,12 @@ from ..gatewayapi.store import Store
 from ..gcpause import paused_gc
 from . import loadhelper, yamlread
 from .base import OnChange, deliver
-from .yamlread import Limits
+from .yamlread import SUFFIXES, Limits, yaml_files
 
 log = logging.getLogger("mirrorplane.files")
 
-SUFFIXES = (".yaml", ".yml")
 ObjKey = tuple[str, str, str]
 T = TypeVar("T")
-# From this size on, the largest file of a cold load is read by a helper process too
-# (``loadhelper``): a fresh interpreter takes about 0.2 s to start, and a megabyte of routes is
-# about 0.3 s of reading. Changes are read alone: they read only what changed.
-HELPER_MIN_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -207,20 +202,13 @@ def _key_of(doc: dict[str, Any]) -> ObjKey:
     )
 
 
-def yaml_files(root: Path) -> list[Path]:
-    """Every YAML file under root (recursively), in a stable order: later files win duplicates."""
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
-
-
 class FileProvider:
     """Holds the last good objects of every file under a folder and rebuilds the store on change.
 
     ``settle_ms``: a change reaches the store once no file changed for this long (a burst of
     writes becomes one update); ``max_wait_ms``: ... or at the latest this long after the first
     change of a burst that never settles. ``helper``: whether a cold load has a helper process read
-    its largest file too (None: if it has ``HELPER_MIN_BYTES`` or more).
+    its largest file too (None: if it has ``loadhelper.MIN_BYTES`` or more).
     """
 
     def __init__(
@@ -289,18 +277,18 @@ class FileProvider:
 
     def _start_helper(self, paths: Iterable[Path]) -> loadhelper.Helper | None:
         """A helper for the largest file of a cold load, started before reading anything: its
-        start overlaps the reading."""
-        if self.helper is False:
-            return None
-        with contextlib.suppress(OSError):
-            size, path = max(((p.stat().st_size, p) for p in paths), default=(0, None))
-            if path is not None and (self.helper or (size >= HELPER_MIN_BYTES and loadhelper.cpus() >= 2)):
-                try:
-                    return loadhelper.Helper(path, self.limits)
-                except OSError as exc:  # no process to be had (limits, a sandbox): read alone
-                    log.warning("file.helper_unavailable source=%s error=%r then=read_alone", path, str(exc))
-                except Exception:  # a bug, which must not cost the load: read alone, and say it
-                    log.exception("file.helper_failed source=%s then=read_alone", path)
+        start overlaps the reading. One the command started ahead of its imports for this very
+        file is taken over (``loadhelper.start_early``)."""
+        path = loadhelper.candidate(paths, self.helper)
+        early = loadhelper.adopt(path, self.limits)
+        if early is not None or path is None:
+            return early
+        try:
+            return loadhelper.Helper(path, self.limits)
+        except OSError as exc:  # no process to be had (limits, a sandbox): read alone
+            log.warning("file.helper_unavailable source=%s error=%r then=read_alone", path, str(exc))
+        except Exception:  # a bug, which must not cost the load: read alone, and say it
+            log.exception("file.helper_failed source=%s then=read_alone", path)
         return None
 
     def store(self) -> Store:

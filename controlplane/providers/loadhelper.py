@@ -47,16 +47,19 @@ import sys
 import tempfile
 import threading
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..gatewayapi import schema
 from . import yamlread
 from .yamlread import Limits
 
 log = logging.getLogger("mirrorplane.loadhelper")
+
+# From this size on, the largest file of a cold load is read by a helper process too: a fresh
+# interpreter takes about 0.2 s to start, and a megabyte of routes is about 0.3 s of reading.
+# Changes are read alone: they read only what changed.
+MIN_BYTES = 1 << 20
 
 _HEADER = mmap.PAGESIZE  # the mapped first bytes of the shared file; records follow
 # In the header: every chunk from this index on is done and its record written. Native, so that
@@ -110,11 +113,53 @@ def cpus(cgroups: Path = Path("/proc/self/cgroup"), fs: Path = Path("/sys/fs/cgr
     return limit
 
 
+def candidate(paths: Iterable[Path], wanted: bool | None = None) -> Path | None:
+    """The file of a cold load a helper reads too: the largest, if it has :data:`MIN_BYTES` or
+    more and a second CPU is to be had (``wanted``: True always, False never)."""
+    if wanted is False:
+        return None
+    with contextlib.suppress(OSError):
+        size, path = max(((p.stat().st_size, p) for p in paths), default=(0, None))
+        if path is not None and (wanted or (size >= MIN_BYTES and cpus() >= 2)):
+            return path
+    return None
+
+
+# A helper the command started before its own imports (start_early), until a load takes it over.
+_early: Helper | None = None
+
+
+def start_early(root: Path, limits: Limits) -> None:
+    """Start the helper of ``root``'s cold load now. The command does this before it imports the
+    rest of the program (gRPC, Envoy's messages, the web server: about 0.4 s of one core), so a
+    large file is being read on the second core meanwhile; the file provider's first load takes
+    the helper over (:func:`adopt`). Nothing is said if it cannot start: the load says it."""
+    global _early
+    path = candidate(yamlread.yaml_files(root))
+    if path is not None:
+        with contextlib.suppress(OSError):
+            _early = Helper(path, limits)
+
+
+def adopt(path: Path | None, limits: Limits) -> Helper | None:
+    """The helper started early, if it reads ``path`` under ``limits``; any other is stopped (its
+    file is not this load's largest, or the limits differ). Taken once."""
+    global _early
+    early, _early = _early, None
+    if early is None:
+        return None
+    if path is not None and early.path.resolve() == path.resolve() and early.limits == limits:
+        return early
+    early.close()
+    return None
+
+
 class Helper:
     """A helper process reading ``path`` from its last chunk back (see the module docstring)."""
 
     def __init__(self, path: Path, limits: Limits) -> None:
         self.path = path
+        self.limits = limits
         self.taken = 0  # chunks whose documents came from the helper
         self._records: dict[int, bytes] | None = None  # once met
         self._stopped = False
@@ -220,6 +265,10 @@ def read_chunk(chunk: yamlread.Chunk, text: str, limits: Limits) -> bytes | None
     """What the helper hands over for one chunk: its nodes and the validated body of each
     object of each of its documents (``marshal``-ed), or None when the chunk is left to the
     reader (see the module docstring)."""
+    import yaml  # the helper's side only: the serving process may import this module early (start_early)
+
+    from ..gatewayapi import schema
+
     try:
         nodes, docs = yamlread.load(chunk, text, limits)
     except (yaml.YAMLError, yamlread.RejectedError):
@@ -243,6 +292,8 @@ def read_chunk(chunk: yamlread.Chunk, text: str, limits: Limits) -> bytes | None
 
 def _serve(shared: int, path: str, limits: Limits) -> None:
     """The helper's side: the file's chunks from the last one back, a record for each it read."""
+    from ..gatewayapi import schema
+
     parent = os.getppid()
     low = mmap.mmap(shared, _HEADER)
     try:

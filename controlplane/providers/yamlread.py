@@ -31,6 +31,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from sys import intern
 from typing import Any
 
@@ -332,3 +333,13 @@ def _check(text: str, limits: Limits, budget: int) -> int:
         if count > budget:
             raise RejectedError(f"more than {limits.max_nodes} nodes once aliases are expanded")
     return count
+
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def yaml_files(root: Path) -> list[Path]:
+    """Every YAML file under root (recursively), in a stable order: later files win duplicates."""
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
