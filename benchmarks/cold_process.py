@@ -54,7 +54,11 @@ async def _once(folder: Path, module: str, gw_port: int, probe: tuple[str, str])
 
     def envoy() -> LocalEnvoy:
         return LocalEnvoy(
-            node_id=f"cold-{time.monotonic_ns()}", gateway=GATEWAY, xds_port=xds_port, admin_port=0, log_sink=lambda _: None
+            node_id=f"cold-{time.monotonic_ns()}",
+            gateway=GATEWAY,
+            xds_port=xds_port,
+            admin_port=0,
+            log_sink=lambda _: None,
         )
 
     command = [sys.executable, "-m", module, "serve", str(folder), "--xds-port", str(xds_port)]
