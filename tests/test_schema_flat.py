@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.cellib import cel
-
 from test_schema_regex import STRINGS, TYPES
 
 
