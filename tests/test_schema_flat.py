@@ -12,31 +12,9 @@ from hypothesis import strategies as st
 
 from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.cellib import cel
-from test_schema_regex import STRINGS, TYPES
+from test_schema_regex import STRINGS, TYPES, crd_rule_sets
 
-
-def flat_rule_sets() -> list[tuple[str, Any]]:
-    """Every rule set of the CRDs with a flat form, with where it is."""
-    found: list[tuple[str, Any]] = []
-
-    def walk(node: Any, where: str) -> None:
-        if node is None:
-            return
-        if node.rules is not None and node.rules.flat is not None:
-            found.append((where, node.rules))
-        for name, child in node.properties.items():
-            walk(child, f"{where}.{name}")
-        walk(node.items, f"{where}[]")
-        walk(node.additional, f"{where}{{}}")
-
-    for kind in schema._CRD_FILES:
-        crd = schema._crd(kind)
-        for version in crd.versions:
-            walk(schema._compiled(f"{crd.group}/{version}", kind).root, f"{kind} {version}")
-    return sorted(found, key=lambda item: item[0])
-
-
-FLAT = flat_rule_sets()
+FLAT = crd_rule_sets(lambda rules: rules.flat is not None)  # with a flat form
 
 
 def test_the_path_rule_sets_are_flat() -> None:
@@ -48,13 +26,14 @@ def test_the_path_rule_sets_are_flat() -> None:
 
 
 # What a field may hold: the strings the path rules test, numbers either side of the mirror
-# fraction's bounds, the TLS modes, lists and objects (certificateRefs, options), nothing.
+# fraction's bounds and floats, the TLS modes, lists and objects (certificateRefs, options), nothing.
 SCALARS = st.one_of(
     STRINGS,
     STRINGS.map(lambda s: f"/{s}"),
     TYPES,
     st.sampled_from(["Terminate", "Passthrough", "", "core", "gateway.networking.k8s.io"]),
     st.integers(-2, 1_000_001),
+    st.floats(),
     st.booleans(),
     st.none(),
 )
