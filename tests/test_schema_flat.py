@@ -90,7 +90,7 @@ def test_strings_are_left_as_they_are() -> None:
 
 
 def test_a_flat_path_rule_still_words_its_errors() -> None:
-    """A failing rule of a flat batch is evaluated again as written: its message and path as before."""
+    """A rule the flat batch finds false is reported with its message and path, as before."""
     body = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
