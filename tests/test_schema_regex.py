@@ -5,6 +5,7 @@ patterns test. Any disagreement fails."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,14 +24,14 @@ VALUES = st.one_of(STRINGS, STRINGS.map(lambda s: f"/{s}"), STRINGS.map(lambda s
 TYPES = st.sampled_from(["Exact", "PathPrefix", "RegularExpression", "Hostname", "IPAddress"])
 
 
-def rule_sets_with_matches() -> list[tuple[str, Any]]:
-    """Every rule set of the CRDs whose batch searches with RE2, with where it is."""
+def crd_rule_sets(keep: Callable[[Any], bool]) -> list[tuple[str, Any]]:
+    """Every rule set of the CRDs that ``keep`` keeps, with where it is."""
     found: list[tuple[str, Any]] = []
 
     def walk(node: Any, where: str) -> None:
         if node is None:
             return
-        if node.rules is not None and node.rules.matches:
+        if node.rules is not None and keep(node.rules):
             found.append((where, node.rules))
         for name, child in node.properties.items():
             walk(child, f"{where}.{name}")
@@ -44,7 +45,7 @@ def rule_sets_with_matches() -> list[tuple[str, Any]]:
     return sorted(found, key=lambda item: item[0])
 
 
-RULE_SETS = rule_sets_with_matches()
+RULE_SETS = crd_rule_sets(lambda rules: bool(rules.matches))  # whose batch searches with RE2
 
 
 def test_every_matches_of_the_crds_searches_with_re2() -> None:
