@@ -42,6 +42,7 @@ class Rule:
 
 
 Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
+_make_rule = ir.positional(Rule)  # every field in order: a cold translation makes one per rule
 
 
 @dataclass
@@ -215,17 +216,18 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         elif filters.redirect is None and not body.serves:
             direct = 500  # no usable backend: the spec asks for a 500
         rules.append(
-            Rule(
-                index=index,
-                name=rule.get("name"),
-                matches=matches,
-                backends=weighted if direct is None else (),
-                filters=filters,
+            _make_rule(
+                index,
+                rule.get("name"),
+                matches,
+                weighted if direct is None else (),
+                filters,
                 # The request timeout bounds everything; with only backendRequest set, it bounds
                 # the single attempt Envoy makes, i.e. the route too.
-                timeout_ms=request_ms if request_ms is not None else backend_ms,
-                backend_timeout_ms=backend_ms if request_ms is not None and backend_ms else None,
-                direct_status=direct,
+                request_ms if request_ms is not None else backend_ms,  # timeout_ms
+                backend_ms if request_ms is not None and backend_ms else None,  # backend_timeout_ms
+                direct,
+                (),  # ranks
             )
         )
     return rules, problems, dropped

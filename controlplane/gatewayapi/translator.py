@@ -702,7 +702,7 @@ def _route(
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
-    return ir.Route.of(
+    return ir.make_route(
         name,
         match,
         rule.backends,
