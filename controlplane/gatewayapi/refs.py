@@ -140,8 +140,10 @@ class Uses:
         if parts and all(p is parts[0] for p in parts):
             return parts[0]
         out = cls()
+        backends = out.backends
         for part in parts:
-            out.add(part)
+            backends.update(part.backends)
+        out.services.update(*[part.services for part in parts])
         return out
 
 
