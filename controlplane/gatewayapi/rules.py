@@ -153,8 +153,13 @@ class RouteMemo:
         uses = Uses.of(bodies)
         self.forget(key)
         self.entries[key] = (route, compiled, uses)
-        for service in uses.services:
-            self.by_service.setdefault(service, set()).add(key)
+        by_service = self.by_service
+        for service in uses.services:  # (setdefault made an empty set per call: 10,000 routes at a cold start)
+            users = by_service.get(service)
+            if users is None:
+                by_service[service] = {key}
+            else:
+                users.add(key)
         return compiled
 
     def forget(self, key: RouteKey) -> None:

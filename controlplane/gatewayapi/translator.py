@@ -113,6 +113,9 @@ class _Attached:
     policies: Any = None  # the MirrorPolicies that applied (Policies.for_route): a change replays nothing
 
 
+_make_attached = ir.positional(_Attached)  # one per route at a cold start
+
+
 @dataclass
 class _State:
     """What the last translation with a memo made (RouteMemo.last): where a one-route change starts."""
@@ -358,7 +361,7 @@ def _attach_route(
     status = statuses[key] = {"parents": parents}
     if memo is not None:
         found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
-        memo.attached[key] = _Attached(route, status, found_, applied)
+        memo.attached[key] = _make_attached(route, status, found_, applied)
     return attachments
 
 
