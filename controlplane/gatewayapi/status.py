@@ -226,10 +226,10 @@ def _shared_parent(parent: Any, now: str, parts: dict[tuple[Any, ...], Any]) -> 
         ref_key = ("parentRef", *ref.items())
         conds_key = (
             "conditions",
-            *(
+            *[
                 (*c.items(), stamp_) if "lastTransitionTime" not in c else tuple({**c, "lastTransitionTime": now}.items())
                 for c in conds
-            ),
+            ],
         )
         shared_ref = parts.get(ref_key)
         shared_conds = parts.get(conds_key)

@@ -339,7 +339,7 @@ def _attach_route(
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
         resolved = Condition("ResolvedRefs", False, problems[0].reason, "; ".join(messages), gen)
-    usable = [r for r in rules if r.index not in dropped]
+    usable = [r for r in rules if r.index not in dropped] if dropped else rules
 
     parents, attachments = [], []
     for ref, refused, allowed in ours:
@@ -509,6 +509,7 @@ class _Shared:
     def __init__(self) -> None:
         self.allowed: dict[Any, Allowed] = {}  # _allowed
         self.parents: dict[tuple[str, str, bytes | str], list[Parent]] = {}  # _parents
+        self.parent_ids: dict[tuple[str, str, int], tuple[list[Parent], Any]] = {}  # _parents, by identity
         # The conditions of a parent status, by the identity of its Condition objects (each
         # entry keeps them, so their ids stay theirs): their dicts, copied for each route.
         self._conditions: dict[tuple[int, ...], tuple[tuple[Condition, ...], list[dict[str, Any]]]] = {}
@@ -532,7 +533,13 @@ def _parents(
     key, by content as rules.content_key makes it); of the rest, only what ``shared`` lives
     no longer than."""
     refs = route.spec.get("parentRefs") or []
-    key = (route.kind, route.namespace, content_key(refs))
+    kind, namespace = route.kind, route.namespace
+    # First by the identity of the list, as rules.rule_body does (the entry keeps it).
+    same = (kind, namespace, id(refs))
+    known = shared.parent_ids.get(same)
+    if known is not None:
+        return known[0]
+    key = (kind, namespace, content_key(refs))
     hit = shared.parents.get(key)
     if hit is None:
         hit = shared.parents[key] = []
@@ -542,6 +549,7 @@ def _parents(
             gw_listeners = listeners.get(f"{ref.get('namespace') or route.namespace}/{ref['name']}")
             if gw_listeners is not None:
                 hit.append((ref, *_allowed(store, route, ref, gw_listeners, shared.allowed)))
+    shared.parent_ids[same] = (hit, refs)
     return hit
 
 
