@@ -86,8 +86,8 @@ def test_the_workload_compiles_as_it_does_alone_and_each_rule_body_once() -> Non
 def test_rules_holding_the_same_objects_compile_as_they_do_alone() -> None:
     """The Kubernetes provider holds equal parts once (jsonshare), so rules of routes in another
     namespace, or with the shadow-suffix annotation, hold the very same ``filters`` and
-    ``backendRefs`` objects: rule_body, which looks them up by identity first, must still tell
-    them apart by what else it reads."""
+    ``backendRefs`` objects: rule_body must still tell them apart by what else it reads (a
+    key by the objects' identity alone would not)."""
     from benchmarks.change_latency import http_routes
     from benchmarks.workload import objects
     from controlplane.providers.jsonshare import Sharer

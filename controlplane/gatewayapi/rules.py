@@ -265,29 +265,8 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
     translation). They read nothing but the route's kind and namespace (references resolve
     from there), the shadow-suffix annotation, and the rule's ``filters`` and ``backendRefs``:
     the key."""
-    given, backend_refs = rule.get("filters"), rule.get("backendRefs")
-    kind, namespace = route.kind, route.namespace
-    # First by the identity of the two values: a provider that holds equal parts once (the
-    # Kubernetes provider's jsonshare) hands 10,000 rules the same few objects, and reading
-    # them by content (content_key) is the largest per-rule cost. The entry keeps the objects,
-    # so their ids stay theirs for the translation; its key (five items, two ints) never
-    # equals a content key (four).
-    same = (kind, namespace, shadow, id(given), id(backend_refs))
-    known = resolver.rules.get(same)
-    hit: RuleBody | None = known[0] if known is not None else None
-    if hit is None:
-        hit = _rule_body(resolver, route, rule, shadow, (kind, namespace, shadow, content_key((given, backend_refs))))
-        resolver.rules[same] = (hit, given, backend_refs)
-    if resolver.bodies is not None:
-        resolver.bodies.append(hit.touched)
-    return hit
-
-
-def _rule_body(
-    resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], shadow: bool, key: tuple[Any, ...]
-) -> RuleBody:
-    """rule_body by content: compiled when no rule with equal filters and backendRefs was."""
-    hit: RuleBody | None = resolver.rules.get(key)
+    key = (route.kind, route.namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs"))))
+    hit = resolver.rules.get(key)
     if hit is None:
         outer, resolver.touched = resolver.touched, Uses()
         try:
@@ -306,6 +285,8 @@ def _rule_body(
             )
         finally:
             resolver.touched = outer
+    if resolver.bodies is not None:
+        resolver.bodies.append(hit.touched)
     return hit
 
 

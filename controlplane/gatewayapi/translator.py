@@ -396,10 +396,12 @@ def _ir_routes(
     prefix, source = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/", route.describe()
     out = []
     for rule in rules:
+        rule_name = rule.name or str(rule.index)
+        head = f"{prefix}{rule_name}/match/"
         for mi, match in enumerate(rule.matches):
-            name = f"{prefix}{rule.name or rule.index}/match/{mi}"
+            name = head + str(mi)
             order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
-            out.append((name, order, _route(name, match, rule, lst, kind, source)))
+            out.append((name, order, _route(name, match, rule, rule_name, lst, kind, source)))
     return out
 
 
@@ -693,13 +695,14 @@ def _route(
     name: str,
     match: ir.Match,
     rule: Rule,
+    rule_name: str,
     listener: GatewayListener,
     kind: Literal["HTTPRoute", "GRPCRoute"],
     source: str,
 ) -> ir.Route:
-    """One match of a rule as an IR route; ``source`` is the route object's "Kind namespace/name"."""
+    """One match of a rule as an IR route; ``rule_name`` is the rule's name or its index, ``source``
+    the route object's "Kind namespace/name"."""
     f = rule.filters
-    rule_name = rule.name or str(rule.index)
     if rule.direct_status is not None:
         return ir.Route(
             name=name,
