@@ -143,9 +143,19 @@ def test_a_shared_first_stamp_equals_stamping_then_sharing() -> None:
     from controlplane.gatewayapi.status import share_parents, stamp_shared
 
     now = "2026-01-01T00:00:00Z"
-    cond = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 1}
-    ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "port": 80}
-    parent = {"parentRef": ref, "controllerName": "c", "conditions": [cond, {**cond, "type": "ResolvedRefs"}]}
+    cond: dict[str, Any] = {
+        "type": "Accepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "m",
+        "observedGeneration": 1,
+    }
+    ref: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "port": 80}
+    parent: dict[str, Any] = {
+        "parentRef": ref,
+        "controllerName": "c",
+        "conditions": [cond, {**cond, "type": "ResolvedRefs"}],
+    }
     timed = {**cond, "lastTransitionTime": "2020-01-01T00:00:00Z"}
     bodies: list[Any] = [
         *_statuses().values(),

@@ -42,8 +42,8 @@ class Rule:
 
 
 Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
-_make_rule = ir.positional(Rule)
-_MATCH_ALL = ({},)  # a rule without matches matches every request (route_match's defaults)  # every field in order: a cold translation makes one per rule
+_make_rule = ir.positional(Rule)  # every field in order: a cold translation makes one per rule
+_MATCH_ALL: tuple[dict[str, Any], ...] = ({},)  # a rule without matches matches every request (route_match's defaults)
 
 
 @dataclass

@@ -227,7 +227,9 @@ def _shared_parent(parent: Any, now: str, parts: dict[tuple[Any, ...], Any]) -> 
         conds_key = (
             "conditions",
             *[
-                (*c.items(), stamp_) if "lastTransitionTime" not in c else tuple({**c, "lastTransitionTime": now}.items())
+                (*c.items(), stamp_)
+                if "lastTransitionTime" not in c
+                else tuple({**c, "lastTransitionTime": now}.items())
                 for c in conds
             ],
         )
