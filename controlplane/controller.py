@@ -17,7 +17,7 @@ from typing import Any
 
 from .gatewayapi.model import K8sObject
 from .gatewayapi.rules import RouteMemo
-from .gatewayapi.status import StatusKey, conditions_in, has_problem, is_problem, share_parents, stamp
+from .gatewayapi.status import StatusKey, conditions_in, has_problem, is_problem, stamp_shared
 from .gatewayapi.store import NsName, RouteKey, Store
 from .gatewayapi.translator import Options, Translation, translate, with_endpoints
 from .gcpause import paused_gc
@@ -240,7 +240,7 @@ class Controller:
             if old is not None and self._unstamped.get(key) == body:
                 fresh[key] = old  # the same status as before: nothing to stamp or log
                 continue
-            fresh[key] = share_parents(stamp(body, old, now), parts)
+            fresh[key] = stamp_shared(body, old, now, parts)
             if old is None or _summary(old) != _summary(body):
                 if not _log_problems(key, body):
                     well.append(key)

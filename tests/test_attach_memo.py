@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
+from controlplane.providers.jsonshare import Sharer
 
 GW = "gateway.networking.k8s.io/v1"
 
@@ -78,7 +81,11 @@ def _base() -> list[dict[str, Any]]:
     ]
 
 
-def test_each_route_attaches_as_it_does_alone() -> None:
+@pytest.mark.parametrize("shared", [False, True])
+def test_each_route_attaches_as_it_does_alone(shared: bool) -> None:
+    """``shared``: equal parts held once, as the Kubernetes provider holds them (jsonshare), so
+    that routes of either kind and of either namespace hold the very same parentRefs list (the
+    translator looks them up by identity first)."""
     routes = [
         _route("HTTPRoute", "a", "plain"),  # accepted by http
         _route("HTTPRoute", "b", "other-namespace"),  # http allows its own namespace only
@@ -97,6 +104,10 @@ def test_each_route_attaches_as_it_does_alone() -> None:
         _route("HTTPRoute", "a", "section-1", sectionName=1),
         _route("HTTPRoute", "a", "section-http-port-81", sectionName="http", port=81),
     ]
+    if shared:
+        sharer = Sharer()
+        routes = [sharer.share(doc) for doc in routes]
+        assert routes[0]["spec"]["parentRefs"] is routes[1]["spec"]["parentRefs"] is routes[3]["spec"]["parentRefs"]
     together = translate(Store.from_objects(from_dict(o) for o in _base() + routes)).statuses
     outcomes = set()
     for doc in routes:

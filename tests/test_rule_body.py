@@ -83,6 +83,32 @@ def test_the_workload_compiles_as_it_does_alone_and_each_rule_body_once() -> Non
     assert _compare(store) == 50 + 16 + 16
 
 
+def test_rules_holding_the_same_objects_compile_as_they_do_alone() -> None:
+    """The Kubernetes provider holds equal parts once (jsonshare), so rules of routes in another
+    namespace, or with the shadow-suffix annotation, hold the very same ``filters`` and
+    ``backendRefs`` objects: rule_body must still tell them apart by what else it reads (a
+    key by the objects' identity alone would not)."""
+    from benchmarks.change_latency import http_routes
+    from benchmarks.workload import objects
+    from controlplane.providers.jsonshare import Sharer
+
+    docs = http_routes(320)
+    elsewhere, suffixed = copy.deepcopy(docs[0]), copy.deepcopy(docs[1])
+    elsewhere["metadata"]["namespace"] = "other"
+    suffixed["metadata"] |= {"name": "suffixed", "annotations": {SHADOW_HOST_SUFFIX_ANNOTATION: "true"}}
+    mixed = copy.deepcopy(docs[2])  # its first rule: the filters of one rule, the backends of another
+    mixed["metadata"]["name"] = "mixed"
+    mixed["spec"]["rules"][0]["backendRefs"] = copy.deepcopy(docs[2]["spec"]["rules"][1]["backendRefs"])
+    sharer = Sharer()
+    first = [docs[0], elsewhere, docs[1], suffixed, docs[2], mixed]
+    valid = [from_dict(sharer.share(schema.validate(o))) for o in first]
+    valid += [from_dict(sharer.share(schema.validate(o))) for o in objects(0) + docs[3:]]
+    assert valid[0].spec["rules"][0]["filters"] is valid[1].spec["rules"][0]["filters"]
+    assert valid[2].spec["rules"][0]["backendRefs"] is valid[3].spec["rules"][0]["backendRefs"]
+    assert valid[4].spec["rules"][0]["filters"] is valid[5].spec["rules"][0]["filters"]
+    assert _compare(Store.from_objects(valid)) == 50 + 16 + 16 + 1
+
+
 def test_the_content_key_tells_apart_what_compiles_apart() -> None:
     """rules.content_key: equal for equal values of equal types, different otherwise (a weight
     of ``1``, ``True`` or ``1.0``, a port of ``80`` or ``"80"``), with a ``repr`` for what

@@ -134,3 +134,66 @@ def test_many_statuses_becoming_well_are_counted_on_one_line(caplog: Any) -> Non
     controller.update(Store.from_objects([*store.objects(), from_dict(schema.validate(fixed))]))
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "status.changed" in r.getMessage()]
     assert info == ["status.changed object='HTTPRoute bench/route-999' ok=True"]
+
+
+def test_a_shared_first_stamp_equals_stamping_then_sharing() -> None:
+    """status.stamp_shared looks a route parent's parts up before it copies them. It must make
+    what ``share_parents(stamp(...))`` makes, sharing the same parts among the same bodies, and
+    hold nothing of the translator's bodies."""
+    from controlplane.gatewayapi.status import share_parents, stamp_shared
+
+    now = "2026-01-01T00:00:00Z"
+    cond: dict[str, Any] = {
+        "type": "Accepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "m",
+        "observedGeneration": 1,
+    }
+    ref: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "port": 80}
+    parent: dict[str, Any] = {
+        "parentRef": ref,
+        "controllerName": "c",
+        "conditions": [cond, {**cond, "type": "ResolvedRefs"}],
+    }
+    timed = {**cond, "lastTransitionTime": "2020-01-01T00:00:00Z"}
+    bodies: list[Any] = [
+        *_statuses().values(),
+        {"parents": [parent]},
+        {"parents": [{**parent, "conditions": [{**c} for c in parent["conditions"]]}]},  # equal, not the same
+        {"parents": [{**parent, "conditions": [timed]}]},
+        {"parents": [{**parent, "conditions": [cond, timed]}]},
+        {"parents": [{**parent, "conditions": [{**cond, "lastTransitionTime": now}, timed]}]},
+        {"parents": [{**parent, "parentRef": {**ref, "port": 81}}]},
+        {"parents": [{**parent, "parentRef": {**ref, "nested": {"a": [1]}}}]},
+        {"parents": [{**parent, "conditions": [cond, {"nested": {"a": 1}}]}]},
+        {"parents": [{**parent, "extra": 1}]},
+        {"parents": [parent, "not a dict"]},
+        {"parents": [parent], "conditions": [cond]},
+    ]
+
+    def containers(node: Any) -> list[int]:
+        inner = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        return [id(node)] + [i for v in inner for i in containers(v)] if isinstance(node, dict | list) else []
+
+    def shape(made: list[Any]) -> list[Any]:  # which containers are one object, by first place seen
+        first: dict[int, int] = {}
+        return [first.setdefault(i, len(first)) for body in made for i in containers(body)]
+
+    import copy
+
+    before = copy.deepcopy(bodies)
+    fused_parts: dict[tuple[Any, ...], Any] = {}
+    general_parts: dict[tuple[Any, ...], Any] = {}
+    fused = [stamp_shared(b, None, now, fused_parts) for b in bodies]
+    general = [share_parents(stamp(b, None, now), general_parts) for b in bodies]
+    assert fused == general
+    assert shape(fused) == shape(general)
+    assert bodies == before, "a translator's body was changed"
+    # What either holds of the translator's: only the nested value of the one odd condition
+    # (a condition is copied one level deep).
+    held = {i for b in bodies for i in containers(b)}
+    assert {i for f in fused for i in containers(f)} & held == {i for f in general for i in containers(f)} & held
+    assert len({i for f in fused for i in containers(f)} & held) == 1
+    old = general[0]
+    assert stamp_shared(bodies[0], old, now, {}) == share_parents(stamp(bodies[0], old, now), {})

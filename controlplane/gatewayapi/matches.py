@@ -12,12 +12,12 @@ from .model import K8sObject
 def route_match(m: Mapping[str, Any]) -> ir.Match:
     path = m.get("path") or {"type": "PathPrefix", "value": "/"}
     headers, query = m.get("headers"), m.get("queryParams")
-    return ir.Match(
-        path_type=path.get("type", "PathPrefix"),
-        path=path.get("value", "/"),
-        headers=first_by_name(headers, fold_case=True) if headers else (),
-        query_params=first_by_name(query, fold_case=False) if query else (),
-        method=m.get("method"),
+    return ir.make_match(
+        path.get("type", "PathPrefix"),
+        path.get("value", "/"),
+        first_by_name(headers, fold_case=True) if headers else (),
+        first_by_name(query, fold_case=False) if query else (),
+        m.get("method"),
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Literal
 
 from ..ir import Backend, Endpoint
@@ -139,10 +141,12 @@ class Uses:
         backend its current endpoints: the same change for every route holding it."""
         if parts and all(p is parts[0] for p in parts):
             return parts[0]
-        out = cls()
-        for part in parts:
-            out.add(part)
-        return out
+        # In C loops: a route of 16 rules merges 16 parts.
+        backends = dict(chain.from_iterable(map(dict.items, map(_BACKENDS, parts))))
+        return cls(backends, set().union(*map(_SERVICES, parts)))
+
+
+_BACKENDS, _SERVICES = attrgetter("backends"), attrgetter("services")
 
 
 class BackendResolver:

@@ -42,6 +42,8 @@ class Rule:
 
 
 Compiled = tuple[list[Rule], list[RefProblem], dict[int, str]]
+_make_rule = ir.positional(Rule)  # every field in order: a cold translation makes one per rule
+_MATCH_ALL: tuple[dict[str, Any], ...] = ({},)  # a rule without matches matches every request (route_match's defaults)
 
 
 @dataclass
@@ -151,8 +153,13 @@ class RouteMemo:
         uses = Uses.of(bodies)
         self.forget(key)
         self.entries[key] = (route, compiled, uses)
-        for service in uses.services:
-            self.by_service.setdefault(service, set()).add(key)
+        by_service = self.by_service
+        for service in uses.services:  # (setdefault made an empty set per call: 10,000 routes at a cold start)
+            users = by_service.get(service)
+            if users is None:
+                by_service[service] = {key}
+            else:
+                users.add(key)
         return compiled
 
     def forget(self, key: RouteKey) -> None:
@@ -183,26 +190,30 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     """Every rule of a route, the reference problems found, and the rules dropped (index → why)."""
     rules, problems, dropped = [], [], {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
-    for index, rule in enumerate(route.spec.get("rules") or []):
+    # The loop runs once per rule of every route (10,000 and more at a cold start): what depends
+    # on the rule's filters and backends alone is its body's, worked out once (rule_body), and
+    # the lists here are made only when a rule has something to say.
+    for index, rule in enumerate(route.spec.get("rules") or ()):
         body = rule_body(resolver, route, rule, shadow_suffix)
         filters = body.filters
-        problems += filters.problems
-        matches = tuple(map(route_match, rule.get("matches") or [{}]))
-        unsupported = list(filters.unsupported)
+        if body.reported:
+            problems += body.reported
+        matches = tuple(map(route_match, rule.get("matches") or _MATCH_ALL))
+        unsupported = filters.unsupported
         if body.replaces_prefix and any(m.path_type != "PathPrefix" for m in matches):
-            unsupported.append("ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
+            unsupported = [*unsupported, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match"]
         # What Envoy would refuse must not reach it: one refused value NACKs the whole Gateway's
         # RouteConfiguration. A refused match is left out; the rest of the rule answers 500.
-        refused_matches = {mi: p for mi, m in enumerate(matches) if (p := match_problems(m))}
-        refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + body.refused
-        if refused:
-            unsupported += refused
+        refused = body.refused
+        if any(map(match_problems, matches)):
+            refused_matches = {mi: p for mi, m in enumerate(matches) if (p := match_problems(m))}
+            refused = [f"matches[{mi}] {p}" for mi, ps in refused_matches.items() for p in ps] + refused
             matches = tuple(m for mi, m in enumerate(matches) if mi not in refused_matches)
+        if refused:
+            unsupported = [*unsupported, *refused]
             filters = RuleFilters()
 
         weighted = body.weighted
-        problems += body.problems
-
         timeouts = rule.get("timeouts")
         request_ms = backend_ms = None
         if timeouts:
@@ -215,17 +226,18 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
         elif filters.redirect is None and not body.serves:
             direct = 500  # no usable backend: the spec asks for a 500
         rules.append(
-            Rule(
-                index=index,
-                name=rule.get("name"),
-                matches=matches,
-                backends=weighted if direct is None else (),
-                filters=filters,
+            _make_rule(
+                index,
+                rule.get("name"),
+                matches,
+                weighted if direct is None else (),
+                filters,
                 # The request timeout bounds everything; with only backendRequest set, it bounds
                 # the single attempt Envoy makes, i.e. the route too.
-                timeout_ms=request_ms if request_ms is not None else backend_ms,
-                backend_timeout_ms=backend_ms if request_ms is not None and backend_ms else None,
-                direct_status=direct,
+                request_ms if request_ms is not None else backend_ms,  # timeout_ms
+                backend_ms if request_ms is not None and backend_ms else None,  # backend_timeout_ms
+                direct,
+                (),  # ranks
             )
         )
     return rules, problems, dropped
@@ -241,6 +253,7 @@ class RuleBody:
     # 500 instead: its backends are resolved all the same (their problems are reported).
     weighted: tuple[ir.WeightedBackend, ...]
     problems: list[RefProblem]  # the backendRefs' (the filters' own are in ``filters``)
+    reported: list[RefProblem]  # the filters' problems, then the backendRefs': the route's status reports them
     touched: Uses  # the references resolved
     replaces_prefix: bool  # a redirect or rewrite replaces the prefix match: every match must be one
     serves: bool  # some backend has a cluster (else a rule that redirects nowhere answers 500)
@@ -265,6 +278,7 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
                 refused_filters(filters),
                 weighted,
                 problems,
+                filters.problems + problems,
                 resolver.touched,
                 _replaces_prefix(filters),
                 any(w.backend for w in weighted),

@@ -194,6 +194,56 @@ def _walk_conditions(node: Any, path: str = "") -> Any:
             yield from _walk_conditions(v, f"{path}/{_identity(v, i)}")
 
 
+def stamp_shared(
+    body: dict[str, Any], old: dict[str, Any] | None, now: str, parts: dict[tuple[Any, ...], Any]
+) -> dict[str, Any]:
+    """``share_parents(stamp(body, old, now), parts)``. A route's first stamp (10,000 at a cold
+    start, nearly all alike) looks each parent's parts up in ``parts`` before it copies them:
+    the copies :func:`stamp` made were dropped at once for the shared ones."""
+    if old is None and type(body) is dict and len(body) == 1 and type(parents := body.get("parents")) is list:
+        out_parents = []
+        for parent in parents:
+            shared = _shared_parent(parent, now, parts)
+            if shared is None:
+                break
+            out_parents.append(shared)
+        else:
+            return {"parents": out_parents}
+    return share_parents(stamp(body, old, now), parts)
+
+
+def _shared_parent(parent: Any, now: str, parts: dict[tuple[Any, ...], Any]) -> dict[str, Any] | None:
+    """A route parent as _stamped_parent stamps it, its parentRef and conditions those in ``parts``
+    under share_parents's keys (a condition's key is its stamped items: the time is added last, or
+    replaced where it was); None for a shape either does not handle alike."""
+    if type(parent) is not dict or len(parent) != 3 or "controllerName" not in parent:
+        return None
+    ref, name, conds = parent.get("parentRef"), parent.get("controllerName"), parent.get("conditions")
+    if type(ref) is not dict or isinstance(name, _NESTED) or type(conds) is not list:
+        return None
+    stamp_ = ("lastTransitionTime", now)
+    try:
+        ref_key = ("parentRef", *ref.items())
+        conds_key = (
+            "conditions",
+            *[
+                (*c.items(), stamp_)
+                if "lastTransitionTime" not in c
+                else tuple({**c, "lastTransitionTime": now}.items())
+                for c in conds
+            ],
+        )
+        shared_ref = parts.get(ref_key)
+        shared_conds = parts.get(conds_key)
+    except (TypeError, AttributeError):  # a nested value, or a condition not a dict
+        return None
+    if shared_ref is None:
+        shared_ref = parts[ref_key] = ref.copy()
+    if shared_conds is None:
+        shared_conds = parts[conds_key] = [{**c, "lastTransitionTime": now} for c in conds]
+    return {**parent, "parentRef": shared_ref, "conditions": shared_conds}
+
+
 def share_parents(body: dict[str, Any], parts: dict[tuple[Any, ...], Any]) -> dict[str, Any]:
     """``body`` with each route parent's parentRef and conditions replaced by equal ones kept in
     ``parts``, for bodies that are read only once made (the controller's stamped statuses, the

@@ -113,6 +113,9 @@ class _Attached:
     policies: Any = None  # the MirrorPolicies that applied (Policies.for_route): a change replays nothing
 
 
+_make_attached = ir.positional(_Attached)  # one per route at a cold start
+
+
 @dataclass
 class _State:
     """What the last translation with a memo made (RouteMemo.last): where a one-route change starts."""
@@ -336,7 +339,7 @@ def _attach_route(
     if problems:
         messages = dict.fromkeys(p.message for p in problems)  # each distinct problem once, in order
         resolved = Condition("ResolvedRefs", False, problems[0].reason, "; ".join(messages), gen)
-    usable = [r for r in rules if r.index not in dropped]
+    usable = [r for r in rules if r.index not in dropped] if dropped else rules
 
     parents, attachments = [], []
     for ref, refused, allowed in ours:
@@ -358,7 +361,7 @@ def _attach_route(
     status = statuses[key] = {"parents": parents}
     if memo is not None:
         found_ = tuple((a.listener.gateway, a.listener.name, a.hostnames, a.routes) for a in attachments)
-        memo.attached[key] = _Attached(route, status, found_, applied)
+        memo.attached[key] = _make_attached(route, status, found_, applied)
     return attachments
 
 
@@ -393,10 +396,12 @@ def _ir_routes(
     prefix, source = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/", route.describe()
     out = []
     for rule in rules:
+        rule_name = rule.name or str(rule.index)
+        head = f"{prefix}{rule_name}/match/"
         for mi, match in enumerate(rule.matches):
-            name = f"{prefix}{rule.name or rule.index}/match/{mi}"
+            name = head + str(mi)
             order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
-            out.append((name, order, _route(name, match, rule, lst, kind, source)))
+            out.append((name, order, _route(name, match, rule, rule_name, lst, kind, source)))
     return out
 
 
@@ -506,6 +511,7 @@ class _Shared:
     def __init__(self) -> None:
         self.allowed: dict[Any, Allowed] = {}  # _allowed
         self.parents: dict[tuple[str, str, bytes | str], list[Parent]] = {}  # _parents
+        self.parent_ids: dict[tuple[str, str, int], tuple[list[Parent], Any]] = {}  # _parents, by identity
         # The conditions of a parent status, by the identity of its Condition objects (each
         # entry keeps them, so their ids stay theirs): their dicts, copied for each route.
         self._conditions: dict[tuple[int, ...], tuple[tuple[Condition, ...], list[dict[str, Any]]]] = {}
@@ -529,7 +535,15 @@ def _parents(
     key, by content as rules.content_key makes it); of the rest, only what ``shared`` lives
     no longer than."""
     refs = route.spec.get("parentRefs") or []
-    key = (route.kind, route.namespace, content_key(refs))
+    kind, namespace = route.kind, route.namespace
+    # First by the identity of the list: the Kubernetes provider holds equal parts once
+    # (jsonshare), so 10,000 routes hold a few lists, and reading each by content is skipped.
+    # The entry keeps the list, so its id stays its own for the translation.
+    same = (kind, namespace, id(refs))
+    known = shared.parent_ids.get(same)
+    if known is not None:
+        return known[0]
+    key = (kind, namespace, content_key(refs))
     hit = shared.parents.get(key)
     if hit is None:
         hit = shared.parents[key] = []
@@ -539,6 +553,7 @@ def _parents(
             gw_listeners = listeners.get(f"{ref.get('namespace') or route.namespace}/{ref['name']}")
             if gw_listeners is not None:
                 hit.append((ref, *_allowed(store, route, ref, gw_listeners, shared.allowed)))
+    shared.parent_ids[same] = (hit, refs)
     return hit
 
 
@@ -682,13 +697,14 @@ def _route(
     name: str,
     match: ir.Match,
     rule: Rule,
+    rule_name: str,
     listener: GatewayListener,
     kind: Literal["HTTPRoute", "GRPCRoute"],
     source: str,
 ) -> ir.Route:
-    """One match of a rule as an IR route; ``source`` is the route object's "Kind namespace/name"."""
+    """One match of a rule as an IR route; ``rule_name`` is the rule's name or its index, ``source``
+    the route object's "Kind namespace/name"."""
     f = rule.filters
-    rule_name = rule.name or str(rule.index)
     if rule.direct_status is not None:
         return ir.Route(
             name=name,
@@ -702,7 +718,7 @@ def _route(
         )
     rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
     redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
-    return ir.Route.of(
+    return ir.make_route(
         name,
         match,
         rule.backends,

@@ -84,7 +84,7 @@ def parse_body_settings(text: str) -> tuple[int, tuple[str, ...]]:
     return limit, tuple(str(p) for p in paths)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per mirrored route (accesslog.RouteTags)
 class RouteTag:
     route: str  # "HTTPRoute ns/name"
     rule: str

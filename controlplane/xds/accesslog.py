@@ -173,7 +173,11 @@ class RouteTags:
                         if tags is None:
                             tags = shared[r.mirrors] = mirror_tags(r.mirrors)
                         by_id[id(r.mirrors)] = tags
-                    table[r.name] = RouteTag(*_source(r), tags)
+                    source = r.source
+                    table[r.name] = _make_tag(source, r.rule, tags) if source else _make_tag(*_source(r), tags)
+
+
+_make_tag = ir.positional(RouteTag)  # one per mirrored route at a cold start
 
 
 def _differing(
