@@ -191,7 +191,7 @@ def test_translate_and_metrics_show_the_bound_and_a_bad_one_is_rejected(capsys: 
     (mirror_cluster,) = [c for c in out["clusters"] if c["name"].startswith("mirror/")]
     assert mirror_cluster["per_connection_buffer_limit_bytes"] == 8 * MiB + 64 * 1024
     routes = out["routes"][0]["virtual_hosts"][0]["routes"]
-    assert [r["name"] for r in routes] == [ROUTE, f"{ROUTE}/not-mirrored"]
+    assert [r["name"] for r in routes] == [f"{ROUTE}/mirrored", f"{ROUTE}/not-mirrored"]
     # The mirrored route matches the verdict each listener writes, with the bound in it.
     assert routes[0]["match"]["headers"] == [{"name": "x-mirrorplane-body", "string_match": {"exact": "true"}}]
     (listener,) = out["listeners"]
