@@ -282,6 +282,13 @@ class Bench:
             self.out["rss_settled_mb"] = rss_mib()  # what the start-up writes (Kubernetes) left held
             changes, floors, stalls, controller = [], [], [], []
             for k in range(rounds):
+                # Envoy serves a push before it answers it, and one response per type is in flight
+                # at a time: a change made as soon as the floor's route was served waited for that
+                # answer, and its translation shared the CPUs with Envoy finishing the floor's push
+                # (its ACK came 50-90 ms into the change). Each change starts, as the floor does,
+                # with nothing pushing.
+                await plane.registry.answered()
+                await asyncio.sleep(0.05)
                 self.stalls.take()  # not the floor's preparation below, which blocks the loop on purpose
                 started = time.perf_counter()
                 updates.clear()

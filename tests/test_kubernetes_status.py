@@ -14,6 +14,7 @@ import pytest
 
 from controlplane.controller import Controller
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
+from controlplane.providers import k8s_status
 from controlplane.providers.k8s_status import StatusWriter, service_addresses, without_times
 from controlplane.providers.kubernetes import KubernetesProvider
 from controlplane.xds.cache import SnapshotCache
@@ -165,6 +166,36 @@ async def test_status_is_written_while_an_envoy_never_answers_a_push(c: Cluster)
         await wait_until(lambda: accepted_at(c, 2), timeout=30, message="the new generation's status written")
         assert plane.registry.pushing(), "written while the push was still unanswered"
         assert status.writer is not None and status.writer.writes >= 2
+    finally:
+        await envoy.close()
+        await plane.stop()
+
+
+async def test_every_changes_status_gives_way_to_its_push(c: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Status gives way to the push of each change, not only the first: once a wait had ended
+    with the push answered, its start stayed set, so ``GIVE_WAY_MAX`` after it every write went
+    ahead of the push it should wait for (3 of 5 changes in a run of benchmarks.change_latency
+    --kubernetes-only, the write and its echo taken by the loop just before the push)."""
+    monkeypatch.setattr(k8s_status, "GIVE_WAY_MAX", 1.5)
+    plane, _, status = control_plane(c)
+    await plane.start()
+    envoy = DeltaEnvoy(int(plane.xds_address.rsplit(":", 1)[1]), node_id="holds-its-acks", gateway=GATEWAY)
+    original = (EXAMPLES / "30-httproute.yaml").read_text()
+    try:
+        await wait_until(lambda: accepted_at(c, 1), message="status written")
+        snapshot = plane.cache.get(GATEWAY)
+        assert snapshot is not None
+        await envoy.request(ROUTE, list(snapshot[ROUTE].entries))
+        await envoy.ack(await envoy.recv())
+        for generation, change in ((2, drop_mirror(c)), (3, c.apply(original))):
+            await change
+            held = await envoy.recv()  # the change's route table, not answered yet
+            await asyncio.sleep(0.5)
+            assert not await accepted_at(c, generation), f"generation {generation}: written before its push was answered"
+            await envoy.ack(held)
+            await wait_until(lambda g=generation: accepted_at(c, g), message=f"generation {generation}'s status")
+            await asyncio.sleep(1.5)  # GIVE_WAY_MAX since this change began to give way
+        assert status.writer is not None
     finally:
         await envoy.close()
         await plane.stop()

@@ -232,6 +232,9 @@ class StatusWriter:
         if left > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.pushes.answered(), left)
+                # Answered: the next push is given way to afresh. (Left set, the bound ran from
+                # this wait's start, and writes went ahead of every push after it.)
+                self._giving_way_since = None
 
     def _leave(self, objects: int) -> None:
         """Note ``objects`` things (patches, written statuses) that live on; freeze once they
