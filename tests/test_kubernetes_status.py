@@ -191,7 +191,9 @@ async def test_every_changes_status_gives_way_to_its_push(c: Cluster, monkeypatc
             await change
             held = await envoy.recv()  # the change's route table, not answered yet
             await asyncio.sleep(0.5)
-            assert not await accepted_at(c, generation), f"generation {generation}: written before its push was answered"
+            assert not await accepted_at(c, generation), (
+                f"generation {generation}: written before its push was answered"
+            )
             await envoy.ack(held)
             await wait_until(lambda g=generation: accepted_at(c, g), message=f"generation {generation}'s status")
             await asyncio.sleep(1.5)  # GIVE_WAY_MAX since this change began to give way

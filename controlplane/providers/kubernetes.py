@@ -58,6 +58,9 @@ ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 POLICY_RESOURCES = (Resource("MirrorPolicy", MIRRORPLANE_GROUP, "v1alpha1", "mirrorpolicies", True),)
 STATUS_KINDS = ("GatewayClass", "Gateway", *ROUTE_KINDS, "MirrorPolicy")  # we write their status
 KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
+NO_STATUS: dict[str, Any] = {}
+"""The live status of a listed object without one, shared (read only, as every jsonshare part is):
+an empty dict each was 0.6-0.9 MB at 10,000 HTTPRoutes listed before status was ever written."""
 WATCH_SHARED = 512  # parts the watch's jsonshare table remembers (the listing's: jsonshare.SIZE)
 
 
@@ -167,7 +170,7 @@ class Reflector:
                     key, obj = wrapped
                     objects[key] = obj
                     if self.kind in KEEP_STATUS:
-                        statuses[key] = item.get("status") or {}
+                        statuses[key] = item.get("status") or NO_STATUS
                 if cont is None:
                     self.resource_version = str(meta.get("resourceVersion") or "")
                     break
@@ -278,7 +281,7 @@ class Reflector:
             old = self.objects.get(key)
             old_status = self.statuses.get(key)
             if self.kind in KEEP_STATUS:
-                self.statuses[key] = body.get("status") or {}
+                self.statuses[key] = body.get("status") or NO_STATUS
                 if self.kind in STATUS_KINDS and old_status != self.statuses[key]:
                     self.status_moved((self.kind, *key), obj.metadata.resource_version)
             # A status write (ours: one per route at a cold start) bumps resourceVersion only:
