@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -287,6 +287,26 @@ async def test_conflict_is_retried_and_deleted_objects_are_skipped(c: Cluster) -
         assert any(r.status == 404 for r in c.fake.requests(method="PATCH")) if c.fake else True
     finally:
         await provider.close()
+
+
+def test_which_statuses_changed_is_worked_out_by_the_writer_not_between_a_translation_and_its_push() -> None:
+    """The controller hands on the same body for a status that did not change. The writer's
+    listener compared all of them by identity as the controller called it, on the loop between
+    the translation and its push: 4-9 ms of a change at 10,000 routes. The writer now does it
+    when it runs (after giving way to the push), over every translation since it last ran."""
+    writer = StatusWriter(cast(Any, None), cast(Any, None), controller_name=DEFAULT_CONTROLLER)
+    k0, k1, k2, k3 = (("HTTPRoute", "server", f"r{i}") for i in range(4))
+    a, b, c = {"parents": ["a"]}, {"parents": ["b"]}, {"parents": ["c"]}
+    writer.on_statuses({k0: a, k1: b, k2: c})
+    writer._take_wanted()
+    writer._dirty.clear()  # written
+    # Two translations before the writer runs: r0 changed, then r1 (an equal body, made anew),
+    # r2 no longer wanted, r3 new.
+    writer.on_statuses({k0: {"parents": ["a2"]}, k1: b, k2: c})
+    writer.on_statuses({k0: writer.wanted[k0], k1: {"parents": ["b"]}, k3: {"parents": ["d"]}})
+    assert writer._dirty == set(), "compared as the controller called"
+    writer._take_wanted()
+    assert writer._dirty == {k0, k1, k2, k3}
 
 
 def test_addresses_come_from_the_load_balancer_else_the_cluster_ip() -> None:
