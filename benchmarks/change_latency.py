@@ -296,7 +296,7 @@ class Bench:
                 # Envoy serves a push before it answers it, and one response per type is in flight
                 # at a time: a change made as soon as the floor's route was served waited for that
                 # answer, and its translation shared the CPUs with Envoy finishing the floor's push
-                # (its ACK came 50-90 ms into the change). Each change starts, as the floor does,
+                # (its ACK came 83-91 ms into the change in a traced run). Each change starts, as the floor does,
                 # with nothing pushing.
                 await plane.registry.answered()
                 await asyncio.sleep(0.05)

@@ -227,6 +227,20 @@ async def test_one_route_patched_makes_only_its_kinds_mapping_again(c: Cluster, 
     assert ("server", "simple-gateway") in after.gateways and ("server", "edited") in after.httproutes
 
 
+async def test_started_again_the_provider_makes_every_kind_again(c: Cluster) -> None:
+    """A watch that fails is restarted with ``start`` (the supervisor): new reflectors, which
+    count their edits from 0. The store must not keep a kind's mapping from before because the
+    count came out the same."""
+    _, provider, _ = control_plane(c)
+    await provider.start()
+    await c.apply(ROUTE_YAML.format(name="while-stopped"))
+    try:
+        store = await provider.start()
+    finally:
+        await provider.close()
+    assert ("server", "while-stopped") in store.httproutes
+
+
 async def test_one_route_changed_compares_its_status_only(
     c: Cluster, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
 ) -> None:

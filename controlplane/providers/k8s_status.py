@@ -51,14 +51,6 @@ GIVE_WAY_MAX = 5.0
 (``Pushes``): an Envoy that never answers holds status back no longer than that."""
 
 
-def collect_after_writes() -> None:
-    """After a storm of writes (10,000 at a cold start), one full collection: with what lives
-    frozen (``FREEZE_EVERY``) it scans little (1 ms), and clearing the interpreter's free lists
-    of tuples, dicts and lists that the writes filled lets pymalloc hand 3 MB of arenas back
-    (benchmarks.change_latency --kubernetes-only: RSS once the writes are done)."""
-    gc.collect()
-
-
 class Pushes(Protocol):
     """The xDS pushes status writes give way to (the ADS server's NodeRegistry).
 
@@ -243,8 +235,11 @@ class StatusWriter:
         await asyncio.gather(*(writer() for _ in range(min(self.concurrency, len(patches)))))
         self._dirty.update(failed)
         if len(patches) >= FREEZE_EVERY:
+            # After a storm of writes (10,000 at a cold start), one full collection: with what
+            # lives frozen it scans little (1 ms), and clearing the interpreter's free lists that
+            # the writes filled lets pymalloc hand back 3 MB of arenas.
             del patches
-            collect_after_writes()
+            gc.collect()
         return len(failed)
 
     async def _give_way(self) -> None:
