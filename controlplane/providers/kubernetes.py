@@ -385,7 +385,8 @@ class KubernetesProvider:
             r.kind: Reflector(self.api, r, self.options, self.outage, self._changed, self._status_moved)
             for r in resources
         }
-        self._built.clear()  # new reflectors count their edits from 0
+        self._built.clear()  # new reflectors count their edits from 0 (and a kind may be gone)
+        self._fields.clear()
         await asyncio.gather(*(r.list() for r in self.reflectors.values()))
         self._changed.clear()
         self.store = self._build()
