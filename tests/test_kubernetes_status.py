@@ -176,7 +176,7 @@ async def test_a_wait_for_pushes_that_ended_answered_bounds_the_next_one_afresh(
 ) -> None:
     """Status gives way to every push, not only the first: once a wait had ended with the push
     answered, its start stayed set, so ``GIVE_WAY_MAX`` after it every write went ahead of the
-    push it should have waited for (4 of 9 changes in a traced run of benchmarks.change_latency
+    push it should have waited for (4 of 9 changes in traced runs of benchmarks.change_latency
     --kubernetes-only, the write and its echo taken by the loop just before the push)."""
     monkeypatch.setattr(k8s_status, "GIVE_WAY_MAX", 0.3)
     registry = NodeRegistry()
