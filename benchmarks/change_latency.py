@@ -14,7 +14,9 @@ base.yaml); one real Envoy on Delta ADS. Per N, in a fresh process (so that RSS 
   while the folder loads);
 * one route changed: routes.yaml rewritten with one path changed → Envoy serves the new path,
   median of ``--rounds``; its floor is the same kind of change as a snapshot prebuilt beforehand
-  and installed in the cache (ADS + Envoy alone);
+  and installed in the cache (ADS + Envoy alone). Each starts with no push in flight. Beside
+  both, the time until the RouteConfiguration was sent (the registry's SEND): the control
+  plane's own share, which Envoy's applying time, the larger and far less steady, leaves out;
 * RSS of the control-plane process with the Envoy attached (it also holds the benchmark's echo
   backend and HTTP client, a few MB): once the Envoy serves all N routes, again once what the cold
   start set off is done (Kubernetes: the status writes), and after the first change;
@@ -63,6 +65,8 @@ from controlplane.localenvoy import LocalEnvoy
 from controlplane.ports import free_port
 from controlplane.serve import ControlPlane
 from controlplane.xds.cache import Snapshot
+from controlplane.xds.resources import ROUTE
+from controlplane.xds.tracking import Event, EventKind
 from controlplane.xds.translator import XdsOptions, build_resources
 
 from .fakeapi_process import FakeApiProcess, write_seed
@@ -246,6 +250,13 @@ class Bench:
             plane = self.make_plane(self.xds_options, self.xds_port)
             updates: list[float] = []  # seconds of each controller update (translate → snapshot)
             plane.controller.update_listeners.append(lambda seconds, _: updates.append(seconds))
+            sent: list[float] = []  # when each RouteConfiguration push was sent to an Envoy
+
+            def on_event(event: Event) -> None:
+                if event.kind is EventKind.SEND and event.type_url == ROUTE:
+                    sent.append(time.perf_counter())
+
+            plane.registry.add_observer(on_event)
             envoy = self.envoy()
             if alongside:  # as compose or a cluster starts them: Envoy boots while the folder loads
                 await asyncio.gather(plane.start(), envoy.start())
@@ -280,13 +291,22 @@ class Bench:
             self.out["gc_settle_ms"] = self.collections.take() * 1e3
             self.out["stall_settle_split_ms"] = [t * 1e3 for t in self.stalls.take_split()]
             self.out["rss_settled_mb"] = rss_mib()  # what the start-up writes (Kubernetes) left held
-            changes, floors, stalls, controller = [], [], [], []
+            changes, floors, stalls, controller, pushed, floor_pushed = [], [], [], [], [], []
             for k in range(rounds):
+                # Envoy serves a push before it answers it, and one response per type is in flight
+                # at a time: a change made as soon as the floor's route was served waited for that
+                # answer, and its translation shared the CPUs with Envoy finishing the floor's push
+                # (its ACK came 83-91 ms into the change in a traced run). Each change starts, as the floor does,
+                # with nothing pushing.
+                await plane.registry.answered()
+                await asyncio.sleep(0.05)
                 self.stalls.take()  # not the floor's preparation below, which blocks the loop on purpose
                 started = time.perf_counter()
                 updates.clear()
+                sent.clear()
                 path, host = await change(k)
                 changes.append(await self.served(session, path, host, started))
+                pushed.append(sent[0] - started)  # the control plane's own share: until the push went out
                 if k == 0:  # before the floor's first prebuilt snapshot, a translation of its own
                     self.out["rss_changed_mb"] = rss_mib()
                 controller.append(sum(updates))
@@ -294,8 +314,10 @@ class Bench:
                 path, host, snapshot = prebuilt(plane, k)
                 await asyncio.sleep(0.05)
                 started = time.perf_counter()
+                sent.clear()
                 plane.cache.install(snapshot)
                 floors.append(await self.served(session, path, host, started))
+                floor_pushed.append(sent[0] - started)
             await envoy.stop()
             await plane.stop()
         self.stalls.stop()
@@ -306,6 +328,8 @@ class Bench:
             change_max_ms=max(changes) * 1e3,
             floor_ms=statistics.median(floors) * 1e3,
             controller_ms=statistics.median(controller) * 1e3,
+            pushed_ms=statistics.median(pushed) * 1e3,
+            floor_pushed_ms=statistics.median(floor_pushed) * 1e3,
             stall_change_ms=max(stalls) * 1e3,
             rounds=rounds,
         )
@@ -460,7 +484,8 @@ def _print(r: dict[str, Any]) -> None:
     print(
         f"{r['provider']:<10} N={r['n']:>6} | one route changed → Envoy applied: median {r['change_ms']:7.1f} ms"
         f" (max {r['change_max_ms']:6.1f}, {r['rounds']} rounds), floor {r['floor_ms']:6.1f} ms,"
-        f" {r['change_ms'] / r['floor_ms']:4.1f}x; of it translate→snapshot {r['controller_ms']:5.1f} ms"
+        f" {r['change_ms'] / r['floor_ms']:4.1f}x; of it translate→snapshot {r['controller_ms']:5.1f} ms,"
+        f" until the push was sent {r['pushed_ms']:5.1f} ms (floor {r['floor_pushed_ms']:4.1f})"
         f" | cold start {r['cold_s']:5.2f} s (floor {r['cold_floor_s']:4.2f} s, {r['cold_s'] / r['cold_floor_s']:4.1f}x;"
         f" translate→snapshot {r['cold_controller_s']:4.2f} s"
         + (f"; {r['cold_alongside_s']:4.2f} s with Envoy started alongside)" if "cold_alongside_s" in r else ")")

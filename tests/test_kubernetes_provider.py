@@ -11,7 +11,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import yaml
 from envoy.config.route.v3 import route_pb2
 
+from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import DEFAULT_CONTROLLER
 from controlplane.providers import k8s_status
 from controlplane.providers import kubernetes as kubernetes_module
@@ -203,6 +204,41 @@ async def test_a_status_write_leaves_the_stores_objects_as_they_were(c: Cluster,
     assert before.changed(provider.store) == {"httproutes": {("server", "edited")}}
     # Ours is written back to "held" over its newest resourceVersion (a stale one: 409 for good).
     await wait_until(lambda: written("held") and written("held", "example.com/other"), message="both statuses")
+
+
+async def test_one_route_patched_makes_only_its_kinds_mapping_again(c: Cluster, plane: ControlPlane) -> None:
+    """A new store per change: indexing every object again took 7-16 ms of the loop per patch at
+    10,000 HTTPRoutes. The kinds that did not change hand on the same mapping, which the
+    controller's diff skips by identity."""
+    provider = kubernetes(plane)
+    await c.apply(ROUTE_YAML.format(name="edited"))
+    await wait_until(lambda: "/edited" in route_names(plane), message="the route served")
+    before = provider.store
+    await c.kubectl(
+        "patch", "httproute", "edited", "-n", "server", "--type=merge",
+        "-p", json.dumps({"spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/edited-v2"}}]}]}}),
+    )  # fmt: skip
+    await wait_until(lambda: "/edited-v2" in route_names(plane), message="the edit served")
+    after = provider.store
+    assert before.changed(after) == {"httproutes": {("server", "edited")}}
+    assert after.httproutes is not before.httproutes
+    made_again = [f.name for f in fields(Store) if getattr(after, f.name) is not getattr(before, f.name)]
+    assert made_again == ["httproutes"]
+    assert ("server", "simple-gateway") in after.gateways and ("server", "edited") in after.httproutes
+
+
+async def test_started_again_the_provider_makes_every_kind_again(c: Cluster) -> None:
+    """A watch that fails is restarted with ``start`` (the supervisor): new reflectors, which
+    count their edits from 0. The store must not keep a kind's mapping from before because the
+    count came out the same."""
+    _, provider, _ = control_plane(c)
+    await provider.start()
+    await c.apply(ROUTE_YAML.format(name="while-stopped"))
+    try:
+        store = await provider.start()
+    finally:
+        await provider.close()
+    assert ("server", "while-stopped") in store.httproutes
 
 
 async def test_one_route_changed_compares_its_status_only(

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from operator import is_not
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..gatewayapi.status import StatusKey, share_parents, stamp
@@ -123,6 +124,7 @@ class StatusWriter:
         # compared all 10,000 on the event loop (300 ms and more).
         self._all = True
         self._dirty: set[StatusKey] = set()
+        self._taken: dict[StatusKey, dict[str, Any]] = self.wanted  # what _dirty has caught up with
         self._addresses_seen: Addresses | None = None
         self._echoes: dict[StatusKey, str] = {}  # the resourceVersion each write of ours made
         # What we last wrote, and the resourceVersion it was written over: until the watch shows a
@@ -139,11 +141,9 @@ class StatusWriter:
     # --- hooks ---------------------------------------------------------------------------------
 
     def on_statuses(self, statuses: dict[StatusKey, dict[str, Any]]) -> None:
-        """Controller status listener: remember what is wanted and wake the writer. The controller
-        hands on the same body for a status that did not change, so identity tells what did."""
-        old = self.wanted
-        self._dirty.update(key for key, body in statuses.items() if old.get(key) is not body)
-        self._dirty.update(key for key in old if key not in statuses)  # ours to remove from a route
+        """Controller status listener: remember what is wanted and wake the writer, which works
+        out what changed (``_take_wanted``) once the change's push is answered. Done here, on the
+        loop between the translation and its push, 10,000 identity checks took 4-9 ms of it."""
         self.wanted = statuses
         self._kick.set()
 
@@ -197,8 +197,25 @@ class StatusWriter:
             else:
                 delay = self.retry_delay
 
+    def _take_wanted(self) -> None:
+        """Mark the statuses wanted anew since the last call, and ours to remove from a route. The
+        controller hands on the same body for a status that did not change, so identity tells
+        (compared in C loops, as ``Store.changed`` does: 10,000 statuses at each change)."""
+        old, new = self._taken, self.wanted
+        if old is new:
+            return
+        keys = list(new)
+        dirty = set(itertools.compress(keys, map(is_not, map(old.get, keys), new.values())))
+        added = sum(1 for key in dirty if key not in old)
+        if len(old) > len(new) - added:  # some are no longer wanted
+            dirty |= old.keys() - new.keys()
+        self._dirty |= dirty
+        self._taken = new
+
     async def sync(self) -> int:
         """Write every status that differs from the live one; return how many must be retried."""
+        await self._give_way()
+        self._take_wanted()
         with paused_gc():  # 10,000 patches at a cold start: 170-250 collections on the loop, 50-100 ms
             patches = await self._patches()
         if not patches:
@@ -217,6 +234,12 @@ class StatusWriter:
 
         await asyncio.gather(*(writer() for _ in range(min(self.concurrency, len(patches)))))
         self._dirty.update(failed)
+        if len(patches) >= FREEZE_EVERY:
+            # After a storm of writes (10,000 at a cold start), one full collection: with what
+            # lives frozen it scans little (1 ms), and clearing the interpreter's free lists that
+            # the writes filled lets pymalloc hand back 3 MB of arenas.
+            del patches
+            gc.collect()
         return len(failed)
 
     async def _give_way(self) -> None:
@@ -232,6 +255,9 @@ class StatusWriter:
         if left > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.pushes.answered(), left)
+                # Answered: the next push is given way to afresh. (Left set, the bound ran from
+                # this wait's start, and writes went ahead of every push after it.)
+                self._giving_way_since = None
 
     def _leave(self, objects: int) -> None:
         """Note ``objects`` things (patches, written statuses) that live on; freeze once they

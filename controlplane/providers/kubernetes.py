@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,9 @@ ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 POLICY_RESOURCES = (Resource("MirrorPolicy", MIRRORPLANE_GROUP, "v1alpha1", "mirrorpolicies", True),)
 STATUS_KINDS = ("GatewayClass", "Gateway", *ROUTE_KINDS, "MirrorPolicy")  # we write their status
 KEEP_STATUS = (*STATUS_KINDS, "Service")  # live .status kept (a Service's: its LoadBalancer ingress)
+NO_STATUS: dict[str, Any] = {}
+"""The live status of a listed object without one, shared (read only, as every jsonshare part is):
+an empty dict each was 0.6-0.9 MB at 10,000 HTTPRoutes listed before status was ever written."""
 WATCH_SHARED = 512  # parts the watch's jsonshare table remembers (the listing's: jsonshare.SIZE)
 
 
@@ -121,6 +124,7 @@ class Reflector:
         # status write): what a status patch must name, while the store keeps the same instance.
         self.newer: dict[ObjKey, str] = {}
         self.resource_version = ""
+        self.edits = 0  # how many times ``objects`` changed: the provider copies it only then
         self.relists = 0
         self.retries = 0
         # Equal parts of the objects (and live statuses) held once: see jsonshare. A watch event
@@ -166,7 +170,7 @@ class Reflector:
                     key, obj = wrapped
                     objects[key] = obj
                     if self.kind in KEEP_STATUS:
-                        statuses[key] = item.get("status") or {}
+                        statuses[key] = item.get("status") or NO_STATUS
                 if cont is None:
                     self.resource_version = str(meta.get("resourceVersion") or "")
                     break
@@ -178,6 +182,7 @@ class Reflector:
         if await _differs(self.objects, objects):
             self.changed.set()
         self.objects, self.statuses, self.newer = objects, statuses, {}
+        self.edits += 1
         self.relists += 1
         if self.kind in STATUS_KINDS:
             self.status_moved(None, "")
@@ -270,12 +275,13 @@ class Reflector:
             self.objects.pop(key, None)
             self.statuses.pop(key, None)
             self.newer.pop(key, None)
+            self.edits += 1
             self.changed.set()
         elif etype in ("ADDED", "MODIFIED"):
             old = self.objects.get(key)
             old_status = self.statuses.get(key)
             if self.kind in KEEP_STATUS:
-                self.statuses[key] = body.get("status") or {}
+                self.statuses[key] = body.get("status") or NO_STATUS
                 if self.kind in STATUS_KINDS and old_status != self.statuses[key]:
                     self.status_moved((self.kind, *key), obj.metadata.resource_version)
             # A status write (ours: one per route at a cold start) bumps resourceVersion only:
@@ -284,6 +290,7 @@ class Reflector:
             if old is None or _same_content(old) != _same_content(obj):
                 self.objects[key] = obj
                 self.newer.pop(key, None)
+                self.edits += 1
                 self.changed.set()
             else:
                 # Keyed by the held object's names, not the echo's copies (10,000 echoes at a cold start).
@@ -330,6 +337,9 @@ class KubernetesProvider:
         self.api: KubeApi | None = None
         self.reflectors: dict[str, Reflector] = {}
         self.store = Store()
+        # Per kind, the reflector's edits its mapping in the store was made at (see _build).
+        self._built: dict[str, int] = {}
+        self._fields: dict[str, Mapping[Any, K8sObject[Any]]] = {}
         self.outage: _Outage | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -375,6 +385,8 @@ class KubernetesProvider:
             r.kind: Reflector(self.api, r, self.options, self.outage, self._changed, self._status_moved)
             for r in resources
         }
+        self._built.clear()  # new reflectors count their edits from 0 (and a kind may be gone)
+        self._fields.clear()
         await asyncio.gather(*(r.list() for r in self.reflectors.values()))
         self._changed.clear()
         self.store = self._build()
@@ -465,14 +477,23 @@ class KubernetesProvider:
             self.api = None
 
     def _build(self) -> Store:
-        objects: list[K8sObject[Any]] = []
+        """The store, each kind's mapping made again only if its reflector's objects changed
+        since the last store: one HTTPRoute patched at 10,000 copies one dict of 10,000 (in C),
+        where indexing every object again took 7-16 ms of the loop, and the controller's diff
+        skips the kinds whose mapping it finds the same."""
+        before = dict(self._built)
+        gateways = self.reflectors["Gateway"]
         for kind, r in self.reflectors.items():
-            if kind != "Secret":
-                objects += r.objects.values()
-        gateways = self.reflectors["Gateway"].objects.values()
-        secrets = self.reflectors["Secret"].objects
-        objects += (secrets[key] for key in sorted(referenced_secrets(gateways)) if key in secrets)
-        return Store.from_objects(objects)
+            if before.get(kind) == r.edits and (kind != "Secret" or before.get("Gateway") == gateways.edits):
+                continue
+            objects = r.objects
+            if kind == "Secret":  # only those a Gateway references
+                referenced = sorted(referenced_secrets(gateways.objects.values()))
+                objects = {key: r.objects[key] for key in referenced if key in r.objects}
+            fname, mapping = Store.index(kind, objects)
+            self._fields[fname] = mapping
+            self._built[kind] = r.edits
+        return Store(**self._fields)
 
     def live_status(self, kind: str, namespace: str, name: str) -> tuple[dict[str, Any], str] | None:
         """The status an object has in the cluster now, and its resourceVersion (None if absent)."""
