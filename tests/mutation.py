@@ -146,6 +146,16 @@ MUTATIONS = (
             "tests/test_e2e_mirror_decision.py::test_neither_backend_sees_the_body_header_and_the_client_answer_is_unchanged",
         ),
     ),
+    Mutation(
+        "unsampled-by-name",
+        "a mirrored route with no threshold of its own (samplePercent 100) is not logged, so nothing is compared",
+        "controlplane/xds/accesslog.py",
+        "f\" : (xds.route_name.endsWith('{MIRRORED_SUFFIX}') ? '{threshold(100)}' : '')))\"",
+        "f\" : (xds.route_name.endsWith('{MIRRORED_SUFFIX}') ? '' : '')))\"",
+        (
+            "tests/test_e2e_shadow.py::test_envoys_routes_carry_neither_the_tag_nor_a_full_threshold_and_legs_still_pair",
+        ),
+    ),
 )
 
 
