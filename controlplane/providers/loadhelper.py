@@ -2,9 +2,10 @@
 
 Reading a 2.7 MiB file of 10,000 routes is about 0.85 s of Python, which the GIL keeps on one
 core. So at a cold start the file provider starts this helper on the largest file before it
-reads anything (a fresh interpreter takes about 0.2 s to get going, overlapping the reading), and
-reads the file from the front as it would alone; the helper reads the same file's chunks
-(``yamlread.chunks``) from the last one back. Where the two meet, the reader stops the helper and
+reads anything (a fresh interpreter takes about 0.2 s to get going, overlapping the reading;
+``mirrorplane serve`` and ``run`` start it earlier still, before their own imports: see
+:func:`start_early`), and reads the file from the front as it would alone; the helper reads the
+same file's chunks (``yamlread.chunks``) from the last one back. Where the two meet, the reader stops the helper and
 takes what it did. The split is decided by how fast each side really went.
 
 The helper runs at the lowest priority (nice 19): it takes only CPU nobody else wants, a core
@@ -135,10 +136,14 @@ def start_early(root: Path, limits: Limits) -> None:
     large file is being read on the second core meanwhile; the file provider's first load takes
     the helper over (:func:`adopt`). Nothing is said if it cannot start: the load says it."""
     global _early
-    path = candidate(yamlread.yaml_files(root))
-    if path is not None:
-        with contextlib.suppress(OSError):
+    try:
+        path = candidate(yamlread.yaml_files(root))
+        if path is not None:
             _early = Helper(path, limits)
+    except OSError:  # no folder to list, no process to be had: the load finds it, and says it
+        pass
+    except Exception:  # a bug, which must not stop the command: its own load starts a helper
+        log.exception("loadhelper.early_failed root=%s then=load_starts_its_own", root)
 
 
 def adopt(path: Path | None, limits: Limits) -> Helper | None:
