@@ -29,7 +29,7 @@ routes carry it (``XdsOptions.shadow_tags_in_routes``)."""
 MIRRORED_SUFFIX = "/mirrored"
 """Ends the name of every Envoy route that mirrors: a route whose rule samples every request (the
 default) is found by it, so only a route with a lower threshold carries metadata (Envoy builds
-each route's metadata on every update: a third of applying 10,000 mirrored rules)."""
+each route's metadata on every update: a fifth to two fifths of applying 10,000 mirrored rules)."""
 CLUSTER_TAG = "mirrorplane_cluster"
 """The ALS custom tag of a mirror entry: the lowest threshold of the rules mirroring to its cluster
 (cluster metadata ``min``). A mirror leg whose primary never came, with an id at or above it, may
