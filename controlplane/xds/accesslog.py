@@ -79,9 +79,10 @@ def tag_route(source: ir.Route, route: route_pb2.Route, json_tag: bool = False) 
     """Mark a mirrored Envoy route for the logger: its sampling threshold, which the CEL filter
     reads in Envoy, unless it samples every id (its name says so, MIRRORED_SUFFIX). Its tag
     (route, rule, mirrors) reaches the receiver by the route's name (:class:`RouteTags`);
-    ``json_tag`` also puts it into the route as JSON, for receivers with no controller beside them (``mirrorplane collect``, XdsOptions.shadow_tags_in_routes). Depends on
-    ``source`` alone, so virtual hosts built from it can be cached (EncodedMemo); without
-    ``json_tag``, on its ``mirrors`` alone, so routes with the same ones share it (RouteEncoder)."""
+    ``json_tag`` also puts it into the route as JSON, for receivers with no controller beside them
+    (``mirrorplane collect``, XdsOptions.shadow_tags_in_routes). Depends on ``source`` alone, so
+    virtual hosts built from it can be cached (EncodedMemo); without ``json_tag``, on its
+    ``mirrors`` alone, so routes with the same ones share it (RouteEncoder)."""
     percent = max((m.comparison.sample_percent for m in source.mirrors), default=0)
     if json_tag or threshold(percent) != threshold(100):
         meta = _set_below(route.metadata, percent)
