@@ -52,6 +52,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from . import yamlread
 from .yamlread import Limits
 
@@ -270,9 +272,7 @@ def read_chunk(chunk: yamlread.Chunk, text: str, limits: Limits) -> bytes | None
     """What the helper hands over for one chunk: its nodes and the validated body of each
     object of each of its documents (``marshal``-ed), or None when the chunk is left to the
     reader (see the module docstring)."""
-    import yaml  # the helper's side only: the serving process may import this module early (start_early)
-
-    from ..gatewayapi import schema
+    from ..gatewayapi import schema  # the helper's side only: the command imports this module early (start_early)
 
     try:
         nodes, docs = yamlread.load(chunk, text, limits)
