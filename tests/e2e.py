@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import h2.config
+import h2.connection
+import h2.events
 from aiohttp import web
 
 from controlplane.echo import build_app
@@ -238,3 +241,27 @@ async def fire(stack: Stack, paths: list[str], concurrency: int = 10) -> list[in
             return status
 
     return await asyncio.gather(*(one(p) for p in paths))
+
+
+async def h2_status(port: int, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> int:
+    """One HTTP/2 request (h2c, prior knowledge) with exactly these headers, its stream ended on
+    the body's own frame (as gRPC libraries send a unary call; httpx ends it with an empty frame
+    after, docs/shadow-testing.md); the response status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, validate_outbound_headers=False))
+    conn.initiate_connection()
+    pseudo = [(":method", method), (":path", path), (":scheme", "http"), (":authority", "localhost")]
+    conn.send_headers(1, pseudo + headers, end_stream=not body)
+    if body:
+        conn.send_data(1, body, end_stream=True)
+    try:
+        writer.write(conn.data_to_send())
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            assert data, "Envoy closed the connection without an answer"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    return int(dict(event.headers)[b":status"])
+            writer.write(conn.data_to_send())
+    finally:
+        writer.close()

@@ -18,12 +18,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import h2.config
-import h2.connection
-import h2.events
 import pytest
 
-from e2e import Stack, start_stack
+from e2e import Stack, h2_status, start_stack
 from support import wait_until
 
 BOUND = 1000
@@ -52,28 +49,6 @@ async def _h1(stack: Stack, raw: bytes) -> bytes:
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         return head.split(b"\r\n", 1)[0]
-    finally:
-        writer.close()
-
-
-async def _h2(stack: Stack, method: str, path: str, headers: Headers, body: bytes = b"") -> int:
-    """One HTTP/2 request (h2c, prior knowledge) with exactly these headers; the response status."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, validate_outbound_headers=False))
-    conn.initiate_connection()
-    pseudo = [(":method", method), (":path", path), (":scheme", "http"), (":authority", "localhost")]
-    conn.send_headers(1, pseudo + headers, end_stream=not body)
-    if body:
-        conn.send_data(1, body, end_stream=True)
-    try:
-        writer.write(conn.data_to_send())
-        while True:
-            data = await asyncio.wait_for(reader.read(65536), 10)
-            assert data, "Envoy closed the connection without an answer"
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived):
-                    return int(dict(event.headers)[b":status"])
-            writer.write(conn.data_to_send())
     finally:
         writer.close()
 
@@ -134,7 +109,7 @@ async def _send(stack: Stack, path: str, case: bytes | tuple[str, Headers, bytes
     else:
         method, headers, body = case
         # The echo backend (aiohttp) refuses a method with a "|" itself: the answer is still its.
-        assert await _h2(stack, method, path, headers, body) == (400 if "|" in method else 200), path
+        assert await h2_status(stack.port, method, path, headers, body) == (400 if "|" in method else 200), path
 
 
 async def test_what_is_mirrored_case_by_case(stack: Stack) -> None:

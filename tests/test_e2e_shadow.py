@@ -13,9 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
 import httpx
 import pytest
 from aiohttp import web
@@ -23,7 +20,7 @@ from aiohttp import web
 from controlplane.shadow.entries import Leg
 from controlplane.shadow.hub import Diff
 from controlplane.shadow.tagging import sampled
-from e2e import EchoLog, Stack, fire, service_yaml, start_stack
+from e2e import EchoLog, Stack, fire, h2_status, service_yaml, start_stack
 from support import free_port, wait_until
 
 ROUTE = "HTTPRoute server/shadow"
@@ -588,8 +585,9 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
         # A request of unknown length is not mirrored (docs/mirroring.md: the mirror body bound)
         # and gRPC libraries send none, so this unary call is made by hand, with its length: one
         # gRPC frame (5 bytes of header) holding an empty EchoRequest.
-        status = await _unary_call(stack, "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo", b"\x00" * 5)
-        assert status == 200
+        grpc = [("content-type", "application/grpc"), ("te", "trailers"), ("content-length", "5")]
+        path = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo"
+        assert await h2_status(stack.port, "POST", path, grpc, b"\x00" * 5) == 200
         route = "HTTPRoute server/grpc"
         await wait_until(
             lambda: (GATEWAY, route, "0", "mirror/server/grpc-mirror/8080") in stack.plane.comparisons.rules, timeout=30
@@ -607,31 +605,6 @@ async def test_grpc_status_different_is_status_differs(stack: Stack) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _unary_call(stack: Stack, path: str, message: bytes) -> int:
-    """A unary gRPC call over h2c with a content-length, its last DATA frame ending the stream, as
-    gRPC libraries send one; the HTTP status. (httpx ends the stream with an empty DATA frame of
-    its own: when the primary's answer is complete before Envoy reads that frame, Envoy ends the
-    stream there and cancels the mirror's copy, which is then counted mirror_failed.)"""
-    reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    headers = [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "localhost")]
-    headers += [("content-type", "application/grpc"), ("te", "trailers"), ("content-length", str(len(message)))]
-    conn.send_headers(1, headers)
-    conn.send_data(1, message, end_stream=True)
-    try:
-        writer.write(conn.data_to_send())
-        while True:
-            data = await asyncio.wait_for(reader.read(65536), 10)
-            assert data, "Envoy closed the connection without an answer"
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived):
-                    return int(dict(event.headers)[b":status"])
-            writer.write(conn.data_to_send())
-    finally:
-        writer.close()
 
 
 async def _cluster_has_healthy_host(stack: Stack, cluster: str) -> bool:
