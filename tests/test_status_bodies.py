@@ -137,7 +137,7 @@ def test_many_statuses_becoming_well_are_counted_on_one_line(caplog: Any) -> Non
 
 
 def test_a_shared_first_stamp_equals_stamping_then_sharing() -> None:
-    """status.stamp_shared looks a route parent's parts up before it copies them. It must make
+    """status.stamp_shared takes a route parent's parts from those already shared as it stamps. It must make
     what ``share_parents(stamp(...))`` makes, sharing the same parts among the same bodies, and
     hold nothing of the translator's bodies."""
     from controlplane.gatewayapi.status import share_parents, stamp_shared
