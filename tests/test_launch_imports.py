@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 # `run` and `bootstrap` (the local Envoy), `certs` (cryptography), `--kubernetes`.
 NOT_FOR_SERVE = (
     "controlplane.echo.cli",
+    "controlplane.echo.common",
     "controlplane.echo.http",
     "controlplane.echo.rpc",
     "controlplane.echo.h2c",

@@ -1,17 +1,17 @@
 """The echo's command-line flags, apart from the servers: ``mirrorplane`` builds its whole parser
-for every command, and ``serve`` should not import the echo's transports (gRPC's echo service,
-h2c) to do so (docs/performance.md, "Cold start: the imports, ninth round")."""
+for every command, and ``serve`` should not import the echo itself (its transports, gRPC's echo
+service) to do so (docs/performance.md, "Cold start: the imports, ninth round")."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from .common import parse_go_duration
-
 
 def _delay_arg(value: str) -> float:
     """``--delay`` takes seconds (``2``, ``0.5``) or a Go duration (``2s``, ``500ms``)."""
+    from .common import parse_go_duration  # the echo's own module: only `echo --delay` needs it
+
     try:
         seconds = float(value)
     except ValueError:
