@@ -18,9 +18,10 @@ Two ways to start the same program, alternating round by round:
 And the floor of each round: a second Envoy started against the control plane once it serves
 (Envoy's boot, the full push, Envoy applying it).
 
-The control plane runs as installed: its modules' bytecode compiled before the first round (into a
-folder of this run, ``PYTHONPYCACHEPREFIX``), as pip compiles a package it installs (the Docker
-image's too, although its ``PYTHONDONTWRITEBYTECODE`` stops Python writing any later). From a
+The control plane runs as installed: its modules' bytecode compiled before the first round
+(``compileall``, into the checkout's ``__pycache__`` folders), as pip compiles a package it
+installs (the Docker image's too, although its ``PYTHONDONTWRITEBYTECODE`` stops Python writing
+any later). From a
 checkout with ``PYTHONDONTWRITEBYTECODE=1`` set, as on the machine these figures come from, every
 start compiled mirrorplane's hundred modules again, about 0.15 s of the serving process's CPU (not
 the load helper's: it runs isolated, ``python -I``, and keeps its bytecode): ``--compile-at-start``
@@ -57,10 +58,11 @@ Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 WAYS = {"program imported first": "controlplane.cli", "helper before the imports": "controlplane.launch"}
 
 
-def _installed(cache: Path) -> dict[str, str]:
-    """The environment of a control plane whose bytecode is compiled, as an installed one's is."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(cache)
+def _installed() -> dict[str, str]:
+    """The environment of a control plane whose bytecode is compiled, as an installed one's is.
+    (Not ``PYTHONPYCACHEPREFIX``: Python then looks for every module's bytecode there, the
+    standard library's and the dependencies' too, and the first start compiles them all.)"""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
     package = Path(controlplane.__file__).parent
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], env=env, check=True)
     return env
@@ -121,9 +123,8 @@ async def _main(n: int, rounds: int, compile_at_start: bool) -> None:
     await web.TCPSite(runner, "127.0.0.1", echo_port).start()
     times: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "config"
-        folder.mkdir()
-        env = None if compile_at_start else _installed(Path(tmp) / "pycache")
+        folder = Path(tmp)
+        env = None if compile_at_start else _installed()
         base = objects(0, gateway_port=gw_port, endpoint_port=echo_port)
         (folder / "base.yaml").write_text(yaml.dump_all(base, Dumper=Dumper))
         (folder / "routes.yaml").write_text(yaml.dump_all(http_routes(n), Dumper=Dumper))
