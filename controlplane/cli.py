@@ -1,5 +1,9 @@
 """The ``mirrorplane`` command: serve, run (serve + a local Envoy), echo, translate, and the admin
-API clients nodes, status and snapshot."""
+API clients nodes, status and snapshot.
+
+What only other commands use (the echo's servers, the local Envoy) is imported where they start,
+before anything listens: ``serve`` does not pay for it (docs/performance.md, "Cold start: the
+imports, ninth round")."""
 
 from __future__ import annotations
 
@@ -12,19 +16,22 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import echo, logs
+from . import logs
 from .admin import client as admin_client
-from .echo import cli as echo_cli
+from .echo import options as echo_options
 from .errors import MirrorplaneError, SourceError, UsageError
 from .gatewayapi.translator import DEFAULT_CONTROLLER, Options
-from .localenvoy import LocalEnvoy, XdsTls, envoy_binary, render_bootstrap
 from .providers.base import Provider
 from .serve import ControlPlane, Extension
 from .shadow import client as shadow_client
 from .shadow import collect
 from .tls import TlsFiles
 from .xds.translator import DEFAULT_MIRROR_BODY_LIMIT, MAX_MIRROR_BODY_LIMIT, XdsOptions
+
+if TYPE_CHECKING:
+    from .localenvoy import LocalEnvoy
 
 log = logging.getLogger("mirrorplane")
 
@@ -206,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     echo_p = sub.add_parser("echo", help="an echo HTTP backend that logs every request")
-    echo.add_arguments(echo_p)
+    echo_options.add_arguments(echo_p)
 
     boot = sub.add_parser(
         "bootstrap",
@@ -296,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "echo":
-        return echo.main_from_args(args)
+        from .echo.cli import main_from_args
+
+        return main_from_args(args)
     if args.command == "translate":
         return _translate(args)
     if args.command == "bootstrap":
@@ -347,6 +356,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
     if args.embed_certs and not args.xds_ca:
         raise UsageError("--embed-certs: give the files to embed (--xds-ca, and --xds-cert and --xds-key)")
     als = _host_port_arg(args.als_address) if args.als_address else None
+    from .localenvoy import XdsTls, render_bootstrap
+
     tls = XdsTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni, args.embed_certs) if args.xds_ca else None
     text = render_bootstrap(
         node_id=args.node_id,
@@ -419,7 +430,7 @@ def _parse_echo(spec: str) -> tuple[str, int, int | None, dict[str, int]]:
             grpc_port = int(value)
             continue
         try:
-            path, code = echo_cli.path_status_arg(part)
+            path, code = echo_options.path_status_arg(part)
         except argparse.ArgumentTypeError:
             raise UsageError(usage) from None
         paths[path] = code
@@ -433,8 +444,12 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     if args.command == "run":
+        from .localenvoy import envoy_binary  # here, not on the loop once it serves
+
         envoy_binary()  # before anything listens: without Envoy, `run` has nothing to start
     echos = [_parse_echo(s) for s in getattr(args, "echo", [])]
+    if echos:
+        from .echo.cli import run_echo  # here, not on the loop once it serves
     tls = None
     if getattr(args, "tls_cert", None) or getattr(args, "tls_key", None):
         if not (args.tls_cert and args.tls_key):
@@ -463,7 +478,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     await plane.start()
     tasks = [
-        asyncio.create_task(echo.run_echo(port, name, grpc_port=grpc_port, path_status=paths))
+        asyncio.create_task(run_echo(port, name, grpc_port=grpc_port, path_status=paths))
         for name, port, grpc_port, paths in echos
     ]
     envoys = []
@@ -495,6 +510,7 @@ def _dial_host(bind: str) -> str:
 
 
 async def _start_envoys(plane: ControlPlane, args: argparse.Namespace) -> list[LocalEnvoy]:
+    from .localenvoy import LocalEnvoy  # imported by _serve already, before anything listened
 
     gateways = plane.cache.gateways()
     if not gateways:
