@@ -394,14 +394,41 @@ def _ir_routes(
     grpc = route.kind == "GRPCRoute"
     kind: Literal["HTTPRoute", "GRPCRoute"] = "GRPCRoute" if grpc else "HTTPRoute"
     prefix, source = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/", route.describe()
+    meta = route.metadata
+    oldest = (meta.creation_timestamp, meta.namespace, meta.name)  # the route's place in precedence
+    protocol, port = lst.protocol, lst.port
     out = []
     for rule in rules:
         rule_name = rule.name or str(rule.index)
         head = f"{prefix}{rule_name}/match/"
+        f = rule.filters
+        named = bool(rule.name)
         for mi, match in enumerate(rule.matches):
             name = head + str(mi)
-            order = grpc_precedence(route, rule, mi) if grpc else precedence(route, rule.index, mi, match)
-            out.append((name, order, _route(name, match, rule, rule_name, lst, kind, source)))
+            order = grpc_precedence(route, rule, mi) if grpc else precedence(oldest, rule.index, mi, match)
+            if rule.direct_status is not None:
+                out.append((name, order, _direct(name, match, rule, rule_name, kind, source)))
+                continue
+            # Read from the rule here rather than in a function per match: 10,000 at a cold start.
+            made = ir.make_route(
+                name,
+                match,
+                rule.backends,
+                f.mirrors,
+                f.request_headers,
+                f.response_headers,
+                None,  # direct_status
+                redirect_for(f.redirect, protocol, port, match.path) if f.redirect else None,
+                rewrite_for(f.rewrite, match.path) if f.rewrite else None,
+                f.cors,
+                rule.timeout_ms,
+                rule.backend_timeout_ms,
+                name if named else "",  # stat_prefix
+                kind,
+                source,
+                rule_name,
+            )
+            out.append((name, order, made))
     return out
 
 
@@ -693,46 +720,19 @@ def _tls_chain(port: int, lst: GatewayListener, tables: Tables, siblings: list[s
     )
 
 
-def _route(
-    name: str,
-    match: ir.Match,
-    rule: Rule,
-    rule_name: str,
-    listener: GatewayListener,
-    kind: Literal["HTTPRoute", "GRPCRoute"],
-    source: str,
+def _direct(
+    name: str, match: ir.Match, rule: Rule, rule_name: str, kind: Literal["HTTPRoute", "GRPCRoute"], source: str
 ) -> ir.Route:
-    """One match of a rule as an IR route; ``rule_name`` is the rule's name or its index, ``source``
-    the route object's "Kind namespace/name"."""
+    """One match of a rule answered by Envoy itself (``rule.direct_status``) as an IR route;
+    ``rule_name`` is the rule's name or its index, ``source`` the route object's "Kind namespace/name"."""
     f = rule.filters
-    if rule.direct_status is not None:
-        return ir.Route(
-            name=name,
-            match=match,
-            request_headers=f.request_headers,
-            response_headers=f.response_headers,
-            direct_status=rule.direct_status,
-            kind=kind,
-            source=source,
-            rule=rule_name,
-        )
-    rewrite = rewrite_for(f.rewrite, match.path) if f.rewrite else None
-    redirect = redirect_for(f.redirect, listener.protocol, listener.port, match.path) if f.redirect else None
-    return ir.make_route(
-        name,
-        match,
-        rule.backends,
-        f.mirrors,
-        f.request_headers,
-        f.response_headers,
-        None,  # direct_status
-        redirect,
-        rewrite,
-        f.cors,
-        rule.timeout_ms,
-        rule.backend_timeout_ms,
-        name if rule.name else "",  # stat_prefix
-        kind,
-        source,
-        rule_name,
+    return ir.Route(
+        name=name,
+        match=match,
+        request_headers=f.request_headers,
+        response_headers=f.response_headers,
+        direct_status=rule.direct_status,
+        kind=kind,
+        source=source,
+        rule=rule_name,
     )
