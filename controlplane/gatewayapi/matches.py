@@ -37,17 +37,18 @@ def first_by_name(items: list[dict[str, Any]], *, fold_case: bool) -> tuple[ir.S
 _PATH_RANK = {"Exact": 0, "PathPrefix": 1}  # then RegularExpression
 
 
-def precedence(oldest: tuple[Any, ...], rule_index: int, mi: int, match: ir.Match) -> tuple[Any, ...]:
+def precedence(match: ir.Match, created: Any, namespace: str, name: str, rule_index: int, mi: int) -> tuple[Any, ...]:
     """Gateway API route precedence: exact path, longest prefix, method, most headers, most query
-    params, then the oldest route, then namespace/name (``oldest``: the route's creation
-    timestamp, namespace and name), then rule and match order."""
+    params, then the oldest route (``created``), then namespace/name, then rule and match order."""
     return (
         _PATH_RANK.get(match.path_type, 2),
         -len(match.path),
         0 if match.method else 1,
         -len(match.headers),
         -len(match.query_params),
-        *oldest,
+        created,
+        namespace,
+        name,
         rule_index,
         mi,
     )

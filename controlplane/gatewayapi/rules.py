@@ -151,7 +151,8 @@ class RouteMemo:
         finally:
             resolver.bodies = None
         uses = resolver.uses_of(bodies)
-        self.forget(key)
+        if hit is not None:  # (nothing to forget for a route compiled the first time)
+            self.forget(key)
         self.entries[key] = (route, compiled, uses)
         by_service = self.by_service
         for service in uses.services:  # (setdefault made an empty set per call: 10,000 routes at a cold start)

@@ -395,7 +395,7 @@ def _ir_routes(
     kind: Literal["HTTPRoute", "GRPCRoute"] = "GRPCRoute" if grpc else "HTTPRoute"
     prefix, source = f"{route.kind.lower()}/{route.namespace}/{route.name}/rule/", route.describe()
     meta = route.metadata
-    oldest = (meta.creation_timestamp, meta.namespace, meta.name)  # the route's place in precedence
+    created, namespace, route_name = meta.creation_timestamp, meta.namespace, meta.name  # for precedence
     protocol, port = lst.protocol, lst.port
     out = []
     for rule in rules:
@@ -405,7 +405,11 @@ def _ir_routes(
         named = bool(rule.name)
         for mi, match in enumerate(rule.matches):
             name = head + str(mi)
-            order = grpc_precedence(route, rule, mi) if grpc else precedence(oldest, rule.index, mi, match)
+            order = (
+                grpc_precedence(route, rule, mi)
+                if grpc
+                else precedence(match, created, namespace, route_name, rule.index, mi)
+            )
             if rule.direct_status is not None:
                 out.append((name, order, _direct(name, match, rule, rule_name, kind, source)))
                 continue
