@@ -195,9 +195,14 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     # on the rule's filters and backends alone is its body's, worked out once (rule_body), and
     # the lists here are made only when a rule has something to say.
     # A known rule body is found here, without a call of rule_body (10,000 rules, 50 bodies).
-    bodies, known, head = resolver.bodies, resolver.rules, _body_head(route, shadow_suffix)
+    bodies, known, kind, namespace = resolver.bodies, resolver.rules, route.kind, route.namespace
     for index, rule in enumerate(route.spec.get("rules") or ()):
-        key = (*head, content_key((rule.get("filters"), rule.get("backendRefs"))))
+        key = (
+            kind,
+            namespace,
+            shadow_suffix,
+            content_key((rule.get("filters"), rule.get("backendRefs"))),
+        )  # rule_body's
         body = known.get(key)
         if body is None:
             body = rule_body(resolver, route, rule, shadow_suffix, key)
@@ -274,11 +279,6 @@ class RuleBody:
     plain: bool
 
 
-def _body_head(route: K8sObject[Any], shadow: bool) -> tuple[str, str, bool]:
-    """What of a rule body's key is the route's (rule_body)."""
-    return route.kind, route.namespace, shadow
-
-
 def rule_body(
     resolver: BackendResolver,
     route: K8sObject[Any],
@@ -292,7 +292,7 @@ def rule_body(
     from there), the shadow-suffix annotation, and the rule's ``filters`` and ``backendRefs``:
     the key (``key``, when the caller made it already)."""
     if key is None:
-        key = (*_body_head(route, shadow), content_key((rule.get("filters"), rule.get("backendRefs"))))
+        key = (route.kind, route.namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs"))))
     hit = resolver.rules.get(key)
     if hit is None:
         outer, resolver.touched = resolver.touched, Uses()
