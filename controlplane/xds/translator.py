@@ -193,7 +193,7 @@ def _route_configurations(
     for chain in chains:
         assembled = memo.route_configuration(
             chain,
-            encode=encoder.virtual_host,
+            encode=encoder.framed_virtual_host,
             head=route_pb2.RouteConfiguration(name=chain.name).SerializeToString(),
             tail=_route_configuration_tail(chain).SerializeToString(deterministic=True),
         )
@@ -552,10 +552,21 @@ class RouteEncoder:
         self._middle_ids: dict[tuple[int | None, ...], tuple[tuple[bytes | None, bytes], tuple[object, ...]]] = {}
 
     def virtual_host(self, vh: ir.VirtualHost) -> bytes:
-        parts = [wire.string(1, vh.name)] if vh.name else []
+        return b"".join(self._fields(vh))
+
+    def framed_virtual_host(self, vh: ir.VirtualHost) -> bytes:
+        """A virtual host as one element of RouteConfiguration.virtual_hosts (field 2), its head
+        and fields joined once (not joined, then copied behind its head)."""
+        parts = self._fields(vh)
+        parts[0] = wire.head(2, sum(map(len, parts)))
+        return b"".join(parts)
+
+    def _fields(self, vh: ir.VirtualHost) -> list[bytes]:
+        """A virtual host's fields, after an empty first item (a place for a head)."""
+        parts = [b"", wire.string(1, vh.name)] if vh.name else [b""]
         parts += [wire.string(2, d) for d in vh.domains]
         parts += [self.routes(r) for r in vh.routes]
-        return b"".join(parts)
+        return parts
 
     def routes(self, route: ir.Route) -> bytes:
         """One IR route's Envoy routes (as :func:`_routes` makes them), each framed as VirtualHost.routes."""
