@@ -189,7 +189,9 @@ def backends_of(vh: ir.VirtualHost) -> frozenset[str]:
 
 def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     """Every rule of a route, the reference problems found, and the rules dropped (index → why)."""
-    rules, problems, dropped = [], [], {}
+    rules: list[Rule] = []
+    problems: list[RefProblem] = []
+    dropped: dict[int, str] = {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
     # The loop runs once per rule of every route (10,000 and more at a cold start): what depends
     # on the rule's filters and backends alone is its body's, worked out once (rule_body), and
