@@ -88,6 +88,28 @@ def test_positional_makes_what_the_constructor_makes(cls: type[Any], make: Any, 
     assert dataclasses.replace(fast, **{first: values[first]}) == made
 
 
+def test_positional_refuses_a_class_it_cannot_make() -> None:
+    """The maker fills an instance of a plain twin with the same slots and makes it a ``cls``
+    (setting ``__class__``): only a dataclass whose slots are its fields, on ``object``, is laid
+    out as that twin is."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted:
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Derived(Base):
+        b: int
+
+    for cls in (Unslotted, Derived):
+        with pytest.raises(TypeError):
+            ir.positional(cls)
+
+
 def test_by_backends_and_mirrors_keys_by_both_tuples() -> None:
     """ir.by_backends_and_mirrors serves a virtual host what it computed for another whose
     routes hold the same ``backends`` and ``mirrors`` objects in the same order. Both functions
