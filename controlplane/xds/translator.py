@@ -550,6 +550,7 @@ class RouteEncoder:
         self._matches: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._middles: dict[tuple[object, ...], tuple[bytes | None, bytes]] = {}
         self._middle_ids: dict[tuple[int | None, ...], tuple[tuple[bytes | None, bytes], tuple[object, ...]]] = {}
+        self._route_heads: dict[int, bytes] = {}  # _joined_route's, by size
 
     def virtual_host(self, vh: ir.VirtualHost) -> bytes:
         return b"".join(self._fields(vh))
@@ -583,15 +584,16 @@ class RouteEncoder:
             after = wire.delimited(10, wire.string(2, m.path) if m.path else b"")
         elif (prefix := m.path.rstrip("/")) == "":
             before = _ROOT_PREFIX
-        else:
-            after = wire.delimited(14, prefix.encode())
+        else:  # path_separated_prefix (field 14): most routes
+            encoded = prefix.encode()
+            after = _PREFIX_HEADS[len(encoded)] + encoded if len(encoded) < 0x80 else wire.delimited(14, encoded)
         if m.headers or m.method or m.query_params:
             headers, query = self._header_matches(m)
             before, after = before + headers, query + after
         name = route.name
         stat = wire.string(_STAT_PREFIX, route.stat_prefix) if route.stat_prefix else b""
         if not route.mirrors:
-            return _joined_route(before + after, self._middle(route)[1], name, stat)
+            return self._joined_route(before + after, self._middle(route)[1], name, stat)
         if self.json_tags:  # the JSON tag names the route: nothing to share
             mirrored, unmirrored, _ = self._action(route)
             tag, changes = _tag_fields(route, True), self._header_changes(route)
@@ -604,13 +606,34 @@ class RouteEncoder:
         if tagged is None:
             return self._built(route)
         buffered = stat + self.buffered
-        mirrored_ = _joined_route(before + self.bound[route.kind] + after, tagged, name + MIRRORED_SUFFIX, buffered)
+        mirrored_ = self._joined_route(
+            before + self.bound[route.kind] + after, tagged, name + MIRRORED_SUFFIX, buffered
+        )
         # untag_route takes off what tag_route added: the twin carries no tag.
-        twin = _joined_route(before + after, untagged, name + NOT_MIRRORED_SUFFIX, stat)
+        twin = self._joined_route(before + after, untagged, name + NOT_MIRRORED_SUFFIX, stat)
         if route.kind == "GRPCRoute":
-            grpc = _joined_route(before + self.grpc + after, tagged, name + "/grpc" + MIRRORED_SUFFIX, buffered)
+            grpc = self._joined_route(before + self.grpc + after, tagged, name + "/grpc" + MIRRORED_SUFFIX, buffered)
             return b"".join((mirrored_, grpc, twin))
         return mirrored_ + twin
+
+    def _joined_route(self, match: bytes, middle: bytes, name: str, tail: bytes) -> bytes:
+        """One Envoy route framed as VirtualHost.routes: its match (field 1), fields 2 to 13, its
+        name (14) and what follows (``tail``), with every length worked out before one join (a
+        cold build writes 20,000 routes: a ``delimited`` per field was a tenth of it). A route's
+        own head (two bytes of length, mostly) is kept per size for the build."""
+        n = len(match)
+        head = _MATCH_HEADS[n] if n < 0x80 else wire.head(1, n)
+        encoded = name.encode()
+        k = len(encoded)
+        if not k:
+            named = b""
+        else:
+            named = _NAME_HEADS[k] if k < 0x80 else wire.head(_NAME, k)
+        size = len(head) + n + len(middle) + len(named) + k + len(tail)
+        framing = self._route_heads.get(size)
+        if framing is None:
+            framing = self._route_heads[size] = wire.head(_ROUTES, size)
+        return b"".join((framing, head, match, middle, named, encoded, tail))
 
     def _middle(self, route: ir.Route) -> tuple[bytes | None, bytes]:
         """Fields 2 to 13 of a route: the route action, the shadow tag (without its JSON) and
@@ -707,23 +730,8 @@ def _tag_fields(route: ir.Route, json_tags: bool) -> bytes:
     return _serialized(marked)
 
 
-_MATCH_HEADS, _NAME_HEADS = wire.short_heads(1), wire.short_heads(_NAME)
-
-
-def _joined_route(match: bytes, middle: bytes, name: str, tail: bytes) -> bytes:
-    """One Envoy route framed as VirtualHost.routes: its match (field 1), fields 2 to 13, its
-    name (14) and what follows (``tail``), with every length worked out before one join (a cold
-    build writes 20,000 routes: a ``delimited`` per field was a tenth of it)."""
-    n = len(match)
-    head = _MATCH_HEADS[n] if n < 0x80 else wire.head(1, n)
-    encoded = name.encode()
-    k = len(encoded)
-    if not k:
-        named = b""
-    else:
-        named = _NAME_HEADS[k] if k < 0x80 else wire.head(_NAME, k)
-    size = len(head) + n + len(middle) + len(named) + k + len(tail)
-    return b"".join((wire.head(_ROUTES, size), head, match, middle, named, encoded, tail))
+_MATCH_HEADS, _NAME_HEADS = wire.short_heads(1), wire.short_heads(_NAME)  # Route.match, Route.name
+_PREFIX_HEADS = wire.short_heads(14)  # RouteMatch.path_separated_prefix
 
 
 def _route(route: ir.Route) -> rc.Route:
