@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 _T = TypeVar("_T")
@@ -183,21 +184,33 @@ class Route:
 
 
 def positional(cls: type[_T]) -> Callable[..., _T]:
-    """A maker of ``cls`` (a frozen dataclass with slots) taking every field's value, in order,
-    as positional arguments: the dataclass's own instance (same fields, equality, hash,
-    immutability, memory), in about half the time of its ``__init__``. A cold translation makes
-    one ``Route``, ``Match`` and ``Rule`` per match (10,000 and more), and a frozen ``__init__``
-    sets each field through ``object.__setattr__``, which looks the slot up by name, after
-    matching keywords to parameters: 1.3 µs for ``Route``'s 16 fields, against 0.7 µs calling
-    each slot's own setter. The maker is written out as dataclasses writes ``__init__`` (one
-    line per field; a loop over the setters took 1.0 µs). No default applies: every field is
+    """A maker of ``cls`` (a frozen dataclass with slots, on ``object``) taking every field's
+    value, in order, as positional arguments: the dataclass's own instance (same fields,
+    equality, hash, immutability, memory), in a third of the time of its ``__init__``. A cold
+    translation makes one ``Route``, ``Match`` and ``Rule`` per match (10,000 and more), and a
+    frozen ``__init__`` sets each field through ``object.__setattr__``, which looks the slot up
+    by name, after matching keywords to parameters: 1.3 µs for ``Route``'s 16 fields. Calling
+    each slot's own setter took 0.7 µs; the interpreter's own store into a slot (an attribute
+    store specialized for slots) is what a plain class with the same slots gets, so the maker
+    fills an instance of such a twin and then makes it a ``cls``: 0.25 µs. Setting
+    ``__class__`` is allowed between classes whose instances are laid out alike (the same
+    slots, in order, on the same base), which is checked here once. The maker is written out
+    as dataclasses writes ``__init__`` (one line per field). No default applies: every field is
     a parameter, so none can be left unset; tests/test_ir.py compares what it makes with the
     constructor's."""
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    scope.update({f"_set_{n}": cls.__dict__[n].__set__ for n in names})
-    body = "".join(f"    _set_{n}(self, {n})\n" for n in names)
-    exec(f"def make({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n", scope)  # noqa: S102
+    slots = cls.__dict__.get("__slots__")
+    if slots is None or cls.__bases__ != (object,) or list(slots) != names:
+        raise TypeError(f"{cls.__name__}: positional makes dataclasses with slots on object only")
+    twin = type(f"{cls.__name__}Unfrozen", (), {"__slots__": tuple(slots), "__module__": cls.__module__})
+    probe: Any = object.__new__(twin)
+    probe.__class__ = cls  # raises TypeError if the layouts differ
+    scope: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls}
+    body = "".join(f"    self.{n} = {n}\n" for n in names)
+    exec(  # noqa: S102
+        f"def make({', '.join(names)}):\n    self = _new(_twin)\n{body}    self.__class__ = _cls\n    return self\n",
+        scope,
+    )
     make: Callable[..., _T] = scope["make"]
     make.__qualname__ = make.__name__ = f"make_{cls.__name__.lower()}"
     make.__doc__ = f"A {cls.__name__} from every field's value, in order (ir.positional)."
@@ -246,24 +259,29 @@ class VirtualHost:
 
 def by_backends_and_mirrors(of: Callable[[VirtualHost], _T]) -> Callable[[VirtualHost], _T]:
     """``of`` (a function reading nothing of a virtual host but its routes' ``backends`` and
-    ``mirrors``), computed once per distinct pair of those objects among virtual hosts of one
-    route, for one pass over many (a cold build has 10,000 such virtual hosts, and the routes
-    of one rule, or of rules alike, hold the very same tuples). Keyed by identity, for the
-    pass only; each entry keeps its route, so the ids stay theirs meanwhile. A virtual host of
-    several routes is computed as it is."""
-    seen: dict[tuple[int, int], tuple[_T, Route]] = {}
+    ``mirrors``), computed once per distinct sequence of those objects among the virtual hosts
+    of one pass over many (a cold build has 10,000 virtual hosts, and the routes of one rule, or
+    of rules alike, hold the very same tuples: 10,000 one-rule routes hold 250 pairs, 625 routes
+    of 16 rules 25 sequences). Keyed by identity, for the pass only (C loops over the routes);
+    each entry keeps its virtual host, so the ids stay theirs meanwhile."""
+    seen: dict[tuple[int, ...], tuple[_T, VirtualHost]] = {}
 
     def cached(vh: VirtualHost) -> _T:
-        if len(vh.routes) != 1:
-            return of(vh)
-        route = vh.routes[0]
-        key = (id(route.backends), id(route.mirrors))
+        routes = vh.routes
+        if len(routes) == 1:  # (10,000 one-route virtual hosts: no maps)
+            route = routes[0]
+            key: tuple[int, ...] = (id(route.backends), id(route.mirrors))
+        else:
+            key = (*map(id, map(_BACKENDS, routes)), *map(id, map(_MIRRORS, routes)))
         hit = seen.get(key)
         if hit is None:
-            hit = seen[key] = (of(vh), route)
+            hit = seen[key] = (of(vh), vh)
         return hit[0]
 
     return cached
+
+
+_BACKENDS, _MIRRORS = attrgetter("backends"), attrgetter("mirrors")
 
 
 @dataclass(frozen=True)

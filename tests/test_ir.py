@@ -88,12 +88,35 @@ def test_positional_makes_what_the_constructor_makes(cls: type[Any], make: Any, 
     assert dataclasses.replace(fast, **{first: values[first]}) == made
 
 
+def test_positional_refuses_a_class_it_cannot_make() -> None:
+    """The maker fills an instance of a plain twin with the same slots and makes it a ``cls``
+    (setting ``__class__``): only a dataclass whose slots are its fields, on ``object``, is laid
+    out as that twin is."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted:
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Derived(Base):
+        b: int
+
+    for cls in (Unslotted, Derived):
+        with pytest.raises(TypeError):
+            ir.positional(cls)
+
+
 def test_by_backends_and_mirrors_keys_by_both_tuples() -> None:
-    """ir.by_backends_and_mirrors serves a one-route virtual host what it computed for another
-    holding the same ``backends`` and ``mirrors`` objects. Both functions it wraps (the route
-    tables' backends in use, the xDS build's mirror usage) read both: virtual hosts sharing one
-    of the two objects and not the other, or neither but equal in value, must each get what the
-    function gives them."""
+    """ir.by_backends_and_mirrors serves a virtual host what it computed for another whose
+    routes hold the same ``backends`` and ``mirrors`` objects in the same order. Both functions
+    it wraps (the route tables' backends in use, the xDS build's mirror usage) read both:
+    virtual hosts sharing one of the two objects and not the other, or neither but equal in
+    value, and virtual hosts of several routes sharing the backends of each route but not the
+    mirrors, must each get what the function gives them."""
     from controlplane.gatewayapi.rules import backends_of
     from controlplane.xds.encoded import vhost_usage
 
@@ -109,6 +132,10 @@ def test_by_backends_and_mirrors_keys_by_both_tuples() -> None:
     ]
     hosts += [ir.VirtualHost("copy", (), (ir.Route("c", match, (*backends[1],), (*mirrors[1],)),))]
     hosts += [ir.VirtualHost("two", (), (*hosts[0].routes, *hosts[3].routes))]
+    hosts += [ir.VirtualHost("two-again", (), (*hosts[0].routes, *hosts[3].routes))]
+    hosts += [ir.VirtualHost("two-swapped", (), (*hosts[3].routes, *hosts[0].routes))]
+    hosts += [ir.VirtualHost("two-mirrors", (), (*hosts[1].routes, *hosts[2].routes))]
+    hosts += [ir.VirtualHost("two-backends", (), (*hosts[0].routes, *hosts[2].routes))]
     for of in (backends_of, vhost_usage):
         cached = ir.by_backends_and_mirrors(of)
         for vh in hosts + hosts[::-1]:

@@ -20,6 +20,7 @@ from controlplane.gatewayapi import schema
 from controlplane.gatewayapi.model import from_dict
 from controlplane.gatewayapi.store import Store
 from controlplane.gatewayapi.translator import translate
+from controlplane.xds import wire
 from controlplane.xds.translator import DEFAULT_MIRROR_BODY_LIMIT, RouteEncoder, serialize_virtual_host
 from goldens import GOLDEN, cases, from_json, xds_case_ir, xds_cases
 
@@ -39,7 +40,12 @@ def _golden_irs() -> dict[str, ir.GatewayIR]:
 
 
 def _assert_same(encoder: RouteEncoder, vh: ir.VirtualHost) -> None:
-    assert encoder.virtual_host(vh) == serialize_virtual_host(vh, encoder.limit, encoder.json_tags), vh.name
+    serialized = serialize_virtual_host(vh, encoder.limit, encoder.json_tags)
+    assert encoder.virtual_host(vh) == serialized, vh.name
+    # As a RouteConfiguration's element (EncodedMemo's), head and fields joined at once (by an
+    # encoder of its own: the caller counts what this one built).
+    framed = RouteEncoder(encoder.limit, encoder.json_tags).framed_virtual_host(vh)
+    assert framed == wire.delimited(2, serialized), vh.name
 
 
 @pytest.mark.parametrize("json_tags", [False, True])

@@ -56,7 +56,10 @@ def _compare(store: Store) -> int:
         alone = _Alone(store)
         shared.bodies = []
         assert compiler(shared, route) == compiler(alone, route), route.key
-        assert Uses.of(shared.bodies).backends == alone.resolved, route.key  # what RouteMemo keeps per route
+        # What RouteMemo keeps per route: merged once per sequence of bodies (the resolver's uses_of).
+        merged = shared.uses_of(shared.bodies)
+        assert merged == Uses.of(shared.bodies), route.key
+        assert merged.backends == alone.resolved, route.key
     return len(shared.rules)
 
 

@@ -168,6 +168,19 @@ class BackendResolver:
         # rules.rule_body's compiled rule filters and backends, by what they read.
         self.rules: dict[tuple[Any, ...], Any] = {}
         self._memo: dict[tuple[Any, ...], tuple[Backend | None, RefProblem | None]] = {}
+        # uses_of's merges, by the ids of the bodies' Uses (each entry keeps them).
+        self._merged: dict[tuple[int, ...], tuple[Uses, list[Uses]]] = {}
+
+    def uses_of(self, parts: list[Uses]) -> Uses:
+        """Uses.of(parts), merged once per translation for every route whose rules have the
+        same bodies in the same order (625 routes of 16 rules have 25 such sequences). The
+        merged object is shared as Uses.of shares a body's own: RouteMemo.refresh_backends
+        alone changes it, the same change for every route holding it."""
+        key = tuple(map(id, parts))
+        hit = self._merged.get(key)
+        if hit is None:
+            hit = self._merged[key] = (Uses.of(parts), parts)
+        return hit[0]
 
     def resolve(
         self, route: K8sObject[Any], ref: dict[str, Any], *, mirror: bool = False

@@ -150,8 +150,9 @@ class RouteMemo:
             compiled = (compiler or route_rules)(resolver, route)
         finally:
             resolver.bodies = None
-        uses = Uses.of(bodies)
-        self.forget(key)
+        uses = resolver.uses_of(bodies)
+        if hit is not None:  # (nothing to forget for a route compiled the first time)
+            self.forget(key)
         self.entries[key] = (route, compiled, uses)
         by_service = self.by_service
         for service in uses.services:  # (setdefault made an empty set per call: 10,000 routes at a cold start)
@@ -188,17 +189,35 @@ def backends_of(vh: ir.VirtualHost) -> frozenset[str]:
 
 def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     """Every rule of a route, the reference problems found, and the rules dropped (index → why)."""
-    rules, problems, dropped = [], [], {}
+    rules: list[Rule] = []
+    problems: list[RefProblem] = []
+    dropped: dict[int, str] = {}
     shadow_suffix = route.metadata.annotations.get(SHADOW_HOST_SUFFIX_ANNOTATION, "").lower() == "true"
     # The loop runs once per rule of every route (10,000 and more at a cold start): what depends
     # on the rule's filters and backends alone is its body's, worked out once (rule_body), and
     # the lists here are made only when a rule has something to say.
+    # A known rule body is found here, without a call of rule_body (10,000 rules, 50 bodies).
+    bodies, known, kind, namespace = resolver.bodies, resolver.rules, route.kind, route.namespace
     for index, rule in enumerate(route.spec.get("rules") or ()):
-        body = rule_body(resolver, route, rule, shadow_suffix)
+        key = (
+            kind,
+            namespace,
+            shadow_suffix,
+            content_key((rule.get("filters"), rule.get("backendRefs"))),
+        )  # rule_body's
+        body = known.get(key)
+        if body is None:
+            body = rule_body(resolver, route, rule, shadow_suffix, key)
+        elif bodies is not None:
+            bodies.append(body.touched)
         filters = body.filters
         if body.reported:
             problems += body.reported
         matches = tuple(map(route_match, rule.get("matches") or _MATCH_ALL))
+        if body.plain and not rule.get("timeouts") and not any(map(match_problems, matches)):
+            # Most rules: nothing refused or timed, a backend to serve (what the rest comes to then).
+            rules.append(_make_rule(index, rule.get("name"), matches, body.weighted, filters, None, None, None, ()))
+            continue
         unsupported = filters.unsupported
         if body.replaces_prefix and any(m.path_type != "PathPrefix" for m in matches):
             unsupported = [*unsupported, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match"]
@@ -257,15 +276,25 @@ class RuleBody:
     touched: Uses  # the references resolved
     replaces_prefix: bool  # a redirect or rewrite replaces the prefix match: every match must be one
     serves: bool  # some backend has a cluster (else a rule that redirects nowhere answers 500)
+    # Nothing refused or unsupported, no prefix replaced, something to serve: a rule with this
+    # body is served as it is unless its matches or timeouts say otherwise (route_rules).
+    plain: bool
 
 
-def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[str, Any], shadow: bool) -> RuleBody:
+def rule_body(
+    resolver: BackendResolver,
+    route: K8sObject[Any],
+    rule: Mapping[str, Any],
+    shadow: bool,
+    key: tuple[Any, ...] | None = None,
+) -> RuleBody:
     """A rule's filters and backends, compiled once per translation for every rule that has the
     same ones (manifests repeat them: at 10,000 rules this was a third of the Gateway API
     translation). They read nothing but the route's kind and namespace (references resolve
     from there), the shadow-suffix annotation, and the rule's ``filters`` and ``backendRefs``:
-    the key."""
-    key = (route.kind, route.namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs"))))
+    the key (``key``, when the caller made it already)."""
+    if key is None:
+        key = (route.kind, route.namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs"))))
     hit = resolver.rules.get(key)
     if hit is None:
         outer, resolver.touched = resolver.touched, Uses()
@@ -273,15 +302,21 @@ def rule_body(resolver: BackendResolver, route: K8sObject[Any], rule: Mapping[st
             filters = rule_filters(resolver, route, rule, shadow)
             problems: list[RefProblem] = []
             weighted = tuple(weighted_backends(resolver, route, rule, filters, problems))
+            refused, replaces, serves = (
+                refused_filters(filters),
+                _replaces_prefix(filters),
+                any(w.backend for w in weighted),
+            )
             hit = resolver.rules[key] = RuleBody(
                 filters,
-                refused_filters(filters),
+                refused,
                 weighted,
                 problems,
                 filters.problems + problems,
                 resolver.touched,
-                _replaces_prefix(filters),
-                any(w.backend for w in weighted),
+                replaces,
+                serves,
+                not (filters.unsupported or refused or replaces) and (serves or filters.redirect is not None),
             )
         finally:
             resolver.touched = outer

@@ -166,16 +166,18 @@ class RouteTags:
         shared: dict[tuple[ir.Mirror, ...], tuple[MirrorTag, ...]] = {}
         for vh in added:
             for r in vh.routes:
-                if r.mirrors:
-                    count[r.name] = count.get(r.name, 0) + 1
-                    tags = by_id.get(id(r.mirrors))
+                mirrors = r.mirrors
+                if mirrors:
+                    name = r.name
+                    count[name] = count.get(name, 0) + 1
+                    tags = by_id.get(id(mirrors))
                     if tags is None:
-                        tags = shared.get(r.mirrors)
+                        tags = shared.get(mirrors)
                         if tags is None:
-                            tags = shared[r.mirrors] = mirror_tags(r.mirrors)
-                        by_id[id(r.mirrors)] = tags
+                            tags = shared[mirrors] = mirror_tags(mirrors)
+                        by_id[id(mirrors)] = tags
                     source = r.source
-                    table[r.name] = _make_tag(source, r.rule, tags) if source else _make_tag(*_source(r), tags)
+                    table[name] = _make_tag(source, r.rule, tags) if source else _make_tag(*_source(r), tags)
 
 
 _make_tag = ir.positional(RouteTag)  # one per mirrored route at a cold start

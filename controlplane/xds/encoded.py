@@ -24,14 +24,8 @@ from operator import is_not
 from typing import Any, NamedTuple, TypeVar
 
 from .. import digest, ir
-from .wire import delimited
 
 _T = TypeVar("_T")
-
-
-def framed(data: bytes) -> bytes:
-    """A serialized VirtualHost as one element of RouteConfiguration.virtual_hosts (field 2)."""
-    return delimited(2, data)
 
 
 # What one virtual host uses (vhost_usage): (mirror cluster, sample percent) pairs, compared
@@ -188,7 +182,8 @@ class EncodedMemo:
         tail: bytes,
     ) -> Assembled:
         """The chain's RouteConfiguration (``head`` + its virtual hosts + ``tail``); ``encode``
-        serializes one virtual host that was not seen before."""
+        serializes one virtual host that was not seen before, framed as field 2 (a
+        RouteConfiguration's ``virtual_hosts``)."""
         self._used.add(chain.name)
         state = self._chains.setdefault(chain.name, _Chain())
         vhosts = chain.virtual_hosts
@@ -230,7 +225,7 @@ class EncodedMemo:
         # Those added, in C loops over the lot (a cold build adds 10,000).
         ids = list(new.keys() - old)
         vhosts = list(map(new.__getitem__, ids))
-        data = list(map(framed, map(encode, vhosts)))
+        data = list(map(encode, vhosts))
         usages = list(map(ir.by_backends_and_mirrors(vhost_usage), vhosts))
         state.held.update(zip(ids, vhosts, strict=True))
         state.framed.update(zip(ids, data, strict=True))

@@ -47,6 +47,23 @@ def delimited(number: int, data: bytes) -> bytes:
     return b"".join((tag(number), varint(n), data))
 
 
+def short_heads(number: int) -> list[bytes]:
+    """The tag and length of field ``number`` (1 to 31) for each length below 128, by length:
+    what ``head`` looks up, for a caller that writes many such fields."""
+    return _HEADS[number]
+
+
+def head(number: int, n: int) -> bytes:
+    """The tag and length of a length-delimited field of ``n`` bytes (``delimited`` without the
+    bytes: for a field whose parts are joined in one go with its head)."""
+    if number < 32:
+        if n < 0x80:
+            return _HEADS[number][n]
+        if n < 0x4000:
+            return _TAGS[number] + bytes((n & 0x7F | 0x80, n >> 7))
+    return tag(number) + varint(n)
+
+
 def string(number: int, text: str) -> bytes:
     """A string field that is set (a proto3 string outside a oneof is left out when empty)."""
     return delimited(number, text.encode())
