@@ -21,11 +21,10 @@ And the floor of each round: a second Envoy started against the control plane on
 The control plane runs as installed: its modules' bytecode compiled before the first round
 (``compileall``, into the checkout's ``__pycache__`` folders), as pip compiles a package it
 installs (the Docker image's too, although its ``PYTHONDONTWRITEBYTECODE`` stops Python writing
-any later). From a
-checkout with ``PYTHONDONTWRITEBYTECODE=1`` set, as on the machine these figures come from, every
-start compiled mirrorplane's hundred modules again, about 0.15 s of the serving process's CPU (not
-the load helper's: it runs isolated, ``python -I``, and keeps its bytecode): ``--compile-at-start``
-measures that way.
+any later). From a checkout with ``PYTHONDONTWRITEBYTECODE=1`` set, as on the machine these
+figures come from, every start compiled mirrorplane's hundred modules again, about 0.15 s of the
+serving process's CPU (not the load helper's: it runs isolated, ``python -I``, and keeps its
+bytecode): ``--compile-at-start`` measures that way.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Modules only other commands use: `echo` and `run --echo` (the echo's servers, its gRPC service),
@@ -57,16 +59,21 @@ def _at_loop_start(tmp_path: Path, *argv: str) -> dict[str, object]:
     return state
 
 
-def test_serving_a_folder_imports_no_other_commands_modules(tmp_path: Path) -> None:
-    state = _at_loop_start(tmp_path, "serve", str(tmp_path), "--xds-port", "0", "--http-port", "0")
-    modules = set(state["modules"])  # type: ignore[call-overload]
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """``serve DIR`` at its event loop's start."""
+    folder = tmp_path_factory.mktemp("serve")
+    return _at_loop_start(folder, "serve", str(folder), "--xds-port", "0", "--http-port", "0")
+
+
+def test_serving_a_folder_imports_no_other_commands_modules(serving: dict[str, object]) -> None:
+    modules = set(serving["modules"])  # type: ignore[call-overload]
     assert "controlplane.serve" in modules and "controlplane.providers.files" in modules
     assert not {m for m in modules if m.startswith(NOT_FOR_SERVE)}
 
 
-def test_the_imports_leave_the_collector_on_with_their_objects_frozen(tmp_path: Path) -> None:
+def test_the_imports_leave_the_collector_on_with_their_objects_frozen(serving: dict[str, object]) -> None:
     """Collections during the imports found nothing to free; their objects live as long as the
     process, so later collections skip them."""
-    state = _at_loop_start(tmp_path, "serve", str(tmp_path), "--xds-port", "0", "--http-port", "0")
-    assert state["gc_enabled"] is True
-    assert isinstance(state["frozen"], int) and state["frozen"] > 20_000
+    assert serving["gc_enabled"] is True
+    assert isinstance(serving["frozen"], int) and serving["frozen"] > 20_000

@@ -89,16 +89,22 @@ def test_a_batch_searching_with_re2_gives_the_verdicts_of_its_rules_as_written(
     assert run(rules.batch, value, variables) == run(written, value, {}), (where, value)
 
 
-def test_a_path_rule_set_still_words_its_errors() -> None:
+def path_errors(path_type: str, value: str) -> list[str]:
+    """What validating an HTTPRoute with one path match of ``path_type`` and ``value`` reports
+    (it must be refused)."""
     body = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
         "metadata": {"name": "r", "namespace": "ns"},
-        "spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/a b\n"}}]}]},
+        "spec": {"rules": [{"matches": [{"path": {"type": path_type, "value": value}}]}]},
     }
     with pytest.raises(schema.ValidationError) as caught:
         schema.validate(body)
-    assert caught.value.errors == [
+    return caught.value.errors
+
+
+def test_a_path_rule_set_still_words_its_errors() -> None:
+    assert path_errors("PathPrefix", "/a b\n") == [
         'spec.rules[0].matches[0].path: Invalid value: "object": must only contain valid characters '
         "(matching ^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']"
     ]
@@ -107,15 +113,7 @@ def test_a_path_rule_set_still_words_its_errors() -> None:
 def test_a_path_re2_cannot_encode_is_judged_by_the_rules_as_written() -> None:
     """A lone surrogate (JSON may carry one) has no UTF-8 form for RE2: a validation error, the
     CEL library's own, not an exception."""
-    body = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "r", "namespace": "ns"},
-        "spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/a\ud800"}}]}]},
-    }
-    with pytest.raises(schema.ValidationError) as caught:
-        schema.validate(body)
-    assert caught.value.errors[-1].endswith(
+    assert path_errors("PathPrefix", "/a\ud800")[-1].endswith(
         "evaluating rule: must only contain valid characters "
         "(matching ^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']"
     )

@@ -199,12 +199,7 @@ def route_rules(resolver: BackendResolver, route: HTTPRoute) -> Compiled:
     # A known rule body is found here, without a call of rule_body (10,000 rules, 50 bodies).
     bodies, known, kind, namespace = resolver.bodies, resolver.rules, route.kind, route.namespace
     for index, rule in enumerate(route.spec.get("rules") or ()):
-        key = (
-            kind,
-            namespace,
-            shadow_suffix,
-            content_key((rule.get("filters"), rule.get("backendRefs"))),
-        )  # rule_body's
+        key = body_key(kind, namespace, shadow_suffix, rule)
         body = known.get(key)
         if body is None:
             body = rule_body(resolver, route, rule, shadow_suffix, key)
@@ -294,7 +289,7 @@ def rule_body(
     from there), the shadow-suffix annotation, and the rule's ``filters`` and ``backendRefs``:
     the key (``key``, when the caller made it already)."""
     if key is None:
-        key = (route.kind, route.namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs"))))
+        key = body_key(route.kind, route.namespace, shadow, rule)
     hit = resolver.rules.get(key)
     if hit is None:
         outer, resolver.touched = resolver.touched, Uses()
@@ -323,6 +318,11 @@ def rule_body(
     if resolver.bodies is not None:
         resolver.bodies.append(hit.touched)
     return hit
+
+
+def body_key(kind: str, namespace: str, shadow: bool, rule: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What rule_body's result for ``rule`` depends on, as its key in ``BackendResolver.rules``."""
+    return kind, namespace, shadow, content_key((rule.get("filters"), rule.get("backendRefs")))
 
 
 def content_key(value: Any) -> bytes | str:
